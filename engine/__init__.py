@@ -1,0 +1,1 @@
+"""The model runtime both tiers share: config, loaders, model, tokenizer, generation."""

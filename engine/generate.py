@@ -1,0 +1,122 @@
+"""Token generation as plain functions: prefill, decode one token, sample, generate.
+
+Every generated token carries the confidence signals the router watches: its
+log-prob, the entropy of the next-token distribution and the top-2 margin, all
+from the model's own (temperature 1) distribution, whatever the sampling.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+import torch
+
+from engine.model import KVCache, Transformer
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """temperature 0 is greedy; top_k 0 and top_p 1.0 disable those filters."""
+
+    temperature: float = 0.0
+    top_k: int = 0
+    top_p: float = 1.0
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0 or self.top_k < 0 or not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"invalid sampling {self}: need temperature >= 0, top_k >= 0, 0 < top_p <= 1")
+
+
+GREEDY = Sampling()
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """One generated token: id, log-prob (nats), entropy (nats), top-1 minus top-2 probability."""
+
+    id: int
+    logprob: float
+    entropy: float
+    margin: float
+
+
+def prefill(model: Transformer, cache: KVCache, ids: list[int]) -> torch.Tensor:
+    """Run the prompt through the model; returns the next-token logits [V]."""
+    tokens = torch.tensor([ids], dtype=torch.long, device=cache.k.device)
+    return model(tokens, cache, last_only=True)[0, -1]
+
+
+def decode_one_token(model: Transformer, cache: KVCache, token_id: int) -> torch.Tensor:
+    tokens = torch.tensor([[token_id]], dtype=torch.long, device=cache.k.device)
+    return model(tokens, cache)[0, -1]
+
+
+def pick(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator | None) -> TokenInfo:
+    """Choose the next token from logits [V] and describe the model's confidence in it."""
+    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    top2 = torch.topk(logprobs, 2)
+    if sampling.temperature == 0.0:
+        token = int(top2.indices[0])
+    else:
+        token = int(_sample(logits.float() / sampling.temperature, sampling, generator))
+    probs = logprobs.exp()
+    return TokenInfo(
+        id=token,
+        logprob=float(logprobs[token]),
+        entropy=float(-(probs * logprobs).nan_to_num().sum()),
+        margin=float(top2.values[0].exp() - top2.values[1].exp()),
+    )
+
+
+def _sample(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator | None) -> torch.Tensor:
+    if sampling.top_k:
+        kth = torch.topk(logits, min(sampling.top_k, logits.numel())).values[-1]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if sampling.top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True)
+        cumulative = torch.softmax(sorted_logits, dim=-1).cumsum(-1)
+        # Drop tokens once the mass *before* them reaches top_p; the first always stays.
+        drop = (cumulative - torch.softmax(sorted_logits, dim=-1)) >= sampling.top_p
+        logits = logits.scatter(0, order[drop], float("-inf"))
+    probs = torch.softmax(logits, dim=-1)
+    return torch.multinomial(probs, 1, generator=generator)[0]
+
+
+def make_generator(sampling: Sampling) -> torch.Generator | None:
+    if sampling.temperature == 0.0:
+        return None
+    generator = torch.Generator()
+    if sampling.seed is not None:
+        generator.manual_seed(sampling.seed)
+    else:
+        generator.seed()
+    return generator
+
+
+@torch.inference_mode()
+def generate_tokens(
+    model: Transformer,
+    cache: KVCache,
+    prompt_ids: list[int],
+    *,
+    max_new_tokens: int,
+    sampling: Sampling = GREEDY,
+    stop_ids: Iterable[int] = (),
+) -> Iterator[TokenInfo]:
+    """Prefill `prompt_ids` after whatever `cache` holds, then decode.
+
+    Yields each token as soon as it is chosen; a stop token is yielded last.
+    The cache ends holding every token fed to the model (the last yielded token
+    is not fed, so a continuation starts by feeding it).
+    """
+    stops = set(stop_ids)
+    generator = make_generator(sampling)
+    logits = prefill(model, cache, prompt_ids)
+    for i in range(max_new_tokens):
+        token = pick(logits, sampling, generator)
+        yield token
+        if token.id in stops or i == max_new_tokens - 1:
+            return
+        logits = decode_one_token(model, cache, token.id)

@@ -1,0 +1,147 @@
+"""Read GGUF files: hyper-parameters, tokenizer metadata and weights.
+
+llama.cpp's converter permutes the rows of Q and K so its RoPE can rotate
+adjacent pairs; the engine rotates half-split pairs like Hugging Face, so those
+rows are permuted back here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from gguf import GGMLQuantizationType, GGUFReader
+from gguf.quants import dequantize
+
+from engine.config import ModelConfig, RopeScaling
+from engine.errors import ModelFormatError, UnsupportedModelError
+from engine.model import rope_frequencies
+
+SUPPORTED_TYPES = {
+    GGMLQuantizationType.F32,
+    GGMLQuantizationType.F16,
+    GGMLQuantizationType.BF16,
+    GGMLQuantizationType.Q8_0,
+    GGMLQuantizationType.Q4_0,
+    GGMLQuantizationType.Q4_1,
+}
+
+
+def is_gguf_file(path: Path) -> bool:
+    if not path.is_file():
+        return False
+    with path.open("rb") as f:
+        return f.read(4) == b"GGUF"
+
+
+def open_gguf(path: Path) -> GGUFReader:
+    try:
+        return GGUFReader(path)
+    except Exception as exc:  # the reader raises ValueError, IndexError, struct errors...
+        raise ModelFormatError(f"{path} is not a readable GGUF file (truncated or corrupt?): {exc}") from exc
+
+
+def metadata(reader: GGUFReader) -> dict[str, Any]:
+    """Scalar and array metadata as Python values (token lists included)."""
+    return {name: field.contents() for name, field in reader.fields.items()}
+
+
+def read_config(meta: dict[str, Any], tensor_names: set[str], path: Path) -> ModelConfig:
+    arch = meta.get("general.architecture")
+    if arch != "llama":
+        raise UnsupportedModelError(f"{path}: architecture {arch!r} is not supported (only 'llama')")
+
+    def get(key: str, default: Any = None) -> Any:
+        value = meta.get(f"llama.{key}", default)
+        if value is None:
+            raise ModelFormatError(f"{path}: metadata lacks 'llama.{key}'")
+        return value
+
+    n_heads = int(get("attention.head_count"))
+    dim = int(get("embedding_length"))
+    tokens = meta.get("tokenizer.ggml.tokens")
+    vocab = int(meta.get("llama.vocab_size") or (len(tokens) if tokens else 0)) or None
+    if vocab is None:
+        raise ModelFormatError(f"{path}: cannot tell the vocabulary size")
+    return ModelConfig(
+        vocab_size=vocab,
+        dim=dim,
+        n_layers=int(get("block_count")),
+        n_heads=n_heads,
+        n_kv_heads=int(get("attention.head_count_kv", n_heads)),
+        ffn_dim=int(get("feed_forward_length")),
+        norm_eps=float(get("attention.layer_norm_rms_epsilon", 1e-5)),
+        rope_theta=float(get("rope.freq_base", 10000.0)),
+        max_seq_len=int(get("context_length", 2048)),
+        tie_embeddings="output.weight" not in tensor_names,
+        head_dim=int(get("rope.dimension_count", dim // n_heads)),
+    )
+
+
+def unpermute_rows(w: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """Undo llama.cpp's Q/K row permutation (interleaved RoPE pairs -> half-split)."""
+    rows = w.shape[0]
+    return w.reshape(n_heads, rows // n_heads // 2, 2, *w.shape[1:]).transpose(1, 2).reshape(w.shape)
+
+
+def tensor_to_torch(tensor: Any, path: Path) -> torch.Tensor:
+    """One GGUF tensor, dequantized to float32, in torch's row-major shape."""
+    qtype = GGMLQuantizationType(tensor.tensor_type)
+    if qtype not in SUPPORTED_TYPES:
+        names = ", ".join(sorted(t.name for t in SUPPORTED_TYPES))
+        raise UnsupportedModelError(f"{path}: tensor {tensor.name} is {qtype.name}; supported: {names}")
+    shape = tuple(int(d) for d in reversed(tensor.shape))
+    data = np.asarray(tensor.data)
+    if qtype == GGMLQuantizationType.F32:
+        array = data.astype(np.float32, copy=False)
+    else:
+        array = dequantize(data, qtype)
+    return torch.from_numpy(np.array(array.reshape(shape), dtype=np.float32))
+
+
+def _fit_llama3_scaling(config: ModelConfig, factors: torch.Tensor, meta: dict[str, Any], path: Path) -> RopeScaling:
+    """GGUF stores Llama 3 rope scaling as per-frequency factors; recover its parameters."""
+    original = int(meta.get("llama.rope.scaling.original_context_length") or 8192)
+    candidate = RopeScaling(float(factors.max()), 1.0, 4.0, original)
+    base = rope_frequencies(config.head_dim, config.rope_theta, None)
+    scaled = rope_frequencies(config.head_dim, config.rope_theta, candidate)
+    if not torch.allclose((base / scaled).float(), factors.float(), rtol=1e-3):
+        raise UnsupportedModelError(f"{path}: rope_freqs do not match Llama 3 rope scaling")
+    return candidate
+
+
+def load_gguf(path: Path) -> tuple[ModelConfig, dict[str, torch.Tensor], dict[str, Any]]:
+    """Config, engine-named float32 tensors and metadata of a GGUF file."""
+    reader = open_gguf(path)
+    meta = metadata(reader)
+    by_name = {t.name: t for t in reader.tensors}
+    config = read_config(meta, set(by_name), path)
+
+    def take(name: str) -> torch.Tensor:
+        if name not in by_name:
+            raise ModelFormatError(f"{path}: lacks tensor {name!r}")
+        return tensor_to_torch(by_name[name], path)
+
+    if "rope_freqs.weight" in by_name:
+        scaling = _fit_llama3_scaling(config, take("rope_freqs.weight"), meta, path)
+        config = dataclasses.replace(config, rope_scaling=scaling)
+
+    out = {"tok_embeddings.weight": take("token_embd.weight"), "norm.weight": take("output_norm.weight")}
+    if not config.tie_embeddings:
+        out["output.weight"] = take("output.weight")
+    for i in range(config.n_layers):
+        b, q = f"blk.{i}.", f"layers.{i}."
+        out[q + "attention.wqkv.weight"] = torch.cat([
+            unpermute_rows(take(b + "attn_q.weight"), config.n_heads),
+            unpermute_rows(take(b + "attn_k.weight"), config.n_kv_heads),
+            take(b + "attn_v.weight"),
+        ])
+        out[q + "attention.wo.weight"] = take(b + "attn_output.weight")
+        out[q + "feed_forward.w13.weight"] = torch.cat([take(b + "ffn_gate.weight"), take(b + "ffn_up.weight")])
+        out[q + "feed_forward.w2.weight"] = take(b + "ffn_down.weight")
+        out[q + "attention_norm.weight"] = take(b + "attn_norm.weight")
+        out[q + "ffn_norm.weight"] = take(b + "ffn_norm.weight")
+    return config, out, meta

@@ -1,0 +1,201 @@
+"""One Llama-architecture transformer in plain torch (RMSNorm, RoPE, GQA, SwiGLU).
+
+The model is stateless between calls: the caller owns a `KVCache` and passes it
+in, so one set of weights can serve many sessions and a cache can be exported,
+compressed and imported. Weight names follow Meta's Llama layout with the Q/K/V
+and gate/up projections fused (`wqkv`, `w13`); loaders map checkpoints to them.
+Quantized variants swap the `nn.Linear` modules; nothing here branches on it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from engine.config import ModelConfig, RopeScaling
+
+
+class KVCache:
+    """Preallocated keys and values of every layer; the first `pos` positions are valid.
+
+    Keys are stored after RoPE. Shapes: k, v: [n_layers, B, n_kv_heads, max_seq_len, head_dim].
+    """
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        max_seq_len: int | None = None,
+        *,
+        batch_size: int = 1,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        self.max_seq_len = min(max_seq_len or config.max_seq_len, config.max_seq_len)
+        shape = (config.n_layers, batch_size, config.n_kv_heads, self.max_seq_len, config.head_dim)
+        self.k = torch.zeros(shape, dtype=dtype, device=device)
+        self.v = torch.zeros(shape, dtype=dtype, device=device)
+        self.pos = 0
+
+    def reset(self) -> None:
+        self.pos = 0
+
+    def truncate(self, pos: int) -> None:
+        """Forget everything from position `pos` on (e.g. to rewind to a shared prefix)."""
+        if not 0 <= pos <= self.pos:
+            raise ValueError(f"cannot truncate a cache holding {self.pos} positions to {pos}")
+        self.pos = pos
+
+    @property
+    def nbytes(self) -> int:
+        return self.k.nbytes + self.v.nbytes
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
+
+
+class Attention(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.n_heads = config.n_heads
+        self.n_kv_heads = config.n_kv_heads
+        self.head_dim = config.head_dim
+        self.q_size = config.n_heads * config.head_dim
+        self.kv_size = config.n_kv_heads * config.head_dim
+        self.wqkv = nn.Linear(config.dim, self.q_size + 2 * self.kv_size, bias=False)
+        self.wo = nn.Linear(self.q_size, config.dim, bias=False)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor],
+        cache: KVCache,
+        layer: int,
+        mask: torch.Tensor | None,
+    ) -> torch.Tensor:
+        bsz, seqlen, _ = x.shape
+        start = cache.pos
+        q, k, v = self.wqkv(x).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
+        # q: [B, H, T, D]; k, v: [B, Hkv, T, D]
+        q = q.view(bsz, seqlen, self.n_heads, self.head_dim).transpose(1, 2)
+        k = k.view(bsz, seqlen, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        v = v.view(bsz, seqlen, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        q, k = apply_rope(q, rope), apply_rope(k, rope)
+
+        end = start + seqlen
+        cache.k[layer, :bsz, :, start:end] = k
+        cache.v[layer, :bsz, :, start:end] = v
+        keys = cache.k[layer, :bsz, :, :end]
+        values = cache.v[layer, :bsz, :, :end]
+        out = F.scaled_dot_product_attention(
+            q, keys, values,
+            attn_mask=mask,
+            is_causal=mask is None and seqlen > 1,
+            enable_gqa=self.n_heads != self.n_kv_heads,
+        )
+        return self.wo(out.transpose(1, 2).reshape(bsz, seqlen, self.q_size))
+
+
+class FeedForward(nn.Module):
+    """SwiGLU with the gate (w1) and up (w3) projections fused into one matmul."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.ffn_dim = config.ffn_dim
+        self.w13 = nn.Linear(config.dim, 2 * config.ffn_dim, bias=False)
+        self.w2 = nn.Linear(config.ffn_dim, config.dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.w13(x).split(self.ffn_dim, dim=-1)
+        return self.w2(F.silu(gate) * up)
+
+
+class TransformerBlock(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.attention_norm = RMSNorm(config.dim, config.norm_eps)
+        self.attention = Attention(config)
+        self.ffn_norm = RMSNorm(config.dim, config.norm_eps)
+        self.feed_forward = FeedForward(config)
+
+    def forward(self, x, rope, cache, layer, mask):
+        h = x + self.attention(self.attention_norm(x), rope, cache, layer, mask)
+        return h + self.feed_forward(self.ffn_norm(h))
+
+
+class Transformer(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.tok_embeddings = nn.Embedding(config.vocab_size, config.dim)
+        self.layers = nn.ModuleList(TransformerBlock(config) for _ in range(config.n_layers))
+        self.norm = RMSNorm(config.dim, config.norm_eps)
+        self.output = nn.Linear(config.dim, config.vocab_size, bias=False)
+        if config.tie_embeddings:
+            self.output.weight = self.tok_embeddings.weight
+        cos, sin = rope_tables(config)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+
+    def forward(self, tokens: torch.Tensor, cache: KVCache, *, last_only: bool = False) -> torch.Tensor:
+        """Run `tokens` [B, T] at positions cache.pos.. and append them to the cache.
+
+        Returns logits [B, T, V], or [B, 1, V] for the last position when `last_only`
+        (prefill for generation needs only that, and the vocab matmul dominates it).
+        """
+        bsz, seqlen = tokens.shape
+        start, end = cache.pos, cache.pos + seqlen
+        if end > cache.max_seq_len:
+            raise ValueError(f"positions {start}..{end} exceed the KV cache of {cache.max_seq_len}")
+        rope = (self.rope_cos[start:end], self.rope_sin[start:end])
+        mask = None
+        if seqlen > 1 and start > 0:
+            # Queries at start..end-1 see every cached position plus the causal part.
+            mask = torch.ones(seqlen, end, dtype=torch.bool, device=tokens.device).tril(diagonal=start)
+        x = self.tok_embeddings(tokens)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, rope, cache, i, mask)
+        cache.pos = end
+        if last_only:
+            x = x[:, -1:]
+        return self.output(self.norm(x)).float()
+
+
+def rope_frequencies(head_dim: int, theta: float, scaling: RopeScaling | None) -> torch.Tensor:
+    """Inverse frequencies [head_dim/2], with Llama 3's smooth long-wavelength scaling."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64, device="cpu") / head_dim))
+    if scaling is None:
+        return inv_freq
+    low_wavelen = scaling.original_max_position_embeddings / scaling.low_freq_factor
+    high_wavelen = scaling.original_max_position_embeddings / scaling.high_freq_factor
+    wavelen = 2 * math.pi / inv_freq
+    smooth = (scaling.original_max_position_embeddings / wavelen - scaling.low_freq_factor) / (
+        scaling.high_freq_factor - scaling.low_freq_factor
+    )
+    scaled = torch.where(wavelen > low_wavelen, inv_freq / scaling.factor, inv_freq)
+    mid = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
+    return torch.where(mid, (1 - smooth) * inv_freq / scaling.factor + smooth * inv_freq, scaled)
+
+
+def rope_tables(config: ModelConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin [max_seq_len, head_dim] in the half-split layout of HF Llama."""
+    inv_freq = rope_frequencies(config.head_dim, config.rope_theta, config.rope_scaling)
+    angles = torch.outer(torch.arange(config.max_seq_len, dtype=torch.float64, device="cpu"), inv_freq)
+    angles = torch.cat([angles, angles], dim=-1)
+    return angles.cos().float(), angles.sin().float()
+
+
+def apply_rope(x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    cos, sin = rope  # [T, D]
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return (x * cos + rotated * sin).to(x.dtype)

@@ -1,0 +1,138 @@
+"""A loaded model ready to generate: weights, tokenizer and the text layer on top.
+
+`LocalModel.load` accepts a short name (`smollm2-135m`), an HF checkpoint folder
+or a GGUF file. This is what the CLI, the edge SDK and the cloud server share.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import torch
+
+from engine import gguf_loader, hf_loader
+from engine.chat import Message, render_chat
+from engine.config import ModelConfig
+from engine.detokenize import Detokenizer
+from engine.errors import ContextLengthError, ModelFormatError
+from engine.generate import GREEDY, Sampling, TokenInfo, generate_tokens
+from engine.model import KVCache, Transformer
+from engine.registry import resolve
+from engine.tokenizer import Tokenizer, load_gguf_tokenizer, load_tokenizer
+
+DEFAULT_MAX_CONTEXT = 8192
+
+
+@dataclass(frozen=True)
+class StreamEvent:
+    """One generated token and the text it released; `finish_reason` is set on the last."""
+
+    token: TokenInfo
+    text: str
+    finish_reason: str | None = None  # "stop" | "length" | "stop_string"
+
+
+def build_transformer(config: ModelConfig, weights: dict[str, torch.Tensor], dtype: torch.dtype) -> Transformer:
+    """Instantiate without random init (meta device) and adopt the loaded tensors."""
+    with torch.device("meta"):
+        model = Transformer(config)
+    weights = {k: v.to(dtype) for k, v in weights.items()}
+    if config.tie_embeddings:
+        weights["output.weight"] = weights["tok_embeddings.weight"]
+    try:
+        model.load_state_dict(weights, strict=True, assign=True)
+    except RuntimeError as exc:
+        raise ModelFormatError(f"weights do not fit the config: {exc}") from exc
+    if config.tie_embeddings:
+        model.output.weight = model.tok_embeddings.weight
+    return model.eval()
+
+
+@dataclass
+class LocalModel:
+    config: ModelConfig
+    model: Transformer
+    tokenizer: Tokenizer
+    source: str
+    max_context: int
+
+    @classmethod
+    def load(
+        cls,
+        name_or_path: str | Path,
+        *,
+        tokenizer: str | Path | None = None,
+        dtype: torch.dtype = torch.float32,
+        max_context: int = DEFAULT_MAX_CONTEXT,
+    ) -> "LocalModel":
+        path = resolve(name_or_path)
+        if hf_loader.is_hf_folder(path):
+            config, weights = hf_loader.load_hf_folder(path)
+            tok = load_tokenizer(resolve(tokenizer) if tokenizer else path)
+        elif gguf_loader.is_gguf_file(path):
+            config, weights, meta = gguf_loader.load_gguf(path)
+            tok = load_tokenizer(resolve(tokenizer)) if tokenizer else load_gguf_tokenizer(meta, str(path))
+        elif path.is_dir():
+            raise ModelFormatError(f"{path} is a folder without config.json; expected a Hugging Face checkpoint")
+        else:
+            raise ModelFormatError(f"{path} is neither a GGUF file nor a Hugging Face checkpoint folder")
+        if tok.vocab_size > config.vocab_size:
+            raise ModelFormatError(
+                f"tokenizer has {tok.vocab_size} tokens but the model only {config.vocab_size}"
+            )
+        context = min(config.max_seq_len, max_context)
+        config = dataclasses.replace(config, max_seq_len=context)
+        return cls(config, build_transformer(config, weights, dtype), tok, str(path), context)
+
+    def encode_chat(self, messages: Sequence[Message]) -> list[int]:
+        return render_chat(self.tokenizer, messages)
+
+    def encode_prompt(self, prompt: str, *, chat: bool = True) -> list[int]:
+        """A single user turn through the chat template, or raw text when `chat` is False."""
+        if chat:
+            return self.encode_chat([{"role": "user", "content": prompt}])
+        return self.tokenizer.encode(prompt, bos=self.tokenizer.add_bos)
+
+    def new_cache(self, n_positions: int | None = None) -> KVCache:
+        return KVCache(self.config, n_positions or self.max_context, dtype=self.model.norm.weight.dtype,
+                       device=self.model.norm.weight.device)
+
+    def check_length(self, n_prompt: int, max_new_tokens: int) -> None:
+        if n_prompt == 0:
+            raise ValueError("prompt is empty")
+        if n_prompt + max_new_tokens > self.max_context:
+            raise ContextLengthError(n_prompt + max_new_tokens, self.max_context, "prompt plus max_new_tokens")
+
+    def stream(
+        self,
+        prompt_ids: list[int],
+        *,
+        max_new_tokens: int = 256,
+        sampling: Sampling = GREEDY,
+        stop_strings: tuple[str, ...] = (),
+        cache: KVCache | None = None,
+    ) -> Iterator[StreamEvent]:
+        """Generate after `prompt_ids`, yielding each token with the text it releases."""
+        self.check_length(len(prompt_ids) + (cache.pos if cache else 0), max_new_tokens)
+        cache = cache or self.new_cache(len(prompt_ids) + max_new_tokens)
+        detok = Detokenizer(self.tokenizer, stop_strings)
+        stops = set(self.tokenizer.stop_ids)
+        count = 0
+        for token in generate_tokens(
+            self.model, cache, prompt_ids, max_new_tokens=max_new_tokens, sampling=sampling, stop_ids=stops
+        ):
+            count += 1
+            if token.id in stops:
+                yield StreamEvent(token, detok.flush(), "stop")
+                return
+            text = detok.push(token.id)
+            if detok.stopped:
+                yield StreamEvent(token, text, "stop_string")
+                return
+            if count == max_new_tokens:
+                yield StreamEvent(token, text + detok.flush(), "length")
+                return
+            yield StreamEvent(token, text)
