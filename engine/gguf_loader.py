@@ -11,23 +11,12 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from gguf import GGMLQuantizationType, GGUFReader
-from gguf.quants import dequantize
 
 from engine.config import ModelConfig, RopeScaling
 from engine.errors import ModelFormatError, UnsupportedModelError
+from engine.gguf_file import GGUFFile
 from engine.model import rope_frequencies
-
-SUPPORTED_TYPES = {
-    GGMLQuantizationType.F32,
-    GGMLQuantizationType.F16,
-    GGMLQuantizationType.BF16,
-    GGMLQuantizationType.Q8_0,
-    GGMLQuantizationType.Q4_0,
-    GGMLQuantizationType.Q4_1,
-}
 
 
 def is_gguf_file(path: Path) -> bool:
@@ -35,18 +24,6 @@ def is_gguf_file(path: Path) -> bool:
         return False
     with path.open("rb") as f:
         return f.read(4) == b"GGUF"
-
-
-def open_gguf(path: Path) -> GGUFReader:
-    try:
-        return GGUFReader(path)
-    except Exception as exc:  # the reader raises ValueError, IndexError, struct errors...
-        raise ModelFormatError(f"{path} is not a readable GGUF file (truncated or corrupt?): {exc}") from exc
-
-
-def metadata(reader: GGUFReader) -> dict[str, Any]:
-    """Scalar and array metadata as Python values (token lists included)."""
-    return {name: field.contents() for name, field in reader.fields.items()}
 
 
 def read_config(meta: dict[str, Any], tensor_names: set[str], path: Path) -> ModelConfig:
@@ -87,21 +64,6 @@ def unpermute_rows(w: torch.Tensor, n_heads: int) -> torch.Tensor:
     return w.reshape(n_heads, rows // n_heads // 2, 2, *w.shape[1:]).transpose(1, 2).reshape(w.shape)
 
 
-def tensor_to_torch(tensor: Any, path: Path) -> torch.Tensor:
-    """One GGUF tensor, dequantized to float32, in torch's row-major shape."""
-    qtype = GGMLQuantizationType(tensor.tensor_type)
-    if qtype not in SUPPORTED_TYPES:
-        names = ", ".join(sorted(t.name for t in SUPPORTED_TYPES))
-        raise UnsupportedModelError(f"{path}: tensor {tensor.name} is {qtype.name}; supported: {names}")
-    shape = tuple(int(d) for d in reversed(tensor.shape))
-    data = np.asarray(tensor.data)
-    if qtype == GGMLQuantizationType.F32:
-        array = data.astype(np.float32, copy=False)
-    else:
-        array = dequantize(data, qtype)
-    return torch.from_numpy(np.array(array.reshape(shape), dtype=np.float32))
-
-
 def _fit_llama3_scaling(config: ModelConfig, factors: torch.Tensor, meta: dict[str, Any], path: Path) -> RopeScaling:
     """GGUF stores Llama 3 rope scaling as per-frequency factors; recover its parameters."""
     original = int(meta.get("llama.rope.scaling.original_context_length") or 8192)
@@ -115,17 +77,16 @@ def _fit_llama3_scaling(config: ModelConfig, factors: torch.Tensor, meta: dict[s
 
 def load_gguf(path: Path) -> tuple[ModelConfig, dict[str, torch.Tensor], dict[str, Any]]:
     """Config, engine-named float32 tensors and metadata of a GGUF file."""
-    reader = open_gguf(path)
-    meta = metadata(reader)
-    by_name = {t.name: t for t in reader.tensors}
-    config = read_config(meta, set(by_name), path)
+    gguf = GGUFFile(path)
+    meta = gguf.metadata
+    config = read_config(meta, set(gguf.tensors), path)
 
     def take(name: str) -> torch.Tensor:
-        if name not in by_name:
+        if name not in gguf.tensors:
             raise ModelFormatError(f"{path}: lacks tensor {name!r}")
-        return tensor_to_torch(by_name[name], path)
+        return gguf.dequantize(name)
 
-    if "rope_freqs.weight" in by_name:
+    if "rope_freqs.weight" in gguf.tensors:
         scaling = _fit_llama3_scaling(config, take("rope_freqs.weight"), meta, path)
         config = dataclasses.replace(config, rope_scaling=scaling)
 

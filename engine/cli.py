@@ -1,0 +1,85 @@
+"""`tandem generate` and `tandem models`: run the engine from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from engine.registry import ASSETS, DEFAULT_MODEL
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """--model/--tokenizer/--max-context: shared by every command that loads a model."""
+    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"short name or path (default {DEFAULT_MODEL})")
+    parser.add_argument("--tokenizer", default=None, help="tokenizer file or folder, if not beside the model")
+    parser.add_argument("--max-context", type=int, default=8192, help="context window to allocate (tokens)")
+
+
+def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--max-new-tokens", type=int, default=256)
+    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    parser.add_argument("--top-k", type=int, default=0)
+    parser.add_argument("--top-p", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+
+
+def sampling_from_args(args: argparse.Namespace) -> Any:
+    from engine.generate import Sampling
+
+    return Sampling(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    gen = subparsers.add_parser("generate", help="generate text with a local model")
+    gen.add_argument("prompt")
+    add_model_arguments(gen)
+    add_sampling_arguments(gen)
+    gen.add_argument("--raw", action="store_true", help="no chat template: continue the prompt text")
+    gen.add_argument("--json", action="store_true", help="print one JSON line per token with its signals")
+    gen.set_defaults(func=cmd_generate)
+
+    models = subparsers.add_parser("models", help="list the models installed from packages")
+    models.set_defaults(func=cmd_models)
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from engine.errors import EngineError
+    from engine.runtime import LocalModel
+
+    try:
+        sampling = sampling_from_args(args)
+        model = LocalModel.load(args.model, tokenizer=args.tokenizer, max_context=args.max_context)
+        ids = model.encode_prompt(args.prompt, chat=not args.raw)
+        events = model.stream(
+            ids, max_new_tokens=args.max_new_tokens, sampling=sampling, stop_strings=tuple(args.stop)
+        )
+        for event in events:
+            if args.json:
+                t = event.token
+                print(json.dumps({
+                    "id": t.id, "text": event.text, "logprob": round(t.logprob, 6),
+                    "entropy": round(t.entropy, 6), "margin": round(t.margin, 6),
+                    "finish_reason": event.finish_reason,
+                }), flush=True)
+            else:
+                sys.stdout.write(event.text)
+                sys.stdout.flush()
+    except (EngineError, ValueError) as exc:
+        print(f"tandem generate: error: {exc}", file=sys.stderr)
+        return 1
+    if not args.json:
+        sys.stdout.write("\n")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    print(f"{'name':<20} {'package':<14} {'status':<10} path")
+    for asset in ASSETS.values():
+        path = asset.path()
+        print(f"{asset.name:<20} {asset.distribution:<14} {'installed' if path else 'missing':<10} {path or '-'}")
+        print(f"{'':<20} {asset.what}")
+    print("Any other model: --model PATH (an HF checkpoint folder or a .gguf file).")
+    return 0
