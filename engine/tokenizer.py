@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Iterable, Protocol
 
 import tiktoken
+import tiktoken.load
 from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers
 from tokenizers import Tokenizer as HFTokenizer
 
@@ -112,41 +113,32 @@ class Tokenizer:
 
     @cached_property
     def fingerprint(self) -> str:
-        """sha256 over vocabulary bytes, merges and special tokens, format-independent."""
-        merges = self._merges if self._merges is not None else derive_merges(self._vocab)
+        """sha256 over vocabulary bytes, merge priorities and special tokens.
+
+        Merges are hashed as the priority order of the tokens they produce: a
+        tiktoken rank file implies exactly that order, and a tokenizer.json
+        lists (possibly several) merges per token in it, so the same tokenizer
+        hashes the same from either format.
+        """
+        if self._merges is None:
+            merged = [i for t, i in sorted(self._vocab.items(), key=lambda kv: kv[1]) if len(t) > 1]
+        else:
+            merged, seen = [], set()
+            for a, b in self._merges:
+                idx = self._vocab.get(a + b)
+                if idx is not None and idx not in seen:
+                    seen.add(idx)
+                    merged.append(idx)
         h = hashlib.sha256()
         for token, idx in sorted(self._vocab.items(), key=lambda kv: kv[1]):
             h.update(b"v%d:%s\n" % (idx, token.hex().encode()))
-        for a, b in merges:
-            h.update(b"m%s:%s\n" % (a.hex().encode(), b.hex().encode()))
+        h.update(b"m" + ",".join(map(str, merged)).encode() + b"\n")
         for name, idx in sorted(self.specials.items(), key=lambda kv: kv[1]):
             h.update(b"s%d:%s\n" % (idx, name.encode()))
         return "tok-" + h.hexdigest()[:32]
 
     def __repr__(self) -> str:
         return f"Tokenizer({self.source!r}, vocab={self.vocab_size}, fingerprint={self.fingerprint})"
-
-
-def derive_merges(ranks: dict[bytes, int]) -> list[tuple[bytes, bytes]]:
-    """The merge list a tiktoken rank table implies: for each multi-byte token,
-    the two parts BPE joins last when only lower ranks may merge."""
-    merges = []
-    for token, rank in sorted(ranks.items(), key=lambda kv: kv[1]):
-        if len(token) < 2:
-            continue
-        parts = [token[i : i + 1] for i in range(len(token))]
-        while len(parts) > 2:
-            best_i, best_rank = -1, rank
-            for i in range(len(parts) - 1):
-                r = ranks.get(parts[i] + parts[i + 1])
-                if r is not None and r < best_rank:
-                    best_i, best_rank = i, r
-            if best_i < 0:
-                break
-            parts[best_i : best_i + 2] = [parts[best_i] + parts[best_i + 1]]
-        if len(parts) == 2:
-            merges.append((parts[0], parts[1]))
-    return merges
 
 
 def _byte_decoder() -> dict[str, int]:

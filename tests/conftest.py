@@ -1,0 +1,114 @@
+"""Shared fixtures: the real packaged models, the shared evaluation text, and
+small random-weight checkpoints written in the real Hugging Face layout."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.fail(f"evaluation text not found at {SHARED_DATA} (../shared/data beside the repo)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def smollm2_path() -> Path:
+    from engine.registry import resolve
+
+    return resolve("smollm2-135m")
+
+
+@pytest.fixture(scope="session")
+def llama3_tokenizer_path() -> Path:
+    from engine.registry import resolve
+
+    return resolve("llama3-tokenizer")
+
+
+@pytest.fixture(scope="session")
+def smollm2(smollm2_path):
+    from engine.runtime import LocalModel
+
+    return LocalModel.load(smollm2_path, max_context=2048)
+
+
+@pytest.fixture(scope="session")
+def llama3_tokenizer_json(tmp_path_factory, llama3_tokenizer_path) -> Path:
+    """Llama 3's tokenizer converted to tokenizer.json by transformers (an independent converter)."""
+    from transformers import PreTrainedTokenizerFast
+    from transformers.convert_slow_tokenizer import TikTokenConverter
+
+    from engine.tokenizer import load_tiktoken
+
+    specials = load_tiktoken(llama3_tokenizer_path).specials
+    converted = TikTokenConverter(str(llama3_tokenizer_path), extra_special_tokens=list(specials)).converted()
+    tok = PreTrainedTokenizerFast(tokenizer_object=converted, bos_token="<|begin_of_text|>", eos_token="<|eot_id|>")
+    out = tmp_path_factory.mktemp("llama3_tokenizer")
+    tok.save_pretrained(out)
+    return out / "tokenizer.json"
+
+
+def write_hf_checkpoint(
+    folder: Path,
+    *,
+    vocab_size: int = 128256,
+    hidden_size: int = 64,
+    layers: int = 2,
+    heads: int = 4,
+    kv_heads: int = 2,
+    intermediate: int = 160,
+    tie: bool = True,
+    rope_scaling: dict | None = None,
+    max_positions: int = 512,
+    seed: int = 0,
+    shard_size: str | None = None,
+    tokenizer_json: Path | None = None,
+) -> Path:
+    """A random-weight LlamaForCausalLM saved by transformers itself (config.json + safetensors)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=vocab_size, hidden_size=hidden_size, num_hidden_layers=layers,
+        num_attention_heads=heads, num_key_value_heads=kv_heads, intermediate_size=intermediate,
+        tie_word_embeddings=tie, max_position_embeddings=max_positions, rope_theta=500000.0,
+        rope_scaling=rope_scaling, bos_token_id=128000, eos_token_id=128009,
+    )
+    model = LlamaForCausalLM(config).eval()
+    with torch.no_grad():  # HF's init is tiny (std 0.02); widen it so logits are not all ~0.
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.normal_(0, 0.2)
+    kwargs = {"max_shard_size": shard_size} if shard_size else {}
+    model.save_pretrained(folder, safe_serialization=True, **kwargs)
+    if tokenizer_json is not None:
+        shutil.copy(tokenizer_json, folder / "tokenizer.json")
+        cfg = tokenizer_json.with_name("tokenizer_config.json")
+        if cfg.exists():
+            shutil.copy(cfg, folder / "tokenizer_config.json")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def hf_checkpoint_factory(tmp_path_factory, llama3_tokenizer_json):
+    """Returns a function that writes a random HF checkpoint with the real Llama 3 tokenizer."""
+
+    def make(name: str, **kwargs) -> Path:
+        folder = tmp_path_factory.mktemp(name)
+        return write_hf_checkpoint(folder, tokenizer_json=llama3_tokenizer_json, **kwargs)
+
+    return make
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text())
