@@ -58,6 +58,16 @@ def read_config(meta: dict[str, Any], tensor_names: set[str], path: Path) -> Mod
     )
 
 
+# llama.cpp's `general.file_type` values for the formats the engine reads.
+FILE_TYPES = {0: "gguf-f32", 1: "gguf-f16", 2: "gguf-q4_0", 3: "gguf-q4_1", 7: "gguf-q8_0", 32: "gguf-bf16"}
+
+
+def file_type(meta: dict[str, Any]) -> str:
+    """The quantization recipe a GGUF file declares, e.g. 'gguf-q4_1'."""
+    value = meta.get("general.file_type")
+    return FILE_TYPES.get(value, f"gguf-type{value}") if value is not None else "gguf"
+
+
 def unpermute_rows(w: torch.Tensor, n_heads: int) -> torch.Tensor:
     """Undo llama.cpp's Q/K row permutation (interleaved RoPE pairs -> half-split)."""
     rows = w.shape[0]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -18,6 +19,7 @@ from engine.chat import Message, render_chat
 from engine.config import ModelConfig
 from engine.detokenize import Detokenizer
 from engine.errors import ContextLengthError, ModelFormatError
+from engine.fingerprint import ModelFingerprint, fingerprint
 from engine.generate import GREEDY, Sampling, TokenInfo, generate_tokens
 from engine.model import KVCache, Transformer
 from engine.registry import resolve
@@ -58,6 +60,7 @@ class LocalModel:
     tokenizer: Tokenizer
     source: str
     max_context: int
+    quantization: str = "none"
 
     @classmethod
     def load(
@@ -71,10 +74,12 @@ class LocalModel:
         path = resolve(name_or_path)
         if hf_loader.is_hf_folder(path):
             config, weights = hf_loader.load_hf_folder(path)
+            quantization = "none"
             tok = load_tokenizer(resolve(tokenizer) if tokenizer else path)
         elif gguf_loader.is_gguf_file(path):
             config, weights, meta = gguf_loader.load_gguf(path)
             tok = load_tokenizer(resolve(tokenizer)) if tokenizer else load_gguf_tokenizer(meta, str(path))
+            quantization = gguf_loader.file_type(meta)
         elif path.is_dir():
             raise ModelFormatError(f"{path} is a folder without config.json; expected a Hugging Face checkpoint")
         else:
@@ -85,7 +90,12 @@ class LocalModel:
             )
         context = min(config.max_seq_len, max_context)
         config = dataclasses.replace(config, max_seq_len=context)
-        return cls(config, build_transformer(config, weights, dtype), tok, str(path), context)
+        model = build_transformer(config, weights, dtype)
+        return cls(config, model, tok, str(path), context, quantization)
+
+    @cached_property
+    def fingerprint(self) -> ModelFingerprint:
+        return fingerprint(self.config, self.model, self.quantization)
 
     def encode_chat(self, messages: Sequence[Message]) -> list[int]:
         return render_chat(self.tokenizer, messages)
