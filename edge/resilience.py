@@ -1,0 +1,105 @@
+"""Retry with backoff and a circuit breaker for calls to the cloud tier.
+
+Retries (tenacity) cover transient failures (UNAVAILABLE, DEADLINE_EXCEEDED on
+connect) within an overall deadline; the breaker stops trying a dead cloud for
+a cool-down so each request falls back at once instead of waiting out retries.
+The clock and sleep are injectable so tests of the breaker take no time.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, TypeVar
+
+import tenacity
+
+from edge.errors import CloudUnavailableError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 3
+    initial_backoff_s: float = 0.1
+    max_backoff_s: float = 1.0
+    jitter_s: float = 0.05
+
+    def run(
+        self,
+        fn: Callable[[], T],
+        *,
+        deadline: float,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> T:
+        """Call `fn` until it succeeds, retrying CloudUnavailableError with
+        exponential backoff and jitter, never past `deadline` (a clock() value)."""
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(CloudUnavailableError),
+            stop=tenacity.stop_after_attempt(self.attempts) | _stop_at(deadline, clock),
+            wait=tenacity.wait_exponential(multiplier=self.initial_backoff_s, max=self.max_backoff_s)
+            + tenacity.wait_random(0, self.jitter_s),
+            sleep=sleep,
+            reraise=True,
+        )
+        return retrying(fn)
+
+
+DEFAULT_RETRY = RetryPolicy()
+
+
+def _stop_at(deadline: float, clock: Callable[[], float]) -> tenacity.stop.stop_base:
+    class _StopAtDeadline(tenacity.stop.stop_base):
+        def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
+            return clock() >= deadline
+
+    return _StopAtDeadline()
+
+
+class CircuitBreaker:
+    """Closed -> open after `failure_threshold` consecutive failures; after
+    `cooldown_s` one trial call is let through (half-open); success closes it."""
+
+    def __init__(
+        self, failure_threshold: int = 3, cooldown_s: float = 30.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.failure_threshold = failure_threshold
+        self.cooldown_s = cooldown_s
+        self._clock = clock
+        self._failures = 0
+        self._opened_at: float | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def state(self) -> str:
+        with self._lock:
+            return self._state()
+
+    def _state(self) -> str:
+        if self._opened_at is None:
+            return "closed"
+        return "half_open" if self._clock() - self._opened_at >= self.cooldown_s else "open"
+
+    def allow(self) -> bool:
+        with self._lock:
+            return self._state() != "open"
+
+    def record_success(self) -> None:
+        with self._lock:
+            self._failures = 0
+            self._opened_at = None
+
+    def record_failure(self) -> None:
+        with self._lock:
+            self._failures += 1
+            if self._failures >= self.failure_threshold or self._state() == "half_open":
+                self._opened_at = self._clock()
+
+    def remaining_cooldown(self) -> float:
+        with self._lock:
+            if self._opened_at is None:
+                return 0.0
+            return max(0.0, self.cooldown_s - (self._clock() - self._opened_at))
