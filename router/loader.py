@@ -1,0 +1,215 @@
+"""Policy files in, `Policy` out, or a `PolicyError` a user can act on.
+
+Three passes, each reporting file, dotted field and line: YAML syntax (and keys
+given twice), the published JSON Schema (unknown fields, wrong types, missing
+fields, out-of-range values), then the rules a schema cannot express: regexes
+that compile and cannot match nothing, a tag under two actions, a confidence
+rule that could never fire or never be allowed to escalate, thresholds that do
+not suit their signal.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+from pathlib import Path as FsPath
+from typing import Any
+
+import jsonschema
+
+from router.errors import PolicyError, Problem
+from router.policy import (
+    BUILTIN_DETECTORS,
+    AuditSettings,
+    CloudRules,
+    ConfidenceRule,
+    CustomDetector,
+    EdgeLimits,
+    EscalationAction,
+    Fallback,
+    Policy,
+    PrivacyRules,
+    Signal,
+    TagAction,
+)
+from router.schema import SCHEMA
+from router.yamldoc import Document, Path, YamlSyntaxError, dotted, parse_yaml
+
+_VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
+_JSON_TYPES = {bool: "boolean", int: "integer", float: "number", str: "string", list: "array", dict: "mapping"}
+
+
+def load_policy(path: str | FsPath) -> Policy:
+    """Read and validate a policy file."""
+    source = str(path)
+    try:
+        text = FsPath(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PolicyError([Problem(source, "", None, f"cannot read the policy file: {exc}")]) from exc
+    return parse_policy(text, source=source)
+
+
+def parse_policy(text: str, *, source: str = "<string>") -> Policy:
+    """Validate policy text; `source` names it in errors and in `Policy.source`."""
+    try:
+        doc = parse_yaml(text)
+    except YamlSyntaxError as exc:
+        raise PolicyError([Problem(source, dotted(exc.path), exc.line, f"YAML syntax error: {exc.message}")]) from None
+    problems = _structure_problems(doc, source)
+    if not problems:
+        problems = _schema_problems(doc, source)
+    if not problems:
+        problems = _semantic_problems(doc, source)
+    if problems:
+        raise PolicyError(problems)
+    return _build(doc.data, source)
+
+
+def _structure_problems(doc: Document, source: str) -> list[Problem]:
+    problems = [Problem(source, dotted(p), line, "key given more than once") for p, line in doc.duplicates]
+    problems += [Problem(source, dotted(p), line, "keys must be plain names") for p, line in doc.bad_keys]
+    if not isinstance(doc.data, dict):
+        got = "an empty file" if doc.data is None else f"a {_type_name(doc.data)}"
+        problems.append(Problem(source, "", doc.line_of(()), f"a policy is a mapping of fields; got {got}"))
+    return problems
+
+
+def _schema_problems(doc: Document, source: str) -> list[Problem]:
+    problems = []
+    for error in _VALIDATOR.iter_errors(doc.data):
+        path: Path = tuple(error.absolute_path)
+        if error.validator == "additionalProperties":
+            known = sorted(error.schema.get("properties", {}))
+            for extra in sorted(set(error.instance) - set(known)):
+                problems.append(Problem(source, dotted(path + (extra,)), doc.line_of(path + (extra,)),
+                                        _unknown_field(extra, known)))
+        elif error.validator == "required":
+            missing = re.match(r"'([^']+)'", error.message)
+            name = missing.group(1) if missing else "?"
+            problems.append(Problem(source, dotted(path + (name,)), doc.line_of(path), "required field is missing"))
+        else:
+            problems.append(Problem(source, dotted(path), doc.line_of(path), _schema_message(error)))
+    return problems
+
+
+def _unknown_field(name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    return f"unknown field '{name}'{hint} (expected one of: {', '.join(known)})"
+
+
+def _schema_message(error: jsonschema.ValidationError) -> str:
+    if error.validator == "type":
+        got = _type_name(error.instance)
+        hint = f' (quote it: "{error.instance}")' if error.validator_value == "string" and got == "number" else ""
+        return f"expected {error.validator_value}, got {got} {error.instance!r}{hint}"
+    if error.validator == "enum":
+        return f"{error.instance!r} is not one of: {', '.join(map(str, error.validator_value))}"
+    return error.message
+
+
+def _type_name(value: Any) -> str:
+    if type(value) in (int, float):
+        return "number"
+    return _JSON_TYPES.get(type(value), type(value).__name__)
+
+
+def _semantic_problems(doc: Document, source: str) -> list[Problem]:
+    data, problems = doc.data, []
+
+    def add(path: Path, message: str) -> None:
+        problems.append(Problem(source, dotted(path), doc.line_of(path), message))
+
+    privacy = data.get("privacy", {})
+    for index, custom in enumerate(privacy.get("custom", [])):
+        base: Path = ("privacy", "custom", index)
+        name = custom["name"]
+        if name in BUILTIN_DETECTORS:
+            add(base + ("name",), f"'{name}' is a built-in detector; give the custom detector another name")
+        elif name in [c["name"] for c in privacy["custom"][:index]]:
+            add(base + ("name",), f"custom detector '{name}' is defined twice")
+        try:
+            regex = re.compile(custom["pattern"], re.IGNORECASE if custom.get("ignore_case") else 0)
+        except re.error as exc:
+            add(base + ("pattern",), f"invalid regex: {exc}")
+        else:
+            if regex.search("") is not None:
+                add(base + ("pattern",), "regex matches the empty string, so it would find nothing useful")
+
+    seen: dict[str, str] = {}
+    for action in TagAction:
+        for index, tag in enumerate(privacy.get(action.value, [])):
+            if tag in seen:
+                add(("privacy", action.value, index),
+                    f"contradictory rules: tag '{tag}' is under both {seen[tag]} and {action.value}")
+            seen.setdefault(tag, action.value)
+
+    rule, edge, cloud = data.get("confidence"), data["edge"], data["cloud"]
+    if edge["max_new_tokens"] >= edge["max_context_tokens"]:
+        add(("edge", "max_new_tokens"), f"contradictory limits: {edge['max_new_tokens']} new tokens leave no room "
+            f"for a prompt in a context of {edge['max_context_tokens']}")
+    if rule is not None:
+        if not cloud["allowed"]:
+            add(("confidence",), "contradictory rules: cloud.allowed is false, so a confidence rule could never "
+                "escalate; remove `confidence` or allow the cloud")
+        if rule["min_tokens"] > edge["max_new_tokens"]:
+            add(("confidence", "min_tokens"), f"contradictory rules: min_tokens {rule['min_tokens']} is more than "
+                f"edge.max_new_tokens {edge['max_new_tokens']}, so the rule could never fire")
+        if "quantile" in rule and rule["signal"] != Signal.QUANTILE_PROB.value:
+            add(("confidence", "quantile"), f"quantile only applies to signal quantile_prob, not {rule['signal']}")
+        range_problem = _threshold_problem(Signal(rule["signal"]), rule["threshold"])
+        if range_problem:
+            add(("confidence", "threshold"), range_problem)
+
+    audit = data.get("audit")
+    if audit is not None and audit.get("enabled", True) and not audit.get("path"):
+        add(("audit",), "audit is enabled but has no path; set audit.path or enabled: false")
+    return problems
+
+
+def _threshold_problem(signal: Signal, threshold: float) -> str | None:
+    if not math.isfinite(threshold):
+        return f"threshold must be a finite number, got {threshold}"
+    if signal in (Signal.MIN_PROB, Signal.QUANTILE_PROB) and not 0 < threshold < 1:
+        return f"threshold {threshold} is out of range for {signal.value}: a probability strictly between 0 and 1"
+    if signal is Signal.MEAN_LOGPROB and not threshold < 0:
+        return f"threshold {threshold} is out of range for mean_logprob: a log-probability below 0"
+    if signal is Signal.ENTROPY and not threshold > 0:
+        return f"threshold {threshold} is out of range for entropy: nats above 0"
+    return None
+
+
+def _build(data: dict[str, Any], source: str) -> Policy:
+    privacy = data.get("privacy", {})
+    switches = privacy.get("detectors", {})
+    actions = {tag: action for action in TagAction for tag in privacy.get(action.value, [])}
+    rule = data.get("confidence")
+    audit = data.get("audit")
+    return Policy(
+        version=data["version"],
+        edge=EdgeLimits(data["edge"]["max_context_tokens"], data["edge"]["max_new_tokens"]),
+        confidence=None if rule is None else ConfidenceRule(
+            signal=Signal(rule["signal"]),
+            threshold=float(rule["threshold"]),
+            window=rule["window"],
+            min_tokens=rule["min_tokens"],
+            action=EscalationAction(rule.get("action", EscalationAction.ESCALATE_CONTINUE)),
+            quantile=float(rule.get("quantile", 0.1)),
+        ),
+        privacy=PrivacyRules(
+            detectors=frozenset(name for name in BUILTIN_DETECTORS if switches.get(name, True)),
+            custom=tuple(
+                CustomDetector(c["name"], c["pattern"], c.get("tag", c["name"]), c.get("ignore_case", False))
+                for c in privacy.get("custom", [])
+            ),
+            actions=actions,
+            default_action=TagAction(privacy.get("default_action", TagAction.LOCAL_ONLY)),
+        ),
+        cloud=CloudRules(data["cloud"]["allowed"], Fallback(data["cloud"].get("on_unreachable", "answer_local"))),
+        audit=AuditSettings(
+            enabled=audit is not None and audit.get("enabled", True),
+            path=None if audit is None else audit.get("path"),
+        ),
+        source=source,
+    )

@@ -1,0 +1,142 @@
+"""The stream monitor: one token's confidence signals at a time, continue or
+escalate.
+
+It computes the policy's signal over the last `window` tokens once
+`min_tokens` tokens exist, and fires the first time the signal crosses the
+threshold. The verdict names the first token of the low-confidence stretch
+(the earliest token in the window that crosses the threshold on its own, or
+the window's start when none does), so an `escalate_continue` hand-off keeps
+only the tokens before it. Pure arithmetic on the inputs: the same sequence
+always gives the same verdicts. It fires at most once per stream.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from router.policy import ConfidenceRule, EscalationAction, Signal
+
+# A chosen token's log-prob of -inf (or float rounding above 0) is clamped into
+# [MIN_LOGPROB, 0] so every summary stays finite JSON.
+MIN_LOGPROB = -1000.0
+
+
+@dataclass(frozen=True)
+class MonitorVerdict:
+    """What to do after token `index` (0-based)."""
+
+    escalate: bool
+    index: int
+    fired: bool = False
+    code: str = "continue"
+    detail: str = ""
+    value: float | None = None
+    window_start: int | None = None
+    action: EscalationAction | None = None
+
+
+class StreamMonitor:
+    """Watches one generation. `may_escalate=False` (a request that must stay on
+    the device) still records when the rule fires but never says escalate."""
+
+    def __init__(self, rule: ConfidenceRule | None, *, may_escalate: bool = True) -> None:
+        self.rule = rule
+        self.may_escalate = may_escalate
+        self._window: deque[tuple[float, float]] = deque(maxlen=rule.window if rule else 1)  # (logprob, entropy)
+        self._probs: list[float] = []
+        self._logprob_sum = self._entropy_sum = self._margin_sum = 0.0
+        self._fired: MonitorVerdict | None = None
+
+    @property
+    def count(self) -> int:
+        return len(self._probs)
+
+    @property
+    def fired(self) -> MonitorVerdict | None:
+        """The verdict of the token where the rule fired, if it has."""
+        return self._fired
+
+    def observe(self, logprob: float, entropy: float, margin: float) -> MonitorVerdict:
+        """Record one token: natural-log probability of the chosen token, entropy of
+        the next-token distribution in nats, top-1 minus top-2 probability."""
+        if math.isnan(logprob) or not (math.isfinite(entropy) and math.isfinite(margin)):
+            raise ValueError(f"confidence signals must be finite numbers, got {logprob=}, {entropy=}, {margin=}")
+        logprob = min(max(logprob, MIN_LOGPROB), 0.0)
+        index = self.count
+        self._probs.append(math.exp(logprob))
+        self._logprob_sum += logprob
+        self._entropy_sum += entropy
+        self._margin_sum += margin
+        self._window.append((logprob, entropy))
+        rule = self.rule
+        if rule is None or self._fired is not None or self.count < rule.min_tokens:
+            return MonitorVerdict(escalate=False, index=index)
+        value = self._signal_value(rule)
+        low = value > rule.threshold if rule.signal is Signal.ENTROPY else value < rule.threshold
+        if not low:
+            return MonitorVerdict(escalate=False, index=index)
+        start = self.count - len(self._window)
+        window_start = start + next((i for i, t in enumerate(self._window) if self._token_low(rule, t)), 0)
+        relation = ">" if rule.signal is Signal.ENTROPY else "<"
+        detail = (f"{rule.signal.value} {value:.4g} {relation} {rule.threshold:g} over tokens {start}..{index}; "
+                  f"low-confidence stretch starts at token {window_start}")
+        if not self.may_escalate:
+            detail += "; the request may not leave the device, so decoding continues locally"
+        self._fired = MonitorVerdict(
+            escalate=self.may_escalate,
+            index=index,
+            fired=True,
+            code=f"low_confidence:{rule.signal.value}" if self.may_escalate else "low_confidence_kept_local",
+            detail=detail,
+            value=value,
+            window_start=window_start,
+            action=rule.action if self.may_escalate else None,
+        )
+        return self._fired
+
+    def _signal_value(self, rule: ConfidenceRule) -> float:
+        if rule.signal is Signal.ENTROPY:
+            return sum(e for _, e in self._window) / len(self._window)
+        if rule.signal is Signal.MEAN_LOGPROB:
+            return sum(lp for lp, _ in self._window) / len(self._window)
+        probs = [math.exp(lp) for lp, _ in self._window]
+        return min(probs) if rule.signal is Signal.MIN_PROB else quantile(probs, rule.quantile)
+
+    @staticmethod
+    def _token_low(rule: ConfidenceRule, token: tuple[float, float]) -> bool:
+        logprob, entropy = token
+        if rule.signal is Signal.ENTROPY:
+            return entropy > rule.threshold
+        if rule.signal is Signal.MEAN_LOGPROB:
+            return logprob < rule.threshold
+        return math.exp(logprob) < rule.threshold
+
+    def summary(self) -> dict[str, Any]:
+        """Signals over the whole stream, for the decision record (numbers only)."""
+        n = self.count
+        q = self.rule.quantile if self.rule and self.rule.signal is Signal.QUANTILE_PROB else 0.1
+        out: dict[str, Any] = {"tokens": n, "signal": self.rule.signal.value if self.rule else None}
+        if n:
+            out |= {
+                "min_prob": round(min(self._probs), 6),
+                "mean_prob": round(sum(self._probs) / n, 6),
+                f"p{round(q * 100):02d}_prob": round(quantile(self._probs, q), 6),
+                "mean_logprob": round(self._logprob_sum / n, 6),
+                "mean_entropy": round(self._entropy_sum / n, 6),
+                "mean_margin": round(self._margin_sum / n, 6),
+            }
+        out["fired_at"] = self._fired.index if self._fired else None
+        out["signal_value"] = round(self._fired.value, 6) if self._fired and self._fired.value is not None else None
+        return out
+
+
+def quantile(values: list[float], q: float) -> float:
+    """Linear interpolation between order statistics (numpy's default method)."""
+    ordered = sorted(values)
+    position = q * (len(ordered) - 1)
+    low = math.floor(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)

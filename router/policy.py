@@ -1,0 +1,172 @@
+"""What a policy says, as frozen values: limits, the confidence rule, privacy
+actions, cloud access and the audit log.
+
+A `Policy` is only ever built by the loader (`router.loader`), after the file
+has passed the JSON Schema and the semantic checks, so code holding one can
+trust every field. Its `content_hash` is the SHA-256 of the canonical JSON of
+the *effective* policy (defaults filled in): formatting, comments, key order
+and spelling out a default never change it; a change of meaning always does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+# Built-in detectors: name -> what it finds. A detector's findings carry its name
+# as their tag, so `privacy.local_only: [card]` pins any request with a card number.
+BUILTIN_DETECTORS: dict[str, str] = {
+    "email": "e-mail addresses",
+    "phone": "phone numbers valid in US, GB, DE, FR or IN numbering plans, or in international +CC form",
+    "card": "payment card numbers (known issuer prefix, 13-19 digits, Luhn check digit)",
+    "iban": "IBANs (country length and structure, mod-97 check digits)",
+    "national_id": "national identifiers: US SSN, Spanish DNI/NIE, Indian Aadhaar, Italian codice fiscale, French NIR",
+    "ip_address": "IPv4 and IPv6 addresses",
+    "secret": "private key blocks, cloud and VCS access keys, JWTs, high-entropy strings near words like 'password'",
+}
+
+
+class Signal(StrEnum):
+    """Per-window confidence statistic; all but `entropy` fire when BELOW the threshold."""
+
+    MIN_PROB = "min_prob"
+    QUANTILE_PROB = "quantile_prob"
+    MEAN_LOGPROB = "mean_logprob"
+    ENTROPY = "entropy"
+
+
+class EscalationAction(StrEnum):
+    """What the SDK does when the rule fires: start over in the cloud, or keep the
+    local tokens before the low-confidence window and let the cloud continue."""
+
+    ESCALATE_RESTART = "escalate_restart"
+    ESCALATE_CONTINUE = "escalate_continue"
+
+
+class TagAction(StrEnum):
+    LOCAL_ONLY = "local_only"
+    REDACT = "redact"
+    ALLOW = "allow"
+
+
+# Stricter first: when a request carries several tags, the first action here wins.
+ACTION_STRICTNESS = (TagAction.LOCAL_ONLY, TagAction.REDACT, TagAction.ALLOW)
+
+
+class Fallback(StrEnum):
+    ANSWER_LOCAL = "answer_local"
+    FAIL = "fail"
+
+
+@dataclass(frozen=True)
+class EdgeLimits:
+    max_context_tokens: int
+    max_new_tokens: int
+
+
+@dataclass(frozen=True)
+class ConfidenceRule:
+    signal: Signal
+    threshold: float
+    window: int
+    min_tokens: int
+    action: EscalationAction
+    quantile: float = 0.1
+
+
+@dataclass(frozen=True)
+class CustomDetector:
+    """A policy-defined regex; its matches are findings of kind `name` tagged `tag`."""
+
+    name: str
+    pattern: str
+    tag: str
+    ignore_case: bool = False
+    regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "regex", re.compile(self.pattern, re.IGNORECASE if self.ignore_case else 0))
+
+
+@dataclass(frozen=True)
+class PrivacyRules:
+    detectors: frozenset[str]
+    custom: tuple[CustomDetector, ...]
+    actions: dict[str, TagAction]
+    default_action: TagAction
+
+    def action_for(self, tag: str) -> TagAction:
+        """The action for a tag, whether a detector or the caller supplied it."""
+        return self.actions.get(tag, self.default_action)
+
+
+@dataclass(frozen=True)
+class CloudRules:
+    allowed: bool
+    on_unreachable: Fallback
+
+
+@dataclass(frozen=True)
+class AuditSettings:
+    enabled: bool
+    path: str | None
+
+
+@dataclass(frozen=True)
+class Policy:
+    version: str
+    edge: EdgeLimits
+    confidence: ConfidenceRule | None
+    privacy: PrivacyRules
+    cloud: CloudRules
+    audit: AuditSettings
+    source: str = field(default="<string>", compare=False)
+    content_hash: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "content_hash", content_hash(self.to_dict()))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The effective policy as plain JSON data, in the file format (defaults filled in)."""
+        lists: dict[str, list[str]] = {a.value: [] for a in TagAction}
+        for tag, action in sorted(self.privacy.actions.items()):
+            lists[action.value].append(tag)
+        data: dict[str, Any] = {
+            "version": self.version,
+            "edge": {
+                "max_context_tokens": self.edge.max_context_tokens,
+                "max_new_tokens": self.edge.max_new_tokens,
+            },
+            "privacy": {
+                "detectors": {name: name in self.privacy.detectors for name in BUILTIN_DETECTORS},
+                "custom": [
+                    {"name": c.name, "pattern": c.pattern, "tag": c.tag, "ignore_case": c.ignore_case}
+                    for c in self.privacy.custom
+                ],
+                **lists,
+                "default_action": self.privacy.default_action.value,
+            },
+            "cloud": {"allowed": self.cloud.allowed, "on_unreachable": self.cloud.on_unreachable.value},
+            "audit": {"enabled": self.audit.enabled, **({"path": self.audit.path} if self.audit.path else {})},
+        }
+        if self.confidence is not None:
+            rule = self.confidence
+            data["confidence"] = {
+                "signal": rule.signal.value,
+                "threshold": rule.threshold,
+                "window": rule.window,
+                "min_tokens": rule.min_tokens,
+                "action": rule.action.value,
+                **({"quantile": rule.quantile} if rule.signal is Signal.QUANTILE_PROB else {}),
+            }
+        return data
+
+
+def content_hash(data: Any) -> str:
+    """SHA-256 hex of canonical JSON (sorted keys, no whitespace, UTF-8)."""
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()

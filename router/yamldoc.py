@@ -1,0 +1,127 @@
+"""YAML to plain data, remembering the line of every field.
+
+PyYAML's node API (`yaml.compose`) keeps each node's start mark, which a plain
+`yaml.safe_load` throws away; the loader needs it to say *where* a policy is
+wrong. Keys are taken as written (so `on:` stays the string "on"), a key given
+twice is an error rather than a silent overwrite, and a syntax error is
+located at the field being read when the parser gave up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+Path = tuple[str | int, ...]
+
+
+def dotted(path: Path) -> str:
+    """`("privacy", "custom", 0, "pattern")` -> `privacy.custom[0].pattern`."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+    return out
+
+
+@dataclass
+class Document:
+    """Parsed data plus the 1-based line where each field path starts."""
+
+    data: Any
+    lines: dict[Path, int] = field(default_factory=dict)
+    duplicates: list[tuple[Path, int]] = field(default_factory=list)
+    bad_keys: list[tuple[Path, int]] = field(default_factory=list)
+
+    def line_of(self, path: Path) -> int:
+        """Line of `path`, or of its nearest ancestor present in the file."""
+        while path not in self.lines and path:
+            path = path[:-1]
+        return self.lines.get(path, 1)
+
+
+class YamlSyntaxError(Exception):
+    def __init__(self, message: str, line: int, path: Path) -> None:
+        super().__init__(message)
+        self.message, self.line, self.path = message, line, path
+
+
+def parse_yaml(text: str) -> Document:
+    """One YAML document to data with line numbers; raises YamlSyntaxError."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else 1
+        message = " ".join(part for part in (exc.context, exc.problem) if part)
+        raise YamlSyntaxError(message or "not valid YAML", line, _path_at_failure(text)) from exc
+    except yaml.YAMLError as exc:
+        raise YamlSyntaxError(str(exc), 1, ()) from exc
+    doc = Document(data=None)
+    if node is not None:
+        doc.lines[()] = node.start_mark.line + 1
+        doc.data = _build(node, (), doc, yaml.constructor.SafeConstructor())
+    return doc
+
+
+def _build(node: Node, path: Path, doc: Document, constructor: yaml.constructor.SafeConstructor) -> Any:
+    if isinstance(node, MappingNode):
+        out: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            line = key_node.start_mark.line + 1
+            if not isinstance(key_node, ScalarNode):
+                doc.bad_keys.append((path, line))
+                continue
+            key = key_node.value
+            if key in out:
+                doc.duplicates.append((path + (key,), line))
+                continue
+            doc.lines[path + (key,)] = line
+            out[key] = _build(value_node, path + (key,), doc, constructor)
+        return out
+    if isinstance(node, SequenceNode):
+        items = []
+        for index, item in enumerate(node.value):
+            doc.lines[path + (index,)] = item.start_mark.line + 1
+            items.append(_build(item, path + (index,), doc, constructor))
+        return items
+    return constructor.construct_object(node, deep=True)
+
+
+def _path_at_failure(text: str) -> Path:
+    """Field path the event parser had reached when the text stopped being YAML."""
+    frames: list[list[Any]] = []  # [kind, key-or-index, expecting_key]
+
+    def current() -> Path:
+        return tuple(f[1] for f in frames if f[1] is not None)
+
+    def value_started(event: yaml.Event, opens: str | None) -> None:
+        if frames and frames[-1][0] == "map":
+            top = frames[-1]
+            if top[2]:  # this node is a key
+                top[1] = event.value if isinstance(event, yaml.ScalarEvent) else "?"
+                top[2] = False
+                if opens:
+                    frames.append([opens, None, opens == "map"])
+                return
+            top[2] = True
+        elif frames:
+            frames[-1][1] = 0 if frames[-1][1] is None else frames[-1][1] + 1
+        if opens:
+            frames.append([opens, None, opens == "map"])
+
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, (yaml.ScalarEvent, yaml.AliasEvent)):
+                value_started(event, None)
+            elif isinstance(event, yaml.MappingStartEvent):
+                value_started(event, "map")
+            elif isinstance(event, yaml.SequenceStartEvent):
+                value_started(event, "seq")
+            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                frames.pop()
+    except yaml.YAMLError:
+        return current()
+    return ()
