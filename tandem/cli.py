@@ -16,6 +16,7 @@ import sys
 COMMAND_MODULES = (
     "engine.cli",
     "router.cli",
+    "cloud.cli",
 )
 
 

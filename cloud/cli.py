@@ -1,0 +1,83 @@
+"""`tandem serve-cloud`: load a model and serve it over gRPC until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+
+from cloud import config as defaults
+
+log = logging.getLogger(__name__)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from engine.cli import add_model_arguments
+
+    p = subparsers.add_parser("serve-cloud", help="serve a model to edge clients over gRPC")
+    add_model_arguments(p)
+    p.add_argument("--model-id", default=None, help="name reported by Info (default: the model file's name)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 for all interfaces)")
+    p.add_argument("--port", type=int, default=50051)
+    p.add_argument("--max-concurrency", type=int, default=defaults.DEFAULT_MAX_CONCURRENCY,
+                   help="streams decoding at once")
+    p.add_argument("--max-queue", type=int, default=defaults.DEFAULT_MAX_QUEUE,
+                   help="streams waiting for a slot; past it requests get UNAVAILABLE")
+    p.add_argument("--max-new-tokens", type=int, default=defaults.DEFAULT_MAX_NEW_TOKENS,
+                   help="largest max_new_tokens a request may ask for")
+    p.add_argument("--max-message-bytes", type=int, default=defaults.DEFAULT_MAX_MESSAGE_BYTES)
+    p.add_argument("--session-cache-mb", type=int, default=defaults.DEFAULT_SESSION_CACHE_BYTES >> 20,
+                   help="memory for per-session prefix caches (0 disables them)")
+    p.add_argument("--tls-cert", default=None, help="PEM certificate chain (with --tls-key)")
+    p.add_argument("--tls-key", default=None, help="PEM private key (with --tls-cert)")
+    token = p.add_mutually_exclusive_group()
+    token.add_argument("--auth-token", default=None,
+                       help="required bearer token (visible in `ps`; prefer --auth-token-file)")
+    token.add_argument("--auth-token-file", default=None, help="file with accepted bearer tokens, one a line")
+    p.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus metrics on this port")
+    p.add_argument("--metrics-host", default=None, help="address for the metrics endpoint (default: --host)")
+    p.add_argument("--grace", type=float, default=defaults.DEFAULT_GRACE_S,
+                   help="seconds in-flight streams get to finish on shutdown")
+    p.set_defaults(func=cmd_serve_cloud)
+
+
+def cmd_serve_cloud(args: argparse.Namespace) -> int:
+    from cloud.auth import load_tokens
+    from cloud.config import ServerConfig
+    from cloud.server import start_server
+    from engine.errors import EngineError
+    from engine.runtime import LocalModel
+
+    logging.getLogger("cloud").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    if (args.tls_cert is None) != (args.tls_key is None):
+        print("tandem serve-cloud: error: --tls-cert and --tls-key go together", file=sys.stderr)
+        return 2
+    try:
+        config = ServerConfig(
+            max_concurrency=args.max_concurrency, max_queue=args.max_queue, max_new_tokens=args.max_new_tokens,
+            default_new_tokens=min(defaults.DEFAULT_NEW_TOKENS, args.max_new_tokens),
+            max_message_bytes=args.max_message_bytes, session_cache_bytes=args.session_cache_mb << 20,
+        )
+        tokens = load_tokens(token=args.auth_token, token_file=args.auth_token_file)
+        model = LocalModel.load(args.model, tokenizer=args.tokenizer, max_context=args.max_context)
+        server, port = start_server(
+            model, host=args.host, port=args.port, config=config, model_id=args.model_id or args.model,
+            auth_tokens=tokens, tls_cert=args.tls_cert, tls_key=args.tls_key,
+            metrics_port=args.metrics_port, metrics_host=args.metrics_host,
+        )
+    except (EngineError, ValueError, OSError, RuntimeError) as exc:
+        print(f"tandem serve-cloud: error: {exc}", file=sys.stderr)
+        return 1
+    where = f"{args.host}:{port}"
+    metrics = f", metrics on :{server.metrics_port}/metrics" if server.metrics_port else ""
+    print(f"tandem serve-cloud: serving {args.model_id or args.model} on {where}{metrics}", file=sys.stderr, flush=True)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.wait(1.0):
+        pass
+    print(f"tandem serve-cloud: shutting down (grace {args.grace:g} s)", file=sys.stderr, flush=True)
+    server.stop(args.grace).wait()
+    return 0

@@ -1,0 +1,115 @@
+"""A thin client for the CloudInference service: channel set-up, requests, and
+collecting a stream into one result. The edge SDK builds its transport on it;
+tests and the benchmark use it directly. gRPC errors are left as grpc.RpcError:
+mapping them to the SDK's error tree is the SDK's job.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+import grpc
+
+from cloud.config import DEFAULT_MAX_MESSAGE_BYTES
+from tandem_rpc.v1 import cloud_pb2, cloud_pb2_grpc
+
+DEFAULT_TIMEOUT_S = 60.0
+
+
+def generate_request(
+    token_ids: Sequence[int],
+    *,
+    session_id: str = "",
+    request_id: str = "",
+    max_new_tokens: int = 0,
+    temperature: float = 0.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    seed: int | None = None,
+    stop_strings: Iterable[str] = (),
+    escalation_reason: int = cloud_pb2.ESCALATION_REASON_DIRECT,
+    escalation_detail: str = "",
+) -> cloud_pb2.GenerateRequest:
+    sampling = cloud_pb2.Sampling(temperature=temperature, top_k=top_k, top_p=top_p)
+    if seed is not None:
+        sampling.seed = seed
+    return cloud_pb2.GenerateRequest(
+        request_id=request_id, session_id=session_id, token_ids=list(token_ids), sampling=sampling,
+        max_new_tokens=max_new_tokens, stop_strings=list(stop_strings), escalation_reason=escalation_reason,
+        escalation_detail=escalation_detail,
+    )
+
+
+@dataclass
+class Completion:
+    """A whole Generate stream: the tokens with their signals, and the final result."""
+
+    token_ids: list[int] = field(default_factory=list)
+    text: str = ""
+    logprobs: list[float] = field(default_factory=list)
+    entropies: list[float] = field(default_factory=list)
+    margins: list[float] = field(default_factory=list)
+    result: cloud_pb2.GenerateResult | None = None
+
+
+def collect(responses: Iterable[cloud_pb2.GenerateResponse]) -> Completion:
+    out = Completion()
+    texts = []
+    for response in responses:
+        if response.HasField("chunk"):
+            c = response.chunk
+            out.token_ids += c.token_ids
+            texts.append(c.text)
+            out.logprobs += c.logprobs
+            out.entropies += c.entropies
+            out.margins += c.margins
+        else:
+            out.result = response.result
+    out.text = "".join(texts)
+    return out
+
+
+class CloudClient:
+    """One channel to a cloud server. `root_certificates` (PEM) switches to TLS;
+    `token` is sent as `authorization: Bearer <token>` on every call."""
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        token: str | None = None,
+        root_certificates: bytes | None = None,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    ) -> None:
+        options = [
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+        ]
+        if root_certificates is not None:
+            credentials = grpc.ssl_channel_credentials(root_certificates=root_certificates)
+            self.channel = grpc.secure_channel(target, credentials, options=options)
+        else:
+            self.channel = grpc.insecure_channel(target, options=options)
+        self.stub = cloud_pb2_grpc.CloudInferenceStub(self.channel)
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+
+    def info(self, *, timeout: float = DEFAULT_TIMEOUT_S) -> cloud_pb2.InfoResponse:
+        return self.stub.Info(cloud_pb2.InfoRequest(), timeout=timeout, metadata=self._metadata)
+
+    def stream(self, request: cloud_pb2.GenerateRequest, *, timeout: float = DEFAULT_TIMEOUT_S):
+        """The live call: iterate it for responses, `.cancel()` it to stop the server's work."""
+        return self.stub.Generate(request, timeout=timeout, metadata=self._metadata)
+
+    def generate(self, token_ids: Sequence[int], *, timeout: float = DEFAULT_TIMEOUT_S, **options) -> Completion:
+        """Run one Generate to the end; `options` are those of `generate_request`."""
+        return collect(self.stream(generate_request(token_ids, **options), timeout=timeout))
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> "CloudClient":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()

@@ -1,0 +1,54 @@
+"""Server settings as one value object, with the defaults a single host starts from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_MAX_CONCURRENCY = 4
+DEFAULT_MAX_QUEUE = 16
+DEFAULT_MAX_NEW_TOKENS = 2048
+DEFAULT_NEW_TOKENS = 256
+DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024  # room for later KV chunks of <= 1 MiB plus headers
+DEFAULT_SESSION_CACHE_BYTES = 1024 * 1024 * 1024
+DEFAULT_MAX_SESSIONS = 1024
+DEFAULT_MAX_STOP_STRINGS = 16
+DEFAULT_MAX_STOP_STRING_CHARS = 256
+DEFAULT_MAX_ID_CHARS = 256
+DEFAULT_GRACE_S = 10.0
+DEFAULT_PREFILL_CHUNK = 512
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """What one server admits and keeps; every limit is reported by `Info`."""
+
+    max_concurrency: int = DEFAULT_MAX_CONCURRENCY
+    max_queue: int = DEFAULT_MAX_QUEUE
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
+    default_new_tokens: int = DEFAULT_NEW_TOKENS
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    session_cache_bytes: int = DEFAULT_SESSION_CACHE_BYTES
+    max_sessions: int = DEFAULT_MAX_SESSIONS
+    max_stop_strings: int = DEFAULT_MAX_STOP_STRINGS
+    max_stop_string_chars: int = DEFAULT_MAX_STOP_STRING_CHARS
+    max_id_chars: int = DEFAULT_MAX_ID_CHARS
+    prefill_chunk: int = DEFAULT_PREFILL_CHUNK
+
+    def __post_init__(self) -> None:
+        problems = [
+            f"{name} must be >= {low} (got {getattr(self, name)})"
+            for name, low in (
+                ("max_concurrency", 1), ("max_queue", 0), ("max_new_tokens", 1), ("default_new_tokens", 1),
+                ("max_message_bytes", 1024), ("session_cache_bytes", 0), ("max_sessions", 0),
+                ("max_stop_strings", 0), ("max_stop_string_chars", 1), ("max_id_chars", 1), ("prefill_chunk", 16),
+            )
+            if getattr(self, name) < low
+        ]
+        if problems:
+            raise ValueError("invalid server config: " + "; ".join(problems))
+
+    @property
+    def worker_threads(self) -> int:
+        """gRPC handler threads: every admitted and queued stream holds one, plus room
+        for Info/health calls and for rejecting overload promptly."""
+        return self.max_concurrency + self.max_queue + 8

@@ -1,0 +1,205 @@
+"""The CloudInference servicer: methods named as in the proto, streaming by `yield`.
+
+Validation and message building live in cloud.contract, slots in
+cloud.admission, reuse in cloud.sessions; this module only sequences them for
+one RPC. Each stream watches an event set by the RPC's done-callback (client
+cancel, deadline, transport loss) and stops between tokens, so an abandoned
+stream frees its slot after at most one token or one prefill chunk.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Callable, Iterator
+
+import grpc
+import torch
+
+from cloud.admission import Abandoned, Admission, Overloaded
+from cloud.config import ServerConfig
+from cloud.contract import (
+    GenerationPlan, RequestError, StreamClock, chunk_message, info_response, plan_generation, result_message,
+)
+from cloud.metrics import CloudMetrics
+from cloud.sessions import PrefixCache, fit_cache
+from engine.generate import prefill
+from engine.model import KVCache
+from engine.runtime import LocalModel
+from tandem_rpc.v1 import cloud_pb2, cloud_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+RETRY_AFTER_KEY = "retry-after-ms"
+
+
+class CloudInferenceServicer(cloud_pb2_grpc.CloudInferenceServicer):
+    def __init__(
+        self,
+        model: LocalModel,
+        config: ServerConfig,
+        *,
+        model_id: str,
+        metrics: CloudMetrics,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.model = model
+        self.config = config
+        self.model_id = model_id
+        self.metrics = metrics
+        self.admission = Admission(config.max_concurrency, config.max_queue, clock=clock)
+        self.sessions = PrefixCache(config.session_cache_bytes, config.max_sessions)
+        self.stopping = threading.Event()  # end of the shutdown grace: in-flight streams stop
+        self._clock = clock
+        self._info = info_response(model, config, model_id=model_id)
+        metrics.track(
+            active=lambda: self.admission.active, queued=lambda: self.admission.queued,
+            cache_bytes=lambda: self.sessions.nbytes, cache_sessions=lambda: len(self.sessions),
+        )
+
+    def Info(self, request: cloud_pb2.InfoRequest, context: grpc.ServicerContext) -> cloud_pb2.InfoResponse:
+        self.metrics.requests.labels("Info", "OK").inc()
+        return self._info
+
+    def Generate(
+        self, request: cloud_pb2.GenerateRequest, context: grpc.ServicerContext
+    ) -> Iterator[cloud_pb2.GenerateResponse]:
+        clock = StreamClock(arrived=self._clock())
+        outcome = "UNKNOWN"
+        try:
+            plan = plan_generation(
+                request, vocab_size=self.model.config.vocab_size, max_context=self.model.max_context,
+                config=self.config,
+            )
+            outcome = yield from self._admitted(plan, context, clock)
+        except RequestError as exc:
+            outcome = exc.code.name
+            context.abort(exc.code, exc.message)
+        except Overloaded as exc:
+            outcome = grpc.StatusCode.UNAVAILABLE.name
+            context.set_trailing_metadata(((RETRY_AFTER_KEY, str(exc.retry_after_ms)),))
+            context.abort(grpc.StatusCode.UNAVAILABLE, f"{exc}; retry after {exc.retry_after_ms} ms")
+        except Abandoned:
+            outcome = _gone(context)
+        except GeneratorExit:
+            outcome = _gone(context)  # gRPC dropped the stream (client went away)
+            raise
+        finally:
+            self.metrics.requests.labels("Generate", outcome).inc()
+
+    def _admitted(
+        self, plan: GenerationPlan, context: grpc.ServicerContext, clock: StreamClock
+    ) -> Iterator[cloud_pb2.GenerateResponse]:
+        """Wait for a slot, then decode; returns the outcome for metrics."""
+        cancelled = threading.Event()
+
+        def on_done() -> None:
+            cancelled.set()
+            self.admission.wake()
+
+        if not context.add_callback(on_done):
+            cancelled.set()
+        self.metrics.escalations.labels(plan.escalation_reason).inc()
+        clock.admitted = self.admission.acquire(cancelled)
+        self.metrics.queue_seconds.observe(clock.admitted - clock.arrived)
+        try:
+            return (yield from self._decode(plan, context, clock, cancelled))
+        finally:
+            self.admission.release(self._clock() - clock.admitted)
+
+    def _decode(
+        self, plan: GenerationPlan, context: grpc.ServicerContext, clock: StreamClock, cancelled: threading.Event
+    ) -> Iterator[cloud_pb2.GenerateResponse]:
+        ids = plan.token_ids
+        cache, reused = self._lookup(plan)
+        cache = fit_cache(self.model, cache, len(ids) + plan.max_new_tokens)
+        generated: list[int] = []
+        finish: str | None = None
+        clock.prefill_started = self._clock()
+        try:
+            suffix = self._prefill_chunks(cache, ids[reused:], cancelled)
+            if suffix is None:
+                if self.stopping.is_set():
+                    raise self._shutdown_error(0)
+                return _gone(context)
+            events = self.model.stream(
+                suffix, max_new_tokens=plan.max_new_tokens, sampling=plan.sampling,
+                stop_strings=plan.stop_strings, cache=cache,
+            )
+            try:
+                for event in events:
+                    now = self._clock()
+                    clock.first_token = clock.first_token or now
+                    clock.last_token = now
+                    generated.append(event.token.id)
+                    finish = event.finish_reason
+                    yield chunk_message(event)
+                    if finish is None and (cancelled.is_set() or self.stopping.is_set() or not context.is_active()):
+                        break
+            finally:
+                events.close()
+            if finish is None and not self.stopping.is_set():
+                return _gone(context)
+            if finish is None:
+                raise self._shutdown_error(len(generated))
+            now = self._clock()
+            self._observe(plan, clock, reused, len(generated), now)
+            yield result_message(
+                plan, model_id=self.model_id, finish_reason=finish, cached=reused, generated=len(generated),
+                clock=clock, now=now,
+            )
+            log.info(
+                "request %r session %r (%s): %d prompt tokens (%d cached), %d generated, %s, ttft %.0f ms",
+                plan.request_id, plan.session_id, plan.escalation_reason, len(ids), reused, len(generated),
+                finish, (clock.first_token - clock.arrived) * 1000,
+            )
+            return "OK"
+        finally:
+            if plan.session_id:
+                self.sessions.put(plan.session_id, (ids + generated)[: cache.pos], cache)
+
+    def _shutdown_error(self, n_generated: int) -> Overloaded:
+        return Overloaded(
+            f"server shutting down: stream stopped after {n_generated} tokens; resend the prompt "
+            "plus the tokens received to continue elsewhere",
+            self.admission.retry_after_ms(),
+        )
+
+    def _lookup(self, plan: GenerationPlan) -> tuple[KVCache | None, int]:
+        if not plan.session_id:
+            return None, 0
+        cache, reused = self.sessions.take(plan.session_id, plan.token_ids)
+        (self.metrics.cache_hits if reused else self.metrics.cache_misses).inc()
+        return cache, reused
+
+    def _prefill_chunks(self, cache: KVCache, ids: list[int], cancelled: threading.Event) -> list[int] | None:
+        """Feed all but the last chunk of a long prompt, checking for cancellation in between.
+
+        Returns what is left for `stream` to prefill (it needs the last logits),
+        or None when the caller went away meanwhile.
+        """
+        chunk = self.config.prefill_chunk
+        with torch.inference_mode():
+            while len(ids) > chunk:
+                if cancelled.is_set() or self.stopping.is_set():
+                    return None
+                prefill(self.model.model, cache, ids[:chunk])
+                ids = ids[chunk:]
+        return ids
+
+    def _observe(self, plan: GenerationPlan, clock: StreamClock, reused: int, generated: int, now: float) -> None:
+        m = self.metrics
+        m.prompt_tokens.inc(len(plan.token_ids))
+        m.cached_prompt_tokens.inc(reused)
+        m.generated_tokens.inc(generated)
+        first = clock.first_token or now
+        m.prefill_seconds.observe(first - (clock.prefill_started or first))
+        m.decode_seconds.observe((clock.last_token or first) - first)
+        m.ttft_seconds.observe(first - clock.arrived)
+
+
+def _gone(context: grpc.ServicerContext) -> str:
+    """Why a stream ended without a result: the client's deadline or its cancellation."""
+    remaining = context.time_remaining()
+    return "DEADLINE_EXCEEDED" if remaining is not None and remaining <= 0 else "CANCELLED"
