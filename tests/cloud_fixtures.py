@@ -1,0 +1,53 @@
+"""Helpers for the cloud tests: servers on loopback port 0, a client, a self-signed certificate."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Iterator
+
+import grpc
+import pytest
+
+from cloud.client import CloudClient
+from cloud.server import CloudServer, start_server
+
+RPC_TIMEOUT_S = 60.0  # generous: the CPU is shared with other test runs
+
+
+@contextlib.contextmanager
+def running_server(model, **kwargs) -> Iterator[tuple[CloudServer, int]]:
+    """A real server on 127.0.0.1, any free port; stopped (no grace) on exit."""
+    server, port = start_server(model, host="127.0.0.1", port=0, **kwargs)
+    try:
+        yield server, port
+    finally:
+        if not server.stop(None).wait(timeout=30):
+            pytest.fail("server did not stop within 30 s")
+
+
+def client_for(port: int, **kwargs) -> CloudClient:
+    return CloudClient(f"127.0.0.1:{port}", **kwargs)
+
+
+def status_of(call) -> tuple[grpc.StatusCode, str]:
+    """Run a call (a function) that must fail; returns its status code and message."""
+    with pytest.raises(grpc.RpcError) as info:
+        call()
+    return info.value.code(), info.value.details()
+
+
+def self_signed_certificate(folder: Path) -> tuple[bytes, bytes]:
+    """(cert PEM, key PEM) for localhost and 127.0.0.1, made with the openssl CLI."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl CLI not found (the TLS test makes its certificate with it)")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+        check=True, capture_output=True, timeout=60,
+    )
+    return cert.read_bytes(), key.read_bytes()
