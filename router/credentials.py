@@ -17,29 +17,37 @@ import re
 from collections import Counter
 from collections.abc import Iterator
 
+from router.pii import free_before
+
 Span = tuple[str, int, int]
 
 _PRIVATE_KEY = re.compile(
     r"-----BEGIN ((?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?)-----.*?(?:-----END \1-----|(?=\n[ \t]*\n)|\Z)", re.S
 )
+# Each pattern starts with a literal or a plain character class, so Python's regex
+# engine skips ahead in C; boundaries before a match are checked in Python.
 _VENDOR_KEYS = (
-    ("aws_access_key", re.compile(r"\b(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA|APKA)[A-Z0-9]{16}\b")),
-    ("github_token", re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{36}|github_pat_[A-Za-z0-9_]{82})\b")),
-    ("slack_token", re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{10,}")),
-    ("stripe_key", re.compile(r"\b[sr]k_(?:live|test)_[A-Za-z0-9]{16,}\b")),
-    ("google_api_key", re.compile(r"\bAIza[0-9A-Za-z_-]{35}(?![\w-])")),
+    ("aws_access_key", re.compile(r"(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA|APKA)[A-Z0-9]{16}\b")),
+    ("github_token", re.compile(r"gh(?:[pousr]_[A-Za-z0-9]{36}|ub_pat_[A-Za-z0-9_]{82})\b")),
+    ("slack_token", re.compile(r"xox[abposr]-[A-Za-z0-9-]{10,}")),
+    ("stripe_key", re.compile(r"[sr]k_(?:live|test)_[A-Za-z0-9]{16,}\b")),
+    ("google_api_key", re.compile(r"AIza[0-9A-Za-z_-]{35}(?![\w-])")),
 )
-_JWT = re.compile(r"(?<![\w-])(eyJ[A-Za-z0-9_-]{4,})\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*(?![\w-])")
+_JWT = re.compile(r"eyJ(?P<header>[A-Za-z0-9_-]{4,})\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*(?![\w-])")
 
-# Keywords; underscores count as separators so `aws_secret_access_key=...` matches.
+# Keywords, matched on the lower-cased text at each occurrence of a stem; underscores
+# count as separators so `aws_secret_access_key=...` matches.
+_KEYWORD_STEMS = ("pass", "pwd", "secret", "token", "api", "access", "private", "client", "credential", "auth", "bearer")
 _KEYWORD = re.compile(
-    r"(?i)(?<![a-z])(?:password|passwd|pwd|passphrase|passcode|secret|token|api[_ -]?key|apikey|access[_ -]?key|"
+    r"(?:password|passwd|pwd|passphrase|passcode|secret|token|api[_ -]?key|apikey|access[_ -]?key|"
     r"private[_ -]?key|client[_ -]?secret|credentials?|auth|bearer)(?![a-z])"
 )
+_KEYWORD_ANY_CASE = re.compile(_KEYWORD.pattern, re.IGNORECASE)
 _WORDS_AFTER_KEYWORD = 5
 _VALUE = re.compile(r"[^\s\"'`<>(){}\[\],;]+")
 _NOT_SECRET = re.compile(r"(?i)^(?:[a-z][a-z0-9+.-]*://|www\.)|^[^@\s]+@[^@\s]+\.[a-z]{2,}$|^[\d:./-]+$")
 _SEPARATORS = "-_."
+_ASSIGNMENT = re.compile(r"^[A-Za-z_][\w.-]*[:=]+(?=.)")  # `NAME=value` in one word: the value is the secret
 _SENTENCE_END = re.compile(r"[.!?](?:\s|$)|\n\s*\n")
 
 
@@ -50,10 +58,11 @@ def find_secrets(text: str) -> Iterator[Span]:
             yield "private_key", m.start(), m.end()
     for kind, pattern in _VENDOR_KEYS:
         for m in pattern.finditer(text):
-            yield kind, m.start(), m.end()
+            if free_before(text, m.start()):
+                yield kind, m.start(), m.end()
     if "eyJ" in text:
         for m in _JWT.finditer(text):
-            if _is_jwt_header(m.group(1)):
+            if free_before(text, m.start(), "-") and _is_jwt_header("eyJ" + m.group("header")):
                 yield "jwt", m.start(), m.end()
     yield from _keyword_secrets(text)
 
@@ -66,14 +75,32 @@ def _is_jwt_header(segment: str) -> bool:
     return isinstance(header, dict) and "alg" in header
 
 
+def _keywords(text: str) -> Iterator[re.Match[str]]:
+    lowered = text.lower()
+    if len(lowered) != len(text):  # a few characters lower-case to two; offsets would shift
+        yield from _KEYWORD_ANY_CASE.finditer(text)
+        return
+    starts = set()
+    for stem in _KEYWORD_STEMS:
+        at = lowered.find(stem)
+        while at != -1:
+            if not (at and lowered[at - 1].isalpha()):
+                starts.add(at)
+            at = lowered.find(stem, at + 1)
+    for at in sorted(starts):
+        keyword = _KEYWORD.match(lowered, at)
+        if keyword:
+            yield keyword
+
+
 def _keyword_secrets(text: str) -> Iterator[Span]:
-    for keyword in _KEYWORD.finditer(text):
+    for keyword in _keywords(text):
         stop = _SENTENCE_END.search(text, keyword.end())
         end = stop.start() if stop else len(text)
         for index, value in enumerate(_VALUE.finditer(text, keyword.end(), end)):
             if index >= _WORDS_AFTER_KEYWORD:
                 break
-            token = value.group().strip(":=.!?")
+            token = _ASSIGNMENT.sub("", value.group()).strip(":=.!?")
             if looks_random(token):
                 start = value.start() + value.group().index(token)
                 yield "credential", start, start + len(token)
