@@ -47,7 +47,7 @@ def check_authorization(header: str | None, tokens: Iterable[bytes]) -> str | No
 def _refusal(handler: grpc.RpcMethodHandler, reason: str) -> grpc.RpcMethodHandler:
     """A handler of the same kind as `handler` that only aborts with UNAUTHENTICATED."""
 
-    def abort(request_or_iterator, context: grpc.ServicerContext):
+    def abort(request_or_iterator: object, context: grpc.ServicerContext) -> None:
         context.abort(grpc.StatusCode.UNAUTHENTICATED, reason)
 
     kinds: dict[tuple[bool, bool], Callable[..., grpc.RpcMethodHandler]] = {
@@ -70,7 +70,11 @@ class BearerTokenInterceptor(grpc.ServerInterceptor):
         if not self._tokens:
             raise ValueError("BearerTokenInterceptor needs at least one token")
 
-    def intercept_service(self, continuation, handler_call_details):
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
         handler = continuation(handler_call_details)
         if handler is None or handler_call_details.method.startswith(OPEN_METHOD_PREFIXES):
             return handler

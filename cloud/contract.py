@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Sequence
 
 import grpc
 
@@ -46,6 +47,7 @@ class GenerationPlan:
     sampling: Sampling
     stop_strings: tuple[str, ...]
     escalation_reason: str
+    escalation_detail: str = ""
 
 
 def escalation_reason_name(value: int) -> str:
@@ -101,6 +103,7 @@ def plan_generation(
         sampling=sampling_from(request.sampling),
         stop_strings=stop_strings_from(request.stop_strings, config),
         escalation_reason=escalation_reason_name(request.escalation_reason),
+        escalation_detail=request.escalation_detail[: config.max_id_chars],
     )
 
 
@@ -115,7 +118,7 @@ def sampling_from(message: cloud_pb2.Sampling) -> Sampling:
     return Sampling(temperature=message.temperature, top_k=message.top_k, top_p=top_p, seed=seed)
 
 
-def stop_strings_from(values, config: ServerConfig) -> tuple[str, ...]:
+def stop_strings_from(values: Sequence[str], config: ServerConfig) -> tuple[str, ...]:
     invalid = grpc.StatusCode.INVALID_ARGUMENT
     if len(values) > config.max_stop_strings:
         raise RequestError(invalid, f"{len(values)} stop strings; the limit is {config.max_stop_strings}")

@@ -85,6 +85,10 @@ class CloudInferenceServicer(cloud_pb2_grpc.CloudInferenceServicer):
         except GeneratorExit:
             outcome = _gone(context)  # gRPC dropped the stream (client went away)
             raise
+        except Exception as exc:
+            outcome = grpc.StatusCode.INTERNAL.name
+            log.exception("Generate failed (request %r)", request.request_id)
+            context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
         finally:
             self.metrics.requests.labels("Generate", outcome).inc()
 
@@ -150,9 +154,9 @@ class CloudInferenceServicer(cloud_pb2_grpc.CloudInferenceServicer):
                 clock=clock, now=now,
             )
             log.info(
-                "request %r session %r (%s): %d prompt tokens (%d cached), %d generated, %s, ttft %.0f ms",
-                plan.request_id, plan.session_id, plan.escalation_reason, len(ids), reused, len(generated),
-                finish, (clock.first_token - clock.arrived) * 1000,
+                "request %r session %r (%s %r): %d prompt tokens (%d cached), %d generated, %s, ttft %.0f ms",
+                plan.request_id, plan.session_id, plan.escalation_reason, plan.escalation_detail, len(ids), reused,
+                len(generated), finish, (clock.first_token - clock.arrived) * 1000,
             )
             return "OK"
         finally:

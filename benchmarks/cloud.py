@@ -1,0 +1,165 @@
+"""Cloud tier throughput and latency: tokens/s and time to first token at 1, 4
+and 8 concurrent streams, over gRPC on loopback, against the real model.
+
+The server runs as `tandem serve-cloud` in its own process (as users run it);
+this process only tokenizes and drives client threads. Each level sends
+`streams * rounds` requests with distinct prompts (no session ids, so no prefix
+reuse), greedy, a fixed number of new tokens. Prints a fixed-width table and
+one final JSON line. With few requests per level, p99 is close to the maximum.
+
+    python benchmarks/cloud.py                                  # 1, 4, 8 streams, 32 new tokens
+    python benchmarks/cloud.py --levels 1,2,4 --rounds 3 --new-tokens 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    # Run as `python benchmarks/cloud.py`, this file's folder comes first on the path
+    # and its name would shadow the `cloud` package it measures.
+    sys.path.pop(0)
+KJV = REPO.parent / "shared" / "data" / "kjv.txt"
+TIMEOUT_S = 600.0
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100)."""
+    ordered = sorted(values)
+    rank = max(1, -(-len(ordered) * q // 100))
+    return ordered[int(rank) - 1]
+
+
+def prompts(model, n: int, prompt_tokens: int) -> list[list[int]]:
+    """`n` distinct chat prompts of about `prompt_tokens` tokens, from the King James Bible."""
+    if not KJV.is_file():
+        raise SystemExit(f"need {KJV} (the shared evaluation text)")
+    text = KJV.read_text()
+    out = []
+    for i in range(n):
+        words = text[100_000 + i * 5_000 :].split()[: int(prompt_tokens * 0.7)]
+        out.append(model.encode_prompt("Continue this passage in your own words:\n" + " ".join(words)))
+    return out
+
+
+def start_server(args) -> tuple[subprocess.Popen, int]:
+    cmd = [
+        sys.executable, "-m", "tandem", "serve-cloud", "--model", args.model, "--port", "0",
+        "--max-context", "2048", "--max-concurrency", str(max(args.levels)),
+        "--max-queue", str(max(args.levels) * args.rounds), "--session-cache-mb", "0", "--grace", "1",
+    ]
+    proc = subprocess.Popen(cmd, cwd=REPO, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    port: list[int] = []
+
+    def read() -> None:
+        for line in proc.stderr:
+            match = re.search(r"serving .* on [\d.]+:(\d+)", line)
+            if match and not port:
+                port.append(int(match.group(1)))
+        # keep draining so the server never blocks on a full pipe
+
+    threading.Thread(target=read, daemon=True).start()
+    deadline = time.monotonic() + 300
+    while not port:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit("serve-cloud did not start")
+        time.sleep(0.1)
+    return proc, port[0]
+
+
+def one_request(client, ids: list[int], new_tokens: int) -> dict:
+    from cloud.client import generate_request
+
+    started = time.perf_counter()
+    first = None
+    tokens = 0
+    result = None
+    for response in client.stream(generate_request(ids, max_new_tokens=new_tokens), timeout=TIMEOUT_S):
+        if response.HasField("chunk"):
+            first = first or time.perf_counter()
+            tokens += len(response.chunk.token_ids)
+        else:
+            result = response.result
+    end = time.perf_counter()
+    return {
+        "ttft_ms": (first - started) * 1000, "tokens": tokens, "seconds": end - started,
+        "decode_tps": (tokens - 1) / (end - first) if tokens > 1 and end > first else 0.0,
+        "server_queue_ms": result.timings.queue_ms, "server_prefill_ms": result.timings.prefill_ms,
+    }
+
+
+def run_level(client, all_prompts: list[list[int]], streams: int, rounds: int, new_tokens: int) -> dict:
+    batch = all_prompts[: streams * rounds]
+    started = time.perf_counter()
+    with ThreadPoolExecutor(streams) as pool:
+        runs = list(pool.map(lambda ids: one_request(client, ids, new_tokens), batch))
+    wall = time.perf_counter() - started
+    ttft = [r["ttft_ms"] for r in runs]
+    tokens = sum(r["tokens"] for r in runs)
+    return {
+        "streams": streams, "requests": len(runs), "tokens": tokens, "wall_s": wall,
+        "tokens_per_s": tokens / wall,
+        "per_stream_decode_tps": statistics.mean(r["decode_tps"] for r in runs),
+        "ttft_p50_ms": percentile(ttft, 50), "ttft_p99_ms": percentile(ttft, 99),
+        "queue_p50_ms": percentile([r["server_queue_ms"] for r in runs], 50),
+        "prefill_p50_ms": percentile([r["server_prefill_ms"] for r in runs], 50),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--levels", default="1,4,8", help="concurrent streams, comma-separated")
+    parser.add_argument("--rounds", type=int, default=2, help="requests per stream at each level")
+    parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--prompt-tokens", type=int, default=128)
+    args = parser.parse_args(argv)
+    args.levels = [int(x) for x in args.levels.split(",")]
+
+    from cloud.client import CloudClient
+    from engine.runtime import LocalModel
+
+    model = LocalModel.load(args.model, max_context=2048)
+    all_prompts = prompts(model, max(args.levels) * args.rounds + 1, args.prompt_tokens)
+    proc, port = start_server(args)
+    try:
+        with CloudClient(f"127.0.0.1:{port}") as client:
+            one_request(client, all_prompts[-1], 4)  # warm-up: first-call costs are not the server's speed
+            results = [run_level(client, all_prompts, n, args.rounds, args.new_tokens) for n in args.levels]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+    machine = f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.system()}"
+    mean_prompt = statistics.mean(len(p) for p in all_prompts)
+    print(f"cloud server: {args.model} over gRPC on loopback ({machine}); prompt ~{mean_prompt:.0f} tokens, "
+          f"{args.new_tokens} new tokens, greedy, {args.rounds} requests per stream")
+    print(f"{'streams':>7}{'requests':>9}{'tokens':>8}{'wall s':>8}{'tok/s':>8}{'tok/s/stream':>13}"
+          f"{'TTFT p50 ms':>12}{'TTFT p99 ms':>12}{'queue p50 ms':>13}")
+    for r in results:
+        print(f"{r['streams']:>7}{r['requests']:>9}{r['tokens']:>8}{r['wall_s']:>8.1f}{r['tokens_per_s']:>8.1f}"
+              f"{r['per_stream_decode_tps']:>13.1f}{r['ttft_p50_ms']:>12.0f}{r['ttft_p99_ms']:>12.0f}"
+              f"{r['queue_p50_ms']:>13.0f}")
+    print(json.dumps({
+        "benchmark": "cloud", "model": args.model, "machine": machine, "new_tokens": args.new_tokens,
+        "prompt_tokens_mean": round(mean_prompt, 1), "rounds": args.rounds,
+        "levels": [{k: round(v, 2) if isinstance(v, float) else v for k, v in r.items()} for r in results],
+    }))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
