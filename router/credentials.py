@@ -44,6 +44,7 @@ _KEYWORD = re.compile(
 )
 _KEYWORD_ANY_CASE = re.compile(_KEYWORD.pattern, re.IGNORECASE)
 _WORDS_AFTER_KEYWORD = 5
+_HORIZON = 400  # characters after a keyword that are looked at; keeps the scan linear
 _VALUE = re.compile(r"[^\s\"'`<>(){}\[\],;]+")
 _NOT_SECRET = re.compile(r"(?i)^(?:[a-z][a-z0-9+.-]*://|www\.)|^[^@\s]+@[^@\s]+\.[a-z]{2,}$|^[\d:./-]+$")
 _SEPARATORS = "-_."
@@ -95,8 +96,9 @@ def _keywords(text: str) -> Iterator[re.Match[str]]:
 
 def _keyword_secrets(text: str) -> Iterator[Span]:
     for keyword in _keywords(text):
-        stop = _SENTENCE_END.search(text, keyword.end())
-        end = stop.start() if stop else len(text)
+        horizon = min(len(text), keyword.end() + _HORIZON)
+        stop = _SENTENCE_END.search(text, keyword.end(), horizon)
+        end = stop.start() if stop else horizon
         for index, value in enumerate(_VALUE.finditer(text, keyword.end(), end)):
             if index >= _WORDS_AFTER_KEYWORD:
                 break

@@ -3,9 +3,11 @@
 A finding's `kind` says what was found (`email`, `us_ssn`, `jwt`, a custom
 detector's name); its `tag` is what the policy maps to an action: the built-in
 detector's name (`email`, `national_id`, `secret`) or the custom detector's
-tag. Spans may overlap when two detectors claim the same characters; the
-decision then applies the stricter action and redaction covers the union, so
-no overlap can weaken a policy.
+tag. Spans may overlap when two detectors claim the same characters (an
+e-mail address that holds a token); the decision then applies the stricter
+action and redaction covers the union, so no overlap can weaken a policy. The
+one exception: digits of a checksum-validated card, IBAN or national ID are
+not also reported as a phone number.
 """
 
 from __future__ import annotations
@@ -40,15 +42,21 @@ class Finding:
     tag: str
 
 
+# A phone number found among the digits of a checksum-validated card, IBAN or
+# national ID is part of that number, not a phone.
+_EXPLAINED_BY = {"phone": ("card", "iban", "national_id")}
+
+
 def detect(text: str, privacy: PrivacyRules | None = None) -> list[Finding]:
     """Findings of the enabled detectors (all built-ins when no rules are given), by position."""
     enabled = DETECTORS.keys() if privacy is None else privacy.detectors
-    found = {
-        Finding(kind, start, end, name)
-        for name in enabled
-        for kind, start, end in DETECTORS[name](text)
-        if end > start
-    }
+    builtin = {name: {(kind, start, end) for kind, start, end in DETECTORS[name](text) if end > start}
+               for name in enabled}
+    for name, explainers in _EXPLAINED_BY.items():
+        wider = [(s, e) for other in explainers for _, s, e in builtin.get(other, ())]
+        builtin[name] = {f for f in builtin.get(name, ()) if not any(s <= f[1] and f[2] <= e for s, e in wider)}
+    found = {Finding(kind, start, end, name) for name, spans in builtin.items() if name in enabled
+             for kind, start, end in spans}
     if privacy is not None:
         found.update(
             Finding(custom.name, m.start(), m.end(), custom.tag)

@@ -36,8 +36,8 @@ from router.policy import (
 from router.schema import SCHEMA
 from router.yamldoc import Document, Path, YamlSyntaxError, dotted, parse_yaml
 
-_VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
-_JSON_TYPES = {bool: "boolean", int: "integer", float: "number", str: "string", list: "array", dict: "mapping"}
+_VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)  # integers written 8.0 pass it; _build makes them int
+_JSON_TYPES = {bool: "boolean", int: "integer", float: "number", str: "string", list: "list", dict: "mapping"}
 
 
 def load_policy(path: str | FsPath) -> Policy:
@@ -188,12 +188,12 @@ def _build(data: dict[str, Any], source: str) -> Policy:
     audit = data.get("audit")
     return Policy(
         version=data["version"],
-        edge=EdgeLimits(data["edge"]["max_context_tokens"], data["edge"]["max_new_tokens"]),
+        edge=EdgeLimits(int(data["edge"]["max_context_tokens"]), int(data["edge"]["max_new_tokens"])),
         confidence=None if rule is None else ConfidenceRule(
             signal=Signal(rule["signal"]),
             threshold=float(rule["threshold"]),
-            window=rule["window"],
-            min_tokens=rule["min_tokens"],
+            window=int(rule["window"]),
+            min_tokens=int(rule["min_tokens"]),
             action=EscalationAction(rule.get("action", EscalationAction.ESCALATE_CONTINUE)),
             quantile=float(rule.get("quantile", 0.1)),
         ),

@@ -58,6 +58,23 @@ def free_before(text: str, index: int, also: str = "") -> bool:
     return not (before.isalnum() or before == "_" or before in also)
 
 
+_WORD = re.compile(r"\w+")
+
+
+def matches(pattern: re.Pattern[str], text: str, also: str = "") -> Iterator[re.Match[str]]:
+    """`pattern.finditer`, keeping matches that pass `free_before`. After a rejected
+    match the scan resumes past its first word, not its end, so a rejected match
+    cannot swallow a good one that follows it ("...:7334 (212) 555-1234")."""
+    pos = 0
+    while (m := pattern.search(text, pos)) is not None:
+        if free_before(text, m.start(), also):
+            yield m
+            pos = max(m.end(), m.start() + 1)
+        else:
+            word = _WORD.match(text, m.start())
+            pos = word.end() if word else m.start() + 1
+
+
 # --- phone ------------------------------------------------------------------
 
 # Digits in groups joined by one separator, optionally led by +CC or (area).
@@ -65,7 +82,7 @@ def free_before(text: str, index: int, also: str = "") -> bool:
 # Python's regex engine skip ahead in C instead of trying each position.
 _PHONE_CANDIDATE = re.compile(
     r"[+(0-9](?:(?<=\+) ?(?:\(\d{1,5}\) ?)?\d+|(?<=\()\d{1,5}\) ?\d+|(?<=\d)\d*)"
-    r"(?:[ .\-/] ?(?:\(\d{1,5}\) ?)?\d+|\(\d{1,5}\) ?\d+){0,7}(?![\w@]|[.,:/-]\d)"
+    r"(?:(?: ?[\-/] ?|[ .])(?:\(\d{1,5}\) ?)?\d+|\(\d{1,5}\) ?\d+)*(?![\w@]|[.,:/-]\d)"
 )
 _DATE_OR_TIME = re.compile(
     r"\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{2,4}|\d{1,2}:\d{2}|\d{1,3}(?:[.,]\d{3})+"
@@ -76,7 +93,7 @@ _NOT_A_PHONE_BEFORE = re.compile(
     r"po|transaction|receipt|isbn|issn|ean|upc|gtin|imei|imsi|iccid|patent|meeting|id|batch|lot|account|acct|"
     r"routing|iban|card)\s*(?:no\.?|number|num|id|#)?\s*[:#.]?\s*$"
 )
-_NOT_BEFORE_PHONE = ".,/#$€£¥+@:=-"
+_NOT_BEFORE_PHONE = ".,/#$€£¥@:=-"  # and "+" except before "+CC"
 _NATIONAL_REGIONS = {"0": ("GB", "DE", "FR", "IN"), "": ("US", "IN")}
 
 
@@ -84,21 +101,55 @@ def find_phones(text: str) -> Iterator[Span]:
     """Numbers valid in the US, GB, DE, FR or IN plans, or any plan when written +CC.
 
     A regex pre-filter finds digit runs of phone length, so phonenumbers (tens
-    of microseconds per parse) only sees real candidates.
+    of microseconds per parse) only sees real candidates. A run that is not one
+    number may be several side by side ("212-555-1234 415-555-2671") or one
+    with a neighbour ("212-555-1234 24 hours"): it is split at spaces into the
+    phones that cover most of it.
     """
-    for m in _PHONE_CANDIDATE.finditer(text):
-        candidate = m.group()
-        if not free_before(text, m.start(), "+" if candidate[0] == "+" else _NOT_BEFORE_PHONE):
-            continue
-        digits = sum(c.isdigit() for c in candidate)
-        if not 7 <= digits <= 15 or _DATE_OR_TIME.fullmatch(candidate) or candidate.count(".") == 3:
-            continue
-        if candidate.isdigit() and not 10 <= digits <= 11:  # unseparated: US/IN/FR 10 digits, GB/IN 11 with trunk 0
-            continue
-        if _NOT_A_PHONE_BEFORE.search(text, max(0, m.start() - 40), m.start()):
-            continue
-        if _valid_phone(candidate):
+    for m in matches(_PHONE_CANDIDATE, text):
+        if _is_phone(text, m.start(), m.end()):
             yield "phone", m.start(), m.end()
+            continue
+        pieces = [(p.start() + m.start(), p.end() + m.start()) for p in re.finditer(r"\S+", m.group())]
+        if 1 < len(pieces) <= _MAX_SPLIT_PIECES and any(sum(c.isdigit() for c in text[a:b]) >= 4 for a, b in pieces):
+            for start, end in _best_split(text, pieces):
+                yield "phone", start, end
+
+
+_MAX_PHONE_PIECES = 8  # "+44 (0) 20 7946 0958" is 5; bounds the split to linear time
+_MAX_SPLIT_PIECES = 24  # a longer run of bare numbers is a table, not phones written side by side
+
+
+def _best_split(text: str, pieces: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Phones covering the most pieces of a run, each a run of whole pieces (dynamic programming)."""
+    n = len(pieces)
+    best: list[tuple[int, list[tuple[int, int]]]] = [(0, [])] * (n + 1)
+    for i in range(n - 1, -1, -1):
+        best[i] = best[i + 1]
+        for j in range(i + 1, min(n, i + _MAX_PHONE_PIECES) + 1):
+            if (i, j) != (0, n) and best[j][0] + j - i > best[i][0]:
+                if _is_phone(text, pieces[i][0], pieces[j - 1][1]):
+                    best[i] = (best[j][0] + j - i, [(pieces[i][0], pieces[j - 1][1]), *best[j][1]])
+    return best[0][1]
+
+
+def _is_phone(text: str, start: int, end: int) -> bool:
+    candidate = text[start:end]
+    if not free_before(text, start, "" if candidate[0] == "+" else _NOT_BEFORE_PHONE):
+        return False
+    digits = sum(c.isdigit() for c in candidate)
+    if not 7 <= digits <= 15 or _DATE_OR_TIME.fullmatch(candidate) or candidate.count(".") == 3:
+        return False
+    if candidate.isdigit() and not 10 <= digits <= 11:  # unseparated: US/IN/FR 10 digits, GB/IN 11 with trunk 0
+        return False
+    if not candidate[0].isdigit() and candidate[0] not in "+(":
+        return False
+    if candidate[0] != "+":
+        groups = [len(g) for g in re.findall(r"\d+", candidate)]
+        groups = groups[1:] if candidate[0] == "1" and groups[0] == 1 else groups  # "1-800-..."
+        if min(groups, default=0) < (2 if candidate[0] == "0" else 3):
+            return False  # national numbers group in twos (FR) to fours; "7 14 21 28" or "0 11 9 1947" is a list
+    return not _NOT_A_PHONE_BEFORE.search(text, max(0, start - 40), start) and _valid_phone(candidate)
 
 
 def _valid_phone(candidate: str) -> bool:
@@ -120,7 +171,7 @@ def _valid_phone(candidate: str) -> bool:
 
 # --- payment cards ------------------------------------------------------------
 
-_CARD_CANDIDATE = re.compile(r"[0-9](?:[ -]?\d){12,18}(?![\w]|[.,-]\d)")
+_DIGIT_GROUPS = re.compile(r"[0-9]+(?:[ -][0-9]+)*(?![\w]|[.,-]\d)")
 # Issuer prefixes (IIN ranges) and the lengths each network issues: a 15-digit
 # number starting with 4 is an IMEI, not a Visa card.
 _CARD_NETWORKS = (
@@ -135,16 +186,37 @@ _CARD_NETWORKS = (
 
 
 def find_cards(text: str) -> Iterator[Span]:
-    """13-19 digits, evenly separated, with an issuer's prefix and length and a Luhn check digit."""
-    for m in _CARD_CANDIDATE.finditer(text):
-        candidate = m.group()
-        separators = set(re.sub(r"\d", "", candidate))
-        if len(separators) > 1 or not free_before(text, m.start(), ".,-"):
+    """13-19 digits, grouped as cards are printed, with an issuer's prefix and length and a Luhn check digit.
+
+    A run of digit groups may hold a card beside other numbers ("qty 2 4111 1111
+    1111 1111"), so every stretch of whole groups is tried, longest first.
+    """
+    for m in matches(_DIGIT_GROUPS, text, ".,-"):
+        if len(m.group()) < 13:
             continue
-        digits = re.sub(r"\D", "", candidate)
-        issued = any(prefix.match(digits) and len(digits) in lengths for prefix, lengths in _CARD_NETWORKS)
-        if issued and luhn.is_valid(digits):
-            yield "card", m.start(), m.end()
+        groups = [(g.start() + m.start(), g.end() + m.start()) for g in re.finditer(r"\d+", m.group())]
+        i = 0
+        while i < len(groups):
+            # A card is one group of 13-19 digits, or starts with a group of four and has at most five groups.
+            last = i + 1 if groups[i][1] - groups[i][0] != 4 else min(len(groups), i + 5)
+            for j in range(last, i, -1):
+                lengths = [b - a for a, b in groups[i:j]]
+                if 13 <= sum(lengths) <= 19 and _is_card(text[groups[i][0]:groups[j - 1][1]], lengths):
+                    yield "card", groups[i][0], groups[j - 1][1]
+                    i = j
+                    break
+            else:
+                i += 1
+
+
+def _is_card(candidate: str, groups: list[int]) -> bool:
+    if len(groups) > 1 and not (set(groups[:-1]) == {4} or groups in ([4, 6, 5], [4, 6, 4])):
+        return False  # cards print in fours (Amex and Diners 4-6-5, 4-6-4); other groupings are other numbers
+    if len(set(re.sub(r"\d", "", candidate))) > 1:
+        return False  # one kind of separator: "4111 1111-1111 1111" is not how cards are written
+    digits = re.sub(r"\D", "", candidate)
+    issued = any(prefix.match(digits) and len(digits) in lengths for prefix, lengths in _CARD_NETWORKS)
+    return issued and luhn.is_valid(digits)
 
 
 # --- IBAN -------------------------------------------------------------------
@@ -158,10 +230,8 @@ def find_ibans(text: str) -> Iterator[Span]:
     The regex may run into a following upper-case word, so groups are dropped
     from the end until the rest validates.
     """
-    for m in _IBAN_CANDIDATE.finditer(text):
+    for m in matches(_IBAN_CANDIDATE, text):
         candidate = m.group()
-        if not free_before(text, m.start()):
-            continue
         while len(candidate.replace(" ", "")) >= 15:
             if std_iban.is_valid(candidate):
                 yield "iban", m.start(), m.start() + len(candidate)
@@ -209,11 +279,11 @@ def find_national_ids(text: str) -> Iterator[Span]:
     and 12-digit numbers are everywhere.
     """
     for pattern in (_DIGIT_IDS, _LETTER_IDS):
-        for m in pattern.finditer(text):
+        for m in matches(pattern, text, "-"):
             label = m.lastgroup or ""
             kind = label.removeprefix("bare_")
             start, end = m.span()
-            if not free_before(text, start, "-") or text[max(0, start - 2):start].strip(" -").isdigit():
+            if text[max(0, start - 2):start].strip(" -").isdigit():
                 continue
             if kind != label:
                 window = text[max(0, start - _KEYWORD_WINDOW):start]
@@ -237,8 +307,8 @@ def find_ip_addresses(text: str) -> Iterator[Span]:
     "build" is a version string. IPv6 candidates are grown from each colon.
     """
     if "." in text:
-        for m in _IPV4.finditer(text):
-            if not free_before(text, m.start(), ".") or _VERSION_BEFORE.search(text[max(0, m.start() - 12):m.start()]):
+        for m in matches(_IPV4, text, "."):
+            if _VERSION_BEFORE.search(text[max(0, m.start() - 12):m.start()]):
                 continue
             try:
                 ipaddress.IPv4Address(m.group())

@@ -55,7 +55,10 @@ def parse_yaml(text: str) -> Document:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 1
-        message = " ".join(part for part in (exc.context, exc.problem) if part)
+        context = exc.context
+        if context and exc.context_mark and exc.context_mark.line + 1 != line:
+            context += f" (opened on line {exc.context_mark.line + 1})"
+        message = " ".join(part for part in (context, exc.problem) if part)
         raise YamlSyntaxError(message or "not valid YAML", line, _path_at_failure(text)) from exc
     except yaml.YAMLError as exc:
         raise YamlSyntaxError(str(exc), 1, ()) from exc
@@ -95,7 +98,10 @@ def _path_at_failure(text: str) -> Path:
     frames: list[list[Any]] = []  # [kind, key-or-index, expecting_key]
 
     def current() -> Path:
-        return tuple(f[1] for f in frames if f[1] is not None)
+        path = tuple(f[1] for f in frames if f[1] is not None)
+        # A mapping whose last value is complete is between keys: name the mapping, not that key.
+        between_keys = bool(frames) and frames[-1][0] == "map" and frames[-1][2] and frames[-1][1] is not None
+        return path[:-1] if between_keys else path
 
     def value_started(event: yaml.Event, opens: str | None) -> None:
         if frames and frames[-1][0] == "map":

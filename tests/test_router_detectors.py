@@ -114,8 +114,8 @@ def test_false_positive_rate_on_hard_negatives_is_at_most_2_percent(evaluation):
     assert rate <= 0.02, evaluation["flagged_negatives"]
 
 
-def test_no_spurious_spans_in_positive_texts(evaluation):
-    assert len(evaluation["spurious_in_positives"]) <= 1, evaluation["spurious_in_positives"]
+def test_positive_texts_have_few_spans_beyond_the_labelled_ones(evaluation):
+    assert len(evaluation["spurious_in_positives"]) <= 0.02 * evaluation["entities"], evaluation["spurious_in_positives"]
 
 
 def test_every_builtin_detector_has_a_function_and_a_description():
@@ -196,11 +196,23 @@ def test_jwt_needs_a_header_with_alg():
     assert [f for f in detect(header_without_alg) if f.kind == "jwt"] == []
 
 
-def test_detection_is_linear_on_pathological_digit_runs():
-    text = "1 " * 20_000 + "12-" * 5_000 + "9" * 5_000
+@pytest.mark.parametrize("text", [
+    "1 2 3 4 5 6 7 8 9 " * 4000, "0123 4567, " * 3000, "9" * 32_000, "4111 1111 1111 1111 " * 1000,
+    "password " * 3000, "-----BEGIN RSA PRIVATE KEY-----" * 1000, "@" * 32_000, ":" * 32_000, "a@b." * 8000,
+], ids=["digit-list", "phone-shaped", "digit-run", "cards", "keywords", "pem", "at-signs", "colons", "emails"])
+def test_adversarial_32kb_inputs_take_well_under_a_second(text):
     start = time.perf_counter()
     detect(text)
-    assert time.perf_counter() - start < 2.0
+    assert time.perf_counter() - start < 1.0
+
+
+def test_real_prose_has_no_findings(shared_data):
+    """10 MB of State of the Union addresses and the King James Bible: numbers, dates
+    and money everywhere, and no personal data or secrets."""
+    texts = [p.read_text(encoding="utf-8") for p in sorted((shared_data / "sotu").glob("*.txt"))]
+    texts.append((shared_data / "kjv.txt").read_text(encoding="utf-8"))
+    findings = [(f.kind, para[f.start:f.end]) for text in texts for para in text.split("\n") for f in detect(para)]
+    assert findings == []
 
 
 def test_placeholder_like_text_is_not_a_finding():
