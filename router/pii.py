@@ -77,22 +77,25 @@ def matches(pattern: re.Pattern[str], text: str, also: str = "") -> Iterator[re.
 
 # --- phone ------------------------------------------------------------------
 
-# Digits in groups joined by one separator, optionally led by +CC or (area).
+# Digits in groups joined by one separator, optionally led by +CC or (area); at
+# least six more phone characters must follow the first, so short numbers are
+# skipped inside the regex engine.
 # Every pattern here starts with a plain character class: that is what lets
 # Python's regex engine skip ahead in C instead of trying each position.
 _PHONE_CANDIDATE = re.compile(
-    r"[+(0-9](?:(?<=\+) ?(?:\(\d{1,5}\) ?)?\d+|(?<=\()\d{1,5}\) ?\d+|(?<=\d)\d*)"
+    r"[+(0-9](?=[0-9 ().\-/]{6})(?:(?<=\+) ?(?:\(\d{1,5}\) ?)?\d+|(?<=\()\d{1,5}\) ?\d+|(?<=\d)\d*)"
     r"(?:(?: ?[\-/] ?|[ .])(?:\(\d{1,5}\) ?)?\d+|\(\d{1,5}\) ?\d+)*(?![\w@]|[.,:/-]\d)"
 )
 _DATE_OR_TIME = re.compile(
     r"\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{2,4}|\d{1,2}:\d{2}|\d{1,3}(?:[.,]\d{3})+"
 )
 # A number right after one of these words is an identifier of a thing, not a phone.
-_NOT_A_PHONE_BEFORE = re.compile(
-    r"(?i)\b(?:order|invoice|tracking|reference|ref|confirmation|serial|ticket|booking|case|sku|part|model|"
+_NOT_A_PHONE_BEFORE = re.compile(  # matched on lower-cased text: (?i) is several times slower
+    r"\b(?:order|invoice|tracking|reference|ref|confirmation|serial|ticket|booking|case|sku|part|model|"
     r"po|transaction|receipt|isbn|issn|ean|upc|gtin|imei|imsi|iccid|patent|meeting|id|batch|lot|account|acct|"
     r"routing|iban|card)\s*(?:no\.?|number|num|id|#)?\s*[:#.]?\s*$"
 )
+_DIGITS = re.compile(r"[0-9]+")
 _NOT_BEFORE_PHONE = ".,/#$€£¥@:=-"  # and "+" except before "+CC"
 _NATIONAL_REGIONS = {"0": ("GB", "DE", "FR", "IN"), "": ("US", "IN")}
 
@@ -107,9 +110,13 @@ def find_phones(text: str) -> Iterator[Span]:
     phones that cover most of it.
     """
     for m in matches(_PHONE_CANDIDATE, text):
+        if m.end() - m.start() < 7:
+            continue  # fewer than seven digits
         if _is_phone(text, m.start(), m.end()):
             yield "phone", m.start(), m.end()
             continue
+        if " " not in m.group() or _FOUR_DIGIT_GROUPS.search(m.group()):
+            continue  # card, IBAN or account digits; a phone among them is not worth a dozen parses
         pieces = [(p.start() + m.start(), p.end() + m.start()) for p in re.finditer(r"\S+", m.group())]
         if 1 < len(pieces) <= _MAX_SPLIT_PIECES and any(sum(c.isdigit() for c in text[a:b]) >= 4 for a, b in pieces):
             for start, end in _best_split(text, pieces):
@@ -118,6 +125,7 @@ def find_phones(text: str) -> Iterator[Span]:
 
 _MAX_PHONE_PIECES = 8  # "+44 (0) 20 7946 0958" is 5; bounds the split to linear time
 _MAX_SPLIT_PIECES = 24  # a longer run of bare numbers is a table, not phones written side by side
+_FOUR_DIGIT_GROUPS = re.compile(r"(?:^|[ -])\d{4}[ -]\d{4}[ -]\d{4}(?:[ -]|$)")
 
 
 def _best_split(text: str, pieces: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -134,22 +142,23 @@ def _best_split(text: str, pieces: list[tuple[int, int]]) -> list[tuple[int, int
 
 
 def _is_phone(text: str, start: int, end: int) -> bool:
+    """Cheapest checks first: most candidates are dates, prices or short numbers."""
     candidate = text[start:end]
-    if not free_before(text, start, "" if candidate[0] == "+" else _NOT_BEFORE_PHONE):
-        return False
-    digits = sum(c.isdigit() for c in candidate)
-    if not 7 <= digits <= 15 or _DATE_OR_TIME.fullmatch(candidate) or candidate.count(".") == 3:
-        return False
-    if candidate.isdigit() and not 10 <= digits <= 11:  # unseparated: US/IN/FR 10 digits, GB/IN 11 with trunk 0
-        return False
-    if not candidate[0].isdigit() and candidate[0] not in "+(":
-        return False
+    groups = [len(g) for g in _DIGITS.findall(candidate)]
+    digits = sum(groups)
+    if not 7 <= digits <= 15 or (len(groups) == 1 and not 10 <= digits <= 11 and candidate[0] not in "+("):
+        return False  # unseparated: US/IN/FR 10 digits, GB/IN 11 with the trunk 0
     if candidate[0] != "+":
-        groups = [len(g) for g in re.findall(r"\d+", candidate)]
         groups = groups[1:] if candidate[0] == "1" and groups[0] == 1 else groups  # "1-800-..."
         if min(groups, default=0) < (2 if candidate[0] == "0" else 3):
             return False  # national numbers group in twos (FR) to fours; "7 14 21 28" or "0 11 9 1947" is a list
-    return not _NOT_A_PHONE_BEFORE.search(text, max(0, start - 40), start) and _valid_phone(candidate)
+    if _DATE_OR_TIME.fullmatch(candidate) or candidate.count(".") == 3:
+        return False
+    if not free_before(text, start, "" if candidate[0] == "+" else _NOT_BEFORE_PHONE):
+        return False
+    if _NOT_A_PHONE_BEFORE.search(text[max(0, start - 40):start].lower()):
+        return False
+    return _valid_phone(candidate)
 
 
 def _valid_phone(candidate: str) -> bool:
@@ -171,7 +180,7 @@ def _valid_phone(candidate: str) -> bool:
 
 # --- payment cards ------------------------------------------------------------
 
-_DIGIT_GROUPS = re.compile(r"[0-9]+(?:[ -][0-9]+)*(?![\w]|[.,-]\d)")
+_DIGIT_GROUPS = re.compile(r"[0-9](?=[0-9 -]{12})[0-9]*(?:[ -][0-9]+)*(?![\w]|[.,-]\d)")  # 13+ characters
 # Issuer prefixes (IIN ranges) and the lengths each network issues: a 15-digit
 # number starting with 4 is an IMEI, not a Visa card.
 _CARD_NETWORKS = (
@@ -244,7 +253,7 @@ def find_ibans(text: str) -> Iterator[Span]:
 # Shapes that cannot match at the same position, so one alternation scans for all.
 # Grouped forms must not continue into a further digit group (tracking numbers do).
 _DIGIT_IDS = re.compile(
-    r"[0-9](?:"
+    r"[0-9](?=[0-9A-Z .-]{8})(?:"  # every shape has 9+ characters: short numbers fail fast
     r"(?P<fr_nir>(?<=[12]) ?\d{2} ?(?:0[1-9]|1[0-2]|[2-9]\d) ?(?:\d{2}|2[AB]) ?\d{3} ?\d{3} ?\d{2})(?![\w-]|[ -]\d)"
     r"|(?P<us_ssn>\d{2}(?P<ssn_sep>[- ])\d{2}(?P=ssn_sep)\d{4})(?![\w-]|[ -]\d)"
     r"|(?P<in_aadhaar>(?<=[2-9])\d{3}(?P<uid_sep>[ -])\d{4}(?P=uid_sep)\d{4})(?![\w-]|[ -]\d)"
