@@ -17,7 +17,7 @@ import re
 from collections import Counter
 from collections.abc import Iterator
 
-from router.pii import free_before
+from router.scan import free_before
 
 Span = tuple[str, int, int]
 

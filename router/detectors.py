@@ -16,7 +16,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from router.credentials import find_secrets
-from router.pii import find_cards, find_emails, find_ibans, find_ip_addresses, find_national_ids, find_phones
+from router.phones import find_phones
+from router.pii import find_cards, find_emails, find_ibans, find_ip_addresses, find_national_ids
 from router.policy import PrivacyRules
 
 Detector = Callable[[str], Iterator[tuple[str, int, int]]]

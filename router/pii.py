@@ -1,5 +1,5 @@
-"""Detectors for personal data with a structure: e-mail, phone, payment card,
-IBAN, national identifiers, IP addresses.
+"""Detectors for personal data with a structure: e-mail, payment card, IBAN,
+national identifiers, IP addresses (phone numbers are in `router.phones`).
 
 Each detector is a cheap regex that proposes candidates and a validator that
 keeps only those a well-kept library accepts (phonenumbers' numbering plans,
@@ -14,7 +14,6 @@ import ipaddress
 import re
 from collections.abc import Iterator
 
-import phonenumbers
 from stdnum import iban as std_iban
 from stdnum import luhn
 from stdnum.es import dni, nie
@@ -22,6 +21,8 @@ from stdnum.fr import nir
 from stdnum.in_ import aadhaar
 from stdnum.it import codicefiscale
 from stdnum.us import ssn
+
+from router.scan import free_before, matches
 
 Span = tuple[str, int, int]
 
@@ -46,136 +47,6 @@ def find_emails(text: str) -> Iterator[Span]:
         if domain and 0 < at - start <= 64 and domain.group(1).lower() not in _FILE_EXTENSIONS:
             yield "email", start, domain.end()
         at = text.find("@", at + 1)
-
-
-def free_before(text: str, index: int, also: str = "") -> bool:
-    """True when the character before `index` does not continue a word (nor is one of `also`):
-    the boundary check each pattern would otherwise start with, done here because
-    a pattern that starts with a look-behind makes Python's regex engine slow."""
-    if index == 0:
-        return True
-    before = text[index - 1]
-    return not (before.isalnum() or before == "_" or before in also)
-
-
-_WORD = re.compile(r"\w+")
-
-
-def matches(pattern: re.Pattern[str], text: str, also: str = "") -> Iterator[re.Match[str]]:
-    """`pattern.finditer`, keeping matches that pass `free_before`. After a rejected
-    match the scan resumes past its first word, not its end, so a rejected match
-    cannot swallow a good one that follows it ("...:7334 (212) 555-1234")."""
-    pos = 0
-    while (m := pattern.search(text, pos)) is not None:
-        if free_before(text, m.start(), also):
-            yield m
-            pos = max(m.end(), m.start() + 1)
-        else:
-            word = _WORD.match(text, m.start())
-            pos = word.end() if word else m.start() + 1
-
-
-# --- phone ------------------------------------------------------------------
-
-# Digits in groups joined by one separator, optionally led by +CC or (area); at
-# least six more phone characters must follow the first, so short numbers are
-# skipped inside the regex engine.
-# Every pattern here starts with a plain character class: that is what lets
-# Python's regex engine skip ahead in C instead of trying each position.
-_PHONE_CANDIDATE = re.compile(
-    r"[+(0-9](?=[0-9 ().\-/]{6})(?:(?<=\+) ?(?:\(\d{1,5}\) ?)?\d+|(?<=\()\d{1,5}\) ?\d+|(?<=\d)\d*)"
-    r"(?:(?: ?[\-/] ?|[ .])(?:\(\d{1,5}\) ?)?\d+|\(\d{1,5}\) ?\d+)*(?![\w@]|[.,:/-]\d)"
-)
-_DATE_OR_TIME = re.compile(
-    r"\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{2,4}|\d{1,2}:\d{2}|\d{1,3}(?:[.,]\d{3})+"
-)
-# A number right after one of these words is an identifier of a thing, not a phone.
-_NOT_A_PHONE_BEFORE = re.compile(  # matched on lower-cased text: (?i) is several times slower
-    r"\b(?:order|invoice|tracking|reference|ref|confirmation|serial|ticket|booking|case|sku|part|model|"
-    r"po|transaction|receipt|isbn|issn|ean|upc|gtin|imei|imsi|iccid|patent|meeting|id|batch|lot|account|acct|"
-    r"routing|iban|card)\s*(?:no\.?|number|num|id|#)?\s*[:#.]?\s*$"
-)
-_DIGITS = re.compile(r"[0-9]+")
-_NOT_BEFORE_PHONE = ".,/#$€£¥@:=-"  # and "+" except before "+CC"
-_NATIONAL_REGIONS = {"0": ("GB", "DE", "FR", "IN"), "": ("US", "IN")}
-
-
-def find_phones(text: str) -> Iterator[Span]:
-    """Numbers valid in the US, GB, DE, FR or IN plans, or any plan when written +CC.
-
-    A regex pre-filter finds digit runs of phone length, so phonenumbers (tens
-    of microseconds per parse) only sees real candidates. A run that is not one
-    number may be several side by side ("212-555-1234 415-555-2671") or one
-    with a neighbour ("212-555-1234 24 hours"): it is split at spaces into the
-    phones that cover most of it.
-    """
-    for m in matches(_PHONE_CANDIDATE, text):
-        if m.end() - m.start() < 7:
-            continue  # fewer than seven digits
-        if _is_phone(text, m.start(), m.end()):
-            yield "phone", m.start(), m.end()
-            continue
-        if " " not in m.group() or _FOUR_DIGIT_GROUPS.search(m.group()):
-            continue  # card, IBAN or account digits; a phone among them is not worth a dozen parses
-        pieces = [(p.start() + m.start(), p.end() + m.start()) for p in re.finditer(r"\S+", m.group())]
-        if 1 < len(pieces) <= _MAX_SPLIT_PIECES and any(sum(c.isdigit() for c in text[a:b]) >= 4 for a, b in pieces):
-            for start, end in _best_split(text, pieces):
-                yield "phone", start, end
-
-
-_MAX_PHONE_PIECES = 8  # "+44 (0) 20 7946 0958" is 5; bounds the split to linear time
-_MAX_SPLIT_PIECES = 24  # a longer run of bare numbers is a table, not phones written side by side
-_FOUR_DIGIT_GROUPS = re.compile(r"(?:^|[ -])\d{4}[ -]\d{4}[ -]\d{4}(?:[ -]|$)")
-
-
-def _best_split(text: str, pieces: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Phones covering the most pieces of a run, each a run of whole pieces (dynamic programming)."""
-    n = len(pieces)
-    best: list[tuple[int, list[tuple[int, int]]]] = [(0, [])] * (n + 1)
-    for i in range(n - 1, -1, -1):
-        best[i] = best[i + 1]
-        for j in range(i + 1, min(n, i + _MAX_PHONE_PIECES) + 1):
-            if (i, j) != (0, n) and best[j][0] + j - i > best[i][0]:
-                if _is_phone(text, pieces[i][0], pieces[j - 1][1]):
-                    best[i] = (best[j][0] + j - i, [(pieces[i][0], pieces[j - 1][1]), *best[j][1]])
-    return best[0][1]
-
-
-def _is_phone(text: str, start: int, end: int) -> bool:
-    """Cheapest checks first: most candidates are dates, prices or short numbers."""
-    candidate = text[start:end]
-    groups = [len(g) for g in _DIGITS.findall(candidate)]
-    digits = sum(groups)
-    if not 7 <= digits <= 15 or (len(groups) == 1 and not 10 <= digits <= 11 and candidate[0] not in "+("):
-        return False  # unseparated: US/IN/FR 10 digits, GB/IN 11 with the trunk 0
-    if candidate[0] != "+":
-        groups = groups[1:] if candidate[0] == "1" and groups[0] == 1 else groups  # "1-800-..."
-        if min(groups, default=0) < (2 if candidate[0] == "0" else 3):
-            return False  # national numbers group in twos (FR) to fours; "7 14 21 28" or "0 11 9 1947" is a list
-    if _DATE_OR_TIME.fullmatch(candidate) or candidate.count(".") == 3:
-        return False
-    if not free_before(text, start, "" if candidate[0] == "+" else _NOT_BEFORE_PHONE):
-        return False
-    if _NOT_A_PHONE_BEFORE.search(text[max(0, start - 40):start].lower()):
-        return False
-    return _valid_phone(candidate)
-
-
-def _valid_phone(candidate: str) -> bool:
-    international = candidate.startswith(("+", "00"))
-    if international:
-        regions: tuple[str | None, ...] = (None,)
-        candidate = "+" + candidate[2:] if candidate.startswith("00") else candidate
-    else:
-        regions = _NATIONAL_REGIONS["0" if candidate.lstrip("(").startswith("0") else ""]
-    for region in regions:
-        try:
-            number = phonenumbers.parse(candidate, region)
-        except phonenumbers.NumberParseException:
-            continue
-        if phonenumbers.is_valid_number(number):
-            return True
-    return False
 
 
 # --- payment cards ------------------------------------------------------------
@@ -251,12 +122,13 @@ def find_ibans(text: str) -> Iterator[Span]:
 # --- national identifiers -------------------------------------------------------
 
 # Shapes that cannot match at the same position, so one alternation scans for all.
-# Grouped forms must not continue into a further digit group (tracking numbers do).
+# Grouped forms must not continue into a further group written the same way
+# (a tracking number "9400 1000 0000 0000" holds an Aadhaar-shaped "9400 1000 0000").
 _DIGIT_IDS = re.compile(
     r"[0-9](?=[0-9A-Z .-]{8})(?:"  # every shape has 9+ characters: short numbers fail fast
-    r"(?P<fr_nir>(?<=[12]) ?\d{2} ?(?:0[1-9]|1[0-2]|[2-9]\d) ?(?:\d{2}|2[AB]) ?\d{3} ?\d{3} ?\d{2})(?![\w-]|[ -]\d)"
-    r"|(?P<us_ssn>\d{2}(?P<ssn_sep>[- ])\d{2}(?P=ssn_sep)\d{4})(?![\w-]|[ -]\d)"
-    r"|(?P<in_aadhaar>(?<=[2-9])\d{3}(?P<uid_sep>[ -])\d{4}(?P=uid_sep)\d{4})(?![\w-]|[ -]\d)"
+    r"(?P<fr_nir>(?<=[12]) ?\d{2} ?(?:0[1-9]|1[0-2]|[2-9]\d) ?(?:\d{2}|2[AB]) ?\d{3} ?\d{3} ?\d{2})(?![\w-]| \d{1,3}\b)"
+    r"|(?P<us_ssn>\d{2}(?P<ssn_sep>[- ])\d{2}(?P=ssn_sep)\d{4})(?![\w-]|(?P=ssn_sep)\d)"
+    r"|(?P<in_aadhaar>(?<=[2-9])\d{3}(?P<uid_sep>[ -])\d{4}(?P=uid_sep)\d{4})(?![\w-]|(?P=uid_sep)\d)"
     r"|(?P<es_dni>\d(?:\.\d{3}\.\d{3}|\d{6})[ -]?[A-Z])\b"
     r"|(?P<bare_us_ssn>\d{8})(?![\w-])"
     r"|(?P<bare_in_aadhaar>(?<=[2-9])\d{11})(?![\w-])"

@@ -1,0 +1,112 @@
+"""Phone numbers: valid in the US, GB, DE, FR or IN numbering plans, or in any
+plan when written in international form (+CC or 00CC), as phonenumbers judges.
+
+A regex proposes digit runs of phone shape and cheap checks drop dates, prices,
+lists of small numbers and numbers labelled as something else ("order
+4155552671"), so phonenumbers (tens of microseconds per parse) only sees real
+candidates.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import phonenumbers
+
+from router.scan import free_before, matches
+
+Span = tuple[str, int, int]
+
+# Digits in groups joined by one separator, optionally led by +CC or (area); at
+# least six more phone characters must follow the first, so short numbers are
+# skipped inside the regex engine.
+_PHONE_CANDIDATE = re.compile(
+    r"[+(0-9](?=[0-9 ().\-/]{6})(?:(?<=\+) ?(?:\(\d{1,5}\) ?)?\d+|(?<=\()\d{1,5}\) ?\d+|(?<=\d)\d*)"
+    r"(?:(?: ?[\-/] ?|[ .])(?:\(\d{1,5}\) ?)?\d+|\(\d{1,5}\) ?\d+)*(?![\w@]|[.,:/-]\d)"
+)
+_DATE_OR_TIME = re.compile(
+    r"\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{2,4}|\d{1,2}:\d{2}|\d{1,3}(?:[.,]\d{3})+"
+)
+# A number right after one of these words is an identifier of a thing, not a phone.
+_NOT_A_PHONE_BEFORE = re.compile(  # matched on lower-cased text: (?i) is several times slower
+    r"\b(?:order|invoice|tracking|reference|ref|confirmation|serial|ticket|booking|case|sku|part|model|"
+    r"po|transaction|receipt|isbn|issn|ean|upc|gtin|imei|imsi|iccid|patent|meeting|id|batch|lot|account|acct|"
+    r"routing|iban|card)\s*(?:no\.?|number|num|id|#)?\s*[:#.]?\s*$"
+)
+_DIGITS = re.compile(r"[0-9]+")
+_NOT_BEFORE_PHONE = ".,/#$€£¥@:=-"  # and "+" except before "+CC"
+_NATIONAL_REGIONS = {"0": ("GB", "DE", "FR", "IN"), "": ("US", "IN")}
+
+
+def find_phones(text: str) -> Iterator[Span]:
+    """Phone numbers in `text`. A run that is not one number may be several side by
+    side ("212-555-1234 415-555-2671") or one with a neighbour ("212-555-1234 24
+    hours"): it is split at spaces into the phones that cover most of it."""
+    for m in matches(_PHONE_CANDIDATE, text):
+        if m.end() - m.start() < 7:
+            continue  # fewer than seven characters, so fewer than seven digits
+        if _is_phone(text, m.start(), m.end()):
+            yield "phone", m.start(), m.end()
+            continue
+        if " " not in m.group() or _FOUR_DIGIT_GROUPS.search(m.group()):
+            continue  # card, IBAN or account digits; a phone among them is not worth a dozen parses
+        pieces = [(p.start() + m.start(), p.end() + m.start()) for p in re.finditer(r"\S+", m.group())]
+        if 1 < len(pieces) <= _MAX_SPLIT_PIECES and any(sum(c.isdigit() for c in text[a:b]) >= 4 for a, b in pieces):
+            for start, end in _best_split(text, pieces):
+                yield "phone", start, end
+
+
+_MAX_PHONE_PIECES = 8  # "+44 (0) 20 7946 0958" is 5; bounds the split to linear time
+_MAX_SPLIT_PIECES = 24  # a longer run of bare numbers is a table, not phones written side by side
+_FOUR_DIGIT_GROUPS = re.compile(r"(?:^|[ -])\d{4}[ -]\d{4}[ -]\d{4}[ -]\d{4}(?:[ -]|$)")  # a phone has two at most
+
+
+def _best_split(text: str, pieces: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Phones covering the most pieces of a run, each a run of whole pieces (dynamic programming)."""
+    n = len(pieces)
+    best: list[tuple[int, list[tuple[int, int]]]] = [(0, [])] * (n + 1)
+    for i in range(n - 1, -1, -1):
+        best[i] = best[i + 1]
+        for j in range(i + 1, min(n, i + _MAX_PHONE_PIECES) + 1):
+            if (i, j) != (0, n) and best[j][0] + j - i > best[i][0]:
+                if _is_phone(text, pieces[i][0], pieces[j - 1][1]):
+                    best[i] = (best[j][0] + j - i, [(pieces[i][0], pieces[j - 1][1]), *best[j][1]])
+    return best[0][1]
+
+
+def _is_phone(text: str, start: int, end: int) -> bool:
+    """Cheapest checks first: most candidates are dates, prices or short numbers."""
+    candidate = text[start:end]
+    groups = [len(g) for g in _DIGITS.findall(candidate)]
+    digits = sum(groups)
+    if not 7 <= digits <= 15 or (len(groups) == 1 and not 10 <= digits <= 11 and candidate[0] not in "+("):
+        return False  # unseparated: US/IN/FR 10 digits, GB/IN 11 with the trunk 0
+    if candidate[0] != "+":
+        groups = groups[1:] if candidate[0] == "1" and groups[0] == 1 else groups  # "1-800-..."
+        if min(groups, default=0) < (2 if candidate[0] == "0" else 3):
+            return False  # national numbers group in twos (FR) to fours; "7 14 21 28" or "0 11 9 1947" is a list
+    if _DATE_OR_TIME.fullmatch(candidate) or candidate.count(".") == 3:
+        return False
+    if not free_before(text, start, "" if candidate[0] == "+" else _NOT_BEFORE_PHONE):
+        return False
+    if _NOT_A_PHONE_BEFORE.search(text[max(0, start - 40):start].lower()):
+        return False
+    return _valid_phone(candidate)
+
+
+def _valid_phone(candidate: str) -> bool:
+    international = candidate.startswith(("+", "00"))
+    if international:
+        regions: tuple[str | None, ...] = (None,)
+        candidate = "+" + candidate[2:] if candidate.startswith("00") else candidate
+    else:
+        regions = _NATIONAL_REGIONS["0" if candidate.lstrip("(").startswith("0") else ""]
+    for region in regions:
+        try:
+            number = phonenumbers.parse(candidate, region)
+        except phonenumbers.NumberParseException:
+            continue
+        if phonenumbers.is_valid_number(number):
+            return True
+    return False
