@@ -37,7 +37,9 @@ _JWT = re.compile(r"eyJ(?P<header>[A-Za-z0-9_-]{4,})\.[A-Za-z0-9_-]{4,}\.[A-Za-z
 
 # Keywords, matched on the lower-cased text at each occurrence of a stem; underscores
 # count as separators so `aws_secret_access_key=...` matches.
-_KEYWORD_STEMS = ("pass", "pwd", "secret", "token", "api", "access", "private", "client", "credential", "auth", "bearer")
+_KEYWORD_STEMS = (
+    "pass", "pwd", "secret", "token", "api", "access", "private", "client", "credential", "auth", "bearer",
+)
 _KEYWORD = re.compile(
     r"(?:password|passwd|pwd|passphrase|passcode|secret|token|api[_ -]?key|apikey|access[_ -]?key|"
     r"private[_ -]?key|client[_ -]?secret|credentials?|auth|bearer)(?![a-z])"

@@ -55,10 +55,11 @@ class Reason:
 class Decision:
     """Where a request runs and what may leave the device.
 
-    `spans` holds the findings of each text (the prompt, or each message) by
-    position; `findings` counts them by kind and `tags` gives the action applied
-    to each tag seen. None of these holds any of the request's text. `egress` is None when
-    nothing may leave the device.
+    `may_escalate` says whether anything may leave the device (for CLOUD it
+    already does); `egress` is exactly what would leave, or None. `spans` holds
+    the findings of each text (the prompt, or each message) by position,
+    `findings` counts them by kind and `tags` gives the action applied to each
+    tag seen: none of these three holds any of the request's text.
     """
 
     route: Route
@@ -100,8 +101,8 @@ def decide(
     privacy = policy.privacy
     found = [detect(text, privacy) for text in texts]
     tags, reasons = _tag_actions(tags_in, found, policy)
-    route, may_leave, budget_reasons = _route(policy, tags, token_count, new_tokens)
-    reasons += budget_reasons
+    route, may_leave, route_reasons = _route(policy, tags, token_count, new_tokens)
+    reasons += route_reasons
 
     redaction = Redaction(avoid=texts)
     egress = None
@@ -124,13 +125,16 @@ def decide(
         spans=tuple(tuple(spans) for spans in found),
         findings=dict(sorted(Counter(f.kind for spans in found for f in spans).items())),
         tags=tags,
-        over_device_budget=any(r.code.endswith("over_device_budget") for r in budget_reasons),
+        over_device_budget=_budget(policy, token_count, new_tokens) is not None,
         policy_version=policy.version,
         policy_hash=policy.content_hash,
     )
 
 
-def _tag_actions(tags_in: list[str], found: list[list[Finding]], policy: Policy) -> tuple[dict[str, TagAction], list[Reason]]:
+def _tag_actions(
+    tags_in: list[str], found: list[list[Finding]], policy: Policy
+) -> tuple[dict[str, TagAction], list[Reason]]:
+    """The action for every tag seen (the stricter one where a caller and a detector share a tag)."""
     privacy = policy.privacy
     reasons: list[Reason] = []
     tags: dict[str, TagAction] = {}
@@ -177,7 +181,8 @@ def _texts(request: str | Messages) -> list[str]:
     for index, message in enumerate(request):
         content = message.get("content") if isinstance(message, Mapping) else None
         if not isinstance(content, str):
-            raise TypeError(f"message {index} needs string 'content'; got {type(message).__name__} {message!r:.80}")
+            keys = sorted(map(str, message)) if isinstance(message, Mapping) else None
+            raise TypeError(f"message {index} needs string 'content'; got a {type(message).__name__} with keys {keys}")
         texts.append(content)
     return texts
 
@@ -206,9 +211,9 @@ def _budget(policy: Policy, token_count: int, new_tokens: int | None) -> Reason 
     edge = policy.edge
     reserved = _reserved(policy, new_tokens)
     if token_count + reserved > edge.max_context_tokens:
-        return Reason("context_over_device_budget", f"{token_count} prompt + {reserved} new tokens exceed the device's "
-                f"{edge.max_context_tokens}")
+        return Reason("context_over_device_budget",
+                      f"{token_count} prompt + {reserved} new tokens exceed the device's {edge.max_context_tokens}")
     if new_tokens is not None and new_tokens > edge.max_new_tokens:
-        return Reason("new_tokens_over_device_budget", f"{new_tokens} new tokens asked for; the device generates at "
-                f"most {edge.max_new_tokens}")
+        return Reason("new_tokens_over_device_budget",
+                      f"{new_tokens} new tokens asked for; the device generates at most {edge.max_new_tokens}")
     return None

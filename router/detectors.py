@@ -7,7 +7,7 @@ tag. Spans may overlap when two detectors claim the same characters (an
 e-mail address that holds a token); the decision then applies the stricter
 action and redaction covers the union, so no overlap can weaken a policy. The
 one exception: digits of a checksum-validated card, IBAN or national ID are
-not also reported as a phone number.
+not also looked at as a phone number.
 """
 
 from __future__ import annotations
@@ -43,21 +43,24 @@ class Finding:
     tag: str
 
 
-# A phone number found among the digits of a checksum-validated card, IBAN or
-# national ID is part of that number, not a phone.
-_EXPLAINED_BY = {"phone": ("card", "iban", "national_id")}
+# Digits of a checksum-validated card, IBAN or national ID are that number, so the
+# phone detector, run after these, is told to leave them alone.
+_CLAIMING_DIGITS = ("card", "iban", "national_id")
 
 
 def detect(text: str, privacy: PrivacyRules | None = None) -> list[Finding]:
     """Findings of the enabled detectors (all built-ins when no rules are given), by position."""
     enabled = DETECTORS.keys() if privacy is None else privacy.detectors
-    builtin = {name: {(kind, start, end) for kind, start, end in DETECTORS[name](text) if end > start}
-               for name in enabled}
-    for name, explainers in _EXPLAINED_BY.items():
-        wider = [(s, e) for other in explainers for _, s, e in builtin.get(other, ())]
-        builtin[name] = {f for f in builtin.get(name, ()) if not any(s <= f[1] and f[2] <= e for s, e in wider)}
-    found = {Finding(kind, start, end, name) for name, spans in builtin.items() if name in enabled
-             for kind, start, end in spans}
+    found = {
+        Finding(kind, start, end, name)
+        for name in enabled
+        if name != "phone"
+        for kind, start, end in DETECTORS[name](text)
+        if end > start
+    }
+    if "phone" in enabled:
+        claimed = [(f.start, f.end) for f in found if f.tag in _CLAIMING_DIGITS]
+        found.update(Finding(kind, start, end, "phone") for kind, start, end in find_phones(text, claimed))
     if privacy is not None:
         found.update(
             Finding(custom.name, m.start(), m.end(), custom.tag)

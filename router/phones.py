@@ -10,7 +10,7 @@ candidates.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import phonenumbers
 
@@ -39,22 +39,36 @@ _NOT_BEFORE_PHONE = ".,/#$€£¥@:=-"  # and "+" except before "+CC"
 _NATIONAL_REGIONS = {"0": ("GB", "DE", "FR", "IN"), "": ("US", "IN")}
 
 
-def find_phones(text: str) -> Iterator[Span]:
-    """Phone numbers in `text`. A run that is not one number may be several side by
-    side ("212-555-1234 415-555-2671") or one with a neighbour ("212-555-1234 24
-    hours"): it is split at spaces into the phones that cover most of it."""
+def find_phones(text: str, claimed: Sequence[tuple[int, int]] = ()) -> Iterator[Span]:
+    """Phone numbers in `text`, ignoring digits inside `claimed` spans (a card, IBAN
+    or national ID already found: its digits are that number, not a phone).
+
+    A run that is not one number may be several side by side ("212-555-1234
+    415-555-2671") or one with a neighbour ("212-555-1234 24 hours"): it is split
+    at spaces into the phones that cover most of it.
+    """
     for m in matches(_PHONE_CANDIDATE, text):
         if m.end() - m.start() < 7:
             continue  # fewer than seven characters, so fewer than seven digits
-        if _is_phone(text, m.start(), m.end()):
+        overlapping = [(a, b) for a, b in claimed if a < m.end() and m.start() < b]
+        if not overlapping and _is_phone(text, m.start(), m.end()):
             yield "phone", m.start(), m.end()
             continue
         if " " not in m.group() or _FOUR_DIGIT_GROUPS.search(m.group()):
             continue  # card, IBAN or account digits; a phone among them is not worth a dozen parses
         pieces = [(p.start() + m.start(), p.end() + m.start()) for p in re.finditer(r"\S+", m.group())]
-        if 1 < len(pieces) <= _MAX_SPLIT_PIECES and any(sum(c.isdigit() for c in text[a:b]) >= 4 for a, b in pieces):
-            for start, end in _best_split(text, pieces):
-                yield "phone", start, end
+        if len(pieces) > _MAX_SPLIT_PIECES:
+            continue
+        segment: list[tuple[int, int]] = []
+        for piece in [*pieces, None]:
+            if piece is not None and not any(a < piece[1] and piece[0] < b for a, b in overlapping):
+                segment.append(piece)
+                continue
+            whole_tried = segment == pieces and not overlapping
+            if segment and any(sum(c.isdigit() for c in text[a:b]) >= 4 for a, b in segment):
+                for start, end in _best_split(text, segment, whole_tried):
+                    yield "phone", start, end
+            segment = []
 
 
 _MAX_PHONE_PIECES = 8  # "+44 (0) 20 7946 0958" is 5; bounds the split to linear time
@@ -62,14 +76,14 @@ _MAX_SPLIT_PIECES = 24  # a longer run of bare numbers is a table, not phones wr
 _FOUR_DIGIT_GROUPS = re.compile(r"(?:^|[ -])\d{4}[ -]\d{4}[ -]\d{4}[ -]\d{4}(?:[ -]|$)")  # a phone has two at most
 
 
-def _best_split(text: str, pieces: list[tuple[int, int]]) -> list[tuple[int, int]]:
+def _best_split(text: str, pieces: list[tuple[int, int]], whole_tried: bool) -> list[tuple[int, int]]:
     """Phones covering the most pieces of a run, each a run of whole pieces (dynamic programming)."""
     n = len(pieces)
     best: list[tuple[int, list[tuple[int, int]]]] = [(0, [])] * (n + 1)
     for i in range(n - 1, -1, -1):
         best[i] = best[i + 1]
         for j in range(i + 1, min(n, i + _MAX_PHONE_PIECES) + 1):
-            if (i, j) != (0, n) and best[j][0] + j - i > best[i][0]:
+            if not (whole_tried and (i, j) == (0, n)) and best[j][0] + j - i > best[i][0]:
                 if _is_phone(text, pieces[i][0], pieces[j - 1][1]):
                     best[i] = (best[j][0] + j - i, [(pieces[i][0], pieces[j - 1][1]), *best[j][1]])
     return best[0][1]

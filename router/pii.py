@@ -141,7 +141,8 @@ _LETTER_IDS = re.compile(
     r")"
 )
 _ID_VALIDATORS = {
-    "us_ssn": ssn, "in_aadhaar": aadhaar, "fr_nir": nir, "es_dni": dni, "es_nie": nie, "it_codice_fiscale": codicefiscale,
+    "us_ssn": ssn, "in_aadhaar": aadhaar, "fr_nir": nir, "es_dni": dni, "es_nie": nie,
+    "it_codice_fiscale": codicefiscale,
 }
 # A bare 9-digit SSN (no checksum) or 12-digit Aadhaar (one Verhoeff digit) counts
 # only within this many characters after a word that names it.

@@ -107,7 +107,7 @@ privacy:
   local_only: [health]
   default_action: local_only
   custom: [{name: mrn, pattern: 'MRN\\d+', tag: health, ignore_case: false}]
-  detectors: {email: on, phone: yes, card: true}
+  detectors: {email: on, phone: yes, card: true}  # YAML 1.1 booleans are accepted too
 confidence: {signal: min_prob, threshold: 0.10, window: 8, min_tokens: 4, action: escalate_continue}
 edge: {max_new_tokens: 512, max_context_tokens: 4096}
 version: '1'
