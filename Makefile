@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv bench clean
+.PHONY: demo test venv bench proto clean
 
 venv: $(STAMP)
 
@@ -22,6 +22,15 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# Regenerate the committed gRPC stubs after editing proto/ (a test fails when they are stale).
+proto: $(STAMP)
+	$(PY) scripts/gen_proto.py
+
+# Peers for the benchmarks (llama.cpp compiles from source: ~20 min on 2 cores).
+bench: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[bench]'
+	$(PY) benchmarks/decode.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
