@@ -17,13 +17,18 @@ class TandemError(Exception):
 
 
 class CloudError(TandemError):
-    def __init__(self, message: str, *, code: str | None = None) -> None:
+    """`code` is the gRPC status name (or the SDK's own, e.g. CIRCUIT_OPEN);
+    `retryable` says whether trying again soon may succeed."""
+
+    def __init__(self, message: str, *, code: str | None = None, retryable: bool = False) -> None:
         super().__init__(message)
         self.code = code
+        self.retryable = retryable
 
 
 class CloudUnavailableError(CloudError):
-    pass
+    def __init__(self, message: str, *, code: str | None = None, retryable: bool = True) -> None:
+        super().__init__(message, code=code, retryable=retryable)
 
 
 class CloudRejectedError(CloudError):

@@ -35,10 +35,10 @@ class RetryPolicy:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> T:
-        """Call `fn` until it succeeds, retrying CloudUnavailableError with
-        exponential backoff and jitter, never past `deadline` (a clock() value)."""
+        """Call `fn` until it succeeds, retrying a retryable CloudUnavailableError
+        with exponential backoff and jitter, never past `deadline` (a clock() value)."""
         retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception_type(CloudUnavailableError),
+            retry=tenacity.retry_if_exception(lambda e: isinstance(e, CloudUnavailableError) and e.retryable),
             stop=tenacity.stop_after_attempt(self.attempts) | _stop_at(deadline, clock),
             wait=tenacity.wait_exponential(multiplier=self.initial_backoff_s, max=self.max_backoff_s)
             + tenacity.wait_random(0, self.jitter_s),

@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "engine.cli",
     "router.cli",
     "cloud.cli",
+    "edge.cli",
 )
 
 

@@ -1,0 +1,471 @@
+"""The edge SDK: one call that routes, decodes on the device, escalates and falls back.
+
+    client = TandemClient("smollm2-135m", cloud="gpu-host:50051", policy="policies/default.yaml")
+    for event in client.chat([{"role": "user", "content": "..."}], tags=["health"]):
+        ...
+    answer = client.complete("What is the capital of France?")
+
+Every request follows DESIGN.md's data flow: the shared tokenizer encodes it
+once, `router.decide` routes it, the device decodes with the stream monitor
+watching each token, and anything sent to the cloud is token IDs of the
+policy's egress (redacted where the policy says so). The caller always gets
+one stream and one decision record, whatever the cloud does.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cloud.client import generate_request
+from edge.errors import CloudUnavailableError, PolicyDeniedError
+from edge.events import Answer, Done, Escalation, Event, Fallback, Text, Tier
+from edge.resilience import DEFAULT_RETRY, CircuitBreaker, RetryPolicy
+from edge.transport import CloudTarget, CloudTransport
+from engine.generate import GREEDY, Sampling, TokenInfo
+from engine.runtime import LocalModel
+from router import (
+    AuditLog,
+    Decision,
+    DecisionRecord,
+    EscalationAction,
+    MonitorVerdict,
+    Policy,
+    Route,
+    StreamMonitor,
+    TagAction,
+    decide,
+    detect,
+    load_policy,
+)
+from router import Fallback as FallbackRule
+from tandem_rpc.v1 import cloud_pb2
+
+DEFAULT_POLICY = Path(__file__).resolve().parents[1] / "policies" / "default.yaml"
+DEFAULT_DEADLINE_S = 30.0
+POLICY_AUDIT = "policy"  # audit_log default: wherever the policy's audit section says
+
+Messages = Sequence[Mapping[str, Any]]
+
+
+class TandemClient:
+    """A device model, an optional cloud tier and the policy that governs both.
+
+    `model` is a loaded LocalModel or anything LocalModel.load accepts. `cloud`
+    is a "host:port" (with `token` and, for TLS, `root_certificates` in PEM) or
+    None for a device-only client. `deadline_s` bounds the cloud's part of each
+    request; past it the policy's fallback applies.
+    """
+
+    def __init__(
+        self,
+        model: LocalModel | str | Path = "smollm2-135m",
+        *,
+        cloud: str | CloudTarget | None = None,
+        token: str | None = None,
+        root_certificates: bytes | None = None,
+        policy: Policy | str | Path = DEFAULT_POLICY,
+        audit_log: AuditLog | str | Path | None = POLICY_AUDIT,
+        retry: RetryPolicy = DEFAULT_RETRY,
+        breaker: CircuitBreaker | None = None,
+        deadline_s: float = DEFAULT_DEADLINE_S,
+    ) -> None:
+        self.local = model if isinstance(model, LocalModel) else LocalModel.load(model)
+        self.policy = policy if isinstance(policy, Policy) else load_policy(policy)
+        if audit_log == POLICY_AUDIT:
+            self.audit = AuditLog.from_policy(self.policy)
+        else:
+            self.audit = audit_log if isinstance(audit_log, AuditLog) or audit_log is None else AuditLog(audit_log)
+        if isinstance(cloud, str):
+            cloud = CloudTarget(cloud, token=token, root_certificates=root_certificates)
+        self.transport = CloudTransport(cloud, retry=retry, breaker=breaker) if cloud else None
+        self.deadline_s = deadline_s
+
+    def close(self) -> None:
+        if self.transport:
+            self.transport.close()
+
+    def __enter__(self) -> TandemClient:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def connect(self) -> cloud_pb2.InfoResponse:
+        """Reach the cloud now and check that it shares our tokenizer (otherwise it happens on first use)."""
+        if self.transport is None:
+            raise CloudUnavailableError("this client has no cloud configured", code="NO_CLOUD", retryable=False)
+        tok = self.local.tokenizer
+        return self.transport.check_handoff(tok.fingerprint, tok.vocab_size,
+                                            deadline=time.monotonic() + self.deadline_s)
+
+    def chat(
+        self,
+        messages: Messages,
+        *,
+        tags: Iterable[str] = (),
+        max_new_tokens: int | None = None,
+        sampling: Sampling = GREEDY,
+        stop: Sequence[str] = (),
+        session_id: str = "",
+        request_id: str | None = None,
+    ) -> Iterator[Event]:
+        """Stream the assistant's next turn after `messages` ({role, content} dicts).
+
+        `tags` are caller tags for the policy (e.g. "health"); `session_id`
+        lets the cloud keep this conversation's prefix cache between turns.
+        """
+        messages = [dict(m) for m in messages]
+        return _Request(self, messages, self.local.encode_chat(messages), chat=True, tags=tags,
+                        max_new_tokens=max_new_tokens, sampling=sampling, stop=tuple(stop), session_id=session_id,
+                        request_id=request_id).run()
+
+    def generate(
+        self,
+        prompt: str,
+        *,
+        chat: bool = True,
+        tags: Iterable[str] = (),
+        max_new_tokens: int | None = None,
+        sampling: Sampling = GREEDY,
+        stop: Sequence[str] = (),
+        session_id: str = "",
+        request_id: str | None = None,
+    ) -> Iterator[Event]:
+        """Stream an answer to one user turn (`chat=False`: continue raw text instead)."""
+        if chat:
+            return self.chat([{"role": "user", "content": prompt}], tags=tags, max_new_tokens=max_new_tokens,
+                             sampling=sampling, stop=stop, session_id=session_id, request_id=request_id)
+        return _Request(self, prompt, self.local.encode_prompt(prompt, chat=False), chat=False, tags=tags,
+                        max_new_tokens=max_new_tokens, sampling=sampling, stop=tuple(stop), session_id=session_id,
+                        request_id=request_id).run()
+
+    def complete(self, prompt_or_messages: str | Messages, **options: Any) -> Answer:
+        """The whole answer and its record, blocking."""
+        if isinstance(prompt_or_messages, str):
+            events = self.generate(prompt_or_messages, **options)
+        else:
+            events = self.chat(prompt_or_messages, **options)
+        for event in events:
+            if isinstance(event, Done):
+                return Answer(event.text, event.tier, event.finish_reason, event.record)
+        raise RuntimeError("the stream ended without a Done event")
+
+
+@dataclass
+class _Progress:
+    """What the caller has been shown so far, and when."""
+
+    start: float
+    visible: str = ""
+    first_text_at: float | None = None
+    edge_tokens: int = 0
+    cloud_tokens: int = 0
+    bytes_sent: int = 0
+    tier: Tier = "edge"
+    finish_reason: str = "length"
+    latencies: dict[str, float] = field(default_factory=dict)
+
+    def text(self, text: str, ids: Sequence[int], tier: Tier) -> Text:
+        if text and self.first_text_at is None:
+            self.first_text_at = time.monotonic()
+        self.visible += text
+        if tier == "edge":
+            self.edge_tokens += len(ids)
+        else:
+            self.cloud_tokens += len(ids)
+        self.tier = tier
+        return Text(text, tuple(ids), tier)
+
+
+class _Request:
+    """One request's journey; `run()` is the event stream."""
+
+    def __init__(
+        self,
+        client: TandemClient,
+        request: str | Messages,
+        prompt_ids: list[int],
+        *,
+        chat: bool,
+        tags: Iterable[str],
+        max_new_tokens: int | None,
+        sampling: Sampling,
+        stop: tuple[str, ...],
+        session_id: str,
+        request_id: str | None,
+    ) -> None:
+        self.client = client
+        self.local = client.local
+        self.policy = client.policy
+        self.request = request
+        self.chat = chat
+        tags = [tags] if isinstance(tags, str) else list(tags)
+        self.caller_tags = {t.strip().lower() for t in tags if isinstance(t, str)}
+        self.prompt_ids = prompt_ids
+        self.sampling = sampling
+        self.stop = stop
+        self.session_id = session_id
+        self.decision = decide(request, caller_tags=tags, token_count=len(prompt_ids), policy=self.policy,
+                               new_tokens=max_new_tokens)
+        self.max_new_tokens = self.policy.edge.max_new_tokens if max_new_tokens is None else max_new_tokens
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
+        self.record = DecisionRecord.from_decision(self.decision, request_id=request_id)
+        self.monitor = StreamMonitor(self.policy.confidence,
+                                     may_escalate=self.decision.may_escalate and client.transport is not None)
+        self.progress = _Progress(start=time.monotonic())
+        self.deadline = self.progress.start + client.deadline_s
+        self.restorer = self.decision.redaction.restorer()
+
+    def run(self) -> Iterator[Event]:
+        decision = self.decision
+        try:
+            if decision.route is Route.LOCAL_ONLY and decision.over_device_budget:
+                raise PolicyDeniedError(
+                    f"{len(self.prompt_ids)} prompt tokens plus {self.max_new_tokens} new ones exceed the device's "
+                    f"budget of {self.policy.edge.max_context_tokens}, and the policy does not let this request "
+                    f"leave the device ({', '.join(decision.codes)}); shorten it"
+                )
+            if decision.route is Route.CLOUD:
+                yield from self._cloud_first()
+            else:
+                yield from self._local(self.prompt_ids, self.max_new_tokens)
+        except Exception as exc:
+            self.record.fallback = f"fail:{getattr(exc, 'code', None) or type(exc).__name__}"
+            self._finish_record(failed=True)
+            raise
+        self._finish_record()
+        yield Done(self.progress.visible, self.progress.tier, self.progress.finish_reason, self.record)
+
+    # --- the device ---------------------------------------------------------
+
+    def _local(self, context_ids: list[int], max_new: int) -> Iterator[Event]:
+        """Decode on the device after `context_ids`, escalating when the monitor says so."""
+        self._check_fits_device(len(context_ids), max_new)
+        tokens: list[TokenInfo] = []
+        stream = self.local.stream(context_ids, max_new_tokens=max_new, sampling=self.sampling,
+                                   stop_strings=self.stop)
+        try:
+            for event in stream:
+                tokens.append(event.token)
+                if event.text:
+                    yield self.progress.text(self.restorer.feed(event.text), [event.token.id], "edge")
+                else:
+                    self.progress.edge_tokens += 1
+                verdict = self.monitor.observe(event.token.logprob, event.token.entropy, event.token.margin)
+                if event.finish_reason:
+                    self.progress.finish_reason = event.finish_reason
+                    break
+                if verdict.escalate:
+                    handed_off = yield from self._escalate(verdict, tokens, context_ids)
+                    if handed_off:
+                        return
+        finally:
+            stream.close()
+        if tail := self.restorer.flush():
+            yield self.progress.text(tail, (), "edge")
+        self.progress.tier = "edge"
+
+    def _check_fits_device(self, n_context: int, max_new: int) -> None:
+        if n_context + max_new > self.local.max_context:
+            raise CloudUnavailableError(
+                f"the cloud could not be used and {n_context} context tokens plus {max_new} new ones do not fit "
+                f"the device model's context of {self.local.max_context}; nothing was answered",
+                code="DEVICE_CONTEXT", retryable=False,
+            )
+
+    # --- hand-offs ------------------------------------------------------------
+
+    def _escalate(self, verdict: MonitorVerdict, tokens: list[TokenInfo], context_ids: list[int]) -> Iterator[Event]:
+        """Try to hand the rest of the answer to the cloud; returns False when the device goes on."""
+        keep = tokens[: verdict.window_start] if verdict.action is EscalationAction.ESCALATE_CONTINUE else []
+        kept_ids = [t.id for t in keep]
+        draft_ids = self._egress_draft(kept_ids)
+        if draft_ids is None:  # the draft itself holds something that may not leave: start over in the cloud
+            keep, kept_ids, draft_ids = [], [], []
+        self.record.escalated = True
+        self.record.escalation_reason = verdict.code
+        request = self._cloud_request(self._egress_prompt_ids() + draft_ids, self.max_new_tokens - len(keep),
+                                      cloud_pb2.ESCALATION_REASON_LOW_CONFIDENCE, verdict.detail)
+        try:
+            responses = self._open(request)
+        except CloudUnavailableError as exc:
+            yield from self._fall_back(exc)
+            return False
+        keep_text = self.local.tokenizer.decode(kept_ids)
+        keep_chars = _common_prefix(self.progress.visible, keep_text)
+        yield Escalation(verdict.code, verdict.detail, keep_chars, len(keep))
+        self.progress.visible = self.progress.visible[:keep_chars]
+        self.progress.edge_tokens = len(keep)
+        self.restorer = self.decision.redaction.restorer()
+        if keep_text[keep_chars:]:
+            yield self.progress.text(keep_text[keep_chars:], (), "edge")
+        yield from self._stream_cloud(responses, context_ids + kept_ids, self.max_new_tokens - len(keep))
+        return True
+
+    def _cloud_first(self) -> Iterator[Event]:
+        """The request is over the device's budget: the cloud answers it from the start."""
+        code = next((c for c in self.decision.codes if c.endswith("over_device_budget")), "policy")
+        self.record.escalated = True
+        self.record.escalation_reason = code
+        reason = (cloud_pb2.ESCALATION_REASON_CONTEXT_TOO_LONG if code.startswith("context")
+                  else cloud_pb2.ESCALATION_REASON_POLICY)
+        request = self._cloud_request(self._egress_prompt_ids(), self.max_new_tokens, reason, code)
+        try:
+            responses = self._open(request)
+        except CloudUnavailableError as exc:
+            yield from self._fall_back(exc)
+            self.monitor.may_escalate = False  # the cloud just failed; the device finishes alone
+            yield from self._local(self.prompt_ids, self.max_new_tokens)
+            return
+        yield from self._stream_cloud(responses, self.prompt_ids, self.max_new_tokens)
+
+    def _open(self, request: cloud_pb2.GenerateRequest) -> Iterator[cloud_pb2.GenerateResponse]:
+        transport = self.client.transport
+        if transport is None:
+            raise CloudUnavailableError("no cloud is configured for this client", code="NO_CLOUD", retryable=False)
+        tok = self.local.tokenizer
+        t0 = time.monotonic()
+        info = transport.check_handoff(tok.fingerprint, tok.vocab_size, deadline=self.deadline)
+        if info.limits.max_new_tokens:
+            request.max_new_tokens = min(request.max_new_tokens, info.limits.max_new_tokens)
+        self.progress.bytes_sent += request.ByteSize()
+        try:
+            return transport.generate(request, deadline=self.deadline)
+        finally:
+            self.progress.latencies["cloud_connect_ms"] = _ms(t0)
+
+    def _stream_cloud(
+        self, responses: Iterator[cloud_pb2.GenerateResponse], local_context: list[int], max_new: int
+    ) -> Iterator[Event]:
+        """Relay the cloud's tokens; if the cloud dies mid-way, the device continues from them."""
+        received: list[int] = []
+        t0 = time.monotonic()
+        try:
+            for response in responses:
+                if response.HasField("chunk"):
+                    chunk = response.chunk
+                    received += chunk.token_ids
+                    yield self.progress.text(self.restorer.feed(chunk.text), chunk.token_ids, "cloud")
+                else:
+                    self.progress.finish_reason = _FINISH[response.result.finish_reason]
+                    self.progress.latencies["cloud_prefill_ms"] = response.result.timings.prefill_ms
+        except CloudUnavailableError as exc:
+            self.progress.latencies["cloud_ms"] = _ms(t0)
+            if tail := self.restorer.flush():
+                yield self.progress.text(tail, (), "cloud")
+            yield from self._fall_back(exc, mid_stream=True)
+            self.monitor.may_escalate = False
+            remaining = max_new - len(received)
+            if remaining > 0 and not (received and received[-1] in self.local.tokenizer.stop_ids):
+                yield from self._local(local_context + received, remaining)
+            return
+        finally:
+            responses.close()
+        self.progress.latencies["cloud_ms"] = _ms(t0)
+        if tail := self.restorer.flush():
+            yield self.progress.text(tail, (), "cloud")
+        self.progress.tier = "cloud"
+
+    def _fall_back(self, exc: CloudUnavailableError, *, mid_stream: bool = False) -> Iterator[Event]:
+        """Apply the policy's `on_unreachable`: fail with the cause, or say so and answer on the device."""
+        where = "mid-stream" if mid_stream else "before answering"
+        if self.policy.cloud.on_unreachable is FallbackRule.FAIL:
+            self.record.fallback = f"fail:{exc.code}"
+            raise CloudUnavailableError(f"{exc} ({where}; the policy's on_unreachable is fail)",
+                                        code=exc.code, retryable=exc.retryable) from exc
+        self.record.fallback = f"answer_local:{exc.code}" + (":mid_stream" if mid_stream else "")
+        yield Fallback(exc.code or "UNAVAILABLE", f"{exc} ({where}); answering on the device")
+
+    # --- what leaves the device -----------------------------------------------
+
+    def _egress_prompt_ids(self) -> list[int]:
+        """Token IDs of exactly `decision.egress`: the request, redacted where the policy says."""
+        egress = self.decision.egress
+        if egress is None:
+            raise PolicyDeniedError("the policy lets nothing of this request leave the device")
+        if egress == self.request:
+            return self.prompt_ids
+        if self.chat:
+            return self.local.encode_chat(egress)
+        return self.local.encode_prompt(egress, chat=False)
+
+    def _egress_draft(self, kept_ids: list[int]) -> list[int] | None:
+        """The kept local draft as it may leave the device, or None if it may not.
+
+        The device model saw the unredacted request, so its draft can repeat a
+        private value: values already redacted in the request get their
+        placeholders, detector findings get the request's treatment, and a
+        local_only finding keeps the draft on the device.
+        """
+        if not kept_ids:
+            return []
+        text = self.local.tokenizer.decode(kept_ids)
+        privacy = self.policy.privacy
+        redaction = self.decision.redaction
+        redact_all = any(self.decision.tags.get(t) is TagAction.REDACT for t in self.caller_tags)
+        spans = []
+        for finding in detect(text, privacy):
+            action = privacy.action_for(finding.tag)
+            if action is TagAction.LOCAL_ONLY:
+                return None
+            if action is TagAction.REDACT or redact_all:
+                spans.append((finding.start, finding.end, finding.kind))
+        for placeholder in redaction.placeholders:
+            value = redaction.original(placeholder)
+            start = text.find(value)
+            while start >= 0:
+                spans.append((start, start + len(value), "redacted"))
+                start = text.find(value, start + 1)
+        if not spans:
+            return kept_ids
+        return self.local.tokenizer.encode(redaction.apply(text, spans))
+
+    def _cloud_request(self, ids: list[int], max_new: int, reason: int, detail: str) -> cloud_pb2.GenerateRequest:
+        s = self.sampling
+        return generate_request(
+            ids, session_id=self.session_id, request_id=self.record.request_id, max_new_tokens=max_new,
+            temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, seed=s.seed, stop_strings=self.stop,
+            escalation_reason=reason, escalation_detail=detail,
+        )
+
+    def _finish_record(self, *, failed: bool = False) -> None:
+        p = self.progress
+        record = self.record
+        record.tier = None if failed else p.tier
+        record.escalated = bool(record.escalated)
+        record.signals = self.monitor.summary()
+        record.bytes_sent = p.bytes_sent
+        record.tokens = {"prompt": len(self.prompt_ids), "edge": p.edge_tokens, "cloud": p.cloud_tokens}
+        record.latencies_ms = {k: round(v, 2) for k, v in p.latencies.items()}
+        if p.first_text_at is not None:
+            record.latencies_ms["ttft_ms"] = round((p.first_text_at - p.start) * 1000, 2)
+        record.latencies_ms["total_ms"] = total = _ms(p.start)
+        cloud = p.latencies.get("cloud_connect_ms", 0.0) + p.latencies.get("cloud_ms", 0.0)
+        record.latencies_ms["edge_ms"] = round(max(0.0, total - cloud), 2)
+        if self.client.audit is not None:
+            self.client.audit.write(record)
+
+
+_FINISH = {
+    cloud_pb2.FINISH_REASON_STOP: "stop",
+    cloud_pb2.FINISH_REASON_LENGTH: "length",
+    cloud_pb2.FINISH_REASON_STOP_STRING: "stop_string",
+    cloud_pb2.FINISH_REASON_UNSPECIFIED: "length",
+}
+
+
+def _ms(since: float) -> float:
+    return round((time.monotonic() - since) * 1000, 2)
+
+
+def _common_prefix(a: str, b: str) -> int:
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
