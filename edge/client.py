@@ -283,10 +283,8 @@ class _Request:
     def _escalate(self, verdict: MonitorVerdict, tokens: list[TokenInfo], context_ids: list[int]) -> Iterator[Event]:
         """Try to hand the rest of the answer to the cloud; returns False when the device goes on."""
         keep = tokens[: verdict.window_start] if verdict.action is EscalationAction.ESCALATE_CONTINUE else []
+        keep, draft_ids = self._egress_draft(keep)
         kept_ids = [t.id for t in keep]
-        draft_ids = self._egress_draft(kept_ids)
-        if draft_ids is None:  # the draft itself holds something that may not leave: start over in the cloud
-            keep, kept_ids, draft_ids = [], [], []
         self.record.escalated = True
         self.record.escalation_reason = verdict.code
         request = self._cloud_request(self._egress_prompt_ids() + draft_ids, self.max_new_tokens - len(keep),
@@ -330,11 +328,11 @@ class _Request:
             raise CloudUnavailableError("no cloud is configured for this client", code="NO_CLOUD", retryable=False)
         tok = self.local.tokenizer
         t0 = time.monotonic()
-        info = transport.check_handoff(tok.fingerprint, tok.vocab_size, deadline=self.deadline)
-        if info.limits.max_new_tokens:
-            request.max_new_tokens = min(request.max_new_tokens, info.limits.max_new_tokens)
-        self.progress.bytes_sent += request.ByteSize()
         try:
+            info = transport.check_handoff(tok.fingerprint, tok.vocab_size, deadline=self.deadline)
+            if info.limits.max_new_tokens:
+                request.max_new_tokens = min(request.max_new_tokens, info.limits.max_new_tokens)
+            self.progress.bytes_sent += request.ByteSize()
             return transport.generate(request, deadline=self.deadline)
         finally:
             self.progress.latencies["cloud_connect_ms"] = _ms(t0)
@@ -394,36 +392,41 @@ class _Request:
             return self.local.encode_chat(egress)
         return self.local.encode_prompt(egress, chat=False)
 
-    def _egress_draft(self, kept_ids: list[int]) -> list[int] | None:
-        """The kept local draft as it may leave the device, or None if it may not.
+    def _egress_draft(self, keep: list[TokenInfo]) -> tuple[list[TokenInfo], list[int]]:
+        """The kept local draft, and its token IDs as they may leave the device.
 
         The device model saw the unredacted request, so its draft can repeat a
-        private value: values already redacted in the request get their
-        placeholders, detector findings get the request's treatment, and a
-        local_only finding keeps the draft on the device.
+        private value: values redacted in the request get their placeholders,
+        detector findings get the request's treatment, a draft that ends inside
+        a redacted value is cut back before it, and a local_only finding keeps
+        the whole draft on the device (the cloud starts over).
         """
-        if not kept_ids:
-            return []
-        text = self.local.tokenizer.decode(kept_ids)
-        privacy = self.policy.privacy
         redaction = self.decision.redaction
+        values = [redaction.original(p) for p in redaction.placeholders]
+        decode = self.local.tokenizer.decode
+        while keep and _ends_inside(decode([t.id for t in keep]), values):
+            keep = keep[:-1]
+        kept_ids = [t.id for t in keep]
+        if not keep:
+            return [], []
+        text = decode(kept_ids)
+        privacy = self.policy.privacy
         redact_all = any(self.decision.tags.get(t) is TagAction.REDACT for t in self.caller_tags)
         spans = []
         for finding in detect(text, privacy):
             action = privacy.action_for(finding.tag)
             if action is TagAction.LOCAL_ONLY:
-                return None
+                return [], []
             if action is TagAction.REDACT or redact_all:
                 spans.append((finding.start, finding.end, finding.kind))
-        for placeholder in redaction.placeholders:
-            value = redaction.original(placeholder)
+        for value in values:
             start = text.find(value)
             while start >= 0:
                 spans.append((start, start + len(value), "redacted"))
                 start = text.find(value, start + 1)
         if not spans:
-            return kept_ids
-        return self.local.tokenizer.encode(redaction.apply(text, spans))
+            return keep, kept_ids
+        return keep, self.local.tokenizer.encode(redaction.apply(text, spans))
 
     def _cloud_request(self, ids: list[int], max_new: int, reason: int, detail: str) -> cloud_pb2.GenerateRequest:
         s = self.sampling
@@ -461,6 +464,11 @@ _FINISH = {
 
 def _ms(since: float) -> float:
     return round((time.monotonic() - since) * 1000, 2)
+
+
+def _ends_inside(text: str, values: list[str]) -> bool:
+    """Whether `text` ends with the start (2+ characters, not all) of one of `values`."""
+    return any(text.endswith(v[:n]) for v in values for n in range(2, len(v)))
 
 
 def _common_prefix(a: str, b: str) -> int:

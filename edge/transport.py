@@ -121,8 +121,12 @@ class CloudTransport:
 
     def _call(self, fn, deadline: float):
         """`fn(timeout)` under the breaker and the retry policy, never past `deadline`."""
+        failures: list[CloudError] = []
+
         def attempt():
             if not self.breaker.allow():
+                if failures:  # this call's own failures opened it: report the cause, not the breaker
+                    raise CloudUnavailableError(str(failures[-1]), code=failures[-1].code, retryable=False)
                 raise CloudUnavailableError(
                     f"cloud at {self.target.address} is failing; not trying again for another "
                     f"{self.breaker.remaining_cooldown():.1f} s (circuit breaker open)",
@@ -138,6 +142,7 @@ class CloudTransport:
                 error = map_rpc_error(exc, self.target.address)
                 if isinstance(error, CloudUnavailableError):
                     self.breaker.record_failure()
+                    failures.append(error)
                 raise error from None
             except StopIteration:
                 raise CloudUnavailableError(f"cloud at {self.target.address} closed the stream without a response",

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import shutil
 import subprocess
+import threading
 from pathlib import Path
 from typing import Iterator
 
@@ -51,3 +53,24 @@ def self_signed_certificate(folder: Path) -> tuple[bytes, bytes]:
         check=True, capture_output=True, timeout=60,
     )
     return cert.read_bytes(), key.read_bytes()
+
+
+def wait_for_port(proc: subprocess.Popen, timeout: float) -> int:
+    """Read serve-cloud's stderr until its 'serving ... on host:port' line (on a thread, so a hang cannot
+    block the test); the rest of stderr keeps draining so the process never blocks on a full pipe."""
+    found = threading.Event()
+    port: list[int] = []
+    lines: list[str] = []
+
+    def read() -> None:
+        for line in proc.stderr:
+            lines.append(line)
+            match = re.search(r"serving .* on [\d.]+:(\d+)", line)
+            if match and not port:
+                port.append(int(match.group(1)))
+                found.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    if not found.wait(timeout):
+        pytest.fail(f"serve-cloud did not report its port within {timeout} s; stderr:\n{''.join(lines)}")
+    return port[0]

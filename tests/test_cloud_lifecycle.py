@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 import grpc
@@ -18,7 +16,7 @@ from cloud.client import collect, generate_request
 from cloud.config import ServerConfig
 from cloud.server import start_server
 from tandem_rpc.v1 import cloud_pb2
-from tests.cloud_fixtures import RPC_TIMEOUT_S, client_for, status_of
+from tests.cloud_fixtures import RPC_TIMEOUT_S, client_for, status_of, wait_for_port
 from tests.conftest import REPO
 
 
@@ -71,7 +69,7 @@ def test_serve_cloud_command_serves_until_sigterm(tmp_path):
         cwd=REPO, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
-        port = _wait_for_port(proc, timeout=120)
+        port = wait_for_port(proc, timeout=120)
         assert health_status(port) == health_pb2.HealthCheckResponse.SERVING
         with client_for(port, token="cli-token") as c:
             info = c.info(timeout=RPC_TIMEOUT_S)
@@ -83,24 +81,3 @@ def test_serve_cloud_command_serves_until_sigterm(tmp_path):
             proc.kill()
             proc.wait(timeout=10)
         proc.stderr.close()
-
-
-def _wait_for_port(proc: subprocess.Popen, timeout: float) -> int:
-    """Read stderr until the 'serving ... on host:port' line (on a thread, so a hang cannot block the test)."""
-    found: list[int] = []
-    lines: list[str] = []
-
-    def read() -> None:
-        for line in proc.stderr:
-            lines.append(line)
-            match = re.search(r"serving .* on [\d.]+:(\d+)", line)
-            if match:
-                found.append(int(match.group(1)))
-                return
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    reader.join(timeout)
-    if not found:
-        pytest.fail(f"serve-cloud did not report its port within {timeout} s; stderr:\n{''.join(lines)}")
-    return found[0]
