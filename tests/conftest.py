@@ -110,5 +110,24 @@ def hf_checkpoint_factory(tmp_path_factory, llama3_tokenizer_json):
     return make
 
 
+@pytest.fixture(scope="session")
+def llama3_small(hf_checkpoint_factory):
+    """A device-sized stand-in for Llama-3.2-1B: random weights, real HF layout, real Llama 3 tokenizer."""
+    from engine.runtime import LocalModel
+
+    folder = hf_checkpoint_factory("llama3_small", hidden_size=64, layers=2, heads=4, kv_heads=2, seed=1)
+    return LocalModel.load(folder, max_context=512)
+
+
+@pytest.fixture(scope="session")
+def llama3_large(hf_checkpoint_factory):
+    """A cloud-sized stand-in for Llama-3.1-8B: more layers, wider, another GQA ratio, the same tokenizer."""
+    from engine.runtime import LocalModel
+
+    folder = hf_checkpoint_factory("llama3_large", hidden_size=128, layers=4, heads=8, kv_heads=2,
+                                   intermediate=384, seed=2)
+    return LocalModel.load(folder, max_context=512)
+
+
 def read_json(path: Path) -> dict:
     return json.loads(path.read_text())

@@ -12,6 +12,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -23,10 +24,10 @@ from tests.cloud_fixtures import wait_for_port
 from tests.conftest import REPO
 
 
-def policy_with(**sections: dict[str, Any]) -> Policy:
-    """policies/default.yaml with some sections' keys replaced (None drops a key or a section),
+def policy_with(base: Path = DEFAULT_POLICY, **sections: dict[str, Any]) -> Policy:
+    """A policy file (policies/default.yaml unless `base`) with some sections' keys replaced (None drops a key or a section),
     e.g. policy_with(edge={"max_context_tokens": 64})."""
-    doc = yaml.safe_load(DEFAULT_POLICY.read_text())
+    doc = yaml.safe_load(base.read_text())
     for name, values in sections.items():
         if values is None:
             doc.pop(name, None)
