@@ -1,0 +1,151 @@
+"""End to end through the edge SDK: time to first token and total latency per routing
+path (the scenarios of `tandem demo`), and the SDK's overhead over the raw engine on
+the local path.
+
+The cloud tier is a server on loopback in this process (the same SmolLM2 weights), so
+the figures are the SDK's and the models' own cost without a network. The overhead
+figure alternates raw-engine and SDK runs of the same greedy generation (same prompt,
+same tokens) and compares medians; the SDK run includes tokenization, routing with
+the detectors, the stream monitor on every token, redaction restoring and the audit
+record. Goal: < 5 %.
+
+    python benchmarks/e2e.py                   # 3 runs per path, 9 overhead pairs
+    python benchmarks/e2e.py --runs 5 --pairs 15 --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    # Run as `python benchmarks/e2e.py`, this folder comes first on the path, and its
+    # cloud.py would shadow the `cloud` package.
+    sys.path.pop(0)
+
+OVERHEAD_PROMPT = "Write a short story about a lighthouse keeper who finds a message in a bottle."
+
+
+def time_stream(events, is_text) -> tuple[float, float, object]:
+    """(ms to first text, ms total, last event) of one stream."""
+    start = time.perf_counter()
+    first = None
+    last = None
+    for event in events:
+        if first is None and is_text(event):
+            first = time.perf_counter()
+        last = event
+    end = time.perf_counter()
+    return ((first or end) - start) * 1000, (end - start) * 1000, last
+
+
+def paths(local, cloud_address: str, runs: int, max_new_tokens: int, audit: Path) -> list[dict]:
+    from edge.client import TandemClient
+    from edge.demo import DEMO_POLICY, SCENARIOS, dead_address
+    from edge.events import Text
+
+    up = TandemClient(local, cloud=cloud_address, policy=DEMO_POLICY, audit_log=audit, deadline_s=60)
+    down = TandemClient(local, cloud=dead_address(), policy=DEMO_POLICY, audit_log=audit, deadline_s=2)
+    rows = []
+    for scenario in SCENARIOS:
+        client = down if scenario.cloud_down else up
+        ttft, total = [], []
+        record = None
+        for _ in range(runs):
+            t, tot, done = time_stream(
+                client.generate(scenario.prompt, tags=scenario.tags, max_new_tokens=max_new_tokens),
+                lambda e: isinstance(e, Text) and e.text,
+            )
+            ttft.append(t)
+            total.append(tot)
+            record = done.record
+        rows.append({
+            "path": scenario.title, "route": record.route, "answered_by": record.tier,
+            "reason": record.fallback or record.escalation_reason or record.reasons[0],
+            "tokens_edge": record.tokens["edge"], "tokens_cloud": record.tokens["cloud"],
+            "ttft_ms": round(statistics.median(ttft), 1), "total_ms": round(statistics.median(total), 1),
+            "bytes_sent": record.bytes_sent,
+        })
+    up.close()
+    down.close()
+    return rows
+
+
+def overhead(local, pairs: int, max_new_tokens: int) -> dict:
+    """Median total time of the raw engine vs the SDK on the same greedy generation, alternating."""
+    from edge.client import TandemClient
+    from edge.events import Text
+
+    # No cloud configured: the monitor still watches every token but cannot escalate.
+    client = TandemClient(local, audit_log=None)
+    raw_ms, sdk_ms = [], []
+    raw_tokens = sdk_tokens = 0
+    for i in range(pairs + 1):
+        start = time.perf_counter()
+        ids = local.encode_prompt(OVERHEAD_PROMPT)
+        raw = [e.token.id for e in local.stream(ids, max_new_tokens=max_new_tokens)]
+        raw_time = (time.perf_counter() - start) * 1000
+        _, sdk_time, done = time_stream(client.generate(OVERHEAD_PROMPT, max_new_tokens=max_new_tokens),
+                                        lambda e: isinstance(e, Text))
+        if i == 0:
+            continue  # warm-up pair
+        raw_ms.append(raw_time)
+        sdk_ms.append(sdk_time)
+        raw_tokens, sdk_tokens = len(raw), done.record.tokens["edge"]
+    if raw_tokens != sdk_tokens:
+        raise SystemExit(f"raw engine made {raw_tokens} tokens, the SDK {sdk_tokens}: not the same work")
+    raw_median, sdk_median = statistics.median(raw_ms), statistics.median(sdk_ms)
+    return {
+        "tokens": raw_tokens, "pairs": pairs,
+        "raw_engine_ms": round(raw_median, 1), "sdk_ms": round(sdk_median, 1),
+        "overhead_pct": round((sdk_median / raw_median - 1) * 100, 2),
+        "pairwise_median_ratio": round(statistics.median(s / r for s, r in zip(sdk_ms, raw_ms)), 4),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--runs", type=int, default=3, help="runs per path (median reported)")
+    parser.add_argument("--pairs", type=int, default=9, help="raw/SDK pairs for the overhead figure")
+    parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    args = parser.parse_args()
+
+    import tempfile
+
+    import torch
+
+    from cloud.server import start_server
+    from engine.runtime import LocalModel
+
+    torch.set_num_threads(args.threads)
+    local = LocalModel.load(args.model, max_context=2048)
+    server, port = start_server(LocalModel.load(args.model, max_context=2048))
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = paths(local, f"127.0.0.1:{port}", args.runs, args.max_new_tokens, Path(tmp) / "audit.jsonl")
+    server.stop(0)
+    cost = overhead(local, args.pairs, args.max_new_tokens * 2)
+
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {args.threads} threads"
+    print(f"end to end through the SDK, {args.model} on both tiers, cloud on loopback ({machine})")
+    cols = ["path", "route", "answered_by", "reason", "tokens_edge", "tokens_cloud", "ttft_ms", "total_ms",
+            "bytes_sent"]
+    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in cols}
+    print("  ".join(c.ljust(widths[c]) for c in cols))
+    for r in rows:
+        print("  ".join(str(r[c]).ljust(widths[c]) for c in cols))
+    print(f"\nlocal path, {cost['tokens']} tokens, median of {cost['pairs']} alternating pairs: raw engine "
+          f"{cost['raw_engine_ms']} ms, SDK {cost['sdk_ms']} ms -> SDK overhead {cost['overhead_pct']:+.2f} % "
+          f"(pairwise median ratio {cost['pairwise_median_ratio']})")
+    print(json.dumps({"benchmark": "e2e", "machine": machine, "paths": rows, "overhead": cost}))
+
+
+if __name__ == "__main__":
+    main()
