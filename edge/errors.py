@@ -18,17 +18,23 @@ class TandemError(Exception):
 
 class CloudError(TandemError):
     """`code` is the gRPC status name (or the SDK's own, e.g. CIRCUIT_OPEN);
-    `retryable` says whether trying again soon may succeed."""
+    `retryable` says whether trying again soon may succeed, `retry_after_s`
+    when the server asked to be left alone for a while (overload)."""
 
-    def __init__(self, message: str, *, code: str | None = None, retryable: bool = False) -> None:
+    def __init__(
+        self, message: str, *, code: str | None = None, retryable: bool = False, retry_after_s: float | None = None
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.retryable = retryable
+        self.retry_after_s = retry_after_s
 
 
 class CloudUnavailableError(CloudError):
-    def __init__(self, message: str, *, code: str | None = None, retryable: bool = True) -> None:
-        super().__init__(message, code=code, retryable=retryable)
+    def __init__(
+        self, message: str, *, code: str | None = None, retryable: bool = True, retry_after_s: float | None = None
+    ) -> None:
+        super().__init__(message, code=code, retryable=retryable, retry_after_s=retry_after_s)
 
 
 class CloudRejectedError(CloudError):

@@ -40,8 +40,10 @@ class RetryPolicy:
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception(lambda e: isinstance(e, CloudUnavailableError) and e.retryable),
             stop=tenacity.stop_after_attempt(self.attempts) | _stop_at(deadline, clock),
-            wait=tenacity.wait_exponential(multiplier=self.initial_backoff_s, max=self.max_backoff_s)
-            + tenacity.wait_random(0, self.jitter_s),
+            wait=_at_least_retry_after(
+                tenacity.wait_exponential(multiplier=self.initial_backoff_s, max=self.max_backoff_s)
+                + tenacity.wait_random(0, self.jitter_s)
+            ),
             sleep=sleep,
             reraise=True,
         )
@@ -49,6 +51,17 @@ class RetryPolicy:
 
 
 DEFAULT_RETRY = RetryPolicy()
+
+
+def _at_least_retry_after(backoff: tenacity.wait.wait_base) -> Callable[[tenacity.RetryCallState], float]:
+    """The backoff, or longer when the server said when to come back (UNAVAILABLE + retry-after-ms)."""
+
+    def wait(state: tenacity.RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome else None
+        hint = getattr(error, "retry_after_s", None) or 0.0
+        return max(backoff(state), hint)
+
+    return wait
 
 
 def _stop_at(deadline: float, clock: Callable[[], float]) -> tenacity.stop.stop_base:

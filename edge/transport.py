@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import grpc
 
 from cloud.client import CloudClient
+from cloud.servicer import RETRY_AFTER_KEY
 from edge.errors import CloudError, CloudRejectedError, CloudUnavailableError, HandoffRefusedError
 from edge.resilience import DEFAULT_RETRY, CircuitBreaker, RetryPolicy
 from tandem_rpc.v1 import cloud_pb2
@@ -38,8 +39,21 @@ def map_rpc_error(exc: grpc.RpcError, target: str) -> CloudError:
     detail = exc.details() if hasattr(exc, "details") else str(exc)
     name = code.name if code else "UNKNOWN"
     if code in UNAVAILABLE_CODES:
-        return CloudUnavailableError(f"cloud at {target} unavailable ({name}): {detail}", code=name)
+        return CloudUnavailableError(f"cloud at {target} unavailable ({name}): {detail}", code=name,
+                                     retry_after_s=_retry_after_s(exc))
     return CloudRejectedError(f"cloud at {target} rejected the request ({name}): {detail}", code=name)
+
+
+def _retry_after_s(exc: grpc.RpcError) -> float | None:
+    """The server's `retry-after-ms` trailer (sent with UNAVAILABLE when it is overloaded)."""
+    trailers = exc.trailing_metadata() if hasattr(exc, "trailing_metadata") else None
+    for key, value in trailers or ():
+        if key == RETRY_AFTER_KEY:
+            try:
+                return max(0.0, int(value) / 1000)
+            except ValueError:
+                return None
+    return None
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -13,12 +14,15 @@ from edge import (
     Escalation,
     Fallback,
     PolicyDeniedError,
+    RetryPolicy,
     TandemClient,
     Text,
 )
+from cloud.client import generate_request
+from cloud.config import ServerConfig
 from edge.demo import DOCUMENT, dead_address
 from tandem_rpc.v1 import cloud_pb2
-from tests.cloud_fixtures import running_server
+from tests.cloud_fixtures import client_for, running_server
 from tests.edge_fixtures import ALWAYS_UNSURE, Capture, CaptureInterceptor, policy_with
 
 QUESTION = "What is the capital of France?"
@@ -198,3 +202,20 @@ def test_fail_policy_raises_a_clear_error_and_still_writes_the_record(smollm2, t
     assert "on_unreachable is fail" in str(info.value)
     record = json.loads((tmp_path / "audit.jsonl").read_text())
     assert record["fallback"] == "fail:UNAVAILABLE" and record["tier"] is None
+
+
+def test_overloaded_cloud_is_retried_no_sooner_than_it_asks(smollm2, tmp_path):
+    config = ServerConfig(max_concurrency=1, max_queue=0)
+    with running_server(smollm2, config=config) as (_, port), client_for(port) as other:
+        busy = other.stream(generate_request(smollm2.encode_prompt(DOCUMENT, chat=False), max_new_tokens=400),
+                            timeout=120)  # raw speech text: decodes for a long while
+        next(busy)  # admitted: the only slot is taken
+        retry = RetryPolicy(attempts=2, initial_backoff_s=0.001, max_backoff_s=0.001, jitter_s=0)
+        client = sdk(smollm2, f"127.0.0.1:{port}", policy_with(edge=SMALL_DEVICE), tmp_path, retry=retry)
+        events = list(client.generate(DOCUMENT[:400], max_new_tokens=4))
+        busy.cancel()
+    (fallback,) = [e for e in events if isinstance(e, Fallback)]
+    hint_ms = int(re.search(r"retry after (\d+) ms", fallback.detail).group(1))
+    record = events[-1].record
+    assert record.fallback == "answer_local:UNAVAILABLE"
+    assert record.latencies_ms["cloud_connect_ms"] >= hint_ms  # waited out the server's hint, not 1 ms
