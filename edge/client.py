@@ -25,6 +25,7 @@ from edge.errors import CloudUnavailableError, PolicyDeniedError
 from edge.events import Answer, Done, Escalation, Event, Fallback, Text, Tier
 from edge.resilience import DEFAULT_RETRY, CircuitBreaker, RetryPolicy
 from edge.transport import CloudTarget, CloudTransport
+from engine.errors import ContextLengthError
 from engine.generate import GREEDY, Sampling, TokenInfo
 from engine.runtime import LocalModel
 from router import (
@@ -233,7 +234,14 @@ class _Request:
             if decision.route is Route.CLOUD:
                 yield from self._cloud_first()
             else:
+                if len(self.prompt_ids) + self.max_new_tokens > self.local.max_context:
+                    raise ContextLengthError(len(self.prompt_ids) + self.max_new_tokens, self.local.max_context,
+                                             "prompt plus max_new_tokens")
                 yield from self._local(self.prompt_ids, self.max_new_tokens)
+        except GeneratorExit:  # the caller stopped reading; the cloud call (if any) is cancelled on the way out
+            self.record.fallback = "abandoned_by_caller"
+            self._finish_record(failed=True)
+            raise
         except Exception as exc:
             self.record.fallback = f"fail:{getattr(exc, 'code', None) or type(exc).__name__}"
             self._finish_record(failed=True)

@@ -219,3 +219,18 @@ def test_overloaded_cloud_is_retried_no_sooner_than_it_asks(smollm2, tmp_path):
     record = events[-1].record
     assert record.fallback == "answer_local:UNAVAILABLE"
     assert record.latencies_ms["cloud_connect_ms"] >= hint_ms  # waited out the server's hint, not 1 ms
+
+
+def test_a_stream_the_caller_abandons_cancels_the_cloud_call_and_is_recorded(smollm2, cloud, tmp_path):
+    address, _ = cloud
+    prompt = DOCUMENT[:600]
+    stream = sdk(smollm2, address, policy_with(edge=SMALL_DEVICE), tmp_path).generate(prompt, max_new_tokens=200)
+    for event in stream:
+        if isinstance(event, Text) and event.tier == "cloud":
+            break
+    stream.close()
+    record = json.loads((tmp_path / "audit.jsonl").read_text())
+    assert record["fallback"] == "abandoned_by_caller" and record["route"] == "cloud"
+    # The server's slot is free again: the next request is answered at once.
+    assert sdk(smollm2, address, policy_with(edge=SMALL_DEVICE), tmp_path).complete(
+        prompt, max_new_tokens=2).record.tier == "cloud"
