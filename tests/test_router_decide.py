@@ -144,6 +144,7 @@ LOCAL_ONLY_VALUES = {
     "strict-privacy": ["bob@example.com", "(212) 555-1234", "10.0.0.7", "build.corp", "4111 1111 1111 1111"],
     "health-app": ["diabetes", "MRN 00482913", "E11.9", "4111 1111 1111 1111", "AKIALDPA6HNBEGTDNBVQ"],
 }
+LOCAL_ONLY_VALUES["demo"] = LOCAL_ONLY_VALUES["default"]  # the default policy with a smaller device budget
 REDACTED_VALUES = ["bob@example.com", "ana.costa@uol.com.br", "(212) 555-1234", "+44 20 7946 0958",
                    "10.0.0.7", "2001:db8::8a2e:370:7334", "030 12345678"]
 SEPARATORS = st.sampled_from([" ", ", ", ". ", "\n", " (", ") "])
