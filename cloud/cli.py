@@ -61,7 +61,8 @@ def cmd_serve_cloud(args: argparse.Namespace) -> int:
             max_message_bytes=args.max_message_bytes, session_cache_bytes=args.session_cache_mb << 20,
         )
         tokens = load_tokens(token=args.auth_token, token_file=args.auth_token_file)
-        model = LocalModel.load(args.model, tokenizer=args.tokenizer, max_context=args.max_context)
+        model = LocalModel.load(args.model, tokenizer=args.tokenizer, max_context=args.max_context,
+                                precision=args.precision)
         server, port = start_server(
             model, host=args.host, port=args.port, config=config, model_id=args.model_id or args.model,
             auth_tokens=tokens, tls_cert=args.tls_cert, tls_key=args.tls_key,

@@ -11,7 +11,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from engine.cli import add_model_arguments, add_sampling_arguments
 
     chat = subparsers.add_parser("chat", help="chat with the edge model; escalates to the cloud per the policy")
-    add_model_arguments(chat)
+    add_model_arguments(chat, precision="device")
     add_sampling_arguments(chat)
     add_cloud_arguments(chat)
     chat.add_argument("--policy", default=None, help="policy file (default: policies/default.yaml)")
@@ -22,6 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     demo = subparsers.add_parser("demo", help="run scripted requests that show each routing path")
     demo.add_argument("--model", default="smollm2-135m", help="device model (default smollm2-135m)")
     demo.add_argument("--cloud-model", default=None, help="cloud model (default: the device model's source)")
+    demo.add_argument("--precision", default="device", help="device model precision (default device; the cloud "
+                      "tier loads its model at full precision)")
     add_cloud_arguments(demo)
     demo.add_argument("--policy", default=None, help="policy file (default: policies/demo.yaml)")
     demo.add_argument("--max-new-tokens", type=int, default=48)
@@ -59,7 +61,8 @@ def cmd_chat(args: argparse.Namespace) -> int:
     from router import PolicyError
 
     try:
-        local = LocalModel.load(args.model, tokenizer=args.tokenizer, max_context=args.max_context)
+        local = LocalModel.load(args.model, tokenizer=args.tokenizer, max_context=args.max_context,
+                                precision=args.precision)
         audit = args.audit_log if args.audit_log else "policy"
         client = TandemClient(local, policy=args.policy or DEFAULT_POLICY, audit_log=audit, **_cloud_options(args))
     except (EngineError, PolicyError, OSError, ValueError) as exc:
@@ -109,13 +112,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from engine.errors import EngineError
     from engine.runtime import LocalModel
 
-    def load(name: str) -> LocalModel:
-        return LocalModel.load(name, max_context=args.max_context)
+    def load(name: str, precision: str) -> LocalModel:
+        return LocalModel.load(name, max_context=args.max_context, precision=precision)
 
     try:
         return main_with_servers(
             args.model, args.cloud_model or args.model, cloud=args.cloud, policy=args.policy or DEMO_POLICY,
-            max_new_tokens=args.max_new_tokens, audit_log=args.audit_log, load=load,
+            max_new_tokens=args.max_new_tokens, audit_log=args.audit_log,
+            load_edge=lambda name: load(name, args.precision), load_cloud=lambda name: load(name, "full"),
         )
     except (EngineError, OSError, ValueError) as exc:
         print(f"tandem demo: error: {exc}", file=sys.stderr)

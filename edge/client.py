@@ -55,7 +55,8 @@ Messages = Sequence[Mapping[str, Any]]
 class TandemClient:
     """A device model, an optional cloud tier and the policy that governs both.
 
-    `model` is a loaded LocalModel or anything LocalModel.load accepts. `cloud`
+    `model` is a loaded LocalModel or anything LocalModel.load accepts (loaded at
+    the device tier's precision: quantized). `cloud`
     is a "host:port" (with `token` and, for TLS, `root_certificates` in PEM) or
     None for a device-only client. `deadline_s` bounds the cloud's part of each
     request; past it the policy's fallback applies.
@@ -74,7 +75,7 @@ class TandemClient:
         breaker: CircuitBreaker | None = None,
         deadline_s: float = DEFAULT_DEADLINE_S,
     ) -> None:
-        self.local = model if isinstance(model, LocalModel) else LocalModel.load(model)
+        self.local = model if isinstance(model, LocalModel) else LocalModel.load(model, precision="device")
         self.policy = policy if isinstance(policy, Policy) else load_policy(policy)
         if audit_log == POLICY_AUDIT:
             self.audit = AuditLog.from_policy(self.policy)

@@ -153,18 +153,19 @@ def main_with_servers(
     policy: str | Path,
     max_new_tokens: int,
     audit_log: str | None,
-    load: Callable[[str], object],
+    load_edge: Callable[[str], object],
+    load_cloud: Callable[[str], object],
     out: TextIO = sys.stdout,
 ) -> int:
     """Load the models, start a loopback cloud unless one is given, run the scenarios."""
     from cloud.server import start_server
 
-    print(f"loading the device model ({edge_model}) ...", file=out, flush=True)
-    local = load(edge_model)
+    print(f"loading the device model ({edge_model}, quantized) ...", file=out, flush=True)
+    local = load_edge(edge_model)
     server = None
     if cloud is None:
-        print(f"starting a cloud server on loopback ({cloud_model}) ...", file=out, flush=True)
-        server, port = start_server(load(cloud_model), model_id=f"{cloud_model} (cloud tier)")
+        print(f"starting a cloud server on loopback ({cloud_model}, full precision) ...", file=out, flush=True)
+        server, port = start_server(load_cloud(cloud_model), model_id=f"{cloud_model} (cloud tier)")
         cloud = f"127.0.0.1:{port}"
     try:
         with TandemClient(local, cloud=cloud, policy=policy, audit_log=audit_log, deadline_s=60.0) as client, \

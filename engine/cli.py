@@ -10,11 +10,20 @@ from typing import Any
 from engine.registry import ASSETS, DEFAULT_MODEL
 
 
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """--model/--tokenizer/--max-context: shared by every command that loads a model."""
+def add_model_arguments(parser: argparse.ArgumentParser, *, precision: str = "full") -> None:
+    """--model/--tokenizer/--max-context/--precision: shared by every command that loads a model.
+
+    `precision` is the tier's default: "full" for the cloud and the reference CLI,
+    "device" for the edge (quantized weights stay quantized, float ones get the q4 recipe).
+    """
+    from engine.quantize import PRECISIONS
+
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"short name or path (default {DEFAULT_MODEL})")
     parser.add_argument("--tokenizer", default=None, help="tokenizer file or folder, if not beside the model")
     parser.add_argument("--max-context", type=int, default=8192, help="context window to allocate (tokens)")
+    parser.add_argument("--precision", default=precision, choices=PRECISIONS,
+                        help=f"weights in memory (default {precision}): stored as the file holds them, full float, "
+                        "device (quantized; float weights get the q4 recipe), or the int8 / q4 recipe")
 
 
 def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,7 +60,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     try:
         sampling = sampling_from_args(args)
-        model = LocalModel.load(args.model, tokenizer=args.tokenizer, max_context=args.max_context)
+        model = LocalModel.load(args.model, tokenizer=args.tokenizer, max_context=args.max_context,
+                                precision=args.precision)
         ids = model.encode_prompt(args.prompt, chat=not args.raw)
         events = model.stream(
             ids, max_new_tokens=args.max_new_tokens, sampling=sampling, stop_strings=tuple(args.stop)

@@ -15,8 +15,11 @@ import torch
 
 from engine.config import ModelConfig, RopeScaling
 from engine.errors import ModelFormatError, UnsupportedModelError
-from engine.gguf_file import GGUFFile
+from engine.gguf_file import GGMLType, GGUFFile
 from engine.model import rope_frequencies
+from engine.quant_linear import QTensor, concat, quantize
+
+Weights = dict[str, "torch.Tensor | QTensor"]
 
 
 def is_gguf_file(path: Path) -> bool:
@@ -85,34 +88,72 @@ def _fit_llama3_scaling(config: ModelConfig, factors: torch.Tensor, meta: dict[s
     return candidate
 
 
-def load_gguf(path: Path) -> tuple[ModelConfig, dict[str, torch.Tensor], dict[str, Any]]:
-    """Config, engine-named float32 tensors and metadata of a GGUF file."""
+# GGML block types that stay quantized in memory (engine.quant_linear formats).
+KEPT_QUANTIZED = {GGMLType.Q4_0: "q4_0", GGMLType.Q4_1: "q4_1", GGMLType.Q8_0: "q8_0"}
+_BITS = {"q4_0": 4.5, "q4_1": 5.0, "q8_0": 8.5}
+
+
+def load_gguf(path: Path, *, keep_quantized: bool = False) -> tuple[ModelConfig, Weights, dict[str, Any]]:
+    """Config, engine-named tensors and metadata of a GGUF file.
+
+    With `keep_quantized`, Q4_0/Q4_1/Q8_0 matrices stay as their GGML blocks
+    (QTensors over the memory map) instead of being dequantized to float32.
+    """
     gguf = GGUFFile(path)
     meta = gguf.metadata
     config = read_config(meta, set(gguf.tensors), path)
 
-    def take(name: str) -> torch.Tensor:
+    def info(name: str):
         if name not in gguf.tensors:
             raise ModelFormatError(f"{path}: lacks tensor {name!r}")
+        return gguf.tensors[name]
+
+    def take(name: str) -> torch.Tensor:
+        info(name)
         return gguf.dequantize(name)
+
+    def matrix(name: str, heads: int | None = None) -> torch.Tensor | QTensor:
+        """A weight matrix, quantized if it is stored in a kept block type; Q/K rows un-permuted."""
+        t = info(name)
+        kind = GGMLType(t.type) if t.type in GGMLType._value2member_map_ else None
+        if keep_quantized and kind in KEPT_QUANTIZED:
+            n, k = t.shape
+            q = QTensor(gguf.raw(t).reshape(n, -1), KEPT_QUANTIZED[kind], (n, k))
+            return q.rows(unpermute_rows(torch.arange(n), heads)) if heads else q
+        w = take(name)
+        return unpermute_rows(w, heads) if heads else w
 
     if "rope_freqs.weight" in gguf.tensors:
         scaling = _fit_llama3_scaling(config, take("rope_freqs.weight"), meta, path)
         config = dataclasses.replace(config, rope_scaling=scaling)
 
-    out = {"tok_embeddings.weight": take("token_embd.weight"), "norm.weight": take("output_norm.weight")}
+    out: Weights = {"tok_embeddings.weight": matrix("token_embd.weight"), "norm.weight": take("output_norm.weight")}
     if not config.tie_embeddings:
-        out["output.weight"] = take("output.weight")
+        out["output.weight"] = matrix("output.weight")
     for i in range(config.n_layers):
         b, q = f"blk.{i}.", f"layers.{i}."
-        out[q + "attention.wqkv.weight"] = torch.cat([
-            unpermute_rows(take(b + "attn_q.weight"), config.n_heads),
-            unpermute_rows(take(b + "attn_k.weight"), config.n_kv_heads),
-            take(b + "attn_v.weight"),
+        out[q + "attention.wqkv.weight"] = fuse([
+            matrix(b + "attn_q.weight", config.n_heads),
+            matrix(b + "attn_k.weight", config.n_kv_heads),
+            matrix(b + "attn_v.weight"),
         ])
-        out[q + "attention.wo.weight"] = take(b + "attn_output.weight")
-        out[q + "feed_forward.w13.weight"] = torch.cat([take(b + "ffn_gate.weight"), take(b + "ffn_up.weight")])
-        out[q + "feed_forward.w2.weight"] = take(b + "ffn_down.weight")
+        out[q + "attention.wo.weight"] = matrix(b + "attn_output.weight")
+        out[q + "feed_forward.w13.weight"] = fuse([matrix(b + "ffn_gate.weight"), matrix(b + "ffn_up.weight")])
+        out[q + "feed_forward.w2.weight"] = matrix(b + "ffn_down.weight")
         out[q + "attention_norm.weight"] = take(b + "attn_norm.weight")
         out[q + "ffn_norm.weight"] = take(b + "ffn_norm.weight")
     return config, out, meta
+
+
+def fuse(parts: list[torch.Tensor | QTensor]) -> torch.Tensor | QTensor:
+    """Stack matrices along the output dimension. Mixed block types (llama.cpp keeps some
+    tensors at higher precision) are brought to the widest of them; floats stay floats."""
+    if not any(isinstance(p, QTensor) for p in parts):
+        return torch.cat(parts)
+    fmts = {p.fmt if isinstance(p, QTensor) else "f" for p in parts}
+    if fmts == {next(iter(fmts))}:
+        return concat(parts)
+    if "f" in fmts:
+        return torch.cat([p.dequantize() if isinstance(p, QTensor) else p for p in parts])
+    widest = max(fmts, key=_BITS.get)
+    return concat([p if p.fmt == widest else quantize(p.dequantize(), widest) for p in parts])

@@ -22,6 +22,17 @@ from engine.errors import ContextLengthError, ModelFormatError
 from engine.fingerprint import ModelFingerprint, fingerprint
 from engine.generate import GREEDY, Sampling, TokenInfo, generate_tokens
 from engine.model import KVCache, Transformer
+from engine.quant_linear import QTensor, swap_modules
+from engine.quantize import (
+    DEVICE_RECIPE,
+    PRECISIONS,
+    RECIPES,
+    Weights,
+    dequantize_weights,
+    is_quantized_folder,
+    load_quantized,
+    quantize_weights,
+)
 from engine.registry import resolve
 from engine.tokenizer import Tokenizer, load_gguf_tokenizer, load_tokenizer
 
@@ -37,18 +48,23 @@ class StreamEvent:
     finish_reason: str | None = None  # "stop" | "length" | "stop_string"
 
 
-def build_transformer(config: ModelConfig, weights: dict[str, torch.Tensor], dtype: torch.dtype) -> Transformer:
-    """Instantiate without random init (meta device) and adopt the loaded tensors."""
+def build_transformer(config: ModelConfig, weights: Weights, dtype: torch.dtype) -> Transformer:
+    """Instantiate without random init (meta device) and adopt the loaded tensors.
+
+    Quantized tensors (QTensor) replace their layers by quantized modules; float
+    tensors take `dtype`. A tied output shares the embedding's storage either way.
+    """
     with torch.device("meta"):
         model = Transformer(config)
-    weights = {k: v.to(dtype) for k, v in weights.items()}
+    weights = {k: v if isinstance(v, QTensor) else v.to(dtype) for k, v in weights.items()}
     if config.tie_embeddings:
         weights["output.weight"] = weights["tok_embeddings.weight"]
     try:
-        model.load_state_dict(weights, strict=True, assign=True)
-    except RuntimeError as exc:
+        state = swap_modules(model, weights)
+        model.load_state_dict(state, strict=True, assign=True)
+    except (RuntimeError, ValueError) as exc:
         raise ModelFormatError(f"weights do not fit the config: {exc}") from exc
-    if config.tie_embeddings:
+    if config.tie_embeddings and not isinstance(weights["output.weight"], QTensor):
         model.output.weight = model.tok_embeddings.weight
     return model.eval()
 
@@ -70,14 +86,25 @@ class LocalModel:
         tokenizer: str | Path | None = None,
         dtype: torch.dtype = torch.float32,
         max_context: int = DEFAULT_MAX_CONTEXT,
+        precision: str = "stored",
     ) -> "LocalModel":
+        """Load a model at a tier's precision: "stored" keeps what the file holds (GGUF
+        blocks stay quantized), "full" dequantizes to `dtype` (the cloud tier), "device"
+        keeps quantized weights and quantizes float ones with the q4 recipe (the edge
+        tier), and a recipe name ("int8", "q4") quantizes whatever is stored."""
+        if precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
         path = resolve(name_or_path)
-        if hf_loader.is_hf_folder(path):
+        if hf_loader.is_hf_folder(path) and is_quantized_folder(path):
+            config = hf_loader.read_config(path)
+            weights, quantization = load_quantized(path, config)
+            tok = load_tokenizer(resolve(tokenizer) if tokenizer else path)
+        elif hf_loader.is_hf_folder(path):
             config, weights = hf_loader.load_hf_folder(path)
             quantization = "none"
             tok = load_tokenizer(resolve(tokenizer) if tokenizer else path)
         elif gguf_loader.is_gguf_file(path):
-            config, weights, meta = gguf_loader.load_gguf(path)
+            config, weights, meta = gguf_loader.load_gguf(path, keep_quantized=precision in ("stored", "device"))
             tok = load_tokenizer(resolve(tokenizer)) if tokenizer else load_gguf_tokenizer(meta, str(path))
             quantization = gguf_loader.file_type(meta)
         elif path.is_dir():
@@ -88,6 +115,12 @@ class LocalModel:
             raise ModelFormatError(
                 f"tokenizer has {tok.vocab_size} tokens but the model only {config.vocab_size}"
             )
+        if precision == "full" and quantization.removeprefix("gguf-") in ("q4_0", "q4_1", "q8_0", *RECIPES):
+            weights, quantization = dequantize_weights(weights), f"dequantized-{quantization}"
+        elif precision == "device" and not any(isinstance(v, QTensor) for v in weights.values()):
+            weights, quantization = quantize_weights(weights, DEVICE_RECIPE), DEVICE_RECIPE
+        elif precision in RECIPES:
+            weights, quantization = quantize_weights(dequantize_weights(weights), precision), precision
         context = min(config.max_seq_len, max_context)
         config = dataclasses.replace(config, max_seq_len=context)
         model = build_transformer(config, weights, dtype)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -90,6 +91,7 @@ class Tokenizer:
         self._merges = merges
         self.specials = specials
         self.add_bos = add_bos
+        self.bos_token = bos_token
         self.bos_id = specials.get(bos_token) if bos_token else None
         self.stop_ids = sorted({specials[t] for t in END_OF_TURN if t in specials})
         self.chat_template = chat_template
@@ -104,6 +106,18 @@ class Tokenizer:
 
     def decode(self, ids: Iterable[int]) -> str:
         return self._backend.decode(list(ids))
+
+    def save(self, folder: Path) -> None:
+        """Write this tokenizer into a checkpoint folder in a format `load_tokenizer` reads back
+        with the same fingerprint: tokenizer.json (+ tokenizer_config.json), or a tiktoken file."""
+        if isinstance(self._backend, _TiktokenBackend):
+            shutil.copy(self.source, folder / "tokenizer.model")
+            return
+        self._backend.tok.save(str(folder / "tokenizer.json"))
+        config = {"bos_token": self.bos_token, "add_bos_token": self.add_bos}
+        if self.chat_template:
+            config["chat_template"] = self.chat_template
+        (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
 
     def special_id(self, token: str) -> int:
         try:

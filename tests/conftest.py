@@ -37,9 +37,18 @@ def llama3_tokenizer_path() -> Path:
 
 @pytest.fixture(scope="session")
 def smollm2(smollm2_path):
+    """SmolLM2 at full precision (its Q4_1 weights dequantized): the cloud tier and the reference."""
     from engine.runtime import LocalModel
 
-    return LocalModel.load(smollm2_path, max_context=2048)
+    return LocalModel.load(smollm2_path, max_context=2048, precision="full")
+
+
+@pytest.fixture(scope="session")
+def smollm2_device(smollm2_path):
+    """SmolLM2 as the device runs it: the GGUF's Q4_1 blocks kept quantized."""
+    from engine.runtime import LocalModel
+
+    return LocalModel.load(smollm2_path, max_context=2048, precision="device")
 
 
 @pytest.fixture(scope="session")

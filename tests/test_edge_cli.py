@@ -12,11 +12,12 @@ from tests.cloud_fixtures import running_server
 from tests.conftest import REPO
 
 
-def test_demo_shows_every_path_and_ends_with_the_decision_table(smollm2, tmp_path):
+def test_demo_shows_every_path_and_ends_with_the_decision_table(smollm2, smollm2_device, tmp_path):
     out = io.StringIO()
     audit = tmp_path / "demo-audit.jsonl"
     status = main_with_servers("smollm2-135m", "smollm2-135m", cloud=None, policy=DEMO_POLICY, max_new_tokens=24,
-                               audit_log=str(audit), load=lambda name: smollm2, out=out)
+                               audit_log=str(audit), load_edge=lambda name: smollm2_device,
+                               load_cloud=lambda name: smollm2, out=out)
     assert status == 0
     records = [json.loads(line) for line in audit.read_text().splitlines()]
     assert len(records) == len(SCENARIOS)

@@ -1,0 +1,101 @@
+"""Native kernels for quantized layers: compiled from `qlinear.cpp` at first use, cached.
+
+The library is built for the CPU it runs on (-march=native) and cached under
+`$TANDEM_KERNEL_CACHE` (default ~/.cache/tandem/kernels), keyed by the source,
+the torch version, the compiler and the CPU's feature flags, so a later process
+loads it in milliseconds. Without a C++ compiler the quantized layers fall back
+to dequantize-then-matmul in torch (correct, slower) and say so once in the log.
+Set TANDEM_NATIVE_KERNELS=0 to force that fallback.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import sysconfig
+from functools import cache
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).with_name("qlinear.cpp")
+COMPILER = os.environ.get("CXX", "g++")
+FLAGS = ["-O3", "-march=native", "-fopenmp", "-std=c++17", "-shared", "-fPIC", "-DNDEBUG", "-w"]
+
+
+class KernelBuildError(RuntimeError):
+    """The native kernels could not be compiled or loaded (the message says why)."""
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("TANDEM_KERNEL_CACHE", Path.home() / ".cache" / "tandem" / "kernels"))
+
+
+def _cpu_flags() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return line
+    except OSError:
+        pass
+    return os.uname().machine
+
+
+def _build_command(output: Path) -> list[str]:
+    from torch.utils.cpp_extension import include_paths, library_paths
+
+    abi = int(torch._C._GLIBCXX_USE_CXX11_ABI)
+    includes = [f"-I{p}" for p in include_paths()] + [f"-I{sysconfig.get_paths()['include']}"]
+    libs = [f"-L{p}" for p in library_paths()] + [f"-Wl,-rpath,{p}" for p in library_paths()]
+    return [COMPILER, *FLAGS, f"-D_GLIBCXX_USE_CXX11_ABI={abi}", *includes, str(SOURCE), "-o", str(output),
+            *libs, "-lc10", "-ltorch_cpu", "-ltorch"]
+
+
+def library_path() -> Path:
+    """Where the library for this source, torch, compiler and CPU lives (built or not)."""
+    key = hashlib.sha256()
+    for part in (SOURCE.read_bytes(), torch.__version__.encode(), COMPILER.encode(), " ".join(FLAGS).encode(),
+                 _cpu_flags().encode()):
+        key.update(part)
+    return cache_dir() / f"tandem_qlinear-{key.hexdigest()[:16]}.so"
+
+
+def build() -> Path:
+    """Compile the library unless a cached build exists; safe across concurrent processes."""
+    target = library_path()
+    if target.is_file():
+        return target
+    if shutil.which(COMPILER) is None:
+        raise KernelBuildError(f"no C++ compiler {COMPILER!r} on PATH (set CXX) to build the quantized kernels")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if target.is_file():
+            return target
+        tmp = target.with_suffix(f".{os.getpid()}.tmp")
+        log.info("compiling quantized kernels (first use, ~30 s): %s", target)
+        proc = subprocess.run(_build_command(tmp), capture_output=True, text=True)
+        if proc.returncode != 0:
+            tmp.unlink(missing_ok=True)
+            raise KernelBuildError(f"compiling {SOURCE.name} failed:\n{proc.stderr[-4000:]}")
+        tmp.rename(target)
+    return target
+
+
+@cache
+def available() -> bool:
+    """Load the native kernels (building them if needed); False means the torch fallback is used."""
+    if os.environ.get("TANDEM_NATIVE_KERNELS", "1") == "0":
+        return False
+    try:
+        torch.ops.load_library(str(build()))
+    except (KernelBuildError, OSError, RuntimeError) as exc:
+        log.warning("native quantized kernels unavailable, using the slower torch fallback: %s", exc)
+        return False
+    return True

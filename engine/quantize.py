@@ -1,0 +1,146 @@
+"""Quantization recipes for the device tier, and quantized checkpoints on disk.
+
+    int8   every linear layer, the embeddings and the output: int8 per output channel
+    q4     linear layers 4-bit in groups of 32 with a zero point (q4_1); embeddings
+           and output int8 per channel (the shape of Meta's quantized Llama 3.2)
+
+Kernels were chosen by measurement (benchmarks/kernels.py): Tandem's own int8-dot
+kernels read i8 weights at about the memory bandwidth and 4-bit blocks at 70-80 %
+of it, where fbgemm's dynamic int8 linear reaches ~85 % and torch's int4pack ~60 %
+(2-core AVX2 VM). A checkpoint written by `tandem quantize` is a Hugging Face-style
+folder (config.json, tokenizer, model.safetensors) whose safetensors metadata
+names the recipe and each tensor's format; it loads by memory map.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable, Iterable
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from engine.config import ModelConfig
+from engine.errors import ModelFormatError
+from engine.quant_linear import BLOCK_BYTES, FORMATS, GROUP, QTensor, quantize
+from engine.tokenizer import Tokenizer
+
+RECIPES: dict[str, dict[str, str]] = {
+    "int8": {"linear": "i8", "embedding": "i8", "output": "i8"},
+    "q4": {"linear": "q4_1", "embedding": "i8", "output": "i8"},
+}
+# stored: as the file holds it; full: dequantized to float (the cloud tier); device: quantized
+# weights as stored, float weights quantized with DEVICE_RECIPE (the edge tier); or a recipe.
+DEVICE_RECIPE = "q4"
+PRECISIONS = ("stored", "full", "device", *RECIPES)
+RECIPE_KEY = "tandem.recipe"
+FORMATS_KEY = "tandem.formats"
+WEIGHTS_FILE = "model.safetensors"
+
+Weights = dict[str, "torch.Tensor | QTensor"]
+
+
+def role(name: str) -> str | None:
+    """Which part of a recipe a tensor follows, or None when it stays in float (norms)."""
+    if name == "tok_embeddings.weight":
+        return "embedding"
+    if name == "output.weight":
+        return "output"
+    if name.endswith((".wqkv.weight", ".wo.weight", ".w13.weight", ".w2.weight")):
+        return "linear"
+    return None
+
+
+def quantize_weights(
+    weights: Weights, recipe: str, *, progress: Callable[[Iterable], Iterable] = lambda it: it
+) -> Weights:
+    """Float weights -> the recipe's formats. Tied output shares the embedding's tensor."""
+    if recipe not in RECIPES:
+        raise ValueError(f"unknown quantization recipe {recipe!r}; known: {', '.join(RECIPES)}")
+    formats = RECIPES[recipe]
+    out: Weights = {}
+    for name in progress(list(weights)):
+        value = weights[name]
+        part = role(name)
+        if part is None or isinstance(value, QTensor):
+            out[name] = value
+        elif value.dim() != 2 or value.shape[1] % 32:
+            raise ModelFormatError(f"{name} of shape {tuple(value.shape)} cannot be quantized in groups of 32")
+        else:
+            out[name] = quantize(value.float(), formats[part])
+    return out
+
+
+def dequantize_weights(weights: Weights) -> dict[str, torch.Tensor]:
+    """Every quantized tensor back to float32 (the full-precision twin of a quantized model)."""
+    return {name: v.dequantize() if isinstance(v, QTensor) else v for name, v in weights.items()}
+
+
+def save_quantized(folder: Path, config: ModelConfig, weights: Weights, tokenizer: Tokenizer, recipe: str) -> Path:
+    """Write a quantized checkpoint folder that `LocalModel.load` maps back without copying."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors: dict[str, torch.Tensor] = {}
+    formats: dict[str, str] = {}
+    for name, value in weights.items():
+        if name == "output.weight" and config.tie_embeddings:
+            continue
+        if isinstance(value, QTensor):
+            formats[name] = value.fmt
+            tensors[name] = value.data.contiguous()
+            if value.scales is not None:
+                tensors[name.removesuffix(".weight") + ".scales"] = value.scales.contiguous()
+        else:
+            tensors[name] = value.contiguous()
+    metadata = {RECIPE_KEY: recipe, FORMATS_KEY: json.dumps(formats, sort_keys=True)}
+    save_file(tensors, str(folder / WEIGHTS_FILE), metadata=metadata)
+    (folder / "config.json").write_text(json.dumps(config.to_hf(), indent=2) + "\n")
+    tokenizer.save(folder)
+    return folder
+
+
+def is_quantized_folder(folder: Path) -> bool:
+    path = folder / WEIGHTS_FILE
+    if not (folder.is_dir() and path.is_file()):
+        return False
+    try:
+        with safe_open(path, framework="pt") as f:
+            return RECIPE_KEY in (f.metadata() or {})
+    except (SafetensorError, OSError):
+        return False
+
+
+def load_quantized(folder: Path, config: ModelConfig) -> tuple[Weights, str]:
+    """Engine-named weights (QTensors over the memory-mapped file) and the recipe name."""
+    path = folder / WEIGHTS_FILE
+    try:
+        with safe_open(path, framework="pt") as f:
+            meta = f.metadata() or {}
+            raw = {name: f.get_tensor(name) for name in f.keys()}
+    except (SafetensorError, OSError) as exc:
+        raise ModelFormatError(f"{path} is not a readable safetensors file: {exc}") from exc
+    try:
+        recipe = meta[RECIPE_KEY]
+        formats: dict[str, str] = json.loads(meta[FORMATS_KEY])
+    except (KeyError, json.JSONDecodeError) as exc:
+        raise ModelFormatError(f"{path}: quantization metadata is missing or corrupt: {exc}") from exc
+    weights: Weights = {}
+    for name, tensor in raw.items():
+        if name.endswith(".scales"):
+            continue
+        fmt = formats.get(name)
+        if fmt is None:
+            weights[name] = tensor
+            continue
+        if fmt not in FORMATS:
+            raise ModelFormatError(f"{path}: tensor {name} has unknown format {fmt!r}")
+        scales = raw.get(name.removesuffix(".weight") + ".scales")
+        k = tensor.shape[1] // BLOCK_BYTES[fmt] * GROUP
+        try:
+            weights[name] = QTensor(tensor, fmt, (tensor.shape[0], k), scales)
+        except ValueError as exc:
+            raise ModelFormatError(f"{path}: tensor {name}: {exc}") from exc
+    if config.tie_embeddings and "tok_embeddings.weight" in weights:
+        weights["output.weight"] = weights["tok_embeddings.weight"]
+    return weights, recipe
