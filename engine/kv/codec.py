@@ -1,0 +1,201 @@
+"""A KVCache to frames and back: what one tier sends and the other assembles.
+
+`encode_cache` yields frames lazily (a sender can stream them as they are
+made); `KVAssembler` takes frames in any order, checks each before it touches
+memory, refuses overlaps and mixtures, and hands over a cache only once every
+layer and position has arrived. Dropping an assembler drops everything it
+holds, so a broken upload leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import torch
+
+from engine.fingerprint import ModelFingerprint
+from engine.kv.compat import check_compatible
+from engine.kv.errors import KVFormatError, KVLimitError
+from engine.kv.frame import (
+    CODECS,
+    FrameHeader,
+    KVLayout,
+    check_frame,
+    decode_payload,
+    encode_frame,
+    iter_blocks,
+    parse_frame,
+    raw_size,
+)
+from engine.model import KVCache
+
+DEFAULT_CODEC = "q4"
+DEFAULT_GROUP_SIZE = 64
+DEFAULT_SINK_TOKENS = 4
+DEFAULT_HI_LAYERS = 1
+DEFAULT_LEVEL = 1
+TOKEN_ALIGN = 64  # token blocks are whole q4 groups
+
+
+@dataclass(frozen=True)
+class CodecOptions:
+    """How to encode: the codec and, for q4, its group size and what stays at 8 bit."""
+
+    codec: str = DEFAULT_CODEC
+    group_size: int = DEFAULT_GROUP_SIZE
+    sink_tokens: int = DEFAULT_SINK_TOKENS
+    hi_layers: int = DEFAULT_HI_LAYERS
+    level: int = DEFAULT_LEVEL
+
+    def __post_init__(self) -> None:
+        if self.codec not in CODECS:
+            raise ValueError(f"unknown KV codec {self.codec!r}; choose one of {', '.join(CODECS)}")
+        if self.codec == "q4" and self.group_size not in (32, 64):
+            raise ValueError(f"q4 group size must be 32 or 64, got {self.group_size}")
+
+
+def layout_of(cache: KVCache) -> KVLayout:
+    n_layers, _, heads, _, dim = cache.k.shape
+    return KVLayout(n_layers, heads, dim)
+
+
+def _header(layout: KVLayout, options: CodecOptions, fingerprint: ModelFingerprint, dtype: torch.dtype,
+            total: int, layers: tuple[int, int], tokens: tuple[int, int]) -> FrameHeader:
+    q4 = options.codec == "q4"
+    return FrameHeader(
+        codec=options.codec, dtype=dtype, keys_post_rope=True, layout=layout,
+        layer_start=layers[0], layer_count=layers[1], total_tokens=total, token_start=tokens[0],
+        token_count=tokens[1], position_offset=0, group_size=options.group_size if q4 else 0,
+        sink_tokens=options.sink_tokens if q4 else 0, hi_layers=options.hi_layers if q4 else 0,
+        fingerprint=fingerprint,
+    )
+
+
+def _bytes_per_layer_token(layout: KVLayout, codec: str) -> int:
+    """Upper bound of raw payload bytes for one layer and one position (int8 bounds q4)."""
+    per_vector = 2 * layout.head_dim if codec == "fp16" else layout.head_dim + 2
+    return 2 * layout.n_kv_heads * per_vector
+
+
+def encode_cache(
+    cache: KVCache, fingerprint: ModelFingerprint, options: CodecOptions = CodecOptions(), *,
+    n_tokens: int | None = None,
+) -> Iterator[bytes]:
+    """Frames of the first `n_tokens` positions (default: all `cache.pos`) of batch row 0."""
+    total = cache.pos if n_tokens is None else n_tokens
+    if not 0 < total <= cache.pos:
+        raise ValueError(f"cannot encode {total} positions of a cache holding {cache.pos}")
+    layout = layout_of(cache)
+    for l0, nl, t0, nt in iter_blocks(layout.n_layers, total, _bytes_per_layer_token(layout, options.codec),
+                                      TOKEN_ALIGN):
+        header = _header(layout, options, fingerprint, cache.k.dtype, total, (l0, nl), (t0, nt))
+        # k, v: [n_layers, B, H, S, D] -> [nl, H, nt, D]
+        k = cache.k[l0:l0 + nl, 0, :, t0:t0 + nt]
+        v = cache.v[l0:l0 + nl, 0, :, t0:t0 + nt]
+        yield encode_frame(header, k, v, level=options.level)
+
+
+def estimate_raw_bytes(layout: KVLayout, n_tokens: int, options: CodecOptions = CodecOptions()) -> int:
+    """Bytes before zstd of a whole cache (zstd only shrinks it): for the SDK's cost estimate."""
+    total = 0
+    for l0, nl, t0, nt in iter_blocks(layout.n_layers, n_tokens, _bytes_per_layer_token(layout, options.codec),
+                                      TOKEN_ALIGN):
+        header = _header(layout, options, ModelFingerprint("", "", ""), torch.float32, n_tokens, (l0, nl),
+                         (t0, nt))
+        total += raw_size(header) + 64
+    return total
+
+
+@dataclass(frozen=True)
+class ReceivedKV:
+    cache: KVCache
+    n_tokens: int
+    codec: str
+    sender: ModelFingerprint
+    frames: int
+    nbytes: int
+
+
+class KVAssembler:
+    """Collects the frames of one cache for a receiver.
+
+    `make_cache(n_positions)` allocates the destination once the first frame
+    has passed every check; `max_tokens` and `max_bytes` bound what a sender can
+    make the receiver hold.
+    """
+
+    def __init__(
+        self,
+        layout: KVLayout,
+        receiver: ModelFingerprint,
+        make_cache: Callable[[int], KVCache],
+        *,
+        max_tokens: int,
+        max_bytes: int,
+        allow_cross_precision: bool = True,
+    ) -> None:
+        self.layout = layout
+        self.receiver = receiver
+        self.make_cache = make_cache
+        self.max_tokens = max_tokens
+        self.max_bytes = max_bytes
+        self.allow_cross_precision = allow_cross_precision
+        self.cache: KVCache | None = None
+        self.first: FrameHeader | None = None
+        self.covered: torch.Tensor | None = None  # [n_layers, total_tokens] bool
+        self.frames = 0
+        self.nbytes = 0
+
+    def add(self, frame: bytes) -> FrameHeader:
+        """Check and decode one frame into the cache; raises a KVError naming what is wrong."""
+        self.nbytes += len(frame)
+        if self.nbytes > self.max_bytes:
+            raise KVLimitError(f"KV upload passed {self.max_bytes} bytes, this receiver's limit")
+        header, payload = parse_frame(frame)
+        if self.first is None:
+            check_compatible(header.fingerprint, self.receiver, allow_cross_precision=self.allow_cross_precision)
+        check_frame(header, self.layout, self.max_tokens)
+        if self.first is None:
+            self.first = header
+            self.cache = self.make_cache(header.total_tokens)
+            self.covered = torch.zeros(self.layout.n_layers, header.total_tokens, dtype=torch.bool)
+        elif header.stream_identity != self.first.stream_identity:
+            raise KVFormatError("KV frames disagree on codec, fingerprint, dtype or length within one upload")
+        layers = slice(header.layer_start, header.layer_start + header.layer_count)
+        tokens = slice(header.token_start, header.token_start + header.token_count)
+        if self.covered[layers, tokens].any():
+            raise KVFormatError(f"KV frame for layers {layers.start}..{layers.stop - 1}, positions "
+                                f"{tokens.start}..{tokens.stop - 1} overlaps one already received")
+        # k, v: [n_layers, B, H, S, D] -> [layer_count, H, token_count, D]
+        decode_payload(header, payload, self.cache.k[layers, 0, :, tokens], self.cache.v[layers, 0, :, tokens])
+        self.covered[layers, tokens] = True
+        self.frames += 1
+        return header
+
+    def finish(self) -> ReceivedKV:
+        """The complete cache; raises KVFormatError if any layer or position is missing."""
+        if self.first is None or self.cache is None or self.covered is None:
+            raise KVFormatError("KV upload holds no frames")
+        if not bool(self.covered.all()):
+            missing = (~self.covered).nonzero()
+            layer, pos = (int(x) for x in missing[0])
+            raise KVFormatError(f"KV upload is incomplete: {len(missing)} layer positions missing, the first "
+                                f"layer {layer} position {pos}")
+        self.cache.pos = self.first.total_tokens
+        return ReceivedKV(self.cache, self.first.total_tokens, self.first.codec, self.first.fingerprint,
+                          self.frames, self.nbytes)
+
+
+def decode_frames(
+    frames: Iterator[bytes] | list[bytes], layout: KVLayout, receiver: ModelFingerprint,
+    make_cache: Callable[[int], KVCache], *, max_tokens: int, max_bytes: int = 1 << 40,
+    allow_cross_precision: bool = True,
+) -> ReceivedKV:
+    """All frames of one cache into a new cache (see KVAssembler)."""
+    assembler = KVAssembler(layout, receiver, make_cache, max_tokens=max_tokens, max_bytes=max_bytes,
+                            allow_cross_precision=allow_cross_precision)
+    for frame in frames:
+        assembler.add(frame)
+    return assembler.finish()
+

@@ -1,0 +1,309 @@
+"""One KV frame: a header, a zstd payload and a CRC-32, at most 1 MiB in all.
+
+A frame holds keys and values of a range of layers and a range of token
+positions, in one codec. Its header says everything a receiver must check
+before it trusts or allocates anything: the sender's model fingerprint, the
+codec and its parameters, the cache layout (layers, KV heads, head dim), the
+ranges, the source dtype, the position offset, whether keys are post-RoPE, and
+the exact sizes of the payload before and after zstd.
+
+    offset  field
+    0       magic "TKV1", version, codec, dtype, flags (bit 0: keys post-RoPE)
+    8       n_layers, n_kv_heads, head_dim, layer_start, layer_count   (u16 each)
+    18      total_tokens, token_start, token_count, position_offset     (u32 each)
+    34      group_size, sink_tokens, hi_layers                          (u16 each)
+    40      fingerprint field lengths (3 x u8), raw_len, payload_len (u32)
+    51      fingerprint: architecture, weights family, quantization (UTF-8)
+    ...     payload (zstd), then CRC-32 of everything before it (u32)
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+import zstandard
+
+from engine.fingerprint import ModelFingerprint
+from engine.kv import quant
+from engine.kv.errors import KVFormatError, KVLimitError
+
+MAGIC = b"TKV1"
+VERSION = 1
+MAX_FRAME_BYTES = 1024 * 1024
+MAX_RAW_BYTES = MAX_FRAME_BYTES - 16 * 1024  # zstd's worst-case growth plus the header still fit
+MAX_FINGERPRINT_FIELD = 128
+
+CODECS = {"fp16": 1, "int8": 2, "q4": 3}
+CODEC_NAMES = {v: k for k, v in CODECS.items()}
+DTYPES = {torch.float32: 1, torch.float16: 2, torch.bfloat16: 3}
+DTYPE_OF = {v: k for k, v in DTYPES.items()}
+Q4_GROUP_SIZES = (32, 64)
+MAX_SINK_TOKENS = 1024
+FLAG_POST_ROPE = 1
+
+_FIXED = struct.Struct("<4sBBBB5H4I3H3BII")
+_CRC = struct.Struct("<I")
+HEADER_MIN_BYTES = _FIXED.size + _CRC.size
+
+
+@dataclass(frozen=True)
+class KVLayout:
+    """The receiver's cache geometry; every frame must match it."""
+
+    n_layers: int
+    n_kv_heads: int
+    head_dim: int
+
+
+@dataclass(frozen=True)
+class FrameHeader:
+    codec: str
+    dtype: torch.dtype
+    keys_post_rope: bool
+    layout: KVLayout
+    layer_start: int
+    layer_count: int
+    total_tokens: int
+    token_start: int
+    token_count: int
+    position_offset: int
+    group_size: int
+    sink_tokens: int
+    hi_layers: int
+    fingerprint: ModelFingerprint
+    raw_len: int = 0
+    payload_len: int = 0
+
+    @property
+    def stream_identity(self) -> tuple:
+        """What every frame of one cache must agree on."""
+        return (self.codec, self.dtype, self.keys_post_rope, self.layout, self.total_tokens,
+                self.position_offset, self.group_size, self.sink_tokens, self.hi_layers, self.fingerprint)
+
+
+@dataclass(frozen=True)
+class Part:
+    """One section of a payload: keys or values of a sub-block, in one number format.
+
+    `shape` is the block viewed for quantization ([L, H, T, D] or a grouped view of
+    it) and `group_dim` the dimension holding one q4 group.
+    """
+
+    tensor: str  # "k" | "v"
+    fmt: str  # "fp16" | "int8" | "q4"
+    layers: tuple[int, int]  # relative to the frame
+    tokens: tuple[int, int]
+    shape: tuple[int, ...]
+    group_dim: int = -1
+
+    @property
+    def nbytes(self) -> int:
+        if self.fmt == "fp16":
+            return quant.fp16_nbytes(self.shape)
+        if self.fmt == "int8":
+            return quant.int8_nbytes(self.shape)
+        return quant.q4_nbytes(self.shape, self.group_dim)
+
+
+def plan(h: FrameHeader) -> list[Part]:
+    """The payload's sections, in order; a pure function of the header."""
+    heads, dim = h.layout.n_kv_heads, h.layout.head_dim
+    n_layers, n_tokens = h.layer_count, h.token_count
+
+    def block(fmt: str, layers: tuple[int, int], tokens: tuple[int, int]) -> list[Part]:
+        shape = (layers[1] - layers[0], heads, tokens[1] - tokens[0], dim)
+        return [Part("k", fmt, layers, tokens, shape), Part("v", fmt, layers, tokens, shape)]
+
+    if h.codec != "q4":
+        return block(h.codec, (0, n_layers), (0, n_tokens))
+    parts: list[Part] = []
+    hi = max(0, min(n_layers, h.hi_layers - h.layer_start))  # leading layers kept at 8 bit
+    if hi:
+        parts += block("int8", (0, hi), (0, n_tokens))
+    if hi == n_layers:
+        return parts
+    lo = (hi, n_layers)
+    sink = max(0, min(n_tokens, h.sink_tokens - h.token_start))  # leading positions kept at 8 bit
+    if sink:
+        parts += block("int8", lo, (0, sink))
+    n_lo, rest = n_layers - hi, n_tokens - sink
+    if rest == 0:
+        return parts
+    group = h.group_size
+    full = rest // group * group
+    if full:  # keys: each channel's group of `group` consecutive tokens shares a scale
+        parts.append(Part("k", "q4", lo, (sink, sink + full), (n_lo, heads, full // group, group, dim), 3))
+    if rest > full:
+        parts.append(Part("k", "q4", lo, (sink + full, n_tokens), (n_lo, heads, rest - full, dim), 2))
+    v_group = group if dim % group == 0 else dim  # values: each token's group of channels shares one
+    parts.append(Part("v", "q4", lo, (sink, n_tokens), (n_lo, heads, rest, dim // v_group, v_group), 4))
+    return parts
+
+
+def raw_size(h: FrameHeader) -> int:
+    return sum(p.nbytes for p in plan(h))
+
+
+def encode_frame(h: FrameHeader, k: torch.Tensor, v: torch.Tensor, *, level: int = 1) -> bytes:
+    """k, v: [layer_count, n_kv_heads, token_count, head_dim] -> one frame."""
+    sections: list[torch.Tensor] = []
+    for p in plan(h):
+        src = k if p.tensor == "k" else v
+        x = src[p.layers[0]:p.layers[1], :, p.tokens[0]:p.tokens[1]].float().reshape(p.shape)
+        if p.fmt == "fp16":
+            sections += quant.fp16_encode(x)
+        elif p.fmt == "int8":
+            sections += quant.int8_encode(x)
+        else:
+            sections += quant.q4_encode(x, p.group_dim)
+    raw = torch.cat(sections).numpy()
+    payload = zstandard.ZstdCompressor(level=level).compress(raw)
+    fp = [s.encode() for s in (h.fingerprint.architecture, h.fingerprint.weights_family,
+                               h.fingerprint.quantization)]
+    if any(len(f) > MAX_FINGERPRINT_FIELD for f in fp):
+        raise ValueError(f"fingerprint fields are limited to {MAX_FINGERPRINT_FIELD} bytes: {h.fingerprint}")
+    fixed = _FIXED.pack(
+        MAGIC, VERSION, CODECS[h.codec], DTYPES[h.dtype], FLAG_POST_ROPE if h.keys_post_rope else 0,
+        h.layout.n_layers, h.layout.n_kv_heads, h.layout.head_dim, h.layer_start, h.layer_count,
+        h.total_tokens, h.token_start, h.token_count, h.position_offset,
+        h.group_size, h.sink_tokens, h.hi_layers, *(len(f) for f in fp), raw.nbytes, len(payload),
+    )
+    body = b"".join((fixed, *fp, payload))
+    frame = body + _CRC.pack(zlib.crc32(body))
+    if len(frame) > MAX_FRAME_BYTES:
+        raise AssertionError(f"frame of {len(frame)} bytes exceeds {MAX_FRAME_BYTES}")  # the encoder's own bug
+    return frame
+
+
+def parse_frame(data: bytes) -> tuple[FrameHeader, memoryview]:
+    """Check the frame's integrity and field values; returns the header and the zstd payload.
+
+    Nothing here depends on the receiver; `check_frame` compares with it.
+    """
+    if len(data) > MAX_FRAME_BYTES:
+        raise KVLimitError(f"KV frame is {len(data)} bytes; frames are at most {MAX_FRAME_BYTES}")
+    if len(data) < HEADER_MIN_BYTES:
+        raise KVFormatError(f"KV frame is {len(data)} bytes, shorter than a header ({HEADER_MIN_BYTES})")
+    (magic, version, codec, dtype, flags, n_layers, n_kv_heads, head_dim, layer_start, layer_count,
+     total_tokens, token_start, token_count, position_offset, group_size, sink_tokens, hi_layers,
+     len_arch, len_family, len_quant, raw_len, payload_len) = _FIXED.unpack_from(data)
+    if magic != MAGIC:
+        raise KVFormatError(f"not a KV frame: magic {magic!r}, expected {MAGIC!r}")
+    if version != VERSION:
+        raise KVFormatError(f"KV frame version {version} is not supported (this receiver reads {VERSION})")
+    expected = _FIXED.size + len_arch + len_family + len_quant + payload_len + _CRC.size
+    if len(data) != expected:
+        raise KVFormatError(f"KV frame is {len(data)} bytes but its header describes {expected} (truncated?)")
+    body = memoryview(data)[: len(data) - _CRC.size]
+    (crc,) = _CRC.unpack_from(data, len(data) - _CRC.size)
+    if zlib.crc32(body) != crc:
+        raise KVFormatError("KV frame checksum mismatch: the frame was corrupted in transit")
+    if codec not in CODEC_NAMES:
+        raise KVFormatError(f"unknown KV codec id {codec}")
+    if dtype not in DTYPE_OF:
+        raise KVFormatError(f"unknown KV dtype id {dtype}")
+    if flags & ~FLAG_POST_ROPE:
+        raise KVFormatError(f"unknown KV frame flags {flags:#x}")
+    offset = _FIXED.size
+    fields = []
+    for n in (len_arch, len_family, len_quant):
+        try:
+            fields.append(bytes(body[offset:offset + n]).decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise KVFormatError("KV frame fingerprint is not UTF-8") from exc
+        offset += n
+    header = FrameHeader(
+        codec=CODEC_NAMES[codec], dtype=DTYPE_OF[dtype], keys_post_rope=bool(flags & FLAG_POST_ROPE),
+        layout=KVLayout(n_layers, n_kv_heads, head_dim), layer_start=layer_start, layer_count=layer_count,
+        total_tokens=total_tokens, token_start=token_start, token_count=token_count,
+        position_offset=position_offset, group_size=group_size, sink_tokens=sink_tokens, hi_layers=hi_layers,
+        fingerprint=ModelFingerprint(*fields), raw_len=raw_len, payload_len=payload_len,
+    )
+    return header, body[offset:]
+
+
+def check_frame(h: FrameHeader, layout: KVLayout, max_tokens: int) -> None:
+    """Every header field against the receiver, before anything is allocated."""
+    if h.layout != layout:
+        raise KVFormatError(f"KV frame layout {_layout_str(h.layout)} does not match this model's "
+                            f"{_layout_str(layout)}")
+    if not h.keys_post_rope:
+        raise KVFormatError("KV frame holds keys before RoPE; this receiver stores keys after RoPE")
+    if h.position_offset != 0:
+        raise KVFormatError(f"KV frame starts at position {h.position_offset}; only caches from position 0 "
+                            "can be resumed")
+    if h.total_tokens > max_tokens:
+        raise KVLimitError(f"KV cache of {h.total_tokens} positions is larger than this receiver's limit "
+                           f"of {max_tokens}")
+    if not (h.layer_count >= 1 and h.layer_start + h.layer_count <= layout.n_layers):
+        raise KVFormatError(f"KV frame layers {h.layer_start}+{h.layer_count} are outside 0..{layout.n_layers}")
+    if not (h.token_count >= 1 and h.token_start + h.token_count <= h.total_tokens):
+        raise KVFormatError(f"KV frame positions {h.token_start}+{h.token_count} are outside "
+                            f"0..{h.total_tokens}")
+    if h.codec == "q4":
+        if h.group_size not in Q4_GROUP_SIZES:
+            raise KVFormatError(f"q4 group size {h.group_size} is not one of {Q4_GROUP_SIZES}")
+        if h.sink_tokens > MAX_SINK_TOKENS or h.hi_layers > layout.n_layers:
+            raise KVFormatError(f"q4 sink tokens {h.sink_tokens} / 8-bit layers {h.hi_layers} out of range")
+    elif h.group_size or h.sink_tokens or h.hi_layers:
+        raise KVFormatError(f"{h.codec} frames take no group size, sink tokens or 8-bit layers")
+    expected = raw_size(h)
+    if h.raw_len != expected or expected > MAX_RAW_BYTES:
+        raise KVFormatError(f"KV frame payload declares {h.raw_len} bytes; its header implies {expected} "
+                            f"(at most {MAX_RAW_BYTES})")
+    if h.payload_len < 1:
+        raise KVFormatError("KV frame has an empty payload")
+
+
+def decode_payload(h: FrameHeader, payload: memoryview, k_out: torch.Tensor, v_out: torch.Tensor) -> None:
+    """Decompress and dequantize into k_out, v_out ([layer_count, H, token_count, D] views)."""
+    try:
+        declared = zstandard.frame_content_size(payload)
+    except zstandard.ZstdError as exc:
+        raise KVFormatError(f"KV frame payload is not zstd: {exc}") from exc
+    if declared != h.raw_len:
+        raise KVFormatError(f"KV frame payload decompresses to {declared} bytes, header says {h.raw_len}")
+    try:
+        raw = zstandard.ZstdDecompressor().decompress(payload, max_output_size=h.raw_len)
+    except zstandard.ZstdError as exc:
+        raise KVFormatError(f"KV frame payload is corrupt: {exc}") from exc
+    if len(raw) != h.raw_len:
+        raise KVFormatError(f"KV frame payload decompressed to {len(raw)} bytes, header says {h.raw_len}")
+    reader = quant.Reader(torch.frombuffer(bytearray(raw), dtype=torch.uint8))
+    for p in plan(h):
+        if p.fmt == "fp16":
+            x = quant.fp16_decode(reader, p.shape)
+        elif p.fmt == "int8":
+            x = quant.int8_decode(reader, p.shape)
+        else:
+            x = quant.q4_decode(reader, p.shape, p.group_dim)
+        out = k_out if p.tensor == "k" else v_out
+        dest = out[p.layers[0]:p.layers[1], :, p.tokens[0]:p.tokens[1]]
+        dest.copy_(x.view(dest.shape))
+
+
+def iter_blocks(n_layers: int, n_tokens: int, bytes_per_layer_token: int, align: int) -> Iterator[tuple[int, int, int, int]]:
+    """(layer_start, layer_count, token_start, token_count) blocks whose payload fits a frame.
+
+    Token blocks are multiples of `align` positions; short caches put several
+    layers in one frame.
+    """
+    budget = MAX_RAW_BYTES - 64 * 1024  # room for q4's per-block scale rows
+    per_layer = bytes_per_layer_token * n_tokens
+    if per_layer <= budget:
+        layers_per_frame = max(1, budget // max(per_layer, 1))
+        for start in range(0, n_layers, layers_per_frame):
+            yield start, min(layers_per_frame, n_layers - start), 0, n_tokens
+        return
+    block = max(align, budget // bytes_per_layer_token // align * align)
+    for layer in range(n_layers):
+        for start in range(0, n_tokens, block):
+            yield layer, 1, start, min(block, n_tokens - start)
+
+
+def _layout_str(layout: KVLayout) -> str:
+    return f"{layout.n_layers} layers x {layout.n_kv_heads} KV heads x head dim {layout.head_dim}"
