@@ -1,0 +1,293 @@
+"""The KV codec: round-trip error within each mode's bound, frames within 1 MiB, and a
+decoder that refuses truncated, corrupted, oversized, mixed and mismatched payloads with
+the right error (a hypothesis fuzz test included)."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from engine.config import ModelConfig
+from engine.fingerprint import ModelFingerprint
+from engine.kv import (
+    MAX_FRAME_BYTES,
+    CodecOptions,
+    KVAssembler,
+    KVError,
+    KVFormatError,
+    KVLimitError,
+    KVMismatchError,
+    decode_frames,
+    encode_cache,
+    estimate_raw_bytes,
+    layout_of,
+    parse_frame,
+)
+from engine.kv import quant
+from engine.model import KVCache
+
+CONFIG = ModelConfig(vocab_size=64, dim=384, n_layers=4, n_heads=6, n_kv_heads=2, ffn_dim=32, max_seq_len=4096)
+FP = ModelFingerprint("arch-test", "fam-test", "none")
+
+
+def synthetic_cache(n_tokens: int, seed: int = 0) -> KVCache:
+    """Gaussian keys with outlier channels (as real post-RoPE keys have) and values with outlier tokens."""
+    cache = KVCache(CONFIG, n_tokens)
+    g = torch.Generator().manual_seed(seed)
+    cache.k.normal_(generator=g)
+    cache.v.normal_(generator=g)
+    cache.k[..., 3] *= 25
+    cache.k[..., 7] += 10
+    cache.v[:, :, :, ::17] *= 8
+    cache.pos = n_tokens
+    return cache
+
+
+def round_trip(cache: KVCache, options: CodecOptions) -> tuple[KVCache, list[bytes]]:
+    frames = list(encode_cache(cache, FP, options))
+    received = decode_frames(frames, layout_of(cache), FP, lambda n: KVCache(CONFIG, n), max_tokens=4096)
+    assert received.n_tokens == cache.pos and received.codec == options.codec
+    return received.cache, frames
+
+
+def test_fp16_round_trip_error_is_half_precision_rounding():
+    cache = synthetic_cache(300)
+    out, _ = round_trip(cache, CodecOptions("fp16"))
+    for a, b in ((cache.k, out.k), (cache.v, out.v)):
+        assert torch.all((a - b).abs() <= a.abs() * 2**-11 + 2**-24)
+
+
+def test_int8_round_trip_error_is_half_a_step_per_token_vector():
+    cache = synthetic_cache(300)
+    out, _ = round_trip(cache, CodecOptions("int8"))
+    for a, b in ((cache.k, out.k), (cache.v, out.v)):
+        step = a.abs().amax(dim=-1, keepdim=True) / 127
+        assert torch.all((a - b).abs() <= 0.5 * step * 1.002 + 1e-6)
+
+
+@pytest.mark.parametrize("group", [32, 64])
+def test_q4_round_trip_error_is_half_a_step_of_its_group(group):
+    """Keys: per channel over `group` tokens; values: per token over `group` channels; the first
+    layer and the sink tokens at int8. Bounded by the coarsest of these per element."""
+    n = 2 * group + 37  # full groups plus a shorter last one
+    cache = synthetic_cache(n, seed=group)
+    options = CodecOptions("q4", group_size=group, sink_tokens=4, hi_layers=1)
+    out, _ = round_trip(cache, options)
+    k, v = cache.k[:, 0], cache.v[:, 0]  # [L, H, T, D]
+    # keys: the range of each channel over the whole sequence bounds the range of any of its groups
+    k_step = (k.amax(dim=2, keepdim=True) - k.amin(dim=2, keepdim=True)) / 15
+    v_groups = v.reshape(*v.shape[:-1], -1, group)
+    v_step = ((v_groups.amax(-1, keepdim=True) - v_groups.amin(-1, keepdim=True)) / 15).expand_as(v_groups)
+    v_step = v_step.reshape(v.shape)
+    tol = 1e-3  # fp16 rounding of scale and zero point
+    assert torch.all((k - out.k[:, 0]).abs()[1:, :, 4:] <= 0.5 * k_step[1:] * 1.01 + tol * k.abs().amax())
+    assert torch.all((v - out.v[:, 0]).abs()[1:, :, 4:] <= 0.5 * v_step[1:, :, 4:] * 1.01 + tol * v.abs().amax())
+    # layer 0 and positions 0..3 are int8 per token: much finer than 4 bit
+    for a, b in ((k, out.k[:, 0]), (v, out.v[:, 0])):
+        int8_step = a.abs().amax(dim=-1, keepdim=True) / 127
+        assert torch.all((a - b).abs()[:1] <= 0.5 * int8_step[:1] * 1.002 + 1e-6)
+        assert torch.all((a - b).abs()[:, :, :4] <= 0.5 * int8_step[:, :, :4] * 1.002 + 1e-6)
+
+
+def test_q4_is_over_3_5x_smaller_than_fp16_and_int8_about_2x():
+    """The 4-bit format itself (this 4-layer test model would keep a quarter of its layers at 8 bit;
+    SmolLM2 keeps 1 of 30, measured by benchmarks/kv_handoff.py)."""
+    cache = synthetic_cache(1024)
+    fp16_bytes = cache.k.numel() * 2 * 2
+    options = {"fp16": CodecOptions("fp16"), "int8": CodecOptions("int8"), "q4": CodecOptions("q4", hi_layers=0)}
+    sizes = {codec: sum(map(len, round_trip(cache, o)[1])) for codec, o in options.items()}
+    assert fp16_bytes / sizes["q4"] >= 3.5
+    assert fp16_bytes / sizes["int8"] >= 1.9
+    assert sizes["fp16"] <= fp16_bytes * 1.01
+    assert estimate_raw_bytes(layout_of(cache), 1024, CodecOptions("q4")) >= sizes["q4"]
+
+
+def test_long_caches_split_into_frames_of_at_most_1_mib_that_tile_the_cache():
+    cache = KVCache(CONFIG, 4096)
+    cache.k.normal_()
+    cache.v.normal_()
+    cache.pos = 4000
+    frames = list(encode_cache(cache, FP, CodecOptions("fp16")))
+    assert len(frames) > 1 and max(map(len, frames)) <= MAX_FRAME_BYTES
+    headers = [parse_frame(f)[0] for f in frames]
+    assert sum(h.layer_count * h.token_count for h in headers) == CONFIG.n_layers * 4000
+    assert all(h.fingerprint == FP and h.keys_post_rope and h.position_offset == 0 for h in headers)
+    out = decode_frames(reversed(frames), layout_of(cache), FP, lambda n: KVCache(CONFIG, n), max_tokens=4096)
+    assert torch.equal(out.cache.k[:, :, :, :4000], cache.k[:, :, :, :4000].half().float())
+
+
+def test_frames_of_a_partial_prefix_hold_only_that_prefix():
+    cache = synthetic_cache(100)
+    frames = list(encode_cache(cache, FP, CodecOptions("int8"), n_tokens=40))
+    assert all(parse_frame(f)[0].total_tokens == 40 for f in frames)
+
+
+# --- refusals -----------------------------------------------------------------------------
+
+
+def frames_of(n: int = 50, codec: str = "q4", fp: ModelFingerprint = FP) -> list[bytes]:
+    return list(encode_cache(synthetic_cache(n), fp, CodecOptions(codec)))
+
+
+def assembler(**kwargs) -> KVAssembler:
+    options = {"max_tokens": 4096, "max_bytes": 1 << 30, **kwargs}
+    layout = kwargs.pop("layout", layout_of(synthetic_cache(1)))
+    options.pop("layout", None)
+    receiver = options.pop("receiver", FP)
+    return KVAssembler(layout, receiver, lambda n: KVCache(CONFIG, n), **options)
+
+
+def test_truncated_frame_is_a_format_error():
+    frame = frames_of()[0]
+    for cut in (0, 10, len(frame) // 2, len(frame) - 1):
+        with pytest.raises(KVFormatError, match="shorter than a header|truncated"):
+            assembler().add(frame[:cut])
+
+
+def test_a_flipped_bit_anywhere_fails_the_checksum():
+    frame = bytearray(frames_of()[0])
+    for position in (60, len(frame) // 2, len(frame) - 6):
+        corrupt = bytearray(frame)
+        corrupt[position] ^= 0x10
+        with pytest.raises(KVFormatError, match="checksum|truncated"):
+            assembler().add(bytes(corrupt))
+
+
+def test_missing_and_duplicated_frames_are_refused():
+    frames = frames_of(n=3000, codec="fp16")
+    assert len(frames) > 2
+    a = assembler()
+    for f in frames[:-1]:
+        a.add(f)
+    with pytest.raises(KVFormatError, match="incomplete"):
+        a.finish()
+    with pytest.raises(KVFormatError, match="overlaps"):
+        a.add(frames[0])
+    with pytest.raises(KVFormatError, match="no frames"):
+        assembler().finish()
+
+
+def test_frames_of_two_codecs_do_not_mix():
+    a = assembler()
+    a.add(frames_of(codec="q4")[0])
+    with pytest.raises(KVFormatError, match="disagree"):
+        a.add(frames_of(codec="int8")[0])
+
+
+def test_a_cache_from_another_model_is_a_mismatch():
+    other_family = ModelFingerprint("arch-test", "fam-other", "none")
+    with pytest.raises(KVMismatchError, match="weights family"):
+        assembler().add(frames_of(fp=other_family)[0])
+    other_arch = ModelFingerprint("arch-other", "fam-test", "none")
+    with pytest.raises(KVMismatchError, match="architecture"):
+        assembler().add(frames_of(fp=other_arch)[0])
+
+
+def test_a_cache_from_the_quantized_twin_needs_cross_precision_allowed():
+    edge = ModelFingerprint("arch-test", "fam-test", "gguf-q4_1")
+    with pytest.raises(KVMismatchError, match="cross-precision"):
+        assembler(allow_cross_precision=False).add(frames_of(fp=edge)[0])
+    assembler(allow_cross_precision=True).add(frames_of(fp=edge)[0])
+
+
+def test_oversized_payloads_are_limit_errors_before_anything_is_allocated():
+    allocated = []
+
+    def make(n):
+        allocated.append(n)
+        return KVCache(CONFIG, n)
+
+    frames = frames_of(n=200)
+    a = KVAssembler(layout_of(synthetic_cache(1)), FP, make, max_tokens=100, max_bytes=1 << 30)
+    with pytest.raises(KVLimitError, match="limit of 100"):
+        a.add(frames[0])
+    a = KVAssembler(layout_of(synthetic_cache(1)), FP, make, max_tokens=4096, max_bytes=len(frames[0]) - 1)
+    with pytest.raises(KVLimitError, match="bytes"):
+        a.add(frames[0])
+    with pytest.raises(KVLimitError, match="at most"):
+        parse_frame(b"\0" * (MAX_FRAME_BYTES + 1))
+    assert allocated == []
+
+
+def reheader(frame: bytes, offset: int, fmt: str, value: int) -> bytes:
+    """The frame with one header field rewritten and its checksum made valid again."""
+    body = bytearray(frame[:-4])
+    struct.pack_into(fmt, body, offset, value)
+    return bytes(body) + struct.pack("<I", zlib.crc32(body))
+
+
+@pytest.mark.parametrize(
+    "offset, fmt, value, message",
+    [
+        (4, "<B", 9, "version"),
+        (5, "<B", 77, "codec"),
+        (8, "<H", 5, "layout"),           # n_layers
+        (10, "<H", 3, "layout"),          # n_kv_heads
+        (16, "<H", 9, "layers"),          # layer_count past the model
+        (18, "<I", 2**31, "limit"),       # total_tokens: a huge allocation, refused first
+        (26, "<I", 10**6, "positions"),   # token_count past total
+        (30, "<I", 7, "position 7"),      # position offset
+        (34, "<H", 48, "group size"),
+        (43, "<I", 12345, "header implies"),  # raw_len
+        (7, "<B", 0, "before RoPE"),
+    ],
+)
+def test_every_header_field_is_checked(offset, fmt, value, message):
+    frame = frames_of()[0]
+    with pytest.raises(KVError, match=message):
+        assembler().add(reheader(frame, offset, fmt, value))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_fuzzed_frames_raise_only_kv_errors(data):
+    """Random bytes, and valid frames with random edits (checksum fixed up so the decoder's
+    later checks run too): the decoder either accepts or raises a KVError, nothing else."""
+    frame = _FUZZ_FRAME
+    kind = data.draw(st.sampled_from(["random", "edit", "edit_fixed_crc", "truncate"]))
+    if kind == "random":
+        blob = data.draw(st.binary(max_size=2048))
+        blob = (b"TKV1\x01" + blob) if data.draw(st.booleans()) else blob
+    elif kind == "truncate":
+        blob = frame[: data.draw(st.integers(0, len(frame)))]
+    else:
+        edits = data.draw(st.lists(st.tuples(st.integers(0, len(frame) - 5), st.integers(0, 255)), min_size=1,
+                                   max_size=6))
+        body = bytearray(frame[:-4])
+        for position, value in edits:
+            body[position] = value
+        crc = zlib.crc32(body) if kind == "edit_fixed_crc" else struct.unpack("<I", frame[-4:])[0]
+        blob = bytes(body) + struct.pack("<I", crc)
+    a = assembler(max_tokens=512)
+    try:
+        a.add(blob)
+    except KVError:
+        return
+
+
+_FUZZ_FRAME = list(encode_cache(synthetic_cache(70), FP, CodecOptions("q4", group_size=32)))[0]
+
+
+def test_quantizers_take_the_sizes_they_declare():
+    x = torch.randn(2, 3, 8, 64)
+    for fmt, sections, size in (
+        ("fp16", quant.fp16_encode(x), quant.fp16_nbytes(x.shape)),
+        ("int8", quant.int8_encode(x), quant.int8_nbytes(x.shape)),
+        ("q4", quant.q4_encode(x, 2), quant.q4_nbytes(x.shape, 2)),
+    ):
+        assert sum(s.numel() for s in sections) == size, fmt
+
+
+def test_constant_blocks_decode_exactly_in_q4():
+    x = torch.zeros(1, 2, 64, 64)
+    x[0, 1] = 3.5
+    for group_dim in (2, 3):
+        buf = torch.cat(quant.q4_encode(x, group_dim))
+        assert torch.equal(quant.q4_decode(quant.Reader(buf), tuple(x.shape), group_dim), x)
+    buf = torch.cat(quant.int8_encode(x))
+    assert torch.allclose(quant.int8_decode(quant.Reader(buf), tuple(x.shape)), x, atol=3.5 / 254)
