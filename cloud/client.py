@@ -7,7 +7,7 @@ mapping them to the SDK's error tree is the SDK's job.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import grpc
 
@@ -104,6 +104,39 @@ class CloudClient:
     def generate(self, token_ids: Sequence[int], *, timeout: float = DEFAULT_TIMEOUT_S, **options) -> Completion:
         """Run one Generate to the end; `options` are those of `generate_request`."""
         return collect(self.stream(generate_request(token_ids, **options), timeout=timeout))
+
+    def upload_kv(
+        self, token_ids: Sequence[int], frames: Iterable[bytes], *, codec: str, reserve_tokens: int = 0,
+        request_id: str = "", timeout: float = DEFAULT_TIMEOUT_S,
+    ) -> cloud_pb2.KVUploadResult:
+        """Stream a cache's frames (engine.kv.encode_cache) for `token_ids`; returns its handle."""
+        def chunks() -> Iterator[cloud_pb2.KVChunk]:
+            yield cloud_pb2.KVChunk(start=cloud_pb2.KVStart(
+                token_ids=list(token_ids), codec=codec, reserve_tokens=reserve_tokens, request_id=request_id))
+            for frame in frames:
+                yield cloud_pb2.KVChunk(frame=frame)
+
+        return self.stub.UploadKV(chunks(), timeout=timeout, metadata=self._metadata)
+
+    def resume_stream(self, kv_handle: str, request: cloud_pb2.GenerateRequest, *,
+                      timeout: float = DEFAULT_TIMEOUT_S):
+        """ResumeFromKV as a live call (iterate it; `.cancel()` stops the server's work)."""
+        return self.stub.ResumeFromKV(cloud_pb2.ResumeRequest(kv_handle=kv_handle, generate=request),
+                                      timeout=timeout, metadata=self._metadata)
+
+    def resume(self, kv_handle: str, token_ids: Sequence[int], *, timeout: float = DEFAULT_TIMEOUT_S,
+               **options) -> Completion:
+        """Run one ResumeFromKV to the end; `options` are those of `generate_request`."""
+        return collect(self.resume_stream(kv_handle, generate_request(token_ids, **options), timeout=timeout))
+
+    def prefill_kv(
+        self, token_ids: Sequence[int], *, codec: str, receiver: cloud_pb2.ModelFingerprint,
+        allow_cross_precision: bool = False, request_id: str = "", timeout: float = DEFAULT_TIMEOUT_S,
+    ):
+        """PrefillKV as a live call: a KVStart, then frames."""
+        request = cloud_pb2.PrefillKVRequest(request_id=request_id, token_ids=list(token_ids), codec=codec,
+                                             receiver=receiver, allow_cross_precision=allow_cross_precision)
+        return self.stub.PrefillKV(request, timeout=timeout, metadata=self._metadata)
 
     def close(self) -> None:
         self.channel.close()

@@ -16,6 +16,10 @@ DEFAULT_MAX_STOP_STRING_CHARS = 256
 DEFAULT_MAX_ID_CHARS = 256
 DEFAULT_GRACE_S = 10.0
 DEFAULT_PREFILL_CHUNK = 512
+DEFAULT_KV_MAX_UPLOAD_BYTES = 512 * 1024 * 1024  # an 8k-token fp16 SmolLM2 cache is ~190 MB
+DEFAULT_KV_STORE_BYTES = 1024 * 1024 * 1024     # decoded caches waiting for their ResumeFromKV
+DEFAULT_KV_TTL_S = 120.0
+DEFAULT_KV_MAX_UPLOADS = 2                        # streams decoding an upload at once
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,11 @@ class ServerConfig:
     max_stop_string_chars: int = DEFAULT_MAX_STOP_STRING_CHARS
     max_id_chars: int = DEFAULT_MAX_ID_CHARS
     prefill_chunk: int = DEFAULT_PREFILL_CHUNK
+    kv_max_upload_bytes: int = DEFAULT_KV_MAX_UPLOAD_BYTES
+    kv_store_bytes: int = DEFAULT_KV_STORE_BYTES
+    kv_ttl_s: float = DEFAULT_KV_TTL_S
+    kv_max_uploads: int = DEFAULT_KV_MAX_UPLOADS
+    kv_cross_precision: bool = True  # accept caches from a differently quantized twin (same family)
 
     def __post_init__(self) -> None:
         problems = [
@@ -41,6 +50,7 @@ class ServerConfig:
                 ("max_concurrency", 1), ("max_queue", 0), ("max_new_tokens", 1), ("default_new_tokens", 1),
                 ("max_message_bytes", 1024), ("session_cache_bytes", 0), ("max_sessions", 0),
                 ("max_stop_strings", 0), ("max_stop_string_chars", 1), ("max_id_chars", 1), ("prefill_chunk", 16),
+                ("kv_max_upload_bytes", 0), ("kv_store_bytes", 0), ("kv_ttl_s", 0.001), ("kv_max_uploads", 0),
             )
             if getattr(self, name) < low
         ]

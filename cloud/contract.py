@@ -15,6 +15,7 @@ import grpc
 
 from cloud.config import ServerConfig
 from engine.generate import Sampling
+from engine.kv import CODECS, MAX_FRAME_BYTES
 from engine.runtime import LocalModel, StreamEvent
 from tandem_rpc.v1 import cloud_pb2
 
@@ -147,7 +148,12 @@ def info_response(model: LocalModel, config: ServerConfig, *, model_id: str) -> 
             dtype=str(model.model.norm.weight.dtype).removeprefix("torch."),
             keys_post_rope=True, axis_order=KV_AXIS_ORDER,
         ),
-        kv_codecs=[],
+        kv_codecs=list(CODECS),
+        kv_limits=cloud_pb2.KVLimits(
+            max_upload_bytes=config.kv_max_upload_bytes, max_frame_bytes=MAX_FRAME_BYTES,
+            max_tokens=model.max_context, handle_ttl_ms=int(config.kv_ttl_s * 1000),
+            cross_precision=config.kv_cross_precision,
+        ),
         limits=cloud_pb2.Limits(
             max_prompt_tokens=model.max_context - 1,
             max_new_tokens=config.max_new_tokens,

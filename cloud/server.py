@@ -116,6 +116,7 @@ class CloudServer(grpc.Server):
         if self.metrics_endpoint is not None:
             self.metrics_endpoint.stop()
         self.servicer.sessions.clear()
+        self.servicer.kv_store.clear()
         log.info("stopped")
         stopped.set()
 

@@ -50,7 +50,7 @@ def test_info_reports_the_local_engines_fingerprints_and_limits(client, smollm2)
     assert (layout.n_layers, layout.n_kv_heads, layout.head_dim) == (
         smollm2.config.n_layers, smollm2.config.n_kv_heads, smollm2.config.head_dim)
     assert layout.dtype == "float32" and layout.keys_post_rope
-    assert list(info.kv_codecs) == []
+    assert list(info.kv_codecs) == ["fp16", "int8", "q4"]
     assert info.limits.max_prompt_tokens == 2047
     assert info.limits.max_new_tokens == 64
     assert info.limits.max_concurrency == 2 and info.limits.max_queue == 4

@@ -37,3 +37,11 @@ def test_kv_handoff_field_numbers_are_reserved():
         proto = descriptor_pb2.DescriptorProto()
         message.DESCRIPTOR.CopyToProto(proto)
         assert proto.reserved_range, f"{message.DESCRIPTOR.name} reserves no field numbers for the KV hand-off"
+
+
+def test_kv_handoff_rpcs_are_in_the_contract():
+    from tandem_rpc.v1 import cloud_pb2
+
+    methods = cloud_pb2.DESCRIPTOR.services_by_name["CloudInference"].methods_by_name
+    assert methods["UploadKV"].client_streaming and not methods["UploadKV"].server_streaming
+    assert methods["ResumeFromKV"].server_streaming and methods["PrefillKV"].server_streaming

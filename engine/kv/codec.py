@@ -19,6 +19,7 @@ from engine.kv.compat import check_compatible
 from engine.kv.errors import KVFormatError, KVLimitError
 from engine.kv.frame import (
     CODECS,
+    MAX_FRAME_BYTES,
     FrameHeader,
     KVLayout,
     check_frame,
@@ -36,6 +37,7 @@ DEFAULT_SINK_TOKENS = 4
 DEFAULT_HI_LAYERS = 1
 DEFAULT_LEVEL = 1
 TOKEN_ALIGN = 64  # token blocks are whole q4 groups
+MIN_FRAME_BYTES = 128 * 1024
 
 
 @dataclass(frozen=True)
@@ -47,8 +49,11 @@ class CodecOptions:
     sink_tokens: int = DEFAULT_SINK_TOKENS
     hi_layers: int = DEFAULT_HI_LAYERS
     level: int = DEFAULT_LEVEL
+    frame_bytes: int = MAX_FRAME_BYTES  # smaller frames stream (and fail) at a finer grain
 
     def __post_init__(self) -> None:
+        if not MIN_FRAME_BYTES <= self.frame_bytes <= MAX_FRAME_BYTES:
+            raise ValueError(f"frame_bytes must be in [{MIN_FRAME_BYTES}, {MAX_FRAME_BYTES}], got {self.frame_bytes}")
         if self.codec not in CODECS:
             raise ValueError(f"unknown KV codec {self.codec!r}; choose one of {', '.join(CODECS)}")
         if self.codec == "q4" and self.group_size not in (32, 64):
@@ -88,7 +93,7 @@ def encode_cache(
         raise ValueError(f"cannot encode {total} positions of a cache holding {cache.pos}")
     layout = layout_of(cache)
     for l0, nl, t0, nt in iter_blocks(layout.n_layers, total, _bytes_per_layer_token(layout, options.codec),
-                                      TOKEN_ALIGN):
+                                      TOKEN_ALIGN, options.frame_bytes):
         header = _header(layout, options, fingerprint, cache.k.dtype, total, (l0, nl), (t0, nt))
         # k, v: [n_layers, B, H, S, D] -> [nl, H, nt, D]
         k = cache.k[l0:l0 + nl, 0, :, t0:t0 + nt]
@@ -100,7 +105,7 @@ def estimate_raw_bytes(layout: KVLayout, n_tokens: int, options: CodecOptions = 
     """Bytes before zstd of a whole cache (zstd only shrinks it): for the SDK's cost estimate."""
     total = 0
     for l0, nl, t0, nt in iter_blocks(layout.n_layers, n_tokens, _bytes_per_layer_token(layout, options.codec),
-                                      TOKEN_ALIGN):
+                                      TOKEN_ALIGN, options.frame_bytes):
         header = _header(layout, options, ModelFingerprint("", "", ""), torch.float32, n_tokens, (l0, nl),
                          (t0, nt))
         total += raw_size(header) + 64

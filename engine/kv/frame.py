@@ -286,13 +286,16 @@ def decode_payload(h: FrameHeader, payload: memoryview, k_out: torch.Tensor, v_o
         dest.copy_(x.view(dest.shape))
 
 
-def iter_blocks(n_layers: int, n_tokens: int, bytes_per_layer_token: int, align: int) -> Iterator[tuple[int, int, int, int]]:
-    """(layer_start, layer_count, token_start, token_count) blocks whose payload fits a frame.
+def iter_blocks(
+    n_layers: int, n_tokens: int, bytes_per_layer_token: int, align: int, frame_bytes: int = MAX_FRAME_BYTES
+) -> Iterator[tuple[int, int, int, int]]:
+    """(layer_start, layer_count, token_start, token_count) blocks whose payload fits a frame
+    of `frame_bytes`.
 
     Token blocks are multiples of `align` positions; short caches put several
     layers in one frame.
     """
-    budget = MAX_RAW_BYTES - 64 * 1024  # room for q4's per-block scale rows
+    budget = min(frame_bytes, MAX_FRAME_BYTES) - 80 * 1024  # room for the header, q4 scale rows, zstd growth
     per_layer = bytes_per_layer_token * n_tokens
     if per_layer <= budget:
         layers_per_frame = max(1, budget // max(per_layer, 1))

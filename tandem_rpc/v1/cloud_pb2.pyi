@@ -84,7 +84,7 @@ class Limits(_message.Message):
     def __init__(self, max_prompt_tokens: _Optional[int] = ..., max_new_tokens: _Optional[int] = ..., default_new_tokens: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., max_concurrency: _Optional[int] = ..., max_queue: _Optional[int] = ..., max_stop_strings: _Optional[int] = ..., max_stop_string_chars: _Optional[int] = ...) -> None: ...
 
 class InfoResponse(_message.Message):
-    __slots__ = ("model_id", "model_fingerprint", "tokenizer_fingerprint", "max_context", "vocab_size", "stop_token_ids", "kv_layout", "kv_codecs", "limits", "server_version")
+    __slots__ = ("model_id", "model_fingerprint", "tokenizer_fingerprint", "max_context", "vocab_size", "stop_token_ids", "kv_layout", "kv_codecs", "limits", "server_version", "kv_limits")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     TOKENIZER_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
@@ -95,6 +95,7 @@ class InfoResponse(_message.Message):
     KV_CODECS_FIELD_NUMBER: _ClassVar[int]
     LIMITS_FIELD_NUMBER: _ClassVar[int]
     SERVER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    KV_LIMITS_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     model_fingerprint: ModelFingerprint
     tokenizer_fingerprint: str
@@ -105,7 +106,84 @@ class InfoResponse(_message.Message):
     kv_codecs: _containers.RepeatedScalarFieldContainer[str]
     limits: Limits
     server_version: str
-    def __init__(self, model_id: _Optional[str] = ..., model_fingerprint: _Optional[_Union[ModelFingerprint, _Mapping]] = ..., tokenizer_fingerprint: _Optional[str] = ..., max_context: _Optional[int] = ..., vocab_size: _Optional[int] = ..., stop_token_ids: _Optional[_Iterable[int]] = ..., kv_layout: _Optional[_Union[KVLayout, _Mapping]] = ..., kv_codecs: _Optional[_Iterable[str]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., server_version: _Optional[str] = ...) -> None: ...
+    kv_limits: KVLimits
+    def __init__(self, model_id: _Optional[str] = ..., model_fingerprint: _Optional[_Union[ModelFingerprint, _Mapping]] = ..., tokenizer_fingerprint: _Optional[str] = ..., max_context: _Optional[int] = ..., vocab_size: _Optional[int] = ..., stop_token_ids: _Optional[_Iterable[int]] = ..., kv_layout: _Optional[_Union[KVLayout, _Mapping]] = ..., kv_codecs: _Optional[_Iterable[str]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., server_version: _Optional[str] = ..., kv_limits: _Optional[_Union[KVLimits, _Mapping]] = ...) -> None: ...
+
+class KVLimits(_message.Message):
+    __slots__ = ("max_upload_bytes", "max_frame_bytes", "max_tokens", "handle_ttl_ms", "cross_precision")
+    MAX_UPLOAD_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_FRAME_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    HANDLE_TTL_MS_FIELD_NUMBER: _ClassVar[int]
+    CROSS_PRECISION_FIELD_NUMBER: _ClassVar[int]
+    max_upload_bytes: int
+    max_frame_bytes: int
+    max_tokens: int
+    handle_ttl_ms: int
+    cross_precision: bool
+    def __init__(self, max_upload_bytes: _Optional[int] = ..., max_frame_bytes: _Optional[int] = ..., max_tokens: _Optional[int] = ..., handle_ttl_ms: _Optional[int] = ..., cross_precision: _Optional[bool] = ...) -> None: ...
+
+class KVStart(_message.Message):
+    __slots__ = ("token_ids", "codec", "reserve_tokens", "request_id", "sender", "prefill_ms")
+    TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
+    CODEC_FIELD_NUMBER: _ClassVar[int]
+    RESERVE_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    SENDER_FIELD_NUMBER: _ClassVar[int]
+    PREFILL_MS_FIELD_NUMBER: _ClassVar[int]
+    token_ids: _containers.RepeatedScalarFieldContainer[int]
+    codec: str
+    reserve_tokens: int
+    request_id: str
+    sender: ModelFingerprint
+    prefill_ms: float
+    def __init__(self, token_ids: _Optional[_Iterable[int]] = ..., codec: _Optional[str] = ..., reserve_tokens: _Optional[int] = ..., request_id: _Optional[str] = ..., sender: _Optional[_Union[ModelFingerprint, _Mapping]] = ..., prefill_ms: _Optional[float] = ...) -> None: ...
+
+class KVChunk(_message.Message):
+    __slots__ = ("start", "frame")
+    START_FIELD_NUMBER: _ClassVar[int]
+    FRAME_FIELD_NUMBER: _ClassVar[int]
+    start: KVStart
+    frame: bytes
+    def __init__(self, start: _Optional[_Union[KVStart, _Mapping]] = ..., frame: _Optional[bytes] = ...) -> None: ...
+
+class KVUploadResult(_message.Message):
+    __slots__ = ("kv_handle", "n_tokens", "frames", "bytes", "decode_ms", "expires_in_ms")
+    KV_HANDLE_FIELD_NUMBER: _ClassVar[int]
+    N_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    FRAMES_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    DECODE_MS_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_IN_MS_FIELD_NUMBER: _ClassVar[int]
+    kv_handle: str
+    n_tokens: int
+    frames: int
+    bytes: int
+    decode_ms: float
+    expires_in_ms: int
+    def __init__(self, kv_handle: _Optional[str] = ..., n_tokens: _Optional[int] = ..., frames: _Optional[int] = ..., bytes: _Optional[int] = ..., decode_ms: _Optional[float] = ..., expires_in_ms: _Optional[int] = ...) -> None: ...
+
+class ResumeRequest(_message.Message):
+    __slots__ = ("kv_handle", "generate")
+    KV_HANDLE_FIELD_NUMBER: _ClassVar[int]
+    GENERATE_FIELD_NUMBER: _ClassVar[int]
+    kv_handle: str
+    generate: GenerateRequest
+    def __init__(self, kv_handle: _Optional[str] = ..., generate: _Optional[_Union[GenerateRequest, _Mapping]] = ...) -> None: ...
+
+class PrefillKVRequest(_message.Message):
+    __slots__ = ("request_id", "token_ids", "codec", "receiver", "allow_cross_precision")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
+    CODEC_FIELD_NUMBER: _ClassVar[int]
+    RECEIVER_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_CROSS_PRECISION_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    token_ids: _containers.RepeatedScalarFieldContainer[int]
+    codec: str
+    receiver: ModelFingerprint
+    allow_cross_precision: bool
+    def __init__(self, request_id: _Optional[str] = ..., token_ids: _Optional[_Iterable[int]] = ..., codec: _Optional[str] = ..., receiver: _Optional[_Union[ModelFingerprint, _Mapping]] = ..., allow_cross_precision: _Optional[bool] = ...) -> None: ...
 
 class Sampling(_message.Message):
     __slots__ = ("temperature", "top_k", "top_p", "seed")

@@ -26,7 +26,8 @@ if _version_not_supported:
 
 
 class CloudInferenceStub:
-    """The cloud tier: a larger model that continues what the edge hands over, as token IDs.
+    """The cloud tier: a larger model that continues what the edge hands over, as token
+    IDs or, when the models are KV-compatible, as a compressed KV cache.
     """
 
     def __init__(self, channel):
@@ -45,10 +46,26 @@ class CloudInferenceStub:
                 request_serializer=tandem__rpc_dot_v1_dot_cloud__pb2.GenerateRequest.SerializeToString,
                 response_deserializer=tandem__rpc_dot_v1_dot_cloud__pb2.GenerateResponse.FromString,
                 _registered_method=True)
+        self.UploadKV = channel.stream_unary(
+                '/tandem.rpc.v1.CloudInference/UploadKV',
+                request_serializer=tandem__rpc_dot_v1_dot_cloud__pb2.KVChunk.SerializeToString,
+                response_deserializer=tandem__rpc_dot_v1_dot_cloud__pb2.KVUploadResult.FromString,
+                _registered_method=True)
+        self.ResumeFromKV = channel.unary_stream(
+                '/tandem.rpc.v1.CloudInference/ResumeFromKV',
+                request_serializer=tandem__rpc_dot_v1_dot_cloud__pb2.ResumeRequest.SerializeToString,
+                response_deserializer=tandem__rpc_dot_v1_dot_cloud__pb2.GenerateResponse.FromString,
+                _registered_method=True)
+        self.PrefillKV = channel.unary_stream(
+                '/tandem.rpc.v1.CloudInference/PrefillKV',
+                request_serializer=tandem__rpc_dot_v1_dot_cloud__pb2.PrefillKVRequest.SerializeToString,
+                response_deserializer=tandem__rpc_dot_v1_dot_cloud__pb2.KVChunk.FromString,
+                _registered_method=True)
 
 
 class CloudInferenceServicer:
-    """The cloud tier: a larger model that continues what the edge hands over, as token IDs.
+    """The cloud tier: a larger model that continues what the edge hands over, as token
+    IDs or, when the models are KV-compatible, as a compressed KV cache.
     """
 
     def Info(self, request, context):
@@ -67,6 +84,35 @@ class CloudInferenceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UploadKV(self, request_iterator, context):
+        """KV hand-off, edge -> cloud: a client stream of frames (engine/kv: <= 1 MiB
+        each, header with model fingerprint, codec, layer and token ranges, CRC-32),
+        the first message a KVStart naming the tokens the cache holds. The server
+        checks every frame before it uses or allocates anything: FAILED_PRECONDITION
+        for a cache from an incompatible model, INVALID_ARGUMENT for a corrupt or
+        incomplete one, RESOURCE_EXHAUSTED past Info.kv_limits. Only a complete
+        upload is kept (under a handle, for a limited time, used once).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeFromKV(self, request, context):
+        """Decode from an uploaded cache: like Generate, but the prompt positions the
+        cache holds are not prefilled again (Usage.cached_prompt_tokens says how many).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PrefillKV(self, request, context):
+        """KV hand-off, cloud -> edge: prefill a prompt here and stream its compressed
+        cache down (a KVStart, then frames), so the edge decodes without prefilling.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CloudInferenceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -80,6 +126,21 @@ def add_CloudInferenceServicer_to_server(servicer, server):
                     request_deserializer=tandem__rpc_dot_v1_dot_cloud__pb2.GenerateRequest.FromString,
                     response_serializer=tandem__rpc_dot_v1_dot_cloud__pb2.GenerateResponse.SerializeToString,
             ),
+            'UploadKV': grpc.stream_unary_rpc_method_handler(
+                    servicer.UploadKV,
+                    request_deserializer=tandem__rpc_dot_v1_dot_cloud__pb2.KVChunk.FromString,
+                    response_serializer=tandem__rpc_dot_v1_dot_cloud__pb2.KVUploadResult.SerializeToString,
+            ),
+            'ResumeFromKV': grpc.unary_stream_rpc_method_handler(
+                    servicer.ResumeFromKV,
+                    request_deserializer=tandem__rpc_dot_v1_dot_cloud__pb2.ResumeRequest.FromString,
+                    response_serializer=tandem__rpc_dot_v1_dot_cloud__pb2.GenerateResponse.SerializeToString,
+            ),
+            'PrefillKV': grpc.unary_stream_rpc_method_handler(
+                    servicer.PrefillKV,
+                    request_deserializer=tandem__rpc_dot_v1_dot_cloud__pb2.PrefillKVRequest.FromString,
+                    response_serializer=tandem__rpc_dot_v1_dot_cloud__pb2.KVChunk.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'tandem.rpc.v1.CloudInference', rpc_method_handlers)
@@ -89,7 +150,8 @@ def add_CloudInferenceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class CloudInference:
-    """The cloud tier: a larger model that continues what the edge hands over, as token IDs.
+    """The cloud tier: a larger model that continues what the edge hands over, as token
+    IDs or, when the models are KV-compatible, as a compressed KV cache.
     """
 
     @staticmethod
@@ -136,6 +198,87 @@ class CloudInference:
             '/tandem.rpc.v1.CloudInference/Generate',
             tandem__rpc_dot_v1_dot_cloud__pb2.GenerateRequest.SerializeToString,
             tandem__rpc_dot_v1_dot_cloud__pb2.GenerateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UploadKV(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/tandem.rpc.v1.CloudInference/UploadKV',
+            tandem__rpc_dot_v1_dot_cloud__pb2.KVChunk.SerializeToString,
+            tandem__rpc_dot_v1_dot_cloud__pb2.KVUploadResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeFromKV(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/tandem.rpc.v1.CloudInference/ResumeFromKV',
+            tandem__rpc_dot_v1_dot_cloud__pb2.ResumeRequest.SerializeToString,
+            tandem__rpc_dot_v1_dot_cloud__pb2.GenerateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PrefillKV(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/tandem.rpc.v1.CloudInference/PrefillKV',
+            tandem__rpc_dot_v1_dot_cloud__pb2.PrefillKVRequest.SerializeToString,
+            tandem__rpc_dot_v1_dot_cloud__pb2.KVChunk.FromString,
             options,
             channel_credentials,
             insecure,

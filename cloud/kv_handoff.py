@@ -1,0 +1,130 @@
+"""The cloud side of the KV hand-off, between the wire and engine.kv.
+
+`receive_upload` turns an UploadKV stream into a verified cache and its tokens;
+`send_prefill` encodes a prefilled cache as a PrefillKV stream. Errors become
+RequestError with the status the contract names: KVFormatError ->
+INVALID_ARGUMENT, KVMismatchError -> FAILED_PRECONDITION, KVLimitError ->
+RESOURCE_EXHAUSTED.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Iterable, Iterator
+
+import grpc
+
+from cloud.config import ServerConfig
+from cloud.contract import RequestError
+from cloud.sessions import allocation
+from engine.fingerprint import ModelFingerprint
+from engine.kv import (
+    CODECS,
+    CodecOptions,
+    KVAssembler,
+    KVError,
+    KVFormatError,
+    KVLayout,
+    KVLimitError,
+    KVMismatchError,
+    ReceivedKV,
+    encode_cache,
+    incompatibility,
+)
+from engine.model import KVCache
+from engine.runtime import LocalModel
+from tandem_rpc.v1 import cloud_pb2
+
+_STATUS = {
+    KVFormatError: grpc.StatusCode.INVALID_ARGUMENT,
+    KVMismatchError: grpc.StatusCode.FAILED_PRECONDITION,
+    KVLimitError: grpc.StatusCode.RESOURCE_EXHAUSTED,
+}
+
+
+def request_error(exc: KVError) -> RequestError:
+    return RequestError(_STATUS.get(type(exc), grpc.StatusCode.INVALID_ARGUMENT), str(exc))
+
+
+def layout(model: LocalModel) -> KVLayout:
+    c = model.config
+    return KVLayout(c.n_layers, c.n_kv_heads, c.head_dim)
+
+
+def fingerprint_from(message: cloud_pb2.ModelFingerprint) -> ModelFingerprint:
+    return ModelFingerprint(message.architecture, message.weights_family, message.quantization)
+
+
+def fingerprint_message(fp: ModelFingerprint) -> cloud_pb2.ModelFingerprint:
+    return cloud_pb2.ModelFingerprint(architecture=fp.architecture, weights_family=fp.weights_family,
+                                      quantization=fp.quantization)
+
+
+def check_tokens(ids: list[int], *, vocab_size: int, max_tokens: int, what: str) -> None:
+    invalid = grpc.StatusCode.INVALID_ARGUMENT
+    if not ids:
+        raise RequestError(invalid, f"{what}: token_ids is empty")
+    if len(ids) > max_tokens:
+        raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                           f"{what}: {len(ids)} tokens, more than this server's {max_tokens}")
+    bad = next(((i, t) for i, t in enumerate(ids) if t >= vocab_size), None)
+    if bad is not None:
+        raise RequestError(invalid, f"{what}: token ID {bad[1]} at position {bad[0]} is outside the "
+                                    f"vocabulary [0, {vocab_size})")
+
+
+def receive_upload(model: LocalModel, config: ServerConfig, chunks: Iterable[cloud_pb2.KVChunk]) -> tuple[list[int], ReceivedKV]:
+    """Verify and decode an UploadKV stream; nothing of it survives an error."""
+    chunks = iter(chunks)
+    first = next(chunks, None)
+    if first is None or not first.HasField("start"):
+        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, "UploadKV must start with a KVStart message")
+    start = first.start
+    tokens = list(start.token_ids)
+    check_tokens(tokens, vocab_size=model.config.vocab_size, max_tokens=model.max_context, what="UploadKV")
+    reserve = min(start.reserve_tokens, model.max_context)
+
+    def make_cache(n: int) -> KVCache:
+        return model.new_cache(allocation(n + reserve, model.max_context))
+
+    assembler = KVAssembler(layout(model), model.fingerprint, make_cache, max_tokens=model.max_context,
+                            max_bytes=config.kv_max_upload_bytes, allow_cross_precision=config.kv_cross_precision)
+    try:
+        for chunk in chunks:
+            if not chunk.HasField("frame"):
+                raise KVFormatError("UploadKV sent a second KVStart; after the first, every message is a frame")
+            assembler.add(chunk.frame)
+        received = assembler.finish()
+    except KVError as exc:
+        raise request_error(exc) from None
+    if received.n_tokens != len(tokens):
+        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                           f"the frames hold {received.n_tokens} positions but KVStart names {len(tokens)} tokens")
+    return tokens, received
+
+
+def check_prefill(model: LocalModel, request: cloud_pb2.PrefillKVRequest) -> CodecOptions:
+    ids = list(request.token_ids)
+    check_tokens(ids, vocab_size=model.config.vocab_size, max_tokens=model.max_context, what="PrefillKV")
+    if request.codec not in CODECS:
+        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                           f"unknown KV codec {request.codec!r}; this server encodes {', '.join(CODECS)}")
+    reason = incompatibility(model.fingerprint, fingerprint_from(request.receiver),
+                             allow_cross_precision=request.allow_cross_precision)
+    if reason is not None:
+        raise RequestError(grpc.StatusCode.FAILED_PRECONDITION, reason.replace("this model", "the receiver"))
+    return CodecOptions(request.codec)
+
+
+def send_prefill(model: LocalModel, cache: KVCache, options: CodecOptions, *, request_id: str,
+                 token_ids: list[int], prefill_s: float) -> Iterator[cloud_pb2.KVChunk]:
+    yield cloud_pb2.KVChunk(start=cloud_pb2.KVStart(
+        token_ids=token_ids, codec=options.codec, request_id=request_id,
+        sender=fingerprint_message(model.fingerprint), prefill_ms=prefill_s * 1000,
+    ))
+    for frame in encode_cache(cache, model.fingerprint, options):
+        yield cloud_pb2.KVChunk(frame=frame)
+
+
+def elapsed_ms(since: float) -> float:
+    return (time.monotonic() - since) * 1000

@@ -1,0 +1,80 @@
+"""Uploaded KV caches waiting for their ResumeFromKV: bounded, expiring, single use.
+
+An upload is decoded as it arrives and only a complete, verified cache is put
+here, so a broken upload never occupies the store. Memory is bounded in bytes
+(least recently stored first out), every entry expires `ttl_s` after its
+upload, and `take` removes the entry: a handle resumes once.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Callable
+
+from engine.model import KVCache
+
+
+class StoreFullError(Exception):
+    pass
+
+
+@dataclass
+class StoredKV:
+    tokens: list[int]  # the tokens whose keys and values the cache holds (len == cache.pos)
+    cache: KVCache
+    expires_at: float
+
+
+class KVStore:
+    def __init__(self, max_bytes: int, ttl_s: float, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_bytes = max_bytes
+        self.ttl_s = ttl_s
+        self._clock = clock
+        self._entries: OrderedDict[str, StoredKV] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def put(self, tokens: list[int], cache: KVCache) -> str:
+        """Keep `cache` under a new unguessable handle, evicting expired then oldest entries."""
+        if cache.nbytes > self.max_bytes:
+            raise StoreFullError(f"the decoded cache takes {cache.nbytes} bytes; this server keeps at most "
+                                 f"{self.max_bytes} bytes of uploaded caches")
+        handle = secrets.token_urlsafe(18)
+        with self._lock:
+            self._expire()
+            self._entries[handle] = StoredKV(list(tokens), cache, self._clock() + self.ttl_s)
+            self._bytes += cache.nbytes
+            while self._bytes > self.max_bytes:
+                _, old = self._entries.popitem(last=False)
+                self._bytes -= old.cache.nbytes
+        return handle
+
+    def take(self, handle: str) -> StoredKV | None:
+        """Remove and return the entry, or None when unknown, expired or already taken."""
+        with self._lock:
+            self._expire()
+            entry = self._entries.pop(handle, None)
+            if entry is not None:
+                self._bytes -= entry.cache.nbytes
+            return entry
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._bytes = 0
+
+    def _expire(self) -> None:
+        now = self._clock()
+        for handle in [h for h, e in self._entries.items() if e.expires_at <= now]:
+            self._bytes -= self._entries.pop(handle).cache.nbytes

@@ -1,0 +1,195 @@
+"""The KV hand-off over real gRPC on loopback with the real SmolLM2: UploadKV, ResumeFromKV and
+PrefillKV; exact continuation with fp16; every refusal's status code; nothing left behind."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from cloud.config import ServerConfig
+from cloud.kv_handoff import fingerprint_message, layout
+from cloud.kv_store import KVStore
+from engine.fingerprint import ModelFingerprint
+from engine.generate import generate_tokens
+from engine.kv import CodecOptions, decode_frames, encode_cache
+from tests.cloud_fixtures import RPC_TIMEOUT_S, client_for, running_server, status_of
+
+PROMPT = "Write one sentence about the sea."
+N_NEW = 10
+
+
+@pytest.fixture(scope="module")
+def server(smollm2):
+    with running_server(smollm2) as (srv, port):
+        yield srv, port
+
+
+@pytest.fixture(scope="module")
+def prompt_ids(smollm2):
+    return smollm2.encode_prompt(PROMPT)
+
+
+@pytest.fixture(scope="module")
+def local_answer(smollm2, prompt_ids):
+    """The full-precision model's own greedy answer: the reference every hand-off must reproduce."""
+    return [e.token.id for e in smollm2.stream(prompt_ids, max_new_tokens=N_NEW)]
+
+
+def edge_state(model, prompt_ids, n_generated):
+    """What an edge holds after generating `n_generated` tokens: the cache (prompt plus all but
+    the last generated token, which is not fed yet) and those tokens."""
+    cache = model.new_cache(len(prompt_ids) + N_NEW)
+    tokens = []
+    for token in generate_tokens(model.model, cache, prompt_ids, max_new_tokens=n_generated):
+        tokens.append(token.id)
+    return cache, tokens
+
+
+def upload(client, model, cache, tokens_in_cache, codec="fp16", fingerprint=None, **kwargs):
+    frames = encode_cache(cache, fingerprint or model.fingerprint, CodecOptions(codec))
+    return client.upload_kv(tokens_in_cache, frames, codec=codec, timeout=RPC_TIMEOUT_S, **kwargs)
+
+
+def test_info_advertises_codecs_and_kv_limits(server):
+    _, port = server
+    with client_for(port) as client:
+        info = client.info(timeout=RPC_TIMEOUT_S)
+    assert list(info.kv_codecs) == ["fp16", "int8", "q4"]
+    assert info.kv_limits.max_frame_bytes == 1024 * 1024
+    assert info.kv_limits.max_tokens == info.max_context and info.kv_limits.max_upload_bytes > 0
+
+
+def test_fp16_handoff_continues_exactly_like_the_local_greedy_decode(server, smollm2, prompt_ids, local_answer):
+    _, port = server
+    cache, generated = edge_state(smollm2, prompt_ids, 4)
+    assert generated == local_answer[:4]
+    in_cache = prompt_ids + generated[:-1]
+    with client_for(port) as client:
+        result = upload(client, smollm2, cache, in_cache, reserve_tokens=N_NEW)
+        assert result.n_tokens == len(in_cache) and result.kv_handle
+        out = client.resume(result.kv_handle, prompt_ids + generated, max_new_tokens=N_NEW - 4,
+                            timeout=RPC_TIMEOUT_S)
+    assert out.token_ids == local_answer[4:]
+    assert out.result.usage.cached_prompt_tokens == len(in_cache)
+
+
+def test_quantized_edge_cache_seeds_the_full_precision_cloud(server, smollm2_device, prompt_ids):
+    _, port = server
+    cache, generated = edge_state(smollm2_device, prompt_ids, 2)
+    in_cache = prompt_ids + generated[:-1]
+    with client_for(port) as client:
+        result = upload(client, smollm2_device, cache, in_cache, codec="q4")
+        out = client.resume(result.kv_handle, prompt_ids + generated, max_new_tokens=4, timeout=RPC_TIMEOUT_S)
+    assert len(out.token_ids) == 4 and out.result.usage.cached_prompt_tokens == len(in_cache)
+
+
+def test_a_handle_resumes_once_and_only_a_prompt_that_extends_its_tokens(server, smollm2, prompt_ids):
+    srv, port = server
+    cache, generated = edge_state(smollm2, prompt_ids, 1)
+    with client_for(port) as client:
+        handle = upload(client, smollm2, cache, prompt_ids, codec="int8").kv_handle
+        client.resume(handle, prompt_ids + generated, max_new_tokens=1, timeout=RPC_TIMEOUT_S)
+        code, message = status_of(lambda: client.resume(handle, prompt_ids, max_new_tokens=1,
+                                                        timeout=RPC_TIMEOUT_S))
+        assert code is grpc.StatusCode.NOT_FOUND and "kv_handle" in message
+        handle = upload(client, smollm2, cache, prompt_ids, codec="int8").kv_handle
+        other = [prompt_ids[0] + 1] + prompt_ids[1:]
+        code, message = status_of(lambda: client.resume(handle, other, max_new_tokens=1, timeout=RPC_TIMEOUT_S))
+        assert code is grpc.StatusCode.FAILED_PRECONDITION and "prefix" in message
+    assert len(srv.servicer.kv_store) == 0
+
+
+def assert_refused(srv, port, frames, tokens, code, match):
+    with client_for(port) as client:
+        got, message = status_of(lambda: client.upload_kv(tokens, frames, codec="q4", timeout=RPC_TIMEOUT_S))
+    assert got is code, message
+    assert match in message
+    assert len(srv.servicer.kv_store) == 0 and srv.servicer.kv_store.nbytes == 0  # nothing left behind
+
+
+@pytest.fixture(scope="module")
+def edge_frames(smollm2, prompt_ids):
+    cache, _ = edge_state(smollm2, prompt_ids, 1)
+    frames = list(encode_cache(cache, smollm2.fingerprint, CodecOptions("q4", frame_bytes=128 * 1024)))
+    assert len(frames) > 2
+    return frames, prompt_ids
+
+
+def test_corrupt_truncated_and_incomplete_uploads_are_invalid_argument(server, edge_frames):
+    srv, port = server
+    frames, tokens = edge_frames
+    corrupt = bytearray(frames[0])
+    corrupt[len(corrupt) // 2] ^= 0xFF
+    assert_refused(srv, port, [bytes(corrupt)] + frames[1:], tokens, grpc.StatusCode.INVALID_ARGUMENT, "checksum")
+    assert_refused(srv, port, [frames[0][:-100]] + frames[1:], tokens, grpc.StatusCode.INVALID_ARGUMENT,
+                   "truncated")
+    assert_refused(srv, port, frames[:-1], tokens, grpc.StatusCode.INVALID_ARGUMENT, "incomplete")
+    assert_refused(srv, port, frames, tokens[:-1], grpc.StatusCode.INVALID_ARGUMENT, "names")
+
+
+def test_a_cache_from_another_model_is_failed_precondition(server, smollm2, prompt_ids):
+    srv, port = server
+    cache, _ = edge_state(smollm2, prompt_ids, 1)
+    other = ModelFingerprint(smollm2.fingerprint.architecture, "fam-0123456789abcdef", "none")
+    frames = list(encode_cache(cache, other, CodecOptions("q4")))
+    assert_refused(srv, port, frames, prompt_ids, grpc.StatusCode.FAILED_PRECONDITION, "weights family")
+
+
+def test_cross_precision_is_refused_where_the_server_does_not_accept_it(smollm2, smollm2_device, prompt_ids):
+    cache, _ = edge_state(smollm2_device, prompt_ids, 1)
+    frames = list(encode_cache(cache, smollm2_device.fingerprint, CodecOptions("q4")))
+    with running_server(smollm2, config=ServerConfig(kv_cross_precision=False)) as (srv, port):
+        assert_refused(srv, port, frames, prompt_ids, grpc.StatusCode.FAILED_PRECONDITION, "cross-precision")
+
+
+def test_uploads_past_the_size_limit_are_resource_exhausted(smollm2, edge_frames):
+    frames, tokens = edge_frames
+    with running_server(smollm2, config=ServerConfig(kv_max_upload_bytes=len(frames[0]) // 2)) as (srv, port):
+        assert_refused(srv, port, frames, tokens, grpc.StatusCode.RESOURCE_EXHAUSTED, "limit")
+
+
+def test_prefill_offload_streams_a_cache_the_edge_continues_from_exactly(server, smollm2, prompt_ids,
+                                                                          local_answer):
+    _, port = server
+    with client_for(port) as client:
+        call = client.prefill_kv(prompt_ids[:-1], codec="fp16", receiver=fingerprint_message(smollm2.fingerprint),
+                                 timeout=RPC_TIMEOUT_S)
+        chunks = list(call)
+    start = chunks[0].start
+    assert list(start.token_ids) == prompt_ids[:-1] and start.codec == "fp16" and start.prefill_ms > 0
+    received = decode_frames([c.frame for c in chunks[1:]], layout(smollm2), smollm2.fingerprint,
+                             lambda n: smollm2.new_cache(n + N_NEW), max_tokens=smollm2.max_context)
+    assert received.n_tokens == len(prompt_ids) - 1
+    tokens = [e.token.id for e in smollm2.stream(prompt_ids[-1:], max_new_tokens=N_NEW, cache=received.cache)]
+    assert tokens == local_answer
+
+
+def test_prefill_offload_refuses_an_incompatible_receiver_and_unknown_codecs(server, smollm2, smollm2_device,
+                                                                             prompt_ids):
+    _, port = server
+    with client_for(port) as client:
+        def prefill(codec, receiver, allow=False):
+            return list(client.prefill_kv(prompt_ids, codec=codec, receiver=fingerprint_message(receiver),
+                                          allow_cross_precision=allow, timeout=RPC_TIMEOUT_S))
+
+        code, message = status_of(lambda: prefill("q4", smollm2_device.fingerprint))
+        assert code is grpc.StatusCode.FAILED_PRECONDITION and "cross-precision" in message
+        assert len(prefill("q4", smollm2_device.fingerprint, allow=True)) > 1
+        other = ModelFingerprint("arch-0123456789abcdef", smollm2.fingerprint.weights_family, "none")
+        code, message = status_of(lambda: prefill("q4", other))
+        assert code is grpc.StatusCode.FAILED_PRECONDITION and "architecture" in message
+        code, message = status_of(lambda: prefill("q3", smollm2.fingerprint))
+        assert code is grpc.StatusCode.INVALID_ARGUMENT and "codec" in message
+
+
+def test_store_expires_entries_and_stays_within_its_bytes(smollm2):
+    now = [0.0]
+    cache = smollm2.new_cache(16)
+    store = KVStore(max_bytes=2 * cache.nbytes, ttl_s=10.0, clock=lambda: now[0])
+    first = store.put([1], cache)
+    second = store.put([2], smollm2.new_cache(16))
+    third = store.put([3], smollm2.new_cache(16))  # evicts the oldest
+    assert store.take(first) is None and len(store) == 2 and store.nbytes == 2 * cache.nbytes
+    now[0] = 11.0
+    assert store.take(second) is None and store.take(third) is None
+    assert len(store) == 0 and store.nbytes == 0
