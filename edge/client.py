@@ -21,23 +21,30 @@ from pathlib import Path
 from typing import Any
 
 from cloud.client import generate_request
-from edge.errors import CloudUnavailableError, PolicyDeniedError
+from edge import kv_handoff
+from edge.errors import CloudError, CloudUnavailableError, PolicyDeniedError
 from edge.events import Answer, Done, Escalation, Event, Fallback, Text, Tier
 from edge.resilience import DEFAULT_RETRY, CircuitBreaker, RetryPolicy
 from edge.transport import CloudTarget, CloudTransport
 from engine.errors import ContextLengthError
 from engine.generate import GREEDY, Sampling, TokenInfo
+from engine.kv import KVError
+from engine.model import KVCache
 from engine.runtime import LocalModel
 from router import (
     AuditLog,
     Decision,
     DecisionRecord,
     EscalationAction,
+    HandoffChoice,
     MonitorVerdict,
     Policy,
+    PrefillSpeeds,
     Route,
     StreamMonitor,
     TagAction,
+    choose_continuation,
+    choose_prefill,
     decide,
     detect,
     load_policy,
@@ -85,6 +92,7 @@ class TandemClient:
             cloud = CloudTarget(cloud, token=token, root_certificates=root_certificates)
         self.transport = CloudTransport(cloud, retry=retry, breaker=breaker) if cloud else None
         self.deadline_s = deadline_s
+        self.speeds = PrefillSpeeds.from_rules(self.policy.kv_handoff)  # refined by every prefill measured
 
     def close(self) -> None:
         if self.transport:
@@ -238,7 +246,8 @@ class _Request:
                 if len(self.prompt_ids) + self.max_new_tokens > self.local.max_context:
                     raise ContextLengthError(len(self.prompt_ids) + self.max_new_tokens, self.local.max_context,
                                              "prompt plus max_new_tokens")
-                yield from self._local(self.prompt_ids, self.max_new_tokens)
+                cache = self._offloaded_prefill()
+                yield from self._local(self.prompt_ids, self.max_new_tokens, cache=cache)
         except GeneratorExit:  # the caller stopped reading; the cloud call (if any) is cancelled on the way out
             self.record.fallback = "abandoned_by_caller"
             self._finish_record(failed=True)
@@ -252,14 +261,22 @@ class _Request:
 
     # --- the device ---------------------------------------------------------
 
-    def _local(self, context_ids: list[int], max_new: int) -> Iterator[Event]:
-        """Decode on the device after `context_ids`, escalating when the monitor says so."""
+    def _local(self, context_ids: list[int], max_new: int, *, cache: KVCache | None = None) -> Iterator[Event]:
+        """Decode on the device after `context_ids`, escalating when the monitor says so.
+
+        `cache` may already hold a prefix of `context_ids` (a prefill done in the cloud).
+        """
         self._check_fits_device(len(context_ids), max_new)
+        cache = cache or self.local.new_cache(len(context_ids) + max_new)
+        cached = cache.pos
         tokens: list[TokenInfo] = []
-        stream = self.local.stream(context_ids, max_new_tokens=max_new, sampling=self.sampling,
-                                   stop_strings=self.stop)
+        started = time.monotonic()
+        stream = self.local.stream(context_ids[cached:], max_new_tokens=max_new, sampling=self.sampling,
+                                   stop_strings=self.stop, cache=cache)
         try:
             for event in stream:
+                if not tokens:
+                    self.client.speeds.observe("edge", len(context_ids) - cached, time.monotonic() - started)
                 tokens.append(event.token)
                 if event.text:
                     yield self.progress.text(self.restorer.feed(event.text), [event.token.id], "edge")
@@ -270,7 +287,7 @@ class _Request:
                     self.progress.finish_reason = event.finish_reason
                     break
                 if verdict.escalate:
-                    handed_off = yield from self._escalate(verdict, tokens, context_ids)
+                    handed_off = yield from self._escalate(verdict, tokens, context_ids, cache)
                     if handed_off:
                         return
         finally:
@@ -289,17 +306,30 @@ class _Request:
 
     # --- hand-offs ------------------------------------------------------------
 
-    def _escalate(self, verdict: MonitorVerdict, tokens: list[TokenInfo], context_ids: list[int]) -> Iterator[Event]:
-        """Try to hand the rest of the answer to the cloud; returns False when the device goes on."""
+    def _escalate(
+        self, verdict: MonitorVerdict, tokens: list[TokenInfo], context_ids: list[int], cache: KVCache
+    ) -> Iterator[Event]:
+        """Try to hand the rest of the answer to the cloud; returns False when the device goes on.
+
+        The hand-off carries the device's KV cache when the estimate prefers it and
+        what the cache encodes is exactly what may leave the device (no redaction).
+        """
         keep = tokens[: verdict.window_start] if verdict.action is EscalationAction.ESCALATE_CONTINUE else []
         keep, draft_ids = self._egress_draft(keep)
         kept_ids = [t.id for t in keep]
         self.record.escalated = True
         self.record.escalation_reason = verdict.code
-        request = self._cloud_request(self._egress_prompt_ids() + draft_ids, self.max_new_tokens - len(keep),
+        egress_ids = self._egress_prompt_ids() + draft_ids
+        request = self._cloud_request(egress_ids, self.max_new_tokens - len(keep),
                                       cloud_pb2.ESCALATION_REASON_LOW_CONFIDENCE, verdict.detail)
         try:
-            responses = self._open(request)
+            same_tokens = egress_ids == context_ids + kept_ids
+            n_cached = min(len(egress_ids), cache.pos)
+            if same_tokens and n_cached > 0:
+                responses = self._open_kv(request, cache, n_cached)
+            else:
+                self._record_handoff(HandoffChoice("token_ids", "redacted" if not same_tokens else "nothing_cached"))
+                responses = self._open(request)
         except CloudUnavailableError as exc:
             yield from self._fall_back(exc)
             return False
@@ -321,6 +351,7 @@ class _Request:
         self.record.escalation_reason = code
         reason = (cloud_pb2.ESCALATION_REASON_CONTEXT_TOO_LONG if code.startswith("context")
                   else cloud_pb2.ESCALATION_REASON_POLICY)
+        self._record_handoff(HandoffChoice("token_ids", "nothing_cached"))
         request = self._cloud_request(self._egress_prompt_ids(), self.max_new_tokens, reason, code)
         try:
             responses = self._open(request)
@@ -330,6 +361,101 @@ class _Request:
             yield from self._local(self.prompt_ids, self.max_new_tokens)
             return
         yield from self._stream_cloud(responses, self.prompt_ids, self.max_new_tokens)
+
+    def _open_kv(
+        self, request: cloud_pb2.GenerateRequest, cache: KVCache, n_cached: int
+    ) -> Iterator[cloud_pb2.GenerateResponse]:
+        """Continue in the cloud from the device's cache, or by token IDs where the estimate, the
+        fingerprints or the cloud say so (a refused upload falls back to token IDs)."""
+        rules = self.policy.kv_handoff
+        choice = HandoffChoice("token_ids", "kv_disabled")
+        if rules.enabled:
+            info = self._info()
+            choice = choose_continuation(
+                n_cached=n_cached, kv_bytes=kv_handoff.kv_bytes(self.local, n_cached, rules.codec), rules=rules,
+                speeds=self.client.speeds, ineligible=kv_handoff.ineligible(self.local, info, rules),
+            )
+        self._record_handoff(choice)
+        if not choice.by_kv:
+            return self._open(request)
+        transport = self.client.transport
+        ids = list(request.token_ids)
+        t0 = time.monotonic()
+        try:
+            upload = transport.upload_kv(
+                ids[:n_cached], lambda: kv_handoff.frames_of(self.local, cache, n_cached, rules.codec),
+                codec=rules.codec, reserve_tokens=request.max_new_tokens + len(ids) - n_cached,
+                request_id=self.record.request_id, deadline=self.deadline,
+            )
+            self.progress.bytes_sent += upload.bytes + cloud_pb2.KVStart(token_ids=ids[:n_cached]).ByteSize()
+            self.progress.latencies["kv_upload_ms"] = _ms(t0)
+            self._limit_new_tokens(request, self._info())
+            self.progress.bytes_sent += request.ByteSize()
+            return transport.resume(upload.kv_handle, request, deadline=self.deadline)
+        except CloudUnavailableError:
+            raise
+        except CloudError as exc:  # refused (mismatch, limits, expired handle): token IDs still work
+            self._record_handoff(HandoffChoice("token_ids", f"kv_refused:{exc.code}", choice.costs_ms))
+            return self._open(request)
+
+    def _offloaded_prefill(self) -> KVCache | None:
+        """For a long prompt that may leave the device as it is: the cloud's prefill, shipped down
+        as a compressed cache, when the estimate says that is faster than prefilling here."""
+        rules = self.policy.kv_handoff
+        transport = self.client.transport
+        n_prompt = len(self.prompt_ids)
+        if transport is None or not (rules.enabled and rules.prefill_offload) or n_prompt < rules.min_offload_tokens:
+            return None
+        unredacted = self.decision.may_escalate and self.decision.egress == self.request
+        try:
+            info = self._info() if unredacted else None
+        except CloudError as exc:
+            self._record_handoff(HandoffChoice("local_prefill", f"cloud_unavailable:{exc.code}"))
+            return None
+        reason = "redacted_or_local_only" if info is None else kv_handoff.ineligible(self.local, info, rules)
+        choice = choose_prefill(
+            n_prompt=n_prompt, kv_bytes=kv_handoff.kv_bytes(self.local, n_prompt, rules.codec), rules=rules,
+            speeds=self.client.speeds, ineligible=reason,
+        )
+        self._record_handoff(choice)
+        if not choice.by_kv:
+            return None
+        ids = self.prompt_ids[:-1]  # the device feeds the last prompt token: its logits pick the first new one
+        t0 = time.monotonic()
+        try:
+            chunks = transport.prefill_kv(
+                ids, codec=rules.codec, receiver=kv_handoff.fingerprint_message(self.local.fingerprint),
+                allow_cross_precision=rules.cross_precision, request_id=self.record.request_id,
+                deadline=self.deadline,
+            )
+            self.progress.bytes_sent += cloud_pb2.PrefillKVRequest(token_ids=ids, codec=rules.codec).ByteSize()
+            received, start = kv_handoff.receive_prefill(
+                self.local, chunks, expect_tokens=ids, room=1 + self.max_new_tokens,
+                allow_cross_precision=rules.cross_precision,
+            )
+        except (CloudError, KVError) as exc:
+            code = getattr(exc, "code", None) or type(exc).__name__
+            self._record_handoff(HandoffChoice("local_prefill", f"kv_prefill_failed:{code}", choice.costs_ms))
+            return None
+        self.client.speeds.observe("cloud", len(ids), start.prefill_ms / 1000)
+        self.progress.latencies["kv_prefill_ms"] = _ms(t0)
+        self.record.bytes_received = received.nbytes
+        return received.cache
+
+    def _info(self) -> cloud_pb2.InfoResponse:
+        tok = self.local.tokenizer
+        return self.client.transport.check_handoff(tok.fingerprint, tok.vocab_size, deadline=self.deadline)
+
+    def _record_handoff(self, choice: HandoffChoice) -> None:
+        codec = self.policy.kv_handoff.codec
+        self.record.handoff = f"{choice.kind}:{codec}" if choice.by_kv else choice.kind
+        self.record.handoff_reason = choice.reason
+        self.record.handoff_costs_ms = dict(choice.costs_ms)
+
+    @staticmethod
+    def _limit_new_tokens(request: cloud_pb2.GenerateRequest, info: cloud_pb2.InfoResponse) -> None:
+        if info.limits.max_new_tokens:
+            request.max_new_tokens = min(request.max_new_tokens, info.limits.max_new_tokens)
 
     def _open(self, request: cloud_pb2.GenerateRequest) -> Iterator[cloud_pb2.GenerateResponse]:
         transport = self.client.transport
@@ -359,8 +485,11 @@ class _Request:
                     received += chunk.token_ids
                     yield self.progress.text(self.restorer.feed(chunk.text), chunk.token_ids, "cloud")
                 else:
-                    self.progress.finish_reason = _FINISH[response.result.finish_reason]
-                    self.progress.latencies["cloud_prefill_ms"] = response.result.timings.prefill_ms
+                    result = response.result
+                    self.progress.finish_reason = _FINISH[result.finish_reason]
+                    self.progress.latencies["cloud_prefill_ms"] = result.timings.prefill_ms
+                    self.client.speeds.observe("cloud", result.usage.prompt_tokens - result.usage.cached_prompt_tokens,
+                                               result.timings.prefill_ms / 1000)
         except CloudUnavailableError as exc:
             self.progress.latencies["cloud_ms"] = _ms(t0)
             if tail := self.restorer.flush():

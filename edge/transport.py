@@ -11,7 +11,7 @@ cloud refused this request and become `CloudRejectedError`.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import grpc
@@ -122,7 +122,40 @@ class CloudTransport:
         call, first = self._call(open_stream, deadline)
         return self._rest(call, first)
 
-    def _rest(self, call, first) -> Iterator[cloud_pb2.GenerateResponse]:
+    def upload_kv(
+        self, token_ids: list[int], make_frames: Callable[[], Iterable[bytes]], *, codec: str, reserve_tokens: int,
+        request_id: str, deadline: float,
+    ) -> cloud_pb2.KVUploadResult:
+        """Upload a cache (frames made afresh by `make_frames` on each attempt); returns its handle."""
+        return self._call(lambda timeout: self._client.upload_kv(
+            token_ids, make_frames(), codec=codec, reserve_tokens=reserve_tokens, request_id=request_id,
+            timeout=timeout), deadline)
+
+    def resume(self, kv_handle: str, request: cloud_pb2.GenerateRequest, *, deadline: float
+               ) -> Iterator[cloud_pb2.GenerateResponse]:
+        """Open a ResumeFromKV stream, like `generate`."""
+        def open_stream(timeout: float):
+            call = self._client.resume_stream(kv_handle, request, timeout=timeout)
+            return call, next(call)
+
+        call, first = self._call(open_stream, deadline)
+        return self._rest(call, first)
+
+    def prefill_kv(
+        self, token_ids: list[int], *, codec: str, receiver: cloud_pb2.ModelFingerprint, allow_cross_precision: bool,
+        request_id: str, deadline: float,
+    ) -> Iterator[cloud_pb2.KVChunk]:
+        """Open a PrefillKV stream: a KVStart, then frames."""
+        def open_stream(timeout: float):
+            call = self._client.prefill_kv(token_ids, codec=codec, receiver=receiver,
+                                           allow_cross_precision=allow_cross_precision, request_id=request_id,
+                                           timeout=timeout)
+            return call, next(call)
+
+        call, first = self._call(open_stream, deadline)
+        return self._rest(call, first)
+
+    def _rest(self, call, first) -> Iterator:
         try:
             yield first
             for response in call:

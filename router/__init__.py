@@ -10,6 +10,7 @@ from router.audit import AuditLog, DecisionRecord
 from router.decide import Decision, Reason, Route, decide
 from router.detectors import DETECTORS, Finding, detect
 from router.errors import PolicyError, Problem
+from router.handoff import HandoffChoice, PrefillSpeeds, choose_continuation, choose_prefill
 from router.loader import load_policy, parse_policy
 from router.monitor import MonitorVerdict, StreamMonitor
 from router.policy import (
@@ -21,6 +22,7 @@ from router.policy import (
     EdgeLimits,
     EscalationAction,
     Fallback,
+    KVHandoffRules,
     Policy,
     PrivacyRules,
     Signal,
@@ -43,9 +45,12 @@ __all__ = [
     "EscalationAction",
     "Fallback",
     "Finding",
+    "HandoffChoice",
+    "KVHandoffRules",
     "MonitorVerdict",
     "Policy",
     "PolicyError",
+    "PrefillSpeeds",
     "PrivacyRules",
     "Problem",
     "Reason",
@@ -56,6 +61,8 @@ __all__ = [
     "Signal",
     "StreamMonitor",
     "TagAction",
+    "choose_continuation",
+    "choose_prefill",
     "decide",
     "detect",
     "load_policy",

@@ -43,6 +43,10 @@ class DecisionRecord:
     escalation_reason: str | None = None
     fallback: str | None = None
     bytes_sent: int | None = None
+    bytes_received: int | None = None  # a KV cache the cloud shipped down (prefill offload)
+    handoff: str | None = None  # how the tiers met: token_ids | kv:<codec> | kv_prefill:<codec> | local_prefill
+    handoff_reason: str | None = None
+    handoff_costs_ms: dict[str, float] = field(default_factory=dict)  # the estimate behind the choice
     latencies_ms: dict[str, float] = field(default_factory=dict)
     tokens: dict[str, int] = field(default_factory=dict)
 

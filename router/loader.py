@@ -28,6 +28,7 @@ from router.policy import (
     EdgeLimits,
     EscalationAction,
     Fallback,
+    KVHandoffRules,
     Policy,
     PrivacyRules,
     Signal,
@@ -162,6 +163,12 @@ def _semantic_problems(doc: Document, source: str) -> list[Problem]:
         if range_problem:
             add(("confidence", "threshold"), range_problem)
 
+    kv = data.get("kv_handoff", {})
+    if kv.get("enabled") and not cloud["allowed"]:
+        add(("kv_handoff", "enabled"), "contradictory rules: cloud.allowed is false, so nothing is ever handed off")
+    if kv.get("prefill_offload") and not kv.get("enabled"):
+        add(("kv_handoff", "prefill_offload"), "prefill_offload needs kv_handoff.enabled: true")
+
     audit = data.get("audit")
     if audit is not None and audit.get("enabled", True) and not audit.get("path"):
         add(("audit",), "audit is enabled but has no path; set audit.path or enabled: false")
@@ -211,5 +218,21 @@ def _build(data: dict[str, Any], source: str) -> Policy:
             enabled=audit is not None and audit.get("enabled", True),
             path=None if audit is None else audit.get("path"),
         ),
+        kv_handoff=_kv_rules(data.get("kv_handoff", {})),
         source=source,
+    )
+
+
+def _kv_rules(kv: dict[str, Any]) -> KVHandoffRules:
+    default = KVHandoffRules()
+    return KVHandoffRules(
+        enabled=kv.get("enabled", default.enabled),
+        codec=kv.get("codec", default.codec),
+        cross_precision=kv.get("cross_precision", default.cross_precision),
+        prefill_offload=kv.get("prefill_offload", default.prefill_offload),
+        min_offload_tokens=int(kv.get("min_offload_tokens", default.min_offload_tokens)),
+        link_mbps=float(kv.get("link_mbps", default.link_mbps)),
+        rtt_ms=float(kv.get("rtt_ms", default.rtt_ms)),
+        edge_prefill_tokens_per_s=float(kv.get("edge_prefill_tokens_per_s", default.edge_prefill_tokens_per_s)),
+        cloud_prefill_tokens_per_s=float(kv.get("cloud_prefill_tokens_per_s", default.cloud_prefill_tokens_per_s)),
     )

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -110,6 +110,25 @@ class CloudRules:
     on_unreachable: Fallback
 
 
+KV_CODECS = ("fp16", "int8", "q4")  # engine.kv's codecs (router/ never imports the engine)
+
+
+@dataclass(frozen=True)
+class KVHandoffRules:
+    """When a hand-off may carry a KV cache instead of token IDs, and the figures the cost
+    estimate starts from (the SDK refines the prefill speeds by measuring)."""
+
+    enabled: bool = False
+    codec: str = "q4"
+    cross_precision: bool = False
+    prefill_offload: bool = False
+    min_offload_tokens: int = 1024
+    link_mbps: float = 50.0
+    rtt_ms: float = 40.0
+    edge_prefill_tokens_per_s: float = 400.0
+    cloud_prefill_tokens_per_s: float = 2000.0
+
+
 @dataclass(frozen=True)
 class AuditSettings:
     enabled: bool
@@ -124,6 +143,7 @@ class Policy:
     privacy: PrivacyRules
     cloud: CloudRules
     audit: AuditSettings
+    kv_handoff: KVHandoffRules = KVHandoffRules()
     source: str = field(default="<string>", compare=False)
     content_hash: str = field(init=False)
 
@@ -152,6 +172,7 @@ class Policy:
             },
             "cloud": {"allowed": self.cloud.allowed, "on_unreachable": self.cloud.on_unreachable.value},
             "audit": {"enabled": self.audit.enabled, **({"path": self.audit.path} if self.audit.path else {})},
+            "kv_handoff": asdict(self.kv_handoff),
         }
         if self.confidence is not None:
             rule = self.confidence

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from router.policy import BUILTIN_DETECTORS, EscalationAction, Fallback, Signal, TagAction
+from router.policy import BUILTIN_DETECTORS, KV_CODECS, EscalationAction, Fallback, KVHandoffRules, Signal, TagAction
 
 SCHEMA_ID = "https://tandem.dev/schemas/policy.schema.json"
 PUBLISHED_PATH = Path(__file__).resolve().parents[1] / "policies" / "policy.schema.json"
@@ -33,6 +33,8 @@ def _tag_list(action: TagAction, meaning: str) -> dict[str, Any]:
         f"detector's tag, or a tag the caller passes. A tag may appear under only one action ({action.value} here).",
     }
 
+
+_KV = KVHandoffRules()
 
 SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -186,6 +188,44 @@ SCHEMA: dict[str, Any] = {
                     "default": Fallback.ANSWER_LOCAL.value,
                     "description": "After retries and the circuit breaker: answer_local keeps the device's "
                     "answer; fail reports an error to the caller.",
+                },
+            },
+        },
+        "kv_handoff": {
+            "type": "object",
+            "additionalProperties": False,
+            "description": "Hand-offs by compressed KV cache instead of token IDs, where edge and cloud run "
+            "KV-compatible models (same architecture and weights family) and the estimate says it is faster. "
+            "Leave out to hand off by token IDs only. Redacted requests always go by token IDs.",
+            "properties": {
+                "enabled": {"type": "boolean", "default": _KV.enabled,
+                            "description": "Edge -> cloud continuations may carry the edge's KV cache."},
+                "codec": {"enum": list(KV_CODECS), "default": _KV.codec,
+                          "description": "fp16: exact to half precision; int8: ~2x smaller, near lossless; q4: "
+                          "KIVI-style 4 bit, ~3.7x smaller (benchmarks/kv_handoff.py measures its top-1 agreement)."},
+                "cross_precision": {
+                    "type": "boolean", "default": _KV.cross_precision,
+                    "description": "A cache made by the quantized edge model may seed the full-precision cloud "
+                    "model, and back. Decide from the measured top-1 agreement.",
+                },
+                "prefill_offload": {
+                    "type": "boolean", "default": _KV.prefill_offload,
+                    "description": "Long prompts that may leave the device are prefilled in the cloud, whose "
+                    "cache is shipped down; the device decodes. Needs enabled: true.",
+                },
+                "min_offload_tokens": {"type": "integer", "minimum": 1, "default": _KV.min_offload_tokens,
+                                       "description": "Shortest prompt considered for prefill offload."},
+                "link_mbps": {"type": "number", "exclusiveMinimum": 0, "default": _KV.link_mbps,
+                              "description": "Edge-cloud link speed for the cost estimate, megabits per second."},
+                "rtt_ms": {"type": "number", "minimum": 0, "default": _KV.rtt_ms,
+                           "description": "Edge-cloud round trip for the cost estimate, milliseconds."},
+                "edge_prefill_tokens_per_s": {
+                    "type": "number", "exclusiveMinimum": 0, "default": _KV.edge_prefill_tokens_per_s,
+                    "description": "Starting estimate of the device's prefill speed (the SDK then measures it).",
+                },
+                "cloud_prefill_tokens_per_s": {
+                    "type": "number", "exclusiveMinimum": 0, "default": _KV.cloud_prefill_tokens_per_s,
+                    "description": "Starting estimate of the cloud's prefill speed (the SDK then measures it).",
                 },
             },
         },

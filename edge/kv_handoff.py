@@ -1,0 +1,82 @@
+"""The SDK's side of the KV hand-off: may this hand-off carry a cache, what would it
+cost, and moving the cache up (edge -> cloud) or down (cloud -> edge).
+
+The choice itself is router.choose_continuation / choose_prefill (pure, from
+the policy's `kv_handoff` rules); this module supplies its inputs from the
+models' fingerprints, the server's Info and engine.kv's size estimate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+from engine.fingerprint import ModelFingerprint
+from engine.kv import (
+    CodecOptions,
+    KVFormatError,
+    KVLayout,
+    ReceivedKV,
+    decode_frames,
+    encode_cache,
+    estimate_raw_bytes,
+    incompatibility,
+)
+from engine.model import KVCache
+from engine.runtime import LocalModel
+from router import KVHandoffRules
+from tandem_rpc.v1 import cloud_pb2
+
+
+def layout(local: LocalModel) -> KVLayout:
+    c = local.config
+    return KVLayout(c.n_layers, c.n_kv_heads, c.head_dim)
+
+
+def cloud_fingerprint(info: cloud_pb2.InfoResponse) -> ModelFingerprint:
+    fp = info.model_fingerprint
+    return ModelFingerprint(fp.architecture, fp.weights_family, fp.quantization)
+
+
+def fingerprint_message(fp: ModelFingerprint) -> cloud_pb2.ModelFingerprint:
+    return cloud_pb2.ModelFingerprint(architecture=fp.architecture, weights_family=fp.weights_family,
+                                      quantization=fp.quantization)
+
+
+def ineligible(local: LocalModel, info: cloud_pb2.InfoResponse, rules: KVHandoffRules) -> str | None:
+    """A reason code when a cache cannot cross between these two models under this policy."""
+    if rules.codec not in info.kv_codecs:
+        return "kv_codec_not_offered"
+    cloud = cloud_fingerprint(info)
+    if incompatibility(local.fingerprint, cloud, allow_cross_precision=True) is not None:
+        return "kv_incompatible_models"
+    if local.fingerprint.quantization != cloud.quantization:
+        if not rules.cross_precision:
+            return "kv_cross_precision_not_allowed"
+        if not info.kv_limits.cross_precision:
+            return "kv_cross_precision_refused_by_cloud"
+    return None
+
+
+def kv_bytes(local: LocalModel, n_tokens: int, codec: str) -> int:
+    return estimate_raw_bytes(layout(local), n_tokens, CodecOptions(codec))
+
+
+def frames_of(local: LocalModel, cache: KVCache, n_tokens: int, codec: str) -> Iterator[bytes]:
+    return encode_cache(cache, local.fingerprint, CodecOptions(codec), n_tokens=n_tokens)
+
+
+def receive_prefill(
+    local: LocalModel, chunks: Iterable[cloud_pb2.KVChunk], *, expect_tokens: list[int], room: int,
+    allow_cross_precision: bool,
+) -> tuple[ReceivedKV, cloud_pb2.KVStart]:
+    """Verify and decode a PrefillKV stream into a new cache with `room` spare positions."""
+    chunks = iter(chunks)
+    first = next(chunks, None)
+    if first is None or not first.HasField("start"):
+        raise KVFormatError("PrefillKV did not start with a KVStart")
+    if list(first.start.token_ids) != expect_tokens:
+        raise KVFormatError("PrefillKV's cache holds other tokens than the ones asked for")
+    frames = (chunk.frame for chunk in chunks if chunk.HasField("frame"))
+    received = decode_frames(frames, layout(local), local.fingerprint, lambda n: local.new_cache(n + room),
+                             max_tokens=local.max_context, allow_cross_precision=allow_cross_precision)
+    return received, first.start

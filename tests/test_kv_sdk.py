@@ -1,0 +1,122 @@
+"""The SDK's KV hand-off end to end against a real loopback server with the real SmolLM2:
+edge -> cloud continuation carrying the device's cache, cloud -> edge prefill offload, and
+the choice between KV and token IDs (fingerprints, policy, estimate) in the decision record."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from edge import TandemClient
+from router import PrefillSpeeds, choose_continuation, choose_prefill
+from tests.cloud_fixtures import running_server
+from tests.edge_fixtures import ALWAYS_UNSURE, policy_with
+
+QUESTION = "Name three rivers in Europe."
+N_NEW = 12
+# Figures that make the cache the faster hand-off whatever the context length (a slow cloud
+# prefill, a fast link), and the opposite: a fast cloud prefill over a slow link.
+KV_WINS = {"enabled": True, "link_mbps": 10000, "rtt_ms": 0, "cloud_prefill_tokens_per_s": 1,
+           "edge_prefill_tokens_per_s": 1, "prefill_offload": True, "min_offload_tokens": 8}
+TOKENS_WIN = {"enabled": True, "link_mbps": 0.01, "rtt_ms": 40, "cloud_prefill_tokens_per_s": 100000}
+OFFLOAD_WINS = {**KV_WINS, "cloud_prefill_tokens_per_s": 100000}
+
+
+@pytest.fixture(scope="module")
+def cloud(smollm2):
+    with running_server(smollm2) as (server, port):
+        yield server, f"127.0.0.1:{port}"
+
+
+def answer(model, address, tmp_path, *, kv, confidence=ALWAYS_UNSURE, prompt=QUESTION, tags=()):
+    policy = policy_with(kv_handoff=kv, confidence=confidence)
+    log = tmp_path / "audit.jsonl"
+    with TandemClient(model, cloud=address, policy=policy, audit_log=log) as client:
+        result = client.complete(prompt, max_new_tokens=N_NEW, tags=list(tags))
+    assert json.loads(log.read_text().splitlines()[-1])["handoff"] == result.record.handoff
+    return result
+
+
+def test_continuation_by_kv_answers_exactly_as_by_token_ids(smollm2, cloud, tmp_path):
+    """Same model on both tiers, fp16 cache: the cloud's continuation must not change at all."""
+    server, address = cloud
+    by_ids = answer(smollm2, address, tmp_path, kv={**TOKENS_WIN, "codec": "fp16"})
+    by_kv = answer(smollm2, address, tmp_path, kv={**KV_WINS, "codec": "fp16", "prefill_offload": False})
+    assert by_ids.record.handoff == "token_ids" and by_kv.record.handoff == "kv:fp16"
+    assert by_kv.tier == by_ids.tier == "cloud"
+    assert by_kv.text == by_ids.text
+    assert by_kv.record.bytes_sent > 20 * by_ids.record.bytes_sent  # the cache went up
+    assert set(by_kv.record.handoff_costs_ms) == {"kv", "token_ids"}
+    assert by_kv.record.latencies_ms["kv_upload_ms"] > 0
+    assert len(server.servicer.kv_store) == 0  # the uploaded cache was used and dropped
+
+
+def test_quantized_edge_cache_continues_in_the_full_precision_cloud(smollm2_device, cloud, tmp_path):
+    _, address = cloud
+    result = answer(smollm2_device, address, tmp_path, kv={**KV_WINS, "codec": "q4", "cross_precision": True,
+                                                          "prefill_offload": False})
+    assert result.record.handoff == "kv:q4" and result.tier == "cloud" and result.text
+    refused = answer(smollm2_device, address, tmp_path, kv={**KV_WINS, "cross_precision": False,
+                                                           "prefill_offload": False})
+    assert refused.record.handoff == "token_ids"
+    assert refused.record.handoff_reason == "kv_cross_precision_not_allowed"
+
+
+def test_redacted_requests_never_carry_a_cache(smollm2, cloud, tmp_path):
+    _, address = cloud
+    result = answer(smollm2, address, tmp_path, kv=KV_WINS, prompt="Write to jane.doe@example.com about rivers.")
+    assert result.record.escalated and result.record.handoff == "token_ids"
+    assert result.record.handoff_reason == "redacted"
+    assert result.record.handoff_costs_ms == {}
+
+
+def test_token_ids_win_when_the_link_is_slow(smollm2, cloud, tmp_path):
+    _, address = cloud
+    result = answer(smollm2, address, tmp_path, kv={**TOKENS_WIN, "codec": "q4"})
+    assert result.record.handoff == "token_ids" and result.record.handoff_reason == "cheaper"
+    assert result.record.handoff_costs_ms["kv"] > result.record.handoff_costs_ms["token_ids"]
+
+
+def test_prefill_offload_decodes_on_the_device_exactly_as_a_local_prefill(smollm2, cloud, tmp_path):
+    _, address = cloud
+    local = answer(smollm2, address, tmp_path, kv={**TOKENS_WIN, "prefill_offload": False}, confidence=None)
+    offloaded = answer(smollm2, address, tmp_path, kv={**OFFLOAD_WINS, "codec": "fp16"}, confidence=None)
+    assert local.record.handoff is None and local.tier == "edge"
+    assert offloaded.record.handoff == "kv_prefill:fp16" and offloaded.tier == "edge"
+    assert offloaded.text == local.text
+    assert offloaded.record.bytes_received > 10_000 and offloaded.record.latencies_ms["kv_prefill_ms"] > 0
+
+
+def test_prefill_offload_is_skipped_for_short_redacted_or_unreachable_requests(smollm2, tmp_path):
+    from edge.demo import dead_address
+
+    with running_server(smollm2) as (_, port):
+        address = f"127.0.0.1:{port}"
+        short = answer(smollm2, address, tmp_path, kv={**OFFLOAD_WINS, "min_offload_tokens": 4096}, confidence=None)
+        assert short.record.handoff is None
+        redacted = answer(smollm2, address, tmp_path, kv=OFFLOAD_WINS, confidence=None,
+                          prompt="Call +1 415 555 0100 about rivers in Europe.")
+        assert redacted.record.handoff == "local_prefill"
+        assert redacted.record.handoff_reason == "redacted_or_local_only"
+    down = answer(smollm2, dead_address(), tmp_path, kv=OFFLOAD_WINS, confidence=None)
+    assert down.tier == "edge" and down.record.handoff == "local_prefill"
+    assert down.record.handoff_reason.startswith("cloud_unavailable")
+
+
+def test_estimate_has_a_break_even_context_length():
+    """Token IDs win on short contexts (one round trip), the cache on long ones (no prefill)."""
+    rules = policy_with(kv_handoff={"enabled": True, "link_mbps": 50, "rtt_ms": 40}).kv_handoff
+    speeds = PrefillSpeeds(edge=400, cloud=500)
+    q4_bytes_per_token = 6300
+
+    def kind(n):
+        return choose_continuation(n_cached=n, kv_bytes=n * q4_bytes_per_token, rules=rules, speeds=speeds).kind
+
+    assert kind(16) == "token_ids" and kind(8000) == "kv"
+    assert choose_continuation(n_cached=8000, kv_bytes=1, rules=rules, speeds=speeds,
+                               ineligible="kv_incompatible_models").kind == "token_ids"
+    disabled = policy_with(kv_handoff=None).kv_handoff
+    assert choose_prefill(n_prompt=8000, kv_bytes=1, rules=disabled, speeds=speeds).kind == "local_prefill"
+    speeds.observe("cloud", 1000, 0.5)
+    assert 500 < speeds.cloud < 2000
