@@ -1,26 +1,43 @@
-"""Prefill and decode speed of Tandem's engine against its peers, same weights, same threads.
+"""Prefill and decode speed of Tandem's engine per tier, against its peers, same threads.
 
-Each contender runs in its own subprocess (so peak RSS is its own), on the same
-prompt (a slice of the King James Bible from ../shared/data) and the same
-thread count. Prints a fixed-width table with ratios against the peers and one
-final JSON line.
+Two parts, both printed as tables with ratios and one final JSON line:
 
-    python benchmarks/decode.py                       # tandem vs transformers
-    python benchmarks/decode.py --contenders tandem-fp32,transformers,llama.cpp
+1. SmolLM2-135M (the embedded model): Tandem at fp32 (the cloud tier), the int8
+   recipe, and the device tier (the GGUF's Q4_1 blocks kept quantized), against
+   Hugging Face transformers (fp32, the same GGUF) and llama.cpp through
+   llama-cpp-python (the same GGUF, `make bench` installs it). Each contender
+   runs in its own subprocess, so peak RSS is its own; the prompt is a slice of
+   the King James Bible from ../shared/data.
+2. A model with Llama-3.2-1B's exact shapes (random weights, q4 recipe, written
+   once by the same code as `tandem quantize` and loaded by memory map): decode
+   tok/s against the memory-bandwidth bound (quantized weight bytes one token
+   reads / read bandwidth measured in this run), peak RSS against the
+   checkpoint size, and the checkpoint against the bf16 size.
+
+    python benchmarks/decode.py                         # both parts, peers that are installed
+    python benchmarks/decode.py --part smollm2 --contenders tandem-q4_1,llama.cpp
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
+from kernels import read_bandwidth
+
 REPO = Path(__file__).resolve().parents[1]
 KJV = REPO.parent / "shared" / "data" / "kjv.txt"
+LLAMA_1B = dict(vocab_size=128256, dim=2048, n_layers=16, n_heads=32, n_kv_heads=8, ffn_dim=8192,
+                norm_eps=1e-5, rope_theta=500000.0, max_seq_len=131072, tie_embeddings=True)
+SMOLLM2_CONTENDERS = ["tandem-fp32", "tandem-int8", "tandem-q4_1", "transformers", "llama.cpp"]
+PRECISION = {"tandem-fp32": "full", "tandem-int8": "int8", "tandem-q4_1": "device", "tandem-1b-q4": "device"}
 
 
 def prompt_text() -> str:
@@ -30,6 +47,10 @@ def prompt_text() -> str:
 
 
 def peak_rss_mb() -> float:
+    """This process's peak RSS (VmHWM; ru_maxrss would carry the parent's peak across exec on Linux)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -42,14 +63,16 @@ def best_of(fn, repeats: int) -> float:
     return min(times)
 
 
-def run_tandem(args, variant: str) -> dict:
+def run_tandem(args, name: str) -> dict:
     import torch
 
     from engine.generate import decode_one_token, prefill
+    from engine.quant_linear import quantized_bytes
     from engine.runtime import LocalModel
 
     torch.set_num_threads(args.threads)
-    model = LocalModel.load(args.model, max_context=args.prompt_tokens + args.new_tokens + 8)
+    model = LocalModel.load(args.model, precision=PRECISION[name],
+                            max_context=args.prompt_tokens + args.new_tokens + 8)
     ids = model.tokenizer.encode(prompt_text())[: args.prompt_tokens]
 
     def do_prefill():
@@ -64,12 +87,23 @@ def run_tandem(args, variant: str) -> dict:
                 logits = decode_one_token(model.model, cache, int(logits.argmax()))
 
     do_prefill(), do_decode()  # warm-up
-    t_prefill = best_of(do_prefill, args.repeats)
-    t_decode = best_of(do_decode, args.repeats)
-    return {"prefill_tps": len(ids) / t_prefill, "decode_tps": args.new_tokens / t_decode}
+    return {"prefill_tps": len(ids) / best_of(do_prefill, args.repeats),
+            "decode_tps": args.new_tokens / best_of(do_decode, args.repeats),
+            "weight_bytes_read_per_token": decode_bytes(model.model), "model_bytes": quantized_bytes(model.model)}
 
 
-def run_transformers(args) -> dict:
+def decode_bytes(model) -> int:
+    """Weight bytes one decode step reads: every matrix but the embedding (one row of it)."""
+    from engine.quant_linear import quantized_bytes
+
+    embedding = model.tok_embeddings
+    row = embedding.weight.nbytes // embedding.weight.shape[0]
+    tied = model.output.weight.data_ptr() == embedding.weight.data_ptr()
+    norms = sum(p.nbytes for n, p in model.named_parameters() if n.endswith("norm.weight"))
+    return quantized_bytes(model) - (0 if tied else embedding.weight.nbytes) + row - norms
+
+
+def run_transformers(args, name: str) -> dict:
     import torch
     from transformers import LlamaForCausalLM
 
@@ -92,12 +126,11 @@ def run_transformers(args) -> dict:
                            do_sample=False, pad_token_id=0)
 
     do_prefill(), do_generate()
-    t_prefill = best_of(do_prefill, args.repeats)
-    t_decode = best_of(do_generate, args.repeats)
-    return {"prefill_tps": ids.shape[1] / t_prefill, "decode_tps": args.new_tokens / t_decode}
+    return {"prefill_tps": ids.shape[1] / best_of(do_prefill, args.repeats),
+            "decode_tps": args.new_tokens / best_of(do_generate, args.repeats)}
 
 
-def run_llama_cpp(args) -> dict:
+def run_llama_cpp(args, name: str) -> dict:
     from llama_cpp import Llama
 
     from engine.registry import resolve
@@ -121,43 +154,62 @@ def run_llama_cpp(args) -> dict:
             "decode_tps": args.new_tokens / best_of(do_decode, args.repeats)}
 
 
-WORKERS = {
-    "tandem-fp32": lambda a: run_tandem(a, "fp32"),
-    "transformers": run_transformers,
-    "llama.cpp": run_llama_cpp,
-}
+def write_llama_1b_shapes(folder: Path) -> Path:
+    """A q4 checkpoint with Llama-3.2-1B's shapes and random weights (speed only), once."""
+    import torch
+
+    from engine.config import ModelConfig, RopeScaling
+    from engine.quantize import quantize_weights, save_quantized
+    from engine.tokenizer import load_tokenizer
+    from engine.registry import resolve
+
+    if (folder / "model.safetensors").is_file():
+        return folder
+    config = ModelConfig(**LLAMA_1B, rope_scaling=RopeScaling(factor=32.0))
+    gen = torch.Generator().manual_seed(0)
+    q, kv = config.n_heads * config.head_dim, config.n_kv_heads * config.head_dim
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=gen) * 0.02
+
+    weights = {"tok_embeddings.weight": randn(config.vocab_size, config.dim), "norm.weight": torch.ones(config.dim)}
+    for i in range(config.n_layers):
+        layer = {
+            "attention.wqkv.weight": randn(q + 2 * kv, config.dim), "attention.wo.weight": randn(config.dim, q),
+            "feed_forward.w13.weight": randn(2 * config.ffn_dim, config.dim),
+            "feed_forward.w2.weight": randn(config.dim, config.ffn_dim),
+            "attention_norm.weight": torch.ones(config.dim), "ffn_norm.weight": torch.ones(config.dim),
+        }
+        weights.update(quantize_weights({f"layers.{i}.{k}": v for k, v in layer.items()}, "q4"))
+    weights.update(quantize_weights({"tok_embeddings.weight": weights["tok_embeddings.weight"]}, "q4"))
+    return save_quantized(folder, config, weights, load_tokenizer(resolve("llama3-tokenizer")), "q4")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--prompt-tokens", type=int, default=1000)
-    parser.add_argument("--new-tokens", type=int, default=128)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--contenders", default="tandem-fp32,transformers")
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+WORKERS = {"tandem-fp32": run_tandem, "tandem-int8": run_tandem, "tandem-q4_1": run_tandem,
+           "tandem-1b-q4": run_tandem, "transformers": run_transformers, "llama.cpp": run_llama_cpp}
 
-    if args.worker:
-        result = WORKERS[args.worker](args)
-        result["peak_rss_mb"] = peak_rss_mb()
-        print(json.dumps(result))
-        return
 
+def run_workers(names: list[str], argv: list[str]) -> dict[str, dict]:
     results = {}
-    for name in args.contenders.split(","):
-        cmd = [sys.executable, __file__, "--worker", name, *sys.argv[1:]]
-        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    for name in names:
+        proc = subprocess.run([sys.executable, __file__, *argv, "--worker", name], capture_output=True, text=True,
+                              cwd=REPO)
         if proc.returncode != 0:
-            print(f"{name}: failed ({proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode})")
+            last = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode
+            print(f"{name}: not measured ({last})")
             continue
         results[name] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return results
 
+
+def part_smollm2(args) -> dict:
+    argv = ["--model", args.model, "--threads", str(args.threads), "--prompt-tokens", str(args.prompt_tokens),
+            "--new-tokens", str(args.new_tokens), "--repeats", str(args.repeats)]
+    results = run_workers(args.contenders.split(","), argv)
     peers = {k: v for k, v in results.items() if not k.startswith("tandem")}
     best_prefill = max((v["prefill_tps"] for v in peers.values()), default=None)
     best_decode = max((v["decode_tps"] for v in peers.values()), default=None)
-    print(f"model {args.model}, {args.threads} threads, prompt {args.prompt_tokens} tokens, "
+    print(f"\n{args.model}, {args.threads} threads, prompt {args.prompt_tokens} tokens, "
           f"decode {args.new_tokens} tokens, best of {args.repeats}")
     print(f"{'contender':<16}{'prefill tok/s':>14}{'decode tok/s':>14}{'peak RSS MB':>13}"
           f"{'prefill x best peer':>21}{'decode x best peer':>20}")
@@ -165,8 +217,64 @@ def main() -> None:
         rp = f"{r['prefill_tps'] / best_prefill:.2f}" if best_prefill else "-"
         rd = f"{r['decode_tps'] / best_decode:.2f}" if best_decode else "-"
         print(f"{name:<16}{r['prefill_tps']:>14.1f}{r['decode_tps']:>14.1f}{r['peak_rss_mb']:>13.0f}{rp:>21}{rd:>20}")
-    print(json.dumps({"benchmark": "decode", "model": args.model, "threads": args.threads,
-                      "prompt_tokens": args.prompt_tokens, "new_tokens": args.new_tokens, "results": results}))
+    return results
+
+
+def part_llama_1b(args) -> dict:
+    folder = Path(args.cache) / "llama-3.2-1b-shapes-q4"
+    print(f"\nLlama-3.2-1B shapes, random weights, q4 recipe ({folder}) ...", flush=True)
+    write_llama_1b_shapes(folder)
+    argv = ["--model", str(folder), "--threads", str(args.threads), "--prompt-tokens", str(args.prompt_tokens),
+            "--new-tokens", str(args.new_tokens // 2), "--repeats", str(args.repeats)]
+    r = run_workers(["tandem-1b-q4"], argv).get("tandem-1b-q4")
+    if r is None:
+        return {}
+    import torch
+
+    torch.set_num_threads(args.threads)
+    bandwidth = read_bandwidth()
+    checkpoint = (folder / "model.safetensors").stat().st_size
+    c = LLAMA_1B
+    params = c["vocab_size"] * c["dim"] + c["n_layers"] * (
+        c["dim"] * (c["dim"] + 2 * c["dim"] * c["n_kv_heads"] // c["n_heads"]) + c["dim"] * c["dim"]
+        + 3 * c["dim"] * c["ffn_dim"] + 2 * c["dim"]) + c["dim"]
+    bound = bandwidth * 1e9 / r["weight_bytes_read_per_token"]
+    r.update(read_gbps=bandwidth, bound_tps=bound, checkpoint_bytes=checkpoint, bf16_bytes=2 * params)
+    print(f"read bandwidth (sum over 512 MiB, {args.threads} threads): {bandwidth:.1f} GB/s; "
+          f"weights read per token: {r['weight_bytes_read_per_token'] / 2**20:.0f} MiB")
+    print(f"decode {r['decode_tps']:.1f} tok/s = {r['decode_tps'] / bound:.0%} of the bandwidth bound "
+          f"({bound:.1f} tok/s); prefill {r['prefill_tps']:.1f} tok/s")
+    print(f"checkpoint {checkpoint / 2**20:.0f} MiB = {checkpoint / (2 * params):.0%} of bf16 "
+          f"({2 * params / 2**20:.0f} MiB); peak RSS {r['peak_rss_mb']:.0f} MB = "
+          f"{r['peak_rss_mb'] * 2**20 / checkpoint:.2f}x the checkpoint")
+    return r
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", choices=["all", "smollm2", "llama-1b"], default="all")
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--prompt-tokens", type=int, default=1000)
+    parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--contenders", default=",".join(SMOLLM2_CONTENDERS))
+    parser.add_argument("--cache", default=os.environ.get("TANDEM_BENCH_CACHE", tempfile.gettempdir()),
+                        help="where the 1B-shaped checkpoint is written once (about 0.9 GB)")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.worker:
+        result = WORKERS[args.worker](args, args.worker)
+        result["peak_rss_mb"] = peak_rss_mb()
+        print(json.dumps(result))
+        return
+    out = {"benchmark": "decode", "threads": args.threads, "prompt_tokens": args.prompt_tokens}
+    if args.part in ("all", "smollm2"):
+        out["smollm2"] = part_smollm2(args)
+    if args.part in ("all", "llama-1b"):
+        out["llama_1b_shapes"] = part_llama_1b(args)
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":

@@ -53,6 +53,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     models = subparsers.add_parser("models", help="list the models installed from packages")
     models.set_defaults(func=cmd_models)
 
+    from engine.quantize import RECIPES
+
+    quant = subparsers.add_parser(
+        "quantize", help="write a quantized checkpoint for the device tier (loads by memory map)",
+        description="Quantize an HF checkpoint folder or a GGUF file into a folder with config.json, the "
+        "tokenizer and model.safetensors whose metadata names the recipe. q4: linear layers 4-bit in "
+        "groups of 32 with a zero point, embeddings and output int8 per channel; int8: everything int8.",
+    )
+    quant.add_argument("src", help="short name, HF checkpoint folder or .gguf file")
+    quant.add_argument("dst", help="folder to write (must not exist, or be empty, unless --force)")
+    quant.add_argument("--recipe", default="q4", choices=list(RECIPES), help="quantization recipe (default q4)")
+    quant.add_argument("--tokenizer", default=None, help="tokenizer file or folder, if not beside the model")
+    quant.add_argument("--force", action="store_true", help="overwrite a non-empty DST")
+    quant.set_defaults(func=cmd_quantize)
+
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from engine.errors import EngineError
@@ -82,6 +97,32 @@ def cmd_generate(args: argparse.Namespace) -> int:
         return 1
     if not args.json:
         sys.stdout.write("\n")
+    return 0
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from engine.checkpoint import read_checkpoint
+    from engine.errors import EngineError
+    from engine.quantize import dequantize_weights, quantize_weights, save_quantized
+
+    dst = Path(args.dst).expanduser()
+    try:
+        if dst.exists() and (not dst.is_dir() or any(dst.iterdir())) and not args.force:
+            raise ValueError(f"{dst} exists and is not an empty folder; pass --force to overwrite it")
+        ckpt = read_checkpoint(args.src, tokenizer=args.tokenizer, keep_quantized=False)
+        weights = dequantize_weights(ckpt.weights)
+        bar = lambda items: tqdm(items, desc=f"quantizing ({args.recipe})", unit="tensor", file=sys.stderr)
+        quantized = quantize_weights(weights, args.recipe, progress=bar)
+        save_quantized(dst, ckpt.config, quantized, ckpt.tokenizer, args.recipe)
+    except (EngineError, ValueError, OSError) as exc:
+        print(f"tandem quantize: error: {exc}", file=sys.stderr)
+        return 1
+    size = sum(f.stat().st_size for f in dst.iterdir() if f.suffix == ".safetensors")
+    print(f"wrote {dst} ({args.recipe}, {size / 2**20:.1f} MiB); load it with --model {dst}")
     return 0
 
 

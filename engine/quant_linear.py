@@ -84,7 +84,8 @@ def concat(parts: list[QTensor]) -> QTensor:
 def quantize(w: torch.Tensor, fmt: str) -> QTensor:
     """Quantize a float matrix [N, K] (K a multiple of 32) to `fmt`."""
     if w.dim() != 2 or w.shape[1] % GROUP:
-        raise ValueError(f"cannot quantize a tensor of shape {tuple(w.shape)}: need [N, K] with K % {GROUP} == 0")
+        raise ValueError(f"cannot quantize a tensor of shape {tuple(w.shape)}: need a matrix [out, in] "
+                         f"whose in_features is a multiple of {GROUP}")
     n, k = w.shape
     w = w.detach().float()
     if fmt == "i8":
@@ -126,11 +127,18 @@ def _pack_nibbles(q: torch.Tensor) -> torch.Tensor:
 
 
 class QuantLinear(nn.Module):
-    """y = x W^T with W quantized; native int8 kernels when built, else dequantize + matmul."""
+    """y = x W^T with W quantized; native kernels when built, else dequantize + matmul.
 
-    def __init__(self, in_features: int, out_features: int, fmt: str) -> None:
+    With `quantize_activations` (the default) the native kernel rounds x to int8
+    per block of 32 and runs int8 dot products (llama.cpp's scheme); without it
+    x stays fp32 and W is dequantized in registers: the output layer runs so,
+    since its logits are the router's confidence signals.
+    """
+
+    def __init__(self, in_features: int, out_features: int, fmt: str, *, quantize_activations: bool = True) -> None:
         super().__init__()
         self.in_features, self.out_features, self.fmt = in_features, out_features, fmt
+        self.quantize_activations = quantize_activations
         self.code = FORMATS[fmt]
         row_bytes = in_features // GROUP * BLOCK_BYTES[fmt]
         self.register_buffer("weight", torch.empty(out_features, row_bytes, dtype=torch.uint8))
@@ -138,14 +146,16 @@ class QuantLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if kernels.available():
-            return torch.ops.tandem.qlinear(x, self.weight, self.scales, self.code, self.in_features)
+            return torch.ops.tandem.qlinear(x, self.weight, self.scales, self.code, self.in_features,
+                                            self.quantize_activations)
         return F.linear(x, self.dequantized().to(x.dtype))
 
     def dequantized(self) -> torch.Tensor:
         return dequantize(self.weight, self.scales, self.fmt, (self.out_features, self.in_features))
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, fmt={self.fmt}"
+        act = "int8" if self.quantize_activations else "fp32"
+        return f"in_features={self.in_features}, out_features={self.out_features}, fmt={self.fmt}, activations={act}"
 
 
 class QuantEmbedding(nn.Module):
@@ -174,6 +184,9 @@ class QuantEmbedding(nn.Module):
 def swap_modules(model: nn.Module, weights: dict[str, torch.Tensor | QTensor]) -> dict[str, torch.Tensor]:
     """Replace each layer whose weight in `weights` is a QTensor by its quantized module.
 
+    The output layer (`output`) keeps fp32 activations: int8 rounding of the final
+    hidden state flips near-ties between the top tokens (measured on SmolLM2).
+
     Returns the plain state dict to load (`<layer>.weight` and `<layer>.scales`).
     """
     state: dict[str, torch.Tensor] = {}
@@ -191,7 +204,7 @@ def swap_modules(model: nn.Module, weights: dict[str, torch.Tensor | QTensor]) -
         if isinstance(old, nn.Embedding):
             new: nn.Module = QuantEmbedding(n, k, value.fmt)
         elif isinstance(old, nn.Linear):
-            new = QuantLinear(k, n, value.fmt)
+            new = QuantLinear(k, n, value.fmt, quantize_activations=path != "output")
         else:
             raise ValueError(f"{path} is a {type(old).__name__}; only Linear and Embedding layers are quantized")
         setattr(parent, child, new)

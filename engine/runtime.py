@@ -14,8 +14,8 @@ from typing import Iterator, Sequence
 
 import torch
 
-from engine import gguf_loader, hf_loader
 from engine.chat import Message, render_chat
+from engine.checkpoint import read_checkpoint
 from engine.config import ModelConfig
 from engine.detokenize import Detokenizer
 from engine.errors import ContextLengthError, ModelFormatError
@@ -29,12 +29,9 @@ from engine.quantize import (
     RECIPES,
     Weights,
     dequantize_weights,
-    is_quantized_folder,
-    load_quantized,
     quantize_weights,
 )
-from engine.registry import resolve
-from engine.tokenizer import Tokenizer, load_gguf_tokenizer, load_tokenizer
+from engine.tokenizer import Tokenizer
 
 DEFAULT_MAX_CONTEXT = 8192
 
@@ -94,27 +91,8 @@ class LocalModel:
         tier), and a recipe name ("int8", "q4") quantizes whatever is stored."""
         if precision not in PRECISIONS:
             raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
-        path = resolve(name_or_path)
-        if hf_loader.is_hf_folder(path) and is_quantized_folder(path):
-            config = hf_loader.read_config(path)
-            weights, quantization = load_quantized(path, config)
-            tok = load_tokenizer(resolve(tokenizer) if tokenizer else path)
-        elif hf_loader.is_hf_folder(path):
-            config, weights = hf_loader.load_hf_folder(path)
-            quantization = "none"
-            tok = load_tokenizer(resolve(tokenizer) if tokenizer else path)
-        elif gguf_loader.is_gguf_file(path):
-            config, weights, meta = gguf_loader.load_gguf(path, keep_quantized=precision in ("stored", "device"))
-            tok = load_tokenizer(resolve(tokenizer)) if tokenizer else load_gguf_tokenizer(meta, str(path))
-            quantization = gguf_loader.file_type(meta)
-        elif path.is_dir():
-            raise ModelFormatError(f"{path} is a folder without config.json; expected a Hugging Face checkpoint")
-        else:
-            raise ModelFormatError(f"{path} is neither a GGUF file nor a Hugging Face checkpoint folder")
-        if tok.vocab_size > config.vocab_size:
-            raise ModelFormatError(
-                f"tokenizer has {tok.vocab_size} tokens but the model only {config.vocab_size}"
-            )
+        ckpt = read_checkpoint(name_or_path, tokenizer=tokenizer, keep_quantized=precision in ("stored", "device"))
+        config, weights, tok, quantization = ckpt.config, ckpt.weights, ckpt.tokenizer, ckpt.quantization
         if precision == "full" and quantization.removeprefix("gguf-") in ("q4_0", "q4_1", "q8_0", *RECIPES):
             weights, quantization = dequantize_weights(weights), f"dequantized-{quantization}"
         elif precision == "device" and not any(isinstance(v, QTensor) for v in weights.values()):
@@ -124,7 +102,7 @@ class LocalModel:
         context = min(config.max_seq_len, max_context)
         config = dataclasses.replace(config, max_seq_len=context)
         model = build_transformer(config, weights, dtype)
-        return cls(config, model, tok, str(path), context, quantization)
+        return cls(config, model, tok, str(ckpt.path), context, quantization)
 
     @cached_property
     def fingerprint(self) -> ModelFingerprint:

@@ -12,9 +12,14 @@
 // Few rows (decode): int8 dot products, bandwidth-bound. Many rows (prefill):
 // dequantize a tile of weight rows to fp32 and call the BLAS matmul, which is
 // compute-bound and faster than any int8 kernel written here for AVX2.
+// `quantize_x = false` keeps the activations in fp32 on the few-rows path too
+// (weights dequantized in registers): the output layer uses it, because its
+// logits are the router's confidence signals and int8 activations there flip
+// near-ties between the top tokens.
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <ATen/core/LegacyTypeDispatch.h>
 #include <c10/util/Half.h>
 #include <torch/library.h>
 
@@ -249,8 +254,61 @@ void dequantize_row(const uint8_t* w, float scale, float* out, int64_t k) {
   }
 }
 
+// ---- one weight row . one fp32 activation row (weights dequantized in registers) ----
+
+#ifdef TANDEM_AVX2
+// sum over 32 elements of q[i] * x[i], q given as 32 signed bytes (8 partial sums).
+inline __m256 block_dot_f32(__m256i q, const float* x) {
+  const __m128i lo = _mm256_castsi256_si128(q), hi = _mm256_extracti128_si256(q, 1);
+  __m256 acc = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo)), _mm256_loadu_ps(x));
+  acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(lo, 8))), _mm256_loadu_ps(x + 8), acc);
+  acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi)), _mm256_loadu_ps(x + 16), acc);
+  return _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8))), _mm256_loadu_ps(x + 24),
+                         acc);
+}
+#endif
+
+// `xsum[b]` is the sum of block b of x (Q4_1's offsets multiply it).
+template <int64_t FMT>
+float dot_row_f32(const uint8_t* w, const float* x, const float* xsum, int64_t nb) {
+#ifdef TANDEM_AVX2
+  __m256 acc = _mm256_setzero_ps();
+  float mins = 0.0f;
+  for (int64_t b = 0; b < nb; ++b) {
+    const float* xb = x + b * QK;
+    if constexpr (FMT == Q4_0) {
+      const uint8_t* blk = w + b * 18;
+      const __m256i q = _mm256_sub_epi8(nibbles(blk + 2), _mm256_set1_epi8(8));
+      acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(blk)), block_dot_f32(q, xb), acc);
+    } else if constexpr (FMT == Q4_1) {
+      const uint8_t* blk = w + b * 20;
+      acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(blk)), block_dot_f32(nibbles(blk + 4), xb), acc);
+      mins += f16(blk + 2) * xsum[b];
+    } else if constexpr (FMT == Q8_0) {
+      const uint8_t* blk = w + b * 34;
+      const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 2));
+      acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(blk)), block_dot_f32(q, xb), acc);
+    } else {
+      const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + b * QK));
+      acc = _mm256_add_ps(block_dot_f32(q, xb), acc);
+    }
+  }
+  return hsum(acc) + mins;
+#else
+  constexpr int64_t size = FMT == Q4_0 ? 18 : FMT == Q4_1 ? 20 : FMT == Q8_0 ? 34 : QK;
+  float total = 0.0f, row[QK];
+  for (int64_t b = 0; b < nb; ++b) {
+    dequantize_row<FMT>(w + b * size, 1.0f, row, QK);
+    for (int j = 0; j < QK; ++j) total += row[j] * x[b * QK + j];
+  }
+  (void)xsum;
+  return total;
+#endif
+}
+
 using DotFn = float (*)(const uint8_t*, const BlockA*, int64_t);
 using DequantFn = void (*)(const uint8_t*, float, float*, int64_t);
+using DotF32Fn = float (*)(const uint8_t*, const float*, const float*, int64_t);
 
 DotFn dot_fn(int64_t fmt) {
   switch (fmt) {
@@ -258,6 +316,15 @@ DotFn dot_fn(int64_t fmt) {
     case Q4_1: return dot_row<Q4_1>;
     case Q8_0: return dot_row<Q8_0>;
     default: return dot_row<I8>;
+  }
+}
+
+DotF32Fn dot_f32_fn(int64_t fmt) {
+  switch (fmt) {
+    case Q4_0: return dot_row_f32<Q4_0>;
+    case Q4_1: return dot_row_f32<Q4_1>;
+    case Q8_0: return dot_row_f32<Q8_0>;
+    default: return dot_row_f32<I8>;
   }
 }
 
@@ -309,7 +376,9 @@ constexpr int64_t kMaxDotRows = 8;
 constexpr int64_t kTileBytes = 4 << 20;
 
 at::Tensor qlinear(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& scales, int64_t fmt,
-                   int64_t k) {
+                   int64_t k, bool quantize_x) {
+  // No autograd kernel: the ops below run beneath it (weights are frozen buffers).
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
   check_weight(w, scales, fmt, k);
   TORCH_CHECK(x.device().is_cpu() && x.size(-1) == k, "input must be a CPU tensor [..., ", k, "]");
   const int64_t n = w.size(0), row_bytes = w.size(1);
@@ -338,11 +407,28 @@ at::Tensor qlinear(const at::Tensor& x, const at::Tensor& w, const c10::optional
   }
 
   const int64_t nb = k / QK;
-  std::vector<BlockA> act(m * nb);
   const float* xp = x2.data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  if (!quantize_x) {
+    std::vector<float> xsum(m * nb);
+    for (int64_t i = 0; i < m * nb; ++i) {
+      float t = 0.0f;
+      for (int j = 0; j < QK; ++j) t += xp[i * QK + j];
+      xsum[i] = t;
+    }
+    const DotF32Fn fn = dot_f32_fn(fmt);
+    at::parallel_for(0, n, grain(n), [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        const uint8_t* row = wp + r * row_bytes;
+        const float s = sp ? sp[r] : 1.0f;
+        for (int64_t i = 0; i < m; ++i) op[i * n + r] = s * fn(row, xp + i * k, xsum.data() + i * nb, nb);
+      }
+    });
+    return out.view(out_shape).to(x.scalar_type());
+  }
+  std::vector<BlockA> act(m * nb);
   for (int64_t i = 0; i < m; ++i) quantize_row(xp + i * k, act.data() + i * nb, k);
   const DotFn fn = dot_fn(fmt);
-  float* op = out.data_ptr<float>();
   at::parallel_for(0, n, grain(n), [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const uint8_t* row = wp + r * row_bytes;
@@ -385,7 +471,7 @@ bool has_avx2() {
 }  // namespace
 
 TORCH_LIBRARY(tandem, m) {
-  m.def("qlinear(Tensor x, Tensor w, Tensor? scales, int fmt, int in_features) -> Tensor");
+  m.def("qlinear(Tensor x, Tensor w, Tensor? scales, int fmt, int in_features, bool quantize_x=True) -> Tensor");
   m.def("dequantize(Tensor w, Tensor? scales, int fmt, int in_features) -> Tensor");
   m.def("embedding(Tensor ids, Tensor w, Tensor? scales, int fmt, int in_features) -> Tensor");
   m.def("simd() -> bool", has_avx2);

@@ -1,0 +1,59 @@
+"""How much a quantized tier changes the model: perplexity and top-1 agreement.
+
+The quantized model is scored token by token through the decode path, so the
+int8 rounding of activations that decoding uses counts, not only the weights;
+the reference scores the same tokens with one full-precision forward.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from engine.model import KVCache, Transformer
+
+
+@dataclass(frozen=True)
+class Quality:
+    perplexity: float
+    reference_perplexity: float
+    top1_agreement: float  # share of positions whose argmax equals the reference's
+    tokens: int
+
+    @property
+    def perplexity_increase(self) -> float:
+        return self.perplexity / self.reference_perplexity - 1
+
+
+@torch.inference_mode()
+def prefill_logits(model: Transformer, ids: list[int]) -> torch.Tensor:
+    """Next-token logits [T-1, V] for every prefix of `ids`, in one forward."""
+    cache = KVCache(model.config, len(ids))
+    return model(torch.tensor([ids[:-1]]), cache)[0].float()
+
+
+@torch.inference_mode()
+def decode_logits(model: Transformer, ids: list[int]) -> torch.Tensor:
+    """Next-token logits [T-1, V], feeding one token at a time as generation does."""
+    cache = KVCache(model.config, len(ids))
+    return torch.stack([model(torch.tensor([[t]]), cache)[0, -1].float() for t in ids[:-1]])
+
+
+def perplexity(logits: torch.Tensor, ids: list[int]) -> float:
+    targets = torch.tensor(ids[1:])
+    nll = -torch.log_softmax(logits, dim=-1).gather(1, targets[:, None]).mean()
+    return math.exp(float(nll))
+
+
+def compare(model: Transformer, reference: Transformer, ids: list[int]) -> Quality:
+    """`model` decoded token by token against `reference` in one forward, on the same IDs."""
+    ref = prefill_logits(reference, ids)
+    got = decode_logits(model, ids)
+    return Quality(
+        perplexity=perplexity(got, ids),
+        reference_perplexity=perplexity(ref, ids),
+        top1_agreement=float((got.argmax(-1) == ref.argmax(-1)).float().mean()),
+        tokens=len(ids) - 1,
+    )

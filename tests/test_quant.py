@@ -1,0 +1,248 @@
+"""Quantized weights for the edge tier: kernels against a dequantized reference,
+checkpoints written by `tandem quantize`, the tier choice, and quality bounds."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from engine import kernels
+from engine.errors import ModelFormatError
+from engine.quant_linear import FORMATS, QTensor, QuantEmbedding, QuantLinear, quantize, quantized_bytes
+from tests.conftest import REPO
+
+# y = x W^T against x @ dequantize(W)^T. With int8 activations (the decode path)
+# x is rounded per block of 32 to steps of amax/127, so each output may be off by
+# at most sum over blocks of (step / 2) * sum |W| in that block: the test asserts
+# that bound (plus float slack). fp32 activations and the dequantize + BLAS
+# prefill path differ only by summation order: 1e-5 of max |y|.
+FP32_TOL = 1e-5
+
+SHAPES = [(1, 32), (7, 96), (33, 160), (96, 576)]  # (out, in): odd row counts, one to eighteen blocks
+ROWS = [1, 3, 8, 9, 33]  # the kernel switches from int8 dot products to dequantize + BLAS above 8 rows
+
+
+def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
+    return float((got - want).abs().max() / want.abs().max())
+
+
+def int8_activation_bound(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Largest |error| per output that rounding x to int8 per block of 32 can cause."""
+    k = x.shape[-1]
+    half_step = x.reshape(-1, k // 32, 32).abs().amax(-1) / 127 / 2  # [M, B]
+    block_l1 = w.abs().reshape(w.shape[0], k // 32, 32).sum(-1)  # [N, B]
+    return half_step @ block_l1.T * (1 + 1e-4) + 1e-5 * w.abs().sum(-1)
+
+
+def assert_close(got: torch.Tensor, x: torch.Tensor, w: torch.Tensor, int8_activations: bool) -> None:
+    want = x @ w.T
+    if int8_activations:
+        excess = (got - want).abs().reshape(-1, w.shape[0]) - int8_activation_bound(x, w)
+        assert float(excess.max()) <= 0, float(excess.max())
+    else:
+        assert relative_error(got, want) <= FP32_TOL
+
+
+@pytest.fixture(scope="module", autouse=True)
+def native_kernels():
+    if not kernels.available():
+        pytest.fail("the native kernels did not build (a C++ compiler is part of the set-up)")
+
+
+def layer(fmt: str, n: int, k: int, *, quantize_activations: bool = True, seed: int = 0) -> QuantLinear:
+    w = torch.randn(n, k, generator=torch.Generator().manual_seed(seed)) * 0.05
+    q = quantize(w, fmt)
+    mod = QuantLinear(k, n, fmt, quantize_activations=quantize_activations)
+    mod.weight, mod.scales = q.data, q.scales
+    return mod
+
+
+@pytest.mark.parametrize("fmt", list(FORMATS))
+@pytest.mark.parametrize("n,k", SHAPES)
+def test_quantized_linear_matches_the_dequantized_reference(fmt, n, k):
+    for quantize_activations in (True, False):
+        mod = layer(fmt, n, k, quantize_activations=quantize_activations)
+        reference = mod.dequantized()
+        for m in ROWS:
+            x = torch.randn(1, m, k, generator=torch.Generator().manual_seed(m))
+            got = mod(x)
+            assert got.shape == (1, m, n)
+            assert_close(got, x, reference, quantize_activations and m <= 8)
+
+
+def test_the_torch_fallback_computes_the_same_layer(monkeypatch):
+    mod = layer("q4_1", 33, 160)
+    x = torch.randn(2, 160)
+    assert_close(mod(x), x, mod.dequantized(), int8_activations=True)
+    monkeypatch.setattr(kernels, "available", lambda: False)
+    assert_close(mod(x), x, mod.dequantized(), int8_activations=False)
+
+
+@pytest.mark.parametrize("fmt", list(FORMATS))
+def test_quantize_rounds_each_weight_to_within_half_a_step(fmt):
+    """Round to nearest; Q4_0 alone may be off by a whole step, on the side opposite the
+    block's extreme (which maps to -8, so +8 clamps to +7: llama.cpp's scheme)."""
+    w = torch.randn(37, 128, generator=torch.Generator().manual_seed(3))
+    w[0, :32] = 0.0  # an all-zero block must not divide by zero
+    err = (quantize(w, fmt).dequantize() - w).abs()
+    if fmt == "i8":
+        step = w.abs().amax(1, keepdim=True) / 127
+    else:
+        blocks = w.reshape(37, 4, 32)
+        span = blocks.amax(-1, keepdim=True) - blocks.amin(-1, keepdim=True)
+        amax = blocks.abs().amax(-1, keepdim=True)
+        step = {"q4_0": amax / 8, "q4_1": span / 15, "q8_0": amax / 127}[fmt]
+        step = step.expand(-1, -1, 32).reshape(37, 128)
+    if fmt == "q4_0":
+        step = step * 2
+    # half a step, plus the fp16 rounding of the block scale (and of Q4_1's minimum)
+    assert bool((err <= step * 0.5 * (1 + 2e-3) + 1e-3 * w.abs().amax()).all()), float(err.max())
+    assert float(err[0, :32].max()) == 0.0
+
+
+def test_quantized_embedding_looks_up_dequantized_rows():
+    w = torch.randn(50, 64)
+    for fmt in FORMATS:
+        q = quantize(w, fmt)
+        emb = QuantEmbedding(50, 64, fmt)
+        emb.weight, emb.scales = q.data, q.scales
+        ids = torch.tensor([[0, 49, 7], [7, 7, 1]])
+        assert torch.equal(emb(ids), F.embedding(ids, q.dequantize()))
+    with pytest.raises(RuntimeError, match="outside the vocabulary"):
+        emb(torch.tensor([[50]]))
+
+
+def test_malformed_quantized_tensors_are_refused_with_the_reason():
+    with pytest.raises(ValueError, match="multiple of 32"):
+        quantize(torch.randn(4, 48), "q4_0")
+    with pytest.raises(ValueError, match="unknown quantized format"):
+        quantize(torch.randn(4, 32), "q3_k")
+    with pytest.raises(ValueError, match="does not hold a 4x64 matrix"):
+        QTensor(torch.zeros(4, 20, dtype=torch.uint8), "q4_1", (4, 64))
+    with pytest.raises(ValueError, match="per-channel scales"):
+        QTensor(torch.zeros(4, 32, dtype=torch.uint8), "i8", (4, 32))
+
+
+# ---- the real model ---------------------------------------------------------------
+
+
+def test_gguf_blocks_stay_quantized_on_the_device_tier(smollm2, smollm2_device):
+    layers = [m for m in smollm2_device.model.modules() if isinstance(m, QuantLinear)]
+    assert len(layers) == 4 * 30 + 1  # wqkv, wo, w13, w2 per layer, and the (tied) output
+    assert {m.fmt for m in layers} == {"q4_1", "q8_0"}  # the file's own block types
+    assert isinstance(smollm2_device.model.tok_embeddings, QuantEmbedding)
+    device, full = quantized_bytes(smollm2_device.model), quantized_bytes(smollm2.model)
+    assert device < 0.2 * full, (device, full)
+    assert smollm2_device.fingerprint.weights_family == smollm2.fingerprint.weights_family
+    assert smollm2_device.fingerprint.quantization != smollm2.fingerprint.quantization
+
+
+def test_device_tier_answers_like_the_full_precision_twin(smollm2, smollm2_device):
+    ids = smollm2.encode_prompt("What is the capital of France?")
+    answers = []
+    for model in (smollm2, smollm2_device):
+        events = model.stream(ids, max_new_tokens=12)
+        answers.append("".join(e.text for e in events))
+    assert "Paris" in answers[1], answers
+    assert answers[0] == answers[1]
+
+
+def test_quality_on_held_out_text_stays_within_the_bounds(smollm2, smollm2_path):
+    """int8 <= +1 % perplexity, 4-bit <= +5 %, decoded token by token (int8 activations
+    included) against the full-precision twin, on a short held-out slice."""
+    from engine.quality import compare
+    from engine.runtime import LocalModel
+
+    text = (REPO / "benchmarks" / "data" / "sotu-1995.txt").read_text()
+    ids = smollm2.tokenizer.encode(text)[:129]
+    bounds = {"device": 0.05, "q4": 0.05, "int8": 0.01}
+    for precision, bound in bounds.items():
+        model = LocalModel.load(smollm2_path, precision=precision, max_context=256)
+        q = compare(model.model, smollm2.model, ids)
+        assert q.tokens == 128
+        assert q.perplexity_increase <= bound, (precision, q)
+        assert q.top1_agreement >= 0.9, (precision, q)
+
+
+# ---- tandem quantize ------------------------------------------------------------------
+
+
+def run_tandem(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tandem", *args], capture_output=True, text=True, cwd=REPO)
+
+
+def test_quantize_writes_a_checkpoint_that_loads_by_memory_map(hf_checkpoint_factory, tmp_path):
+    from safetensors import safe_open
+
+    from engine.quantize import RECIPE_KEY
+    from engine.runtime import LocalModel
+
+    src = hf_checkpoint_factory("to_quantize", hidden_size=64, layers=2, heads=4, kv_heads=2, seed=5)
+    dst = tmp_path / "q4"
+    proc = run_tandem("quantize", str(src), str(dst), "--recipe", "q4")
+    assert proc.returncode == 0, proc.stderr
+    assert "quantizing (q4)" in proc.stderr  # the progress bar
+    with safe_open(dst / "model.safetensors", framework="pt") as f:
+        meta = f.metadata()
+    assert meta[RECIPE_KEY] == "q4"
+    assert json.loads(meta["tandem.formats"])["layers.0.feed_forward.w13.weight"] == "q4_1"
+
+    loaded = LocalModel.load(dst, precision="device")
+    in_memory = LocalModel.load(src, precision="q4")
+    assert loaded.quantization == in_memory.quantization == "q4"
+    assert loaded.tokenizer.fingerprint == in_memory.tokenizer.fingerprint
+    ids = loaded.tokenizer.encode("The quantized checkpoint holds the same weights.")
+    for m in (loaded, in_memory):
+        m.logits = m.model(torch.tensor([ids]), m.new_cache(64))
+    assert torch.equal(loaded.logits, in_memory.logits)
+
+    # The weights are views of the file's memory map, not copies.
+    weight = loaded.model.layers[0].feed_forward.w13.weight
+    address = weight.data_ptr()
+    maps = Path("/proc/self/maps").read_text().splitlines()
+    owner = [line for line in maps if _contains(line, address)]
+    assert owner and owner[0].endswith(str((dst / "model.safetensors").resolve())), owner
+
+    cloud = LocalModel.load(dst, precision="full")
+    assert not any(isinstance(m, QuantLinear) for m in cloud.model.modules())
+
+
+def _contains(maps_line: str, address: int) -> bool:
+    lo, hi = (int(x, 16) for x in maps_line.split()[0].split("-"))
+    return lo <= address < hi
+
+
+def test_quantize_gives_clear_errors_on_bad_input(tmp_path, smollm2_path):
+    proc = run_tandem("quantize", str(tmp_path / "missing"), str(tmp_path / "out"))
+    assert proc.returncode == 1 and "no model at" in proc.stderr
+
+    junk = tmp_path / "junk.gguf"
+    junk.write_bytes(b"GGUF" + b"\x00" * 10)
+    proc = run_tandem("quantize", str(junk), str(tmp_path / "out"))
+    assert proc.returncode == 1 and "tandem quantize: error:" in proc.stderr
+
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "keep.txt").write_text("mine")
+    proc = run_tandem("quantize", str(smollm2_path), str(taken))
+    assert proc.returncode == 1 and "--force" in proc.stderr
+    assert (taken / "keep.txt").read_text() == "mine"
+
+
+def test_a_corrupt_quantized_checkpoint_is_a_clear_error(hf_checkpoint_factory, tmp_path):
+    from engine.runtime import LocalModel
+
+    src = hf_checkpoint_factory("to_corrupt", hidden_size=64, layers=1, heads=4, kv_heads=2, seed=6)
+    dst = tmp_path / "q"
+    assert run_tandem("quantize", str(src), str(dst), "--recipe", "int8").returncode == 0
+    weights = dst / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelFormatError):
+        LocalModel.load(dst)
