@@ -30,6 +30,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-message-bytes", type=int, default=defaults.DEFAULT_MAX_MESSAGE_BYTES)
     p.add_argument("--session-cache-mb", type=int, default=defaults.DEFAULT_SESSION_CACHE_BYTES >> 20,
                    help="memory for per-session prefix caches (0 disables them)")
+    p.add_argument("--kv-max-upload-mb", type=int, default=defaults.DEFAULT_KV_MAX_UPLOAD_BYTES >> 20,
+                   help="largest compressed KV cache one upload may send (0 refuses every upload)")
+    p.add_argument("--kv-store-mb", type=int, default=defaults.DEFAULT_KV_STORE_BYTES >> 20,
+                   help="memory for uploaded caches waiting for their resume")
+    p.add_argument("--kv-ttl", type=float, default=defaults.DEFAULT_KV_TTL_S,
+                   help="seconds an uploaded cache waits for its resume before it is dropped")
+    p.add_argument("--kv-max-uploads", type=int, default=defaults.DEFAULT_KV_MAX_UPLOADS,
+                   help="uploads decoded at once; past it uploads get UNAVAILABLE")
+    p.add_argument("--kv-same-precision-only", action="store_true",
+                   help="refuse caches from a differently quantized twin of the model (e.g. a 4-bit edge)")
     p.add_argument("--tls-cert", default=None, help="PEM certificate chain (with --tls-key)")
     p.add_argument("--tls-key", default=None, help="PEM private key (with --tls-cert)")
     token = p.add_mutually_exclusive_group()
@@ -59,6 +69,9 @@ def cmd_serve_cloud(args: argparse.Namespace) -> int:
             max_concurrency=args.max_concurrency, max_queue=args.max_queue, max_new_tokens=args.max_new_tokens,
             default_new_tokens=min(defaults.DEFAULT_NEW_TOKENS, args.max_new_tokens),
             max_message_bytes=args.max_message_bytes, session_cache_bytes=args.session_cache_mb << 20,
+            kv_max_upload_bytes=args.kv_max_upload_mb << 20, kv_store_bytes=args.kv_store_mb << 20,
+            kv_ttl_s=args.kv_ttl, kv_max_uploads=args.kv_max_uploads,
+            kv_cross_precision=not args.kv_same_precision_only,
         )
         tokens = load_tokens(token=args.auth_token, token_file=args.auth_token_file)
         model = LocalModel.load(args.model, tokenizer=args.tokenizer, max_context=args.max_context,

@@ -65,7 +65,8 @@ def test_serve_cloud_command_serves_until_sigterm(tmp_path):
     token_file.write_text("cli-token\n")
     proc = subprocess.Popen(
         [sys.executable, "-m", "tandem", "serve-cloud", "--port", "0", "--max-context", "512",
-         "--max-concurrency", "1", "--auth-token-file", str(token_file), "--grace", "1"],
+         "--max-concurrency", "1", "--auth-token-file", str(token_file), "--grace", "1",
+         "--kv-max-upload-mb", "64", "--kv-ttl", "30", "--kv-same-precision-only"],
         cwd=REPO, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
@@ -74,6 +75,8 @@ def test_serve_cloud_command_serves_until_sigterm(tmp_path):
         with client_for(port, token="cli-token") as c:
             info = c.info(timeout=RPC_TIMEOUT_S)
         assert info.model_id == "smollm2-135m" and info.max_context == 512 and info.limits.max_concurrency == 1
+        assert info.kv_limits.max_upload_bytes == 64 << 20 and info.kv_limits.handle_ttl_ms == 30_000
+        assert not info.kv_limits.cross_precision
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
     finally:
