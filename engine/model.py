@@ -84,12 +84,12 @@ class Attention(nn.Module):
     ) -> torch.Tensor:
         bsz, seqlen, _ = x.shape
         start = cache.pos
-        q, k, v = self.wqkv(x).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
+        qk, v = self.wqkv(x).split([self.q_size + self.kv_size, self.kv_size], dim=-1)
+        # RoPE on the query and key heads at once: [B, T, H + Hkv, D], cos/sin [T, 1, D]
+        qk = apply_rope(qk.view(bsz, seqlen, self.n_heads + self.n_kv_heads, self.head_dim), rope)
         # q: [B, H, T, D]; k, v: [B, Hkv, T, D]
-        q = q.view(bsz, seqlen, self.n_heads, self.head_dim).transpose(1, 2)
-        k = k.view(bsz, seqlen, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        q, k = (t.transpose(1, 2) for t in qk.split([self.n_heads, self.n_kv_heads], dim=2))
         v = v.view(bsz, seqlen, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        q, k = apply_rope(q, rope), apply_rope(k, rope)
 
         end = start + seqlen
         cache.k[layer, :bsz, :, start:end] = k
@@ -191,15 +191,19 @@ def rope_frequencies(head_dim: int, theta: float, scaling: RopeScaling | None) -
 
 
 def rope_tables(config: ModelConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin [max_seq_len, head_dim] in the half-split layout of HF Llama."""
+    """cos and signed sin [max_seq_len, 1, head_dim] in the half-split layout of HF Llama.
+
+    The sin table carries the sign of the rotation (-sin on the first half), so
+    that `apply_rope` needs one roll instead of two slices, a negation and a cat.
+    """
     inv_freq = rope_frequencies(config.head_dim, config.rope_theta, config.rope_scaling)
     angles = torch.outer(torch.arange(config.max_seq_len, dtype=torch.float64, device="cpu"), inv_freq)
+    sin = angles.sin()
     angles = torch.cat([angles, angles], dim=-1)
-    return angles.cos().float(), angles.sin().float()
+    return angles.cos().float()[:, None], torch.cat([-sin, sin], dim=-1).float()[:, None]
 
 
 def apply_rope(x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    cos, sin = rope  # [T, D]
-    half = x.shape[-1] // 2
-    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
-    return (x * cos + rotated * sin).to(x.dtype)
+    """Rotate x [B, T, heads, D] by its positions' angles (cos, signed sin: [T, 1, D])."""
+    cos, sin = rope
+    return torch.addcmul(x * cos, x.roll(x.shape[-1] // 2, -1), sin).to(x.dtype)
