@@ -10,10 +10,14 @@ perplexity on held-out text against +0.35 % for groups of 32, at the same speed
 (benchmarks/quality.py on SmolLM2; its reference is itself on a 4-bit grid whose
 block scales vary along a row, which per-channel scales cannot follow).
 
-Kernels were chosen by measurement (benchmarks/kernels.py): Tandem's own int8-dot
-kernels read i8 weights at about the memory bandwidth and 4-bit blocks at 70-80 %
-of it, where fbgemm's dynamic int8 linear reaches ~85 % and torch's int4pack ~60 %
-(2-core AVX2 VM). A checkpoint written by `tandem quantize` is a Hugging Face-style
+Kernels were chosen by measurement (benchmarks/kernels.py, 2-core AVX2 VM, quiet,
+one decode token, weight GB/s for SmolLM2's / Llama-3.2-1B's w13 against a read
+bandwidth of 38.7 GB/s): Tandem's i8 33.5 / 34.8, q8_0 31.7 / 36.6, q4_1 27.6 /
+32.8; fbgemm's dynamic int8 27.3 / 36.4; torch's int4pack (bf16 activations,
+its own packing) 27.8 / 40.5; fp32 matmul 15.4 / 21.3. Tandem's kernels run
+GGUF blocks as they are stored, so a user's GGUF needs no repacking.
+
+A checkpoint written by `tandem quantize` is a Hugging Face-style
 folder (config.json, tokenizer, model.safetensors) whose safetensors metadata
 names the recipe and each tensor's format; it loads by memory map.
 """
