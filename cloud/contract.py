@@ -14,6 +14,7 @@ from typing import Sequence
 import grpc
 
 from cloud.config import ServerConfig
+from engine.fingerprint import ModelFingerprint
 from engine.generate import Sampling
 from engine.kv import CODECS, MAX_FRAME_BYTES
 from engine.runtime import LocalModel, StreamEvent
@@ -71,11 +72,9 @@ def plan_generation(
     ids = list(request.token_ids)
     if not ids:
         raise RequestError(invalid, "prompt is empty: send at least one token ID in token_ids")
-    bad = next(((i, t) for i, t in enumerate(ids) if t >= vocab_size), None)
-    if bad is not None:
-        raise RequestError(
-            invalid, f"token ID {bad[1]} at position {bad[0]} is outside the vocabulary [0, {vocab_size})"
-        )
+    outside = out_of_vocabulary(ids, vocab_size)
+    if outside is not None:
+        raise RequestError(invalid, outside)
     n_prompt, max_prompt = len(ids), max_context - 1
     if n_prompt > max_prompt:
         raise RequestError(
@@ -108,6 +107,23 @@ def plan_generation(
     )
 
 
+def out_of_vocabulary(ids: Sequence[int], vocab_size: int) -> str | None:
+    """What is wrong with the first token ID outside [0, vocab_size), or None."""
+    bad = next(((i, t) for i, t in enumerate(ids) if t >= vocab_size), None)
+    if bad is None:
+        return None
+    return f"token ID {bad[1]} at position {bad[0]} is outside the vocabulary [0, {vocab_size})"
+
+
+def fingerprint_message(fp: ModelFingerprint) -> cloud_pb2.ModelFingerprint:
+    return cloud_pb2.ModelFingerprint(architecture=fp.architecture, weights_family=fp.weights_family,
+                                      quantization=fp.quantization)
+
+
+def fingerprint_from(message: cloud_pb2.ModelFingerprint) -> ModelFingerprint:
+    return ModelFingerprint(message.architecture, message.weights_family, message.quantization)
+
+
 def sampling_from(message: cloud_pb2.Sampling) -> Sampling:
     invalid = grpc.StatusCode.INVALID_ARGUMENT
     if not math.isfinite(message.temperature) or message.temperature < 0:
@@ -132,13 +148,10 @@ def stop_strings_from(values: Sequence[str], config: ServerConfig) -> tuple[str,
 
 
 def info_response(model: LocalModel, config: ServerConfig, *, model_id: str) -> cloud_pb2.InfoResponse:
-    fp = model.fingerprint
     c = model.config
     return cloud_pb2.InfoResponse(
         model_id=model_id,
-        model_fingerprint=cloud_pb2.ModelFingerprint(
-            architecture=fp.architecture, weights_family=fp.weights_family, quantization=fp.quantization
-        ),
+        model_fingerprint=fingerprint_message(model.fingerprint),
         tokenizer_fingerprint=model.tokenizer.fingerprint,
         max_context=model.max_context,
         vocab_size=c.vocab_size,

@@ -9,15 +9,13 @@ RESOURCE_EXHAUSTED.
 
 from __future__ import annotations
 
-import time
 from typing import Iterable, Iterator
 
 import grpc
 
 from cloud.config import ServerConfig
-from cloud.contract import RequestError
+from cloud.contract import RequestError, fingerprint_from, fingerprint_message, out_of_vocabulary
 from cloud.sessions import allocation
-from engine.fingerprint import ModelFingerprint
 from engine.kv import (
     CODECS,
     CodecOptions,
@@ -46,20 +44,6 @@ def request_error(exc: KVError) -> RequestError:
     return RequestError(_STATUS.get(type(exc), grpc.StatusCode.INVALID_ARGUMENT), str(exc))
 
 
-def layout(model: LocalModel) -> KVLayout:
-    c = model.config
-    return KVLayout(c.n_layers, c.n_kv_heads, c.head_dim)
-
-
-def fingerprint_from(message: cloud_pb2.ModelFingerprint) -> ModelFingerprint:
-    return ModelFingerprint(message.architecture, message.weights_family, message.quantization)
-
-
-def fingerprint_message(fp: ModelFingerprint) -> cloud_pb2.ModelFingerprint:
-    return cloud_pb2.ModelFingerprint(architecture=fp.architecture, weights_family=fp.weights_family,
-                                      quantization=fp.quantization)
-
-
 def check_tokens(ids: list[int], *, vocab_size: int, max_tokens: int, what: str) -> None:
     invalid = grpc.StatusCode.INVALID_ARGUMENT
     if not ids:
@@ -67,10 +51,9 @@ def check_tokens(ids: list[int], *, vocab_size: int, max_tokens: int, what: str)
     if len(ids) > max_tokens:
         raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED,
                            f"{what}: {len(ids)} tokens, more than this server's {max_tokens}")
-    bad = next(((i, t) for i, t in enumerate(ids) if t >= vocab_size), None)
-    if bad is not None:
-        raise RequestError(invalid, f"{what}: token ID {bad[1]} at position {bad[0]} is outside the "
-                                    f"vocabulary [0, {vocab_size})")
+    outside = out_of_vocabulary(ids, vocab_size)
+    if outside is not None:
+        raise RequestError(invalid, f"{what}: {outside}")
 
 
 def receive_upload(model: LocalModel, config: ServerConfig, chunks: Iterable[cloud_pb2.KVChunk]) -> tuple[list[int], ReceivedKV]:
@@ -87,7 +70,7 @@ def receive_upload(model: LocalModel, config: ServerConfig, chunks: Iterable[clo
     def make_cache(n: int) -> KVCache:
         return model.new_cache(allocation(n + reserve, model.max_context))
 
-    assembler = KVAssembler(layout(model), model.fingerprint, make_cache, max_tokens=model.max_context,
+    assembler = KVAssembler(KVLayout.of(model.config), model.fingerprint, make_cache, max_tokens=model.max_context,
                             max_bytes=config.kv_max_upload_bytes, allow_cross_precision=config.kv_cross_precision)
     try:
         for chunk in chunks:
@@ -124,7 +107,3 @@ def send_prefill(model: LocalModel, cache: KVCache, options: CodecOptions, *, re
     ))
     for frame in encode_cache(cache, model.fingerprint, options):
         yield cloud_pb2.KVChunk(frame=frame)
-
-
-def elapsed_ms(since: float) -> float:
-    return (time.monotonic() - since) * 1000

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-from engine.fingerprint import ModelFingerprint
+from cloud.contract import fingerprint_from
 from engine.kv import (
     CodecOptions,
     KVFormatError,
@@ -27,26 +27,11 @@ from router import KVHandoffRules
 from tandem_rpc.v1 import cloud_pb2
 
 
-def layout(local: LocalModel) -> KVLayout:
-    c = local.config
-    return KVLayout(c.n_layers, c.n_kv_heads, c.head_dim)
-
-
-def cloud_fingerprint(info: cloud_pb2.InfoResponse) -> ModelFingerprint:
-    fp = info.model_fingerprint
-    return ModelFingerprint(fp.architecture, fp.weights_family, fp.quantization)
-
-
-def fingerprint_message(fp: ModelFingerprint) -> cloud_pb2.ModelFingerprint:
-    return cloud_pb2.ModelFingerprint(architecture=fp.architecture, weights_family=fp.weights_family,
-                                      quantization=fp.quantization)
-
-
 def ineligible(local: LocalModel, info: cloud_pb2.InfoResponse, rules: KVHandoffRules) -> str | None:
     """A reason code when a cache cannot cross between these two models under this policy."""
     if rules.codec not in info.kv_codecs:
         return "kv_codec_not_offered"
-    cloud = cloud_fingerprint(info)
+    cloud = fingerprint_from(info.model_fingerprint)
     if incompatibility(local.fingerprint, cloud, allow_cross_precision=True) is not None:
         return "kv_incompatible_models"
     if local.fingerprint.quantization != cloud.quantization:
@@ -58,7 +43,7 @@ def ineligible(local: LocalModel, info: cloud_pb2.InfoResponse, rules: KVHandoff
 
 
 def kv_bytes(local: LocalModel, n_tokens: int, codec: str) -> int:
-    return estimate_raw_bytes(layout(local), n_tokens, CodecOptions(codec))
+    return estimate_raw_bytes(KVLayout.of(local.config), n_tokens, CodecOptions(codec))
 
 
 def frames_of(local: LocalModel, cache: KVCache, n_tokens: int, codec: str) -> Iterator[bytes]:
@@ -77,6 +62,6 @@ def receive_prefill(
     if list(first.start.token_ids) != expect_tokens:
         raise KVFormatError("PrefillKV's cache holds other tokens than the ones asked for")
     frames = (chunk.frame for chunk in chunks if chunk.HasField("frame"))
-    received = decode_frames(frames, layout(local), local.fingerprint, lambda n: local.new_cache(n + room),
+    received = decode_frames(frames, KVLayout.of(local.config), local.fingerprint, lambda n: local.new_cache(n + room),
                              max_tokens=local.max_context, allow_cross_precision=allow_cross_precision)
     return received, first.start

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from cloud.client import generate_request
+from cloud.contract import fingerprint_message
 from edge import kv_handoff
 from edge.errors import CloudError, CloudUnavailableError, PolicyDeniedError
 from edge.events import Done, Escalation, Event, Fallback, Text, Tier
@@ -302,7 +303,7 @@ class Request:
         t0 = time.monotonic()
         try:
             chunks = transport.prefill_kv(
-                ids, codec=rules.codec, receiver=kv_handoff.fingerprint_message(self.local.fingerprint),
+                ids, codec=rules.codec, receiver=fingerprint_message(self.local.fingerprint),
                 allow_cross_precision=rules.cross_precision, request_id=self.record.request_id,
                 deadline=self.deadline,
             )

@@ -7,11 +7,11 @@ import grpc
 import pytest
 
 from cloud.config import ServerConfig
-from cloud.kv_handoff import fingerprint_message, layout
+from cloud.contract import fingerprint_message
 from cloud.kv_store import KVStore
 from engine.fingerprint import ModelFingerprint
 from engine.generate import generate_tokens
-from engine.kv import CodecOptions, decode_frames, encode_cache
+from engine.kv import CodecOptions, KVLayout, decode_frames, encode_cache
 from tests.cloud_fixtures import RPC_TIMEOUT_S, client_for, running_server, status_of
 
 PROMPT = "Write one sentence about the sea."
@@ -157,7 +157,7 @@ def test_prefill_offload_streams_a_cache_the_edge_continues_from_exactly(server,
         chunks = list(call)
     start = chunks[0].start
     assert list(start.token_ids) == prompt_ids[:-1] and start.codec == "fp16" and start.prefill_ms > 0
-    received = decode_frames([c.frame for c in chunks[1:]], layout(smollm2), smollm2.fingerprint,
+    received = decode_frames([c.frame for c in chunks[1:]], KVLayout.of(smollm2.config), smollm2.fingerprint,
                              lambda n: smollm2.new_cache(n + N_NEW), max_tokens=smollm2.max_context)
     assert received.n_tokens == len(prompt_ids) - 1
     tokens = [e.token.id for e in smollm2.stream(prompt_ids[-1:], max_new_tokens=N_NEW, cache=received.cache)]

@@ -27,6 +27,7 @@ from typing import Iterator
 import torch
 import zstandard
 
+from engine.config import ModelConfig
 from engine.fingerprint import ModelFingerprint
 from engine.kv import quant
 from engine.kv.errors import KVFormatError, KVLimitError
@@ -57,6 +58,10 @@ class KVLayout:
     n_layers: int
     n_kv_heads: int
     head_dim: int
+
+    @classmethod
+    def of(cls, config: ModelConfig) -> KVLayout:
+        return cls(config.n_layers, config.n_kv_heads, config.head_dim)
 
 
 @dataclass(frozen=True)

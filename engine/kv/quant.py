@@ -16,6 +16,8 @@ it reads anything.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 Q4_LEVELS = 15
@@ -51,7 +53,7 @@ def _fp16_scale(spread: torch.Tensor, levels: int) -> tuple[torch.Tensor, torch.
 
 
 def fp16_nbytes(shape: tuple[int, ...]) -> int:
-    return 2 * _numel(shape)
+    return 2 * math.prod(shape)
 
 
 def fp16_encode(x: torch.Tensor) -> list[torch.Tensor]:
@@ -67,7 +69,7 @@ def fp16_decode(reader: Reader, shape: tuple[int, ...]) -> torch.Tensor:
 
 def int8_nbytes(shape: tuple[int, ...]) -> int:
     """x: [..., D]: one fp16 scale per vector of D, then D int8 values."""
-    return 2 * _numel(shape[:-1]) + _numel(shape)
+    return 2 * math.prod(shape[:-1]) + math.prod(shape)
 
 
 def int8_encode(x: torch.Tensor) -> list[torch.Tensor]:
@@ -77,8 +79,8 @@ def int8_encode(x: torch.Tensor) -> list[torch.Tensor]:
 
 
 def int8_decode(reader: Reader, shape: tuple[int, ...]) -> torch.Tensor:
-    scale = reader.take(2 * _numel(shape[:-1]), torch.float16, (*shape[:-1], 1))
-    q = reader.take(_numel(shape), torch.int8, shape)
+    scale = reader.take(2 * math.prod(shape[:-1]), torch.float16, (*shape[:-1], 1))
+    q = reader.take(math.prod(shape), torch.int8, shape)
     return q.float().mul_(scale.float())
 
 
@@ -88,8 +90,8 @@ def int8_decode(reader: Reader, shape: tuple[int, ...]) -> torch.Tensor:
 def q4_nbytes(shape: tuple[int, ...], group_dim: int) -> int:
     """x grouped so that dimension `group_dim` holds one group: fp16 scale and zero per
     group, then two values per byte."""
-    n_groups = _numel(shape) // shape[group_dim]
-    return 4 * n_groups + _numel(shape) // 2
+    n_groups = math.prod(shape) // shape[group_dim]
+    return 4 * n_groups + math.prod(shape) // 2
 
 
 def q4_encode(x: torch.Tensor, group_dim: int) -> list[torch.Tensor]:
@@ -104,16 +106,9 @@ def q4_encode(x: torch.Tensor, group_dim: int) -> list[torch.Tensor]:
 
 def q4_decode(reader: Reader, shape: tuple[int, ...], group_dim: int) -> torch.Tensor:
     stat_shape = tuple(1 if i == group_dim % len(shape) else n for i, n in enumerate(shape))
-    n_groups = _numel(stat_shape)
+    n_groups = math.prod(stat_shape)
     scale = reader.take(2 * n_groups, torch.float16, stat_shape).float()
     zero = reader.take(2 * n_groups, torch.float16, stat_shape).float()
-    packed = reader.take(_numel(shape) // 2, torch.uint8, (_numel(shape) // 2,))
+    packed = reader.take(math.prod(shape) // 2, torch.uint8, (math.prod(shape) // 2,))
     q = torch.stack((packed & 0x0F, packed >> 4), dim=-1).view(shape)
     return q.float().mul_(scale).add_(zero)
-
-
-def _numel(shape: tuple[int, ...]) -> int:
-    n = 1
-    for s in shape:
-        n *= s
-    return n
