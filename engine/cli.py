@@ -107,16 +107,15 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 
     from engine.checkpoint import read_checkpoint
     from engine.errors import EngineError
-    from engine.quantize import dequantize_weights, quantize_weights, save_quantized
+    from engine.quantize import quantize_weights, save_quantized
 
     dst = Path(args.dst).expanduser()
     try:
         if dst.exists() and (not dst.is_dir() or any(dst.iterdir())) and not args.force:
             raise ValueError(f"{dst} exists and is not an empty folder; pass --force to overwrite it")
         ckpt = read_checkpoint(args.src, tokenizer=args.tokenizer, keep_quantized=False)
-        weights = dequantize_weights(ckpt.weights)
         bar = lambda items: tqdm(items, desc=f"quantizing ({args.recipe})", unit="tensor", file=sys.stderr)
-        quantized = quantize_weights(weights, args.recipe, progress=bar)
+        quantized = quantize_weights(ckpt.weights, args.recipe, progress=bar)
         save_quantized(dst, ckpt.config, quantized, ckpt.tokenizer, args.recipe)
     except (EngineError, ValueError, OSError) as exc:
         print(f"tandem quantize: error: {exc}", file=sys.stderr)

@@ -17,9 +17,7 @@ from engine.config import ModelConfig, RopeScaling
 from engine.errors import ModelFormatError, UnsupportedModelError
 from engine.gguf_file import GGMLType, GGUFFile
 from engine.model import rope_frequencies
-from engine.quant_linear import QTensor, concat, quantize
-
-Weights = dict[str, "torch.Tensor | QTensor"]
+from engine.quant_linear import BLOCK_BYTES, QTensor, Weights, concat, quantize
 
 
 def is_gguf_file(path: Path) -> bool:
@@ -90,7 +88,6 @@ def _fit_llama3_scaling(config: ModelConfig, factors: torch.Tensor, meta: dict[s
 
 # GGML block types that stay quantized in memory (engine.quant_linear formats).
 KEPT_QUANTIZED = {GGMLType.Q4_0: "q4_0", GGMLType.Q4_1: "q4_1", GGMLType.Q8_0: "q8_0"}
-_BITS = {"q4_0": 4.5, "q4_1": 5.0, "q8_0": 8.5}
 
 
 def load_gguf(path: Path, *, keep_quantized: bool = False) -> tuple[ModelConfig, Weights, dict[str, Any]]:
@@ -115,10 +112,10 @@ def load_gguf(path: Path, *, keep_quantized: bool = False) -> tuple[ModelConfig,
     def matrix(name: str, heads: int | None = None) -> torch.Tensor | QTensor:
         """A weight matrix, quantized if it is stored in a kept block type; Q/K rows un-permuted."""
         t = info(name)
-        kind = GGMLType(t.type) if t.type in GGMLType._value2member_map_ else None
-        if keep_quantized and kind in KEPT_QUANTIZED:
+        fmt = KEPT_QUANTIZED.get(t.type)
+        if keep_quantized and fmt is not None:
             n, k = t.shape
-            q = QTensor(gguf.raw(t).reshape(n, -1), KEPT_QUANTIZED[kind], (n, k))
+            q = QTensor(gguf.raw(t).reshape(n, -1), fmt, (n, k))
             return q.rows(unpermute_rows(torch.arange(n), heads)) if heads else q
         w = take(name)
         return unpermute_rows(w, heads) if heads else w
@@ -155,5 +152,5 @@ def fuse(parts: list[torch.Tensor | QTensor]) -> torch.Tensor | QTensor:
         return concat(parts)
     if "f" in fmts:
         return torch.cat([p.dequantize() if isinstance(p, QTensor) else p for p in parts])
-    widest = max(fmts, key=_BITS.get)
+    widest = max(fmts, key=BLOCK_BYTES.get)  # bytes per block order the formats by precision
     return concat([p if p.fmt == widest else quantize(p.dequantize(), widest) for p in parts])

@@ -63,6 +63,9 @@ class QTensor:
         return dequantize(self.data, self.scales, self.fmt, self.shape)
 
 
+Weights = dict[str, "torch.Tensor | QTensor"]  # engine-named tensors, some quantized
+
+
 def dequantize(data: torch.Tensor, scales: torch.Tensor | None, fmt: str, shape: tuple[int, int]) -> torch.Tensor:
     if fmt == "i8":
         return data.view(torch.int8).float() * scales[:, None]
@@ -126,6 +129,12 @@ def _pack_nibbles(q: torch.Tensor) -> torch.Tensor:
 # ---- modules ----------------------------------------------------------------------
 
 
+def _register_packed(module: nn.Module, rows: int, cols: int, fmt: str) -> None:
+    """The buffers a quantized [rows, cols] matrix loads into: packed rows, and fp32 scales for i8."""
+    module.register_buffer("weight", torch.empty(rows, cols // GROUP * BLOCK_BYTES[fmt], dtype=torch.uint8))
+    module.register_buffer("scales", torch.empty(rows) if fmt == "i8" else None)
+
+
 class QuantLinear(nn.Module):
     """y = x W^T with W quantized; native kernels when built, else dequantize + matmul.
 
@@ -140,9 +149,7 @@ class QuantLinear(nn.Module):
         self.in_features, self.out_features, self.fmt = in_features, out_features, fmt
         self.quantize_activations = quantize_activations
         self.code = FORMATS[fmt]
-        row_bytes = in_features // GROUP * BLOCK_BYTES[fmt]
-        self.register_buffer("weight", torch.empty(out_features, row_bytes, dtype=torch.uint8))
-        self.register_buffer("scales", torch.empty(out_features) if fmt == "i8" else None)
+        _register_packed(self, out_features, in_features, fmt)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if kernels.available():
@@ -165,9 +172,7 @@ class QuantEmbedding(nn.Module):
         super().__init__()
         self.num_embeddings, self.embedding_dim, self.fmt = num_embeddings, embedding_dim, fmt
         self.code = FORMATS[fmt]
-        row_bytes = embedding_dim // GROUP * BLOCK_BYTES[fmt]
-        self.register_buffer("weight", torch.empty(num_embeddings, row_bytes, dtype=torch.uint8))
-        self.register_buffer("scales", torch.empty(num_embeddings) if fmt == "i8" else None)
+        _register_packed(self, num_embeddings, embedding_dim, fmt)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         if kernels.available():

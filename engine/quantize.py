@@ -34,7 +34,7 @@ from safetensors.torch import save_file
 
 from engine.config import ModelConfig
 from engine.errors import ModelFormatError
-from engine.quant_linear import BLOCK_BYTES, FORMATS, GROUP, QTensor, quantize
+from engine.quant_linear import BLOCK_BYTES, FORMATS, GROUP, QTensor, Weights, quantize
 from engine.tokenizer import Tokenizer
 
 RECIPES: dict[str, dict[str, str]] = {
@@ -48,8 +48,6 @@ PRECISIONS = ("stored", "full", "device", *RECIPES)
 RECIPE_KEY = "tandem.recipe"
 FORMATS_KEY = "tandem.formats"
 WEIGHTS_FILE = "model.safetensors"
-
-Weights = dict[str, "torch.Tensor | QTensor"]
 
 
 def role(name: str) -> str | None:
@@ -66,7 +64,8 @@ def role(name: str) -> str | None:
 def quantize_weights(
     weights: Weights, recipe: str, *, progress: Callable[[Iterable], Iterable] = lambda it: it
 ) -> Weights:
-    """Float weights -> the recipe's formats. Tied output shares the embedding's tensor."""
+    """Weights -> the recipe's formats; quantized ones are dequantized first, one tensor at
+    a time. Tied output shares the embedding's tensor."""
     if recipe not in RECIPES:
         raise ValueError(f"unknown quantization recipe {recipe!r}; known: {', '.join(RECIPES)}")
     formats = RECIPES[recipe]
@@ -74,12 +73,14 @@ def quantize_weights(
     for name in progress(list(weights)):
         value = weights[name]
         part = role(name)
-        if part is None or isinstance(value, QTensor):
+        if part is None:
             out[name] = value
-        elif value.dim() != 2 or value.shape[1] % 32:
-            raise ModelFormatError(f"{name} of shape {tuple(value.shape)} cannot be quantized in groups of 32")
-        else:
-            out[name] = quantize(value.float(), formats[part])
+            continue
+        if isinstance(value, QTensor):
+            value = value.dequantize()
+        if value.dim() != 2 or value.shape[1] % GROUP:
+            raise ModelFormatError(f"{name} of shape {tuple(value.shape)} cannot be quantized in groups of {GROUP}")
+        out[name] = quantize(value.float(), formats[part])
     return out
 
 

@@ -98,7 +98,7 @@ class LocalModel:
         elif precision == "device" and not any(isinstance(v, QTensor) for v in weights.values()):
             weights, quantization = quantize_weights(weights, DEVICE_RECIPE), DEVICE_RECIPE
         elif precision in RECIPES:
-            weights, quantization = quantize_weights(dequantize_weights(weights), precision), precision
+            weights, quantization = quantize_weights(weights, precision), precision
         context = min(config.max_seq_len, max_context)
         config = dataclasses.replace(config, max_seq_len=context)
         model = build_transformer(config, weights, dtype)

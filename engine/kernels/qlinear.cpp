@@ -356,18 +356,16 @@ int64_t grain(int64_t n) {
   return std::max<int64_t>(16, (n + at::get_num_threads() - 1) / at::get_num_threads());
 }
 
-at::Tensor dequantize(const at::Tensor& w, const c10::optional<at::Tensor>& scales, int64_t fmt, int64_t k) {
-  check_weight(w, scales, fmt, k);
-  const int64_t n = w.size(0), row_bytes = w.size(1);
-  at::Tensor out = at::empty({n, k}, at::kFloat);
-  const uint8_t* wp = w.data_ptr<uint8_t>();
-  const float* sp = fmt == I8 ? scales->data_ptr<float>() : nullptr;
-  float* op = out.data_ptr<float>();
-  const DequantFn fn = dequant_fn(fmt);
+// out[i, r] = scale[r] * dot(r, i) for every weight row r and activation row i, threads
+// splitting the weight rows (each row is read once while it serves every activation row).
+template <typename Dot>
+void each_output(int64_t n, int64_t m, const float* sp, float* op, const Dot& dot) {
   at::parallel_for(0, n, grain(n), [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) fn(wp + r * row_bytes, sp ? sp[r] : 1.0f, op + r * k, k);
+    for (int64_t r = r0; r < r1; ++r) {
+      const float s = sp ? sp[r] : 1.0f;
+      for (int64_t i = 0; i < m; ++i) op[i * n + r] = s * dot(r, i);
+    }
   });
-  return out;
 }
 
 // Up to this many activation rows, int8 dot products; beyond, dequantize + BLAS.
@@ -417,25 +415,15 @@ at::Tensor qlinear(const at::Tensor& x, const at::Tensor& w, const c10::optional
       xsum[i] = t;
     }
     const DotF32Fn fn = dot_f32_fn(fmt);
-    at::parallel_for(0, n, grain(n), [&](int64_t r0, int64_t r1) {
-      for (int64_t r = r0; r < r1; ++r) {
-        const uint8_t* row = wp + r * row_bytes;
-        const float s = sp ? sp[r] : 1.0f;
-        for (int64_t i = 0; i < m; ++i) op[i * n + r] = s * fn(row, xp + i * k, xsum.data() + i * nb, nb);
-      }
+    each_output(n, m, sp, op, [&](int64_t r, int64_t i) {
+      return fn(wp + r * row_bytes, xp + i * k, xsum.data() + i * nb, nb);
     });
     return out.view(out_shape).to(x.scalar_type());
   }
   std::vector<BlockA> act(m * nb);
   for (int64_t i = 0; i < m; ++i) quantize_row(xp + i * k, act.data() + i * nb, k);
   const DotFn fn = dot_fn(fmt);
-  at::parallel_for(0, n, grain(n), [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      const uint8_t* row = wp + r * row_bytes;
-      const float s = sp ? sp[r] : 1.0f;
-      for (int64_t i = 0; i < m; ++i) op[i * n + r] = s * fn(row, act.data() + i * nb, nb);
-    }
-  });
+  each_output(n, m, sp, op, [&](int64_t r, int64_t i) { return fn(wp + r * row_bytes, act.data() + i * nb, nb); });
   return out.view(out_shape).to(x.scalar_type());
 }
 
@@ -460,25 +448,14 @@ at::Tensor embedding(const at::Tensor& ids, const at::Tensor& w, const c10::opti
   return out.view(shape);
 }
 
-bool has_avx2() {
-#ifdef TANDEM_AVX2
-  return true;
-#else
-  return false;
-#endif
-}
-
 }  // namespace
 
 TORCH_LIBRARY(tandem, m) {
   m.def("qlinear(Tensor x, Tensor w, Tensor? scales, int fmt, int in_features, bool quantize_x=True) -> Tensor");
-  m.def("dequantize(Tensor w, Tensor? scales, int fmt, int in_features) -> Tensor");
   m.def("embedding(Tensor ids, Tensor w, Tensor? scales, int fmt, int in_features) -> Tensor");
-  m.def("simd() -> bool", has_avx2);
 }
 
 TORCH_LIBRARY_IMPL(tandem, CPU, m) {
   m.impl("qlinear", qlinear);
-  m.impl("dequantize", dequantize);
   m.impl("embedding", embedding);
 }
