@@ -149,6 +149,9 @@ class Transformer(nn.Module):
         cos, sin = rope_tables(config)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
+        # Set by the runtime when the layers can run a single-token step in one native
+        # call (engine/decode_step.py); None runs the modules below.
+        self.decode_step = None
 
     def forward(self, tokens: torch.Tensor, cache: KVCache, *, last_only: bool = False) -> torch.Tensor:
         """Run `tokens` [B, T] at positions cache.pos.. and append them to the cache.
@@ -166,8 +169,11 @@ class Transformer(nn.Module):
             # Queries at start..end-1 see every cached position plus the causal part.
             mask = torch.ones(seqlen, end, dtype=torch.bool, device=tokens.device).tril(diagonal=start)
         x = self.tok_embeddings(tokens)
-        for i, layer in enumerate(self.layers):
-            x = layer(x, rope, cache, i, mask)
+        if self.decode_step is not None and self.decode_step.runs(tokens, cache):
+            x = self.decode_step(x, cache)
+        else:
+            for i, layer in enumerate(self.layers):
+                x = layer(x, rope, cache, i, mask)
         cache.pos = end
         if last_only:
             x = x[:, -1:]

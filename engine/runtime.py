@@ -17,6 +17,7 @@ import torch
 from engine.chat import Message, render_chat
 from engine.checkpoint import read_checkpoint
 from engine.config import ModelConfig
+from engine.decode_step import NativeDecodeStep
 from engine.detokenize import Detokenizer
 from engine.errors import ContextLengthError, ModelFormatError
 from engine.fingerprint import ModelFingerprint, fingerprint
@@ -63,6 +64,7 @@ def build_transformer(config: ModelConfig, weights: Weights, dtype: torch.dtype)
         raise ModelFormatError(f"weights do not fit the config: {exc}") from exc
     if config.tie_embeddings and not isinstance(weights["output.weight"], QTensor):
         model.output.weight = model.tok_embeddings.weight
+    model.decode_step = NativeDecodeStep.build(model)
     return model.eval()
 
 

@@ -1,4 +1,7 @@
-"""Native kernels for quantized layers: compiled from `qlinear.cpp` at first use, cached.
+"""Native kernels for quantized models: compiled from the C++ files here at first use, cached.
+
+`qlinear.cpp` holds the quantized matmul and embedding ops, `decode_step.cpp`
+one decode token through every layer; `quant_blocks.h` the formats they share.
 
 The library is built for the CPU it runs on (-march=native) and cached under
 `$TANDEM_KERNEL_CACHE` (default ~/.cache/tandem/kernels), keyed by the source,
@@ -24,7 +27,9 @@ import torch
 
 log = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).with_name("qlinear.cpp")
+HERE = Path(__file__).parent
+SOURCES = [HERE / "qlinear.cpp", HERE / "decode_step.cpp"]
+HEADERS = [HERE / "quant_blocks.h"]
 COMPILER = os.environ.get("CXX", "g++")
 FLAGS = ["-O3", "-march=native", "-fopenmp", "-std=c++17", "-shared", "-fPIC", "-DNDEBUG", "-w"]
 
@@ -53,14 +58,15 @@ def _build_command(output: Path) -> list[str]:
     abi = int(torch._C._GLIBCXX_USE_CXX11_ABI)
     includes = [f"-I{p}" for p in include_paths()] + [f"-I{sysconfig.get_paths()['include']}"]
     libs = [f"-L{p}" for p in library_paths()] + [f"-Wl,-rpath,{p}" for p in library_paths()]
-    return [COMPILER, *FLAGS, f"-D_GLIBCXX_USE_CXX11_ABI={abi}", *includes, str(SOURCE), "-o", str(output),
+    return [COMPILER, *FLAGS, f"-D_GLIBCXX_USE_CXX11_ABI={abi}", *includes, *map(str, SOURCES), "-o", str(output),
             *libs, "-lc10", "-ltorch_cpu", "-ltorch"]
 
 
 def library_path() -> Path:
-    """Where the library for this source, torch, compiler and CPU lives (built or not)."""
+    """Where the library for these sources, torch, compiler and CPU lives (built or not)."""
     key = hashlib.sha256()
-    for part in (SOURCE.read_bytes(), torch.__version__.encode(), COMPILER.encode(), " ".join(FLAGS).encode(),
+    sources = (p.read_bytes() for p in SOURCES + HEADERS)
+    for part in (*sources, torch.__version__.encode(), COMPILER.encode(), " ".join(FLAGS).encode(),
                  _cpu_flags().encode()):
         key.update(part)
     return cache_dir() / f"tandem_qlinear-{key.hexdigest()[:16]}.so"
@@ -83,7 +89,7 @@ def build() -> Path:
         proc = subprocess.run(_build_command(tmp), capture_output=True, text=True)
         if proc.returncode != 0:
             tmp.unlink(missing_ok=True)
-            raise KernelBuildError(f"compiling {SOURCE.name} failed:\n{proc.stderr[-4000:]}")
+            raise KernelBuildError(f"compiling {', '.join(p.name for p in SOURCES)} failed:\n{proc.stderr[-4000:]}")
         tmp.rename(target)
     return target
 

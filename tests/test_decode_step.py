@@ -1,0 +1,121 @@
+"""The native decode step (one call for every layer) against the model's own modules."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from engine import kernels
+from engine.checkpoint import read_checkpoint
+from engine.decode_step import NativeDecodeStep
+from engine.generate import generate_tokens
+from engine.quant_linear import FORMATS, quantize
+from engine.runtime import build_transformer
+
+MATRICES = ("attention.wqkv.weight", "attention.wo.weight", "feed_forward.w13.weight", "feed_forward.w2.weight")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def native_kernels():
+    if not kernels.available():
+        pytest.fail("the native kernels did not build (a C++ compiler is part of the set-up)")
+
+
+@pytest.fixture(scope="module")
+def tiny(hf_checkpoint_factory):
+    """Three random layers with GQA (4 query heads on 2 kv heads) and llama3 RoPE scaling."""
+    rope = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 64}
+    folder = hf_checkpoint_factory("decode_step", hidden_size=64, layers=3, heads=4, kv_heads=2, intermediate=160,
+                                   rope_scaling=rope, seed=3)
+    return read_checkpoint(folder)
+
+
+def quantized_model(ckpt, fmt: str):
+    weights = {name: quantize(w, fmt) if name.endswith(MATRICES) else w for name, w in ckpt.weights.items()}
+    return build_transformer(ckpt.config, weights, torch.float32)
+
+
+@torch.inference_mode()
+def teacher_forced(model, ids: list[int], n_prompt: int, *, native: bool):
+    """Prefill ids[:n_prompt], then feed the rest one token at a time; logits of each step and the cache."""
+    from engine.model import KVCache
+
+    step, model.decode_step = model.decode_step, model.decode_step if native else None
+    try:
+        cache = KVCache(model.config, len(ids))
+        model(torch.tensor([ids[:n_prompt]]), cache)
+        logits = torch.stack([model(torch.tensor([[t]]), cache)[0, -1] for t in ids[n_prompt:]])
+    finally:
+        model.decode_step = step
+    return logits, cache
+
+
+def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
+    return float((got - want).abs().max() / want.abs().max())
+
+
+@pytest.mark.parametrize("fmt", list(FORMATS))
+def test_native_step_matches_the_modules(tiny, fmt):
+    model = quantized_model(tiny, fmt)
+    assert isinstance(model.decode_step, NativeDecodeStep)
+    ids = torch.randint(0, tiny.config.vocab_size, (40,), generator=torch.Generator().manual_seed(0)).tolist()
+    native, native_cache = teacher_forced(model, ids, 9, native=True)
+    modules, module_cache = teacher_forced(model, ids, 9, native=False)
+    # Same arithmetic up to summation order; 31 steps reach past the 16-position
+    # SIMD blocks of the attention loops and through llama3-scaled RoPE.
+    assert relative_error(native, modules) < 1e-4
+    assert native_cache.pos == module_cache.pos == len(ids)
+    assert relative_error(native_cache.k, module_cache.k) < 1e-4
+    assert relative_error(native_cache.v, module_cache.v) < 1e-4
+
+
+def test_device_tier_decodes_natively_and_answers_the_same(smollm2_device):
+    """On the real model int8 activation rounding can amplify ulp-level differences
+    after many layers, so the check is the user-visible one: the same greedy text,
+    and logits that agree on the top token at every step."""
+    model = smollm2_device.model
+    assert isinstance(model.decode_step, NativeDecodeStep)
+    ids = smollm2_device.encode_prompt("What is the capital of France?")
+
+    def greedy(native: bool) -> list[int]:
+        step, model.decode_step = model.decode_step, model.decode_step if native else None
+        try:
+            cache = smollm2_device.new_cache(len(ids) + 32)
+            return [t.id for t in generate_tokens(model, cache, ids, max_new_tokens=32)]
+        finally:
+            model.decode_step = step
+
+    native = greedy(True)
+    assert native == greedy(False)
+    assert "Paris" in smollm2_device.tokenizer.decode(native)
+    a, _ = teacher_forced(model, ids + native, len(ids), native=True)
+    b, _ = teacher_forced(model, ids + native, len(ids), native=False)
+    assert torch.equal(a.argmax(-1), b.argmax(-1))
+
+
+def test_full_precision_and_batches_run_the_modules(smollm2, smollm2_device):
+    assert smollm2.model.decode_step is None  # fp32 layers: nothing native to run
+    step = smollm2_device.model.decode_step
+    cache = smollm2_device.new_cache(8)
+    assert step.runs(torch.tensor([[1]]), cache)
+    assert not step.runs(torch.tensor([[1, 2]]), cache)  # prefill
+    assert not step.runs(torch.tensor([[1], [2]]), cache)  # a batch
+
+
+def test_bad_calls_are_refused_with_a_reason(tiny):
+    model = quantized_model(tiny, "q4_1")
+    step = model.decode_step
+    from engine.model import KVCache
+
+    cache = KVCache(model.config, 4)
+    x = torch.zeros(1, 1, model.config.dim)
+    cache.pos = 4
+    with pytest.raises(RuntimeError, match="outside the cache"):
+        step(x, cache)
+    cache.pos = 0
+    with pytest.raises(RuntimeError, match="one token of 64 features"):
+        step(torch.zeros(1, 2, model.config.dim), cache)
+    with pytest.raises(RuntimeError, match="wqkv, wo, w13, w2"):
+        torch.ops.tandem.decode_step(x, step.norms, step.weights[:-1], step.scales[:-1], step.fmts[:-1], cache.k,
+                                     cache.v, *step.rope, 0, step.n_heads, step.eps)
