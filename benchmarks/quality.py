@@ -1,8 +1,9 @@
 """What quantization costs in quality: perplexity and top-1 agreement per device tier.
 
 On held-out public-domain text (benchmarks/data, sources in SOURCES.md), each
-quantized tier of SmolLM2-135M is decoded token by token (so the int8 rounding
-of activations counts) and scored against the full-precision twin, which here
+quantized tier of SmolLM2-135M is scored through both of its paths, decoded
+token by token (int8 activation blocks) and prefilled in one forward (bf16
+matmuls where the CPU has them), against the full-precision twin, which here
 is the GGUF's Q4_1 weights dequantized to fp32: the bf16 original is not
 available offline, so what Q4_1 costs against it cannot be measured here.
 
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from engine.quality import compare
+from engine.quality import PATHS, compare
 from engine.runtime import LocalModel
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -35,16 +36,18 @@ def main() -> None:
 
     reference = LocalModel.load(args.model, precision="full", max_context=args.tokens + 8)
     texts = {p.stem: reference.tokenizer.encode(p.read_text())[: args.tokens + 1] for p in sorted(DATA.glob("*.txt"))}
-    print(f"{args.model}: {args.tokens} tokens per text, decoded token by token vs the fp32 twin in one forward")
-    print(f"{'tier':<22}{'text':<14}{'ppl fp32':>10}{'ppl tier':>10}{'increase':>10}{'bound':>8}{'top-1 agree':>13}")
+    print(f"{args.model}: {args.tokens} tokens per text, each tier's decode and prefill path vs the fp32 twin")
+    print(f"{'tier':<22}{'path':<9}{'text':<14}{'ppl fp32':>10}{'ppl tier':>10}{'increase':>10}{'bound':>8}"
+          f"{'top-1 agree':>13}")
     results = {}
     for label, precision in TIERS.items():
         model = LocalModel.load(args.model, precision=precision, max_context=args.tokens + 8)
-        for name, ids in texts.items():
-            q = compare(model.model, reference.model, ids)
-            results[f"{precision}/{name}"] = q.__dict__ | {"increase": q.perplexity_increase}
-            print(f"{label:<22}{name:<14}{q.reference_perplexity:>10.3f}{q.perplexity:>10.3f}"
-                  f"{q.perplexity_increase:>+10.2%}{BOUNDS[precision]:>+8.0%}{q.top1_agreement:>13.1%}")
+        for path in PATHS:
+            for name, ids in texts.items():
+                q = compare(model.model, reference.model, ids, path=path)
+                results[f"{precision}/{path}/{name}"] = q.__dict__ | {"increase": q.perplexity_increase}
+                print(f"{label:<22}{path:<9}{name:<14}{q.reference_perplexity:>10.3f}{q.perplexity:>10.3f}"
+                      f"{q.perplexity_increase:>+10.2%}{BOUNDS[precision]:>+8.0%}{q.top1_agreement:>13.1%}")
     print(json.dumps({"benchmark": "quality", "model": args.model, "tokens": args.tokens, "results": results}))
 
 

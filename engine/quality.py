@@ -1,8 +1,10 @@
 """How much a quantized tier changes the model: perplexity and top-1 agreement.
 
-The quantized model is scored token by token through the decode path, so the
-int8 rounding of activations that decoding uses counts, not only the weights;
-the reference scores the same tokens with one full-precision forward.
+The quantized model is scored through either path it runs: token by token as
+decoding does (int8 activation blocks), or in one forward as a prompt's prefill
+does (bf16 matmuls where the CPU has them), so the activation rounding each
+path uses counts, not only the weights. The reference scores the same tokens
+with one full-precision forward.
 """
 
 from __future__ import annotations
@@ -47,10 +49,13 @@ def perplexity(logits: torch.Tensor, ids: list[int]) -> float:
     return math.exp(float(nll))
 
 
-def compare(model: Transformer, reference: Transformer, ids: list[int]) -> Quality:
-    """`model` decoded token by token against `reference` in one forward, on the same IDs."""
+PATHS = {"decode": decode_logits, "prefill": prefill_logits}
+
+
+def compare(model: Transformer, reference: Transformer, ids: list[int], *, path: str = "decode") -> Quality:
+    """`model` through its `path` ("decode" or "prefill") against `reference` in one forward, on the same IDs."""
     ref = prefill_logits(reference, ids)
-    got = decode_logits(model, ids)
+    got = PATHS[path](model, ids)
     return Quality(
         perplexity=perplexity(got, ids),
         reference_perplexity=perplexity(ref, ids),

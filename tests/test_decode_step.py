@@ -9,6 +9,7 @@ from engine import kernels
 from engine.checkpoint import read_checkpoint
 from engine.decode_step import NativeDecodeStep
 from engine.generate import generate_tokens
+from engine.model import KVCache
 from engine.quant_linear import FORMATS, quantize
 from engine.runtime import build_transformer
 
@@ -39,8 +40,6 @@ def quantized_model(ckpt, fmt: str):
 @torch.inference_mode()
 def teacher_forced(model, ids: list[int], n_prompt: int, *, native: bool):
     """Prefill ids[:n_prompt], then feed the rest one token at a time; logits of each step and the cache."""
-    from engine.model import KVCache
-
     step, model.decode_step = model.decode_step, model.decode_step if native else None
     try:
         cache = KVCache(model.config, len(ids))
@@ -55,19 +54,42 @@ def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
     return float((got - want).abs().max() / want.abs().max())
 
 
+@torch.inference_mode()
+def step_errors(model, ids: list[int], n_prompt: int) -> list[float]:
+    """Each decode step run both ways from the same cache: the relative error of the
+    native step's logits and of the keys and values it appends."""
+    step = model.decode_step
+    cache = KVCache(model.config, len(ids))
+    model.decode_step = None
+    model(torch.tensor([ids[:n_prompt]]), cache)
+    errors = []
+    for t in ids[n_prompt:]:
+        twin = KVCache(model.config, len(ids))
+        twin.k.copy_(cache.k), twin.v.copy_(cache.v)
+        twin.pos = pos = cache.pos
+        model.decode_step = step
+        got = model(torch.tensor([[t]]), twin)
+        model.decode_step = None
+        want = model(torch.tensor([[t]]), cache)
+        errors.append(max(relative_error(got, want), relative_error(twin.k[:, :, :, pos], cache.k[:, :, :, pos]),
+                          relative_error(twin.v[:, :, :, pos], cache.v[:, :, :, pos])))
+    model.decode_step = step
+    return errors
+
+
 @pytest.mark.parametrize("fmt", list(FORMATS))
 def test_native_step_matches_the_modules(tiny, fmt):
+    """Same arithmetic up to summation order and the exp polynomial, so ~1e-6; but
+    an activation that lands within that of an int8 rounding boundary flips by a
+    step (~1/127 of its block) on one side only, so a step or two may differ by
+    up to ~1e-2. 31 steps reach past the SIMD blocks of the attention loops."""
     model = quantized_model(tiny, fmt)
     assert isinstance(model.decode_step, NativeDecodeStep)
     ids = torch.randint(0, tiny.config.vocab_size, (40,), generator=torch.Generator().manual_seed(0)).tolist()
-    native, native_cache = teacher_forced(model, ids, 9, native=True)
-    modules, module_cache = teacher_forced(model, ids, 9, native=False)
-    # Same arithmetic up to summation order; 31 steps reach past the 16-position
-    # SIMD blocks of the attention loops and through llama3-scaled RoPE.
-    assert relative_error(native, modules) < 1e-4
-    assert native_cache.pos == module_cache.pos == len(ids)
-    assert relative_error(native_cache.k, module_cache.k) < 1e-4
-    assert relative_error(native_cache.v, module_cache.v) < 1e-4
+    errors = step_errors(model, ids, 9)
+    assert len(errors) == 31
+    assert sum(e < 1e-4 for e in errors) >= 28, errors
+    assert max(errors) < 2e-2, errors
 
 
 def test_device_tier_decodes_natively_and_answers_the_same(smollm2_device):
@@ -106,8 +128,6 @@ def test_full_precision_and_batches_run_the_modules(smollm2, smollm2_device):
 def test_bad_calls_are_refused_with_a_reason(tiny):
     model = quantized_model(tiny, "q4_1")
     step = model.decode_step
-    from engine.model import KVCache
-
     cache = KVCache(model.config, 4)
     x = torch.zeros(1, 1, model.config.dim)
     cache.pos = 4
