@@ -76,8 +76,7 @@ def held_out_ids(model: LocalModel, n: int, which: int = 0) -> list[int]:
 @torch.inference_mode()
 def prefilled(model: LocalModel, ids: list[int], room: int = 0):
     cache = model.new_cache(len(ids) + room)
-    for start in range(0, len(ids), 512):
-        prefill(model.model, cache, ids[start:start + 512])
+    prefill(model.model, cache, ids)
     return cache
 
 

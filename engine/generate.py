@@ -42,10 +42,20 @@ class TokenInfo:
     margin: float
 
 
-def prefill(model: Transformer, cache: KVCache, ids: list[int]) -> torch.Tensor:
-    """Run the prompt through the model; returns the next-token logits [V]."""
-    tokens = torch.tensor([ids], dtype=torch.long, device=cache.k.device)
-    return model(tokens, cache, last_only=True)[0, -1]
+# Prompt tokens per forward. Activations grow with the tokens in flight (a 1B
+# model's FFN holds 96 KiB a token), so chunks bound a long prompt's memory;
+# 256 rows still keep the matmuls compute-bound.
+PREFILL_CHUNK = 256
+
+
+def prefill(model: Transformer, cache: KVCache, ids: list[int], *, chunk: int = PREFILL_CHUNK) -> torch.Tensor:
+    """Run the prompt through the model, `chunk` tokens at a time; returns the next-token logits [V]."""
+    if not ids:
+        raise ValueError("prefill needs at least one token")
+    for start in range(0, len(ids), chunk):
+        tokens = torch.tensor([ids[start:start + chunk]], dtype=torch.long, device=cache.k.device)
+        logits = model(tokens, cache, last_only=True)
+    return logits[0, -1]
 
 
 def decode_one_token(model: Transformer, cache: KVCache, token_id: int) -> torch.Tensor:
