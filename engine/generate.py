@@ -12,6 +12,7 @@ from typing import Iterable, Iterator
 
 import torch
 
+from engine.config import ModelConfig
 from engine.model import KVCache, Transformer
 
 
@@ -42,16 +43,25 @@ class TokenInfo:
     margin: float
 
 
-# Prompt tokens per forward. Activations grow with the tokens in flight (a 1B
-# model's FFN holds 96 KiB a token), so chunks bound a long prompt's memory;
-# 256 rows still keep the matmuls compute-bound.
-PREFILL_CHUNK = 256
+# fp32 activation bytes one prefill forward may hold. A forward's activations
+# grow with its tokens (143 KiB a token for Llama-3.2-1B), so a long prompt runs
+# in chunks; a chunk of a few hundred rows still keeps the matmuls compute-bound,
+# but each chunk after the first attends through an explicit mask, so chunks
+# are no smaller than this asks (SmolLM2 takes ~1,000 tokens in one forward).
+PREFILL_ACTIVATION_BYTES = 32 << 20
 
 
-def prefill(model: Transformer, cache: KVCache, ids: list[int], *, chunk: int = PREFILL_CHUNK) -> torch.Tensor:
+def prefill_chunk(config: ModelConfig) -> int:
+    """Prompt tokens per forward: the SwiGLU and QKV activations and the residual stream within the budget."""
+    per_token = 4 * (3 * config.ffn_dim + (config.n_heads + 2 * config.n_kv_heads) * config.head_dim + 4 * config.dim)
+    return max(64, PREFILL_ACTIVATION_BYTES // per_token)
+
+
+def prefill(model: Transformer, cache: KVCache, ids: list[int], *, chunk: int | None = None) -> torch.Tensor:
     """Run the prompt through the model, `chunk` tokens at a time; returns the next-token logits [V]."""
     if not ids:
         raise ValueError("prefill needs at least one token")
+    chunk = chunk or prefill_chunk(model.config)
     for start in range(0, len(ids), chunk):
         tokens = torch.tensor([ids[start:start + chunk]], dtype=torch.long, device=cache.k.device)
         logits = model(tokens, cache, last_only=True)

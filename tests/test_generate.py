@@ -93,3 +93,23 @@ def test_sampling_rejects_invalid_values():
         Sampling(top_p=0.0)
 
 
+
+
+def test_prefill_in_chunks_equals_one_forward(smollm2):
+    """Chunks after the first attend to the cache through a mask; the result is the one forward's."""
+    from engine.generate import prefill, prefill_chunk
+
+    ids = smollm2.encode_prompt("Summarise the history of the printing press in three sentences.")
+    caches, logits = [], []
+    for chunk in (len(ids), 7):
+        cache = smollm2.new_cache(len(ids))
+        with torch.inference_mode():
+            logits.append(prefill(smollm2.model, cache, ids, chunk=chunk))
+        caches.append(cache)
+    assert caches[1].pos == len(ids)
+    torch.testing.assert_close(logits[1], logits[0], rtol=0, atol=1e-4)
+    torch.testing.assert_close(caches[1].k, caches[0].k, rtol=0, atol=1e-4)
+    torch.testing.assert_close(caches[1].v, caches[0].v, rtol=0, atol=1e-4)
+    assert 64 <= prefill_chunk(smollm2.config) < 4096
+    with pytest.raises(ValueError, match="at least one token"):
+        prefill(smollm2.model, smollm2.new_cache(4), [])
