@@ -10,12 +10,15 @@ perplexity on held-out text against +0.35 % for groups of 32, at the same speed
 (benchmarks/quality.py on SmolLM2; its reference is itself on a 4-bit grid whose
 block scales vary along a row, which per-channel scales cannot follow).
 
-Kernels were chosen by measurement (benchmarks/kernels.py, 2-core AVX2 VM, quiet,
-one decode token, weight GB/s for SmolLM2's / Llama-3.2-1B's w13 against a read
-bandwidth of 38.7 GB/s): Tandem's i8 33.5 / 34.8, q8_0 31.7 / 36.6, q4_1 27.6 /
-32.8; fbgemm's dynamic int8 27.3 / 36.4; torch's int4pack (bf16 activations,
-its own packing) 27.8 / 40.5; fp32 matmul 15.4 / 21.3. Tandem's kernels run
-GGUF blocks as they are stored, so a user's GGUF needs no repacking.
+Kernels were chosen by measurement (benchmarks/kernels.py, 2 threads, one
+decode token, weight GB/s for SmolLM2's / Llama-3.2-1B's w13). On a 2-core
+AMD EPYC (Zen 4) VM, read bandwidth 46.5 GB/s in the same run: Tandem's i8
+37.9 / 41.9, q8_0 37.9 / 42.8, q4_1 28.9 / 36.9; fbgemm's dynamic int8
+30.1 / 40.5; torch's int4pack (bf16 activations, its own packing) 28.2 / 42.9;
+fp32 matmul 15.8 / 21.0. Tandem's kernels run GGUF blocks as they are
+stored, so a user's GGUF needs no repacking, and they are what the native
+decode step (kernels/decode_step.cpp) calls; int4pack reads the 1B's 4-bit
+weights ~15 % faster and is the candidate if q4 decode must go further.
 
 A checkpoint written by `tandem quantize` is a Hugging Face-style
 folder (config.json, tokenizer, model.safetensors) whose safetensors metadata
