@@ -139,3 +139,44 @@ def test_bad_calls_are_refused_with_a_reason(tiny):
     with pytest.raises(RuntimeError, match="wqkv, wo, w13, w2"):
         torch.ops.tandem.decode_step(x, step.norms, step.weights[:-1], step.scales[:-1], step.fmts[:-1], cache.k,
                                      cache.v, *step.rope, 0, step.n_heads, step.eps)
+
+
+def test_team_size_and_concurrent_callers_do_not_change_the_result(smollm2_device):
+    """Each output row and attention head is computed whole by one thread, so the step is
+    bit-identical on one thread, on two, and from two Python threads at once (each call
+    forms its own team: a real server decodes sessions from several threads)."""
+    import threading
+
+    model = smollm2_device.model
+    ids = smollm2_device.encode_prompt("Name three rivers in Europe.")
+
+    prompt = smollm2_device.new_cache(len(ids) + 8)
+    with torch.inference_mode():
+        model(torch.tensor([ids]), prompt)  # prefilled once: BLAS results may vary with threads
+
+    @torch.inference_mode()
+    def steps(out: list | None = None) -> torch.Tensor:
+        cache = smollm2_device.new_cache(len(ids) + 8)
+        cache.k.copy_(prompt.k), cache.v.copy_(prompt.v)
+        cache.pos = prompt.pos
+        logits = torch.stack([model(torch.tensor([[t]]), cache)[0, -1] for t in (11, 22, 33, 44)])
+        if out is not None:
+            out.append(logits)
+        return logits
+
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        two = steps()
+        torch.set_num_threads(1)
+        one = steps()
+    finally:
+        torch.set_num_threads(threads)
+    results: list = []
+    workers = [threading.Thread(target=steps, args=(results,)) for _ in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert torch.equal(one, two)
+    assert len(results) == 2 and all(torch.equal(r, two) for r in results)

@@ -5,13 +5,19 @@
 // cache writes, attention, residuals). Here each layer is RMSNorm -> int8
 // activation blocks -> QKV -> RoPE -> cache append -> attention -> WO ->
 // residual -> RMSNorm -> W13 -> SwiGLU -> W2 -> residual, in plain loops over
-// buffers allocated once per call; only the matmuls and the attention heads
-// are split across threads. The arithmetic is the per-op path's: the same
-// activation rounding before every matmul, fp32 everywhere else.
+// buffers allocated once per call. The threads enter one parallel region per
+// token and meet at spin barriers between phases: a fork/join per matmul (150
+// a token) costs ~35 us each once another thread of the process has its own
+// OpenMP team (libgomp then stops spinning and parks its workers), which made
+// the step 3x slower next to an in-process server. The arithmetic is the
+// per-op path's: the same activation rounding before every matmul, fp32
+// everywhere else.
 
 #include <torch/library.h>
 
+#include <atomic>
 #include <limits>
+#include <thread>
 #include <vector>
 
 #include "quant_blocks.h"
@@ -33,10 +39,53 @@ QMatrix matrix(const at::Tensor& w, const c10::optional<at::Tensor>& scales, int
   return {w.data_ptr<uint8_t>(), fmt == I8 ? scales->data_ptr<float>() : nullptr, dot_fn(fmt), n, k, w.size(1)};
 }
 
-// out = W x for x given as int8 blocks.
-void matvec(const QMatrix& m, const BlockA* x, float* out) {
-  const int64_t nb = m.k / QK;
-  each_output(m.n, 1, m.scales, out, [&](int64_t r, int64_t) { return m.dot(m.w + r * m.row_bytes, x, nb); });
+inline void pause() {
+#ifdef TANDEM_AVX2
+  _mm_pause();
+#else
+  std::this_thread::yield();
+#endif
+}
+
+// The threads of one decode step: `tid` of `n`, and a spinning barrier between phases.
+struct Team {
+  int tid, n;
+  std::atomic<int>* count;
+  std::atomic<int>* phase;
+
+  void sync() const {
+    if (n == 1) return;
+    const int ph = phase->load(std::memory_order_acquire);
+    if (count->fetch_add(1, std::memory_order_acq_rel) == n - 1) {
+      count->store(0, std::memory_order_relaxed);
+      phase->fetch_add(1, std::memory_order_release);
+    } else {
+      while (phase->load(std::memory_order_acquire) == ph) pause();
+    }
+  }
+  bool leader() const { return tid == 0; }
+};
+
+// This thread's share of out = W x (a contiguous run of rows), x given as int8 blocks.
+void matvec(const QMatrix& m, const BlockA* x, float* out, const Team& team) {
+  const int64_t nb = m.k / QK, r0 = m.n * team.tid / team.n, r1 = m.n * (team.tid + 1) / team.n;
+  for (int64_t r = r0; r < r1; ++r) out[r] = (m.scales ? m.scales[r] : 1.0f) * m.dot(m.w + r * m.row_bytes, x, nb);
+}
+
+// Runs body(team) on the intra-op threads in one parallel region. The team is
+// whoever at::parallel_for starts (one thread when called from inside another
+// region), counted as they arrive, so the barriers never wait for a no-show.
+template <typename Body>
+void with_team(const Body& body) {
+  const int64_t want = std::max(1, at::get_num_threads());
+  std::atomic<int64_t> arrived{0};
+  std::atomic<int> joined{0}, count{0}, phase{0};
+  at::parallel_for(0, want, 1, [&](int64_t b, int64_t e) {
+    const int tid = joined.fetch_add(1);
+    arrived.fetch_add(e - b);
+    while (arrived.load() < want) pause();
+    body(Team{tid, joined.load(), &count, &phase});
+  });
 }
 
 #ifdef TANDEM_AVX2
@@ -163,6 +212,14 @@ at::Tensor decode_step(const at::Tensor& x, const at::Tensor& norms, at::TensorL
   const int64_t ffn = weights[3].size(1) / block_bytes(fmts[3]) * QK;
   const int64_t widest = std::max({dim, q_size, ffn});
 
+  std::vector<QMatrix> mats;
+  for (int64_t l = 0; l < n_layers; ++l) {
+    mats.push_back(matrix(weights[4 * l], scales.get(4 * l), fmts[4 * l], q_size + 2 * kv_size, dim, "wqkv"));
+    mats.push_back(matrix(weights[4 * l + 1], scales.get(4 * l + 1), fmts[4 * l + 1], dim, q_size, "wo"));
+    mats.push_back(matrix(weights[4 * l + 2], scales.get(4 * l + 2), fmts[4 * l + 2], 2 * ffn, dim, "w13"));
+    mats.push_back(matrix(weights[4 * l + 3], scales.get(4 * l + 3), fmts[4 * l + 3], dim, ffn, "w2"));
+  }
+
   at::Tensor out = x.clone();
   float* h = out.data_ptr<float>();
   std::vector<float> tmp(widest), qkv(q_size + 2 * kv_size), attn(q_size), proj(dim), gate_up(2 * ffn);
@@ -172,26 +229,32 @@ at::Tensor decode_step(const at::Tensor& x, const at::Tensor& norms, at::TensorL
   const float* sin_row = sin.data_ptr<float>() + pos * hd;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   const float epsf = static_cast<float>(eps);
+  const float* norms_p = norms.data_ptr<float>();
+  float* k_base = k_cache.data_ptr<float>();
+  float* v_base = v_cache.data_ptr<float>();
 
-  for (int64_t l = 0; l < n_layers; ++l) {
-    const QMatrix wqkv = matrix(weights[4 * l], scales.get(4 * l), fmts[4 * l], q_size + 2 * kv_size, dim, "wqkv");
-    const QMatrix wo = matrix(weights[4 * l + 1], scales.get(4 * l + 1), fmts[4 * l + 1], dim, q_size, "wo");
-    const QMatrix w13 = matrix(weights[4 * l + 2], scales.get(4 * l + 2), fmts[4 * l + 2], 2 * ffn, dim, "w13");
-    const QMatrix w2 = matrix(weights[4 * l + 3], scales.get(4 * l + 3), fmts[4 * l + 3], dim, ffn, "w2");
-    const float* norm = norms.data_ptr<float>() + l * 2 * dim;
+  // Phases end at team.sync(); serial work (norms, rounding, RoPE, residuals) is the leader's.
+  with_team([&](const Team& team) {
+    for (int64_t l = 0; l < n_layers; ++l) {
+      const QMatrix* w = mats.data() + 4 * l;
+      const float* norm = norms_p + l * 2 * dim;
+      const int64_t layer_off = l * batch * n_kv * max_pos * hd;  // batch row 0
+      float* kc = k_base + layer_off;
+      float* vc = v_base + layer_off;
 
-    norm_quantize(h, norm, epsf, dim, tmp.data(), act.data());
-    matvec(wqkv, act.data(), qkv.data());
-    rope(qkv.data(), n_heads + n_kv, hd, cos_row, sin_row);
-    const int64_t layer_off = l * batch * n_kv * max_pos * hd;  // batch row 0
-    float* kc = k_cache.data_ptr<float>() + layer_off;
-    float* vc = v_cache.data_ptr<float>() + layer_off;
-    for (int64_t g = 0; g < n_kv; ++g) {
-      std::memcpy(kc + (g * max_pos + pos) * hd, qkv.data() + q_size + g * hd, hd * sizeof(float));
-      std::memcpy(vc + (g * max_pos + pos) * hd, qkv.data() + q_size + kv_size + g * hd, hd * sizeof(float));
-    }
-    at::parallel_for(0, n_heads, 1, [&](int64_t h0, int64_t h1) {
-      for (int64_t head = h0; head < h1; ++head) {
+      if (team.leader()) norm_quantize(h, norm, epsf, dim, tmp.data(), act.data());
+      team.sync();
+      matvec(w[0], act.data(), qkv.data(), team);
+      team.sync();
+      if (team.leader()) {
+        rope(qkv.data(), n_heads + n_kv, hd, cos_row, sin_row);
+        for (int64_t g = 0; g < n_kv; ++g) {
+          std::memcpy(kc + (g * max_pos + pos) * hd, qkv.data() + q_size + g * hd, hd * sizeof(float));
+          std::memcpy(vc + (g * max_pos + pos) * hd, qkv.data() + q_size + kv_size + g * hd, hd * sizeof(float));
+        }
+      }
+      team.sync();
+      for (int64_t head = team.tid; head < n_heads; head += team.n) {
         const float* q = qkv.data() + head * hd;
         const float* keys = kc + (head / group) * max_pos * hd;
         const float* values = vc + (head / group) * max_pos * hd;
@@ -203,18 +266,30 @@ at::Tensor decode_step(const at::Tensor& x, const at::Tensor& norms, at::TensorL
         std::fill(o, o + hd, 0.0f);
         for (int64_t t = 0; t <= pos; ++t) axpy(s[t] * inv, values + t * hd, o, hd);
       }
-    });
-    quantize_row(attn.data(), act.data(), q_size);
-    matvec(wo, act.data(), proj.data());
-    for (int64_t i = 0; i < dim; ++i) h[i] += proj[i];
-
-    norm_quantize(h, norm + dim, epsf, dim, tmp.data(), act.data());
-    matvec(w13, act.data(), gate_up.data());
-    swiglu(gate_up.data(), gate_up.data() + ffn, tmp.data(), ffn);
-    quantize_row(tmp.data(), act.data(), ffn);
-    matvec(w2, act.data(), proj.data());
-    for (int64_t i = 0; i < dim; ++i) h[i] += proj[i];
-  }
+      team.sync();
+      if (team.leader()) quantize_row(attn.data(), act.data(), q_size);
+      team.sync();
+      matvec(w[1], act.data(), proj.data(), team);
+      team.sync();
+      if (team.leader()) {
+        for (int64_t i = 0; i < dim; ++i) h[i] += proj[i];
+        norm_quantize(h, norm + dim, epsf, dim, tmp.data(), act.data());
+      }
+      team.sync();
+      matvec(w[2], act.data(), gate_up.data(), team);
+      team.sync();
+      if (team.leader()) {
+        swiglu(gate_up.data(), gate_up.data() + ffn, tmp.data(), ffn);
+        quantize_row(tmp.data(), act.data(), ffn);
+      }
+      team.sync();
+      matvec(w[3], act.data(), proj.data(), team);
+      team.sync();
+      if (team.leader()) {
+        for (int64_t i = 0; i < dim; ++i) h[i] += proj[i];
+      }
+    }
+  });
   return out;
 }
 
