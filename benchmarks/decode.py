@@ -46,6 +46,14 @@ def prompt_text() -> str:
     return KJV.read_text()[200_000:260_000]
 
 
+def rss_mb() -> float:
+    """This process's resident set now (VmRSS)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def peak_rss_mb() -> float:
     """This process's peak RSS (VmHWM; ru_maxrss would carry the parent's peak across exec on Linux)."""
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -71,6 +79,7 @@ def run_tandem(args, name: str) -> dict:
     from engine.runtime import LocalModel
 
     torch.set_num_threads(args.threads)
+    runtime_mb = rss_mb()  # the interpreter, torch and the engine's modules, before any model
     model = LocalModel.load(args.model, precision=PRECISION[name],
                             max_context=args.prompt_tokens + args.new_tokens + 8)
     ids = model.tokenizer.encode(prompt_text())[: args.prompt_tokens]
@@ -89,7 +98,8 @@ def run_tandem(args, name: str) -> dict:
     do_prefill(), do_decode()  # warm-up
     return {"prefill_tps": len(ids) / best_of(do_prefill, args.repeats),
             "decode_tps": args.new_tokens / best_of(do_decode, args.repeats),
-            "weight_bytes_read_per_token": decode_bytes(model.model), "model_bytes": quantized_bytes(model.model)}
+            "weight_bytes_read_per_token": decode_bytes(model.model), "model_bytes": quantized_bytes(model.model),
+            "runtime_rss_mb": runtime_mb}
 
 
 def decode_bytes(model) -> int:
@@ -246,7 +256,8 @@ def part_llama_1b(args) -> dict:
           f"({bound:.1f} tok/s); prefill {r['prefill_tps']:.1f} tok/s")
     print(f"checkpoint {checkpoint / 2**20:.0f} MiB = {checkpoint / (2 * params):.0%} of bf16 "
           f"({2 * params / 2**20:.0f} MiB); peak RSS {r['peak_rss_mb']:.0f} MB = "
-          f"{r['peak_rss_mb'] * 2**20 / checkpoint:.2f}x the checkpoint")
+          f"{r['peak_rss_mb'] * 2**20 / checkpoint:.2f}x the checkpoint; {r['runtime_rss_mb']:.0f} MB of it is the "
+          f"runtime before the model loads (torch), the rest {(r['peak_rss_mb'] - r['runtime_rss_mb']) * 2**20 / checkpoint:.2f}x")
     return r
 
 

@@ -3,8 +3,6 @@ and every token's confidence signals are the model's own distribution."""
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
