@@ -7,7 +7,9 @@ Two parts, both printed as tables with ratios and one final JSON line:
    Hugging Face transformers (fp32, the same GGUF) and llama.cpp through
    llama-cpp-python (the same GGUF, `make bench` installs it). Each contender
    runs in its own subprocess, so peak RSS is its own; the prompt is a slice of
-   the King James Bible from ../shared/data.
+   the King James Bible from ../shared/data. Decode is timed twice, after a
+   4-token prompt and after the whole prompt (where the KV cache is read too),
+   greedy, prefill not timed, each contender stepping one token at a time.
 2. A model with Llama-3.2-1B's exact shapes (random weights, q4 recipe, written
    once by the same code as `tandem quantize` and loaded by memory map): decode
    tok/s against the memory-bandwidth bound (quantized weight bytes one token
@@ -71,6 +73,23 @@ def best_of(fn, repeats: int) -> float:
     return min(times)
 
 
+def decode_rates(args, start, step) -> dict:
+    """Decode tok/s (best of `repeats`, prefill not timed) after a 4-token prompt and
+    after the whole prompt: `start(n)` prefills the first n prompt tokens and returns
+    the state `step` advances by one greedy token."""
+    rates = {}
+    for key, n in (("decode_tps", 4), ("decode_long_tps", args.prompt_tokens)):
+        times = []
+        for _ in range(args.repeats):
+            state = start(n)
+            t0 = time.perf_counter()
+            for _ in range(args.new_tokens):
+                state = step(state)
+            times.append(time.perf_counter() - t0)
+        rates[key] = args.new_tokens / min(times)
+    return rates
+
+
 def run_tandem(args, name: str) -> dict:
     import torch
 
@@ -88,16 +107,18 @@ def run_tandem(args, name: str) -> dict:
         with torch.inference_mode():
             prefill(model.model, model.new_cache(len(ids) + 1), ids)
 
-    def do_decode():
-        cache = model.new_cache(args.new_tokens + 8)
-        with torch.inference_mode():
-            logits = prefill(model.model, cache, ids[:4])
-            for _ in range(args.new_tokens):
-                logits = decode_one_token(model.model, cache, int(logits.argmax()))
+    @torch.inference_mode()
+    def start(n):
+        cache = model.new_cache(n + args.new_tokens + 1)
+        return cache, prefill(model.model, cache, ids[:n])
 
-    do_prefill(), do_decode()  # warm-up
-    return {"prefill_tps": len(ids) / best_of(do_prefill, args.repeats),
-            "decode_tps": args.new_tokens / best_of(do_decode, args.repeats),
+    @torch.inference_mode()
+    def step(state):
+        cache, logits = state
+        return cache, decode_one_token(model.model, cache, int(logits.argmax()))
+
+    do_prefill(), step(start(4))  # warm-up
+    return {"prefill_tps": len(ids) / best_of(do_prefill, args.repeats), **decode_rates(args, start, step),
             "weight_bytes_read_per_token": decode_bytes(model.model), "model_bytes": quantized_bytes(model.model),
             "runtime_rss_mb": runtime_mb}
 
@@ -130,17 +151,23 @@ def run_transformers(args, name: str) -> dict:
         with torch.inference_mode():
             model(ids, use_cache=True, logits_to_keep=1)
 
-    def do_generate():
-        with torch.inference_mode():
-            model.generate(ids[:, :4], max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens,
-                           do_sample=False, pad_token_id=0)
+    @torch.inference_mode()
+    def start(n):
+        out = model(ids[:, :n], use_cache=True, logits_to_keep=1)
+        return out.past_key_values, out.logits[0, -1]
 
-    do_prefill(), do_generate()
-    return {"prefill_tps": ids.shape[1] / best_of(do_prefill, args.repeats),
-            "decode_tps": args.new_tokens / best_of(do_generate, args.repeats)}
+    @torch.inference_mode()
+    def step(state):
+        past, logits = state
+        out = model(logits.argmax().view(1, 1), past_key_values=past, use_cache=True)
+        return out.past_key_values, out.logits[0, -1]
+
+    do_prefill(), step(start(4))
+    return {"prefill_tps": ids.shape[1] / best_of(do_prefill, args.repeats), **decode_rates(args, start, step)}
 
 
 def run_llama_cpp(args, name: str) -> dict:
+    import numpy as np
     from llama_cpp import Llama
 
     from engine.registry import resolve
@@ -153,15 +180,18 @@ def run_llama_cpp(args, name: str) -> dict:
         llm.reset()
         llm.eval(ids)
 
-    def do_decode():
-        llm.reset()
-        llm.eval(ids[:4])
-        for _ in range(args.new_tokens):
-            llm.eval([int(llm.scores[llm.n_tokens - 1].argmax())])
+    def last_token():  # llama-cpp-python keeps only n_batch rows of scores, so read the context's logits
+        return int(np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)).argmax())
 
-    do_prefill(), do_decode()
-    return {"prefill_tps": len(ids) / best_of(do_prefill, args.repeats),
-            "decode_tps": args.new_tokens / best_of(do_decode, args.repeats)}
+    def start(n):
+        llm.reset()
+        llm.eval(ids[:n])
+
+    def step(state):
+        llm.eval([last_token()])
+
+    do_prefill(), start(4), step(None)
+    return {"prefill_tps": len(ids) / best_of(do_prefill, args.repeats), **decode_rates(args, start, step)}
 
 
 def write_llama_1b_shapes(folder: Path) -> Path:
@@ -219,14 +249,18 @@ def part_smollm2(args) -> dict:
     peers = {k: v for k, v in results.items() if not k.startswith("tandem")}
     best_prefill = max((v["prefill_tps"] for v in peers.values()), default=None)
     best_decode = max((v["decode_tps"] for v in peers.values()), default=None)
+    best_long = max((v["decode_long_tps"] for v in peers.values()), default=None)
     print(f"\n{args.model}, {args.threads} threads, prompt {args.prompt_tokens} tokens, "
           f"decode {args.new_tokens} tokens, best of {args.repeats}")
-    print(f"{'contender':<16}{'prefill tok/s':>14}{'decode tok/s':>14}{'peak RSS MB':>13}"
-          f"{'prefill x best peer':>21}{'decode x best peer':>20}")
+    print(f"(decode: after a 4-token prompt; decode@{args.prompt_tokens}: after the whole prompt)")
+    print(f"{'contender':<16}{'prefill tok/s':>14}{'decode tok/s':>14}{f'decode@{args.prompt_tokens}':>14}"
+          f"{'peak RSS MB':>13}{'prefill x best peer':>21}{'decode x best peer':>20}{'decode@ x best':>16}")
     for name, r in results.items():
         rp = f"{r['prefill_tps'] / best_prefill:.2f}" if best_prefill else "-"
         rd = f"{r['decode_tps'] / best_decode:.2f}" if best_decode else "-"
-        print(f"{name:<16}{r['prefill_tps']:>14.1f}{r['decode_tps']:>14.1f}{r['peak_rss_mb']:>13.0f}{rp:>21}{rd:>20}")
+        rl = f"{r['decode_long_tps'] / best_long:.2f}" if best_long else "-"
+        print(f"{name:<16}{r['prefill_tps']:>14.1f}{r['decode_tps']:>14.1f}{r['decode_long_tps']:>14.1f}"
+              f"{r['peak_rss_mb']:>13.0f}{rp:>21}{rd:>20}{rl:>16}")
     return results
 
 
