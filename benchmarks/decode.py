@@ -1,6 +1,6 @@
 """Prefill and decode speed of Tandem's engine per tier, against its peers, same threads.
 
-Two parts, both printed as tables with ratios and one final JSON line:
+Three parts, printed with ratios, and one final JSON line:
 
 1. SmolLM2-135M (the embedded model): Tandem at fp32 (the cloud tier), the int8
    recipe, and the device tier (the GGUF's Q4_1 blocks kept quantized), against
@@ -15,8 +15,10 @@ Two parts, both printed as tables with ratios and one final JSON line:
    tok/s against the memory-bandwidth bound (quantized weight bytes one token
    reads / read bandwidth measured in this run), peak RSS against the
    checkpoint size, and the checkpoint against the bf16 size.
+3. Two device-tier sessions decoding at once on two Python threads, against
+   the same two one after the other.
 
-    python benchmarks/decode.py                         # both parts, peers that are installed
+    python benchmarks/decode.py                         # all parts, peers that are installed
     python benchmarks/decode.py --part smollm2 --contenders tandem-q4_1,llama.cpp
 """
 
@@ -296,9 +298,42 @@ def part_llama_1b(args) -> dict:
     return r
 
 
+def part_sessions(args) -> dict:
+    """Two sessions decoding at once on two Python threads against the same two one
+    after the other (device tier, this process): concurrent steps take turns."""
+    import threading
+
+    import torch
+
+    from engine.runtime import LocalModel
+
+    torch.set_num_threads(args.threads)
+    model = LocalModel.load(args.model, precision="device", max_context=512)
+    ids = model.encode_prompt("Tell me about the rivers of Europe.")
+
+    def session():
+        for _ in model.stream(ids, max_new_tokens=args.new_tokens // 2):
+            pass
+
+    session()
+    t0 = time.perf_counter()
+    session(), session()
+    serial = time.perf_counter() - t0
+    threads = [threading.Thread(target=session) for _ in range(2)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    concurrent = time.perf_counter() - t0
+    print(f"\ntwo device-tier sessions of {args.new_tokens // 2} tokens: one after the other {serial * 1000:.0f} ms, "
+          f"at once on two threads {concurrent * 1000:.0f} ms ({concurrent / serial:.2f}x)")
+    return {"serial_s": serial, "concurrent_s": concurrent}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=["all", "smollm2", "llama-1b"], default="all")
+    parser.add_argument("--part", choices=["all", "smollm2", "llama-1b", "sessions"], default="all")
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--prompt-tokens", type=int, default=1000)
@@ -320,6 +355,8 @@ def main() -> None:
         out["smollm2"] = part_smollm2(args)
     if args.part in ("all", "llama-1b"):
         out["llama_1b_shapes"] = part_llama_1b(args)
+    if args.part in ("all", "sessions"):
+        out["sessions"] = part_sessions(args)
     print(json.dumps(out))
 
 
