@@ -34,7 +34,6 @@ struct QMatrix {
 
 QMatrix matrix(const at::Tensor& w, const c10::optional<at::Tensor>& scales, int64_t fmt, int64_t n, int64_t k,
                const char* name) {
-  TORCH_CHECK(fmt >= Q4_0 && fmt <= I8, name, ": unknown weight format ", fmt);
   check_weight(w, scales, fmt, k);
   TORCH_CHECK(w.size(0) == n, name, " has ", w.size(0), " output rows, expected ", n);
   return {w.data_ptr<uint8_t>(), fmt == I8 ? scales->data_ptr<float>() : nullptr, dot_fn(fmt), n, k, w.size(1)};

@@ -1,4 +1,12 @@
-// The quantized matmul and embedding ops (formats and kernels: quant_blocks.h).
+// The quantized matmul and embedding ops (formats and block dots: quant_blocks.h).
+//
+// Few rows (decode): int8 dot products, bandwidth-bound. Many rows (prefill):
+// dequantize a tile of weight rows to fp32 and call the BLAS matmul, which is
+// compute-bound and faster than any int8 kernel written here for AVX2.
+// `quantize_x = false` keeps the activations in fp32 on the few-rows path too
+// (weights dequantized in registers): the output layer uses it, because its
+// logits are the router's confidence signals and int8 activations there flip
+// near-ties between the top tokens.
 
 #include <ATen/core/LegacyTypeDispatch.h>
 #include <torch/library.h>
@@ -6,6 +14,23 @@
 #include "quant_blocks.h"
 
 namespace {
+
+// Rows per task so that each thread gets a contiguous run of weight rows.
+int64_t grain(int64_t n) {
+  return std::max<int64_t>(16, (n + at::get_num_threads() - 1) / at::get_num_threads());
+}
+
+// out[i, r] = scale[r] * dot(r, i) for every weight row r and activation row i, threads
+// splitting the weight rows (each row is read once while it serves every activation row).
+template <typename Dot>
+void each_output(int64_t n, int64_t m, const float* sp, float* op, const Dot& dot) {
+  at::parallel_for(0, n, grain(n), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const float s = sp ? sp[r] : 1.0f;
+      for (int64_t i = 0; i < m; ++i) op[i * n + r] = s * dot(r, i);
+    }
+  });
+}
 
 // Up to this many activation rows, int8 dot products; beyond, dequantize + BLAS.
 constexpr int64_t kMaxDotRows = 8;

@@ -1,8 +1,9 @@
 // Quantized weight blocks and the dot products over them, shared by the ops in
 // qlinear.cpp (one matmul at a time) and decode_step.cpp (a whole decode step).
 //
-// Weights stay in GGML-style blocks, activations are quantized per 32-element block to int8 (llama.cpp's q8_0 /
-// q8_1 scheme), and each dot product runs on int8 with one float scale per block.
+// Weights stay in GGML-style blocks, activations are quantized per 32-element
+// block to int8 (llama.cpp's q8_0 / q8_1 scheme), and each dot product runs on
+// int8 with one float scale per block.
 //
 // Weight formats (one row = K/32 blocks, rows contiguous, little-endian):
 //   Q4_0  18 B/block: fp16 d, 16 B nibbles             w = d * (q - 8)
@@ -10,14 +11,6 @@
 //   Q8_0  34 B/block: fp16 d, 32 x int8                w = d * q
 //   I8    K B/row, fp32 scale per row (scales tensor)  w = s[row] * q
 // Nibbles: byte j holds element j in its low half and element j + 16 in its high half.
-//
-// Few rows (decode): int8 dot products, bandwidth-bound. Many rows (prefill):
-// dequantize a tile of weight rows to fp32 and call the BLAS matmul, which is
-// compute-bound and faster than any int8 kernel written here for AVX2.
-// `quantize_x = false` keeps the activations in fp32 on the few-rows path too
-// (weights dequantized in registers): the output layer uses it, because its
-// logits are the router's confidence signals and int8 activations there flip
-// near-ties between the top tokens.
 
 #pragma once
 
@@ -357,23 +350,6 @@ void check_weight(const at::Tensor& w, const c10::optional<at::Tensor>& scales, 
                     scales->numel() == w.size(0),
                 "int8 per-channel weights need fp32 scales [out_features]");
   }
-}
-
-// Rows per task so that each thread gets a contiguous run of weight rows.
-int64_t grain(int64_t n) {
-  return std::max<int64_t>(16, (n + at::get_num_threads() - 1) / at::get_num_threads());
-}
-
-// out[i, r] = scale[r] * dot(r, i) for every weight row r and activation row i, threads
-// splitting the weight rows (each row is read once while it serves every activation row).
-template <typename Dot>
-void each_output(int64_t n, int64_t m, const float* sp, float* op, const Dot& dot) {
-  at::parallel_for(0, n, grain(n), [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      const float s = sp ? sp[r] : 1.0f;
-      for (int64_t i = 0; i < m; ++i) op[i * n + r] = s * dot(r, i);
-    }
-  });
 }
 
 }  // namespace
