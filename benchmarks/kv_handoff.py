@@ -81,11 +81,7 @@ def prefilled(model: LocalModel, ids: list[int], room: int = 0):
 
 
 def copy_cache(model: LocalModel, cache, room: int):
-    out = model.new_cache(cache.pos + room)
-    out.k[:, :, :, :cache.pos] = cache.k[:, :, :, :cache.pos]
-    out.v[:, :, :, :cache.pos] = cache.v[:, :, :, :cache.pos]
-    out.pos = cache.pos
-    return out
+    return cache.copy_into(model.new_cache(cache.pos + room))
 
 
 @torch.inference_mode()

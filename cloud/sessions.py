@@ -52,12 +52,7 @@ def fit_cache(model: LocalModel, cache: KVCache | None, n_positions: int) -> KVC
         return model.new_cache(size)
     if cache.max_seq_len >= n_positions:
         return cache
-    bigger = model.new_cache(size)
-    # k, v: [n_layers, B, n_kv_heads, max_seq_len, head_dim]
-    bigger.k[:, :, :, : cache.pos].copy_(cache.k[:, :, :, : cache.pos])
-    bigger.v[:, :, :, : cache.pos].copy_(cache.v[:, :, :, : cache.pos])
-    bigger.pos = cache.pos
-    return bigger
+    return cache.copy_into(model.new_cache(size))
 
 
 class PrefixCache:

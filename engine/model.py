@@ -48,6 +48,15 @@ class KVCache:
             raise ValueError(f"cannot truncate a cache holding {self.pos} positions to {pos}")
         self.pos = pos
 
+    def copy_into(self, other: "KVCache") -> "KVCache":
+        """Copy the valid positions into `other` (same model, room for them) and return it."""
+        if other.max_seq_len < self.pos:
+            raise ValueError(f"a cache of {other.max_seq_len} positions cannot hold {self.pos}")
+        other.k[:, :, :, : self.pos].copy_(self.k[:, :, :, : self.pos])
+        other.v[:, :, :, : self.pos].copy_(self.v[:, :, :, : self.pos])
+        other.pos = self.pos
+        return other
+
     @property
     def nbytes(self) -> int:
         return self.k.nbytes + self.v.nbytes

@@ -117,3 +117,15 @@ def test_cache_overflow_is_a_clear_error(smollm2):
     cache = KVCache(smollm2.config, 4)
     with pytest.raises(ValueError, match="exceed the KV cache of 4"):
         smollm2.model(torch.tensor([[1, 2, 3, 4, 5]]), cache)
+
+
+def test_cache_copy_keeps_the_valid_positions_and_refuses_a_smaller_target(smollm2):
+    cache = KVCache(smollm2.config, 8)
+    with torch.inference_mode():
+        smollm2.model(torch.tensor([[1, 2, 3, 4, 5]]), cache)
+    bigger = cache.copy_into(KVCache(smollm2.config, 16))
+    assert bigger.pos == 5
+    assert torch.equal(bigger.k[:, :, :, :5], cache.k[:, :, :, :5])
+    assert torch.equal(bigger.v[:, :, :, :5], cache.v[:, :, :, :5])
+    with pytest.raises(ValueError, match="cannot hold 5"):
+        cache.copy_into(KVCache(smollm2.config, 4))
