@@ -138,5 +138,10 @@ def llama3_large(hf_checkpoint_factory):
     return LocalModel.load(folder, max_context=512)
 
 
+def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
+    """Largest absolute difference over the largest magnitude of the reference."""
+    return float((got - want).abs().max() / want.abs().max())
+
+
 def read_json(path: Path) -> dict:
     return json.loads(path.read_text())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import pytest
 import torch
 
@@ -12,6 +14,7 @@ from engine.generate import generate_tokens
 from engine.model import KVCache
 from engine.quant_linear import FORMATS, quantize
 from engine.runtime import build_transformer
+from tests.conftest import relative_error
 
 MATRICES = ("attention.wqkv.weight", "attention.wo.weight", "feed_forward.w13.weight", "feed_forward.w2.weight")
 
@@ -37,43 +40,38 @@ def quantized_model(ckpt, fmt: str):
     return build_transformer(ckpt.config, weights, torch.float32)
 
 
-@torch.inference_mode()
-def teacher_forced(model, ids: list[int], n_prompt: int, *, native: bool):
-    """Prefill ids[:n_prompt], then feed the rest one token at a time; logits of each step and the cache."""
-    step, model.decode_step = model.decode_step, model.decode_step if native else None
+@contextmanager
+def modules_only(model):
+    """Inside the block `model` runs its modules, the native step set aside."""
+    step, model.decode_step = model.decode_step, None
     try:
-        cache = KVCache(model.config, len(ids))
-        model(torch.tensor([ids[:n_prompt]]), cache)
-        logits = torch.stack([model(torch.tensor([[t]]), cache)[0, -1] for t in ids[n_prompt:]])
+        yield
     finally:
         model.decode_step = step
-    return logits, cache
 
 
-def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
-    return float((got - want).abs().max() / want.abs().max())
+@torch.inference_mode()
+def teacher_forced(model, ids: list[int], n_prompt: int) -> torch.Tensor:
+    """Prefill ids[:n_prompt], then feed the rest one token at a time; the logits of each step."""
+    cache = KVCache(model.config, len(ids))
+    model(torch.tensor([ids[:n_prompt]]), cache)
+    return torch.stack([model(torch.tensor([[t]]), cache)[0, -1] for t in ids[n_prompt:]])
 
 
 @torch.inference_mode()
 def step_errors(model, ids: list[int], n_prompt: int) -> list[float]:
     """Each decode step run both ways from the same cache: the relative error of the
     native step's logits and of the keys and values it appends."""
-    step = model.decode_step
     cache = KVCache(model.config, len(ids))
-    model.decode_step = None
-    model(torch.tensor([ids[:n_prompt]]), cache)
+    model(torch.tensor([ids[:n_prompt]]), cache)  # prefill runs the modules either way
     errors = []
     for t in ids[n_prompt:]:
-        twin = KVCache(model.config, len(ids))
-        twin.k.copy_(cache.k), twin.v.copy_(cache.v)
-        twin.pos = pos = cache.pos
-        model.decode_step = step
+        twin, pos = cache.copy_into(KVCache(model.config, len(ids))), cache.pos
         got = model(torch.tensor([[t]]), twin)
-        model.decode_step = None
-        want = model(torch.tensor([[t]]), cache)
+        with modules_only(model):
+            want = model(torch.tensor([[t]]), cache)
         errors.append(max(relative_error(got, want), relative_error(twin.k[:, :, :, pos], cache.k[:, :, :, pos]),
                           relative_error(twin.v[:, :, :, pos], cache.v[:, :, :, pos])))
-    model.decode_step = step
     return errors
 
 
@@ -100,20 +98,16 @@ def test_device_tier_decodes_natively_and_answers_the_same(smollm2_device):
     assert isinstance(model.decode_step, NativeDecodeStep)
     ids = smollm2_device.encode_prompt("What is the capital of France?")
 
-    def greedy(native: bool) -> list[int]:
-        step, model.decode_step = model.decode_step, model.decode_step if native else None
-        try:
-            cache = smollm2_device.new_cache(len(ids) + 32)
-            return [t.id for t in generate_tokens(model, cache, ids, max_new_tokens=32)]
-        finally:
-            model.decode_step = step
+    def greedy() -> list[int]:
+        cache = smollm2_device.new_cache(len(ids) + 32)
+        return [t.id for t in generate_tokens(model, cache, ids, max_new_tokens=32)]
 
-    native = greedy(True)
-    assert native == greedy(False)
+    native = greedy()
+    with modules_only(model):
+        assert native == greedy()
+        by_modules = teacher_forced(model, ids + native, len(ids))
     assert "Paris" in smollm2_device.tokenizer.decode(native)
-    a, _ = teacher_forced(model, ids + native, len(ids), native=True)
-    b, _ = teacher_forced(model, ids + native, len(ids), native=False)
-    assert torch.equal(a.argmax(-1), b.argmax(-1))
+    assert torch.equal(teacher_forced(model, ids + native, len(ids)).argmax(-1), by_modules.argmax(-1))
 
 
 def test_full_precision_and_batches_run_the_modules(smollm2, smollm2_device):
@@ -156,9 +150,7 @@ def test_team_size_and_concurrent_callers_do_not_change_the_result(smollm2_devic
 
     @torch.inference_mode()
     def steps(out: list | None = None) -> torch.Tensor:
-        cache = smollm2_device.new_cache(len(ids) + 8)
-        cache.k.copy_(prompt.k), cache.v.copy_(prompt.v)
-        cache.pos = prompt.pos
+        cache = prompt.copy_into(smollm2_device.new_cache(len(ids) + 8))
         logits = torch.stack([model(torch.tensor([[t]]), cache)[0, -1] for t in (11, 22, 33, 44)])
         if out is not None:
             out.append(logits)

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from engine import kernels
 from engine.errors import ModelFormatError
 from engine.quant_linear import FORMATS, QTensor, QuantEmbedding, QuantLinear, quantize, quantized_bytes
-from tests.conftest import REPO
+from tests.conftest import REPO, relative_error
 
 # y = x W^T against x @ dequantize(W)^T. With int8 activations (the decode path)
 # x is rounded per block of 32 to steps of amax/127, so each output may be off by
@@ -28,10 +28,6 @@ FP32_TOL = 1e-5
 
 SHAPES = [(1, 32), (7, 96), (33, 160), (96, 576)]  # (out, in): odd row counts, one to eighteen blocks
 ROWS = [1, 3, 8, 9, 33]  # the kernel switches from int8 dot products to dequantize + BLAS above 8 rows
-
-
-def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
-    return float((got - want).abs().max() / want.abs().max())
 
 
 def int8_activation_bound(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
