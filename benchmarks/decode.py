@@ -50,20 +50,13 @@ def prompt_text() -> str:
     return KJV.read_text()[200_000:260_000]
 
 
-def rss_mb() -> float:
-    """This process's resident set now (VmRSS)."""
+def status_mb(field: str, fallback: float = 0.0) -> float:
+    """A memory line of /proc/self/status in MiB: VmRSS (now) or VmHWM (peak; ru_maxrss
+    would carry the parent's peak across exec on Linux, so it is only the fallback)."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def peak_rss_mb() -> float:
-    """This process's peak RSS (VmHWM; ru_maxrss would carry the parent's peak across exec on Linux)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return fallback
 
 
 def best_of(fn, repeats: int) -> float:
@@ -101,7 +94,7 @@ def run_tandem(args, name: str) -> dict:
     from engine.runtime import LocalModel
 
     torch.set_num_threads(args.threads)
-    runtime_mb = rss_mb()  # the interpreter, torch and the engine's modules, before any model
+    runtime_mb = status_mb("VmRSS")  # the interpreter, torch and the engine's modules, before any model
     model = LocalModel.load(args.model, precision=PRECISION[name],
                             max_context=args.prompt_tokens + args.new_tokens + 8)
     ids = model.tokenizer.encode(prompt_text())[: args.prompt_tokens]
@@ -347,7 +340,7 @@ def main() -> None:
 
     if args.worker:
         result = WORKERS[args.worker](args, args.worker)
-        result["peak_rss_mb"] = peak_rss_mb()
+        result["peak_rss_mb"] = status_mb("VmHWM", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
         print(json.dumps(result))
         return
     out = {"benchmark": "decode", "threads": args.threads, "prompt_tokens": args.prompt_tokens}
