@@ -59,7 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "quantize", help="write a quantized checkpoint for the device tier (loads by memory map)",
         description="Quantize an HF checkpoint folder or a GGUF file into a folder with config.json, the "
         "tokenizer and model.safetensors whose metadata names the recipe. q4: linear layers 4-bit in "
-        "groups of 32 with a zero point, embeddings and output int8 per channel; int8: everything int8.",
+        "groups of 32 with a zero point, embeddings and output q8_0 (8-bit groups of 32); int8: everything q8_0. Blocks already in the recipe's format are kept as they are.",
     )
     quant.add_argument("src", help="short name, HF checkpoint folder or .gguf file")
     quant.add_argument("dst", help="folder to write (must not exist, or be empty, unless --force)")
@@ -113,7 +113,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     try:
         if dst.exists() and (not dst.is_dir() or any(dst.iterdir())) and not args.force:
             raise ValueError(f"{dst} exists and is not an empty folder; pass --force to overwrite it")
-        ckpt = read_checkpoint(args.src, tokenizer=args.tokenizer, keep_quantized=False)
+        ckpt = read_checkpoint(args.src, tokenizer=args.tokenizer)
         bar = lambda items: tqdm(items, desc=f"quantizing ({args.recipe})", unit="tensor", file=sys.stderr)
         quantized = quantize_weights(ckpt.weights, args.recipe, progress=bar)
         save_quantized(dst, ckpt.config, quantized, ckpt.tokenizer, args.recipe)

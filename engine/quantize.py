@@ -1,14 +1,21 @@
 """Quantization recipes for the device tier, and quantized checkpoints on disk.
 
-    int8   linear layers int8 in groups of 32 with an fp16 scale (q8_0, 8.5 bits);
-           embeddings and output int8 per channel
+    int8   linear layers, embeddings and output int8 in groups of 32 with an fp16
+           scale (q8_0, 8.5 bits)
     q4     linear layers 4-bit in groups of 32 with a zero point (q4_1); embeddings
-           and output int8 per channel (the shape of Meta's quantized Llama 3.2)
+           and output q8_0
 
 Why groups for int8: one scale per output channel (format i8) cost +2.0 %
 perplexity on held-out text against +0.35 % for groups of 32, at the same speed
 (benchmarks/quality.py on SmolLM2; its reference is itself on a 4-bit grid whose
-block scales vary along a row, which per-channel scales cannot follow).
+block scales vary along a row, which per-channel scales cannot follow). The
+embeddings and output follow the same rule: with them per channel, `tandem
+quantize smollm2-135m` halved the logit margins the router reads and flipped
+near-ties into nonsense ("L'Étoile, la Marseillaise, ..." for the capital of
+France), while the file's own q8_0 blocks answer "Paris".
+
+A tensor already stored in the recipe's format (a GGUF's Q4_1 or Q8_0 blocks)
+is kept as it is: quantizing it again can only lose precision.
 
 Kernels were chosen by measurement (benchmarks/kernels.py, 2 threads, one
 decode token, weight GB/s for SmolLM2's / Llama-3.2-1B's w13). On a 2-core
@@ -28,6 +35,7 @@ names the recipe and each tensor's format; it loads by memory map.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -41,8 +49,8 @@ from engine.quant_linear import BLOCK_BYTES, FORMATS, GROUP, QTensor, Weights, q
 from engine.tokenizer import Tokenizer
 
 RECIPES: dict[str, dict[str, str]] = {
-    "int8": {"linear": "q8_0", "embedding": "i8", "output": "i8"},
-    "q4": {"linear": "q4_1", "embedding": "i8", "output": "i8"},
+    "int8": {"linear": "q8_0", "embedding": "q8_0", "output": "q8_0"},
+    "q4": {"linear": "q4_1", "embedding": "q8_0", "output": "q8_0"},
 }
 # stored: as the file holds it; full: dequantized to float (the cloud tier); device: quantized
 # weights as stored, float weights quantized with DEVICE_RECIPE (the edge tier); or a recipe.
@@ -67,8 +75,8 @@ def role(name: str) -> str | None:
 def quantize_weights(
     weights: Weights, recipe: str, *, progress: Callable[[Iterable], Iterable] = lambda it: it
 ) -> Weights:
-    """Weights -> the recipe's formats; quantized ones are dequantized first, one tensor at
-    a time. Tied output shares the embedding's tensor."""
+    """Weights -> the recipe's formats, one tensor at a time. A tensor already in its
+    format is kept; other quantized ones are dequantized first."""
     if recipe not in RECIPES:
         raise ValueError(f"unknown quantization recipe {recipe!r}; known: {', '.join(RECIPES)}")
     formats = RECIPES[recipe]
@@ -80,6 +88,9 @@ def quantize_weights(
             out[name] = value
             continue
         if isinstance(value, QTensor):
+            if value.fmt == formats[part]:
+                out[name] = value
+                continue
             value = value.dequantize()
         if value.dim() != 2 or value.shape[1] % GROUP:
             raise ModelFormatError(f"{name} of shape {tuple(value.shape)} cannot be quantized in groups of {GROUP}")
@@ -109,9 +120,18 @@ def save_quantized(folder: Path, config: ModelConfig, weights: Weights, tokenize
             tensors[name] = value.contiguous()
     metadata = {RECIPE_KEY: recipe, FORMATS_KEY: json.dumps(formats, sort_keys=True)}
     save_file(tensors, str(folder / WEIGHTS_FILE), metadata=metadata)
+    _readable_by_all(folder / WEIGHTS_FILE)
     (folder / "config.json").write_text(json.dumps(config.to_hf(), indent=2) + "\n")
     tokenizer.save(folder)
     return folder
+
+
+def _readable_by_all(path: Path) -> None:
+    """safetensors writes through a private temporary file (mode 0600); give the file the
+    mode every other file gets (0666 less the umask), so a service account can read it."""
+    umask = os.umask(0)
+    os.umask(umask)
+    path.chmod(0o666 & ~umask)
 
 
 def is_quantized_folder(folder: Path) -> bool:

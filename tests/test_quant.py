@@ -262,3 +262,33 @@ def test_a_corrupt_quantized_checkpoint_is_a_clear_error(hf_checkpoint_factory, 
     weights.write_bytes(data[: len(data) // 2])
     with pytest.raises(ModelFormatError):
         LocalModel.load(dst)
+
+
+def test_quantizing_the_gguf_keeps_its_blocks_and_answers_like_the_device_tier(smollm2_path, smollm2_device, tmp_path):
+    """`tandem quantize smollm2-135m DIR` once answered nonsense: it re-quantized the
+    GGUF's q8_0 embeddings per channel, and the native path flipped near-ties. Blocks
+    already in the recipe's format are kept, so DIR is the device tier, bit for bit."""
+    from engine.runtime import LocalModel
+
+    dst = tmp_path / "q4"
+    proc = run_tandem("quantize", str(smollm2_path), str(dst))
+    assert proc.returncode == 0, proc.stderr
+    loaded = LocalModel.load(dst, precision="device", max_context=256)
+    ids = torch.tensor([loaded.encode_prompt("What is the capital of France?")])
+    got = loaded.model(ids, loaded.new_cache(64))
+    want = smollm2_device.model(ids, smollm2_device.new_cache(64))
+    assert torch.equal(got, want)
+    answer = "".join(e.text for e in loaded.stream(ids[0].tolist(), max_new_tokens=12))
+    assert "Paris" in answer, answer
+
+
+def test_quantize_writes_files_readable_by_all_less_the_umask(hf_checkpoint_factory, tmp_path):
+    src = hf_checkpoint_factory("to_chmod", hidden_size=64, layers=1, heads=4, kv_heads=2, seed=7)
+    for umask, mode in ((0o022, 0o644), (0o077, 0o600)):
+        dst = tmp_path / f"q{umask:o}"
+        proc = subprocess.run([sys.executable, "-c", f"import os, sys; os.umask({umask}); "
+                               "from tandem.cli import main; sys.exit(main(sys.argv[1:]))",
+                               "quantize", str(src), str(dst)], capture_output=True, text=True, cwd=REPO)
+        assert proc.returncode == 0, proc.stderr
+        assert {f.name: f.stat().st_mode & 0o777 for f in dst.iterdir()} == dict.fromkeys(
+            ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"), mode)
