@@ -1,9 +1,10 @@
-"""Shared fixtures: the real packaged models, the shared evaluation text, and
-small random-weight checkpoints written in the real Hugging Face layout."""
+"""Shared fixtures: the real packaged models, public-domain prose, and small
+random-weight checkpoints written in the real Hugging Face layout."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -11,14 +12,26 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+TEXTS = REPO / "data" / "texts"
+# The slices the tests read by default (data/texts/SOURCES.md); other files there serve other uses.
+PROSE_FILES = ("kjv-genesis.txt", "sotu-1790-washington.txt", "sotu-1863-lincoln.txt", "sotu-1941-roosevelt.txt",
+               "sotu-1962-kennedy.txt", "sotu-1995-clinton.txt")
+# Optional larger sweeps: the whole collection the slices come from (kjv.txt + sotu/*.txt).
+SHARED_DATA_ENV = "TANDEM_SHARED_DATA"
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    if not SHARED_DATA.is_dir():
-        pytest.fail(f"evaluation text not found at {SHARED_DATA} (../shared/data beside the repo)")
-    return SHARED_DATA
+def prose() -> list[tuple[str, str]]:
+    """(name, text) of real public-domain prose: the slices shipped in data/texts, or,
+    with TANDEM_SHARED_DATA set, the whole collection they were cut from."""
+    folder = os.environ.get(SHARED_DATA_ENV)
+    if not folder:
+        return [(name, (TEXTS / name).read_text(encoding="utf-8")) for name in PROSE_FILES]
+    path = Path(folder).expanduser()
+    paths = [path / "kjv.txt", *sorted((path / "sotu").glob("*.txt"))]
+    if not paths[0].is_file() or len(paths) == 1:
+        pytest.fail(f"{SHARED_DATA_ENV}={folder}: expected kjv.txt and sotu/*.txt in it")
+    return [(p.name, p.read_text(encoding="utf-8")) for p in paths]
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ from cloud.sessions import ALLOCATION_STEP, PrefixCache, common_prefix, fit_cach
 from engine.config import ModelConfig
 from engine.model import KVCache
 from tests.cloud_fixtures import RPC_TIMEOUT_S, client_for, running_server
+from tests.conftest import TEXTS
 
 TINY = ModelConfig(vocab_size=32, dim=8, n_layers=1, n_heads=1, n_kv_heads=1, ffn_dim=8, max_seq_len=64)
 
@@ -102,9 +103,9 @@ def test_fit_cache_grows_in_steps_and_keeps_the_cached_positions(smollm2):
 
 
 @pytest.fixture(scope="module")
-def long_prompt(smollm2, shared_data) -> list[int]:
+def long_prompt(smollm2) -> list[int]:
     """About 500 tokens of the King James Bible, as one user turn."""
-    text = (shared_data / "kjv.txt").read_text()[:2200]
+    text = (TEXTS / "kjv-genesis.txt").read_text()[:2200]
     ids = smollm2.encode_prompt(f"Summarise this passage in one sentence:\n{text}")
     assert 400 < len(ids) < 1000
     return ids
