@@ -9,6 +9,7 @@ import sys
 import threading
 
 from cloud import config as defaults
+from tandem.args import non_negative_float, non_negative_int, port, positive_float, positive_int, readable_file
 
 log = logging.getLogger(__name__)
 
@@ -20,37 +21,67 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_model_arguments(p)
     p.add_argument("--model-id", default=None, help="name reported by Info (default: the model file's name)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 for all interfaces)")
-    p.add_argument("--port", type=int, default=50051)
-    p.add_argument("--max-concurrency", type=int, default=defaults.DEFAULT_MAX_CONCURRENCY,
+    p.add_argument("--port", type=port, default=50051, help="TCP port to serve on (0 picks a free one)")
+    p.add_argument("--max-concurrency", type=positive_int, default=defaults.DEFAULT_MAX_CONCURRENCY,
                    help="streams decoding at once")
-    p.add_argument("--max-queue", type=int, default=defaults.DEFAULT_MAX_QUEUE,
+    p.add_argument("--max-queue", type=non_negative_int, default=defaults.DEFAULT_MAX_QUEUE,
                    help="streams waiting for a slot; past it requests get UNAVAILABLE")
-    p.add_argument("--max-new-tokens", type=int, default=defaults.DEFAULT_MAX_NEW_TOKENS,
+    p.add_argument("--max-new-tokens", type=positive_int, default=defaults.DEFAULT_MAX_NEW_TOKENS,
                    help="largest max_new_tokens a request may ask for")
-    p.add_argument("--max-message-bytes", type=int, default=defaults.DEFAULT_MAX_MESSAGE_BYTES)
-    p.add_argument("--session-cache-mb", type=int, default=defaults.DEFAULT_SESSION_CACHE_BYTES >> 20,
+    p.add_argument("--max-message-bytes", type=positive_int, default=defaults.DEFAULT_MAX_MESSAGE_BYTES)
+    p.add_argument("--session-cache-mb", type=non_negative_int, default=defaults.DEFAULT_SESSION_CACHE_BYTES >> 20,
                    help="memory for per-session prefix caches (0 disables them)")
-    p.add_argument("--kv-max-upload-mb", type=int, default=defaults.DEFAULT_KV_MAX_UPLOAD_BYTES >> 20,
+    p.add_argument("--kv-max-upload-mb", type=non_negative_int, default=defaults.DEFAULT_KV_MAX_UPLOAD_BYTES >> 20,
                    help="largest compressed KV cache one upload may send (0 refuses every upload)")
-    p.add_argument("--kv-store-mb", type=int, default=defaults.DEFAULT_KV_STORE_BYTES >> 20,
+    p.add_argument("--kv-store-mb", type=non_negative_int, default=defaults.DEFAULT_KV_STORE_BYTES >> 20,
                    help="memory for uploaded caches waiting for their resume")
-    p.add_argument("--kv-ttl", type=float, default=defaults.DEFAULT_KV_TTL_S,
+    p.add_argument("--kv-ttl", type=positive_float, default=defaults.DEFAULT_KV_TTL_S,
                    help="seconds an uploaded cache waits for its resume before it is dropped")
-    p.add_argument("--kv-max-uploads", type=int, default=defaults.DEFAULT_KV_MAX_UPLOADS,
+    p.add_argument("--kv-max-uploads", type=non_negative_int, default=defaults.DEFAULT_KV_MAX_UPLOADS,
                    help="uploads decoded at once; past it uploads get UNAVAILABLE")
     p.add_argument("--kv-same-precision-only", action="store_true",
                    help="refuse caches from a differently quantized twin of the model (e.g. a 4-bit edge)")
-    p.add_argument("--tls-cert", default=None, help="PEM certificate chain (with --tls-key)")
-    p.add_argument("--tls-key", default=None, help="PEM private key (with --tls-cert)")
+    p.add_argument("--tls-cert", type=readable_file, default=None, help="PEM certificate chain (with --tls-key)")
+    p.add_argument("--tls-key", type=readable_file, default=None, help="PEM private key (with --tls-cert)")
     token = p.add_mutually_exclusive_group()
     token.add_argument("--auth-token", default=None,
                        help="required bearer token (visible in `ps`; prefer --auth-token-file)")
-    token.add_argument("--auth-token-file", default=None, help="file with accepted bearer tokens, one a line")
-    p.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus metrics on this port")
+    token.add_argument("--auth-token-file", type=readable_file, default=None, help="file with accepted bearer tokens, one a line")
+    p.add_argument("--metrics-port", type=port, default=None, help="serve Prometheus metrics on this port")
     p.add_argument("--metrics-host", default=None, help="address for the metrics endpoint (default: --host)")
-    p.add_argument("--grace", type=float, default=defaults.DEFAULT_GRACE_S,
+    p.add_argument("--grace", type=non_negative_float, default=defaults.DEFAULT_GRACE_S,
                    help="seconds in-flight streams get to finish on shutdown")
     p.set_defaults(func=cmd_serve_cloud)
+
+
+def _check_bindable(flag: str, host: str, port: int) -> None:
+    """Fail before loading the model when `host:port` cannot be listened on, naming the flag.
+
+    gRPC would say only "Failed to bind"; a plain socket tells why (in use, not this
+    machine's address, a privileged port). Port 0 always binds.
+    """
+    import errno
+    import socket
+
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ValueError(f"--host {host!r} cannot be resolved ({exc.args[-1]}); give an address of this machine, "
+                         "e.g. 127.0.0.1 or 0.0.0.0") from None
+    family, kind, proto, _, sockaddr = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(sockaddr)
+        except OSError as exc:
+            why = {errno.EADDRINUSE: "another process listens there; stop it or choose another port",
+                   errno.EADDRNOTAVAIL: "that address is not one of this machine's",
+                   errno.EACCES: "ports below 1024 need privileges; choose a higher one"}.get(exc.errno, "")
+            flag = "--host" if exc.errno == errno.EADDRNOTAVAIL else flag
+            raise ValueError(f"{flag}: cannot listen on {host}:{port}: {exc.strerror}"
+                             + (f" ({why})" if why else "")) from None
 
 
 def cmd_serve_cloud(args: argparse.Namespace) -> int:
@@ -73,7 +104,13 @@ def cmd_serve_cloud(args: argparse.Namespace) -> int:
             kv_ttl_s=args.kv_ttl, kv_max_uploads=args.kv_max_uploads,
             kv_cross_precision=not args.kv_same_precision_only,
         )
-        tokens = load_tokens(token=args.auth_token, token_file=args.auth_token_file)
+        try:
+            tokens = load_tokens(token=args.auth_token, token_file=args.auth_token_file)
+        except ValueError as exc:
+            raise ValueError(f"--auth-token-file: {exc}; write one accepted token a line") from None
+        _check_bindable("--port", args.host, args.port)
+        if args.metrics_port is not None:
+            _check_bindable("--metrics-port", args.metrics_host or args.host, args.metrics_port)
         model = LocalModel.load(args.model, tokenizer=args.tokenizer, max_context=args.max_context,
                                 precision=args.precision)
         server, port = start_server(

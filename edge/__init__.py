@@ -3,37 +3,44 @@
     from edge import TandemClient
     with TandemClient("smollm2-135m", cloud="gpu-host:50051") as client:
         answer = client.complete("What is the capital of France?")
+
+Names are loaded on first use so that `tandem --help` (which imports edge.cli)
+does not pay for torch and grpc.
 """
 
-from edge.client import DEFAULT_POLICY, TandemClient
-from edge.errors import (
-    CloudError,
-    CloudRejectedError,
-    CloudUnavailableError,
-    HandoffRefusedError,
-    PolicyDeniedError,
-    TandemError,
-)
-from edge.events import Answer, Done, Escalation, Event, Fallback, Text
-from edge.resilience import CircuitBreaker, RetryPolicy
-from edge.transport import CloudTarget
+from __future__ import annotations
 
-__all__ = [
-    "Answer",
-    "CircuitBreaker",
-    "CloudError",
-    "CloudRejectedError",
-    "CloudTarget",
-    "CloudUnavailableError",
-    "DEFAULT_POLICY",
-    "Done",
-    "Escalation",
-    "Event",
-    "Fallback",
-    "HandoffRefusedError",
-    "PolicyDeniedError",
-    "RetryPolicy",
-    "TandemClient",
-    "TandemError",
-    "Text",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "Answer": "edge.events",
+    "CircuitBreaker": "edge.resilience",
+    "CloudError": "edge.errors",
+    "CloudRejectedError": "edge.errors",
+    "CloudTarget": "edge.transport",
+    "CloudUnavailableError": "edge.errors",
+    "ConfigurationError": "edge.errors",
+    "DEFAULT_POLICY": "edge.client",
+    "Done": "edge.events",
+    "Escalation": "edge.events",
+    "Event": "edge.events",
+    "Fallback": "edge.events",
+    "HandoffRefusedError": "edge.errors",
+    "InvalidCloudAddressError": "edge.errors",
+    "InvalidPolicyError": "edge.errors",
+    "ModelLoadError": "edge.errors",
+    "PolicyDeniedError": "edge.errors",
+    "RetryPolicy": "edge.resilience",
+    "TandemClient": "edge.client",
+    "TandemError": "edge.errors",
+    "Text": "edge.events",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'edge' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

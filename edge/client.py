@@ -1,6 +1,6 @@
 """The edge SDK: one call that routes, decodes on the device, escalates and falls back.
 
-    client = TandemClient("smollm2-135m", cloud="gpu-host:50051", policy="policies/default.yaml")
+    client = TandemClient("smollm2-135m", cloud="gpu-host:50051", policy="default")
     for event in client.chat([{"role": "user", "content": "..."}], tags=["health"]):
         ...
     answer = client.complete("What is the capital of France?")
@@ -14,29 +14,66 @@ one stream and one decision record, whatever the cloud does.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from edge.errors import CloudUnavailableError
+from edge.address import split_address
+from edge.errors import CloudUnavailableError, InvalidCloudAddressError, InvalidPolicyError, ModelLoadError
 from edge.events import Answer, Done, Event
 from edge.request import Messages, Request
 from edge.resilience import DEFAULT_RETRY, CircuitBreaker, RetryPolicy
 from edge.transport import CloudTarget, CloudTransport
+from engine.errors import EngineError
 from engine.generate import GREEDY, Sampling
 from engine.runtime import LocalModel
 from router import (
     AuditLog,
     Policy,
+    PolicyError,
     PrefillSpeeds,
     load_policy,
 )
 from tandem_rpc.v1 import cloud_pb2
 
-DEFAULT_POLICY = Path(__file__).resolve().parents[1] / "policies" / "default.yaml"
+POLICIES = Path(__file__).resolve().parents[1] / "policies"
+DEFAULT_POLICY = POLICIES / "default.yaml"
 DEFAULT_DEADLINE_S = 30.0
 POLICY_AUDIT = "policy"  # audit_log default: wherever the policy's audit section says
+
+
+def policy_path(policy: str | Path) -> Path:
+    """A packaged policy's name ("default", "strict-privacy", ...) or a path to a file.
+
+    A bare name means the policy shipped with Tandem, wherever the caller runs;
+    anything else is a path, relative to the working directory as usual.
+    """
+    text = str(policy)
+    packaged = POLICIES / f"{text}.yaml"
+    if isinstance(policy, str) and text and "/" not in text and "." not in text and packaged.is_file():
+        return packaged
+    return Path(text).expanduser()
+
+
+def packaged_policies() -> list[str]:
+    return sorted(p.stem for p in POLICIES.glob("*.yaml"))
+
+
+def open_policy(policy: str | Path) -> Policy:
+    """load_policy by name or path, its errors in the SDK's tree (InvalidPolicyError is a PolicyError too)."""
+    path = policy_path(policy)
+    try:
+        return load_policy(path)
+    except PolicyError as exc:
+        problems = list(exc.problems)
+        if not path.is_file():
+            where = path if path.is_absolute() else f"{path} (relative to {Path.cwd()})"
+            hint = (f"no policy file at {where}; give a path that exists, or the name of a packaged "
+                    f"policy: {', '.join(packaged_policies())}")
+            problems = [dataclasses.replace(problems[0], message=hint)]
+        raise InvalidPolicyError(problems) from exc
 
 
 
@@ -63,8 +100,16 @@ class TandemClient:
         breaker: CircuitBreaker | None = None,
         deadline_s: float = DEFAULT_DEADLINE_S,
     ) -> None:
-        self.local = model if isinstance(model, LocalModel) else LocalModel.load(model, precision="device")
-        self.policy = policy if isinstance(policy, Policy) else load_policy(policy)
+        self.policy = policy if isinstance(policy, Policy) else open_policy(policy)
+        if isinstance(cloud, str):
+            try:
+                split_address(cloud)
+            except ValueError as exc:
+                raise InvalidCloudAddressError(f"cloud address {exc}") from None
+        try:
+            self.local = model if isinstance(model, LocalModel) else LocalModel.load(model, precision="device")
+        except EngineError as exc:
+            raise ModelLoadError(str(exc)) from exc
         if audit_log == POLICY_AUDIT:
             self.audit = AuditLog.from_policy(self.policy)
         else:

@@ -1,7 +1,12 @@
 """Errors the edge SDK raises. gRPC errors are mapped to these in one place
-(`edge.transport`), so callers never need to import grpc.
+(`edge.transport`), so callers never need to import grpc; the errors of building
+a client (policy, model, cloud address) in `TandemClient.__init__`.
 
     TandemError
+    ├── ConfigurationError          the client cannot be built as asked (also a ValueError)
+    │   ├── InvalidPolicyError      the policy file (also a router.PolicyError: .problems)
+    │   ├── ModelLoadError          the model (also an engine.EngineError)
+    │   └── InvalidCloudAddressError  `cloud` is not HOST:PORT
     ├── CloudError                  the cloud tier could not serve the request
     │   ├── CloudUnavailableError   unreachable, overloaded, circuit open, deadline passed
     │   └── CloudRejectedError      the cloud refused the request (bad input, auth, limits)
@@ -11,9 +16,28 @@
 
 from __future__ import annotations
 
+from engine.errors import EngineError
+from router.errors import PolicyError
+
 
 class TandemError(Exception):
     """Base class of every error the SDK raises on purpose."""
+
+
+class ConfigurationError(TandemError, ValueError):
+    """The client could not be built from what it was given; the message says what to fix."""
+
+
+class InvalidPolicyError(ConfigurationError, PolicyError):
+    """The policy cannot be used; `problems` names each field and line (as router.PolicyError)."""
+
+
+class ModelLoadError(ConfigurationError, EngineError):
+    """The device model could not be loaded (missing, unsupported or corrupt)."""
+
+
+class InvalidCloudAddressError(ConfigurationError):
+    """`cloud` is not a HOST:PORT the SDK can dial."""
 
 
 class CloudError(TandemError):

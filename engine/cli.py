@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from engine.registry import ASSETS, DEFAULT_MODEL
+from tandem.args import non_negative_float, non_negative_int, positive_int, probability
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, *, precision: str = "full") -> None:
@@ -16,21 +17,21 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, precision: str = "fu
     `precision` is the tier's default: "full" for the cloud and the reference CLI,
     "device" for the edge (quantized weights stay quantized, float ones get the q4 recipe).
     """
-    from engine.quantize import PRECISIONS
+    from engine.recipes import PRECISIONS
 
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"short name or path (default {DEFAULT_MODEL})")
     parser.add_argument("--tokenizer", default=None, help="tokenizer file or folder, if not beside the model")
-    parser.add_argument("--max-context", type=int, default=8192, help="context window to allocate (tokens)")
+    parser.add_argument("--max-context", type=positive_int, default=8192, help="context window to allocate (tokens)")
     parser.add_argument("--precision", default=precision, choices=PRECISIONS,
                         help=f"weights in memory (default {precision}): stored as the file holds them, full float, "
                         "device (quantized; float weights get the q4 recipe), or the int8 / q4 recipe")
 
 
 def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--max-new-tokens", type=int, default=256)
-    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    parser.add_argument("--top-k", type=int, default=0)
-    parser.add_argument("--top-p", type=float, default=1.0)
+    parser.add_argument("--max-new-tokens", type=positive_int, default=256, help="at most this many tokens (>= 1)")
+    parser.add_argument("--temperature", type=non_negative_float, default=0.0, help="0 = greedy (default)")
+    parser.add_argument("--top-k", type=non_negative_int, default=0, help="0 = no top-k cut (default)")
+    parser.add_argument("--top-p", type=probability, default=1.0, help="nucleus mass in (0, 1] (default 1)")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
 
@@ -53,7 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     models = subparsers.add_parser("models", help="list the models installed from packages")
     models.set_defaults(func=cmd_models)
 
-    from engine.quantize import RECIPES
+    from engine.recipes import RECIPES
 
     quant = subparsers.add_parser(
         "quantize", help="write a quantized checkpoint for the device tier (loads by memory map)",

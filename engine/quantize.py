@@ -46,16 +46,9 @@ from safetensors.torch import save_file
 from engine.config import ModelConfig
 from engine.errors import ModelFormatError
 from engine.quant_linear import BLOCK_BYTES, FORMATS, GROUP, QTensor, Weights, quantize
+from engine.recipes import DEVICE_RECIPE, PRECISIONS, RECIPES  # noqa: F401 (the runtime imports them from here)
 from engine.tokenizer import Tokenizer
 
-RECIPES: dict[str, dict[str, str]] = {
-    "int8": {"linear": "q8_0", "embedding": "q8_0", "output": "q8_0"},
-    "q4": {"linear": "q4_1", "embedding": "q8_0", "output": "q8_0"},
-}
-# stored: as the file holds it; full: dequantized to float (the cloud tier); device: quantized
-# weights as stored, float weights quantized with DEVICE_RECIPE (the edge tier); or a recipe.
-DEVICE_RECIPE = "q4"
-PRECISIONS = ("stored", "full", "device", *RECIPES)
 RECIPE_KEY = "tandem.recipe"
 FORMATS_KEY = "tandem.formats"
 WEIGHTS_FILE = "model.safetensors"

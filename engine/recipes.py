@@ -1,0 +1,18 @@
+"""Names of the quantization recipes and tier precisions, without importing torch.
+
+The command line lists them in its --help; `engine.quantize` implements them.
+
+    int8   linear layers, embeddings and output q8_0 (8-bit groups of 32, fp16 scale)
+    q4     linear layers q4_1 (4-bit groups of 32 with a zero point); embeddings and output q8_0
+"""
+
+from __future__ import annotations
+
+RECIPES: dict[str, dict[str, str]] = {
+    "int8": {"linear": "q8_0", "embedding": "q8_0", "output": "q8_0"},
+    "q4": {"linear": "q4_1", "embedding": "q8_0", "output": "q8_0"},
+}
+# stored: as the file holds it; full: dequantized to float (the cloud tier); device: quantized
+# weights as stored, float weights quantized with DEVICE_RECIPE (the edge tier); or a recipe.
+DEVICE_RECIPE = "q4"
+PRECISIONS = ("stored", "full", "device", *RECIPES)
