@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import socket
 import sys
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, TextIO
@@ -40,7 +41,8 @@ SCENARIOS = (
              "My card 4111 1111 1111 1111 was charged twice. What was the name of the third wife of the 14th "
              "king of Norway?"),
     Scenario("redacted egress (e-mail)",
-             f"{DOCUMENT}\n\nWrite a two-line note to jane.doe@example.com saying what this speech is about."),
+             f"{DOCUMENT}\n\nWho should receive a summary of this speech? Answer: jane.doe@example.com. Now write "
+             "the e-mail, starting with 'Dear jane.doe@example.com,'"),
     Scenario("cloud down -> answered on the device", f"{DOCUMENT}\n\nIn one sentence, what is this speech about?",
              cloud_down=True),
 )
@@ -95,8 +97,19 @@ def _stream(sdk: TandemClient, scenario: Scenario, max_new_tokens: int, out: Tex
             tier = None
         elif isinstance(event, Done):
             print("", file=out)
+            _show_answer(event, out)
             return event.record
     raise RuntimeError("stream ended without a record")
+
+
+def _show_answer(done: Done, out: TextIO) -> None:
+    """The answer as the caller finally holds it, where the stream alone does not show it: the
+    device's kept text joined with the cloud's, or the cloud's words with placeholders restored."""
+    record = done.record
+    if record.redactions and record.route != "local_only":
+        print(f"  answer, placeholders restored on the device: {_shorten(done.text, 200)}", file=out)
+    elif record.tokens.get("edge") and record.tokens.get("cloud"):
+        print(f"  answer, the device's kept text + the cloud's: {_shorten(done.text, 200)}", file=out)
 
 
 def _show_egress(sdk: TandemClient, scenario: Scenario, max_new_tokens: int, out: TextIO) -> None:
@@ -112,13 +125,18 @@ def _show_egress(sdk: TandemClient, scenario: Scenario, max_new_tokens: int, out
         print(f"may leave the device (redacted): ...{tail!r}", file=out)
 
 
-def table(results: list[tuple[Scenario, DecisionRecord | None]]) -> str:
-    header = ("#", "scenario", "route", "reason", "answered by", "tokens edge/cloud", "TTFT ms", "total ms",
-              "bytes sent")
+TABLE_WIDTH = 100
+TABLE_NOTE = "tokens: by the device/by the cloud; TTFT and total in ms; bytes: sent to the cloud"
+
+
+def table(results: list[tuple[Scenario, DecisionRecord | None]], *, width: int = TABLE_WIDTH) -> str:
+    """One row per scenario (its number refers to the titles above), the reason column wrapped
+    so the whole table fits in `width` columns."""
+    header = ("#", "route", "reason", "answered by", "tokens", "TTFT", "total", "bytes")
     rows = [header]
     for number, (scenario, r) in enumerate(results, 1):
         if r is None:
-            rows.append((str(number), scenario.title, "-", "failed", "-", "-", "-", "-", "-"))
+            rows.append((str(number), "-", "failed", "-", "-", "-", "-", "-"))
             continue
         reason = r.fallback or r.escalation_reason or (r.reasons[0] if r.reasons else "-")
         if r.route == "local_only" and r.signals and r.signals.get("fired_at") is not None:
@@ -126,14 +144,21 @@ def table(results: list[tuple[Scenario, DecisionRecord | None]]) -> str:
         if r.redactions and r.route != "local_only":
             reason += f"; {r.redactions} value(s) redacted"
         rows.append((
-            str(number), scenario.title, r.route, reason, r.tier or "-",
-            f"{r.tokens.get('edge', 0)}/{r.tokens.get('cloud', 0)}",
+            str(number), r.route, reason, r.tier or "-", f"{r.tokens.get('edge', 0)}/{r.tokens.get('cloud', 0)}",
             _num(r.latencies_ms.get("ttft_ms")), _num(r.latencies_ms.get("total_ms")), str(r.bytes_sent or 0),
         ))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    reason_col = header.index("reason")
+    others = sum(widths) - widths[reason_col] + 2 * (len(header) - 1)
+    widths[reason_col] = max(len(header[reason_col]), min(widths[reason_col], width - others))
+    lines = []
+    for row in rows:
+        wrapped = textwrap.wrap(row[reason_col], widths[reason_col], break_on_hyphens=False) or [""]
+        for i, part in enumerate(wrapped):
+            cells = [part if c == reason_col else (cell if i == 0 else "") for c, cell in enumerate(row)]
+            lines.append("  ".join(cell.ljust(w) for cell, w in zip(cells, widths)).rstrip())
     lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return "\n".join([*lines, TABLE_NOTE])
 
 
 def _num(value: float | None) -> str:
