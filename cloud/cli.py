@@ -46,7 +46,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     token = p.add_mutually_exclusive_group()
     token.add_argument("--auth-token", default=None,
                        help="required bearer token (visible in `ps`; prefer --auth-token-file)")
-    token.add_argument("--auth-token-file", type=readable_file, default=None, help="file with accepted bearer tokens, one a line")
+    token.add_argument("--auth-token-file", type=readable_file, default=None,
+                       help="file with accepted bearer tokens, one a line")
     p.add_argument("--metrics-port", type=port, default=None, help="serve Prometheus metrics on this port")
     p.add_argument("--metrics-host", default=None, help="address for the metrics endpoint (default: --host)")
     p.add_argument("--grace", type=non_negative_float, default=defaults.DEFAULT_GRACE_S,

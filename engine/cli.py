@@ -60,7 +60,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "quantize", help="write a quantized checkpoint for the device tier (loads by memory map)",
         description="Quantize an HF checkpoint folder or a GGUF file into a folder with config.json, the "
         "tokenizer and model.safetensors whose metadata names the recipe. q4: linear layers 4-bit in "
-        "groups of 32 with a zero point, embeddings and output q8_0 (8-bit groups of 32); int8: everything q8_0. Blocks already in the recipe's format are kept as they are.",
+        "groups of 32 with a zero point, embeddings and output q8_0 (8-bit groups of 32); int8: everything "
+        "q8_0. Blocks already in the recipe's format are kept as they are.",
     )
     quant.add_argument("src", help="short name, HF checkpoint folder or .gguf file")
     quant.add_argument("dst", help="folder to write (must not exist, or be empty, unless --force)")
