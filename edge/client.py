@@ -76,15 +76,18 @@ def open_policy(policy: str | Path) -> Policy:
         raise InvalidPolicyError(problems) from exc
 
 
-
 class TandemClient:
     """A device model, an optional cloud tier and the policy that governs both.
 
     `model` is a loaded LocalModel or anything LocalModel.load accepts (loaded at
     the device tier's precision: quantized). `cloud`
     is a "host:port" (with `token` and, for TLS, `root_certificates` in PEM) or
-    None for a device-only client. `deadline_s` bounds the cloud's part of each
-    request; past it the policy's fallback applies.
+    None for a device-only client. `policy` is a Policy, a packaged policy's name
+    ("default", "strict-privacy", ...) or a file. `deadline_s` bounds the cloud's
+    part of each request; past it the policy's fallback applies.
+
+    What cannot be built raises a ConfigurationError (edge.errors), policy first,
+    then the address, then the model, so a typo costs no model load.
     """
 
     def __init__(
