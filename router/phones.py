@@ -1,5 +1,5 @@
-"""Phone numbers: valid in the US, GB, DE, FR or IN numbering plans, or in any
-plan when written in international form (+CC or 00CC), as phonenumbers judges.
+"""Phone numbers: valid in the numbering plan of one of 24 countries (`_NATIONAL_REGIONS`),
+or of any country when written in international form (+CC or 00CC), as phonenumbers judges.
 
 A regex proposes digit runs of phone shape and cheap checks drop dates, prices,
 lists of small numbers and numbers labelled as something else ("order
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Sequence
+from functools import lru_cache
 
 import phonenumbers
 
@@ -28,15 +29,31 @@ _PHONE_CANDIDATE = re.compile(
 _DATE_OR_TIME = re.compile(
     r"\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{2,4}|\d{1,2}:\d{2}|\d{1,3}(?:[.,]\d{3})+"
 )
-# A number right after one of these words is an identifier of a thing, not a phone.
+# A number right after one of these words is an identifier of a thing, not a phone
+# (English, German, French, Spanish, Italian, Portuguese, Dutch).
 _NOT_A_PHONE_BEFORE = re.compile(  # matched on lower-cased text: (?i) is several times slower
-    r"\b(?:order|invoice|tracking|reference|ref|confirmation|serial|ticket|booking|case|sku|part|model|"
+    r"(?:\b(?:order|invoice|tracking|reference|ref|confirmation|serial|ticket|booking|case|sku|part|model|"
     r"po|transaction|receipt|isbn|issn|ean|upc|gtin|imei|imsi|iccid|patent|meeting|id|batch|lot|account|acct|"
-    r"routing|iban|card)\s*(?:no\.?|number|num|id|#)?\s*[:#.]?\s*$"
+    r"routing|iban|card|customer|member|policy|claim|contract|shipment|parcel|package|item|article|product|"
+    r"timestamp|epoch|unix|ts|build|version|"
+    r"bestellung|auftrag|rechnung|sendung|vorgang|aktenzeichen|kunde|vertrag|artikel|konto|"
+    r"commande|facture|dossier|r[ée]f[ée]rence|suivi|colis|contrat|client|compte|"
+    r"pedido|factura|fatura|expediente|referencia|refer[êe]ncia|seguimiento|env[íi]o|contrato|cliente|cuenta|"
+    r"encomenda|protocolo|processo|ordine|fattura|pratica|riferimento|spedizione|contratto|conto|"
+    r"bestelling|factuur|referentie|zending|klant|rekening)|[a-zäöüß]*(?<!tele[fp]on)(?<!ruf)(?<!handy)"
+    r"(?<!mobil)(?<!fax)nummer|\bn[°º]|\bnr)"
+    r"\s*(?:no\.?|nr\.?|number|num\.?|n[°º]|id|#|nummer|num[ée]ro|n[úu]mero)?\s*"
+    r"(?:(?:de|del|di|da|do|du|van|der)\s+\w+\s*)?[:#.=]?\s*$"
 )
 _DIGITS = re.compile(r"[0-9]+")
 _NOT_BEFORE_PHONE = ".,/#$€£¥@:=-"  # and "+" except before "+CC"
-_NATIONAL_REGIONS = {"0": ("GB", "DE", "FR", "IN"), "": ("US", "IN")}
+# Regions tried for a number written without +CC: those whose national numbers start
+# with the trunk prefix 0, and those with none.
+_NATIONAL_REGIONS = {
+    "0": ("GB", "DE", "FR", "IN", "NL", "BE", "AT", "CH", "AU", "IE", "SE", "IT", "JP", "ZA", "NZ"),
+    "": ("US", "IN", "ES", "IT", "PT", "PL", "MX", "BR", "CN"),
+}
+_UNIX_TIME = re.compile(r"1[0-9]{9}(?:[0-9]{3})?")  # seconds or milliseconds since 1970, 2001-2286
 
 
 def find_phones(text: str, claimed: Sequence[tuple[int, int]] = ()) -> Iterator[Span]:
@@ -57,6 +74,9 @@ def find_phones(text: str, claimed: Sequence[tuple[int, int]] = ()) -> Iterator[
         if " " not in m.group() or _FOUR_DIGIT_GROUPS.search(m.group()):
             continue  # card, IBAN or account digits; a phone among them is not worth a dozen parses
         pieces = [(p.start() + m.start(), p.end() + m.start()) for p in re.finditer(r"\S+", m.group())]
+        whole = list(pieces)
+        if _labelled(text, m.start()):
+            pieces = pieces[1:]  # "Case ID 415 555 2671 9": the label names the first number; no phone starts there
         if len(pieces) > _MAX_SPLIT_PIECES:
             continue
         segment: list[tuple[int, int]] = []
@@ -64,7 +84,7 @@ def find_phones(text: str, claimed: Sequence[tuple[int, int]] = ()) -> Iterator[
             if piece is not None and not any(a < piece[1] and piece[0] < b for a, b in overlapping):
                 segment.append(piece)
                 continue
-            whole_tried = segment == pieces and not overlapping
+            whole_tried = segment == whole and not overlapping
             if segment and any(sum(c.isdigit() for c in text[a:b]) >= 4 for a, b in segment):
                 for start, end in _best_split(text, segment, whole_tried):
                     yield "phone", start, end
@@ -104,23 +124,41 @@ def _is_phone(text: str, start: int, end: int) -> bool:
         return False
     if not free_before(text, start, "" if candidate[0] == "+" else _NOT_BEFORE_PHONE):
         return False
-    if _NOT_A_PHONE_BEFORE.search(text[max(0, start - 40):start].lower()):
+    if _labelled(text, start) or _UNIX_TIME.fullmatch(candidate):
         return False
     return _valid_phone(candidate)
 
 
+def _labelled(text: str, start: int) -> bool:
+    """The number at `start` is labelled as something other than a phone ("Case ID", "Bestellnummer")."""
+    return bool(_NOT_A_PHONE_BEFORE.search(text[max(0, start - 40):start].lower()))
+
+
+@lru_cache(maxsize=2048)
 def _valid_phone(candidate: str) -> bool:
-    international = candidate.startswith(("+", "00"))
-    if international:
-        regions: tuple[str | None, ...] = (None,)
-        candidate = "+" + candidate[2:] if candidate.startswith("00") else candidate
-    else:
-        regions = _NATIONAL_REGIONS["0" if candidate.lstrip("(").startswith("0") else ""]
-    for region in regions:
+    """Valid as written in international form, or in one of the national plans.
+
+    A national number is checked against each region by its national significant
+    number (one `is_valid_number` each), not parsed again per region.
+    """
+    if candidate.startswith(("+", "00")):
         try:
-            number = phonenumbers.parse(candidate, region)
+            number = phonenumbers.parse("+" + candidate[2:] if candidate.startswith("00") else candidate, None)
         except phonenumbers.NumberParseException:
+            return False
+        return phonenumbers.is_valid_number(number)
+    digits = "".join(_DIGITS.findall(candidate))
+    trunk = digits.startswith("0")
+    for region in _NATIONAL_REGIONS["0" if trunk else ""]:
+        code = phonenumbers.country_code_for_region(region)
+        national = digits[1:] if trunk and region != "IT" else digits
+        if region == "US" and len(national) == 11 and national.startswith("1"):
+            national = national[1:]
+        if not national or national.startswith("0") and region != "IT":
             continue
-        if phonenumbers.is_valid_number(number):
+        number = phonenumbers.PhoneNumber(country_code=code, national_number=int(national))
+        if region == "IT" and national.startswith("0"):
+            number.italian_leading_zero = True
+        if phonenumbers.is_valid_number_for_region(number, region):
             return True
     return False
