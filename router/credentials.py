@@ -24,34 +24,92 @@ Span = tuple[str, int, int]
 _PRIVATE_KEY = re.compile(
     r"-----BEGIN ((?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?)-----.*?(?:-----END \1-----|(?=\n[ \t]*\n)|\Z)", re.S
 )
-# Each pattern starts with a literal or a plain character class, so Python's regex
-# engine skips ahead in C; boundaries before a match are checked in Python.
-_VENDOR_KEYS = (
-    ("aws_access_key", re.compile(r"(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA|APKA)[A-Z0-9]{16}\b")),
-    ("github_token", re.compile(r"gh(?:[pousr]_[A-Za-z0-9]{36}|ub_pat_[A-Za-z0-9_]{82})\b")),
-    ("slack_token", re.compile(r"xox[abposr]-[A-Za-z0-9-]{10,}")),
-    ("stripe_key", re.compile(r"[sr]k_(?:live|test)_[A-Za-z0-9]{16,}\b")),
-    ("google_api_key", re.compile(r"AIza[0-9A-Za-z_-]{35}(?![\w-])")),
+# Vendor formats (after the vendors' documentation and the rule sets of gitleaks and
+# detect-secrets), as one alternation: the name of the group that matched is the kind.
+_VENDOR_KEYS = re.compile(
+    r"(?P<aws_access_key>(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA|APKA)[A-Z0-9]{16})"
+    r"|(?P<github_token>gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{50,255})"
+    r"|(?P<gitlab_token>gl(?:pat|dt|rt|ptt|cbt|imt|oas|ft)-[A-Za-z0-9_-]{20,})"
+    r"|(?P<slack_token>xox[abposre]-[A-Za-z0-9-]{10,}|xapp-\d-[A-Za-z0-9-]{10,})"
+    r"|(?P<slack_webhook>https://hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9/_-]{20,})"
+    r"|(?P<stripe_key>[sr]k_(?:live|test)_[A-Za-z0-9]{16,}|whsec_[A-Za-z0-9]{24,})"
+    r"|(?P<google_api_key>AIza[0-9A-Za-z_-]{35})"
+    r"|(?P<google_oauth>ya29\.[0-9A-Za-z_-]{20,}|GOCSPX-[0-9A-Za-z_-]{20,})"
+    r"|(?P<anthropic_key>sk-ant-[A-Za-z0-9_-]{20,})"
+    r"|(?P<openai_key>sk-(?:proj-|svcacct-|admin-|None-)?[A-Za-z0-9_-]{20,})"
+    r"|(?P<huggingface_token>hf_[A-Za-z0-9]{30,})"
+    r"|(?P<npm_token>npm_[A-Za-z0-9]{36})"
+    r"|(?P<pypi_token>pypi-AgE[A-Za-z0-9_-]{50,})"
+    r"|(?P<sendgrid_key>SG\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43})"
+    r"|(?P<twilio_key>SK[0-9a-f]{32}|AC[0-9a-f]{32})"
+    r"|(?P<mailgun_key>key-[0-9a-f]{32})"
+    r"|(?P<shopify_token>shp(?:at|ss|ca|pa)_[a-fA-F0-9]{32})"
+    r"|(?P<digitalocean_token>do[opr]_v1_[a-f0-9]{64})"
+    r"|(?P<databricks_token>dapi[a-f0-9]{32})"
+    r"|(?P<groq_key>gsk_[A-Za-z0-9]{40,})"
+    r"|(?P<replicate_token>r8_[A-Za-z0-9]{37})"
+    r"|(?P<xai_key>xai-[A-Za-z0-9]{40,})"
+    r"|(?P<perplexity_key>pplx-[A-Za-z0-9]{40,})"
+    r"|(?P<atlassian_token>ATATT3[A-Za-z0-9_=-]{30,})"
+    r"|(?P<square_token>sq0(?:atp|csp)-[A-Za-z0-9_-]{22,})"
+    r"|(?P<telegram_bot_token>\d{8,10}:AA[A-Za-z0-9_-]{33})"
+    r"|(?P<azure_key>AccountKey=[A-Za-z0-9+/=]{40,}|SharedAccessSignature=[^\s;\"']{20,})"
+    r"(?![\w-])"
 )
 _JWT = re.compile(r"eyJ(?P<header>[A-Za-z0-9_-]{4,})\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*(?![\w-])")
 
-# Keywords, matched on the lower-cased text at each occurrence of a stem; underscores
-# count as separators so `aws_secret_access_key=...` matches.
-_KEYWORD_STEMS = (
-    "pass", "pwd", "secret", "token", "api", "access", "private", "client", "credential", "auth", "bearer",
+# `Authorization: Basic dXNlcjpwYXNz`, `Bearer eyJ...`, `-H "X-Api-Key: ..."`.
+_AUTH_HEADER = re.compile(
+    r"(?i)(?:\b(?:authorization|proxy-authorization)\s*[:=]\s*[\"']?\s*(?:basic|bearer|token|digest|apikey|sso-key)?"
+    r"|\b(?:basic|bearer)(?=\s+[A-Za-z0-9+/_.=-]{8,})|\bx-(?:api-key|auth-token|access-token)\s*[:=])"
+    r"\s*(?P<value>[A-Za-z0-9+/_.~=:-]{6,})"
 )
-_KEYWORD = re.compile(
-    r"(?:password|passwd|pwd|passphrase|passcode|secret|token|api[_ -]?key|apikey|access[_ -]?key|"
-    r"private[_ -]?key|client[_ -]?secret|credentials?|auth|bearer)(?![a-z])"
+# Credentials on a command line: mysql -p'...', --password=..., curl -u user:pass, sshpass -p ...
+_CLI_CREDENTIAL = re.compile(
+    r"(?:(?<=\s)|^)(?:"
+    r"-p(?P<q1>['\"])(?P<v1>[^'\"\s]{3,})(?P=q1)"
+    r"|-p(?P<v2>[^\s'\"-][^\s'\"]{3,})"
+    r"|--(?:password|passwd|pass|pwd|token|api-key|apikey|secret|client-secret|auth-token)(?:=|\s+)"
+    r"(?P<q3>['\"]?)(?P<v3>[^\s'\"]{3,})(?P=q3)"
+    r"|(?:-u|--user)\s*(?P<q4>['\"]?)[^\s:'\"]+:(?P<v4>[^\s'\"@]{3,})(?P=q4)"
+    r"|sshpass\s+-p\s*(?P<q5>['\"]?)(?P<v5>[^\s'\"]{3,})(?P=q5)"
+    r"|[A-Z_]*(?:PASSWORD|PASSWD|TOKEN|SECRET|API_KEY)=(?P<q6>['\"]?)(?P<v6>[^\s'\"$]{3,})(?P=q6)"
+    r")"
 )
-_KEYWORD_ANY_CASE = re.compile(_KEYWORD.pattern, re.IGNORECASE)
-_WORDS_AFTER_KEYWORD = 5
+# scheme://user:password@host: the password is a secret (and not an e-mail address).
+_URL_CREDENTIAL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{1,20}://[^\s:/@]{1,64}:(?P<value>[^\s/@]{1,128})@(?=[\w.-])")
+_PLACEHOLDER_VALUE = re.compile(r"(?i)^(?:\$\{?\w+\}?|<[^>]*>|\{\{?[^}]*\}\}?|\*+|x{3,}|\.{3,}|%\w+%|"
+                                r"(?:your|my)[_-]?\w*|password|passwd|secret|token|null|none|changeme|example)$")
+
+
+# Keywords in English, German, French, Spanish, Italian, Portuguese and Dutch, matched
+# on the lower-cased text; `_`, `-` and `.` count as separators (`aws_secret_access_key=`).
+_S = r"[\s_.-]?"
+_PASSWORD_WORDS = (
+    rf"pass{_S}words?|passwd|pass{_S}phrase|passcode|pwd|pw|passwort|kennwort|mot{_S}de{_S}passe|mdp|"
+    rf"contrase[ñn]a|clave(?:{_S}de{_S}acceso)?|parola{_S}d'ordine|parola{_S}chiave|senha|wachtwoord|"
+    rf"codice{_S}di{_S}accesso|code{_S}d'acc[èe]s|c[óo]digo{_S}de{_S}acceso|zugangs(?:code|daten)|pin{_S}code"
+)
+_KEY_WORDS = (
+    rf"secret|geheimnis|token|api{_S}key|apikey|access{_S}key|private{_S}key|client{_S}secret|credentials?|"
+    rf"auth|bearer|cl[ée]{_S}(?:d'api|api|secr[èe]te)|chiave{_S}(?:api|segreta)|chave{_S}(?:de{_S}api|api|secreta)|"
+    rf"api{_S}sleutel|geheime{_S}sleutel|schl[üu]ssel"
+)
+_KEYWORD = re.compile(rf"(?<![a-zà-ÿ])(?:(?P<password>{_PASSWORD_WORDS})|{_KEY_WORDS})(?![a-zà-ÿ])")
+_WORDS_AFTER_KEYWORD = 12  # "the password for the staging box is, as agreed, Xk9#mP2$" is eight
 _HORIZON = 400  # characters after a keyword that are looked at; keeps the scan linear
 _VALUE = re.compile(r"[^\s\"'`<>(){}\[\],;]+")
 _NOT_SECRET = re.compile(r"(?i)^(?:[a-z][a-z0-9+.-]*://|www\.)|^[^@\s]+@[^@\s]+\.[a-z]{2,}$|^[\d:./-]+$")
 _SEPARATORS = "-_."
 _ASSIGNMENT = re.compile(r"^[A-Za-z_][\w.-]*[:=]+(?=.)")  # `NAME=value` in one word: the value is the secret
 _SENTENCE_END = re.compile(r"[.!?](?:\s|$)|\n\s*\n")
+# Words that may stand between a password keyword and its value ("password is", "Passwort lautet").
+_LINKING = frozenset(
+    "is are was = : - ist lautet war est était es era è é são is: zijn wordt "
+    "for the of my your our de du la le el il lo van het voor für das der die mon ma mi mio mia meu minha mijn "
+    "new neues nouveau nuevo nuovo novo nieuw now jetzt maintenant ahora ora agora nu".split()
+)
+_HEX_KEY = re.compile(r"[0-9a-fA-F]{32,128}")
 
 
 def find_secrets(text: str) -> Iterator[Span]:
@@ -59,15 +117,32 @@ def find_secrets(text: str) -> Iterator[Span]:
     if "-----BEGIN" in text:
         for m in _PRIVATE_KEY.finditer(text):
             yield "private_key", m.start(), m.end()
-    for kind, pattern in _VENDOR_KEYS:
-        for m in pattern.finditer(text):
-            if free_before(text, m.start()):
-                yield kind, m.start(), m.end()
+    for m in _VENDOR_KEYS.finditer(text):
+        if free_before(text, m.start(), "-"):
+            yield m.lastgroup or "api_key", m.start(), m.end()
     if "eyJ" in text:
         for m in _JWT.finditer(text):
             if free_before(text, m.start(), "-") and _is_jwt_header("eyJ" + m.group("header")):
                 yield "jwt", m.start(), m.end()
+    yield from _context_secrets(text)
     yield from _keyword_secrets(text)
+
+
+def _context_secrets(text: str) -> Iterator[Span]:
+    """Values whose place says they are secret: an auth header, a command-line password, a URL's password."""
+    for m in _AUTH_HEADER.finditer(text):
+        value = m.group("value")
+        if not _PLACEHOLDER_VALUE.match(value) and (len(value) >= 12 or looks_random(value) or ":" in value):
+            yield "auth_header", m.start("value"), m.end("value")
+    if "-" in text or "=" in text:
+        for m in _CLI_CREDENTIAL.finditer(text):
+            group = next(g for g in ("v1", "v2", "v3", "v4", "v5", "v6") if m.group(g) is not None)
+            if not _PLACEHOLDER_VALUE.match(m.group(group)) and (group != "v2" or _password_like(m.group(group))):
+                yield "cli_credential", m.start(group), m.end(group)
+    if "://" in text:
+        for m in _URL_CREDENTIAL.finditer(text):
+            if not _PLACEHOLDER_VALUE.match(m.group("value")):
+                yield "url_credential", m.start("value"), m.end("value")
 
 
 def _is_jwt_header(segment: str) -> bool:
@@ -78,37 +153,40 @@ def _is_jwt_header(segment: str) -> bool:
     return isinstance(header, dict) and "alg" in header
 
 
-def _keywords(text: str) -> Iterator[re.Match[str]]:
+def _keyword_secrets(text: str) -> Iterator[Span]:
+    """A value within a few words after a keyword: random-looking, or password-like
+    right after a password word and the words that link them ("Passwort ist Sommer2024!")."""
     lowered = text.lower()
     if len(lowered) != len(text):  # a few characters lower-case to two; offsets would shift
-        yield from _KEYWORD_ANY_CASE.finditer(text)
-        return
-    starts = set()
-    for stem in _KEYWORD_STEMS:
-        at = lowered.find(stem)
-        while at != -1:
-            if not (at and lowered[at - 1].isalpha()):
-                starts.add(at)
-            at = lowered.find(stem, at + 1)
-    for at in sorted(starts):
-        keyword = _KEYWORD.match(lowered, at)
-        if keyword:
-            yield keyword
-
-
-def _keyword_secrets(text: str) -> Iterator[Span]:
-    for keyword in _keywords(text):
+        lowered = "".join(c.lower() if len(c.lower()) == 1 else c for c in text)
+    for keyword in _KEYWORD.finditer(lowered):
         horizon = min(len(text), keyword.end() + _HORIZON)
         stop = _SENTENCE_END.search(text, keyword.end(), horizon)
-        end = stop.start() if stop else horizon
+        end = (stop.start() + (text[stop.start()] in "!?")) if stop else horizon  # "Sommer2024!" keeps its "!"
+        linked = keyword.group("password") is not None
         for index, value in enumerate(_VALUE.finditer(text, keyword.end(), end)):
             if index >= _WORDS_AFTER_KEYWORD:
                 break
-            token = _ASSIGNMENT.sub("", value.group()).strip(":=.!?")
-            if looks_random(token):
-                start = value.start() + value.group().index(token)
-                yield "credential", start, start + len(token)
-                break
+            token = _ASSIGNMENT.sub("", value.group()).strip(":=.")
+            if not token:
+                continue
+            if looks_random(token) or _HEX_KEY.fullmatch(token) or (linked and _password_like(token)):
+                if not _PLACEHOLDER_VALUE.match(token):
+                    start = value.start() + value.group().index(token)
+                    yield "credential", start, start + len(token)
+                    break
+            linked = linked and token.lower() in _LINKING
+
+
+def _password_like(token: str) -> bool:
+    """A password a person chose (`Sommer2024!`, `hunter22`), not a word, number or date."""
+    if len(token) < 6 or _NOT_SECRET.search(token) or _PLACEHOLDER_VALUE.match(token):
+        return False
+    letters = any(c.isalpha() for c in token)
+    digits = any(c.isdigit() for c in token)
+    symbols = any(not c.isalnum() for c in token)
+    mixed = any(c.isupper() for c in token[1:]) and any(c.islower() for c in token)
+    return letters and (digits or symbols or mixed)
 
 
 def shannon_entropy(token: str) -> float:

@@ -41,7 +41,8 @@ def find_emails(text: str) -> Iterator[Span]:
             start -= 1
         while start < at and not text[start].isalnum():
             start += 1
-        if domain and 0 < at - start <= 64 and domain.group(1).lower() not in _FILE_EXTENSIONS:
+        in_url = text[start - 1:start] == ":" and "://" in text[max(0, start - 200):start]  # scheme://user:pass@host
+        if domain and 0 < at - start <= 64 and domain.group(1).lower() not in _FILE_EXTENSIONS and not in_url:
             yield "email", start, domain.end()
         at = text.find("@", at + 1)
 
