@@ -96,19 +96,14 @@ _KEY_WORDS = (
     rf"api{_S}sleutel|geheime{_S}sleutel|schl[üu]ssel"
 )
 _KEYWORD = re.compile(rf"(?<![a-zà-ÿ])(?:(?P<password>{_PASSWORD_WORDS})|{_KEY_WORDS})(?![a-zà-ÿ])")
-_WORDS_AFTER_KEYWORD = 12  # "the password for the staging box is, as agreed, Xk9#mP2$" is eight
+_WORDS_AFTER_KEYWORD = 16  # "password - I changed it this morning after the audit, it is now Qz7!vR2x" is 13
 _HORIZON = 400  # characters after a keyword that are looked at; keeps the scan linear
 _VALUE = re.compile(r"[^\s\"'`<>(){}\[\],;]+")
 _NOT_SECRET = re.compile(r"(?i)^(?:[a-z][a-z0-9+.-]*://|www\.)|^[^@\s]+@[^@\s]+\.[a-z]{2,}$|^[\d:./-]+$")
 _SEPARATORS = "-_."
 _ASSIGNMENT = re.compile(r"^[A-Za-z_][\w.-]*[:=]+(?=.)")  # `NAME=value` in one word: the value is the secret
 _SENTENCE_END = re.compile(r"[.!?](?:\s|$)|\n\s*\n")
-# Words that may stand between a password keyword and its value ("password is", "Passwort lautet").
-_LINKING = frozenset(
-    "is are was = : - ist lautet war est était es era è é são is: zijn wordt "
-    "for the of my your our de du la le el il lo van het voor für das der die mon ma mi mio mia meu minha mijn "
-    "new neues nouveau nuevo nuovo novo nieuw now jetzt maintenant ahora ora agora nu".split()
-)
+_WORDS_LINKING = 8  # "Le mot de passe du wifi est Hund482": a person's password this far after the word
 _HEX_KEY = re.compile(r"[0-9a-fA-F]{32,128}")
 
 
@@ -132,8 +127,11 @@ def _context_secrets(text: str) -> Iterator[Span]:
     """Values whose place says they are secret: an auth header, a command-line password, a URL's password."""
     for m in _AUTH_HEADER.finditer(text):
         value = m.group("value")
-        if not _PLACEHOLDER_VALUE.match(value) and (len(value) >= 12 or looks_random(value) or ":" in value):
-            yield "auth_header", m.start("value"), m.end("value")
+        named = m.group().lower().lstrip().startswith(("authorization", "proxy-authorization", "x-"))
+        if _PLACEHOLDER_VALUE.match(value) or not (looks_random(value) or _basic_credentials(value) or (
+                named and len(value) >= 12 and any(c.isdigit() for c in value))):
+            continue  # "basic organization" is prose; a bare Basic/Bearer needs a token-like value
+        yield "auth_header", m.start("value"), m.end("value")
     if "-" in text or "=" in text:
         for m in _CLI_CREDENTIAL.finditer(text):
             group = next(g for g in ("v1", "v2", "v3", "v4", "v5", "v6") if m.group(g) is not None)
@@ -143,6 +141,15 @@ def _context_secrets(text: str) -> Iterator[Span]:
         for m in _URL_CREDENTIAL.finditer(text):
             if not _PLACEHOLDER_VALUE.match(m.group("value")):
                 yield "url_credential", m.start("value"), m.end("value")
+
+
+def _basic_credentials(value: str) -> bool:
+    """HTTP Basic credentials: base64 of `user:password`."""
+    try:
+        decoded = base64.b64decode(value + "=" * (-len(value) % 4), validate=True).decode("utf-8")
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        return False
+    return ":" in decoded and decoded.isprintable()
 
 
 def _is_jwt_header(segment: str) -> bool:
@@ -175,18 +182,19 @@ def _keyword_secrets(text: str) -> Iterator[Span]:
                     start = value.start() + value.group().index(token)
                     yield "credential", start, start + len(token)
                     break
-            linked = linked and token.lower() in _LINKING
+            linked = linked and index < _WORDS_LINKING
 
 
 def _password_like(token: str) -> bool:
     """A password a person chose (`Sommer2024!`, `hunter22`), not a word, number or date."""
     if len(token) < 6 or _NOT_SECRET.search(token) or _PLACEHOLDER_VALUE.match(token):
         return False
-    letters = any(c.isalpha() for c in token)
-    digits = any(c.isdigit() for c in token)
-    symbols = any(not c.isalnum() for c in token)
-    mixed = any(c.isupper() for c in token[1:]) and any(c.islower() for c in token)
-    return letters and (digits or symbols or mixed)
+    core = token.rstrip("!?.,;:")  # "vergessen?" is a word at the end of a question
+    letters = any(c.isalpha() for c in core)
+    digits = any(c.isdigit() for c in core)
+    symbols = any(not c.isalnum() for c in core)
+    mixed = any(c.isupper() for c in core[1:]) and any(c.islower() for c in core)
+    return len(core) >= 6 and letters and (digits or symbols or mixed)
 
 
 def shannon_entropy(token: str) -> float:

@@ -95,9 +95,11 @@ _DIGIT_RULES: tuple[IdRule, ...] = (
     IdRule("ch_ahv", 13, lambda v: v.startswith("756") and ch_ssn.is_valid(v), alone=((3, 4, 4, 2), (13,))),
     IdRule("fr_nir", 15, _stdnum(nir), alone=((1, 2, 2, 2, 3, 3, 2), (13, 2), (15,))),
     IdRule("cn_ric", 18, _stdnum(ric), alone=((18,), (6, 8, 4))),
+    IdRule("cn_ric", 17, _stdnum(ric), alone=((17,), (6, 8, 3)), letters="X"),
     IdRule("es_dni", 8, _stdnum(dni), alone=((8,), (2, 3, 3)), letters="[A-Z]"),
     IdRule("ie_pps", 7, _stdnum(pps), letters="[A-W][A-IW]?"),
     IdRule("fi_hetu", 9, _stdnum(hetu), alone=((6, 3),), letters="[0-9A-Y]"),
+    IdRule("fi_hetu", 10, _stdnum(hetu), alone=((6, 4),)),
 )
 _BY_LENGTH: dict[int, list[IdRule]] = {}
 for _rule in _DIGIT_RULES:
@@ -151,6 +153,7 @@ _KEYWORDS: dict[str, str] = {
 _GENERIC = (rf"national{_S}id|tax{_S}(?:id|number|no)|tin|personal{_S}(?:id|number|code)|id{_S}(?:number|no|nr)|"
             rf"identification{_S}number|identity{_S}(?:number|card)|ausweis|identifiant|identidad|identit[àa]")
 _NAMING = {kind: re.compile(rf"(?i)(?<![^\W\d_])(?:{words}|{_GENERIC})(?![^\W\d_])") for kind, words in _KEYWORDS.items()}
+_ANY_NAMING = re.compile(rf"(?i)(?<![^\W\d_])(?:{'|'.join(_KEYWORDS.values())}|{_GENERIC})(?![^\W\d_])[^\d]{{0,24}}$")
 _KEYWORD_WINDOW = 48  # characters before a value: "BSN van de klant is" fits
 
 
@@ -229,6 +232,11 @@ def _match_rule(
 def _hetu_candidate(rest: str) -> str | None:
     hit = re.match(r"\d{6}[-+A-FU-Y]\d{3}[0-9A-Y](?![\w])", rest)
     return hit.group() if hit else None
+
+
+def names_an_id(text: str, start: int) -> bool:
+    """A word naming any identifier shortly before `start` (the phone detector leaves such numbers alone)."""
+    return bool(_ANY_NAMING.search(text, max(0, start - _KEYWORD_WINDOW), start))
 
 
 def _named(text: str, start: int, kind: str) -> bool:

@@ -153,8 +153,8 @@ def _plausible_spelled_address(local: str, domain: str) -> bool:
 # Groups of letters and digits joined by separators other than a space or a dash,
 # or broken over a line; a run is rewritten only when it holds a digit.
 _SEPARATOR = re.compile(r"[._/\\\u00b7]|[ \t]*\r?\n[ \t]*")
-_RUN = re.compile(r"[A-Za-z0-9]++(?:(?:[._/\\\u00b7]|[ \t]*+\r?\n[ \t]*+)[A-Za-z0-9]++)*+")
-_DATE = re.compile(r"\d{1,4}([./])\d{1,2}\1\d{1,4}|\d{1,2}[./]\d{1,2}|\d+\.\d+")
+_RUN = re.compile(r"[A-Za-z0-9]++(?:(?:[._/\\\u00b7]|(?<=[A-Za-z0-9])[ \t]*+\r?\n[ \t]*+(?=[0-9]))[A-Za-z0-9]++)*+")
+_DATE = re.compile(r"\d{1,2}([./])\d{1,2}\1(?:\d{2}|\d{4})|\d{4}([./])\d{1,2}\2\d{1,2}|\d{1,2}[./]\d{1,2}|\d+\.\d+")
 _ASCII_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _ALNUM = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
 
@@ -180,7 +180,10 @@ def digit_view(view: View) -> View:
             continue
         if text[start - 1:start] in (",", ".") and start > 0:
             continue  # the tail of a number: "$1,299.99"
-        separators = list(_SEPARATOR.finditer(text, start, done))
-        if len({sep.group().strip(" \t")[:1] for sep in separators}) == 1:  # one kind: "299.99\n2001" is two
-            edits.extend((sep.start(), sep.end(), " ") for sep in separators)
+        separators = [sep for sep in _SEPARATOR.finditer(text, start, done)
+                      if "\n" not in sep.group() or text[sep.end()].isdigit()]
+        kinds = {sep.group().strip(" \t")[:1] for sep in separators}
+        if len(kinds) > 1:  # "299.99\n2001" is two numbers, one per line; "4111.1111.1111.1111" is one
+            separators = [sep for sep in separators if "\n" not in sep.group()] if len(kinds) == 2 and "\r" not in kinds else []
+        edits.extend((sep.start(), sep.end(), " ") for sep in separators)
     return View(text, edits, parent=view)

@@ -15,6 +15,7 @@ from functools import lru_cache
 
 import phonenumbers
 
+from router.national_ids import names_an_id
 from router.scan import free_before, matches
 
 Span = tuple[str, int, int]
@@ -41,8 +42,8 @@ _NOT_A_PHONE_BEFORE = re.compile(  # matched on lower-cased text: (?i) is severa
     r"pedido|factura|fatura|expediente|referencia|refer[êe]ncia|seguimiento|env[íi]o|contrato|cliente|cuenta|"
     r"encomenda|protocolo|processo|ordine|fattura|pratica|riferimento|spedizione|contratto|conto|"
     r"bestelling|factuur|referentie|zending|klant|rekening)|[a-zäöüß]*(?<!tele[fp]on)(?<!ruf)(?<!handy)"
-    r"(?<!mobil)(?<!fax)nummer|\bn[°º]|\bnr)"
-    r"\s*(?:no\.?|nr\.?|number|num\.?|n[°º]|id|#|nummer|num[ée]ro|n[úu]mero)?\s*"
+    r"(?<!mobil)(?<!fax)nummer|\bn\.?[°ºo]|\bnr)"
+    r"\s*(?:no\.?|nr\.?|number|num\.?|n\.?[°ºo]|id|#|nummer|num[ée]ro|n[úu]mero)?\s*"
     r"(?:(?:de|del|di|da|do|du|van|der)\s+\w+\s*)?[:#.=]?\s*$"
 )
 _DIGITS = re.compile(r"[0-9]+")
@@ -76,6 +77,8 @@ def find_phones(text: str, claimed: Sequence[tuple[int, int]] = ()) -> Iterator[
         pieces = [(p.start() + m.start(), p.end() + m.start()) for p in re.finditer(r"\S+", m.group())]
         whole = list(pieces)
         if _labelled(text, m.start()):
+            if len({b - a for a, b in pieces}) == 1 or pieces[0][1] - pieces[0][0] < 5:
+                continue  # "Order 4711 0815 4242", "AHV 756 1234 5678 97": the label names the whole run
             pieces = pieces[1:]  # "Case ID 415 555 2671 9": the label names the first number; no phone starts there
         if len(pieces) > _MAX_SPLIT_PIECES:
             continue
@@ -118,8 +121,9 @@ def _is_phone(text: str, start: int, end: int) -> bool:
         return False  # unseparated: US/IN/FR 10 digits, GB/IN 11 with the trunk 0
     if candidate[0] != "+":
         groups = groups[1:] if candidate[0] == "1" and groups[0] == 1 else groups  # "1-800-..."
-        if min(groups, default=0) < (2 if candidate[0] == "0" else 3):
-            return False  # national numbers group in twos (FR) to fours; "7 14 21 28" or "0 11 9 1947" is a list
+        trunk = candidate.lstrip("(").startswith("0")
+        if min(groups, default=0) < 2 or not (trunk or digits >= 9 or min(groups) >= 3):
+            return False  # national numbers group in twos (FR, ES) to fours; "7 14 21 28" or "0 11 9 1947" is a list
     if _DATE_OR_TIME.fullmatch(candidate) or candidate.count(".") == 3:
         return False
     if not free_before(text, start, "" if candidate[0] == "+" else _NOT_BEFORE_PHONE):
@@ -131,7 +135,7 @@ def _is_phone(text: str, start: int, end: int) -> bool:
 
 def _labelled(text: str, start: int) -> bool:
     """The number at `start` is labelled as something other than a phone ("Case ID", "Bestellnummer")."""
-    return bool(_NOT_A_PHONE_BEFORE.search(text[max(0, start - 40):start].lower()))
+    return bool(_NOT_A_PHONE_BEFORE.search(text[max(0, start - 40):start].lower())) or names_an_id(text, start)
 
 
 @lru_cache(maxsize=2048)
