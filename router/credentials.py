@@ -166,8 +166,10 @@ def _keyword_secrets(text: str) -> Iterator[Span]:
     lowered = text.lower()
     if len(lowered) != len(text):  # a few characters lower-case to two; offsets would shift
         lowered = "".join(c.lower() if len(c.lower()) == 1 else c for c in text)
-    for keyword in _KEYWORD.finditer(lowered):
-        horizon = min(len(text), keyword.end() + _HORIZON)
+    keywords = list(_KEYWORD.finditer(lowered))
+    for keyword, following in zip(keywords, [*keywords[1:], None]):
+        # The next keyword starts its own window ("password password ..." stays linear).
+        horizon = min(len(text), keyword.end() + _HORIZON, following.start() if following else len(text))
         stop = _SENTENCE_END.search(text, keyword.end(), horizon)
         end = (stop.start() + (text[stop.start()] in "!?")) if stop else horizon  # "Sommer2024!" keeps its "!"
         linked = keyword.group("password") is not None

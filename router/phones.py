@@ -117,7 +117,8 @@ def _is_phone(text: str, start: int, end: int) -> bool:
     candidate = text[start:end]
     groups = [len(g) for g in _DIGITS.findall(candidate)]
     digits = sum(groups)
-    if not 7 <= digits <= 15 or (len(groups) == 1 and not 10 <= digits <= 11 and candidate[0] not in "+("):
+    shortest = 7 if candidate[0] in "+(" else 8  # national numbers have 8+ digits with their area code
+    if not shortest <= digits <= 15 or (len(groups) == 1 and not 10 <= digits <= 11 and candidate[0] not in "+("):
         return False  # unseparated: US/IN/FR 10 digits, GB/IN 11 with the trunk 0
     if candidate[0] != "+":
         groups = groups[1:] if candidate[0] == "1" and groups[0] == 1 else groups  # "1-800-..."
