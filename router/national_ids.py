@@ -1,4 +1,4 @@
-"""National identifiers of 20 countries, validated by python-stdnum where it has a
+"""National identifiers of 23 countries, validated by python-stdnum where it has a
 validator (check digits, embedded dates) and by format rules where it has none
 (the UK National Insurance number, India's PAN).
 

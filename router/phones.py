@@ -1,4 +1,4 @@
-"""Phone numbers: valid in the numbering plan of one of 24 countries (`_NATIONAL_REGIONS`),
+"""Phone numbers: valid in the numbering plan of one of 22 countries (`_NATIONAL_REGIONS`),
 or of any country when written in international form (+CC or 00CC), as phonenumbers judges.
 
 A regex proposes digit runs of phone shape and cheap checks drop dates, prices,

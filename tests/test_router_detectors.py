@@ -25,7 +25,7 @@ from stdnum.in_ import aadhaar
 from stdnum.it import codicefiscale
 from stdnum.us import ssn
 
-from router import BUILTIN_DETECTORS, DETECTORS, Finding, detect, parse_policy
+from router import BUILTIN_DETECTORS, DETECTORS, Finding, PolicyError, detect, parse_policy
 from router.detectors import detect_all
 from router.credentials import looks_random, shannon_entropy
 
@@ -256,3 +256,32 @@ def test_no_finding_reads_outside_the_text():
         for f in detect(case["text"]):
             assert 0 <= f.start < f.end <= len(case["text"])
             assert re.search(r"\S", case["text"][f.start:f.end])
+
+
+CATASTROPHIC = """
+version: "t"
+edge: {max_context_tokens: 100, max_new_tokens: 10}
+cloud: {allowed: true}
+privacy:
+  custom:
+    - {name: runaway, pattern: '(a+)+$', tag: internal}
+"""
+
+
+def test_a_catastrophic_custom_regex_cannot_hang_decide():
+    """`(a+)+$` backtracks exponentially in Python's `re` (seconds at 24 characters); on RE2 it is linear."""
+    policy = parse_policy(CATASTROPHIC)
+    text = "a" * 30_000 + "b"
+    start = time.perf_counter()
+    findings = detect(text, policy.privacy)
+    assert time.perf_counter() - start < 0.5
+    assert [f.kind for f in findings] == []
+    assert [(f.kind, f.start, f.end) for f in detect("xaaa", policy.privacy)] == [("runaway", 1, 4)]
+
+
+def test_a_custom_regex_re2_cannot_run_is_refused_with_its_field_and_line():
+    text = CATASTROPHIC.replace("'(a+)+$'", r"'(?<=MRN)\d+'")
+    with pytest.raises(PolicyError) as info:
+        parse_policy(text, source="p.yaml")
+    assert info.value.field == "privacy.custom[0].pattern" and info.value.line == 7
+    assert "look-behind is not supported" in info.value.message
