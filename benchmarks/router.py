@@ -2,7 +2,8 @@
 
 The requests are support-desk prose built from fixed templates with a seeded
 generator: every few sentences carry personal data (e-mail, phone, card, IBAN,
-national ID, IP address, a token) among the numbers that must not be tagged
+national IDs, IP address, tokens, passwords; some in German and Dutch, some
+with full-width digits or `[at]`) among the numbers that must not be tagged
 (order numbers, dates, prices, versions). Each size gets its own set of
 distinct texts, cycled, after a warm-up. Prints a fixed-width table (p50, p99,
 mean, throughput, findings per request; then the median time of each detector
@@ -55,6 +56,10 @@ PERSONAL = [
     "The login attempts came from {ip} around {time}.",
     "Our CI uses the token {token} which may have leaked.",
     "Forward the contract to {email} and copy my assistant at {email2}.",
+    "Meine Steuer-ID lautet {idnr}, das Passwort für das Portal ist {password}.",
+    "Mijn BSN is {bsn}; bel me op {phone}.",
+    "NI number {nino}, key {vendor_key} in the deploy script.",
+    "Carte ４１１１ １１１１ １１１１ １１１１, mail {email_at}.",
 ]
 VALUES = {
     "email": ["dana.whitfield@protonmail.com", "j.smith+billing@acme-corp.com", "priya_2019@yahoo.co.in"],
@@ -65,6 +70,12 @@ VALUES = {
     "ssn": ["146-25-2971", "536-22-1234"],
     "ip": ["203.0.113.45", "10.0.0.254", "2001:db8:85a3::8a2e:370:7334"],
     "token": ["ghp_qtPQe6aIUFzTHFAwXvPw9zfea1Dg1O4gd9KG", "AKIALDPA6HNBEGTDNBVQ"],
+    "idnr": ["36 574 261 809", "36574261809"],
+    "bsn": ["111222333"],
+    "nino": ["JG 10 37 59 A"],
+    "password": ["Sommer2024!", "Blume#77x"],
+    "vendor_key": ["sk-proj-4fT9xQ2mLp7RzK1vW8yN3bC6dJ0hG5sA2eU9iO4kM7nB1cX", "hf_AbCdEfGhIjKlMnOpQrStUvWxYz01234567"],
+    "email_at": ["jane.doe [at] example [dot] org", "jane.doe＠example.org"],
 }
 
 

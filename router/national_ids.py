@@ -49,7 +49,7 @@ from stdnum.se import personnummer
 from stdnum.us import ssn
 from stdnum.za import idnr as za_idnr
 
-from router.scan import matches
+from router.scan import free_before, matches
 
 Span = tuple[str, int, int]
 
@@ -105,6 +105,8 @@ _BY_LENGTH: dict[int, list[IdRule]] = {}
 for _rule in _DIGIT_RULES:
     _BY_LENGTH.setdefault(_rule.digits, []).append(_rule)
 _MAX_DIGITS = max(_BY_LENGTH)
+_SHORTEST = min(_BY_LENGTH)
+_ALONE_SHAPES = frozenset(shape for rule in _DIGIT_RULES for shape in rule.alone)
 
 # A run of digit groups joined by one space, dash or a Finnish century sign, with
 # the letters an ID may end in. Starts with a digit so the scan skips ahead in C.
@@ -120,6 +122,8 @@ _LETTER_IDS = re.compile(
     r"|(?P<gb_nino>[A-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D])"
     r")(?![\w])"
 )
+_LETTERS_BEFORE_DIGITS = 6  # a codice fiscale's six letters at most
+_UPPER = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _LETTER_VALIDATORS: dict[str, Callable[[str], bool]] = {
     "es_nie": _stdnum(nie), "it_codice_fiscale": _stdnum(codicefiscale), "mx_curp": _stdnum(curp),
     "in_pan": _stdnum(pan), "gb_nino": _nino,
@@ -153,6 +157,7 @@ _KEYWORDS: dict[str, str] = {
 _GENERIC = (rf"national{_S}id|tax{_S}(?:id|number|no)|tin|personal{_S}(?:id|number|code)|id{_S}(?:number|no|nr)|"
             rf"identification{_S}number|identity{_S}(?:number|card)|ausweis|identifiant|identidad|identit[àa]")
 _NAMING = {kind: re.compile(rf"(?i)(?<![^\W\d_])(?:{words}|{_GENERIC})(?![^\W\d_])") for kind, words in _KEYWORDS.items()}
+_ANY_KEYWORD = re.compile(rf"(?:{'|'.join(_KEYWORDS.values())}|{_GENERIC})")  # a first look, on lower case
 _ANY_NAMING = re.compile(rf"(?i)(?<![^\W\d_])(?:{'|'.join(_KEYWORDS.values())}|{_GENERIC})(?![^\W\d_])[^\d]{{0,24}}$")
 _KEYWORD_WINDOW = 48  # characters before a value: "BSN van de klant is" fits
 
@@ -160,33 +165,56 @@ _KEYWORD_WINDOW = 48  # characters before a value: "BSN van de klant is" fits
 def find_national_ids(text: str) -> Iterator[Span]:
     """Every national identifier in `text` (a digit view: upper case, separators as spaces)."""
     for m in matches(_DIGIT_RUN, text, "-+"):
-        yield from _digit_ids(text, m)
-    for m in matches(_LETTER_IDS, text, "-"):
-        kind = m.lastgroup or ""
-        if _LETTER_VALIDATORS[kind](re.sub(r"[ -]", "", m.group())):
-            yield kind, m.start(), m.end()
+        if m.end() - m.start() < _SHORTEST:
+            continue  # most runs are a year, a price, a count
+        window = text[max(0, m.start() - _KEYWORD_WINDOW):m.start()].lower()
+        named = any(_whole_word(window, k) for k in _ANY_KEYWORD.finditer(window))
+        yield from _digit_ids(text, m, named)
+    yield from _letter_ids(text)
 
 
-def _digit_ids(text: str, m: re.Match[str]) -> Iterator[Span]:
+def _letter_ids(text: str) -> Iterator[Span]:
+    """IDs that start with letters, tried once per digit group, at the word of 1-6 letters
+    just before it: on upper-cased text a scan from every letter was most of this detector's time."""
+    done = 0
+    for digit in _GROUP.finditer(text):
+        start = digit.start()
+        if start and text[start - 1] in " -":
+            start -= 1
+        letters_end = start
+        while start > done and start > letters_end - _LETTERS_BEFORE_DIGITS and text[start - 1] in _UPPER:
+            start -= 1
+        if start == letters_end or not free_before(text, start, "-"):
+            continue
+        m = _LETTER_IDS.match(text, start)
+        if m:
+            kind = m.lastgroup or ""
+            if _LETTER_VALIDATORS[kind](re.sub(r"[ -]", "", m.group())):
+                yield kind, m.start(), m.end()
+                done = m.end()
+
+
+def _digit_ids(text: str, m: re.Match[str], named: bool) -> Iterator[Span]:
     """IDs among the groups of one run, each stretch of whole groups tried, longest first."""
     run = m.group()
     groups = [(g.start(), g.end()) for g in _GROUP.finditer(run)]
-    tail = re.search(r"[A-Z]+$", run)
+    sizes = [b - a for a, b in groups]
+    tail = re.search(r"[A-Z]+$", run) if run[-1].isalpha() else None
     i = 0
     while i < len(groups):
         total, found = 0, None
         stretch: list[tuple[int, int]] = []
         for j in range(i, len(groups)):
-            size = groups[j][1] - groups[j][0]
+            size = sizes[j]
             total += size
             if total > _MAX_DIGITS or (size == 1 and j > i):
                 break  # no ID has a one-digit group but a NIR's first: "1 2 3 4" is a list
             stretch.append(groups[j])
-            if total in _BY_LENGTH:
+            if total in _BY_LENGTH and (named or tuple(sizes[i:j + 1]) in _ALONE_SHAPES):
                 end = groups[j][1]
                 letters = tail.group() if tail and j == len(groups) - 1 else ""
                 beside = run[stretch[0][0] - 1:stretch[0][0]] + run[end:end + 1] if j < len(groups) - 1 else ""
-                hit = _match_rule(text, m.start(), run, stretch, letters, end, beside)
+                hit = _match_rule(text, m.start(), run, stretch, letters, end, beside, named)
                 if hit:
                     found = (j, hit)
         if found:
@@ -198,32 +226,38 @@ def _digit_ids(text: str, m: re.Match[str]) -> Iterator[Span]:
 
 
 def _match_rule(
-    text: str, offset: int, run: str, stretch: list[tuple[int, int]], letters: str, end: int, beside: str
+    text: str, offset: int, run: str, stretch: list[tuple[int, int]], letters: str, end: int, beside: str,
+    named: bool,
 ) -> Span | None:
-    """The first rule the stretch of groups satisfies; `beside` holds the separators next to it in its run."""
+    """The first rule the stretch of groups satisfies; `beside` holds the separators next to it in its run,
+    `named` says whether any word naming an ID stands before the run (most runs have none: no check runs)."""
+    lengths = tuple(b - a for a, b in stretch)
+    rules = _BY_LENGTH[sum(lengths)]
+    if not named and not any(lengths in rule.alone for rule in rules):
+        return None  # the common case: an order number, a date, a phone
     start = stretch[0][0]
     inner = {run[a - 1] for a, _ in stretch[1:]}
-    lengths = tuple(b - a for a, b in stretch)
-    value = run[start:end]
     digits = "".join(run[a:b] for a, b in stretch)
-    for rule in _BY_LENGTH[sum(lengths)]:
-        ends_with = letters if rule.letters and letters and re.fullmatch(rule.letters, letters) else ""
-        if rule.letters and not ends_with and rule.kind != "fi_hetu":
+    for rule in rules:
+        # A grouped shape stands alone unless its run goes on in the same grouping (an
+        # Aadhaar-shaped "4111 1111 1111" inside a card number).
+        standalone = lengths in rule.alone and not (inner & set(beside))
+        if not (standalone or named):
             continue
+        if rule.kind != "fi_hetu" and len(inner) > 1 and lengths not in rule.alone:
+            continue  # one kind of separator, except in a printed shape ("390.533.447-05")
+        ends_with = letters if rule.letters and letters and re.fullmatch(rule.letters, letters) else ""
         if rule.kind == "fi_hetu":
             candidate = _hetu_candidate(run[start:])
             if candidate is None:
                 continue
             value_end = start + len(candidate)
             candidate = candidate.replace(" ", "")
+        elif rule.letters and not ends_with:
+            continue
         else:
             candidate = digits + ends_with
             value_end = end if not ends_with else len(run)
-        if rule.kind != "fi_hetu" and len(inner) > 1 and lengths not in rule.alone:
-            continue  # one kind of separator, except in a printed shape ("390.533.447-05")
-        # A grouped shape stands alone unless its run goes on in the same grouping (an
-        # Aadhaar-shaped "4111 1111 1111" inside a card number).
-        standalone = lengths in rule.alone and not (inner & set(beside))
         if rule.is_valid(candidate) and (standalone or _named(text, offset + start, rule.kind)):
             return rule.kind, start, value_end
     return None
@@ -232,6 +266,13 @@ def _match_rule(
 def _hetu_candidate(rest: str) -> str | None:
     hit = re.match(r"\d{6}[-+A-FU-Y]\d{3}[0-9A-Y](?![\w])", rest)
     return hit.group() if hit else None
+
+
+def _whole_word(text: str, m: re.Match[str]) -> bool:
+    """`sin` in "since" or `tin` in "waiting" is no keyword."""
+    before = text[m.start() - 1] if m.start() else " "
+    after = text[m.end()] if m.end() < len(text) else " "
+    return not (before.isalpha() or (after.isalpha() and m.group()[-1].isalpha()))
 
 
 def names_an_id(text: str, start: int) -> bool:

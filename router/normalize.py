@@ -74,8 +74,11 @@ class View:
 
 _NON_ASCII = re.compile(r"[^\x00-\x7f]")
 _DASHES = frozenset("\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe58\ufe63\uff0d")
-# "[at]", "(at)", "{at}", " at " (judged below), and the same for "dot".
-_SPELLED = re.compile(r"\s*[\[({<]\s*(at|dot)\s*[\])}>]\s*|\s+(at|dot)\s+", re.IGNORECASE)
+# "[at]", "(at)", "{at}", " at " (judged below), and the same for "dot". The bracketed
+# forms start with a character class and the bare ones with a literal, so the engine
+# skips ahead in C; the spaces around them are taken in Python.
+_BRACKETED = re.compile(r"[\[({<]\s*(at|dot)\s*[\])}>]", re.IGNORECASE)
+_BARE = re.compile(r"(?:at|dot)(?=\s)")
 _LOCAL_BEFORE = re.compile(r"[\w.+-]+$")
 _DOMAIN_AFTER = re.compile(r"[\w-]+(?:(?:\.|\s*[\[({<]\s*dot\s*[\])}>]\s*|\s+dot\s+)[\w-]+)*"
                            r"(?:\.|\s*[\[({<]\s*dot\s*[\])}>]\s*|\s+dot\s+)[a-z]{2,24}\b", re.IGNORECASE)
@@ -114,30 +117,36 @@ def text_view(text: str) -> View:
         view = View(text, edits)
         spelled = _spelled_address_edits(view.text)
         return View(view.text, spelled, parent=view) if spelled else view
-    spelled = _spelled_address_edits(text)
-    return View(text, spelled)
+    return View(text, _spelled_address_edits(text))
 
 
 def _spelled_address_edits(text: str) -> list[Edit]:
     """`[at]` / `(dot)` always; a bare ` at ` / ` dot ` only between an address's parts."""
     lowered = text.lower()
-    if "at" not in lowered:
-        return []
+    found = [(m.start(), m.end(), m.group(1).lower(), True) for m in _BRACKETED.finditer(lowered)]
+    if " at " in lowered or " dot " in lowered:
+        for m in _BARE.finditer(lowered):
+            if m.start() and lowered[m.start() - 1].isspace():
+                found.append((m.start(), m.end(), m.group(), False))
     edits: list[Edit] = []
-    for m in _SPELLED.finditer(text):
-        word = (m.group(1) or m.group(2)).lower()
-        bracketed = m.group(1) is not None
+    for start, end, word, bracketed in sorted(found):
+        while start and text[start - 1].isspace():
+            start -= 1
+        while end < len(text) and text[end].isspace():
+            end += 1
+        if edits and start < edits[-1][1]:
+            continue
         if word == "at":
-            local = _LOCAL_BEFORE.search(text, max(0, m.start() - 64), m.start())
-            domain = _DOMAIN_AFTER.match(text, m.end())
-            if not (local and domain and local.end() == m.start()):
+            local = _LOCAL_BEFORE.search(text, max(0, start - 64), start)
+            domain = _DOMAIN_AFTER.match(text, end)
+            if not (local and domain and local.end() == start):
                 continue
             if not bracketed and not _plausible_spelled_address(local.group(), domain.group()):
                 continue
-            edits.append((m.start(), m.end(), "@"))
-        elif bracketed or (edits and edits[-1][2] == "@" and m.start() - edits[-1][1] < 64
-                           and re.fullmatch(r"[\w-]+", text[edits[-1][1]:m.start()])):
-            edits.append((m.start(), m.end(), "."))
+            edits.append((start, end, "@"))
+        elif bracketed or (edits and edits[-1][2] == "@" and start - edits[-1][1] < 64
+                           and re.fullmatch(r"[\w-]+", text[edits[-1][1]:start])):
+            edits.append((start, end, "."))
     return edits
 
 
@@ -152,7 +161,7 @@ def _plausible_spelled_address(local: str, domain: str) -> bool:
 
 # Groups of letters and digits joined by separators other than a space or a dash,
 # or broken over a line; a run is rewritten only when it holds a digit.
-_SEPARATOR = re.compile(r"[._/\\\u00b7]|[ \t]*\r?\n[ \t]*")
+_SEPARATOR = re.compile(r"[._/\\\u00b7]|\n[ \t]*")  # spaces before a line break: taken below
 _RUN = re.compile(r"[A-Za-z0-9]++(?:(?:[._/\\\u00b7]|(?<=[A-Za-z0-9])[ \t]*+\r?\n[ \t]*+(?=[0-9]))[A-Za-z0-9]++)*+")
 _DATE = re.compile(r"\d{1,2}([./])\d{1,2}\1(?:\d{2}|\d{4})|\d{4}([./])\d{1,2}\2\d{1,2}|\d{1,2}[./]\d{1,2}|\d+\.\d+")
 _ASCII_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
@@ -165,7 +174,7 @@ def digit_view(view: View) -> View:
     edits: list[Edit] = []
     done = 0
     for sep in _SEPARATOR.finditer(text):
-        at = sep.start()
+        at = _separator_start(text, sep.start())
         if at < done or at == 0 or text[at - 1] not in _ALNUM or text[sep.end():sep.end() + 1] not in _ALNUM:
             continue
         start = at
@@ -180,10 +189,19 @@ def digit_view(view: View) -> View:
             continue
         if text[start - 1:start] in (",", ".") and start > 0:
             continue  # the tail of a number: "$1,299.99"
-        separators = [sep for sep in _SEPARATOR.finditer(text, start, done)
-                      if "\n" not in sep.group() or text[sep.end()].isdigit()]
-        kinds = {sep.group().strip(" \t")[:1] for sep in separators}
+        separators = [(_separator_start(text, m.start()), m.end(), m.group()[0])
+                      for m in _SEPARATOR.finditer(text, start, done)
+                      if m.group()[0] != "\n" or text[m.end():m.end() + 1].isdigit()]
+        kinds = {kind for _, _, kind in separators}
         if len(kinds) > 1:  # "299.99\n2001" is two numbers, one per line; "4111.1111.1111.1111" is one
-            separators = [sep for sep in separators if "\n" not in sep.group()] if len(kinds) == 2 and "\r" not in kinds else []
-        edits.extend((sep.start(), sep.end(), " ") for sep in separators)
+            separators = [s for s in separators if s[2] != "\n"] if len(kinds) == 2 else []
+        edits.extend((a, b, " ") for a, b, _ in separators)
     return View(text, edits, parent=view)
+
+
+def _separator_start(text: str, at: int) -> int:
+    """Where a separator starts: a line break takes the spaces (and carriage return) before it."""
+    if text[at] == "\n":
+        while at and text[at - 1] in " \t\r":
+            at -= 1
+    return at

@@ -285,3 +285,9 @@ def test_a_custom_regex_re2_cannot_run_is_refused_with_its_field_and_line():
         parse_policy(text, source="p.yaml")
     assert info.value.field == "privacy.custom[0].pattern" and info.value.line == 7
     assert "look-behind is not supported" in info.value.message
+
+
+def test_every_vendor_pattern_has_its_literal_hints():
+    """A vendor's regex runs only when one of its hints is in the text, so every hint list must cover the pattern."""
+    from router.credentials import _HINTS, _VENDOR_KEYS
+    assert {kind for kind, _ in _VENDOR_KEYS} == _HINTS.keys()
