@@ -77,7 +77,7 @@ _DASHES = frozenset("\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe58\ufe63\uff0
 # "[at]", "(at)", "{at}", " at " (judged below), and the same for "dot". The bracketed
 # forms start with a character class and the bare ones with a literal, so the engine
 # skips ahead in C; the spaces around them are taken in Python.
-_BRACKETED = re.compile(r"[\[({<]\s*(at|dot)\s*[\])}>]", re.IGNORECASE)
+_BRACKETED = re.compile(r"[\[({<]\s*(at|dot)\s*[\])}>]")  # on lower-cased text
 _BARE = re.compile(r"(?:at|dot)(?=\s)")
 _LOCAL_BEFORE = re.compile(r"[\w.+-]+$")
 _DOMAIN_AFTER = re.compile(r"[\w-]+(?:(?:\.|\s*[\[({<]\s*dot\s*[\])}>]\s*|\s+dot\s+)[\w-]+)*"
@@ -137,8 +137,8 @@ def _spelled_address_edits(text: str) -> list[Edit]:
         if edits and start < edits[-1][1]:
             continue
         if word == "at":
-            local = _LOCAL_BEFORE.search(text, max(0, start - 64), start)
-            domain = _DOMAIN_AFTER.match(text, end)
+            domain = _DOMAIN_AFTER.match(text, end)  # first: most " at " are followed by a plain word
+            local = _LOCAL_BEFORE.search(text, max(0, start - 64), start) if domain else None
             if not (local and domain and local.end() == start):
                 continue
             if not bracketed and not _plausible_spelled_address(local.group(), domain.group()):
