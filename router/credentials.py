@@ -199,6 +199,8 @@ def _keyword_secrets(text: str) -> Iterator[Span]:
         for index, value in enumerate(_VALUE.finditer(text, keyword.end(), end)):
             if index >= _WORDS_AFTER_KEYWORD:
                 break
+            if _NOT_SECRET.search(value.group()):
+                continue  # a URL, an address, a number
             token = _ASSIGNMENT.sub("", value.group()).strip(":=.")
             if not token:
                 continue
@@ -231,8 +233,9 @@ def _password_like(token: str) -> bool:
     letters = any(c.isalpha() for c in core)
     digits = any(c.isdigit() for c in core)
     symbols = any(not c.isalnum() for c in core)
-    mixed = any(c.isupper() for c in core[1:]) and any(c.islower() for c in core)
-    return len(core) >= 6 and letters and (digits or symbols or mixed)
+    upper = any(c.isupper() for c in core)
+    # "Sommer2024", "Soleil#23"; not "argon2id" or "iPhone", which are names of things
+    return len(core) >= 6 and letters and ((digits and (upper or symbols)) or (symbols and upper))
 
 
 def shannon_entropy(token: str) -> float:

@@ -43,7 +43,7 @@ _NOT_A_PHONE_BEFORE = re.compile(  # matched on lower-cased text: (?i) is severa
     r"encomenda|protocolo|processo|ordine|fattura|pratica|riferimento|spedizione|contratto|conto|"
     r"bestelling|factuur|referentie|zending|klant|rekening)|[a-zäöüß]*(?<!tele[fp]on)(?<!ruf)(?<!handy)"
     r"(?<!mobil)(?<!fax)nummer|\bn\.?[°ºo]|\bnr)"
-    r"\s*(?:no\.?|nr\.?|number|num\.?|n\.?[°ºo]|id|#|nummer|num[ée]ro|n[úu]mero)?\s*"
+    r"s?\s*(?:no\.?|nr\.?|numbers?|num\.?|n\.?[°ºo]|ids?|#|nummer|num[ée]ros?|n[úu]meros?)?\s*"
     r"(?:(?:de|del|di|da|do|du|van|der)\s+\w+\s*)?[:#.=]?\s*$"
 )
 _DIGITS = re.compile(r"[0-9]+")
@@ -123,8 +123,12 @@ def _is_phone(text: str, start: int, end: int) -> bool:
     if candidate[0] != "+":
         groups = groups[1:] if candidate[0] == "1" and groups[0] == 1 else groups  # "1-800-..."
         trunk = candidate.lstrip("(").startswith("0")
-        if min(groups, default=0) < 2 or not (trunk or digits >= 9 or min(groups) >= 3):
-            return False  # national numbers group in twos (FR, ES) to fours; "7 14 21 28" or "0 11 9 1947" is a list
+        if min(groups, default=0) < 2:
+            return False  # "7 14 21 28" or "0 11 9 1947" is a list
+        if not trunk and min(groups) < 3:  # "612 34 56 78" (ES), "(11) 96123-4567" (BR); not "4400-2231-99"
+            spaced = "-" not in candidate and "/" not in candidate
+            if digits < 9 or not (spaced or (candidate[0] == "(" and min(groups[1:]) >= 3)):
+                return False
     if _DATE_OR_TIME.fullmatch(candidate) or candidate.count(".") == 3:
         return False
     if not free_before(text, start, "" if candidate[0] == "+" else _NOT_BEFORE_PHONE):
