@@ -179,13 +179,15 @@ def _letter_ids(text: str) -> Iterator[Span]:
     done = 0
     for digit in _GROUP.finditer(text):
         start = digit.start()
-        if start and text[start - 1] in " -":
+        spaced = start > 0 and text[start - 1] in " -"  # "X-1234567-L", "AB 12 34 56 C": a word of 1-2 letters
+        if spaced:
             start -= 1
         letters_end = start
-        while start > done and start > letters_end - _LETTERS_BEFORE_DIGITS and text[start - 1] in _UPPER:
+        longest = 2 if spaced else _LETTERS_BEFORE_DIGITS
+        while start > done and start > letters_end - longest - 1 and text[start - 1] in _UPPER:
             start -= 1
-        if start == letters_end or not free_before(text, start, "-"):
-            continue
+        if not 0 < letters_end - start <= longest or not free_before(text, start, "-"):
+            continue  # "ORDER 12345": a word before a number is no ID's first letters
         m = _LETTER_IDS.match(text, start)
         if m:
             kind = m.lastgroup or ""

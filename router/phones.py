@@ -10,6 +10,7 @@ candidates.
 from __future__ import annotations
 
 import re
+from bisect import bisect_left
 from collections.abc import Iterator, Sequence
 from functools import lru_cache
 
@@ -65,10 +66,14 @@ def find_phones(text: str, claimed: Sequence[tuple[int, int]] = ()) -> Iterator[
     415-555-2671") or one with a neighbour ("212-555-1234 24 hours"): it is split
     at spaces into the phones that cover most of it.
     """
+    claimed = sorted(claimed)
+    starts = [a for a, _ in claimed]
+    longest = max((b - a for a, b in claimed), default=0)
     for m in matches(_PHONE_CANDIDATE, text):
         if m.end() - m.start() < 7:
             continue  # fewer than seven characters, so fewer than seven digits
-        overlapping = [(a, b) for a, b in claimed if a < m.end() and m.start() < b]
+        nearby = claimed[bisect_left(starts, m.start() - longest):bisect_left(starts, m.end())]
+        overlapping = [(a, b) for a, b in nearby if m.start() < b]
         if not overlapping and _is_phone(text, m.start(), m.end()):
             yield "phone", m.start(), m.end()
             continue
