@@ -6,7 +6,7 @@ national IDs, IP address, tokens, passwords; some in German and Dutch, some
 with full-width digits or `[at]`) among the numbers that must not be tagged
 (order numbers, dates, prices, versions). Each size gets its own set of
 distinct texts, cycled, after a warm-up. Prints a fixed-width table (p50, p99,
-mean, throughput, findings per request; then the median time of each detector
+mean, the thread's CPU time p50/p99, throughput, findings per request; then the median time of each detector
 on 32 KB) and ends with one JSON line.
 
     python benchmarks/router.py
@@ -105,14 +105,16 @@ def request_text(size: int, seed: int) -> str:
 def measure(texts: list[str], policy, iterations: int, warmup: int) -> dict:
     for i in range(warmup):
         decide(texts[i % len(texts)], token_count=len(texts[i % len(texts)]) // 4, policy=policy)
-    times, findings = [], []
+    times, cpu, findings = [], [], []
     for i in range(iterations):
         text = texts[i % len(texts)]
-        start = time.perf_counter_ns()
+        start, start_cpu = time.perf_counter_ns(), time.thread_time_ns()
         decision = decide(text, token_count=len(text) // 4, policy=policy)
+        cpu.append((time.thread_time_ns() - start_cpu) / 1000)
         times.append((time.perf_counter_ns() - start) / 1000)
         findings.append(sum(decision.findings.values()))
     times.sort()
+    cpu.sort()
     size = len(texts[0].encode("utf-8"))
     return {
         "size_bytes": size,
@@ -120,6 +122,8 @@ def measure(texts: list[str], policy, iterations: int, warmup: int) -> dict:
         "p50_us": round(times[len(times) // 2], 1),
         "p99_us": round(times[min(len(times) - 1, int(len(times) * 0.99))], 1),
         "mean_us": round(statistics.fmean(times), 1),
+        "cpu_p50_us": round(cpu[len(cpu) // 2], 1),  # this thread's CPU time: what a shared machine's
+        "cpu_p99_us": round(cpu[min(len(cpu) - 1, int(len(cpu) * 0.99))], 1),  # preemptions leave out
         "max_us": round(times[-1], 1),
         "mb_per_s": round(size / statistics.fmean(times), 2),
         "findings_per_request": round(statistics.fmean(findings), 1),
@@ -154,13 +158,17 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"router decide() latency, policy {Path(args.policy).name} ({policy.content_hash[:12]}), "
           f"Python {platform.python_version()} on {platform.machine()}")
-    print(f"{'size':>8} {'iters':>6} {'p50 us':>9} {'p99 us':>9} {'mean us':>9} {'max us':>9} {'MB/s':>7} {'found':>6}")
+    print(f"{'size':>8} {'iters':>6} {'p50 us':>9} {'p99 us':>9} {'mean us':>9} {'max us':>9} {'cpu p50':>9} "
+          f"{'cpu p99':>9} {'MB/s':>7} {'found':>6}")
     for r in results:
         print(f"{r['size_bytes']:>8} {r['iterations']:>6} {r['p50_us']:>9.1f} {r['p99_us']:>9.1f} {r['mean_us']:>9.1f} "
-              f"{r['max_us']:>9.1f} {r['mb_per_s']:>7.2f} {r['findings_per_request']:>6.1f}")
+              f"{r['max_us']:>9.1f} {r['cpu_p50_us']:>9.1f} {r['cpu_p99_us']:>9.1f} {r['mb_per_s']:>7.2f} "
+              f"{r['findings_per_request']:>6.1f}")
     print("per detector on 32 KB (median us): " + ", ".join(f"{k} {v}" for k, v in per_detector.items()))
     p99_1kb = results[0]["p99_us"]
-    print(f"goal p99 < {GOAL_P99_1KB_US:.0f} us for 1 KB: {'met' if p99_1kb < GOAL_P99_1KB_US else 'MISSED'}")
+    print(f"goal p99 < {GOAL_P99_1KB_US:.0f} us for 1 KB: {'met' if p99_1kb < GOAL_P99_1KB_US else 'MISSED'} "
+          f"(CPU time p99 {results[0]['cpu_p99_us']:.0f} us: the wall-clock p99 of a machine shared with other "
+          "jobs is mostly their time)")
     print(json.dumps({
         "benchmark": "router.decide",
         "policy": Path(args.policy).name,

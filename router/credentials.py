@@ -119,6 +119,8 @@ _NOT_SECRET = re.compile(r"(?i)^(?:[a-z][a-z0-9+.-]*://|www\.)|^[^@\s]+@[^@\s]+\
 _SEPARATORS = "-_."
 _ASSIGNMENT = re.compile(r"^[A-Za-z_][\w.-]*[:=]+(?=.)")  # `NAME=value` in one word: the value is the secret
 _SENTENCE_END = re.compile(r"[.!?](?:\s|$)|\n\s*\n")
+# Words between a password word and its value that keep it "direct" ("password is hunter2").
+_LINKING = frozenset("is ist est es è é era was war lautet = : - now jetzt maintenant ahora ora agora nu".split())
 _WORDS_LINKING = 8  # "Le mot de passe du wifi est Hund482": a person's password this far after the word
 _HEX_KEY = re.compile(r"[0-9a-fA-F]{32,128}")
 
@@ -150,7 +152,7 @@ def _context_secrets(text: str) -> Iterator[Span]:
         value = m.group("value")
         named = m.group().lower().lstrip().startswith(("authorization", "proxy-authorization", "x-"))
         if _PLACEHOLDER_VALUE.match(value) or not (looks_random(value) or _basic_credentials(value) or (
-                named and len(value) >= 12 and any(c.isdigit() for c in value))):
+                named and len(value) >= 8)):
             continue  # "basic organization" is prose; a bare Basic/Bearer needs a token-like value
         yield "auth_header", m.start("value"), m.end("value")
     if " -" in text or "PASS" in text or "TOKEN" in text or "SECRET" in text or "KEY=" in text:
@@ -195,7 +197,7 @@ def _keyword_secrets(text: str) -> Iterator[Span]:
         horizon = min(len(text), keyword.end() + _HORIZON, following.start() if following else len(text))
         stop = _SENTENCE_END.search(text, keyword.end(), horizon)
         end = (stop.start() + (text[stop.start()] in "!?")) if stop else horizon  # "Sommer2024!" keeps its "!"
-        linked = keyword.group("password") is not None
+        linked = direct = keyword.group("password") is not None
         for index, value in enumerate(_VALUE.finditer(text, keyword.end(), end)):
             if index >= _WORDS_AFTER_KEYWORD:
                 break
@@ -204,12 +206,14 @@ def _keyword_secrets(text: str) -> Iterator[Span]:
             token = _ASSIGNMENT.sub("", value.group()).strip(":=.")
             if not token:
                 continue
-            if looks_random(token) or _HEX_KEY.fullmatch(token) or (linked and _password_like(token)):
+            chosen = (linked and _password_like(token)) or (direct and _chosen_password(token))
+            if chosen or looks_random(token) or _HEX_KEY.fullmatch(token):
                 if not _PLACEHOLDER_VALUE.match(token):
                     start = value.start() + value.group().index(token)
                     yield "credential", start, start + len(token)
                     break
             linked = linked and index < _WORDS_LINKING
+            direct = direct and token.lower() in _LINKING
 
 
 def _keyword_matches(lowered: str) -> list[re.Match[str]]:
@@ -223,6 +227,12 @@ def _keyword_matches(lowered: str) -> list[re.Match[str]]:
             at = lowered.find(stem, at + 1)
     found = (_KEYWORD.match(lowered, at) for at in sorted(starts))
     return [m for m in found if m]
+
+
+def _chosen_password(token: str) -> bool:
+    """Right after "password is": anything but a plain word (`hunter2`, `12345678`)."""
+    core = token.rstrip("!?.,;:")
+    return len(core) >= 6 and not core.isalpha()
 
 
 def _password_like(token: str) -> bool:

@@ -106,6 +106,7 @@ for _rule in _DIGIT_RULES:
     _BY_LENGTH.setdefault(_rule.digits, []).append(_rule)
 _MAX_DIGITS = max(_BY_LENGTH)
 _SHORTEST = min(_BY_LENGTH)
+_PLAIN_LENGTHS = frozenset(rule.digits for rule in _DIGIT_RULES if not rule.letters)
 _ALONE_SHAPES = frozenset(shape for rule in _DIGIT_RULES for shape in rule.alone)
 
 # A run of digit groups joined by one space, dash or a Finnish century sign, with
@@ -167,9 +168,7 @@ def find_national_ids(text: str) -> Iterator[Span]:
     for m in matches(_DIGIT_RUN, text, "-+"):
         if m.end() - m.start() < _SHORTEST:
             continue  # most runs are a year, a price, a count
-        window = text[max(0, m.start() - _KEYWORD_WINDOW):m.start()].lower()
-        named = any(_whole_word(window, k) for k in _ANY_KEYWORD.finditer(window))
-        yield from _digit_ids(text, m, named)
+        yield from _digit_ids(text, m)
     yield from _letter_ids(text)
 
 
@@ -196,12 +195,22 @@ def _letter_ids(text: str) -> Iterator[Span]:
                 done = m.end()
 
 
-def _digit_ids(text: str, m: re.Match[str], named: bool) -> Iterator[Span]:
+def _digit_ids(text: str, m: re.Match[str]) -> Iterator[Span]:
     """IDs among the groups of one run, each stretch of whole groups tried, longest first."""
     run = m.group()
     groups = [(g.start(), g.end()) for g in _GROUP.finditer(run)]
     sizes = [b - a for a, b in groups]
     tail = re.search(r"[A-Z]+$", run) if run[-1].isalpha() else None
+    lengths = _BY_LENGTH if tail else _PLAIN_LENGTHS  # a DNI or PPS number ends in letters
+    named_once: list[bool] = []
+
+    def named() -> bool:
+        """Whether a word naming an ID stands before the run (looked for once, and only when needed)."""
+        if not named_once:
+            window = text[max(0, m.start() - _KEYWORD_WINDOW):m.start()].lower()
+            named_once.append(any(_whole_word(window, k) for k in _ANY_KEYWORD.finditer(window)))
+        return named_once[0]
+
     i = 0
     while i < len(groups):
         total, found = 0, None
@@ -212,11 +221,11 @@ def _digit_ids(text: str, m: re.Match[str], named: bool) -> Iterator[Span]:
             if total > _MAX_DIGITS or (size == 1 and j > i):
                 break  # no ID has a one-digit group but a NIR's first: "1 2 3 4" is a list
             stretch.append(groups[j])
-            if total in _BY_LENGTH and (named or tuple(sizes[i:j + 1]) in _ALONE_SHAPES):
+            if total in lengths and (tuple(sizes[i:j + 1]) in _ALONE_SHAPES or named()):
                 end = groups[j][1]
                 letters = tail.group() if tail and j == len(groups) - 1 else ""
                 beside = run[stretch[0][0] - 1:stretch[0][0]] + run[end:end + 1] if j < len(groups) - 1 else ""
-                hit = _match_rule(text, m.start(), run, stretch, letters, end, beside, named)
+                hit = _match_rule(text, m.start(), run, stretch, letters, end, beside, named())
                 if hit:
                     found = (j, hit)
         if found:

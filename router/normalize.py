@@ -9,7 +9,7 @@ detectors look at two views of the text instead of the text itself:
   made ASCII, space and dash characters unified, invisible characters
   (format characters, soft hyphens, zero-width spaces) dropped, and `[at]` /
   `(dot)` spellings of an address turned into `@` / `.`;
-- the *digit view*, built on the text view: ASCII upper-cased, and dots,
+- the *digit view*, built on the text view: upper-cased, and dots,
   underscores, slashes and line breaks between groups of a value that holds
   digits turned into spaces, so `4111.1111.1111.1111`, `ab_12_34_56_c` and an
   IBAN broken over two lines read as printed.
@@ -170,7 +170,9 @@ _ALNUM = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01234567
 
 def digit_view(view: View) -> View:
     """The text view upper-cased, with separators between digit-holding groups made spaces."""
-    text = view.text.translate(_ASCII_UPPER)
+    text = view.text.upper()  # in C; a translate table is a dict lookup per character
+    if len(text) != len(view.text):  # "ß" upper-cases to "SS": positions would shift
+        text = view.text.translate(_ASCII_UPPER)
     edits: list[Edit] = []
     done = 0
     for sep in _SEPARATOR.finditer(text):
