@@ -2,10 +2,11 @@
 
 The requests are support-desk prose built from fixed templates with a seeded
 generator: every few sentences carry personal data (e-mail, phone, card, IBAN,
-national ID, IP address, a token) among the numbers that must not be tagged
+national IDs, IP address, tokens, passwords; some in German and Dutch, some
+with full-width digits or `[at]`) among the numbers that must not be tagged
 (order numbers, dates, prices, versions). Each size gets its own set of
 distinct texts, cycled, after a warm-up. Prints a fixed-width table (p50, p99,
-mean, throughput, findings per request; then the median time of each detector
+mean, the thread's CPU time p50/p99, throughput, findings per request; then the median time of each detector
 on 32 KB) and ends with one JSON line.
 
     python benchmarks/router.py
@@ -55,6 +56,10 @@ PERSONAL = [
     "The login attempts came from {ip} around {time}.",
     "Our CI uses the token {token} which may have leaked.",
     "Forward the contract to {email} and copy my assistant at {email2}.",
+    "Meine Steuer-ID lautet {idnr}, das Passwort für das Portal ist {password}.",
+    "Mijn BSN is {bsn}; bel me op {phone}.",
+    "NI number {nino}, key {vendor_key} in the deploy script.",
+    "Carte ４１１１ １１１１ １１１１ １１１１, mail {email_at}.",
 ]
 VALUES = {
     "email": ["dana.whitfield@protonmail.com", "j.smith+billing@acme-corp.com", "priya_2019@yahoo.co.in"],
@@ -65,6 +70,12 @@ VALUES = {
     "ssn": ["146-25-2971", "536-22-1234"],
     "ip": ["203.0.113.45", "10.0.0.254", "2001:db8:85a3::8a2e:370:7334"],
     "token": ["ghp_qtPQe6aIUFzTHFAwXvPw9zfea1Dg1O4gd9KG", "AKIALDPA6HNBEGTDNBVQ"],
+    "idnr": ["36 574 261 809", "36574261809"],
+    "bsn": ["111222333"],
+    "nino": ["JG 10 37 59 A"],
+    "password": ["Sommer2024!", "Blume#77x"],
+    "vendor_key": ["sk-proj-4fT9xQ2mLp7RzK1vW8yN3bC6dJ0hG5sA2eU9iO4kM7nB1cX", "hf_AbCdEfGhIjKlMnOpQrStUvWxYz01234567"],
+    "email_at": ["jane.doe [at] example [dot] org", "jane.doe＠example.org"],
 }
 
 
@@ -94,14 +105,16 @@ def request_text(size: int, seed: int) -> str:
 def measure(texts: list[str], policy, iterations: int, warmup: int) -> dict:
     for i in range(warmup):
         decide(texts[i % len(texts)], token_count=len(texts[i % len(texts)]) // 4, policy=policy)
-    times, findings = [], []
+    times, cpu, findings = [], [], []
     for i in range(iterations):
         text = texts[i % len(texts)]
-        start = time.perf_counter_ns()
+        start, start_cpu = time.perf_counter_ns(), time.thread_time_ns()
         decision = decide(text, token_count=len(text) // 4, policy=policy)
+        cpu.append((time.thread_time_ns() - start_cpu) / 1000)
         times.append((time.perf_counter_ns() - start) / 1000)
         findings.append(sum(decision.findings.values()))
     times.sort()
+    cpu.sort()
     size = len(texts[0].encode("utf-8"))
     return {
         "size_bytes": size,
@@ -109,6 +122,8 @@ def measure(texts: list[str], policy, iterations: int, warmup: int) -> dict:
         "p50_us": round(times[len(times) // 2], 1),
         "p99_us": round(times[min(len(times) - 1, int(len(times) * 0.99))], 1),
         "mean_us": round(statistics.fmean(times), 1),
+        "cpu_p50_us": round(cpu[len(cpu) // 2], 1),  # this thread's CPU time: what a shared machine's
+        "cpu_p99_us": round(cpu[min(len(cpu) - 1, int(len(cpu) * 0.99))], 1),  # preemptions leave out
         "max_us": round(times[-1], 1),
         "mb_per_s": round(size / statistics.fmean(times), 2),
         "findings_per_request": round(statistics.fmean(findings), 1),
@@ -143,13 +158,17 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"router decide() latency, policy {Path(args.policy).name} ({policy.content_hash[:12]}), "
           f"Python {platform.python_version()} on {platform.machine()}")
-    print(f"{'size':>8} {'iters':>6} {'p50 us':>9} {'p99 us':>9} {'mean us':>9} {'max us':>9} {'MB/s':>7} {'found':>6}")
+    print(f"{'size':>8} {'iters':>6} {'p50 us':>9} {'p99 us':>9} {'mean us':>9} {'max us':>9} {'cpu p50':>9} "
+          f"{'cpu p99':>9} {'MB/s':>7} {'found':>6}")
     for r in results:
         print(f"{r['size_bytes']:>8} {r['iterations']:>6} {r['p50_us']:>9.1f} {r['p99_us']:>9.1f} {r['mean_us']:>9.1f} "
-              f"{r['max_us']:>9.1f} {r['mb_per_s']:>7.2f} {r['findings_per_request']:>6.1f}")
+              f"{r['max_us']:>9.1f} {r['cpu_p50_us']:>9.1f} {r['cpu_p99_us']:>9.1f} {r['mb_per_s']:>7.2f} "
+              f"{r['findings_per_request']:>6.1f}")
     print("per detector on 32 KB (median us): " + ", ".join(f"{k} {v}" for k, v in per_detector.items()))
     p99_1kb = results[0]["p99_us"]
-    print(f"goal p99 < {GOAL_P99_1KB_US:.0f} us for 1 KB: {'met' if p99_1kb < GOAL_P99_1KB_US else 'MISSED'}")
+    print(f"goal p99 < {GOAL_P99_1KB_US:.0f} us for 1 KB: {'met' if p99_1kb < GOAL_P99_1KB_US else 'MISSED'} "
+          f"(CPU time p99 {results[0]['cpu_p99_us']:.0f} us: the wall-clock p99 of a machine shared with other "
+          "jobs is mostly their time)")
     print(json.dumps({
         "benchmark": "router.decide",
         "policy": Path(args.policy).name,

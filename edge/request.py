@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from cloud.client import generate_request
 from cloud.contract import fingerprint_message
 from edge import kv_handoff
+from edge.egress import EgressFilter, EgressRefusedError
 from edge.errors import CloudError, CloudUnavailableError, PolicyDeniedError
 from edge.events import Done, Escalation, Event, Fallback, Text, Tier
 from engine.errors import ContextLengthError
@@ -109,6 +110,11 @@ class Request:
         self.progress = _Progress(start=time.monotonic())
         self.deadline = self.progress.start + client.deadline_s
         self.restorer = self.decision.redaction.restorer()
+        self.egress = EgressFilter(
+            self.policy, self.decision.redaction, decode=self.local.tokenizer.decode,
+            redact_all=any(self.decision.tags.get(t) is TagAction.REDACT for t in self.caller_tags),
+            frames_allowed=self.decision.may_escalate and self.decision.egress == request,
+        )
 
     def run(self) -> Iterator[Event]:
         decision = self.decision
@@ -212,6 +218,10 @@ class Request:
         except CloudUnavailableError as exc:
             yield from self._fall_back(exc)
             return False
+        except EgressRefusedError as exc:  # a field would carry what must stay: the device goes on
+            self._record_handoff(HandoffChoice("none", f"egress_refused: {exc}"))
+            self.monitor.may_escalate = False
+            return False
         keep_text = self.local.tokenizer.decode(kept_ids)
         keep_chars = _common_prefix(self.progress.visible, keep_text)
         yield Escalation(verdict.code, verdict.detail, keep_chars, len(keep))
@@ -261,16 +271,23 @@ class Request:
         ids = list(request.token_ids)
         t0 = time.monotonic()
         try:
+            start = self.egress.message(cloud_pb2.KVStart(token_ids=ids[:n_cached], codec=rules.codec,
+                                                          request_id=self.record.request_id))
             upload = transport.upload_kv(
-                ids[:n_cached], lambda: kv_handoff.frames_of(self.local, cache, n_cached, rules.codec),
-                codec=rules.codec, reserve_tokens=request.max_new_tokens + len(ids) - n_cached,
-                request_id=self.record.request_id, deadline=self.deadline,
+                list(start.token_ids),
+                lambda: map(self.egress.frame, kv_handoff.frames_of(self.local, cache, n_cached, rules.codec)),
+                codec=start.codec, reserve_tokens=request.max_new_tokens + len(ids) - n_cached,
+                request_id=start.request_id, deadline=self.deadline,
             )
-            self.progress.bytes_sent += upload.bytes + cloud_pb2.KVStart(token_ids=ids[:n_cached]).ByteSize()
+            self.progress.bytes_sent += upload.bytes + start.ByteSize()
             self.progress.latencies["kv_upload_ms"] = _ms(t0)
             self._limit_new_tokens(request, self._info())
-            self.progress.bytes_sent += request.ByteSize()
-            return transport.resume(upload.kv_handle, request, deadline=self.deadline)
+            resume = self.egress.message(cloud_pb2.ResumeRequest(kv_handle=upload.kv_handle, generate=request))
+            self.progress.bytes_sent += resume.generate.ByteSize()
+            return transport.resume(resume.kv_handle, resume.generate, deadline=self.deadline)
+        except EgressRefusedError as exc:  # the cache may not leave; token IDs may
+            self._record_handoff(HandoffChoice("token_ids", f"kv_egress_refused: {exc}", choice.costs_ms))
+            return self._open(request)
         except CloudUnavailableError:
             raise
         except CloudError as exc:  # refused (mismatch, limits, expired handle): token IDs still work
@@ -302,17 +319,21 @@ class Request:
         ids = self.prompt_ids[:-1]  # the device feeds the last prompt token: its logits pick the first new one
         t0 = time.monotonic()
         try:
+            prefill = self.egress.message(cloud_pb2.PrefillKVRequest(
+                request_id=self.record.request_id, token_ids=ids, codec=rules.codec,
+                receiver=fingerprint_message(self.local.fingerprint), allow_cross_precision=rules.cross_precision,
+            ))
             chunks = transport.prefill_kv(
-                ids, codec=rules.codec, receiver=fingerprint_message(self.local.fingerprint),
-                allow_cross_precision=rules.cross_precision, request_id=self.record.request_id,
+                list(prefill.token_ids), codec=prefill.codec, receiver=prefill.receiver,
+                allow_cross_precision=prefill.allow_cross_precision, request_id=prefill.request_id,
                 deadline=self.deadline,
             )
-            self.progress.bytes_sent += cloud_pb2.PrefillKVRequest(token_ids=ids, codec=rules.codec).ByteSize()
+            self.progress.bytes_sent += prefill.ByteSize()
             received, start = kv_handoff.receive_prefill(
                 self.local, chunks, expect_tokens=ids, room=1 + self.max_new_tokens,
                 allow_cross_precision=rules.cross_precision,
             )
-        except (CloudError, KVError) as exc:
+        except (CloudError, KVError, EgressRefusedError) as exc:
             code = getattr(exc, "code", None) or type(exc).__name__
             self._record_handoff(HandoffChoice("local_prefill", f"kv_prefill_failed:{code}", choice.costs_ms))
             return None
@@ -346,6 +367,7 @@ class Request:
             info = transport.check_handoff(tok.fingerprint, tok.vocab_size, deadline=self.deadline)
             if info.limits.max_new_tokens:
                 request.max_new_tokens = min(request.max_new_tokens, info.limits.max_new_tokens)
+            request = self.egress.message(request)
             self.progress.bytes_sent += request.ByteSize()
             return transport.generate(request, deadline=self.deadline)
         finally:

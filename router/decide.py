@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from router.detectors import Finding, detect
+from router.detectors import Finding, detect_all
 from router.policy import ACTION_STRICTNESS, Policy, TagAction
 from router.redact import Redaction
 
@@ -99,7 +99,7 @@ def decide(
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
             raise ValueError(f"{name} must be a non-negative int, got {value!r}")
     privacy = policy.privacy
-    found = [detect(text, privacy) for text in texts]
+    found = detect_all(texts, privacy)
     tags, reasons = _tag_actions(tags_in, found, policy)
     route, may_leave, route_reasons = _route(policy, tags, token_count, new_tokens)
     reasons += route_reasons

@@ -12,10 +12,12 @@ not also looked at as a phone number.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from bisect import bisect_right
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from router.credentials import find_secrets
+from router.normalize import digit_view, text_view
 from router.phones import find_phones
 from router.pii import find_cards, find_emails, find_ibans, find_ip_addresses, find_national_ids
 from router.policy import PrivacyRules
@@ -46,26 +48,61 @@ class Finding:
 # Digits of a checksum-validated card, IBAN or national ID are that number, so the
 # phone detector, run after these, is told to leave them alone.
 _CLAIMING_DIGITS = ("card", "iban", "national_id")
+# Detectors of numbers and codes read the digit view (separators unified, upper case);
+# the others read the text view (see router.normalize).
+_ON_DIGIT_VIEW = frozenset({"card", "iban", "national_id", "phone"})
 
 
 def detect(text: str, privacy: PrivacyRules | None = None) -> list[Finding]:
-    """Findings of the enabled detectors (all built-ins when no rules are given), by position."""
+    """Findings of the enabled detectors (all built-ins when no rules are given), by position.
+
+    Detectors read normalised views of `text` (router.normalize); every span is
+    mapped back to the original characters it came from.
+    """
     enabled = DETECTORS.keys() if privacy is None else privacy.detectors
-    found = {
-        Finding(kind, start, end, name)
-        for name in enabled
-        if name != "phone"
-        for kind, start, end in DETECTORS[name](text)
-        if end > start
-    }
+    view = text_view(text)
+    digits = digit_view(view) if _ON_DIGIT_VIEW & set(enabled) else view
+    found: set[Finding] = set()
+    claimed: list[tuple[int, int]] = []
+    for name in enabled:
+        if name == "phone":
+            continue
+        source = digits if name in _ON_DIGIT_VIEW else view
+        for kind, start, end in DETECTORS[name](source.text):
+            if end > start:
+                found.add(Finding(kind, *source.span(start, end), name))
+                if name in _CLAIMING_DIGITS:
+                    claimed.append((start, end))
     if "phone" in enabled:
-        claimed = [(f.start, f.end) for f in found if f.tag in _CLAIMING_DIGITS]
-        found.update(Finding(kind, start, end, "phone") for kind, start, end in find_phones(text, claimed))
+        found.update(Finding(kind, *digits.span(start, end), "phone")
+                     for kind, start, end in find_phones(digits.text, claimed))
     if privacy is not None:
-        found.update(
-            Finding(custom.name, m.start(), m.end(), custom.tag)
-            for custom in privacy.custom
-            for m in custom.regex.finditer(text)
-            if m.end() > m.start()
-        )
+        for custom in privacy.custom:
+            for source in (text, view.text) if view.text != text else (text,):
+                for m in custom.regex.finditer(source):
+                    if m.end() > m.start():
+                        span = (m.start(), m.end()) if source is text else view.span(m.start(), m.end())
+                        found.add(Finding(custom.name, *span, custom.tag))
     return sorted(found, key=lambda f: (f.start, -f.end, f.kind))
+
+
+def detect_all(texts: Sequence[str], privacy: PrivacyRules | None = None) -> list[list[Finding]]:
+    """Findings of each text, detected over all of them joined by line breaks, so a
+    value split across two chat messages is found, and each part is a finding of its message."""
+    if len(texts) == 1:
+        return [detect(texts[0], privacy)]
+    offsets, at = [], 0
+    for text in texts:
+        offsets.append(at)
+        at += len(text) + 1
+    per_text: list[list[Finding]] = [[] for _ in texts]
+    for f in detect("\n".join(texts), privacy):
+        first = bisect_right(offsets, f.start) - 1
+        for index in range(first, len(texts)):
+            offset = offsets[index]
+            if offset >= f.end:
+                break
+            start, end = max(f.start - offset, 0), min(f.end - offset, len(texts[index]))
+            if end > start:
+                per_text[index].append(Finding(f.kind, start, end, f.tag))
+    return per_text

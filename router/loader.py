@@ -19,6 +19,7 @@ from typing import Any
 import jsonschema
 
 from router.errors import PolicyError, Problem
+from router.linear_regex import RegexError, compile_linear
 from router.policy import (
     BUILTIN_DETECTORS,
     AuditSettings,
@@ -131,8 +132,8 @@ def _semantic_problems(doc: Document, source: str) -> list[Problem]:
         elif name in [c["name"] for c in privacy["custom"][:index]]:
             add(base + ("name",), f"custom detector '{name}' is defined twice")
         try:
-            regex = re.compile(custom["pattern"], re.IGNORECASE if custom.get("ignore_case") else 0)
-        except re.error as exc:
+            regex = compile_linear(custom["pattern"], ignore_case=bool(custom.get("ignore_case")))
+        except RegexError as exc:
             add(base + ("pattern",), f"invalid regex: {exc}")
         else:
             if regex.search("") is not None:

@@ -1,5 +1,5 @@
-"""Phone numbers: valid in the US, GB, DE, FR or IN numbering plans, or in any
-plan when written in international form (+CC or 00CC), as phonenumbers judges.
+"""Phone numbers: valid in the numbering plan of one of 22 countries (`_NATIONAL_REGIONS`),
+or of any country when written in international form (+CC or 00CC), as phonenumbers judges.
 
 A regex proposes digit runs of phone shape and cheap checks drop dates, prices,
 lists of small numbers and numbers labelled as something else ("order
@@ -10,10 +10,13 @@ candidates.
 from __future__ import annotations
 
 import re
+from bisect import bisect_left
 from collections.abc import Iterator, Sequence
+from functools import lru_cache
 
 import phonenumbers
 
+from router.national_ids import names_an_id
 from router.scan import free_before, matches
 
 Span = tuple[str, int, int]
@@ -28,15 +31,31 @@ _PHONE_CANDIDATE = re.compile(
 _DATE_OR_TIME = re.compile(
     r"\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{2,4}|\d{1,2}:\d{2}|\d{1,3}(?:[.,]\d{3})+"
 )
-# A number right after one of these words is an identifier of a thing, not a phone.
+# A number right after one of these words is an identifier of a thing, not a phone
+# (English, German, French, Spanish, Italian, Portuguese, Dutch).
 _NOT_A_PHONE_BEFORE = re.compile(  # matched on lower-cased text: (?i) is several times slower
-    r"\b(?:order|invoice|tracking|reference|ref|confirmation|serial|ticket|booking|case|sku|part|model|"
+    r"(?:\b(?:order|invoice|tracking|reference|ref|confirmation|serial|ticket|booking|case|sku|part|model|"
     r"po|transaction|receipt|isbn|issn|ean|upc|gtin|imei|imsi|iccid|patent|meeting|id|batch|lot|account|acct|"
-    r"routing|iban|card)\s*(?:no\.?|number|num|id|#)?\s*[:#.]?\s*$"
+    r"routing|iban|card|customer|member|policy|claim|contract|shipment|parcel|package|item|article|product|"
+    r"timestamp|epoch|unix|ts|build|version|"
+    r"bestellung|auftrag|rechnung|sendung|vorgang|aktenzeichen|kunde|vertrag|artikel|konto|"
+    r"commande|facture|dossier|r[ée]f[ée]rence|suivi|colis|contrat|client|compte|"
+    r"pedido|factura|fatura|expediente|referencia|refer[êe]ncia|seguimiento|env[íi]o|contrato|cliente|cuenta|"
+    r"encomenda|protocolo|processo|ordine|fattura|pratica|riferimento|spedizione|contratto|conto|"
+    r"bestelling|factuur|referentie|zending|klant|rekening)|[a-zäöüß]*(?<!tele[fp]on)(?<!ruf)(?<!handy)"
+    r"(?<!mobil)(?<!fax)nummer|\bn\.?[°ºo]|\bnr)"
+    r"s?\s*(?:no\.?|nr\.?|numbers?|num\.?|n\.?[°ºo]|ids?|#|nummer|num[ée]ros?|n[úu]meros?)?\s*"
+    r"(?:(?:de|del|di|da|do|du|van|der)\s+\w+\s*)?[:#.=]?\s*$"
 )
 _DIGITS = re.compile(r"[0-9]+")
 _NOT_BEFORE_PHONE = ".,/#$€£¥@:=-"  # and "+" except before "+CC"
-_NATIONAL_REGIONS = {"0": ("GB", "DE", "FR", "IN"), "": ("US", "IN")}
+# Regions tried for a number written without +CC: those whose national numbers start
+# with the trunk prefix 0, and those with none.
+_NATIONAL_REGIONS = {
+    "0": ("GB", "DE", "FR", "IN", "NL", "BE", "AT", "CH", "AU", "IE", "SE", "IT", "JP", "ZA", "NZ"),
+    "": ("US", "IN", "ES", "IT", "PT", "PL", "MX", "BR", "CN"),
+}
+_UNIX_TIME = re.compile(r"1[0-9]{9}(?:[0-9]{3})?")  # seconds or milliseconds since 1970, 2001-2286
 
 
 def find_phones(text: str, claimed: Sequence[tuple[int, int]] = ()) -> Iterator[Span]:
@@ -47,16 +66,25 @@ def find_phones(text: str, claimed: Sequence[tuple[int, int]] = ()) -> Iterator[
     415-555-2671") or one with a neighbour ("212-555-1234 24 hours"): it is split
     at spaces into the phones that cover most of it.
     """
+    claimed = sorted(claimed)
+    starts = [a for a, _ in claimed]
+    longest = max((b - a for a, b in claimed), default=0)
     for m in matches(_PHONE_CANDIDATE, text):
         if m.end() - m.start() < 7:
             continue  # fewer than seven characters, so fewer than seven digits
-        overlapping = [(a, b) for a, b in claimed if a < m.end() and m.start() < b]
+        nearby = claimed[bisect_left(starts, m.start() - longest):bisect_left(starts, m.end())]
+        overlapping = [(a, b) for a, b in nearby if m.start() < b]
         if not overlapping and _is_phone(text, m.start(), m.end()):
             yield "phone", m.start(), m.end()
             continue
         if " " not in m.group() or _FOUR_DIGIT_GROUPS.search(m.group()):
             continue  # card, IBAN or account digits; a phone among them is not worth a dozen parses
         pieces = [(p.start() + m.start(), p.end() + m.start()) for p in re.finditer(r"\S+", m.group())]
+        whole = list(pieces)
+        if _labelled(text, m.start()):
+            if len({b - a for a, b in pieces}) == 1 or pieces[0][1] - pieces[0][0] < 5:
+                continue  # "Order 4711 0815 4242", "AHV 756 1234 5678 97": the label names the whole run
+            pieces = pieces[1:]  # "Case ID 415 555 2671 9": the label names the first number; no phone starts there
         if len(pieces) > _MAX_SPLIT_PIECES:
             continue
         segment: list[tuple[int, int]] = []
@@ -64,7 +92,7 @@ def find_phones(text: str, claimed: Sequence[tuple[int, int]] = ()) -> Iterator[
             if piece is not None and not any(a < piece[1] and piece[0] < b for a, b in overlapping):
                 segment.append(piece)
                 continue
-            whole_tried = segment == pieces and not overlapping
+            whole_tried = segment == whole and not overlapping
             if segment and any(sum(c.isdigit() for c in text[a:b]) >= 4 for a, b in segment):
                 for start, end in _best_split(text, segment, whole_tried):
                     yield "phone", start, end
@@ -94,33 +122,57 @@ def _is_phone(text: str, start: int, end: int) -> bool:
     candidate = text[start:end]
     groups = [len(g) for g in _DIGITS.findall(candidate)]
     digits = sum(groups)
-    if not 7 <= digits <= 15 or (len(groups) == 1 and not 10 <= digits <= 11 and candidate[0] not in "+("):
+    shortest = 7 if candidate[0] in "+(" else 8  # national numbers have 8+ digits with their area code
+    if not shortest <= digits <= 15 or (len(groups) == 1 and not 10 <= digits <= 11 and candidate[0] not in "+("):
         return False  # unseparated: US/IN/FR 10 digits, GB/IN 11 with the trunk 0
     if candidate[0] != "+":
         groups = groups[1:] if candidate[0] == "1" and groups[0] == 1 else groups  # "1-800-..."
-        if min(groups, default=0) < (2 if candidate[0] == "0" else 3):
-            return False  # national numbers group in twos (FR) to fours; "7 14 21 28" or "0 11 9 1947" is a list
+        trunk = candidate.lstrip("(").startswith("0")
+        if min(groups, default=0) < 2:
+            return False  # "7 14 21 28" or "0 11 9 1947" is a list
+        if not trunk and min(groups) < 3:  # "612 34 56 78" (ES), "(11) 96123-4567" (BR); not "4400-2231-99"
+            spaced = "-" not in candidate and "/" not in candidate
+            if digits < 9 or not (spaced or (candidate[0] == "(" and min(groups[1:]) >= 3)):
+                return False
     if _DATE_OR_TIME.fullmatch(candidate) or candidate.count(".") == 3:
         return False
     if not free_before(text, start, "" if candidate[0] == "+" else _NOT_BEFORE_PHONE):
         return False
-    if _NOT_A_PHONE_BEFORE.search(text[max(0, start - 40):start].lower()):
+    if _labelled(text, start) or _UNIX_TIME.fullmatch(candidate):
         return False
     return _valid_phone(candidate)
 
 
+def _labelled(text: str, start: int) -> bool:
+    """The number at `start` is labelled as something other than a phone ("Case ID", "Bestellnummer")."""
+    return bool(_NOT_A_PHONE_BEFORE.search(text[max(0, start - 40):start].lower())) or names_an_id(text, start)
+
+
+@lru_cache(maxsize=2048)
 def _valid_phone(candidate: str) -> bool:
-    international = candidate.startswith(("+", "00"))
-    if international:
-        regions: tuple[str | None, ...] = (None,)
-        candidate = "+" + candidate[2:] if candidate.startswith("00") else candidate
-    else:
-        regions = _NATIONAL_REGIONS["0" if candidate.lstrip("(").startswith("0") else ""]
-    for region in regions:
+    """Valid as written in international form, or in one of the national plans.
+
+    A national number is checked against each region by its national significant
+    number (one `is_valid_number` each), not parsed again per region.
+    """
+    if candidate.startswith(("+", "00")):
         try:
-            number = phonenumbers.parse(candidate, region)
+            number = phonenumbers.parse("+" + candidate[2:] if candidate.startswith("00") else candidate, None)
         except phonenumbers.NumberParseException:
+            return False
+        return phonenumbers.is_valid_number(number)
+    digits = "".join(_DIGITS.findall(candidate))
+    trunk = digits.startswith("0")
+    for region in _NATIONAL_REGIONS["0" if trunk else ""]:
+        code = phonenumbers.country_code_for_region(region)
+        national = digits[1:] if trunk and region != "IT" else digits
+        if region == "US" and len(national) == 11 and national.startswith("1"):
+            national = national[1:]
+        if not national or national.startswith("0") and region != "IT":
             continue
-        if phonenumbers.is_valid_number(number):
+        number = phonenumbers.PhoneNumber(country_code=code, national_number=int(national))
+        if region == "IT" and national.startswith("0"):
+            number.italian_leading_zero = True
+        if phonenumbers.is_valid_number_for_region(number, region):
             return True
     return False

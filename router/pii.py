@@ -1,5 +1,6 @@
 """Detectors for personal data with a structure: e-mail, payment card, IBAN,
-national identifiers, IP addresses (phone numbers are in `router.phones`).
+IP addresses (phone numbers are in `router.phones`, national identifiers in
+`router.national_ids`).
 
 Each detector is a cheap regex that proposes candidates and a validator that
 keeps only those a well-kept library accepts (phonenumbers' numbering plans,
@@ -16,12 +17,8 @@ from collections.abc import Iterator
 
 from stdnum import iban as std_iban
 from stdnum import luhn
-from stdnum.es import dni, nie
-from stdnum.fr import nir
-from stdnum.in_ import aadhaar
-from stdnum.it import codicefiscale
-from stdnum.us import ssn
 
+from router.national_ids import find_national_ids
 from router.scan import free_before, matches
 
 Span = tuple[str, int, int]
@@ -44,7 +41,8 @@ def find_emails(text: str) -> Iterator[Span]:
             start -= 1
         while start < at and not text[start].isalnum():
             start += 1
-        if domain and 0 < at - start <= 64 and domain.group(1).lower() not in _FILE_EXTENSIONS:
+        in_url = text[start - 1:start] == ":" and "://" in text[max(0, start - 200):start]  # scheme://user:pass@host
+        if domain and 0 < at - start <= 64 and domain.group(1).lower() not in _FILE_EXTENSIONS and not in_url:
             yield "email", start, domain.end()
         at = text.find("@", at + 1)
 
@@ -101,7 +99,7 @@ def _is_card(candidate: str, groups: list[int]) -> bool:
 
 # --- IBAN -------------------------------------------------------------------
 
-_IBAN_CANDIDATE = re.compile(r"[A-Z][A-Z]\d\d(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b")
+_IBAN_CANDIDATE = re.compile(r"[A-Z][A-Z]\d\d(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b")  # on the digit view: upper case
 
 
 def find_ibans(text: str) -> Iterator[Span]:
@@ -117,62 +115,6 @@ def find_ibans(text: str) -> Iterator[Span]:
                 yield "iban", m.start(), m.start() + len(candidate)
                 break
             candidate = candidate[: max(candidate.rfind(" "), len(candidate) - 4)].rstrip()
-
-
-# --- national identifiers -------------------------------------------------------
-
-# Shapes that cannot match at the same position, so one alternation scans for all.
-# Grouped forms must not continue into a further group written the same way
-# (a tracking number "9400 1000 0000 0000" holds an Aadhaar-shaped "9400 1000 0000").
-_DIGIT_IDS = re.compile(
-    r"[0-9](?=[0-9A-Z .-]{8})(?:"  # every shape has 9+ characters: short numbers fail fast
-    r"(?P<fr_nir>(?<=[12]) ?\d{2} ?(?:0[1-9]|1[0-2]|[2-9]\d) ?(?:\d{2}|2[AB]) ?\d{3} ?\d{3} ?\d{2})(?![\w-]| \d{1,3}\b)"
-    r"|(?P<us_ssn>\d{2}(?P<ssn_sep>[- ])\d{2}(?P=ssn_sep)\d{4})(?![\w-]|(?P=ssn_sep)\d)"
-    r"|(?P<in_aadhaar>(?<=[2-9])\d{3}(?P<uid_sep>[ -])\d{4}(?P=uid_sep)\d{4})(?![\w-]|(?P=uid_sep)\d)"
-    r"|(?P<es_dni>\d(?:\.\d{3}\.\d{3}|\d{6})[ -]?[A-Z])\b"
-    r"|(?P<bare_us_ssn>\d{8})(?![\w-])"
-    r"|(?P<bare_in_aadhaar>(?<=[2-9])\d{11})(?![\w-])"
-    r")"
-)
-_LETTER_IDS = re.compile(
-    r"[A-Z](?:"
-    r"(?P<es_nie>(?<=[XYZ])[ -]?\d{7}[ -]?[A-Z])\b"
-    r"|(?P<it_codice_fiscale>[A-Z]{5}[0-9LMNPQRSTUV]{2}[ABCDEHLMPRST][0-9LMNPQRSTUV]{2}[A-Z][0-9LMNPQRSTUV]{3}[A-Z])\b"
-    r")"
-)
-_ID_VALIDATORS = {
-    "us_ssn": ssn, "in_aadhaar": aadhaar, "fr_nir": nir, "es_dni": dni, "es_nie": nie,
-    "it_codice_fiscale": codicefiscale,
-}
-# A bare 9-digit SSN (no checksum) or 12-digit Aadhaar (one Verhoeff digit) counts
-# only within this many characters after a word that names it.
-_KEYWORD_WINDOW = 40
-_NAMING_WORD = {
-    "us_ssn": re.compile(r"(?i)\b(?:ssn|social security|soc\.? sec)"),
-    "in_aadhaar": re.compile(r"(?i)\b(?:aadhaa?r|uidai|uid)\b"),
-}
-
-
-def find_national_ids(text: str) -> Iterator[Span]:
-    """US SSN, Spanish DNI/NIE, Indian Aadhaar, Italian codice fiscale, French NIR.
-
-    Formats with check digits stand alone; an SSN or an Aadhaar number written
-    as a bare digit run counts only after a word that names it, since bare 9-
-    and 12-digit numbers are everywhere.
-    """
-    for pattern in (_DIGIT_IDS, _LETTER_IDS):
-        for m in matches(pattern, text, "-"):
-            label = m.lastgroup or ""
-            kind = label.removeprefix("bare_")
-            start, end = m.span()
-            if text[max(0, start - 2):start].strip(" -").isdigit():
-                continue
-            if kind != label:
-                window = text[max(0, start - _KEYWORD_WINDOW):start]
-                if not _NAMING_WORD[kind].search(window):
-                    continue
-            if _ID_VALIDATORS[kind].is_valid(re.sub(r"[ .-]", "", m.group())):  # type: ignore[attr-defined]
-                yield kind, start, end
 
 
 # --- IP addresses ---------------------------------------------------------------

@@ -138,7 +138,8 @@ SCHEMA: dict[str, Any] = {
                 "custom": {
                     "type": "array",
                     "default": [],
-                    "description": "Extra regex detectors (Python `re` syntax).",
+                    "description": "Extra regex detectors, run on RE2 (Python `re` syntax without look-around or "
+                    "backreferences), so matching takes linear time whatever the pattern.",
                     "items": {
                         "type": "object",
                         "additionalProperties": False,
@@ -153,9 +154,8 @@ SCHEMA: dict[str, Any] = {
                             "pattern": {
                                 "type": "string",
                                 "minLength": 1,
-                                "description": "Python regex; must compile and must not match the empty string. A pattern that "
-                                "starts with a literal or a character class scans several times faster than one "
-                                "that starts with \\b, a group or a look-behind.",
+                                "description": "RE2 regex (Python syntax, no look-around or backreferences); must compile "
+                                "and must not match the empty string.",
                             },
                             "tag": {
                                 "type": "string",

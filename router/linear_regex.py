@@ -1,0 +1,39 @@
+"""Custom detector regexes compiled for RE2, whose matching time is linear in the
+text for every pattern, so no policy file can make `decide()` hang.
+
+Python's `re` backtracks: `(a+)+$` takes seconds on 24 characters and doubles
+with every two more. RE2 (google-re2) has no backtracking, and so no
+look-around or backreferences; a pattern that needs them is refused when the
+policy loads, with the reason.
+"""
+
+from __future__ import annotations
+
+import re2
+
+
+class RegexError(ValueError):
+    """A pattern RE2 cannot run; the message says why in a user's words."""
+
+
+_UNSUPPORTED = (
+    ("(?=", "look-ahead"), ("(?!", "negative look-ahead"), ("(?<=", "look-behind"), ("(?<!", "negative look-behind"),
+    ("(?P=", "a backreference"), ("(?>", "an atomic group"),
+)
+
+
+def compile_linear(pattern: str, *, ignore_case: bool = False) -> re2._Regexp:
+    """`pattern` compiled for RE2 (Python `re` syntax without look-around and backreferences)."""
+    options = re2.Options()
+    options.log_errors = False
+    options.case_sensitive = not ignore_case
+    try:
+        return re2.compile(pattern, options)
+    except re2.error as exc:
+        detail = exc.args[0].decode("utf-8", "replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+        feature = next((name for token, name in _UNSUPPORTED if token in pattern), None)
+        if feature is None and any(f"\\{d}" in pattern for d in "123456789"):
+            feature = "a backreference"
+        why = f"{feature} is not supported" if feature else detail
+        raise RegexError(f"{why}: custom regexes run on RE2, which matches in linear time and so has no "
+                         f"look-around or backreferences ({detail})") from None

@@ -1,0 +1,296 @@
+"""National identifiers of 23 countries, validated by python-stdnum where it has a
+validator (check digits, embedded dates) and by format rules where it has none
+(the UK National Insurance number, India's PAN).
+
+Runs on the digit view (router.normalize): upper case, separators unified to
+spaces or dashes. A candidate is a run of digit groups (optionally with the
+letters some IDs carry); every stretch of its groups that has an ID's length
+is tried against the IDs of that length.
+
+How much evidence an ID needs depends on how rare its shape is:
+
+- *alone*: a distinctive shape with a strong check (the French NIR's key 97,
+  the Italian codice fiscale, a Chinese resident ID, a Swiss AHV number that
+  starts 756, a Brazilian CPF written `123.456.789-09`, an SSN written
+  `123-45-6789`) counts anywhere;
+- *keyword*: a bare run of 8-13 digits with one check digit (a Dutch BSN, a
+  German Steuer-ID, a PESEL, a Canadian SIN, ...) passes a random number's
+  check one time in ten, so it counts only after a word that names it, in any
+  of the spellings people write (`BSN:`, `Steuer-ID`, `aadhaar_number=`,
+  `N° de sécurité sociale`), within a few words.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from stdnum.au import tfn
+from stdnum.be import nn
+from stdnum.br import cpf
+from stdnum.ca import sin
+from stdnum.ch import ssn as ch_ssn
+from stdnum.cn import ric
+from stdnum.de import idnr
+from stdnum.dk import cpr
+from stdnum.es import dni, nie
+from stdnum.fi import hetu
+from stdnum.fr import nir
+from stdnum.ie import pps
+from stdnum.in_ import aadhaar, pan
+from stdnum.it import codicefiscale
+from stdnum.mx import curp
+from stdnum.nl import bsn
+from stdnum.no import fodselsnummer
+from stdnum.pl import pesel
+from stdnum.pt import nif
+from stdnum.se import personnummer
+from stdnum.us import ssn
+from stdnum.za import idnr as za_idnr
+
+from router.scan import free_before, matches
+
+Span = tuple[str, int, int]
+
+
+@dataclass(frozen=True)
+class IdRule:
+    """One identifier: its digit count, the groupings that count without a keyword, its check."""
+
+    kind: str
+    digits: int
+    is_valid: Callable[[str], bool]
+    alone: tuple[tuple[int, ...], ...] = ()  # digit-group lengths that stand alone ("123-45-6789": (3, 2, 4))
+    letters: str = ""  # a regex for the letters that end the value (a DNI's control letter)
+
+
+def _stdnum(module) -> Callable[[str], bool]:
+    return lambda value: bool(module.is_valid(value))
+
+
+def _nino(value: str) -> bool:
+    """UK National Insurance number (HMRC's rules; stdnum has no validator)."""
+    return bool(re.fullmatch(r"(?!BG|GB|KN|NK|NT|TN|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z]\d{6}[A-D]", value))
+
+
+# By digit count. Digit IDs first; the letter-led ones are in _LETTER_IDS below.
+_DIGIT_RULES: tuple[IdRule, ...] = (
+    IdRule("us_ssn", 9, _stdnum(ssn), alone=((3, 2, 4),)),
+    IdRule("nl_bsn", 9, _stdnum(bsn), alone=((4, 2, 3),)),
+    IdRule("ca_sin", 9, _stdnum(sin)),
+    IdRule("pt_nif", 9, _stdnum(nif)),
+    IdRule("au_tfn", 9, _stdnum(tfn)),
+    IdRule("au_tfn", 8, _stdnum(tfn)),
+    IdRule("in_aadhaar", 12, _stdnum(aadhaar), alone=((4, 4, 4),)),
+    IdRule("de_idnr", 11, _stdnum(idnr), alone=((2, 3, 3, 3),)),
+    IdRule("pl_pesel", 11, _stdnum(pesel)),
+    IdRule("no_fodselsnummer", 11, _stdnum(fodselsnummer), alone=((6, 5),)),
+    IdRule("br_cpf", 11, _stdnum(cpf), alone=((3, 3, 3, 2),)),
+    IdRule("be_nn", 11, _stdnum(nn), alone=((2, 2, 2, 3, 2),)),
+    IdRule("se_personnummer", 10, _stdnum(personnummer), alone=((6, 4),)),
+    IdRule("se_personnummer", 12, _stdnum(personnummer), alone=((8, 4),)),
+    IdRule("dk_cpr", 10, _stdnum(cpr)),
+    IdRule("za_idnr", 13, _stdnum(za_idnr)),
+    IdRule("ch_ahv", 13, lambda v: v.startswith("756") and ch_ssn.is_valid(v), alone=((3, 4, 4, 2), (13,))),
+    IdRule("fr_nir", 15, _stdnum(nir), alone=((1, 2, 2, 2, 3, 3, 2), (13, 2), (15,))),
+    IdRule("cn_ric", 18, _stdnum(ric), alone=((18,), (6, 8, 4))),
+    IdRule("cn_ric", 17, _stdnum(ric), alone=((17,), (6, 8, 3)), letters="X"),
+    IdRule("es_dni", 8, _stdnum(dni), alone=((8,), (2, 3, 3)), letters="[A-Z]"),
+    IdRule("ie_pps", 7, _stdnum(pps), letters="[A-W][A-IW]?"),
+    IdRule("fi_hetu", 9, _stdnum(hetu), alone=((6, 3),), letters="[0-9A-Y]"),
+    IdRule("fi_hetu", 10, _stdnum(hetu), alone=((6, 4),)),
+)
+_BY_LENGTH: dict[int, list[IdRule]] = {}
+for _rule in _DIGIT_RULES:
+    _BY_LENGTH.setdefault(_rule.digits, []).append(_rule)
+_MAX_DIGITS = max(_BY_LENGTH)
+_SHORTEST = min(_BY_LENGTH)
+_PLAIN_LENGTHS = frozenset(rule.digits for rule in _DIGIT_RULES if not rule.letters)
+_ALONE_SHAPES = frozenset(shape for rule in _DIGIT_RULES for shape in rule.alone)
+
+# A run of digit groups joined by one space, dash or a Finnish century sign, with
+# the letters an ID may end in. Starts with a digit so the scan skips ahead in C.
+_DIGIT_RUN = re.compile(r"[0-9]+(?:(?: ?[-+] ?| |(?<=[0-9]{6})[A-FU-Y])[0-9]+)*(?:[ -]?[A-Z]{1,2}(?![\w]))?")
+_GROUP = re.compile(r"[0-9]+")
+_FI_CENTURY = re.compile(r"(?<=^[0-9]{6})[-+A-FU-Y]")
+_LETTER_IDS = re.compile(
+    r"[A-Z](?:"
+    r"(?P<es_nie>(?<=[XYZ])[ -]?\d{7}[ -]?[A-Z])"
+    r"|(?P<it_codice_fiscale>[A-Z]{5}[0-9LMNPQRSTUV]{2}[ABCDEHLMPRST][0-9LMNPQRSTUV]{2}[A-Z][0-9LMNPQRSTUV]{3}[A-Z])"
+    r"|(?P<mx_curp>[A-Z]{3}\d{6}[HMX][A-Z]{5}[0-9A-Z]\d)"
+    r"|(?P<in_pan>[A-Z]{2}[ABCFGHLJPT][A-Z]\d{4}[A-Z])"
+    r"|(?P<gb_nino>[A-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D])"
+    r")(?![\w])"
+)
+_LETTERS_BEFORE_DIGITS = 6  # a codice fiscale's six letters at most
+_UPPER = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_LETTER_VALIDATORS: dict[str, Callable[[str], bool]] = {
+    "es_nie": _stdnum(nie), "it_codice_fiscale": _stdnum(codicefiscale), "mx_curp": _stdnum(curp),
+    "in_pan": _stdnum(pan), "gb_nino": _nino,
+}
+
+# Words that name an identifier, in the spellings people write: any separators
+# between words (`aadhaar_number`, `Steuer-ID`, `N° de sécurité sociale`).
+_S = r"[\s_.:/-]*"
+_KEYWORDS: dict[str, str] = {
+    "us_ssn": rf"ssn|social{_S}security|soc{_S}sec",
+    "nl_bsn": rf"bsn|burger{_S}service{_S}n(?:umme)?r|sofi(?:{_S}n(?:umme)?r)?",
+    "ca_sin": rf"sin|social{_S}insurance|n\.?a\.?s\.?|assurance{_S}sociale",
+    "pt_nif": rf"nif|contribuinte|identifica[cç][aã]o{_S}fiscal",
+    "au_tfn": rf"tfn|tax{_S}file",
+    "in_aadhaar": rf"aadhaa?r|adhaar|uidai|uid",
+    "de_idnr": rf"steuer{_S}(?:id|identifikations{_S}n(?:umme)?r|-?nr)|st{_S}id|idnr|identifikations{_S}n(?:umme)?r",
+    "pl_pesel": r"pesel",
+    "no_fodselsnummer": rf"f[øo]dsels{_S}n(?:umme)?r|personnummer",
+    "br_cpf": r"cpf",
+    "be_nn": rf"rijksregister|registre{_S}national|num[ée]ro{_S}national|insz|niss|rrn|national{_S}number",
+    "se_personnummer": rf"person{_S}n(?:umme)?r",
+    "dk_cpr": rf"cpr|person{_S}n(?:umme)?r",
+    "za_idnr": rf"(?:south{_S}african{_S}|sa{_S})id|identity{_S}(?:number|no)",
+    "ch_ahv": rf"ahv|avs|sozialversicherung",
+    "fr_nir": rf"nir|s[ée]cu|s[ée]curit[ée]{_S}sociale|insee",
+    "cn_ric": rf"身份证|resident{_S}id",
+    "es_dni": rf"dni|nif|documento{_S}(?:nacional|de{_S}identidad)",
+    "ie_pps": rf"ppsn?|personal{_S}public{_S}service",
+    "fi_hetu": rf"hetu|henkil[öo]tunnus|personbeteckning",
+}
+_GENERIC = (rf"national{_S}id|tax{_S}(?:id|number|no)|tin|personal{_S}(?:id|number|code)|id{_S}(?:number|no|nr)|"
+            rf"identification{_S}number|identity{_S}(?:number|card)|ausweis|identifiant|identidad|identit[àa]")
+_NAMING = {kind: re.compile(rf"(?i)(?<![^\W\d_])(?:{words}|{_GENERIC})(?![^\W\d_])") for kind, words in _KEYWORDS.items()}
+_ANY_KEYWORD = re.compile(rf"(?:{'|'.join(_KEYWORDS.values())}|{_GENERIC})")  # a first look, on lower case
+_ANY_NAMING = re.compile(rf"(?i)(?<![^\W\d_])(?:{'|'.join(_KEYWORDS.values())}|{_GENERIC})(?![^\W\d_])[^\d]{{0,24}}$")
+_KEYWORD_WINDOW = 48  # characters before a value: "BSN van de klant is" fits
+
+
+def find_national_ids(text: str) -> Iterator[Span]:
+    """Every national identifier in `text` (a digit view: upper case, separators as spaces)."""
+    for m in matches(_DIGIT_RUN, text, "-+"):
+        if m.end() - m.start() < _SHORTEST:
+            continue  # most runs are a year, a price, a count
+        yield from _digit_ids(text, m)
+    yield from _letter_ids(text)
+
+
+def _letter_ids(text: str) -> Iterator[Span]:
+    """IDs that start with letters, tried once per digit group, at the word of 1-6 letters
+    just before it: on upper-cased text a scan from every letter was most of this detector's time."""
+    done = 0
+    for digit in _GROUP.finditer(text):
+        start = digit.start()
+        spaced = start > 0 and text[start - 1] in " -"  # "X-1234567-L", "AB 12 34 56 C": a word of 1-2 letters
+        if spaced:
+            start -= 1
+        letters_end = start
+        longest = 2 if spaced else _LETTERS_BEFORE_DIGITS
+        while start > done and start > letters_end - longest - 1 and text[start - 1] in _UPPER:
+            start -= 1
+        if not 0 < letters_end - start <= longest or not free_before(text, start, "-"):
+            continue  # "ORDER 12345": a word before a number is no ID's first letters
+        m = _LETTER_IDS.match(text, start)
+        if m:
+            kind = m.lastgroup or ""
+            if _LETTER_VALIDATORS[kind](re.sub(r"[ -]", "", m.group())):
+                yield kind, m.start(), m.end()
+                done = m.end()
+
+
+def _digit_ids(text: str, m: re.Match[str]) -> Iterator[Span]:
+    """IDs among the groups of one run, each stretch of whole groups tried, longest first."""
+    run = m.group()
+    groups = [(g.start(), g.end()) for g in _GROUP.finditer(run)]
+    sizes = [b - a for a, b in groups]
+    tail = re.search(r"[A-Z]+$", run) if run[-1].isalpha() else None
+    lengths = _BY_LENGTH if tail else _PLAIN_LENGTHS  # a DNI or PPS number ends in letters
+    named_once: list[bool] = []
+
+    def named() -> bool:
+        """Whether a word naming an ID stands before the run (looked for once, and only when needed)."""
+        if not named_once:
+            window = text[max(0, m.start() - _KEYWORD_WINDOW):m.start()].lower()
+            named_once.append(any(_whole_word(window, k) for k in _ANY_KEYWORD.finditer(window)))
+        return named_once[0]
+
+    i = 0
+    while i < len(groups):
+        total, found = 0, None
+        stretch: list[tuple[int, int]] = []
+        for j in range(i, len(groups)):
+            size = sizes[j]
+            total += size
+            if total > _MAX_DIGITS or (size == 1 and j > i):
+                break  # no ID has a one-digit group but a NIR's first: "1 2 3 4" is a list
+            stretch.append(groups[j])
+            if total in lengths and (tuple(sizes[i:j + 1]) in _ALONE_SHAPES or named()):
+                end = groups[j][1]
+                letters = tail.group() if tail and j == len(groups) - 1 else ""
+                beside = run[stretch[0][0] - 1:stretch[0][0]] + run[end:end + 1] if j < len(groups) - 1 else ""
+                hit = _match_rule(text, m.start(), run, stretch, letters, end, beside, named())
+                if hit:
+                    found = (j, hit)
+        if found:
+            j, (kind, start, end) = found
+            yield kind, m.start() + start, m.start() + end
+            i = j + 1
+        else:
+            i += 1
+
+
+def _match_rule(
+    text: str, offset: int, run: str, stretch: list[tuple[int, int]], letters: str, end: int, beside: str,
+    named: bool,
+) -> Span | None:
+    """The first rule the stretch of groups satisfies; `beside` holds the separators next to it in its run,
+    `named` says whether any word naming an ID stands before the run (most runs have none: no check runs)."""
+    lengths = tuple(b - a for a, b in stretch)
+    rules = _BY_LENGTH[sum(lengths)]
+    if not named and not any(lengths in rule.alone for rule in rules):
+        return None  # the common case: an order number, a date, a phone
+    start = stretch[0][0]
+    inner = {run[a - 1] for a, _ in stretch[1:]}
+    digits = "".join(run[a:b] for a, b in stretch)
+    for rule in rules:
+        # A grouped shape stands alone unless its run goes on in the same grouping (an
+        # Aadhaar-shaped "4111 1111 1111" inside a card number).
+        standalone = lengths in rule.alone and not (inner & set(beside))
+        if not (standalone or named):
+            continue
+        if rule.kind != "fi_hetu" and len(inner) > 1 and lengths not in rule.alone:
+            continue  # one kind of separator, except in a printed shape ("390.533.447-05")
+        ends_with = letters if rule.letters and letters and re.fullmatch(rule.letters, letters) else ""
+        if rule.kind == "fi_hetu":
+            candidate = _hetu_candidate(run[start:])
+            if candidate is None:
+                continue
+            value_end = start + len(candidate)
+            candidate = candidate.replace(" ", "")
+        elif rule.letters and not ends_with:
+            continue
+        else:
+            candidate = digits + ends_with
+            value_end = end if not ends_with else len(run)
+        if rule.is_valid(candidate) and (standalone or _named(text, offset + start, rule.kind)):
+            return rule.kind, start, value_end
+    return None
+
+
+def _hetu_candidate(rest: str) -> str | None:
+    hit = re.match(r"\d{6}[-+A-FU-Y]\d{3}[0-9A-Y](?![\w])", rest)
+    return hit.group() if hit else None
+
+
+def _whole_word(text: str, m: re.Match[str]) -> bool:
+    """`sin` in "since" or `tin` in "waiting" is no keyword."""
+    before = text[m.start() - 1] if m.start() else " "
+    after = text[m.end()] if m.end() < len(text) else " "
+    return not (before.isalpha() or (after.isalpha() and m.group()[-1].isalpha()))
+
+
+def names_an_id(text: str, start: int) -> bool:
+    """A word naming any identifier shortly before `start` (the phone detector leaves such numbers alone)."""
+    return bool(_ANY_NAMING.search(text, max(0, start - _KEYWORD_WINDOW), start))
+
+
+def _named(text: str, start: int, kind: str) -> bool:
+    """A word naming `kind` (or a generic "national ID") shortly before the value."""
+    return bool(_NAMING[kind].search(text, max(0, start - _KEYWORD_WINDOW), start))

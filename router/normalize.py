@@ -1,0 +1,209 @@
+"""Normalised views of a text for the detectors, with every position mapped back.
+
+People (and people hiding things) write the same value many ways: full-width
+or Arabic-Indic digits, non-breaking or zero-width spaces, `＠` or ` [at] `,
+dots or slashes between digit groups, a number broken over two lines. The
+detectors look at two views of the text instead of the text itself:
+
+- the *text view*: each character NFKC-folded, every Unicode decimal digit
+  made ASCII, space and dash characters unified, invisible characters
+  (format characters, soft hyphens, zero-width spaces) dropped, and `[at]` /
+  `(dot)` spellings of an address turned into `@` / `.`;
+- the *digit view*, built on the text view: upper-cased, and dots,
+  underscores, slashes and line breaks between groups of a value that holds
+  digits turned into spaces, so `4111.1111.1111.1111`, `ab_12_34_56_c` and an
+  IBAN broken over two lines read as printed.
+
+A `View` maps any span of its text back to the smallest span of the original
+that produced it, so redaction replaces exactly the original characters.
+Pure ASCII text with nothing to rewrite costs one scan and maps to itself.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from bisect import bisect_right
+from collections.abc import Iterable
+from functools import lru_cache
+
+Edit = tuple[int, int, str]  # start, end (in the text edited), replacement
+
+
+class View:
+    """`text` derived from an original by `edits`; positions map back through `parent`."""
+
+    __slots__ = ("text", "_norm", "_orig", "_orig_end", "_parent")
+
+    def __init__(self, source: str, edits: Iterable[Edit] = (), parent: View | None = None) -> None:
+        pieces: list[str] = []
+        norm: list[int] = []  # segment starts in `text`
+        orig: list[int] = []  # ... and in the source
+        orig_end: list[int] = []  # an edited segment's end in the source; -1 for a run copied as it is
+        cursor = out = 0
+        for start, end, replacement in edits:
+            if start > cursor:
+                pieces.append(source[cursor:start])
+                norm.append(out), orig.append(cursor), orig_end.append(-1)
+                out += start - cursor
+            norm.append(out), orig.append(start), orig_end.append(end)
+            pieces.append(replacement)
+            out += len(replacement)
+            cursor = end
+        pieces.append(source[cursor:])
+        norm.append(out), orig.append(cursor), orig_end.append(-1)
+        self.text = "".join(pieces) if len(pieces) > 1 else source
+        self._norm, self._orig, self._orig_end = norm, orig, orig_end
+        self._parent = parent
+
+    def span(self, start: int, end: int) -> tuple[int, int]:
+        """The original span behind `text[start:end]` (end > start)."""
+        a, b = self._start(start), self._end(end)
+        return (a, b) if self._parent is None else self._parent.span(a, b)
+
+    def _start(self, n: int) -> int:
+        i = bisect_right(self._norm, n) - 1
+        return self._orig[i] + (n - self._norm[i]) if self._orig_end[i] == -1 else self._orig[i]
+
+    def _end(self, n: int) -> int:
+        i = bisect_right(self._norm, n - 1) - 1
+        return self._orig[i] + (n - self._norm[i]) if self._orig_end[i] == -1 else self._orig_end[i]
+
+
+# --- the text view ----------------------------------------------------------------
+
+_NON_ASCII = re.compile(r"[^\x00-\x7f]")
+_DASHES = frozenset("\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe58\ufe63\uff0d")
+# "[at]", "(at)", "{at}", " at " (judged below), and the same for "dot". The bracketed
+# forms start with a character class and the bare ones with a literal, so the engine
+# skips ahead in C; the spaces around them are taken in Python.
+_BRACKETED = re.compile(r"[\[({<]\s*(at|dot)\s*[\])}>]")  # on lower-cased text
+_BARE = re.compile(r"(?:at|dot)(?=\s)")
+_LOCAL_BEFORE = re.compile(r"[\w.+-]+$")
+_DOMAIN_AFTER = re.compile(r"[\w-]+(?:(?:\.|\s*[\[({<]\s*dot\s*[\])}>]\s*|\s+dot\s+)[\w-]+)*"
+                           r"(?:\.|\s*[\[({<]\s*dot\s*[\])}>]\s*|\s+dot\s+)[a-z]{2,24}\b", re.IGNORECASE)
+
+
+@lru_cache(maxsize=4096)
+def _fold(char: str) -> str | None:
+    """What one non-ASCII character reads as, or None when it stays."""
+    digit = unicodedata.decimal(char, None)
+    if digit is not None:
+        return str(digit)
+    category = unicodedata.category(char)
+    if category in ("Cf", "Mn", "Me") or char == "\u00ad":
+        return ""  # zero-width and joiner characters, soft hyphen, stray combining marks
+    if category == "Zs" or char in "\u2028\u2029":
+        return " " if category == "Zs" else "\n"
+    if char in _DASHES:
+        return "-"
+    folded = unicodedata.normalize("NFKC", char)
+    if folded != char and all(unicodedata.decimal(c, None) is None for c in folded):
+        return folded
+    if folded != char:
+        return "".join(str(unicodedata.decimal(c, c)) for c in folded)
+    return None
+
+
+def text_view(text: str) -> View:
+    """NFKC-folded, digits and spaces unified, invisible characters dropped, `[at]` read as `@`."""
+    edits: list[Edit] = []
+    if not text.isascii():
+        for m in _NON_ASCII.finditer(text):
+            folded = _fold(m.group())
+            if folded is not None:
+                edits.append((m.start(), m.end(), folded))
+    if edits:
+        view = View(text, edits)
+        spelled = _spelled_address_edits(view.text)
+        return View(view.text, spelled, parent=view) if spelled else view
+    return View(text, _spelled_address_edits(text))
+
+
+def _spelled_address_edits(text: str) -> list[Edit]:
+    """`[at]` / `(dot)` always; a bare ` at ` / ` dot ` only between an address's parts."""
+    lowered = text.lower()
+    found = [(m.start(), m.end(), m.group(1).lower(), True) for m in _BRACKETED.finditer(lowered)]
+    if " at " in lowered or " dot " in lowered:
+        for m in _BARE.finditer(lowered):
+            if m.start() and lowered[m.start() - 1].isspace():
+                found.append((m.start(), m.end(), m.group(), False))
+    edits: list[Edit] = []
+    for start, end, word, bracketed in sorted(found):
+        while start and text[start - 1].isspace():
+            start -= 1
+        while end < len(text) and text[end].isspace():
+            end += 1
+        if edits and start < edits[-1][1]:
+            continue
+        if word == "at":
+            domain = _DOMAIN_AFTER.match(text, end)  # first: most " at " are followed by a plain word
+            local = _LOCAL_BEFORE.search(text, max(0, start - 64), start) if domain else None
+            if not (local and domain and local.end() == start):
+                continue
+            if not bracketed and not _plausible_spelled_address(local.group(), domain.group()):
+                continue
+            edits.append((start, end, "@"))
+        elif bracketed or (edits and edits[-1][2] == "@" and start - edits[-1][1] < 64
+                           and re.fullmatch(r"[\w-]+", text[edits[-1][1]:start])):
+            edits.append((start, end, "."))
+    return edits
+
+
+def _plausible_spelled_address(local: str, domain: str) -> bool:
+    """`jane.doe at example.com`, not `look at example.com` or `arrive at 5.30`."""
+    if not re.search(r"[a-z]", domain, re.IGNORECASE) or not re.search(r"[a-z]{2,}$", domain, re.IGNORECASE):
+        return False
+    return bool(re.search(r"[._+\d-]", local)) or " dot " in domain.lower()
+
+
+# --- the digit view ------------------------------------------------------------------
+
+# Groups of letters and digits joined by separators other than a space or a dash,
+# or broken over a line; a run is rewritten only when it holds a digit.
+_SEPARATOR = re.compile(r"[._/\\\u00b7]|\n[ \t]*")  # spaces before a line break: taken below
+_RUN = re.compile(r"[A-Za-z0-9]++(?:(?:[._/\\\u00b7]|(?<=[A-Za-z0-9])[ \t]*+\r?\n[ \t]*+(?=[0-9]))[A-Za-z0-9]++)*+")
+_DATE = re.compile(r"\d{1,2}([./])\d{1,2}\1(?:\d{2}|\d{4})|\d{4}([./])\d{1,2}\2\d{1,2}|\d{1,2}[./]\d{1,2}|\d+\.\d+")
+_ASCII_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_ALNUM = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
+
+
+def digit_view(view: View) -> View:
+    """The text view upper-cased, with separators between digit-holding groups made spaces."""
+    text = view.text.upper()  # in C; a translate table is a dict lookup per character
+    if len(text) != len(view.text):  # "ß" upper-cases to "SS": positions would shift
+        text = view.text.translate(_ASCII_UPPER)
+    edits: list[Edit] = []
+    done = 0
+    for sep in _SEPARATOR.finditer(text):
+        at = _separator_start(text, sep.start())
+        if at < done or at == 0 or text[at - 1] not in _ALNUM or text[sep.end():sep.end() + 1] not in _ALNUM:
+            continue
+        start = at
+        while start > done and text[start - 1] in _ALNUM:
+            start -= 1
+        run = _RUN.match(text, start)
+        if run is None:
+            continue
+        done = run.end()
+        joined = text[start - 1:start] == "-" or text[done:done + 1] == "-"  # "85.07.30-033.28" is one value
+        if not any(c.isdigit() for c in run.group()) or (_DATE.fullmatch(run.group()) and not joined):
+            continue
+        if text[start - 1:start] in (",", ".") and start > 0:
+            continue  # the tail of a number: "$1,299.99"
+        separators = [(_separator_start(text, m.start()), m.end(), m.group()[0])
+                      for m in _SEPARATOR.finditer(text, start, done)
+                      if m.group()[0] != "\n" or text[m.end():m.end() + 1].isdigit()]
+        kinds = {kind for _, _, kind in separators}
+        if len(kinds) > 1:  # "299.99\n2001" is two numbers, one per line; "4111.1111.1111.1111" is one
+            separators = [s for s in separators if s[2] != "\n"] if len(kinds) == 2 else []
+        edits.extend((a, b, " ") for a, b, _ in separators)
+    return View(text, edits, parent=view)
+
+
+def _separator_start(text: str, at: int) -> int:
+    """Where a separator starts: a line break takes the spaces (and carriage return) before it."""
+    if text[at] == "\n":
+        while at and text[at - 1] in " \t\r":
+            at -= 1
+    return at
