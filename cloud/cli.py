@@ -47,7 +47,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="required bearer token (visible in `ps`; prefer --auth-token-file)")
     token.add_argument("--auth-token-file", default=None, help="file with accepted bearer tokens, one a line")
     p.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus metrics on this port")
-    p.add_argument("--metrics-host", default=None, help="address for the metrics endpoint (default: --host)")
+    p.add_argument("--metrics-host", default="127.0.0.1",
+                   help="address for the metrics endpoint (default: loopback only; 0.0.0.0 lets any host scrape)")
     p.add_argument("--grace", type=float, default=defaults.DEFAULT_GRACE_S,
                    help="seconds in-flight streams get to finish on shutdown")
     p.set_defaults(func=cmd_serve_cloud)
