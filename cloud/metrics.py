@@ -74,6 +74,7 @@ class MetricsEndpoint:
 
     def __init__(self, metrics: CloudMetrics, *, host: str, port: int) -> None:
         self._httpd, self._thread = start_http_server(port, addr=host, registry=metrics.registry)
+        self.host = host
         self.port = self._httpd.server_port
         log.info("metrics on http://%s:%d/metrics", host, self.port)
 

@@ -129,29 +129,35 @@ class StreamLimits:
         try:
             while True:
                 try:
-                    item = await get()
+                    item = await asyncio.wait_for(get(), max(ends_at - time.monotonic(), 0.001))
                 except RequestError as exc:
                     await abort(context, exc)
+                except asyncio.TimeoutError:
+                    return _end(context, self._too_long())
                 if item is _END:
                     return
                 if isinstance(item, RequestError):
                     await abort(context, item)
                 if isinstance(item, BaseException):
                     raise item
-                limit = min(self.stall_s, ends_at - time.monotonic())
+                left = ends_at - time.monotonic()
                 try:
-                    await asyncio.wait_for(context.write(item), max(limit, 0.001))
+                    await asyncio.wait_for(context.write(item), max(min(self.stall_s, left), 0.001))
                 except asyncio.TimeoutError:
+                    if left <= self.stall_s:
+                        return _end(context, self._too_long())
                     call.stalled = True
                     self.stalled += 1
-                    reason = ("the client read nothing for {:g} s".format(self.stall_s) if limit == self.stall_s
-                              else f"the stream passed this server's limit of {self.max_stream_s:g} s")
-                    await abort(context, RequestError(grpc.StatusCode.DEADLINE_EXCEEDED,
-                                                      f"stream ended: {reason}; resend to continue"))
+                    return _end(context, RequestError(grpc.StatusCode.DEADLINE_EXCEEDED, "stream ended: the client "
+                                                      f"read nothing for {self.stall_s:g} s; resend to continue"))
         finally:
             self.open -= 1
             call.cancelled.set()
             self._on_end()
+
+    def _too_long(self) -> RequestError:
+        return RequestError(grpc.StatusCode.DEADLINE_EXCEEDED, f"stream ended: it passed this server's limit of "
+                            f"{self.max_stream_s:g} s per stream; resend the prompt plus the tokens received")
 
     def chunks(self, requests: AsyncIterator[T], idle_s: float) -> Iterator[T]:
         """A client stream as a blocking iterator for a worker; a gap over `idle_s` ends it."""
@@ -186,6 +192,18 @@ def _close_after(future: concurrent.futures.Future | None, body: Iterator[Any]) 
     if future is not None:
         concurrent.futures.wait([future])
     body.close()
+
+
+def _end(context: grpc.aio.ServicerContext, error: RequestError) -> None:
+    """End a stream whose last write may still be waiting for the client.
+
+    Not `abort`: its status would queue behind the unread message and hold the
+    handler until the client reads. With the status set and the handler
+    returned, it reaches the client if it ever reads (else its deadline or the
+    connection's maximum age ends the call).
+    """
+    context.set_code(error.code)
+    context.set_details(error.message)
 
 
 async def abort(context: grpc.aio.ServicerContext, error: RequestError) -> None:
