@@ -40,6 +40,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="uploads decoded at once; past it uploads get UNAVAILABLE")
     p.add_argument("--kv-same-precision-only", action="store_true",
                    help="refuse caches from a differently quantized twin of the model (e.g. a 4-bit edge)")
+    p.add_argument("--kv-idle", type=float, default=defaults.DEFAULT_KV_IDLE_S,
+                   help="seconds an upload may send nothing before it is dropped")
+    p.add_argument("--stream-stall", type=float, default=defaults.DEFAULT_STREAM_STALL_S,
+                   help="seconds a stream may wait on a client that reads nothing before it is ended")
+    p.add_argument("--max-stream", type=float, default=defaults.DEFAULT_MAX_STREAM_S,
+                   help="seconds any one stream may last")
     p.add_argument("--tls-cert", default=None, help="PEM certificate chain (with --tls-key)")
     p.add_argument("--tls-key", default=None, help="PEM private key (with --tls-cert)")
     token = p.add_mutually_exclusive_group()
@@ -72,7 +78,8 @@ def cmd_serve_cloud(args: argparse.Namespace) -> int:
             max_message_bytes=args.max_message_bytes, session_cache_bytes=args.session_cache_mb << 20,
             kv_max_upload_bytes=args.kv_max_upload_mb << 20, kv_store_bytes=args.kv_store_mb << 20,
             kv_ttl_s=args.kv_ttl, kv_max_uploads=args.kv_max_uploads,
-            kv_cross_precision=not args.kv_same_precision_only,
+            kv_cross_precision=not args.kv_same_precision_only, kv_idle_s=args.kv_idle,
+            stream_stall_s=args.stream_stall, max_stream_s=args.max_stream,
         )
         tokens = load_tokens(token=args.auth_token, token_file=args.auth_token_file)
         model = LocalModel.load(args.model, tokenizer=args.tokenizer, max_context=args.max_context,
