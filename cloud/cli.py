@@ -60,6 +60,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_serve_cloud)
 
 
+def limit_malloc_arenas(arenas: int = 2) -> None:
+    """Cap glibc's malloc arenas (default: 8 per core), as long-running threaded Python servers do.
+
+    The server decodes on a pool of threads; with one arena each, memory freed
+    by one thread is not reused by another and the resident size crept up by
+    ~11% over 170 requests after warm-up (benchmarks/load.py); with two arenas
+    it stayed within a few percent. No effect off glibc.
+    """
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").mallopt(-8, arenas)  # -8: M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass
+
+
 def cmd_serve_cloud(args: argparse.Namespace) -> int:
     from cloud.auth import load_tokens
     from cloud.config import ServerConfig
@@ -68,6 +84,7 @@ def cmd_serve_cloud(args: argparse.Namespace) -> int:
     from engine.runtime import LocalModel
 
     logging.getLogger("cloud").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    limit_malloc_arenas()
     if (args.tls_cert is None) != (args.tls_key is None):
         print("tandem serve-cloud: error: --tls-cert and --tls-key go together", file=sys.stderr)
         return 2
