@@ -95,6 +95,7 @@ class CloudServer:
         self.health = health_servicer
         self.metrics_endpoint = metrics_endpoint
         self._stopped: threading.Event | None = None
+        self._terminated = threading.Event()
         self._lock = threading.Lock()
 
     @property
@@ -107,11 +108,7 @@ class CloudServer:
 
     def wait_for_termination(self, timeout: float | None = None) -> bool:
         """True once stopped; False if `timeout` passed first."""
-        while self._stopped is None:
-            if timeout is not None:
-                return False
-            threading.Event().wait(1.0)
-        return self._stopped.wait(timeout)
+        return self._terminated.wait(timeout)
 
     def stop(self, grace: float | None) -> threading.Event:
         """Drain and stop in the background; the returned event is set once fully stopped."""
@@ -144,6 +141,7 @@ class CloudServer:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
         log.info("stopped")
+        self._terminated.set()
         stopped.set()
 
 
