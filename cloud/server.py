@@ -39,6 +39,9 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = cloud_pb2.DESCRIPTOR.services_by_name["CloudInference"].full_name
 _TRANSPORT_GRACE_S = 2.0  # after streams were told to stop: time for their last messages to leave
 CLIENT_PING_S = 30  # the fastest keepalive a client may send (the SDK pings every 60 s)
+# A stream ended for a stalled reader keeps its unread bytes in the transport until the client reads,
+# its deadline passes or the connection ages out; this bounds how many one connection can pile up.
+MAX_STREAMS_PER_CONNECTION = 128
 
 def add_health(server: grpc.aio.Server) -> health.aio.HealthServicer:
     """Register grpc.health.v1 for the whole server ("") and for CloudInference (NOT_SERVING until started);
@@ -75,6 +78,7 @@ def server_options(config: ServerConfig) -> list[tuple[str, int]]:
         ("grpc.keepalive_timeout_ms", 20_000),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_ping_interval_without_data_ms", CLIENT_PING_S * 1000),
+        ("grpc.max_concurrent_streams", MAX_STREAMS_PER_CONNECTION),
         ("grpc.max_connection_age_ms", int(config.max_connection_age_s * 1000)),
         ("grpc.max_connection_age_grace_ms", int(config.max_stream_s * 1000)),
     ]
