@@ -1,18 +1,29 @@
-"""Bearer-token authentication as a server interceptor.
+"""Bearer-token authentication as a server interceptor, and who a caller is.
 
 Clients send `authorization: Bearer <token>` metadata. Tokens are compared in
 constant time against every configured token (several allow rotation). The
 health service stays open: load balancers and Kubernetes gRPC probes do not
-send credentials.
+send credentials. A refused call is logged (method, peer, reason, never the
+token) and counted in `tandem_cloud_auth_failures`.
+
+The principal owns what the server caches for a caller (session prefixes,
+uploaded KV caches). With auth it is the token the caller proved (as a hash);
+without auth it is the caller's network address without the port, so callers
+on different hosts never share caches (callers behind one NAT or proxy do:
+configure tokens to tell them apart).
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+import logging
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Awaitable, Callable, Iterable, Sequence
 
 import grpc
+
+log = logging.getLogger(__name__)
 
 OPEN_METHOD_PREFIXES = ("/grpc.health.v1.Health/",)
 _SCHEME = "bearer "
@@ -44,11 +55,30 @@ def check_authorization(header: str | None, tokens: Iterable[bytes]) -> str | No
     return None if matched else "invalid bearer token"
 
 
-def _refusal(handler: grpc.RpcMethodHandler, reason: str) -> grpc.RpcMethodHandler:
-    """A handler of the same kind as `handler` that only aborts with UNAUTHENTICATED."""
+def _bearer(metadata: Sequence[tuple[str, str | bytes]] | None) -> str | None:
+    return next((str(value) for key, value in metadata or () if key == "authorization"), None)
 
-    def abort(request_or_iterator: object, context: grpc.ServicerContext) -> None:
-        context.abort(grpc.StatusCode.UNAUTHENTICATED, reason)
+
+def principal_of(metadata: Sequence[tuple[str, str | bytes]] | None, peer: str, *, authenticated: bool) -> str:
+    """Who owns what this call caches: `token:<hash>` with auth, else `peer:<address without port>`."""
+    header = _bearer(metadata) if authenticated else None
+    if header is not None:
+        token = header[len(_SCHEME):].strip().encode()
+        return "token:" + hashlib.sha256(token).hexdigest()[:24]
+    kind, _, address = peer.partition(":")
+    if kind in ("ipv4", "ipv6"):
+        address = address.rpartition(":")[0] or address  # "[::1]:5000" -> "[::1]", "1.2.3.4:5000" -> "1.2.3.4"
+    return f"peer:{kind}:{address}"
+
+
+def _refusal(handler: grpc.RpcMethodHandler, reason: str, method: str,
+             on_refused: Callable[[str], None]) -> grpc.RpcMethodHandler:
+    """A handler of the same kind as `handler` that logs, counts and aborts with UNAUTHENTICATED."""
+
+    async def abort(request_or_iterator: object, context: grpc.aio.ServicerContext) -> None:
+        log.warning("refused %s from %s: %s", method, context.peer(), reason)
+        on_refused(reason.partition(":")[0])
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, reason)
 
     kinds: dict[tuple[bool, bool], Callable[..., grpc.RpcMethodHandler]] = {
         (False, False): grpc.unary_unary_rpc_method_handler,
@@ -64,23 +94,23 @@ def _refusal(handler: grpc.RpcMethodHandler, reason: str) -> grpc.RpcMethodHandl
     )
 
 
-class BearerTokenInterceptor(grpc.ServerInterceptor):
-    def __init__(self, tokens: Iterable[str]) -> None:
+class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
+    """`on_refused(reason)` is called for every refused call ('missing credentials', 'invalid bearer token', ...)."""
+
+    def __init__(self, tokens: Iterable[str], on_refused: Callable[[str], None] = lambda reason: None) -> None:
         self._tokens = [t.encode() for t in tokens]
+        self._on_refused = on_refused
         if not self._tokens:
             raise ValueError("BearerTokenInterceptor needs at least one token")
 
-    def intercept_service(
+    async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler | None:
-        handler = continuation(handler_call_details)
-        if handler is None or handler_call_details.method.startswith(OPEN_METHOD_PREFIXES):
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or method.startswith(OPEN_METHOD_PREFIXES):
             return handler
-        header = next(
-            (value for key, value in handler_call_details.invocation_metadata or () if key == "authorization"),
-            None,
-        )
-        reason = check_authorization(header, self._tokens)
-        return handler if reason is None else _refusal(handler, reason)
+        reason = check_authorization(_bearer(handler_call_details.invocation_metadata), self._tokens)
+        return handler if reason is None else _refusal(handler, reason, method, self._on_refused)

@@ -15,6 +15,17 @@ from cloud.config import DEFAULT_MAX_MESSAGE_BYTES
 from tandem_rpc.v1 import cloud_pb2, cloud_pb2_grpc
 
 DEFAULT_TIMEOUT_S = 60.0
+# gRPC's default reconnect back-off grows from 1 s by 1.6x up to 120 s, so a client that saw the
+# cloud down for a minute kept failing for tens of seconds after it came back. Capped at 1 s, a
+# restarted cloud is reached within about a second; the SDK's breaker cool-down is set from this.
+MAX_RECONNECT_BACKOFF_MS = 1000
+CHANNEL_OPTIONS = (
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", MAX_RECONNECT_BACKOFF_MS),
+    ("grpc.keepalive_time_ms", 60_000),  # find a dead connection during a long stream (server permits 30 s)
+    ("grpc.keepalive_timeout_ms", 20_000),
+)
 
 
 def generate_request(
@@ -85,6 +96,7 @@ class CloudClient:
         options = [
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
+            *CHANNEL_OPTIONS,
         ]
         if root_certificates is not None:
             credentials = grpc.ssl_channel_credentials(root_certificates=root_certificates)

@@ -20,6 +20,11 @@ DEFAULT_KV_MAX_UPLOAD_BYTES = 512 * 1024 * 1024  # an 8k-token fp16 SmolLM2 cach
 DEFAULT_KV_STORE_BYTES = 1024 * 1024 * 1024     # decoded caches waiting for their ResumeFromKV
 DEFAULT_KV_TTL_S = 120.0
 DEFAULT_KV_MAX_UPLOADS = 2                        # streams decoding an upload at once
+DEFAULT_KV_IDLE_S = 10.0          # an upload that sends nothing this long is dropped
+DEFAULT_STREAM_STALL_S = 30.0     # a stream whose client reads nothing this long is ended
+DEFAULT_MAX_STREAM_S = 900.0      # no stream lives longer (2,048 tokens on a slow CPU take a few minutes)
+DEFAULT_KEEPALIVE_S = 60.0        # the server pings an idle connection this often to find dead peers
+DEFAULT_MAX_CONNECTION_AGE_S = 3600.0  # then a connection is asked to reconnect (its streams get max_stream_s)
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,11 @@ class ServerConfig:
     kv_ttl_s: float = DEFAULT_KV_TTL_S
     kv_max_uploads: int = DEFAULT_KV_MAX_UPLOADS
     kv_cross_precision: bool = True  # accept caches from a differently quantized twin (same family)
+    kv_idle_s: float = DEFAULT_KV_IDLE_S
+    stream_stall_s: float = DEFAULT_STREAM_STALL_S
+    max_stream_s: float = DEFAULT_MAX_STREAM_S
+    keepalive_s: float = DEFAULT_KEEPALIVE_S
+    max_connection_age_s: float = DEFAULT_MAX_CONNECTION_AGE_S
 
     def __post_init__(self) -> None:
         problems = [
@@ -51,6 +61,8 @@ class ServerConfig:
                 ("max_message_bytes", 1024), ("session_cache_bytes", 0), ("max_sessions", 0),
                 ("max_stop_strings", 0), ("max_stop_string_chars", 1), ("max_id_chars", 1), ("prefill_chunk", 16),
                 ("kv_max_upload_bytes", 0), ("kv_store_bytes", 0), ("kv_ttl_s", 0.001), ("kv_max_uploads", 0),
+                ("kv_idle_s", 0.01), ("stream_stall_s", 0.01), ("max_stream_s", 0.01), ("keepalive_s", 1.0),
+                ("max_connection_age_s", 1.0),
             )
             if getattr(self, name) < low
         ]
@@ -59,6 +71,7 @@ class ServerConfig:
 
     @property
     def worker_threads(self) -> int:
-        """gRPC handler threads: every admitted and queued stream holds one, plus room
-        for Info/health calls and for rejecting overload promptly."""
-        return self.max_concurrency + self.max_queue + 8
+        """Threads for the blocking part of RPCs (cloud.streams): every admitted and queued stream and
+        every upload holds one while it runs, plus room for refusing overload promptly. Health and Info
+        need none, and a client that stops reading frees its thread (it holds only its messages)."""
+        return self.max_concurrency + self.max_queue + self.kv_max_uploads + 4

@@ -21,6 +21,10 @@ from engine.runtime import LocalModel, StreamEvent
 from tandem_rpc.v1 import cloud_pb2
 
 SERVER_VERSION = "tandem-cloud/0.1.0"
+# Below this, logits divided by the temperature overflow float32 (and sampling equals greedy long before);
+# above the maximum every token is equally likely, which no caller means.
+MIN_TEMPERATURE = 1e-3
+MAX_TEMPERATURE = 1e3
 KV_AXIS_ORDER = "layer,batch,kv_head,position,head_dim"
 FINISH_REASONS = {
     "stop": cloud_pb2.FINISH_REASON_STOP,
@@ -30,12 +34,14 @@ FINISH_REASONS = {
 
 
 class RequestError(Exception):
-    """A request the server refuses; `code` is the gRPC status it ends with."""
+    """A request the server refuses; `code` is the gRPC status it ends with
+    (UNAVAILABLE ones carry `retry_after_ms`, sent as a trailer)."""
 
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+    def __init__(self, code: grpc.StatusCode, message: str, retry_after_ms: int | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.retry_after_ms = retry_after_ms
 
 
 @dataclass(frozen=True)
@@ -126,8 +132,11 @@ def fingerprint_from(message: cloud_pb2.ModelFingerprint) -> ModelFingerprint:
 
 def sampling_from(message: cloud_pb2.Sampling) -> Sampling:
     invalid = grpc.StatusCode.INVALID_ARGUMENT
-    if not math.isfinite(message.temperature) or message.temperature < 0:
-        raise RequestError(invalid, f"sampling.temperature must be >= 0 (0 = greedy), got {message.temperature}")
+    t = message.temperature
+    if not math.isfinite(t) or t < 0 or 0 < t < MIN_TEMPERATURE or t > MAX_TEMPERATURE:
+        raise RequestError(invalid, f"sampling.temperature must be 0 (greedy) or between {MIN_TEMPERATURE:g} and "
+                           f"{MAX_TEMPERATURE:g}, got {t:g}" + (" (below it logits overflow; send 0 for greedy)"
+                                                                 if 0 < t < MIN_TEMPERATURE else ""))
     top_p = message.top_p or 1.0
     if not 0.0 < top_p <= 1.0:
         raise RequestError(invalid, f"sampling.top_p must be in (0, 1] (0 = off), got {message.top_p}")

@@ -1,7 +1,14 @@
 """The cloud side of the KV hand-off, between the wire and engine.kv.
 
 `receive_upload` turns an UploadKV stream into a verified cache and its tokens;
-`send_prefill` encodes a prefilled cache as a PrefillKV stream. Errors become
+`send_prefill` encodes a prefilled cache as a PrefillKV stream.
+
+An upload's header names how many positions follow, and a 136-byte frame can
+claim thousands: the destination is therefore allocated uninitialised
+(torch.empty), so memory is committed page by page as frames are decoded into
+it, and the assembler refuses a cache with any position unwritten. A complete
+cache is checked for NaN and infinite values, which would pass every frame
+check and break decoding later. Errors become
 RequestError with the status the contract names: KVFormatError ->
 INVALID_ARGUMENT, KVMismatchError -> FAILED_PRECONDITION, KVLimitError ->
 RESOURCE_EXHAUSTED.
@@ -12,6 +19,7 @@ from __future__ import annotations
 from typing import Iterable, Iterator
 
 import grpc
+import torch
 
 from cloud.config import ServerConfig
 from cloud.contract import RequestError, fingerprint_from, fingerprint_message, out_of_vocabulary
@@ -68,7 +76,7 @@ def receive_upload(model: LocalModel, config: ServerConfig, chunks: Iterable[clo
     reserve = min(start.reserve_tokens, model.max_context)
 
     def make_cache(n: int) -> KVCache:
-        return model.new_cache(allocation(n + reserve, model.max_context))
+        return _uncommitted_cache(model, allocation(n + reserve, model.max_context))
 
     assembler = KVAssembler(KVLayout.of(model.config), model.fingerprint, make_cache, max_tokens=model.max_context,
                             max_bytes=config.kv_max_upload_bytes, allow_cross_precision=config.kv_cross_precision)
@@ -83,7 +91,29 @@ def receive_upload(model: LocalModel, config: ServerConfig, chunks: Iterable[clo
     if received.n_tokens != len(tokens):
         raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
                            f"the frames hold {received.n_tokens} positions but KVStart names {len(tokens)} tokens")
+    _check_finite(received.cache)
     return tokens, received
+
+
+def _uncommitted_cache(model: LocalModel, n_positions: int) -> KVCache:
+    """A cache for `n_positions` whose memory the OS commits only as it is written."""
+    cache = model.new_cache(1)
+    shape = (*cache.k.shape[:3], n_positions, cache.k.shape[4])  # [n_layers, B, n_kv_heads, S, head_dim]
+    cache.k = torch.empty(shape, dtype=cache.k.dtype, device=cache.k.device)
+    cache.v = torch.empty(shape, dtype=cache.v.dtype, device=cache.v.device)
+    cache.max_seq_len = n_positions
+    return cache
+
+
+def _check_finite(cache: KVCache) -> None:
+    """Refuse NaN or infinite keys and values (one layer at a time, to bound the check's memory)."""
+    for name, tensor in (("keys", cache.k), ("values", cache.v)):
+        for layer in range(tensor.shape[0]):
+            finite = torch.isfinite(tensor[layer, :, :, : cache.pos])
+            if not bool(finite.all()):
+                position = int((~finite).nonzero()[0][2])
+                raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"the uploaded cache holds NaN or infinite "
+                                   f"{name} (layer {layer}, position {position}); nothing was kept")
 
 
 def check_prefill(model: LocalModel, request: cloud_pb2.PrefillKVRequest) -> CodecOptions:

@@ -3,11 +3,13 @@
 An upload is decoded as it arrives and only a complete, verified cache is put
 here, so a broken upload never occupies the store. Memory is bounded in bytes
 (least recently stored first out), every entry expires `ttl_s` after its
-upload, and `take` removes the entry: a handle resumes once.
+upload, and `take` removes the entry: a handle resumes once, and only for the
+principal that uploaded it (for anyone else it does not exist).
 """
 
 from __future__ import annotations
 
+import hmac
 import secrets
 import threading
 import time
@@ -27,6 +29,7 @@ class StoredKV:
     tokens: list[int]  # the tokens whose keys and values the cache holds (len == cache.pos)
     cache: KVCache
     expires_at: float
+    principal: str
 
 
 class KVStore:
@@ -45,7 +48,7 @@ class KVStore:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def put(self, tokens: list[int], cache: KVCache) -> str:
+    def put(self, tokens: list[int], cache: KVCache, principal: str) -> str:
         """Keep `cache` under a new unguessable handle, evicting expired then oldest entries."""
         if cache.nbytes > self.max_bytes:
             raise StoreFullError(f"the decoded cache takes {cache.nbytes} bytes; this server keeps at most "
@@ -53,20 +56,22 @@ class KVStore:
         handle = secrets.token_urlsafe(18)
         with self._lock:
             self._expire()
-            self._entries[handle] = StoredKV(list(tokens), cache, self._clock() + self.ttl_s)
+            self._entries[handle] = StoredKV(list(tokens), cache, self._clock() + self.ttl_s, principal)
             self._bytes += cache.nbytes
             while self._bytes > self.max_bytes:
                 _, old = self._entries.popitem(last=False)
                 self._bytes -= old.cache.nbytes
         return handle
 
-    def take(self, handle: str) -> StoredKV | None:
-        """Remove and return the entry, or None when unknown, expired or already taken."""
+    def take(self, handle: str, principal: str) -> StoredKV | None:
+        """Remove and return the principal's entry, or None when unknown, expired, taken or someone else's."""
         with self._lock:
             self._expire()
-            entry = self._entries.pop(handle, None)
-            if entry is not None:
-                self._bytes -= entry.cache.nbytes
+            entry = self._entries.get(handle)
+            if entry is None or not hmac.compare_digest(entry.principal, principal):
+                return None
+            del self._entries[handle]
+            self._bytes -= entry.cache.nbytes
             return entry
 
     def clear(self) -> None:

@@ -35,6 +35,11 @@ class CloudMetrics:
         self.cache_misses = Counter(
             "tandem_cloud_prefix_cache_misses", "Session requests that found no reusable prefix", registry=r
         )
+        self.auth_failures = Counter(
+            "tandem_cloud_auth_failures", "Calls refused for missing, malformed or invalid credentials", ["reason"],
+            registry=r,
+        )
+        self.open_streams = Gauge("tandem_cloud_open_streams", "Response streams being written", registry=r)
         self.queue_depth = Gauge("tandem_cloud_queue_depth", "Streams waiting for a decode slot", registry=r)
         self.active_streams = Gauge("tandem_cloud_active_streams", "Streams holding a decode slot", registry=r)
         self.cache_bytes = Gauge("tandem_cloud_prefix_cache_bytes", "Bytes held by session prefix caches", registry=r)
@@ -54,13 +59,14 @@ class CloudMetrics:
 
     def track(
         self, *, active: Callable[[], float], queued: Callable[[], float],
-        cache_bytes: Callable[[], float], cache_sessions: Callable[[], float],
+        cache_bytes: Callable[[], float], cache_sessions: Callable[[], float], open_streams: Callable[[], float],
     ) -> None:
         """Read the gauges from the live objects at scrape time, so they can never drift."""
         self.active_streams.set_function(active)
         self.queue_depth.set_function(queued)
         self.cache_bytes.set_function(cache_bytes)
         self.cache_sessions.set_function(cache_sessions)
+        self.open_streams.set_function(open_streams)
 
 
 class MetricsEndpoint:
@@ -68,6 +74,7 @@ class MetricsEndpoint:
 
     def __init__(self, metrics: CloudMetrics, *, host: str, port: int) -> None:
         self._httpd, self._thread = start_http_server(port, addr=host, registry=metrics.registry)
+        self.host = host
         self.port = self._httpd.server_port
         log.info("metrics on http://%s:%d/metrics", host, self.port)
 

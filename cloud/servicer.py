@@ -1,24 +1,33 @@
-"""The CloudInference servicer: methods named as in the proto, streaming by `yield`.
+"""The CloudInference servicer: methods named as in the proto.
 
-Validation and message building live in cloud.contract, slots in
-cloud.admission, reuse in cloud.sessions; this module only sequences them for
-one RPC (the KV hand-off's wire side is cloud.kv_handoff, its store
-cloud.kv_store). Each stream watches an event set by the RPC's done-callback (client
-cancel, deadline, transport loss) and stops between tokens, so an abandoned
-stream frees its slot after at most one token or one prefill chunk.
+Each RPC method is a short coroutine that hands a blocking body to
+cloud.streams (which runs it on a worker thread and writes for it); the bodies
+here only sequence validation (cloud.contract), slots (cloud.admission),
+reuse (cloud.sessions) and the KV hand-off (cloud.kv_handoff, cloud.kv_store).
+A body watches `Call.cancelled`, set when the RPC ends early (client cancel,
+deadline, transport loss, a stalled reader) and stops between tokens, so an
+abandoned stream frees its slot after at most one token or one prefill chunk.
+
+Every cached object belongs to the principal that made it (cloud.auth): a
+session's prefix and an uploaded cache serve only requests of that principal,
+so no caller can seed, read or probe (through `cached_prompt_tokens`)
+another's conversation.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
-from typing import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import AsyncIterator, Callable, Iterator
 
 import grpc
 import torch
 
 from cloud.admission import Abandoned, Admission, Overloaded
+from cloud.auth import principal_of
 from cloud.config import ServerConfig
 from cloud.contract import (
     GenerationPlan, RequestError, StreamClock, chunk_message, info_response, plan_generation, result_message,
@@ -26,7 +35,8 @@ from cloud.contract import (
 from cloud.kv_handoff import check_prefill, receive_upload, send_prefill
 from cloud.kv_store import KVStore, StoreFullError
 from cloud.metrics import CloudMetrics
-from cloud.sessions import PrefixCache, common_prefix, fit_cache
+from cloud.sessions import PrefixCache, common_prefix, fit_cache, shrink
+from cloud.streams import RETRY_AFTER_KEY, Call, StreamLimits
 from engine.generate import prefill
 from engine.model import KVCache
 from engine.runtime import LocalModel
@@ -34,7 +44,15 @@ from tandem_rpc.v1 import cloud_pb2, cloud_pb2_grpc
 
 log = logging.getLogger(__name__)
 
-RETRY_AFTER_KEY = "retry-after-ms"
+__all__ = ["RETRY_AFTER_KEY", "CloudInferenceServicer"]
+
+Seed = Callable[[], tuple[KVCache, int]]
+
+
+def internal_error(method: str, request_id: str) -> RequestError:
+    """What a client learns of a bug: that it is one, and where the log has it (never the exception text)."""
+    return RequestError(grpc.StatusCode.INTERNAL, f"internal error in {method} (a server bug, not your request); "
+                        f"the server log has the details under request id {request_id!r}")
 
 
 class CloudInferenceServicer(cloud_pb2_grpc.CloudInferenceServicer):
@@ -45,15 +63,20 @@ class CloudInferenceServicer(cloud_pb2_grpc.CloudInferenceServicer):
         *,
         model_id: str,
         metrics: CloudMetrics,
+        authenticated: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.model = model
         self.config = config
         self.model_id = model_id
         self.metrics = metrics
+        self.authenticated = authenticated
         self.admission = Admission(config.max_concurrency, config.max_queue, clock=clock)
         self.sessions = PrefixCache(config.session_cache_bytes, config.max_sessions)
         self.kv_store = KVStore(config.kv_store_bytes, config.kv_ttl_s, clock=clock)
+        self.pool = ThreadPoolExecutor(config.worker_threads, thread_name_prefix="cloud-work")
+        self.streams = StreamLimits(self.pool, stall_s=config.stream_stall_s, max_stream_s=config.max_stream_s,
+                                    on_end=self.admission.wake)
         self._uploads = threading.BoundedSemaphore(max(1, config.kv_max_uploads))
         self.stopping = threading.Event()  # end of the shutdown grace: in-flight streams stop
         self._clock = clock
@@ -61,89 +84,75 @@ class CloudInferenceServicer(cloud_pb2_grpc.CloudInferenceServicer):
         metrics.track(
             active=lambda: self.admission.active, queued=lambda: self.admission.queued,
             cache_bytes=lambda: self.sessions.nbytes, cache_sessions=lambda: len(self.sessions),
+            open_streams=lambda: self.streams.open,
         )
 
-    def Info(self, request: cloud_pb2.InfoRequest, context: grpc.ServicerContext) -> cloud_pb2.InfoResponse:
+    # --- RPCs (on the event loop) -----------------------------------------------------------------
+
+    async def Info(self, request: cloud_pb2.InfoRequest, context: grpc.aio.ServicerContext) -> cloud_pb2.InfoResponse:
         self.metrics.requests.labels("Info", "OK").inc()
         return self._info
 
-    def Generate(
-        self, request: cloud_pb2.GenerateRequest, context: grpc.ServicerContext
-    ) -> Iterator[cloud_pb2.GenerateResponse]:
+    async def Generate(self, request: cloud_pb2.GenerateRequest, context: grpc.aio.ServicerContext) -> None:
+        call = self._call(context)
+        await self.streams.buffered(context, call, self._generate(request, call))
+
+    async def ResumeFromKV(self, request: cloud_pb2.ResumeRequest, context: grpc.aio.ServicerContext) -> None:
+        """Generate whose prompt starts with an uploaded cache's tokens: those are not prefilled again."""
+        call = self._call(context)
+        await self.streams.buffered(context, call, self._resume(request, call))
+
+    async def PrefillKV(self, request: cloud_pb2.PrefillKVRequest, context: grpc.aio.ServicerContext) -> None:
+        """Prefill here (in a decode slot), then stream the compressed cache down (slot released)."""
+        call = self._call(context)
+        await self.streams.stepwise(context, call, self._prefill_kv(request, call))
+
+    async def UploadKV(self, request_iterator: AsyncIterator[cloud_pb2.KVChunk], context: grpc.aio.ServicerContext
+                       ) -> cloud_pb2.KVUploadResult:
+        """Verify and decode the frames as they arrive; keep only a complete cache, under a handle."""
+        call = self._call(context)
+        chunks = self.streams.chunks(request_iterator, self.config.kv_idle_s)
+        return await self.streams.unary(context, call, self._upload, chunks, call)
+
+    def _call(self, context: grpc.aio.ServicerContext) -> Call:
+        principal = principal_of(context.invocation_metadata(), context.peer(), authenticated=self.authenticated)
+        return self.streams.call(context, principal)
+
+    # --- blocking bodies (on worker threads) ------------------------------------------------------
+
+    def _generate(self, request: cloud_pb2.GenerateRequest, call: Call) -> Iterator[cloud_pb2.GenerateResponse]:
         clock = StreamClock(arrived=self._clock())
 
         def body() -> Iterator[cloud_pb2.GenerateResponse]:
             plan = self._plan(request)
-            return (yield from self._admitted(plan, context, clock))
+            return (yield from self._admitted(plan, call, clock, None))
 
-        return self._guarded("Generate", request.request_id, context, body())
+        return self._guarded("Generate", request.request_id, call, body())
 
-    def ResumeFromKV(
-        self, request: cloud_pb2.ResumeRequest, context: grpc.ServicerContext
-    ) -> Iterator[cloud_pb2.GenerateResponse]:
-        """Generate whose prompt starts with an uploaded cache's tokens: those are not prefilled again."""
+    def _resume(self, request: cloud_pb2.ResumeRequest, call: Call) -> Iterator[cloud_pb2.GenerateResponse]:
         clock = StreamClock(arrived=self._clock())
 
         def body() -> Iterator[cloud_pb2.GenerateResponse]:
             plan = self._plan(request.generate)
-            seed = self._take_upload(request.kv_handle, plan)
-            return (yield from self._admitted(plan, context, clock, seed))
+            # The handle is taken only once a slot is ours: a request refused for overload keeps it.
+            seed = lambda: self._take_upload(request.kv_handle, plan, call.principal)  # noqa: E731
+            return (yield from self._admitted(plan, call, clock, seed))
 
-        return self._guarded("ResumeFromKV", request.generate.request_id, context, body())
+        return self._guarded("ResumeFromKV", request.generate.request_id, call, body())
 
-    def UploadKV(self, request_iterator: Iterator[cloud_pb2.KVChunk], context: grpc.ServicerContext
-                 ) -> cloud_pb2.KVUploadResult:
-        """Verify and decode the frames as they arrive; keep only a complete cache, under a handle."""
-        t0 = self._clock()
-        if not self._uploads.acquire(blocking=False):
-            self.metrics.requests.labels("UploadKV", "UNAVAILABLE").inc()
-            context.set_trailing_metadata(((RETRY_AFTER_KEY, "1000"),))
-            context.abort(grpc.StatusCode.UNAVAILABLE, f"{self.config.kv_max_uploads} KV uploads are already "
-                          "being received; retry after 1000 ms or hand off by token IDs")
-        outcome = "UNKNOWN"
-        try:
-            tokens, received = receive_upload(self.model, self.config, request_iterator)
-            handle = self.kv_store.put(tokens, received.cache)
-            outcome = "OK"
-            log.info("KV upload: %d positions, %s, %d frames, %d bytes, %.0f ms", received.n_tokens,
-                     received.codec, received.frames, received.nbytes, (self._clock() - t0) * 1000)
-            return cloud_pb2.KVUploadResult(
-                kv_handle=handle, n_tokens=received.n_tokens, frames=received.frames, bytes=received.nbytes,
-                decode_ms=(self._clock() - t0) * 1000, expires_in_ms=int(self.config.kv_ttl_s * 1000),
-            )
-        except RequestError as exc:
-            outcome = exc.code.name
-            context.abort(exc.code, exc.message)
-        except StoreFullError as exc:
-            outcome = grpc.StatusCode.RESOURCE_EXHAUSTED.name
-            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
-        except Exception as exc:
-            if context.is_active():
-                outcome = grpc.StatusCode.INTERNAL.name
-                log.exception("UploadKV failed")
-                context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
-            outcome = _gone(context)
-        finally:
-            self._uploads.release()
-            self.metrics.requests.labels("UploadKV", outcome).inc()
-
-    def PrefillKV(
-        self, request: cloud_pb2.PrefillKVRequest, context: grpc.ServicerContext
-    ) -> Iterator[cloud_pb2.KVChunk]:
-        """Prefill here (in a decode slot), then stream the compressed cache down (slot released)."""
+    def _prefill_kv(self, request: cloud_pb2.PrefillKVRequest, call: Call) -> Iterator[cloud_pb2.KVChunk]:
         clock = StreamClock(arrived=self._clock())
 
         def body() -> Iterator[cloud_pb2.KVChunk]:
             options = check_prefill(self.model, request)
             ids = list(request.token_ids)
-            cancelled = self._watch(context)
-            clock.admitted = self.admission.acquire(cancelled)
+            clock.admitted = self.admission.acquire(call.cancelled)
             try:
                 cache = self.model.new_cache(len(ids))
                 started = self._clock()
-                rest = self._prefill_chunks(cache, ids, cancelled)
+                rest = self._prefill_chunks(cache, ids, call.cancelled)
                 if rest is None:
-                    return _gone(context)
+                    return call.gone()
                 with torch.inference_mode():
                     prefill(self.model.model, cache, rest)
                 prefill_s = self._clock() - started
@@ -153,15 +162,50 @@ class CloudInferenceServicer(cloud_pb2_grpc.CloudInferenceServicer):
                                     prefill_s=prefill_s)
             return "OK"
 
-        return self._guarded("PrefillKV", request.request_id, context, body())
+        return self._guarded("PrefillKV", request.request_id, call, body())
+
+    def _upload(self, chunks: Iterator[cloud_pb2.KVChunk], call: Call) -> cloud_pb2.KVUploadResult:
+        t0 = self._clock()
+        if not self._uploads.acquire(blocking=False):
+            self.metrics.requests.labels("UploadKV", "UNAVAILABLE").inc()
+            raise RequestError(grpc.StatusCode.UNAVAILABLE, f"{self.config.kv_max_uploads} KV uploads are already "
+                               "being received; retry after 1000 ms or hand off by token IDs", 1000)
+        outcome = "UNKNOWN"
+        try:
+            tokens, received = receive_upload(self.model, self.config, chunks)
+            handle = self.kv_store.put(tokens, received.cache, call.principal)
+            outcome = "OK"
+            log.info("KV upload: %d positions, %s, %d frames, %d bytes, %.0f ms", received.n_tokens,
+                     received.codec, received.frames, received.nbytes, (self._clock() - t0) * 1000)
+            return cloud_pb2.KVUploadResult(
+                kv_handle=handle, n_tokens=received.n_tokens, frames=received.frames, bytes=received.nbytes,
+                decode_ms=(self._clock() - t0) * 1000, expires_in_ms=int(self.config.kv_ttl_s * 1000),
+            )
+        except RequestError as exc:
+            outcome = exc.code.name
+            raise
+        except StoreFullError as exc:
+            outcome = grpc.StatusCode.RESOURCE_EXHAUSTED.name
+            raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)) from None
+        except Exception:
+            if call.cancelled.is_set():  # the client went away mid-upload: reading its stream failed
+                outcome = call.gone()
+                raise RequestError(grpc.StatusCode.CANCELLED, "upload ended by the client") from None
+            outcome = grpc.StatusCode.INTERNAL.name
+            log.exception("UploadKV failed")
+            raise internal_error("UploadKV", "") from None
+        finally:
+            self._uploads.release()
+            self.metrics.requests.labels("UploadKV", outcome).inc()
 
     def _plan(self, request: cloud_pb2.GenerateRequest) -> GenerationPlan:
         return plan_generation(request, vocab_size=self.model.config.vocab_size, max_context=self.model.max_context,
                                config=self.config)
 
-    def _take_upload(self, handle: str, plan: GenerationPlan) -> tuple[KVCache, int]:
-        """The uploaded cache rewound to what the prompt shares with it (the last prompt token is always fed)."""
-        entry = self.kv_store.take(handle)
+    def _take_upload(self, handle: str, plan: GenerationPlan, principal: str) -> tuple[KVCache, int]:
+        """The caller's uploaded cache rewound to what the prompt shares with it (the last prompt token is
+        always fed). Another principal's handle is 'unknown', exactly like one that never existed."""
+        entry = self.kv_store.take(handle, principal)
         if entry is None:
             raise RequestError(grpc.StatusCode.NOT_FOUND, "unknown, expired or already used kv_handle; upload "
                                "the cache again or send the token IDs with Generate")
@@ -172,91 +216,79 @@ class CloudInferenceServicer(cloud_pb2_grpc.CloudInferenceServicer):
         entry.cache.truncate(reused)
         return entry.cache, reused
 
-    def _guarded(self, method: str, request_id: str, context: grpc.ServicerContext, body: Iterator) -> Iterator:
-        """Run a streaming body; its refusals and failures become status codes, its outcome a metric."""
+    def _guarded(self, method: str, request_id: str, call: Call, body: Iterator) -> Iterator:
+        """Run a streaming body; its refusals become RequestErrors (bugs an INTERNAL without their text),
+        its outcome a metric."""
         outcome = "UNKNOWN"
         try:
             outcome = yield from body
         except RequestError as exc:
             outcome = exc.code.name
-            context.abort(exc.code, exc.message)
+            raise
         except Overloaded as exc:
             outcome = grpc.StatusCode.UNAVAILABLE.name
-            context.set_trailing_metadata(((RETRY_AFTER_KEY, str(exc.retry_after_ms)),))
-            context.abort(grpc.StatusCode.UNAVAILABLE, f"{exc}; retry after {exc.retry_after_ms} ms")
+            raise RequestError(grpc.StatusCode.UNAVAILABLE, f"{exc}; retry after {exc.retry_after_ms} ms",
+                               exc.retry_after_ms) from None
         except Abandoned:
-            outcome = _gone(context)
+            outcome = call.gone()
         except GeneratorExit:
-            outcome = _gone(context)  # gRPC dropped the stream (client went away)
+            outcome = call.gone()  # the stream was ended (client went away, stalled reader)
             raise
-        except Exception as exc:
+        except Exception:
             outcome = grpc.StatusCode.INTERNAL.name
             log.exception("%s failed (request %r)", method, request_id)
-            context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
+            raise internal_error(method, request_id) from None
         finally:
             self.metrics.requests.labels(method, outcome).inc()
 
-    def _watch(self, context: grpc.ServicerContext) -> threading.Event:
-        """An event set when the RPC ends early (cancel, deadline, transport loss)."""
-        cancelled = threading.Event()
-
-        def on_done() -> None:
-            cancelled.set()
-            self.admission.wake()
-
-        if not context.add_callback(on_done):
-            cancelled.set()
-        return cancelled
-
     def _admitted(
-        self, plan: GenerationPlan, context: grpc.ServicerContext, clock: StreamClock,
-        seed: tuple[KVCache, int] | None = None,
+        self, plan: GenerationPlan, call: Call, clock: StreamClock, seed: Seed | None,
     ) -> Iterator[cloud_pb2.GenerateResponse]:
-        """Wait for a slot, then decode (from `seed`, a cache and its reusable positions, if given);
+        """Wait for a slot, then decode (from `seed()`, a cache and its reusable positions, if given);
         returns the outcome for metrics."""
-        cancelled = self._watch(context)
         self.metrics.escalations.labels(plan.escalation_reason).inc()
-        clock.admitted = self.admission.acquire(cancelled)
+        clock.admitted = self.admission.acquire(call.cancelled)
         self.metrics.queue_seconds.observe(clock.admitted - clock.arrived)
         try:
-            return (yield from self._decode(plan, context, clock, cancelled, seed))
+            return (yield from self._decode(plan, call, clock, seed() if seed is not None else None))
         finally:
             self.admission.release(self._clock() - clock.admitted)
 
     def _decode(
-        self, plan: GenerationPlan, context: grpc.ServicerContext, clock: StreamClock, cancelled: threading.Event,
-        seed: tuple[KVCache, int] | None,
+        self, plan: GenerationPlan, call: Call, clock: StreamClock, seed: tuple[KVCache, int] | None,
     ) -> Iterator[cloud_pb2.GenerateResponse]:
         ids = plan.token_ids
-        cache, reused = seed if seed is not None else self._lookup(plan)
+        cache, reused = seed if seed is not None else self._lookup(plan, call.principal)
         cache = fit_cache(self.model, cache, len(ids) + plan.max_new_tokens)
         generated: list[int] = []
         finish: str | None = None
         clock.prefill_started = self._clock()
         try:
-            suffix = self._prefill_chunks(cache, ids[reused:], cancelled)
+            suffix = self._prefill_chunks(cache, ids[reused:], call.cancelled)
             if suffix is None:
                 if self.stopping.is_set():
                     raise self._shutdown_error(0)
-                return _gone(context)
+                return call.gone()
             events = self.model.stream(
                 suffix, max_new_tokens=plan.max_new_tokens, sampling=plan.sampling,
                 stop_strings=plan.stop_strings, cache=cache,
             )
             try:
                 for event in events:
+                    if not math.isfinite(event.token.logprob):
+                        raise _numeric_error(plan, from_upload=seed is not None)
                     now = self._clock()
                     clock.first_token = clock.first_token or now
                     clock.last_token = now
                     generated.append(event.token.id)
                     finish = event.finish_reason
                     yield chunk_message(event)
-                    if finish is None and (cancelled.is_set() or self.stopping.is_set() or not context.is_active()):
+                    if finish is None and (call.cancelled.is_set() or self.stopping.is_set()):
                         break
             finally:
                 events.close()
             if finish is None and not self.stopping.is_set():
-                return _gone(context)
+                return call.gone()
             if finish is None:
                 raise self._shutdown_error(len(generated))
             now = self._clock()
@@ -273,7 +305,8 @@ class CloudInferenceServicer(cloud_pb2_grpc.CloudInferenceServicer):
             return "OK"
         finally:
             if plan.session_id:
-                self.sessions.put(plan.session_id, (ids + generated)[: cache.pos], cache)
+                self.sessions.put(call.principal, plan.session_id, (ids + generated)[: cache.pos],
+                                  shrink(self.model, cache))
 
     def _shutdown_error(self, n_generated: int) -> Overloaded:
         return Overloaded(
@@ -282,10 +315,10 @@ class CloudInferenceServicer(cloud_pb2_grpc.CloudInferenceServicer):
             self.admission.retry_after_ms(),
         )
 
-    def _lookup(self, plan: GenerationPlan) -> tuple[KVCache | None, int]:
+    def _lookup(self, plan: GenerationPlan, principal: str) -> tuple[KVCache | None, int]:
         if not plan.session_id:
             return None, 0
-        cache, reused = self.sessions.take(plan.session_id, plan.token_ids)
+        cache, reused = self.sessions.take(principal, plan.session_id, plan.token_ids)
         (self.metrics.cache_hits if reused else self.metrics.cache_misses).inc()
         return cache, reused
 
@@ -315,7 +348,11 @@ class CloudInferenceServicer(cloud_pb2_grpc.CloudInferenceServicer):
         m.ttft_seconds.observe(first - clock.arrived)
 
 
-def _gone(context: grpc.ServicerContext) -> str:
-    """Why a stream ended without a result: the client's deadline or its cancellation."""
-    remaining = context.time_remaining()
-    return "DEADLINE_EXCEEDED" if remaining is not None and remaining <= 0 else "CANCELLED"
+def _numeric_error(plan: GenerationPlan, *, from_upload: bool) -> Exception:
+    """Decoding produced a non-finite log-probability. From a caller's cache or sampling numbers that is
+    their INVALID_ARGUMENT; from token IDs and greedy decoding alone it can only be a bug."""
+    if not from_upload and not plan.sampling.temperature:
+        return RuntimeError("non-finite log-probability from a greedy decode of plain token IDs")
+    cause = "the uploaded KV cache" if from_upload else f"sampling temperature {plan.sampling.temperature:g}"
+    return RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"decoding produced non-finite values (from {cause}); "
+                        "nothing was generated from them")

@@ -15,6 +15,7 @@ from typing import Callable, TypeVar
 
 import tenacity
 
+from cloud.client import MAX_RECONNECT_BACKOFF_MS
 from edge.errors import CloudUnavailableError
 
 T = TypeVar("T")
@@ -36,13 +37,18 @@ class RetryPolicy:
         sleep: Callable[[float], None] = time.sleep,
     ) -> T:
         """Call `fn` until it succeeds, retrying a retryable CloudUnavailableError
-        with exponential backoff and jitter, never past `deadline` (a clock() value)."""
+        with exponential backoff and jitter, never past `deadline` (a clock() value).
+
+        A server's retry-after hint lengthens the wait but never past the deadline:
+        a hint that ends after it stops the retries at once (the caller falls back
+        now rather than at the deadline with nothing gained)."""
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception(lambda e: isinstance(e, CloudUnavailableError) and e.retryable),
             stop=tenacity.stop_after_attempt(self.attempts) | _stop_at(deadline, clock),
             wait=_at_least_retry_after(
                 tenacity.wait_exponential(multiplier=self.initial_backoff_s, max=self.max_backoff_s)
-                + tenacity.wait_random(0, self.jitter_s)
+                + tenacity.wait_random(0, self.jitter_s),
+                deadline, clock,
             ),
             sleep=sleep,
             reraise=True,
@@ -53,13 +59,19 @@ class RetryPolicy:
 DEFAULT_RETRY = RetryPolicy()
 
 
-def _at_least_retry_after(backoff: tenacity.wait.wait_base) -> Callable[[tenacity.RetryCallState], float]:
-    """The backoff, or longer when the server said when to come back (UNAVAILABLE + retry-after-ms)."""
+def _retry_after_s(state: tenacity.RetryCallState) -> float:
+    """The server's hint of when to come back (UNAVAILABLE + retry-after-ms), 0 if none."""
+    error = state.outcome.exception() if state.outcome else None
+    return getattr(error, "retry_after_s", None) or 0.0
+
+
+def _at_least_retry_after(
+    backoff: tenacity.wait.wait_base, deadline: float, clock: Callable[[], float]
+) -> Callable[[tenacity.RetryCallState], float]:
+    """The backoff, or longer when the server said when to come back, never past `deadline`."""
 
     def wait(state: tenacity.RetryCallState) -> float:
-        error = state.outcome.exception() if state.outcome else None
-        hint = getattr(error, "retry_after_s", None) or 0.0
-        return max(backoff(state), hint)
+        return max(0.0, min(max(backoff(state), _retry_after_s(state)), deadline - clock()))
 
     return wait
 
@@ -67,9 +79,15 @@ def _at_least_retry_after(backoff: tenacity.wait.wait_base) -> Callable[[tenacit
 def _stop_at(deadline: float, clock: Callable[[], float]) -> tenacity.stop.stop_base:
     class _StopAtDeadline(tenacity.stop.stop_base):
         def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
-            return clock() >= deadline
+            now = clock()
+            return now >= deadline or now + _retry_after_s(retry_state) >= deadline
 
     return _StopAtDeadline()
+
+
+# Two of the channel's longest reconnect back-offs: by the end of a cool-down the channel has tried to
+# connect again, so the half-open trial meets a restarted cloud instead of a stale failure.
+DEFAULT_COOLDOWN_S = 2 * MAX_RECONNECT_BACKOFF_MS / 1000
 
 
 class CircuitBreaker:
@@ -77,7 +95,8 @@ class CircuitBreaker:
     `cooldown_s` one trial call is let through (half-open); success closes it."""
 
     def __init__(
-        self, failure_threshold: int = 3, cooldown_s: float = 30.0, clock: Callable[[], float] = time.monotonic
+        self, failure_threshold: int = 3, cooldown_s: float = DEFAULT_COOLDOWN_S,
+        clock: Callable[[], float] = time.monotonic
     ) -> None:
         self.failure_threshold = failure_threshold
         self.cooldown_s = cooldown_s

@@ -36,9 +36,10 @@ from router.policy import (
     TagAction,
 )
 from router.schema import SCHEMA
-from router.yamldoc import Document, Path, YamlSyntaxError, dotted, parse_yaml
+from router.yamldoc import MAX_BYTES, Document, Path, YamlSyntaxError, dotted, parse_yaml
 
 _VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)  # integers written 8.0 pass it; _build makes them int
+_MAX_NUMBER = 2**53  # past it, numbers lose precision as floats (and 10**400 overflows float())
 _JSON_TYPES = {bool: "boolean", int: "integer", float: "number", str: "string", list: "list", dict: "mapping"}
 
 
@@ -46,14 +47,23 @@ def load_policy(path: str | FsPath) -> Policy:
     """Read and validate a policy file."""
     source = str(path)
     try:
-        text = FsPath(path).read_text(encoding="utf-8")
+        with open(path, "rb") as f:
+            raw = f.read(MAX_BYTES + 1)  # no more than the limit, whatever the file's size
+        text = raw.decode("utf-8") if len(raw) <= MAX_BYTES else ""
     except (OSError, UnicodeDecodeError) as exc:
         raise PolicyError([Problem(source, "", None, f"cannot read the policy file: {exc}")]) from exc
+    if len(raw) > MAX_BYTES:
+        raise PolicyError([Problem(source, "", None, f"the file is larger than {MAX_BYTES} bytes, the limit for "
+                                   "a policy file")])
     return parse_policy(text, source=source)
 
 
 def parse_policy(text: str, *, source: str = "<string>") -> Policy:
     """Validate policy text; `source` names it in errors and in `Policy.source`."""
+    size = len(text.encode("utf-8", errors="surrogatepass"))
+    if size > MAX_BYTES:
+        raise PolicyError([Problem(source, "", None, f"the policy is {size} bytes; the limit for a policy file "
+                                   f"is {MAX_BYTES} bytes")])
     try:
         doc = parse_yaml(text)
     except YamlSyntaxError as exc:
@@ -71,10 +81,23 @@ def parse_policy(text: str, *, source: str = "<string>") -> Policy:
 def _structure_problems(doc: Document, source: str) -> list[Problem]:
     problems = [Problem(source, dotted(p), line, "key given more than once") for p, line in doc.duplicates]
     problems += [Problem(source, dotted(p), line, "keys must be plain names") for p, line in doc.bad_keys]
+    problems += [Problem(source, dotted(p), doc.line_of(p), f"number out of range: at most {_MAX_NUMBER} "
+                         "(2**53) in size") for p in _huge_numbers(doc.data, ())]
     if not isinstance(doc.data, dict):
         got = "an empty file" if doc.data is None else f"a {_type_name(doc.data)}"
         problems.append(Problem(source, "", doc.line_of(()), f"a policy is a mapping of fields; got {got}"))
     return problems
+
+
+def _huge_numbers(data: Any, path: Path) -> list[Path]:
+    if isinstance(data, dict):
+        return [found for key, value in data.items() for found in _huge_numbers(value, path + (key,))]
+    if isinstance(data, list):
+        return [found for i, value in enumerate(data) for found in _huge_numbers(value, path + (i,))]
+    if isinstance(data, (int, float)) and not isinstance(data, bool) and abs(data) > _MAX_NUMBER \
+            and (isinstance(data, int) or math.isfinite(data)):
+        return [path]
+    return []
 
 
 def _schema_problems(doc: Document, source: str) -> list[Problem]:

@@ -5,6 +5,13 @@ PyYAML's node API (`yaml.compose`) keeps each node's start mark, which a plain
 wrong. Keys are taken as written (so `on:` stays the string "on"), a key given
 twice is an error rather than a silent overwrite, and a syntax error is
 located at the field being read when the parser gave up.
+
+A policy file is small and flat, so the loader bounds what a hostile one can
+cost before anything is built: at most MAX_BYTES of text, nesting at most
+MAX_DEPTH deep (PyYAML's parser slows down sharply with depth and its composer
+recurses), and no aliases (`*name`), which is what makes "billion laughs"
+files expand exponentially and recursive ones never end. Merge keys (`<<`)
+need an alias to merge, so they go with them.
 """
 
 from __future__ import annotations
@@ -16,6 +23,9 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 Path = tuple[str | int, ...]
+
+MAX_BYTES = 256 * 1024  # policy text (checked by the loader); the examples are ~1 KiB
+MAX_DEPTH = 32          # nested mappings/sequences; the schema needs 4
 
 
 def dotted(path: Path) -> str:
@@ -51,6 +61,7 @@ class YamlSyntaxError(Exception):
 def parse_yaml(text: str) -> Document:
     """One YAML document to data with line numbers; raises YamlSyntaxError."""
     try:
+        _check_shape(text)
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -67,6 +78,28 @@ def parse_yaml(text: str) -> Document:
         doc.lines[()] = node.start_mark.line + 1
         doc.data = _build(node, (), doc, yaml.constructor.SafeConstructor())
     return doc
+
+
+def _check_shape(text: str) -> None:
+    """Refuse aliases and deep nesting from the event stream, before anything is composed or built."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        line = event.start_mark.line + 1
+        if isinstance(event, yaml.AliasEvent):
+            raise YamlSyntaxError(f"alias *{event.anchor} is not allowed in a policy file (nor anchors and merge "
+                                  "keys); write the value out where it is used", line, _path_before(text, event))
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise YamlSyntaxError(f"nesting deeper than {MAX_DEPTH} levels; a policy file is never this deep",
+                                      line, _path_before(text, event))
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
+
+
+def _path_before(text: str, event: yaml.Event) -> Path:
+    """Field path at `event`: the text cut there stops being YAML where that field is being read."""
+    return _path_at_failure(text[: event.start_mark.index] + "@")
 
 
 def _build(node: Node, path: Path, doc: Document, constructor: yaml.constructor.SafeConstructor) -> Any:
@@ -90,7 +123,11 @@ def _build(node: Node, path: Path, doc: Document, constructor: yaml.constructor.
             doc.lines[path + (index,)] = item.start_mark.line + 1
             items.append(_build(item, path + (index,), doc, constructor))
         return items
-    return constructor.construct_object(node, deep=True)
+    try:
+        return constructor.construct_object(node, deep=True)
+    except (yaml.YAMLError, ValueError, OverflowError) as exc:  # e.g. an int of 10,000 digits, a bad !!timestamp
+        raise YamlSyntaxError(f"value {node.value[:40]!r} cannot be read: {exc}", node.start_mark.line + 1,
+                              path) from None
 
 
 def _path_at_failure(text: str) -> Path:

@@ -54,23 +54,23 @@ class Capture:
             return [r for m, r in self.requests if m.endswith("/" + method)]
 
 
-class CaptureInterceptor(grpc.ServerInterceptor):
+class CaptureInterceptor(grpc.aio.ServerInterceptor):
     """Records each deserialized request before the servicer sees it (the cloud's view of the edge)."""
 
     def __init__(self, capture: Capture) -> None:
         self.capture = capture
 
-    def intercept_service(self, continuation, handler_call_details):
-        handler = continuation(handler_call_details)
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
         if handler is None:
             return None
         method = handler_call_details.method
 
         def recorded(behaviour):
-            def run(request, context):
+            async def run(request, context):
                 with self.capture.lock:
                     self.capture.requests.append((method, request))
-                return behaviour(request, context)
+                return await behaviour(request, context)
             return run
 
         if handler.unary_unary:

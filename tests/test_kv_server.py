@@ -3,9 +3,13 @@ PrefillKV; exact continuation with fp16; every refusal's status code; nothing le
 
 from __future__ import annotations
 
+import threading
+import time
+
 import grpc
 import pytest
 
+from cloud.client import generate_request
 from cloud.config import ServerConfig
 from cloud.contract import fingerprint_message
 from cloud.kv_store import KVStore
@@ -186,10 +190,118 @@ def test_store_expires_entries_and_stays_within_its_bytes(smollm2):
     now = [0.0]
     cache = smollm2.new_cache(16)
     store = KVStore(max_bytes=2 * cache.nbytes, ttl_s=10.0, clock=lambda: now[0])
-    first = store.put([1], cache)
-    second = store.put([2], smollm2.new_cache(16))
-    third = store.put([3], smollm2.new_cache(16))  # evicts the oldest
-    assert store.take(first) is None and len(store) == 2 and store.nbytes == 2 * cache.nbytes
+    first = store.put([1], cache, "p")
+    second = store.put([2], smollm2.new_cache(16), "p")
+    third = store.put([3], smollm2.new_cache(16), "p")  # evicts the oldest
+    assert store.take(first, "p") is None and len(store) == 2 and store.nbytes == 2 * cache.nbytes
+    assert store.take(second, "someone else") is None and len(store) == 2  # not theirs: not found, not taken
     now[0] = 11.0
-    assert store.take(second) is None and store.take(third) is None
+    assert store.take(second, "p") is None and store.take(third, "p") is None
     assert len(store) == 0 and store.nbytes == 0
+
+
+# --- hostile uploaders (issue 15) ----------------------------------------------------------------
+
+def _rss_bytes() -> int:
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS in /proc/self/status")
+
+
+def test_a_forged_upload_never_seeds_another_callers_session(smollm2):
+    """Mallory uploads the cache of a Germany prompt labelled with Alice's France prompt and resumes it
+    under Alice's session id; Alice's handle-less requests never see it, and her handle-less session
+    answers as if nothing happened."""
+    france = smollm2.encode_prompt("What is the capital of France?")
+    germany = smollm2.encode_prompt("What is the capital of Germany?")
+    assert len(france) == len(germany)
+    forged = smollm2.new_cache(len(germany) + 8)
+    list(generate_tokens(smollm2.model, forged, germany, max_new_tokens=1))
+    forged.truncate(len(france) - 1)
+    with running_server(smollm2, auth_tokens=["alice-token", "mallory-token"]) as (srv, port):
+        alice, mallory = client_for(port, token="alice-token"), client_for(port, token="mallory-token")
+        with alice, mallory:
+            honest = alice.generate(france, max_new_tokens=4, timeout=RPC_TIMEOUT_S)
+            handle = upload(mallory, smollm2, forged, france[:-1]).kv_handle
+            code, _ = status_of(lambda: alice.resume(handle, france, max_new_tokens=4, timeout=RPC_TIMEOUT_S))
+            assert code is grpc.StatusCode.NOT_FOUND  # not hers: as if it did not exist
+            poisoned = mallory.resume(handle, france, session_id="alice-chat", max_new_tokens=4,
+                                      timeout=RPC_TIMEOUT_S)
+            assert poisoned.token_ids != honest.token_ids  # the forgery does change what its owner gets
+            answer = alice.generate(france, session_id="alice-chat", max_new_tokens=4, timeout=RPC_TIMEOUT_S)
+    assert answer.result.usage.cached_prompt_tokens == 0
+    assert answer.token_ids == honest.token_ids
+
+
+def test_a_header_claiming_a_whole_context_commits_memory_only_as_frames_arrive_and_idle_uploads_end(smollm2):
+    """One small frame of a cache that claims the whole context, then silence: the server must not
+    commit a whole cache for the claim, must drop the upload after kv_idle_s, and free its slot."""
+    claimed = smollm2.max_context - 1
+    big = smollm2.new_cache(smollm2.max_context)
+    big.pos = claimed
+    first = next(iter(encode_cache(big, smollm2.fingerprint, CodecOptions("q4", frame_bytes=128 * 1024))))
+    full_cache_bytes = smollm2.new_cache(smollm2.max_context).nbytes
+    config = ServerConfig(kv_idle_s=1.5, kv_max_uploads=1)
+    with running_server(smollm2, config=config) as (srv, port), client_for(port) as client:
+        release = threading.Event()
+
+        def frames():
+            yield first
+            release.wait(30)  # the client keeps the stream open and sends nothing more
+
+        outcome = {}
+
+        def run():
+            try:
+                client.upload_kv(list(range(claimed)), frames(), codec="q4", timeout=RPC_TIMEOUT_S)
+            except grpc.RpcError as exc:
+                outcome["status"] = (exc.code(), exc.details())
+
+        before = _rss_bytes()
+        started = time.monotonic()
+        thread = threading.Thread(target=run)
+        thread.start()
+        time.sleep(0.8)
+        grown = _rss_bytes() - before
+        thread.join(10)
+        release.set()
+        ended_after = time.monotonic() - started
+        assert grown < full_cache_bytes / 4, f"RSS grew {grown >> 20} MiB for a {len(first)}-byte frame"
+        assert outcome["status"][0] is grpc.StatusCode.DEADLINE_EXCEEDED and "dropped" in outcome["status"][1]
+        assert ended_after < 1.5 + 3
+        cache, generated = edge_state(smollm2, smollm2.encode_prompt(PROMPT), 1)
+        assert upload(client, smollm2, cache, smollm2.encode_prompt(PROMPT)).kv_handle  # the slot is free again
+
+
+def test_nan_or_infinite_values_in_an_uploaded_cache_are_invalid_argument(server, smollm2, prompt_ids):
+    srv, port = server
+    cache, _ = edge_state(smollm2, prompt_ids, 1)
+    for bad in (float("nan"), float("inf")):
+        poisoned = smollm2.new_cache(cache.max_seq_len)
+        cache.copy_into(poisoned)
+        poisoned.v[3, 0, 1, 5, 7] = bad
+        with client_for(port) as client:
+            code, message = status_of(lambda: upload(client, smollm2, poisoned, prompt_ids))
+        assert code is grpc.StatusCode.INVALID_ARGUMENT and "NaN or infinite" in message and "layer 3" in message
+    assert len(srv.servicer.kv_store) == 0
+
+
+def test_a_resume_refused_for_overload_keeps_its_handle_for_the_retry(smollm2, prompt_ids):
+    cache, generated = edge_state(smollm2, prompt_ids, 1)
+    with running_server(smollm2, config=ServerConfig(max_concurrency=1, max_queue=0)) as (srv, port):
+        with client_for(port) as client:
+            handle = upload(client, smollm2, cache, prompt_ids).kv_handle
+            holder = client.stream(generate_request(prompt_ids, max_new_tokens=1500), timeout=RPC_TIMEOUT_S)
+            next(holder)
+            try:
+                code, message = status_of(lambda: client.resume(handle, prompt_ids + generated, max_new_tokens=2,
+                                                                timeout=RPC_TIMEOUT_S))
+                assert code is grpc.StatusCode.UNAVAILABLE and "retry" in message
+            finally:
+                holder.cancel()
+            deadline = time.monotonic() + 10
+            while srv.servicer.admission.active and time.monotonic() < deadline:
+                time.sleep(0.05)
+            out = client.resume(handle, prompt_ids + generated, max_new_tokens=2, timeout=RPC_TIMEOUT_S)
+    assert len(out.token_ids) == 2 and out.result.usage.cached_prompt_tokens == len(prompt_ids)

@@ -4,6 +4,7 @@ the published schema is current, and every malformed case names file, field and 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import jsonschema
@@ -21,6 +22,7 @@ from router import (
     parse_policy,
 )
 from router.schema import PUBLISHED_PATH, SCHEMA, schema_json
+from router.yamldoc import MAX_BYTES
 
 POLICIES = Path(__file__).resolve().parents[1] / "policies"
 EXAMPLES = sorted(POLICIES.glob("*.yaml"))
@@ -227,3 +229,61 @@ def test_policy_without_confidence_or_audit_sections():
     policy = parse_policy(text)
     assert policy.confidence is None and not policy.audit.enabled
     assert policy.privacy.default_action is TagAction.LOCAL_ONLY
+
+
+def _laughs(levels: int) -> str:
+    """A "billion laughs" file: each anchor repeats the previous one nine times (9**levels leaves)."""
+    lines = ["l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, levels + 1)]
+    return BASE + "\n".join(lines) + "\n"
+
+
+HOSTILE_FILES = {
+    "billion_laughs": (_laughs(9), "alias", "l1", 22),
+    "recursive_alias": (BASE + "loop: &loop [*loop]\n", "alias", "loop", 21),
+    "merge_key": (BASE.replace("cloud:\n  allowed: true", "base: &b {allowed: true}\ncloud:\n  <<: *b"),
+                  "alias", "cloud.<<", 19),
+    "deep_flow_nesting": (BASE + "x: " + "[" * 400 + "]" * 400 + "\n", "nesting deeper", "x", 21),
+    "deep_block_nesting": (BASE + "".join("  " * i + f"k{i}:\n" for i in range(40)) + "  " * 40 + "v\n",
+                           "nesting deeper", "k0.k1", 53),
+    "float_overflow_on_build": (BASE + "kv_handoff:\n  link_mbps: " + "9" * 400 + "\n", "out of range",
+                                "kv_handoff.link_mbps", 22),
+    "integer_too_long_to_read": (BASE + "x: " + "9" * 5000 + "\n", "cannot be read", "x", 21),
+    "impossible_timestamp": (BASE + "x: !!timestamp 2020-99-99\n", "cannot be read", "x", 21),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_FILES))
+def test_hostile_policy_files_are_refused_quickly_naming_file_field_and_line(tmp_path, name):
+    text, words, field, line = HOSTILE_FILES[name]
+    path = tmp_path / "hostile.yaml"
+    path.write_text(text)
+    started = time.monotonic()
+    with pytest.raises(PolicyError) as info:
+        load_policy(path)
+    assert time.monotonic() - started < 2.0, "the loader must not spend long on a hostile file"
+    assert info.value.source == str(path)
+    assert words in info.value.message
+    assert info.value.field.startswith(field) and info.value.line == line
+
+
+def test_the_440_byte_nested_file_no_longer_takes_seconds(tmp_path):
+    text = "x: " + "[" * 218 + "]" * 218 + "\n"
+    assert len(text) < 441
+    started = time.monotonic()
+    with pytest.raises(PolicyError, match="nesting deeper"):
+        parse_policy(text)
+    assert time.monotonic() - started < 1.0
+
+
+def test_an_oversized_policy_file_is_refused_without_reading_it_all(tmp_path):
+    path = tmp_path / "huge.yaml"
+    with open(path, "wb") as f:
+        f.write(BASE.encode())
+        f.seek(MAX_BYTES * 64)
+        f.write(b"# end\n")
+    with pytest.raises(PolicyError, match=f"larger than {MAX_BYTES} bytes") as info:
+        load_policy(path)
+    assert info.value.source == str(path)
+    with pytest.raises(PolicyError, match="limit for a policy file"):
+        parse_policy(BASE + "#" * MAX_BYTES)
