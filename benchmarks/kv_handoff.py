@@ -59,7 +59,7 @@ CODECS = {
     "fp16": CodecOptions("fp16"),
     "int8": CodecOptions("int8"),
     "q4": CodecOptions("q4"),
-    "q4 g32": CodecOptions("q4", group_size=32),
+    "q4 g32": CodecOptions("q4", key_group=32),
     "q4 no 8-bit": CodecOptions("q4", sink_tokens=0, hi_layers=0),
 }
 TIMEOUT_S = 900.0

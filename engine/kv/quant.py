@@ -5,6 +5,7 @@ and each decoder reads them back from a flat uint8 buffer; section sizes are a
 pure function of the shapes (`*_nbytes`), so a decoder knows every size before
 it reads anything.
 
+- exact: the source dtype's own bytes; the decoded values are bit-identical.
 - fp16: the values rounded to half precision; error <= 2^-11 * |x|.
 - int8 (per token): symmetric, one fp16 scale per [head, token] vector;
   error <= 0.5 * absmax / 127 of that vector (plus fp16 rounding of the scale).
@@ -22,6 +23,7 @@ import torch
 
 Q4_LEVELS = 15
 INT8_MAX = 127
+FP16_MAX = 65504.0
 
 
 class Reader:
@@ -49,6 +51,22 @@ def _fp16_scale(spread: torch.Tensor, levels: int) -> tuple[torch.Tensor, torch.
     return scale, inverse
 
 
+# --- exact (the source dtype) -----------------------------------------------------------------
+
+
+def exact_nbytes(shape: tuple[int, ...], dtype: torch.dtype) -> int:
+    return dtype.itemsize * math.prod(shape)
+
+
+def exact_encode(x: torch.Tensor, dtype: torch.dtype) -> list[torch.Tensor]:
+    """x in `dtype` already (the cache's own): its bytes, unchanged."""
+    return [_as_bytes(x.to(dtype))]
+
+
+def exact_decode(reader: Reader, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    return reader.take(exact_nbytes(shape, dtype), dtype, shape)
+
+
 # --- fp16 -----------------------------------------------------------------------------
 
 
@@ -56,7 +74,14 @@ def fp16_nbytes(shape: tuple[int, ...]) -> int:
     return 2 * math.prod(shape)
 
 
+def _check_fp16_range(low: torch.Tensor, high: torch.Tensor, what: str) -> None:
+    if not (float(low.min()) >= -FP16_MAX and float(high.max()) <= FP16_MAX):
+        raise ValueError(f"KV values reach {max(-float(low.min()), float(high.max())):g}, beyond the fp16 range "
+                         f"of the {what} codec; use the int8 codec")
+
+
 def fp16_encode(x: torch.Tensor) -> list[torch.Tensor]:
+    _check_fp16_range(*torch.aminmax(x), "fp16")
     return [_as_bytes(x.to(torch.float16))]
 
 
@@ -97,6 +122,7 @@ def q4_nbytes(shape: tuple[int, ...], group_dim: int) -> int:
 def q4_encode(x: torch.Tensor, group_dim: int) -> list[torch.Tensor]:
     """x: any shape with an even element count; the values along `group_dim` form a group."""
     low, high = torch.aminmax(x, dim=group_dim, keepdim=True)
+    _check_fp16_range(low, high, "q4")
     zero = low.to(torch.float16)
     scale, inverse = _fp16_scale(high - zero.float(), Q4_LEVELS)
     q = (x - zero.float()).mul_(inverse).round_().clamp_(0, Q4_LEVELS).to(torch.uint8).flatten()
