@@ -79,6 +79,18 @@ def q4_bound(x: torch.Tensor, group_dim: int) -> torch.Tensor:
     return (0.5 * step + slack).expand_as(x)
 
 
+def q4c_bound(x: torch.Tensor) -> torch.Tensor:
+    """x: [A, B, G, g, D], keys per channel: half a step of the group's grid range, which
+    exceeds the group's own range by at most two steps of its channel's 255-step grid (the
+    channel range rounded outward to fp16: at most one fp16 ulp, 2^-10 relative, each side)."""
+    low, high = torch.aminmax(x, dim=3, keepdim=True)
+    c_low, c_high = low.amin(dim=2, keepdim=True), high.amax(dim=2, keepdim=True)
+    ulps = 2**-10 * (c_low.abs() + c_high.abs()) + 2**-23
+    grid = (c_high - c_low + ulps) / 255
+    slack = 1e-6 * (c_low.abs() + c_high.abs()) + 2**-24
+    return (0.5 * (high - low + 2 * grid) / quant.Q4_LEVELS + slack).expand_as(x)
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     shape=st.tuples(st.integers(1, 3), st.integers(1, 3), st.integers(1, 9), st.sampled_from([8, 16, 32, 64])),
@@ -102,6 +114,32 @@ def test_q4_error_is_within_half_a_step_of_each_group(shape, group_dim, scale, o
     assert torch.all((x - out).abs() <= q4_bound(x, group_dim))
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    shape=st.tuples(st.integers(1, 2), st.integers(1, 3), st.integers(1, 6), st.sampled_from([1, 7, 16, 32]),
+                    st.sampled_from([2, 16, 64])),
+    scale=st.floats(1e-3, 1e3),
+    offset=st.floats(-50, 50),
+    outliers=st.integers(0, 4),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_q4_channel_error_is_within_half_a_step_of_each_groups_grid(shape, scale, offset, outliers, seed):
+    """Keys per channel with 8-bit group ranges inside the fp16 channel range: any group,
+    offsets and outliers included, stays within its analytic bound; past fp16 it is refused."""
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.randn(shape, generator=g) + offset) * scale
+    flat = x.view(-1)
+    flat[torch.randint(0, flat.numel(), (outliers,), generator=g)] *= 40
+    if x.abs().amax() > quant.FP16_MAX:
+        with pytest.raises(ValueError, match="beyond the fp16 range"):
+            quant.q4c_encode(x)
+        return
+    buffer = torch.cat(quant.q4c_encode(x))
+    assert buffer.numel() == quant.q4c_nbytes(tuple(x.shape))
+    out = quant.q4c_decode(quant.Reader(buffer), tuple(x.shape))
+    assert torch.all((x - out).abs() <= q4c_bound(x))
+
+
 def cache_q4_bound(a: torch.Tensor, kind: str, options: CodecOptions) -> torch.Tensor:
     """The bound of every element of a [L, H, T, D] tensor under `options`' plan, position by
     position as the frames lay it out (8-bit layers and sinks, 4-bit groups, exact window)."""
@@ -113,8 +151,9 @@ def cache_q4_bound(a: torch.Tensor, kind: str, options: CodecOptions) -> torch.T
     if kind == "k":
         kg = options.key_group
         full = body.shape[2] // kg * kg
-        parts = [q4_bound(body[:, :, :full].reshape(*body.shape[:2], -1, kg, D), 3).reshape(*body.shape[:2], full, D),
-                 q4_bound(body[:, :, full:], 2)]
+        groups = body[:, :, :full].reshape(*body.shape[:2], -1, kg, D)
+        tail = body[:, :, full:].unsqueeze(2)
+        parts = [q4c_bound(groups).reshape(*body.shape[:2], full, D), q4c_bound(tail).squeeze(2)]
         q = torch.cat(parts, dim=2)
     else:
         vg = options.value_group
@@ -352,6 +391,7 @@ def test_quantizers_take_the_sizes_they_declare():
         ("fp16", quant.fp16_encode(x), quant.fp16_nbytes(x.shape)),
         ("int8", quant.int8_encode(x), quant.int8_nbytes(x.shape)),
         ("q4", quant.q4_encode(x, 2), quant.q4_nbytes(x.shape, 2)),
+        ("q4c", quant.q4c_encode(x.view(2, 3, 2, 4, 64)), quant.q4c_nbytes((2, 3, 2, 4, 64))),
     ):
         assert sum(s.numel() for s in sections) == size, fmt
 
@@ -362,5 +402,8 @@ def test_constant_blocks_decode_exactly_in_q4():
     for group_dim in (2, 3):
         buf = torch.cat(quant.q4_encode(x, group_dim))
         assert torch.equal(quant.q4_decode(quant.Reader(buf), tuple(x.shape), group_dim), x)
+    grouped = x.view(1, 2, 2, 32, 64)
+    buf = torch.cat(quant.q4c_encode(grouped))
+    assert torch.equal(quant.q4c_decode(quant.Reader(buf), tuple(grouped.shape)), grouped)
     buf = torch.cat(quant.int8_encode(x))
     assert torch.allclose(quant.int8_decode(quant.Reader(buf), tuple(x.shape)), x, atol=3.5 / 254)

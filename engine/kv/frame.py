@@ -108,7 +108,7 @@ class Part:
     """
 
     tensor: str  # "k" | "v"
-    fmt: str  # "fp16" | "int8" | "q4" | "exact" (the source dtype's own bytes)
+    fmt: str  # "fp16" | "int8" | "q4" | "q4c" (per channel) | "exact" (the source dtype's own bytes)
     layers: tuple[int, int]  # relative to the frame
     tokens: tuple[int, int]
     shape: tuple[int, ...]
@@ -123,6 +123,8 @@ class Part:
             return quant.fp16_nbytes(self.shape)
         if self.fmt == "int8":
             return quant.int8_nbytes(self.shape)
+        if self.fmt == "q4c":
+            return quant.q4c_nbytes(self.shape)
         return quant.q4_nbytes(self.shape, self.group_dim)
 
 
@@ -168,9 +170,9 @@ def plan(h: FrameHeader) -> list[Part]:
     group = h.key_group
     full = rest // group * group
     if full:  # keys: each channel's group of `group` consecutive tokens shares a scale
-        parts.append(Part("k", "q4", lo, (sink, sink + full), (n_lo, heads, full // group, group, dim), 3))
+        parts.append(Part("k", "q4c", lo, (sink, sink + full), (n_lo, heads, full // group, group, dim), 3))
     if rest > full:  # a shorter last group
-        parts.append(Part("k", "q4", lo, (sink + full, recent), (n_lo, heads, rest - full, dim), 2))
+        parts.append(Part("k", "q4c", lo, (sink + full, recent), (n_lo, heads, 1, rest - full, dim), 3))
     v_group = h.value_group  # values: each token's group of channels shares one
     parts.append(Part("v", "q4", lo, (sink, recent), (n_lo, heads, rest, dim // v_group, v_group), 4))
     return parts
@@ -194,6 +196,8 @@ def encode_frame(h: FrameHeader, k: torch.Tensor, v: torch.Tensor, *, level: int
             sections += quant.fp16_encode(x)
         elif p.fmt == "int8":
             sections += quant.int8_encode(x)
+        elif p.fmt == "q4c":
+            sections += quant.q4c_encode(x)
         else:
             sections += quant.q4_encode(x, p.group_dim)
     raw = torch.cat(sections).numpy()
@@ -322,6 +326,8 @@ def decode_payload(h: FrameHeader, payload: memoryview, k_out: torch.Tensor, v_o
             x = quant.fp16_decode(reader, p.shape)
         elif p.fmt == "int8":
             x = quant.int8_decode(reader, p.shape)
+        elif p.fmt == "q4c":
+            x = quant.q4c_decode(reader, p.shape)
         else:
             x = quant.q4_decode(reader, p.shape, p.group_dim)
         out = k_out if p.tensor == "k" else v_out
