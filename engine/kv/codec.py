@@ -40,7 +40,7 @@ DEFAULT_CODEC = "q4"
 DEFAULT_KEY_GROUP = 32
 DEFAULT_VALUE_GROUP = 64
 DEFAULT_SINK_TOKENS = 4
-DEFAULT_HI_LAYERS = 1
+DEFAULT_HI_LAYERS = 0
 DEFAULT_RECENT_TOKENS = 16
 DEFAULT_LEVEL = 1
 TOKEN_ALIGN = 64  # token blocks are whole q4 groups
@@ -89,7 +89,8 @@ def _header(layout: KVLayout, options: CodecOptions, fingerprint: ModelFingerpri
         codec=options.codec, dtype=dtype, keys_post_rope=True, layout=layout,
         layer_start=layers[0], layer_count=layers[1], total_tokens=total, token_start=tokens[0],
         token_count=tokens[1], position_offset=0, key_group=options.key_group if q4 else 0,
-        value_group=math.gcd(options.value_group, layout.head_dim) if q4 else 0, sink_tokens=options.sink_tokens if q4 else 0,
+        value_group=math.gcd(options.value_group, layout.head_dim) if q4 else 0,
+        sink_tokens=options.sink_tokens if q4 else 0,
         hi_layers=options.hi_layers if q4 else 0, recent_tokens=options.recent_tokens if q4 else 0,
         fingerprint=fingerprint,
     )

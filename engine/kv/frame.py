@@ -262,7 +262,8 @@ def parse_frame(data: bytes) -> tuple[FrameHeader, memoryview]:
         layout=KVLayout(n_layers, n_kv_heads, head_dim), layer_start=layer_start, layer_count=layer_count,
         total_tokens=total_tokens, token_start=token_start, token_count=token_count,
         position_offset=position_offset, key_group=key_group, value_group=value_group, sink_tokens=sink_tokens,
-        hi_layers=hi_layers, recent_tokens=recent_tokens, fingerprint=ModelFingerprint(*fields), raw_len=raw_len, payload_len=payload_len,
+        hi_layers=hi_layers, recent_tokens=recent_tokens, fingerprint=ModelFingerprint(*fields), raw_len=raw_len,
+        payload_len=payload_len,
     )
     return header, body[offset:]
 
