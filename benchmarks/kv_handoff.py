@@ -3,12 +3,15 @@ against a cloud re-prefill on loopback and over a shaped link.
 
 1. Codecs (fp16 = the peer): bytes against fp16, encode / decode / round-trip MB/s
    of fp16-equivalent input on one thread, and top-1 agreement over the next 256
-   tokens of held-out text (State of the Union addresses, ../shared/data): the
+   tokens of each text in data/texts/eval (speeches 1790-1999, scripture, licence
+   texts, Python's reference; the q4 codec was tuned on data/texts/tune only): the
    model's greedy pick at each position when continuing from the decoded cache
-   against continuing from the exact cache (teacher-forced on the text). The
-   `q4 edge->cloud` row is the cross-precision case: the 4-bit device model's
-   cache, q4-encoded, continued by the full-precision model, against that model
-   continuing from its own exact cache.
+   against continuing from the exact cache (teacher-forced on the text), on a
+   2,048-token context where the text allows (else all but its last 256 tokens).
+   Mean and worst text per codec. The `q4 edge->cloud` row is the
+   cross-precision case: the 4-bit device model's cache, q4-encoded, continued by
+   the full-precision model, against that model continuing from its own exact
+   cache.
 2. Hand-off (re-prefill = the peer): wall time until the cloud has chosen its
    next token, either by Generate with the token IDs (the cloud prefills them) or
    by encoding the edge's cache, UploadKV and ResumeFromKV. The server is `tandem
@@ -22,6 +25,7 @@ Prints fixed-width tables, the break-even context length per link, and one JSON 
 
     python benchmarks/kv_handoff.py                      # 512, 2048, 8000 tokens
     python benchmarks/kv_handoff.py --lengths 512,2048 --no-shaped
+    python benchmarks/kv_handoff.py --texts tune --no-handoff   # the tuning texts only
 """
 
 from __future__ import annotations
@@ -51,25 +55,35 @@ from engine.generate import prefill  # noqa: E402
 from engine.kv import CodecOptions, decode_frames, encode_cache, layout_of  # noqa: E402
 from engine.runtime import LocalModel  # noqa: E402
 
-SOTU = REPO.parent / "shared" / "data" / "sotu"
-HELD_OUT = ("1995_william_j_clinton_d.txt", "1962_john_f_kennedy_d.txt")  # not used by any test
+TEXTS = REPO / "data" / "texts"
+CONTINUATION = 256
 NETNS, VETH_HOST, VETH_NS = "tkvbench", "tkvb0", "tkvb1"
 HOST_IP, NS_IP = "10.77.0.1", "10.77.0.2"
 CODECS = {
     "fp16": CodecOptions("fp16"),
     "int8": CodecOptions("int8"),
     "q4": CodecOptions("q4"),
-    "q4 g32": CodecOptions("q4", group_size=32),
-    "q4 no 8-bit": CodecOptions("q4", sink_tokens=0, hi_layers=0),
+    "q4 no window": CodecOptions("q4", recent_tokens=0),
+    "q4 keys g64": CodecOptions("q4", key_group=64, recent_tokens=0),  # the groups of the codec before
 }
 TIMEOUT_S = 900.0
 
 
-def held_out_ids(model: LocalModel, n: int, which: int = 0) -> list[int]:
-    name = HELD_OUT[which % len(HELD_OUT)]
-    text = (SOTU / name).read_text()
-    while len(ids := model.tokenizer.encode(text)) < n:
-        text += "\n" + (SOTU / HELD_OUT[(which + 1) % len(HELD_OUT)]).read_text()
+def text_ids(model: LocalModel, which: str) -> list[tuple[str, list[int]]]:
+    """(name, token IDs) of each text in data/texts/<which>."""
+    paths = sorted((TEXTS / which).glob("*.txt"))
+    if not paths:
+        raise SystemExit(f"no texts in {TEXTS / which}")
+    return [(p.stem, model.tokenizer.encode(p.read_text(encoding="utf-8"))) for p in paths]
+
+
+def long_ids(model: LocalModel, n: int) -> list[int]:
+    """n token IDs of the report texts, one after another."""
+    ids: list[int] = []
+    for _, more in text_ids(model, "eval"):
+        ids += more
+    while len(ids) < n:
+        ids += ids
     return ids[:n]
 
 
@@ -89,23 +103,28 @@ def top1(model: LocalModel, cache, continuation: list[int]) -> torch.Tensor:
     return model.model(torch.tensor([continuation]), cache)[0].argmax(-1)
 
 
-def codec_table(full: LocalModel, device: LocalModel | None, context: int, cont: int, texts: int) -> list[dict]:
-    rows = {name: {"codec": name, "agree": [], "bytes": 0, "enc": [], "dec": []} for name in CODECS}
-    cross = {"codec": "q4 edge->cloud", "agree": [], "bytes": 0, "enc": [], "dec": []}
-    for which in range(texts):
-        ids = held_out_ids(full, context + cont, which)
-        prompt, continuation = ids[:context], ids[context:]
-        exact = prefilled(full, prompt, cont)
-        reference = top1(full, copy_cache(full, exact, cont), continuation)
+def codec_table(full: LocalModel, device: LocalModel | None, texts: list[tuple[str, list[int]]],
+                context: int, codecs: list[str]) -> tuple[list[dict], list[dict]]:
+    """Per codec: size, speed, mean and worst agreement; and per text: each codec's agreement."""
+    names = [*codecs, *(["q4 edge->cloud"] if device is not None else [])]
+    rows = {name: {"codec": name, "agree": [], "bytes": 0, "fp16_bytes": 0, "enc": [], "dec": []} for name in names}
+    per_text = []
+    for text, ids in texts:
+        n = min(context, len(ids) - CONTINUATION)
+        prompt, continuation = ids[:n], ids[n:n + CONTINUATION]
+        exact = prefilled(full, prompt, CONTINUATION)
+        reference = top1(full, copy_cache(full, exact, CONTINUATION), continuation)
         fp16_bytes = exact.pos * exact.k.shape[0] * exact.k.shape[2] * exact.k.shape[4] * 2 * 2
-        for name, options in CODECS.items():
+        line = {"text": text, "context": n}
+        for name in codecs:
+            options = CODECS[name]
             torch.set_num_threads(1)
             enc, dec = [], []
             for _ in range(2):
                 t0 = time.perf_counter()
                 frames = list(encode_cache(exact, full.fingerprint, options))
                 enc.append(time.perf_counter() - t0)
-                target = full.new_cache(exact.pos + cont)  # allocated outside the timing: a re-prefill needs it too
+                target = full.new_cache(exact.pos + CONTINUATION)  # outside the timing: a re-prefill needs it too
                 t0 = time.perf_counter()
                 received = decode_frames(frames, layout_of(exact), full.fingerprint, lambda n: target,
                                          max_tokens=full.max_context)
@@ -113,30 +132,38 @@ def codec_table(full: LocalModel, device: LocalModel | None, context: int, cont:
             torch.set_num_threads(os.cpu_count() or 1)
             row = rows[name]
             row["bytes"] += sum(map(len, frames))
-            row["fp16_bytes"] = row.get("fp16_bytes", 0) + fp16_bytes
+            row["fp16_bytes"] += fp16_bytes
             row["enc"].append(fp16_bytes / min(enc))
             row["dec"].append(fp16_bytes / min(dec))
-            row["agree"].append(float((top1(full, received.cache, continuation) == reference).float().mean()))
+            line[name] = float((top1(full, received.cache, continuation) == reference).float().mean())
+            row["agree"].append(line[name])
         if device is not None:
             edge = prefilled(device, prompt, 0)
             frames = list(encode_cache(edge, device.fingerprint, CODECS["q4"]))
-            received = decode_frames(frames, layout_of(edge), full.fingerprint, lambda n: full.new_cache(n + cont),
-                                     max_tokens=full.max_context)
-            cross["bytes"] += sum(map(len, frames))
-            cross["fp16_bytes"] = cross.get("fp16_bytes", 0) + fp16_bytes
-            cross["agree"].append(float((top1(full, received.cache, continuation) == reference).float().mean()))
+            received = decode_frames(frames, layout_of(edge), full.fingerprint,
+                                     lambda n: full.new_cache(n + CONTINUATION), max_tokens=full.max_context)
+            row = rows["q4 edge->cloud"]
+            row["bytes"] += sum(map(len, frames))
+            row["fp16_bytes"] += fp16_bytes
+            line["q4 edge->cloud"] = float((top1(full, received.cache, continuation) == reference).float().mean())
+            row["agree"].append(line["q4 edge->cloud"])
+        per_text.append(line)
+        print(f"  {text:<28}{n:>6} tokens  " + "  ".join(f"{k} {line[k] * 100:.1f}" for k in names), file=sys.stderr)
     out = []
-    for row in [*rows.values(), *([cross] if device is not None else [])]:
+    for row in rows.values():
+        worst = min(range(len(texts)), key=lambda i: row["agree"][i])
         out.append({
-            "codec": row["codec"], "bytes": row["bytes"] // texts, "ratio_vs_fp16": row["fp16_bytes"] / row["bytes"],
-            "top1_agreement": sum(row["agree"]) / len(row["agree"]),
+            "codec": row["codec"], "bytes": row["bytes"] // len(texts),
+            "ratio_vs_fp16": row["fp16_bytes"] / row["bytes"],
+            "top1_agreement": sum(row["agree"]) / len(row["agree"]), "worst_top1_agreement": row["agree"][worst],
+            "worst_text": texts[worst][0],
             "encode_mb_s": sum(row["enc"]) / len(row["enc"]) / 1e6 if row["enc"] else None,
             "decode_mb_s": sum(row["dec"]) / len(row["dec"]) / 1e6 if row["dec"] else None,
         })
         if row["enc"]:
             e, d = out[-1]["encode_mb_s"], out[-1]["decode_mb_s"]
             out[-1]["round_trip_mb_s"] = 1 / (1 / e + 1 / d)
-    return out
+    return out, per_text
 
 
 # --- the server, on loopback or behind a shaped veth --------------------------------------------
@@ -288,7 +315,12 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--lengths", default="512,2048,8000", help="context lengths for the hand-off timing")
     p.add_argument("--context", type=int, default=2048, help="context for the codec table")
-    p.add_argument("--texts", type=int, default=2, help="held-out texts the codec table averages over")
+    p.add_argument("--texts", choices=("eval", "tune"), default="eval",
+                   help="data/texts/eval reports; data/texts/tune is what the q4 codec was tuned on")
+    p.add_argument("--codecs", default=",".join(CODECS), help=f"rows of the codec table, of: {', '.join(CODECS)}")
+    p.add_argument("--no-cross", action="store_true", help="no cross-precision row (skips the device model)")
+    p.add_argument("--no-handoff", action="store_true", help="only the codec table")
+    p.add_argument("--no-table", action="store_true", help="only the hand-off timing")
     p.add_argument("--no-shaped", action="store_true", help="skip the netem-shaped link")
     p.add_argument("--mbit", type=int, default=50)
     p.add_argument("--rtt-ms", type=int, default=40)
@@ -296,25 +328,39 @@ def main() -> int:
     lengths = [int(x) for x in args.lengths.split(",")]
     max_context = 8192
     torch.set_num_threads(os.cpu_count() or 1)
+    table_codecs = args.codecs.split(",")
+    if unknown := [c for c in table_codecs if c not in CODECS]:
+        raise SystemExit(f"unknown codec rows {unknown}; choose among {', '.join(CODECS)}")
     full = LocalModel.load("smollm2-135m", precision="full", max_context=max_context)
+    device = None
     try:
-        device = LocalModel.load("smollm2-135m", precision="device", max_context=max_context)
+        if not args.no_cross:
+            device = LocalModel.load("smollm2-135m", precision="device", max_context=max_context)
     except Exception as exc:  # the device engine is optional here: report and go on
         print(f"device model unavailable ({type(exc).__name__}: {exc}); no cross-precision row", file=sys.stderr)
-        device = None
 
-    codecs = codec_table(full, device, args.context, 256, args.texts)
-    print(f"\nKV codecs: SmolLM2-135M, {args.context}-token held-out context, next 256 tokens, "
-          f"{args.texts} texts; MB/s of fp16-equivalent input, 1 thread")
-    print(f"{'codec':<16}{'bytes':>12}{'vs fp16':>9}{'top-1 agree':>13}{'enc MB/s':>10}{'dec MB/s':>10}{'rt MB/s':>9}")
-    for r in codecs:
-        speed = (f"{r['encode_mb_s']:>10.0f}{r['decode_mb_s']:>10.0f}{r['round_trip_mb_s']:>9.0f}"
-                 if r["encode_mb_s"] else f"{'-':>10}{'-':>10}{'-':>9}")
-        print(f"{r['codec']:<16}{r['bytes']:>12}{r['ratio_vs_fp16']:>8.2f}x{r['top1_agreement'] * 100:>12.2f}%{speed}")
+    codecs: list[dict] = []
+    per_text: list[dict] = []
+    if not args.no_table:
+        texts = text_ids(full, args.texts)
+        codecs, per_text = codec_table(full, device, texts, args.context, table_codecs)
+        print(f"\nKV codecs: SmolLM2-135M, {len(texts)} texts of data/texts/{args.texts}, {args.context}-token context "
+              f"where the text allows, next {CONTINUATION} tokens; MB/s of fp16-equivalent input, 1 thread")
+        print(f"{'codec':<16}{'bytes':>12}{'vs fp16':>9}{'mean agree':>12}{'worst':>8}  {'worst text':<26}"
+              f"{'enc MB/s':>9}{'dec MB/s':>9}{'rt MB/s':>9}")
+        for r in codecs:
+            speed = (f"{r['encode_mb_s']:>9.0f}{r['decode_mb_s']:>9.0f}{r['round_trip_mb_s']:>9.0f}"
+                     if r["encode_mb_s"] else f"{'-':>9}{'-':>9}{'-':>9}")
+            print(f"{r['codec']:<16}{r['bytes']:>12}{r['ratio_vs_fp16']:>8.2f}x{r['top1_agreement'] * 100:>11.2f}%"
+                  f"{r['worst_top1_agreement'] * 100:>7.2f}%  {r['worst_text']:<26}{speed}")
+    if args.no_handoff:
+        print(json.dumps({"benchmark": "kv_handoff", "machine": platform.machine(), "cpus": os.cpu_count(),
+                          "texts": args.texts, "codecs": codecs, "per_text": per_text}))
+        return 0
 
     caches = {}
     for n in lengths:
-        ids = held_out_ids(full, n, 1)
+        ids = long_ids(full, n)
         caches[n] = (ids, prefilled(full, ids))
     links = [("loopback", (), "127.0.0.1", ["fp16", "int8", "q4"])]
     if not args.no_shaped:
@@ -348,7 +394,7 @@ def main() -> int:
         for c in link_codecs:
             print(f"  break-even {c}: {break_even(handoff[name], c)}")
     print(json.dumps({"benchmark": "kv_handoff", "machine": platform.machine(), "cpus": os.cpu_count(),
-                      "codecs": codecs, "handoff": handoff}))
+                      "texts": args.texts, "codecs": codecs, "per_text": per_text, "handoff": handoff}))
     return 0
 
 

@@ -70,28 +70,137 @@ def test_int8_round_trip_error_is_half_a_step_per_token_vector():
         assert torch.all((a - b).abs() <= 0.5 * step * 1.002 + 1e-6)
 
 
-@pytest.mark.parametrize("group", [32, 64])
-def test_q4_round_trip_error_is_half_a_step_of_its_group(group):
-    """Keys: per channel over `group` tokens; values: per token over `group` channels; the first
-    layer and the sink tokens at int8. Bounded by the coarsest of these per element."""
-    n = 2 * group + 37  # full groups plus a shorter last one
-    cache = synthetic_cache(n, seed=group)
-    options = CodecOptions("q4", group_size=group, sink_tokens=4, hi_layers=1)
+def q4_bound(x: torch.Tensor, group_dim: int) -> torch.Tensor:
+    """Per element: half a step of its group, plus the fp16 rounding of the group's scale and
+    zero point (2^-11 relative each, the scale counted over its 15 steps)."""
+    low, high = torch.aminmax(x, dim=group_dim, keepdim=True)
+    step = (high - low) / quant.Q4_LEVELS
+    slack = 2**-11 * (low.abs() + quant.Q4_LEVELS * step) + 2**-24 + 1e-6 * x.abs().amax()
+    return (0.5 * step + slack).expand_as(x)
+
+
+def q4c_bound(x: torch.Tensor) -> torch.Tensor:
+    """x: [A, B, G, g, D], keys per channel: half a step of the group's grid range, which
+    exceeds the group's own range by at most two steps of its channel's 255-step grid (the
+    channel range rounded outward to fp16: at most one fp16 ulp, 2^-10 relative, each side)."""
+    low, high = torch.aminmax(x, dim=3, keepdim=True)
+    c_low, c_high = low.amin(dim=2, keepdim=True), high.amax(dim=2, keepdim=True)
+    ulps = 2**-10 * (c_low.abs() + c_high.abs()) + 2**-23
+    grid = (c_high - c_low + ulps) / 255
+    slack = 1e-6 * (c_low.abs() + c_high.abs()) + 2**-24
+    return (0.5 * (high - low + 2 * grid) / quant.Q4_LEVELS + slack).expand_as(x)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    shape=st.tuples(st.integers(1, 3), st.integers(1, 3), st.integers(1, 9), st.sampled_from([8, 16, 32, 64])),
+    group_dim=st.sampled_from([2, 3]),
+    scale=st.floats(1e-3, 1e3),
+    outliers=st.integers(0, 4),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_q4_error_is_within_half_a_step_of_each_group(shape, group_dim, scale, outliers, seed):
+    """Any group, any spread, outliers included: |x - dequant(x)| <= scale / 2 (+ fp16 rounding);
+    values past fp16's range are refused."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(shape, generator=g) * scale + torch.randn(1, generator=g) * scale
+    flat = x.view(-1)
+    flat[torch.randint(0, flat.numel(), (outliers,), generator=g)] *= 40
+    if x.abs().amax() > quant.FP16_MAX:  # scale and zero point are fp16: refused, clearly
+        with pytest.raises(ValueError, match="beyond the fp16 range"):
+            quant.q4_encode(x, group_dim)
+        return
+    out = quant.q4_decode(quant.Reader(torch.cat(quant.q4_encode(x, group_dim))), tuple(x.shape), group_dim)
+    assert torch.all((x - out).abs() <= q4_bound(x, group_dim))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    shape=st.tuples(st.integers(1, 2), st.integers(1, 3), st.integers(1, 6), st.sampled_from([1, 7, 16, 32]),
+                    st.sampled_from([2, 16, 64])),
+    scale=st.floats(1e-3, 1e3),
+    offset=st.floats(-50, 50),
+    outliers=st.integers(0, 4),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_q4_channel_error_is_within_half_a_step_of_each_groups_grid(shape, scale, offset, outliers, seed):
+    """Keys per channel with 8-bit group ranges inside the fp16 channel range: any group,
+    offsets and outliers included, stays within its analytic bound; past fp16 it is refused."""
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.randn(shape, generator=g) + offset) * scale
+    flat = x.view(-1)
+    flat[torch.randint(0, flat.numel(), (outliers,), generator=g)] *= 40
+    if x.abs().amax() > quant.FP16_MAX:
+        with pytest.raises(ValueError, match="beyond the fp16 range"):
+            quant.q4c_encode(x)
+        return
+    buffer = torch.cat(quant.q4c_encode(x))
+    assert buffer.numel() == quant.q4c_nbytes(tuple(x.shape))
+    out = quant.q4c_decode(quant.Reader(buffer), tuple(x.shape))
+    assert torch.all((x - out).abs() <= q4c_bound(x))
+
+
+def cache_q4_bound(a: torch.Tensor, kind: str, options: CodecOptions) -> torch.Tensor:
+    """The bound of every element of a [L, H, T, D] tensor under `options`' plan, position by
+    position as the frames lay it out (8-bit layers and sinks, 4-bit groups, exact window)."""
+    L, H, T, D = a.shape
+    int8 = 0.5 * a.abs().amax(dim=-1, keepdim=True).expand_as(a) / 127 * 1.002 + 1e-6
+    bound = int8.clone()
+    end = T - options.recent_tokens
+    body = a[options.hi_layers:, :, options.sink_tokens:end]
+    if kind == "k":
+        kg = options.key_group
+        full = body.shape[2] // kg * kg
+        groups = body[:, :, :full].reshape(*body.shape[:2], -1, kg, D)
+        tail = body[:, :, full:].unsqueeze(2)
+        parts = [q4c_bound(groups).reshape(*body.shape[:2], full, D), q4c_bound(tail).squeeze(2)]
+        q = torch.cat(parts, dim=2)
+    else:
+        vg = options.value_group
+        q = q4_bound(body.reshape(*body.shape[:-1], D // vg, vg), 4).reshape(body.shape)
+    bound[options.hi_layers:, :, options.sink_tokens:end] = q
+    bound[:, :, end:] = 0  # exact
+    return bound
+
+
+@pytest.mark.parametrize("key_group, value_group, recent", [(32, 64, 16), (64, 32, 0), (16, 64, 40)])
+def test_q4_round_trip_is_within_each_groups_bound_and_the_recent_window_exact(key_group, value_group, recent):
+    """Through frames: keys per channel over `key_group` tokens, values per token over
+    `value_group` channels, the first layer and the sink tokens at int8, the last `recent`
+    positions bit-identical."""
+    n = 3 * key_group + 37 + recent  # full groups plus a shorter last one
+    cache = synthetic_cache(n, seed=key_group + recent)
+    options = CodecOptions("q4", key_group=key_group, value_group=value_group, sink_tokens=4, hi_layers=1,
+                           recent_tokens=recent)
     out, _ = round_trip(cache, options)
-    k, v = cache.k[:, 0], cache.v[:, 0]  # [L, H, T, D]
-    # keys: the range of each channel over the whole sequence bounds the range of any of its groups
-    k_step = (k.amax(dim=2, keepdim=True) - k.amin(dim=2, keepdim=True)) / 15
-    v_groups = v.reshape(*v.shape[:-1], -1, group)
-    v_step = ((v_groups.amax(-1, keepdim=True) - v_groups.amin(-1, keepdim=True)) / 15).expand_as(v_groups)
-    v_step = v_step.reshape(v.shape)
-    tol = 1e-3  # fp16 rounding of scale and zero point
-    assert torch.all((k - out.k[:, 0]).abs()[1:, :, 4:] <= 0.5 * k_step[1:] * 1.01 + tol * k.abs().amax())
-    assert torch.all((v - out.v[:, 0]).abs()[1:, :, 4:] <= 0.5 * v_step[1:, :, 4:] * 1.01 + tol * v.abs().amax())
-    # layer 0 and positions 0..3 are int8 per token: much finer than 4 bit
-    for a, b in ((k, out.k[:, 0]), (v, out.v[:, 0])):
-        int8_step = a.abs().amax(dim=-1, keepdim=True) / 127
-        assert torch.all((a - b).abs()[:1] <= 0.5 * int8_step[:1] * 1.002 + 1e-6)
-        assert torch.all((a - b).abs()[:, :, :4] <= 0.5 * int8_step[:, :, :4] * 1.002 + 1e-6)
+    for kind, a, b in (("k", cache.k[:, 0], out.k[:, 0, :, :n]), ("v", cache.v[:, 0], out.v[:, 0, :, :n])):
+        assert torch.all((a - b).abs() <= cache_q4_bound(a, kind, options)), kind
+        assert torch.equal(a[:, :, n - recent:], b[:, :, n - recent:])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_the_recent_window_is_bit_identical_in_the_caches_dtype(dtype):
+    """Frames split by tokens (a long cache, small frames): the window may span frames."""
+    cache = KVCache(CONFIG, 3000, dtype=dtype)
+    g = torch.Generator().manual_seed(5)
+    cache.k.copy_(torch.randn(cache.k.shape, generator=g))
+    cache.v.copy_(torch.randn(cache.v.shape, generator=g))
+    cache.pos = 3000
+    options = CodecOptions("q4", recent_tokens=200, frame_bytes=128 * 1024)
+    frames = list(encode_cache(cache, FP, options))
+    assert len({parse_frame(f)[0].token_start for f in frames}) > 2
+    out = decode_frames(frames, layout_of(cache), FP, lambda n: KVCache(CONFIG, n, dtype=dtype), max_tokens=4096)
+    window = slice(2800, 3000)
+    assert torch.equal(out.cache.k[:, :, :, window].view(torch.int16 if dtype.itemsize == 2 else torch.int32),
+                       cache.k[:, :, :, window].view(torch.int16 if dtype.itemsize == 2 else torch.int32))
+    assert torch.equal(out.cache.v[:, :, :, window], cache.v[:, :, :, window])
+    assert not torch.equal(out.cache.k[:, :, :, :2800], cache.k[:, :, :, :2800])  # the rest is 4 bit
+
+
+def test_a_version_1_frame_is_refused_naming_both_versions():
+    frame = reheader(frames_of()[0], 4, "<B", 1)
+    with pytest.raises(KVFormatError, match="version 1 is not supported .*reads 2"):
+        assembler().add(frame)
 
 
 def test_q4_is_over_3_5x_smaller_than_fp16_and_int8_about_2x():
@@ -99,7 +208,8 @@ def test_q4_is_over_3_5x_smaller_than_fp16_and_int8_about_2x():
     SmolLM2 keeps 1 of 30, measured by benchmarks/kv_handoff.py)."""
     cache = synthetic_cache(1024)
     fp16_bytes = cache.k.numel() * 2 * 2
-    options = {"fp16": CodecOptions("fp16"), "int8": CodecOptions("int8"), "q4": CodecOptions("q4", hi_layers=0)}
+    options = {"fp16": CodecOptions("fp16"), "int8": CodecOptions("int8"),
+               "q4": CodecOptions("q4", hi_layers=0, recent_tokens=0)}
     sizes = {codec: sum(map(len, round_trip(cache, o)[1])) for codec, o in options.items()}
     assert fp16_bytes / sizes["q4"] >= 3.5
     assert fp16_bytes / sizes["int8"] >= 1.9
@@ -232,8 +342,10 @@ def reheader(frame: bytes, offset: int, fmt: str, value: int) -> bytes:
         (18, "<I", 2**31, "limit"),       # total_tokens: a huge allocation, refused first
         (26, "<I", 10**6, "positions"),   # token_count past total
         (30, "<I", 7, "position 7"),      # position offset
-        (34, "<H", 48, "group size"),
-        (43, "<I", 12345, "header implies"),  # raw_len
+        (34, "<H", 48, "key group size"),
+        (36, "<H", 48, "value group size"),
+        (42, "<H", 5000, "recent tokens"),
+        (47, "<I", 12345, "header implies"),  # raw_len
         (7, "<B", 0, "before RoPE"),
     ],
 )
@@ -270,7 +382,7 @@ def test_fuzzed_frames_raise_only_kv_errors(data):
         return
 
 
-_FUZZ_FRAME = list(encode_cache(synthetic_cache(70), FP, CodecOptions("q4", group_size=32)))[0]
+_FUZZ_FRAME = list(encode_cache(synthetic_cache(70), FP, CodecOptions("q4", key_group=32)))[0]
 
 
 def test_quantizers_take_the_sizes_they_declare():
@@ -279,6 +391,7 @@ def test_quantizers_take_the_sizes_they_declare():
         ("fp16", quant.fp16_encode(x), quant.fp16_nbytes(x.shape)),
         ("int8", quant.int8_encode(x), quant.int8_nbytes(x.shape)),
         ("q4", quant.q4_encode(x, 2), quant.q4_nbytes(x.shape, 2)),
+        ("q4c", quant.q4c_encode(x.view(2, 3, 2, 4, 64)), quant.q4c_nbytes((2, 3, 2, 4, 64))),
     ):
         assert sum(s.numel() for s in sections) == size, fmt
 
@@ -289,5 +402,8 @@ def test_constant_blocks_decode_exactly_in_q4():
     for group_dim in (2, 3):
         buf = torch.cat(quant.q4_encode(x, group_dim))
         assert torch.equal(quant.q4_decode(quant.Reader(buf), tuple(x.shape), group_dim), x)
+    grouped = x.view(1, 2, 2, 32, 64)
+    buf = torch.cat(quant.q4c_encode(grouped))
+    assert torch.equal(quant.q4c_decode(quant.Reader(buf), tuple(grouped.shape)), grouped)
     buf = torch.cat(quant.int8_encode(x))
     assert torch.allclose(quant.int8_decode(quant.Reader(buf), tuple(x.shape)), x, atol=3.5 / 254)

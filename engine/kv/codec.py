@@ -9,6 +9,7 @@ holds, so a broken upload leaves nothing behind.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -20,6 +21,10 @@ from engine.kv.errors import KVFormatError, KVLimitError
 from engine.kv.frame import (
     CODECS,
     MAX_FRAME_BYTES,
+    MAX_RECENT_TOKENS,
+    MAX_SINK_TOKENS,
+    Q4_KEY_GROUPS,
+    Q4_VALUE_GROUPS,
     FrameHeader,
     KVLayout,
     check_frame,
@@ -32,9 +37,11 @@ from engine.kv.frame import (
 from engine.model import KVCache
 
 DEFAULT_CODEC = "q4"
-DEFAULT_GROUP_SIZE = 64
+DEFAULT_KEY_GROUP = 32
+DEFAULT_VALUE_GROUP = 64
 DEFAULT_SINK_TOKENS = 4
-DEFAULT_HI_LAYERS = 1
+DEFAULT_HI_LAYERS = 0
+DEFAULT_RECENT_TOKENS = 16
 DEFAULT_LEVEL = 1
 TOKEN_ALIGN = 64  # token blocks are whole q4 groups
 MIN_FRAME_BYTES = 128 * 1024
@@ -42,12 +49,15 @@ MIN_FRAME_BYTES = 128 * 1024
 
 @dataclass(frozen=True)
 class CodecOptions:
-    """How to encode: the codec and, for q4, its group size and what stays at 8 bit."""
+    """How to encode: the codec and, for q4, its group sizes, what stays at 8 bit and how
+    many of the most recent positions stay exact."""
 
     codec: str = DEFAULT_CODEC
-    group_size: int = DEFAULT_GROUP_SIZE
+    key_group: int = DEFAULT_KEY_GROUP
+    value_group: int = DEFAULT_VALUE_GROUP
     sink_tokens: int = DEFAULT_SINK_TOKENS
     hi_layers: int = DEFAULT_HI_LAYERS
+    recent_tokens: int = DEFAULT_RECENT_TOKENS
     level: int = DEFAULT_LEVEL
     frame_bytes: int = MAX_FRAME_BYTES  # smaller frames stream (and fail) at a finer grain
 
@@ -56,8 +66,15 @@ class CodecOptions:
             raise ValueError(f"frame_bytes must be in [{MIN_FRAME_BYTES}, {MAX_FRAME_BYTES}], got {self.frame_bytes}")
         if self.codec not in CODECS:
             raise ValueError(f"unknown KV codec {self.codec!r}; choose one of {', '.join(CODECS)}")
-        if self.codec == "q4" and self.group_size not in (32, 64):
-            raise ValueError(f"q4 group size must be 32 or 64, got {self.group_size}")
+        if self.codec == "q4" and self.key_group not in Q4_KEY_GROUPS:
+            raise ValueError(f"q4 key group must be one of {Q4_KEY_GROUPS}, got {self.key_group}")
+        if self.codec == "q4" and self.value_group not in Q4_VALUE_GROUPS:
+            raise ValueError(f"q4 value group must be one of {Q4_VALUE_GROUPS}, got {self.value_group}")
+        if not 0 <= self.sink_tokens <= MAX_SINK_TOKENS or not 0 <= self.recent_tokens <= MAX_RECENT_TOKENS:
+            raise ValueError(f"sink and recent tokens must be in [0, {MAX_SINK_TOKENS}], got {self.sink_tokens} "
+                             f"and {self.recent_tokens}")
+        if self.hi_layers < 0:
+            raise ValueError(f"hi_layers must be >= 0, got {self.hi_layers}")
 
 
 def layout_of(cache: KVCache) -> KVLayout:
@@ -71,16 +88,27 @@ def _header(layout: KVLayout, options: CodecOptions, fingerprint: ModelFingerpri
     return FrameHeader(
         codec=options.codec, dtype=dtype, keys_post_rope=True, layout=layout,
         layer_start=layers[0], layer_count=layers[1], total_tokens=total, token_start=tokens[0],
-        token_count=tokens[1], position_offset=0, group_size=options.group_size if q4 else 0,
-        sink_tokens=options.sink_tokens if q4 else 0, hi_layers=options.hi_layers if q4 else 0,
+        token_count=tokens[1], position_offset=0, key_group=options.key_group if q4 else 0,
+        value_group=math.gcd(options.value_group, layout.head_dim) if q4 else 0,
+        sink_tokens=options.sink_tokens if q4 else 0,
+        hi_layers=options.hi_layers if q4 else 0, recent_tokens=options.recent_tokens if q4 else 0,
         fingerprint=fingerprint,
     )
 
 
 def _bytes_per_layer_token(layout: KVLayout, codec: str) -> int:
-    """Upper bound of raw payload bytes for one layer and one position (int8 bounds q4)."""
+    """Upper bound of raw payload bytes for one layer and one position (int8 bounds q4 outside
+    its exact window)."""
     per_vector = 2 * layout.head_dim if codec == "fp16" else layout.head_dim + 2
     return 2 * layout.n_kv_heads * per_vector
+
+
+def _blocks(layout: KVLayout, n_tokens: int, options: CodecOptions, dtype: torch.dtype):
+    """The frames' (layer_start, layer_count, token_start, token_count)."""
+    recent = min(options.recent_tokens, n_tokens) if options.codec == "q4" else 0
+    extra = 2 * layout.n_kv_heads * layout.head_dim * recent * dtype.itemsize  # one layer's exact window
+    return iter_blocks(layout.n_layers, n_tokens, _bytes_per_layer_token(layout, options.codec), TOKEN_ALIGN,
+                       options.frame_bytes, extra)
 
 
 def encode_cache(
@@ -92,8 +120,7 @@ def encode_cache(
     if not 0 < total <= cache.pos:
         raise ValueError(f"cannot encode {total} positions of a cache holding {cache.pos}")
     layout = layout_of(cache)
-    for l0, nl, t0, nt in iter_blocks(layout.n_layers, total, _bytes_per_layer_token(layout, options.codec),
-                                      TOKEN_ALIGN, options.frame_bytes):
+    for l0, nl, t0, nt in _blocks(layout, total, options, cache.k.dtype):
         header = _header(layout, options, fingerprint, cache.k.dtype, total, (l0, nl), (t0, nt))
         # k, v: [n_layers, B, H, S, D] -> [nl, H, nt, D]
         k = cache.k[l0:l0 + nl, 0, :, t0:t0 + nt]
@@ -101,13 +128,12 @@ def encode_cache(
         yield encode_frame(header, k, v, level=options.level)
 
 
-def estimate_raw_bytes(layout: KVLayout, n_tokens: int, options: CodecOptions = CodecOptions()) -> int:
+def estimate_raw_bytes(layout: KVLayout, n_tokens: int, options: CodecOptions = CodecOptions(),
+                       dtype: torch.dtype = torch.float32) -> int:
     """Bytes before zstd of a whole cache (zstd only shrinks it): for the SDK's cost estimate."""
     total = 0
-    for l0, nl, t0, nt in iter_blocks(layout.n_layers, n_tokens, _bytes_per_layer_token(layout, options.codec),
-                                      TOKEN_ALIGN, options.frame_bytes):
-        header = _header(layout, options, ModelFingerprint("", "", ""), torch.float32, n_tokens, (l0, nl),
-                         (t0, nt))
+    for l0, nl, t0, nt in _blocks(layout, n_tokens, options, dtype):
+        header = _header(layout, options, ModelFingerprint("", "", ""), dtype, n_tokens, (l0, nl), (t0, nt))
         total += raw_size(header) + 64
     return total
 

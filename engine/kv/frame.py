@@ -11,10 +11,14 @@ the exact sizes of the payload before and after zstd.
     0       magic "TKV1", version, codec, dtype, flags (bit 0: keys post-RoPE)
     8       n_layers, n_kv_heads, head_dim, layer_start, layer_count   (u16 each)
     18      total_tokens, token_start, token_count, position_offset     (u32 each)
-    34      group_size, sink_tokens, hi_layers                          (u16 each)
-    40      fingerprint field lengths (3 x u8), raw_len, payload_len (u32)
-    51      fingerprint: architecture, weights family, quantization (UTF-8)
+    34      key_group, value_group, sink_tokens, hi_layers, recent_tokens (u16 each)
+    44      fingerprint field lengths (3 x u8), raw_len, payload_len (u32)
+    55      fingerprint: architecture, weights family, quantization (UTF-8)
     ...     payload (zstd), then CRC-32 of everything before it (u32)
+
+Version 2 added the value group and the recent window (q4 keeps the last
+`recent_tokens` positions of the cache exactly, in the source dtype); a
+version 1 frame is refused with an error that names both versions.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from engine.kv import quant
 from engine.kv.errors import KVFormatError, KVLimitError
 
 MAGIC = b"TKV1"
-VERSION = 1
+VERSION = 2
 MAX_FRAME_BYTES = 1024 * 1024
 MAX_RAW_BYTES = MAX_FRAME_BYTES - 16 * 1024  # zstd's worst-case growth plus the header still fit
 MAX_FINGERPRINT_FIELD = 128
@@ -42,11 +46,13 @@ CODECS = {"fp16": 1, "int8": 2, "q4": 3}
 CODEC_NAMES = {v: k for k, v in CODECS.items()}
 DTYPES = {torch.float32: 1, torch.float16: 2, torch.bfloat16: 3}
 DTYPE_OF = {v: k for k, v in DTYPES.items()}
-Q4_GROUP_SIZES = (32, 64)
+Q4_KEY_GROUPS = (16, 32, 64)  # tokens per key channel group
+Q4_VALUE_GROUPS = (8, 16, 32, 64, 128)  # channels per value group; must divide head_dim
 MAX_SINK_TOKENS = 1024
+MAX_RECENT_TOKENS = 1024
 FLAG_POST_ROPE = 1
 
-_FIXED = struct.Struct("<4sBBBB5H4I3H3BII")
+_FIXED = struct.Struct("<4sBBBB5H4I5H3BII")
 _CRC = struct.Struct("<I")
 HEADER_MIN_BYTES = _FIXED.size + _CRC.size
 
@@ -76,9 +82,11 @@ class FrameHeader:
     token_start: int
     token_count: int
     position_offset: int
-    group_size: int
+    key_group: int
+    value_group: int
     sink_tokens: int
     hi_layers: int
+    recent_tokens: int
     fingerprint: ModelFingerprint
     raw_len: int = 0
     payload_len: int = 0
@@ -87,7 +95,8 @@ class FrameHeader:
     def stream_identity(self) -> tuple:
         """What every frame of one cache must agree on."""
         return (self.codec, self.dtype, self.keys_post_rope, self.layout, self.total_tokens,
-                self.position_offset, self.group_size, self.sink_tokens, self.hi_layers, self.fingerprint)
+                self.position_offset, self.key_group, self.value_group, self.sink_tokens, self.hi_layers,
+                self.recent_tokens, self.fingerprint)
 
 
 @dataclass(frozen=True)
@@ -99,53 +108,73 @@ class Part:
     """
 
     tensor: str  # "k" | "v"
-    fmt: str  # "fp16" | "int8" | "q4"
+    fmt: str  # "fp16" | "int8" | "q4" | "q4c" (per channel) | "exact" (the source dtype's own bytes)
     layers: tuple[int, int]  # relative to the frame
     tokens: tuple[int, int]
     shape: tuple[int, ...]
     group_dim: int = -1
+    dtype: torch.dtype = torch.float32  # of "exact" parts
 
     @property
     def nbytes(self) -> int:
+        if self.fmt == "exact":
+            return quant.exact_nbytes(self.shape, self.dtype)
         if self.fmt == "fp16":
             return quant.fp16_nbytes(self.shape)
         if self.fmt == "int8":
             return quant.int8_nbytes(self.shape)
+        if self.fmt == "q4c":
+            return quant.q4c_nbytes(self.shape)
         return quant.q4_nbytes(self.shape, self.group_dim)
 
 
 def plan(h: FrameHeader) -> list[Part]:
-    """The payload's sections, in order; a pure function of the header."""
+    """The payload's sections, in order; a pure function of the header.
+
+    q4 frames: the cache's last `recent_tokens` positions exact in every layer
+    (KIVI's full-precision window: the positions the next tokens attend to
+    most), the first `hi_layers` layers and the first `sink_tokens` positions
+    at 8 bit, and the rest in 4 bit: keys per channel over groups of
+    `key_group` consecutive positions, values per position over groups of
+    `value_group` channels.
+    """
     heads, dim = h.layout.n_kv_heads, h.layout.head_dim
     n_layers, n_tokens = h.layer_count, h.token_count
 
     def block(fmt: str, layers: tuple[int, int], tokens: tuple[int, int]) -> list[Part]:
         shape = (layers[1] - layers[0], heads, tokens[1] - tokens[0], dim)
-        return [Part("k", fmt, layers, tokens, shape), Part("v", fmt, layers, tokens, shape)]
+        return [Part("k", fmt, layers, tokens, shape, dtype=h.dtype), Part("v", fmt, layers, tokens, shape,
+                                                                          dtype=h.dtype)]
 
     if h.codec != "q4":
         return block(h.codec, (0, n_layers), (0, n_tokens))
     parts: list[Part] = []
+    # frame-relative start of the exact window at the cache's end
+    recent = max(0, min(n_tokens, h.total_tokens - h.recent_tokens - h.token_start))
+    if recent < n_tokens:
+        parts += block("exact", (0, n_layers), (recent, n_tokens))
+    if recent == 0:
+        return parts
     hi = max(0, min(n_layers, h.hi_layers - h.layer_start))  # leading layers kept at 8 bit
     if hi:
-        parts += block("int8", (0, hi), (0, n_tokens))
+        parts += block("int8", (0, hi), (0, recent))
     if hi == n_layers:
         return parts
     lo = (hi, n_layers)
-    sink = max(0, min(n_tokens, h.sink_tokens - h.token_start))  # leading positions kept at 8 bit
+    sink = max(0, min(recent, h.sink_tokens - h.token_start))  # leading positions kept at 8 bit
     if sink:
         parts += block("int8", lo, (0, sink))
-    n_lo, rest = n_layers - hi, n_tokens - sink
+    n_lo, rest = n_layers - hi, recent - sink
     if rest == 0:
         return parts
-    group = h.group_size
+    group = h.key_group
     full = rest // group * group
     if full:  # keys: each channel's group of `group` consecutive tokens shares a scale
-        parts.append(Part("k", "q4", lo, (sink, sink + full), (n_lo, heads, full // group, group, dim), 3))
-    if rest > full:
-        parts.append(Part("k", "q4", lo, (sink + full, n_tokens), (n_lo, heads, rest - full, dim), 2))
-    v_group = group if dim % group == 0 else dim  # values: each token's group of channels shares one
-    parts.append(Part("v", "q4", lo, (sink, n_tokens), (n_lo, heads, rest, dim // v_group, v_group), 4))
+        parts.append(Part("k", "q4c", lo, (sink, sink + full), (n_lo, heads, full // group, group, dim), 3))
+    if rest > full:  # a shorter last group
+        parts.append(Part("k", "q4c", lo, (sink + full, recent), (n_lo, heads, 1, rest - full, dim), 3))
+    v_group = h.value_group  # values: each token's group of channels shares one
+    parts.append(Part("v", "q4", lo, (sink, recent), (n_lo, heads, rest, dim // v_group, v_group), 4))
     return parts
 
 
@@ -158,11 +187,17 @@ def encode_frame(h: FrameHeader, k: torch.Tensor, v: torch.Tensor, *, level: int
     sections: list[torch.Tensor] = []
     for p in plan(h):
         src = k if p.tensor == "k" else v
-        x = src[p.layers[0]:p.layers[1], :, p.tokens[0]:p.tokens[1]].float().reshape(p.shape)
+        x = src[p.layers[0]:p.layers[1], :, p.tokens[0]:p.tokens[1]]
+        if p.fmt == "exact":
+            sections += quant.exact_encode(x, h.dtype)
+            continue
+        x = x.float().reshape(p.shape)
         if p.fmt == "fp16":
             sections += quant.fp16_encode(x)
         elif p.fmt == "int8":
             sections += quant.int8_encode(x)
+        elif p.fmt == "q4c":
+            sections += quant.q4c_encode(x)
         else:
             sections += quant.q4_encode(x, p.group_dim)
     raw = torch.cat(sections).numpy()
@@ -175,7 +210,8 @@ def encode_frame(h: FrameHeader, k: torch.Tensor, v: torch.Tensor, *, level: int
         MAGIC, VERSION, CODECS[h.codec], DTYPES[h.dtype], FLAG_POST_ROPE if h.keys_post_rope else 0,
         h.layout.n_layers, h.layout.n_kv_heads, h.layout.head_dim, h.layer_start, h.layer_count,
         h.total_tokens, h.token_start, h.token_count, h.position_offset,
-        h.group_size, h.sink_tokens, h.hi_layers, *(len(f) for f in fp), raw.nbytes, len(payload),
+        h.key_group, h.value_group, h.sink_tokens, h.hi_layers, h.recent_tokens, *(len(f) for f in fp),
+        raw.nbytes, len(payload),
     )
     body = b"".join((fixed, *fp, payload))
     frame = body + _CRC.pack(zlib.crc32(body))
@@ -194,8 +230,8 @@ def parse_frame(data: bytes) -> tuple[FrameHeader, memoryview]:
     if len(data) < HEADER_MIN_BYTES:
         raise KVFormatError(f"KV frame is {len(data)} bytes, shorter than a header ({HEADER_MIN_BYTES})")
     (magic, version, codec, dtype, flags, n_layers, n_kv_heads, head_dim, layer_start, layer_count,
-     total_tokens, token_start, token_count, position_offset, group_size, sink_tokens, hi_layers,
-     len_arch, len_family, len_quant, raw_len, payload_len) = _FIXED.unpack_from(data)
+     total_tokens, token_start, token_count, position_offset, key_group, value_group, sink_tokens, hi_layers,
+     recent_tokens, len_arch, len_family, len_quant, raw_len, payload_len) = _FIXED.unpack_from(data)
     if magic != MAGIC:
         raise KVFormatError(f"not a KV frame: magic {magic!r}, expected {MAGIC!r}")
     if version != VERSION:
@@ -225,8 +261,9 @@ def parse_frame(data: bytes) -> tuple[FrameHeader, memoryview]:
         codec=CODEC_NAMES[codec], dtype=DTYPE_OF[dtype], keys_post_rope=bool(flags & FLAG_POST_ROPE),
         layout=KVLayout(n_layers, n_kv_heads, head_dim), layer_start=layer_start, layer_count=layer_count,
         total_tokens=total_tokens, token_start=token_start, token_count=token_count,
-        position_offset=position_offset, group_size=group_size, sink_tokens=sink_tokens, hi_layers=hi_layers,
-        fingerprint=ModelFingerprint(*fields), raw_len=raw_len, payload_len=payload_len,
+        position_offset=position_offset, key_group=key_group, value_group=value_group, sink_tokens=sink_tokens,
+        hi_layers=hi_layers, recent_tokens=recent_tokens, fingerprint=ModelFingerprint(*fields), raw_len=raw_len,
+        payload_len=payload_len,
     )
     return header, body[offset:]
 
@@ -250,12 +287,16 @@ def check_frame(h: FrameHeader, layout: KVLayout, max_tokens: int) -> None:
         raise KVFormatError(f"KV frame positions {h.token_start}+{h.token_count} are outside "
                             f"0..{h.total_tokens}")
     if h.codec == "q4":
-        if h.group_size not in Q4_GROUP_SIZES:
-            raise KVFormatError(f"q4 group size {h.group_size} is not one of {Q4_GROUP_SIZES}")
-        if h.sink_tokens > MAX_SINK_TOKENS or h.hi_layers > layout.n_layers:
-            raise KVFormatError(f"q4 sink tokens {h.sink_tokens} / 8-bit layers {h.hi_layers} out of range")
-    elif h.group_size or h.sink_tokens or h.hi_layers:
-        raise KVFormatError(f"{h.codec} frames take no group size, sink tokens or 8-bit layers")
+        if h.key_group not in Q4_KEY_GROUPS:
+            raise KVFormatError(f"q4 key group size {h.key_group} is not one of {Q4_KEY_GROUPS}")
+        if h.value_group not in Q4_VALUE_GROUPS or layout.head_dim % h.value_group:
+            raise KVFormatError(f"q4 value group size {h.value_group} is not one of {Q4_VALUE_GROUPS} dividing "
+                                f"head dim {layout.head_dim}")
+        if h.sink_tokens > MAX_SINK_TOKENS or h.hi_layers > layout.n_layers or h.recent_tokens > MAX_RECENT_TOKENS:
+            raise KVFormatError(f"q4 sink tokens {h.sink_tokens} / 8-bit layers {h.hi_layers} / recent tokens "
+                                f"{h.recent_tokens} out of range")
+    elif h.key_group or h.value_group or h.sink_tokens or h.hi_layers or h.recent_tokens:
+        raise KVFormatError(f"{h.codec} frames take no group sizes, sink tokens, 8-bit layers or recent window")
     expected = raw_size(h)
     if h.raw_len != expected or expected > MAX_RAW_BYTES:
         raise KVFormatError(f"KV frame payload declares {h.raw_len} bytes; its header implies {expected} "
@@ -280,10 +321,14 @@ def decode_payload(h: FrameHeader, payload: memoryview, k_out: torch.Tensor, v_o
         raise KVFormatError(f"KV frame payload decompressed to {len(raw)} bytes, header says {h.raw_len}")
     reader = quant.Reader(torch.frombuffer(bytearray(raw), dtype=torch.uint8))
     for p in plan(h):
-        if p.fmt == "fp16":
+        if p.fmt == "exact":
+            x = quant.exact_decode(reader, p.shape, h.dtype)
+        elif p.fmt == "fp16":
             x = quant.fp16_decode(reader, p.shape)
         elif p.fmt == "int8":
             x = quant.int8_decode(reader, p.shape)
+        elif p.fmt == "q4c":
+            x = quant.q4c_decode(reader, p.shape)
         else:
             x = quant.q4_decode(reader, p.shape, p.group_dim)
         out = k_out if p.tensor == "k" else v_out
@@ -292,22 +337,24 @@ def decode_payload(h: FrameHeader, payload: memoryview, k_out: torch.Tensor, v_o
 
 
 def iter_blocks(
-    n_layers: int, n_tokens: int, bytes_per_layer_token: int, align: int, frame_bytes: int = MAX_FRAME_BYTES
+    n_layers: int, n_tokens: int, bytes_per_layer_token: int, align: int, frame_bytes: int = MAX_FRAME_BYTES,
+    extra_per_layer: int = 0,
 ) -> Iterator[tuple[int, int, int, int]]:
     """(layer_start, layer_count, token_start, token_count) blocks whose payload fits a frame
     of `frame_bytes`.
 
     Token blocks are multiples of `align` positions; short caches put several
-    layers in one frame.
+    layers in one frame. `extra_per_layer` bounds what a layer's block may
+    hold beyond `bytes_per_layer_token` per position (q4's exact recent window).
     """
     budget = min(frame_bytes, MAX_FRAME_BYTES) - 80 * 1024  # room for the header, q4 scale rows, zstd growth
-    per_layer = bytes_per_layer_token * n_tokens
+    per_layer = bytes_per_layer_token * n_tokens + extra_per_layer
     if per_layer <= budget:
         layers_per_frame = max(1, budget // max(per_layer, 1))
         for start in range(0, n_layers, layers_per_frame):
             yield start, min(layers_per_frame, n_layers - start), 0, n_tokens
         return
-    block = max(align, budget // bytes_per_layer_token // align * align)
+    block = max(align, (budget - extra_per_layer) // bytes_per_layer_token // align * align)
     for layer in range(n_layers):
         for start in range(0, n_tokens, block):
             yield layer, 1, start, min(block, n_tokens - start)

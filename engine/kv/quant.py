@@ -5,13 +5,19 @@ and each decoder reads them back from a flat uint8 buffer; section sizes are a
 pure function of the shapes (`*_nbytes`), so a decoder knows every size before
 it reads anything.
 
+- exact: the source dtype's own bytes; the decoded values are bit-identical.
 - fp16: the values rounded to half precision; error <= 2^-11 * |x|.
 - int8 (per token): symmetric, one fp16 scale per [head, token] vector;
   error <= 0.5 * absmax / 127 of that vector (plus fp16 rounding of the scale).
-- q4 (KIVI, asymmetric 4 bit, fp16 scale and zero point): keys per channel,
-  each channel's group of consecutive tokens sharing a scale; values per token,
-  each group of channels sharing one. Error <= 0.5 * (max - min) / 15 of the group
-  (plus fp16 rounding of scale and zero point).
+- q4 (KIVI, asymmetric 4 bit, fp16 scale and zero point), used for values: per
+  token, each group of channels sharing a scale. Error <= 0.5 * (max - min) / 15
+  of the group (plus fp16 rounding of scale and zero point).
+- q4 channel (keys, per channel as KIVI and KVQuant do): each channel's range over
+  the block in fp16, rounded outward, and each group of consecutive tokens' range
+  on that channel as two 8-bit codes on a 255-step grid of it, rounded outward:
+  2 bytes a group instead of 4, so groups can be twice as short for the same
+  size. Error <= 0.5 * (hi - lo) / 15 of the group's grid range [lo, hi], which
+  covers the group's values and exceeds their range by at most two grid steps.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import torch
 
 Q4_LEVELS = 15
 INT8_MAX = 127
+FP16_MAX = 65504.0
 
 
 class Reader:
@@ -49,6 +56,22 @@ def _fp16_scale(spread: torch.Tensor, levels: int) -> tuple[torch.Tensor, torch.
     return scale, inverse
 
 
+# --- exact (the source dtype) -----------------------------------------------------------------
+
+
+def exact_nbytes(shape: tuple[int, ...], dtype: torch.dtype) -> int:
+    return dtype.itemsize * math.prod(shape)
+
+
+def exact_encode(x: torch.Tensor, dtype: torch.dtype) -> list[torch.Tensor]:
+    """x in `dtype` already (the cache's own): its bytes, unchanged."""
+    return [_as_bytes(x.to(dtype))]
+
+
+def exact_decode(reader: Reader, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    return reader.take(exact_nbytes(shape, dtype), dtype, shape)
+
+
 # --- fp16 -----------------------------------------------------------------------------
 
 
@@ -56,7 +79,14 @@ def fp16_nbytes(shape: tuple[int, ...]) -> int:
     return 2 * math.prod(shape)
 
 
+def _check_fp16_range(low: torch.Tensor, high: torch.Tensor, what: str) -> None:
+    if not (float(low.min()) >= -FP16_MAX and float(high.max()) <= FP16_MAX):
+        raise ValueError(f"KV values reach {max(-float(low.min()), float(high.max())):g}, beyond the fp16 range "
+                         f"of the {what} codec; use the int8 codec")
+
+
 def fp16_encode(x: torch.Tensor) -> list[torch.Tensor]:
+    _check_fp16_range(*torch.aminmax(x), "fp16")
     return [_as_bytes(x.to(torch.float16))]
 
 
@@ -97,11 +127,65 @@ def q4_nbytes(shape: tuple[int, ...], group_dim: int) -> int:
 def q4_encode(x: torch.Tensor, group_dim: int) -> list[torch.Tensor]:
     """x: any shape with an even element count; the values along `group_dim` form a group."""
     low, high = torch.aminmax(x, dim=group_dim, keepdim=True)
+    _check_fp16_range(low, high, "q4")
     zero = low.to(torch.float16)
     scale, inverse = _fp16_scale(high - zero.float(), Q4_LEVELS)
     q = (x - zero.float()).mul_(inverse).round_().clamp_(0, Q4_LEVELS).to(torch.uint8).flatten()
     packed = q[0::2] | (q[1::2] << 4)
     return [_as_bytes(scale), _as_bytes(zero), packed]
+
+
+def _fp16_outward(low: torch.Tensor, high: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """fp16 bounds with low16 <= low and high16 >= high."""
+    low16, high16 = low.to(torch.float16), high.to(torch.float16)
+    low16 = torch.where(low16.float() > low, torch.nextafter(low16, low16.new_tensor(-math.inf)), low16)
+    high16 = torch.where(high16.float() < high, torch.nextafter(high16, high16.new_tensor(math.inf)), high16)
+    return low16, high16
+
+
+def _channel_grid(c_low: torch.Tensor, c_high: torch.Tensor, lo_code: torch.Tensor, hi_code: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """A group's zero point and step from its channel's fp16 range and its two 8-bit codes;
+    the encoder and the decoder compute it with the same operations."""
+    grid = (c_high.float() - c_low.float()) / 255
+    zero = c_low.float() + lo_code.float() * grid
+    return zero, (hi_code.float() - lo_code.float()) * grid / Q4_LEVELS
+
+
+def q4c_nbytes(shape: tuple[int, ...]) -> int:
+    """x: [A, B, G, g, D], groups of g along dim 3: fp16 channel range, two u8 codes per group,
+    then two values per byte."""
+    a, b, n_groups, _, d = shape
+    return 4 * a * b * d + 2 * a * b * n_groups * d + math.prod(shape) // 2
+
+
+def q4c_encode(x: torch.Tensor) -> list[torch.Tensor]:
+    """x: [A, B, G, g, D] with an even element count; a group is g consecutive entries of one
+    channel (the last dim)."""
+    low, high = torch.aminmax(x, dim=3, keepdim=True)  # [A, B, G, 1, D]
+    _check_fp16_range(low, high, "q4")
+    c_low, c_high = _fp16_outward(low.amin(dim=2, keepdim=True), high.amax(dim=2, keepdim=True))
+    grid = (c_high.float() - c_low.float()) / 255
+    inverse = grid.reciprocal().masked_fill_(grid == 0, 0.0)
+    lo_code = (low - c_low.float()).mul_(inverse).floor_().clamp_(0, 255).to(torch.uint8)
+    hi_code = (high - c_low.float()).mul_(inverse).ceil_().clamp_(0, 255).to(torch.uint8)
+    zero, scale = _channel_grid(c_low, c_high, lo_code, hi_code)
+    step_inverse = scale.reciprocal().masked_fill_(scale == 0, 0.0)
+    q = (x - zero).mul_(step_inverse).round_().clamp_(0, Q4_LEVELS).to(torch.uint8).flatten()
+    packed = q[0::2] | (q[1::2] << 4)
+    return [_as_bytes(c_low), _as_bytes(c_high), _as_bytes(lo_code), _as_bytes(hi_code), packed]
+
+
+def q4c_decode(reader: Reader, shape: tuple[int, ...]) -> torch.Tensor:
+    a, b, n_groups, _, d = shape
+    c_low = reader.take(2 * a * b * d, torch.float16, (a, b, 1, 1, d))
+    c_high = reader.take(2 * a * b * d, torch.float16, (a, b, 1, 1, d))
+    lo_code = reader.take(a * b * n_groups * d, torch.uint8, (a, b, n_groups, 1, d))
+    hi_code = reader.take(a * b * n_groups * d, torch.uint8, (a, b, n_groups, 1, d))
+    zero, scale = _channel_grid(c_low, c_high, lo_code, hi_code)
+    packed = reader.take(math.prod(shape) // 2, torch.uint8, (math.prod(shape) // 2,))
+    q = torch.stack((packed & 0x0F, packed >> 4), dim=-1).view(shape)
+    return q.float().mul_(scale).add_(zero)
 
 
 def q4_decode(reader: Reader, shape: tuple[int, ...], group_dim: int) -> torch.Tensor:
