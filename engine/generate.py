@@ -3,10 +3,10 @@
 Every generated token carries the confidence signals the router watches: its
 log-prob, the entropy of the next-token distribution and the top-2 margin, all
 from the model's own (temperature 1) distribution, whatever the sampling.
-Asked for (`with_hidden`), a token also carries the final normed hidden state
-its distribution was projected from; the first token's is the prompt's last
-position, read before any decode step runs, so a judge can stop the request
-right after the prefill.
+Asked for (`hidden_tokens`), the first tokens also carry the final normed
+hidden state their distribution was projected from; the first token's is the
+prompt's last position, read before any decode step runs, so a judge can stop
+the request right after the prefill.
 """
 
 from __future__ import annotations
@@ -140,7 +140,7 @@ def generate_tokens(
     max_new_tokens: int,
     sampling: Sampling = GREEDY,
     stop_ids: Iterable[int] = (),
-    with_hidden: bool = False,
+    hidden_tokens: int = 0,
 ) -> Iterator[TokenInfo]:
     """Prefill `prompt_ids` after whatever `cache` holds, then decode.
 
@@ -148,14 +148,15 @@ def generate_tokens(
     The cache ends holding every token fed to the model (the last yielded token
     is not fed, so a continuation starts by feeding it). The first token is
     yielded before any decode step, so a caller that stops there decoded nothing.
+    The first `hidden_tokens` tokens carry their hidden state (a judge reads no more).
     """
     stops = set(stop_ids)
     generator = make_generator(sampling)
-    out = prefill(model, cache, prompt_ids, with_hidden=with_hidden)
+    out = prefill(model, cache, prompt_ids, with_hidden=hidden_tokens > 0)
     for i in range(max_new_tokens):
-        logits, hidden = out if with_hidden else (out, None)
+        logits, hidden = out if i < hidden_tokens else (out, None)
         token = pick(logits, sampling, generator, hidden)
         yield token
         if token.id in stops or i == max_new_tokens - 1:
             return
-        out = decode_one_token(model, cache, token.id, with_hidden=with_hidden)
+        out = decode_one_token(model, cache, token.id, with_hidden=i + 1 < hidden_tokens)

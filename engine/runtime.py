@@ -137,10 +137,10 @@ class LocalModel:
         sampling: Sampling = GREEDY,
         stop_strings: tuple[str, ...] = (),
         cache: KVCache | None = None,
-        with_hidden: bool = False,
+        hidden_tokens: int = 0,
     ) -> Iterator[StreamEvent]:
         """Generate after `prompt_ids`, yielding each token with the text it releases
-        (and, `with_hidden`, the hidden state a learned judge reads)."""
+        (the first `hidden_tokens` with the hidden state a learned judge reads)."""
         self.check_length(len(prompt_ids) + (cache.pos if cache else 0), max_new_tokens)
         cache = cache or self.new_cache(len(prompt_ids) + max_new_tokens)
         detok = Detokenizer(self.tokenizer, stop_strings)
@@ -148,7 +148,7 @@ class LocalModel:
         count = 0
         for token in generate_tokens(
             self.model, cache, prompt_ids, max_new_tokens=max_new_tokens, sampling=sampling, stop_ids=stops,
-            with_hidden=with_hidden,
+            hidden_tokens=hidden_tokens,
         ):
             count += 1
             if token.id in stops:
