@@ -65,6 +65,9 @@ class TandemClient:
     ) -> None:
         self.local = model if isinstance(model, LocalModel) else LocalModel.load(model, precision="device")
         self.policy = policy if isinstance(policy, Policy) else load_policy(policy)
+        if self.policy.confidence is not None and self.policy.confidence.calibration is not None:
+            self.policy.confidence.calibration.judge.check_model(self.local.fingerprint.to_dict(),
+                                                                 self.local.tokenizer.fingerprint)
         if audit_log == POLICY_AUDIT:
             self.audit = AuditLog.from_policy(self.policy)
         else:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,7 +52,7 @@ class Probe:
     def logit(self, hidden: Sequence[float]) -> float:
         if len(hidden) != len(self.weights):
             raise JudgeError(f"the probe reads hidden states of {len(self.weights)} numbers, got {len(hidden)}")
-        return math.fsum(w * h for w, h in zip(self.weights, hidden)) + self.bias
+        return math.fsum(map(operator.mul, self.weights, hidden)) + self.bias
 
 
 @dataclass(frozen=True)
@@ -138,13 +139,14 @@ class Judge:
 
     def check_model(self, model: Mapping[str, str], tokenizer: str) -> None:
         """Refuse a device model other than the one the judge was fitted for: its hidden states
-        and confidence mean something else, so the judge's verdicts would be noise."""
-        mine = {k: self.model.get(k) for k in ("architecture", "weights_family", "quantization")}
-        theirs = {k: model.get(k) for k in mine}
-        if mine != theirs or tokenizer != self.tokenizer:
+        and confidence mean something else, so the judge's verdicts would be noise. The same
+        weights at another precision (the architecture and weights family match) are accepted:
+        their hidden states differ by quantization noise; recalibrate for exact operating points."""
+        keys = ("architecture", "weights_family")
+        if any(model.get(k) != self.model.get(k) for k in keys) or tokenizer != self.tokenizer:
             raise JudgeError(
-                f"the calibration file {self.source} was fitted for the model {_fp(mine)} with tokenizer "
-                f"{self.tokenizer}, but the device runs {_fp(theirs)} with tokenizer {tokenizer}; fit one for "
+                f"the calibration file {self.source} was fitted for the model {_fp(self.model)} with tokenizer "
+                f"{self.tokenizer}, but the device runs {_fp(model)} with tokenizer {tokenizer}; fit one for "
                 "this model with `tandem calibrate` or use a hand-set confidence signal")
 
     # --- thresholds ----------------------------------------------------------------
@@ -191,7 +193,7 @@ class JudgeState:
 
     def observe(self, logprob: float, entropy: float, margin: float, hidden: Sequence[float] | None) -> None:
         if hidden is None:
-            raise JudgeError("the calibrated judge needs each token's hidden state; stream with with_hidden=True")
+            raise JudgeError("the calibrated judge needs each token's hidden state; stream with hidden_tokens >= the window")
         if self.prompt_logit is None:
             self.prompt_logit = self.judge.prompt_probe.logit(hidden)
         self.logprobs.append(logprob)
