@@ -34,6 +34,7 @@ from router.judge import FEATURES, FORMAT, answer_features
 DEFAULT_WINDOW = 16
 DEFAULT_MAX_NEW_TOKENS = 24
 L2_GRID = (1.0, 10.0, 100.0, 1000.0)
+PROBE_COMPONENTS = 64
 FOLDS = 5
 ESCALATION_GRID = [round(0.01 * i, 2) for i in range(0, 91)]
 
@@ -180,16 +181,24 @@ class Linear:
         return x @ self.weights + self.bias
 
 
-def fit_linear(x: np.ndarray, y: np.ndarray, *, l2: float | None = None, seed: int = 0) -> Linear:
-    """Standardise, pick the penalty by cross-validated AUROC when not given, fit, fold the scaling in."""
+def fit_linear(x: np.ndarray, y: np.ndarray, *, l2: float | None = None, seed: int = 0,
+               components: int = PROBE_COMPONENTS) -> Linear:
+    """Standardise, keep the top principal components (a hidden state has hundreds of numbers and
+    a fit set a few hundred answers), pick the penalty by cross-validated AUROC when not given,
+    fit, and fold the projection and scaling back into one weight per input."""
     mean, scale = x.mean(0), x.std(0)
     scale = np.where(scale > 1e-6, scale, 1.0)
     z = (x - mean) / scale
+    if components < z.shape[1]:
+        basis = np.linalg.svd(z, full_matrices=False)[2][:components].T  # [inputs, components]
+    else:
+        basis = np.eye(z.shape[1])
+    z = z @ basis
     if l2 is None:
         folds = _folds(len(y), seed)
-        best = max(L2_GRID, key=lambda c: auroc(_oof(lambda a, b: logistic(a, b, c), z, y, folds), y))
-        l2 = best
+        l2 = max(L2_GRID, key=lambda c: auroc(_oof(lambda a, b: logistic(a, b, c), z, y, folds), y))
     w, b = logistic(z, y, l2)
+    w = basis @ w
     return Linear(w / scale, b - float((w * mean / scale).sum()), l2)
 
 
@@ -276,6 +285,7 @@ def fit_judge(
             "window": window,
             "prefill_share": prefill_share,
             "l2": {"prompt_probe": prompt_probe.l2, "answer_probe": answer_probe.l2, "judge": judge_l2},
+            "probe_components": PROBE_COMPONENTS,
             "cross_validated_auroc": {
                 "prompt_probe": round(auroc(prompt_oof, y), 4),
                 "answer_probe": round(auroc(answer_oof, y), 4),
