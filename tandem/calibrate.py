@@ -86,15 +86,16 @@ def save_observed(path: Path, observed: Sequence[Observed]) -> None:
 
 
 def load_observed(path: Path) -> list[Observed]:
-    with np.load(path) as data:
-        meta = json.loads(data["meta"].tobytes().decode())
-        ends = np.cumsum(data["lengths"])
-        starts = ends - data["lengths"]
-        return [
-            Observed(m["text"], data["logprobs"][a:b].tolist(), data["entropies"][a:b].tolist(),
-                     data["margins"][a:b].tolist(), data["hidden"][a:b].astype(np.float32), m["finish"])
-            for m, a, b in zip(meta, starts, ends)
-        ]
+    with np.load(path) as npz:
+        data = {name: npz[name] for name in npz.files}  # each access would decompress again
+    meta = json.loads(data["meta"].tobytes().decode())
+    ends = np.cumsum(data["lengths"])
+    starts = ends - data["lengths"]
+    return [
+        Observed(m["text"], data["logprobs"][a:b].tolist(), data["entropies"][a:b].tolist(),
+                 data["margins"][a:b].tolist(), data["hidden"][a:b].astype(np.float32), m["finish"])
+        for m, a, b in zip(meta, starts, ends)
+    ]
 
 
 def read_traffic(path: Path, *, need_answers: bool) -> list[dict[str, Any]]:
