@@ -17,6 +17,9 @@ Three parts, printed with ratios, and one final JSON line:
    checkpoint size, and the checkpoint against the bf16 size.
 3. Two device-tier sessions decoding at once on two Python threads, against
    the same two one after the other.
+4. The calibrated judge's cost: device-tier decode tok/s of a stream watched
+   by the default policy's calibrated judge (hidden states on, probes applied)
+   against the same stream watched by a hand-set rule, interleaved runs.
 
     python benchmarks/decode.py                         # all parts, peers that are installed
     python benchmarks/decode.py --part smollm2 --contenders tandem-q4_1,llama.cpp
@@ -324,9 +327,49 @@ def part_sessions(args) -> dict:
     return {"serial_s": serial, "concurrent_s": concurrent}
 
 
+def part_judge(args) -> dict:
+    """Decode tok/s with the calibrated judge on (hidden states streamed, probe and judge
+    applied by the router) and off (a hand-set rule), alternating runs in this process."""
+    import torch
+
+    from engine.runtime import LocalModel
+    from router import StreamMonitor, load_policy
+    from router.policy import ConfidenceRule, EscalationAction, Signal
+
+    torch.set_num_threads(args.threads)
+    model = LocalModel.load(args.model, precision="device", max_context=512)
+    calibrated = load_policy(REPO / "policies" / "default.yaml").confidence
+    if calibrated is None or calibrated.calibration is None:
+        raise SystemExit("policies/default.yaml has no calibrated confidence rule")
+    calibrated.calibration.judge.check_model(model.fingerprint.to_dict(), model.tokenizer.fingerprint)
+    hand_set = ConfidenceRule(Signal.QUANTILE_PROB, 0.2, 16, 8, EscalationAction.ESCALATE_CONTINUE)
+    ids = model.encode_prompt("Tell me about the rivers of Europe.")
+
+    def run(rule) -> float:
+        monitor = StreamMonitor(rule, may_escalate=False)  # watch every token, never stop the stream
+        t0 = time.perf_counter()
+        n = 0
+        for event in model.stream(ids, max_new_tokens=args.new_tokens, hidden_tokens=monitor.hidden_tokens):
+            t = event.token
+            monitor.observe(t.logprob, t.entropy, t.margin, t.hidden, final=event.finish_reason is not None)
+            n += 1
+        return n / (time.perf_counter() - t0)
+
+    run(hand_set), run(calibrated)  # warm-up
+    on, off = [], []
+    for _ in range(max(3, args.repeats)):
+        off.append(run(hand_set))
+        on.append(run(calibrated))
+    best_on, best_off = max(on), max(off)
+    print(f"\njudge cost, device tier, {args.new_tokens} tokens with prefill: hand-set rule {best_off:.1f} tok/s, "
+          f"calibrated judge {best_on:.1f} tok/s ({(1 - best_on / best_off) * 100:+.1f}% slower; best of "
+          f"{len(on)} alternating runs)")
+    return {"judge_off_tps": best_off, "judge_on_tps": best_on, "cost": 1 - best_on / best_off}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=["all", "smollm2", "llama-1b", "sessions"], default="all")
+    parser.add_argument("--part", choices=["all", "smollm2", "llama-1b", "sessions", "judge"], default="all")
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--prompt-tokens", type=int, default=1000)
@@ -350,6 +393,8 @@ def main() -> None:
         out["llama_1b_shapes"] = part_llama_1b(args)
     if args.part in ("all", "sessions"):
         out["sessions"] = part_sessions(args)
+    if args.part in ("all", "judge"):
+        out["judge"] = part_judge(args)
     print(json.dumps(out))
 
 

@@ -21,7 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from edge.address import split_address
-from edge.errors import CloudUnavailableError, InvalidCloudAddressError, InvalidPolicyError, ModelLoadError
+from edge.errors import (
+    CloudUnavailableError,
+    InvalidCalibrationError,
+    InvalidCloudAddressError,
+    InvalidPolicyError,
+    ModelLoadError,
+)
 from edge.events import Answer, Done, Event
 from edge.request import Messages, Request
 from edge.resilience import DEFAULT_RETRY, CircuitBreaker, RetryPolicy
@@ -29,6 +35,7 @@ from edge.transport import CloudTarget, CloudTransport
 from engine.errors import EngineError
 from engine.generate import GREEDY, Sampling
 from engine.runtime import LocalModel
+from router.judge import JudgeError
 from router import (
     AuditLog,
     Policy,
@@ -113,6 +120,12 @@ class TandemClient:
             self.local = model if isinstance(model, LocalModel) else LocalModel.load(model, precision="device")
         except EngineError as exc:
             raise ModelLoadError(str(exc)) from exc
+        calibration = self.policy.confidence.calibration if self.policy.confidence is not None else None
+        if calibration is not None:
+            try:
+                calibration.judge.check_model(self.local.fingerprint.to_dict(), self.local.tokenizer.fingerprint)
+            except JudgeError as exc:
+                raise InvalidCalibrationError(str(exc)) from None
         if audit_log == POLICY_AUDIT:
             self.audit = AuditLog.from_policy(self.policy)
         else:

@@ -6,6 +6,7 @@ a client (policy, model, cloud address) in `TandemClient.__init__`.
     ├── ConfigurationError          the client cannot be built as asked (also a ValueError)
     │   ├── InvalidPolicyError      the policy file (also a router.PolicyError: .problems)
     │   ├── ModelLoadError          the model (also an engine.EngineError)
+    │   ├── InvalidCalibrationError the policy's judge file (also a router.JudgeError)
     │   └── InvalidCloudAddressError  `cloud` is not HOST:PORT
     ├── CloudError                  the cloud tier could not serve the request
     │   ├── CloudUnavailableError   unreachable, overloaded, circuit open, deadline passed
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 from engine.errors import EngineError
 from router.errors import PolicyError
+from router.judge import JudgeError
 
 
 class TandemError(Exception):
@@ -34,6 +36,10 @@ class InvalidPolicyError(ConfigurationError, PolicyError):
 
 class ModelLoadError(ConfigurationError, EngineError):
     """The device model could not be loaded (missing, unsupported or corrupt)."""
+
+
+class InvalidCalibrationError(ConfigurationError, JudgeError):
+    """The policy's calibration file cannot be used: unreadable, malformed, or fitted for another model."""
 
 
 class InvalidCloudAddressError(ConfigurationError):

@@ -71,6 +71,25 @@ class _Progress:
         return Text(text, tuple(ids), tier)
 
 
+@dataclass
+class _Held:
+    """Device text not shown yet (the policy's hold_tokens), with its token IDs."""
+
+    text: str = ""
+    ids: list[int] = field(default_factory=list)
+
+    def add(self, text: str, token_id: int) -> None:
+        self.text += text
+        self.ids.append(token_id)
+
+    def release(self, progress: _Progress) -> Iterator[Text]:
+        if self.text:
+            yield progress.text(self.text, self.ids, "edge")
+        else:
+            progress.edge_tokens += len(self.ids)
+        self.text, self.ids = "", []
+
+
 class Request:
     """One request's journey; `run()` is the event stream."""
 
@@ -150,33 +169,40 @@ class Request:
         """Decode on the device after `context_ids`, escalating when the monitor says so.
 
         `cache` may already hold a prefix of `context_ids` (a prefill done in the cloud).
+        The policy's `hold_tokens` first tokens are held back until the monitor has judged
+        them (or the answer ends); a prompt the calibrated judge rejects right after the
+        prefill goes to the cloud before any decode step and before any text is shown.
         """
         self._check_fits_device(len(context_ids), max_new)
         cache = cache or self.local.new_cache(len(context_ids) + max_new)
         cached = cache.pos
         tokens: list[TokenInfo] = []
+        held = _Held()
+        hold = self.policy.confidence.hold_tokens if self.policy.confidence else 0
         started = time.monotonic()
         stream = self.local.stream(context_ids[cached:], max_new_tokens=max_new, sampling=self.sampling,
-                                   stop_strings=self.stop, cache=cache)
+                                   stop_strings=self.stop, cache=cache, hidden_tokens=self.monitor.hidden_tokens)
         try:
             for event in stream:
+                token = event.token
                 if not tokens:
                     self.client.speeds.observe("edge", len(context_ids) - cached, time.monotonic() - started)
-                tokens.append(event.token)
-                if event.text:
-                    yield self.progress.text(self.restorer.feed(event.text), [event.token.id], "edge")
-                else:
-                    self.progress.edge_tokens += 1
-                verdict = self.monitor.observe(event.token.logprob, event.token.entropy, event.token.margin)
-                if event.finish_reason:
-                    self.progress.finish_reason = event.finish_reason
-                    break
+                tokens.append(token)
+                held.add(self.restorer.feed(event.text) if event.text else "", token.id)
+                final = event.finish_reason is not None
+                verdict = self.monitor.observe(token.logprob, token.entropy, token.margin, token.hidden, final=final)
                 if verdict.escalate:
                     handed_off = yield from self._escalate(verdict, tokens, context_ids, cache)
                     if handed_off:
                         return
+                if final or verdict.fired or len(tokens) >= hold or self.monitor.judged:
+                    yield from held.release(self.progress)
+                if final:
+                    self.progress.finish_reason = event.finish_reason
+                    break
         finally:
             stream.close()
+        yield from held.release(self.progress)
         if tail := self.restorer.flush():
             yield self.progress.text(tail, (), "edge")
         self.progress.tier = "edge"

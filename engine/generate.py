@@ -3,6 +3,10 @@
 Every generated token carries the confidence signals the router watches: its
 log-prob, the entropy of the next-token distribution and the top-2 margin, all
 from the model's own (temperature 1) distribution, whatever the sampling.
+Asked for (`hidden_tokens`), the first tokens also carry the final normed
+hidden state their distribution was projected from; the first token's is the
+prompt's last position, read before any decode step runs, so a judge can stop
+the request right after the prefill.
 """
 
 from __future__ import annotations
@@ -35,12 +39,14 @@ GREEDY = Sampling()
 
 @dataclass(frozen=True)
 class TokenInfo:
-    """One generated token: id, log-prob (nats), entropy (nats), top-1 minus top-2 probability."""
+    """One generated token: id, log-prob (nats), entropy (nats), top-1 minus top-2 probability,
+    and (when asked for) the final normed hidden state [dim] that chose it."""
 
     id: int
     logprob: float
     entropy: float
     margin: float
+    hidden: tuple[float, ...] | None = None
 
 
 # fp32 activation bytes one prefill forward may hold. A forward's activations
@@ -57,23 +63,32 @@ def prefill_chunk(config: ModelConfig) -> int:
     return max(64, PREFILL_ACTIVATION_BYTES // per_token)
 
 
-def prefill(model: Transformer, cache: KVCache, ids: list[int], *, chunk: int | None = None) -> torch.Tensor:
-    """Run the prompt through the model, `chunk` tokens at a time; returns the next-token logits [V]."""
+def prefill(
+    model: Transformer, cache: KVCache, ids: list[int], *, chunk: int | None = None, with_hidden: bool = False
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Run the prompt through the model, `chunk` tokens at a time; returns the next-token logits [V]
+    (and, `with_hidden`, the last position's normed hidden state [dim])."""
     if not ids:
         raise ValueError("prefill needs at least one token")
     chunk = chunk or prefill_chunk(model.config)
     for start in range(0, len(ids), chunk):
         tokens = torch.tensor([ids[start:start + chunk]], dtype=torch.long, device=cache.k.device)
-        logits = model(tokens, cache, last_only=True)
-    return logits[0, -1]
+        out = model(tokens, cache, last_only=True, with_hidden=with_hidden)
+    return (out[0][0, -1], out[1][0, -1]) if with_hidden else out[0, -1]
 
 
-def decode_one_token(model: Transformer, cache: KVCache, token_id: int) -> torch.Tensor:
+def decode_one_token(
+    model: Transformer, cache: KVCache, token_id: int, *, with_hidden: bool = False
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Feed one token; the next-token logits [V] (and, `with_hidden`, the normed hidden state [dim])."""
     tokens = torch.tensor([[token_id]], dtype=torch.long, device=cache.k.device)
-    return model(tokens, cache)[0, -1]
+    out = model(tokens, cache, with_hidden=with_hidden)
+    return (out[0][0, -1], out[1][0, -1]) if with_hidden else out[0, -1]
 
 
-def pick(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator | None) -> TokenInfo:
+def pick(
+    logits: torch.Tensor, sampling: Sampling, generator: torch.Generator | None, hidden: torch.Tensor | None = None
+) -> TokenInfo:
     """Choose the next token from logits [V] and describe the model's confidence in it."""
     logprobs = torch.log_softmax(logits.float(), dim=-1)
     top2 = torch.topk(logprobs, 2)
@@ -87,6 +102,7 @@ def pick(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator | 
         logprob=float(logprobs[token]),
         entropy=float(-(probs * logprobs).nan_to_num().sum()),
         margin=float(top2.values[0].exp() - top2.values[1].exp()),
+        hidden=None if hidden is None else tuple(hidden.tolist()),
     )
 
 
@@ -124,19 +140,23 @@ def generate_tokens(
     max_new_tokens: int,
     sampling: Sampling = GREEDY,
     stop_ids: Iterable[int] = (),
+    hidden_tokens: int = 0,
 ) -> Iterator[TokenInfo]:
     """Prefill `prompt_ids` after whatever `cache` holds, then decode.
 
     Yields each token as soon as it is chosen; a stop token is yielded last.
     The cache ends holding every token fed to the model (the last yielded token
-    is not fed, so a continuation starts by feeding it).
+    is not fed, so a continuation starts by feeding it). The first token is
+    yielded before any decode step, so a caller that stops there decoded nothing.
+    The first `hidden_tokens` tokens carry their hidden state (a judge reads no more).
     """
     stops = set(stop_ids)
     generator = make_generator(sampling)
-    logits = prefill(model, cache, prompt_ids)
+    out = prefill(model, cache, prompt_ids, with_hidden=hidden_tokens > 0)
     for i in range(max_new_tokens):
-        token = pick(logits, sampling, generator)
+        logits, hidden = out if i < hidden_tokens else (out, None)
+        token = pick(logits, sampling, generator, hidden)
         yield token
         if token.id in stops or i == max_new_tokens - 1:
             return
-        logits = decode_one_token(model, cache, token.id)
+        out = decode_one_token(model, cache, token.id, with_hidden=i + 1 < hidden_tokens)

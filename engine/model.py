@@ -162,11 +162,15 @@ class Transformer(nn.Module):
         # call (engine/decode_step.py); None runs the modules below.
         self.decode_step = None
 
-    def forward(self, tokens: torch.Tensor, cache: KVCache, *, last_only: bool = False) -> torch.Tensor:
+    def forward(
+        self, tokens: torch.Tensor, cache: KVCache, *, last_only: bool = False, with_hidden: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Run `tokens` [B, T] at positions cache.pos.. and append them to the cache.
 
         Returns logits [B, T, V], or [B, 1, V] for the last position when `last_only`
         (prefill for generation needs only that, and the vocab matmul dominates it).
+        `with_hidden` also returns the final normed hidden state [B, T or 1, dim] the
+        logits were projected from: what a learned confidence judge reads.
         """
         bsz, seqlen = tokens.shape
         start, end = cache.pos, cache.pos + seqlen
@@ -186,7 +190,9 @@ class Transformer(nn.Module):
         cache.pos = end
         if last_only:
             x = x[:, -1:]
-        return self.output(self.norm(x)).float()
+        normed = self.norm(x)
+        logits = self.output(normed).float()
+        return (logits, normed.float()) if with_hidden else logits
 
 
 def rope_frequencies(head_dim: int, theta: float, scaling: RopeScaling | None) -> torch.Tensor:

@@ -137,15 +137,18 @@ class LocalModel:
         sampling: Sampling = GREEDY,
         stop_strings: tuple[str, ...] = (),
         cache: KVCache | None = None,
+        hidden_tokens: int = 0,
     ) -> Iterator[StreamEvent]:
-        """Generate after `prompt_ids`, yielding each token with the text it releases."""
+        """Generate after `prompt_ids`, yielding each token with the text it releases
+        (the first `hidden_tokens` with the hidden state a learned judge reads)."""
         self.check_length(len(prompt_ids) + (cache.pos if cache else 0), max_new_tokens)
         cache = cache or self.new_cache(len(prompt_ids) + max_new_tokens)
         detok = Detokenizer(self.tokenizer, stop_strings)
         stops = set(self.tokenizer.stop_ids)
         count = 0
         for token in generate_tokens(
-            self.model, cache, prompt_ids, max_new_tokens=max_new_tokens, sampling=sampling, stop_ids=stops
+            self.model, cache, prompt_ids, max_new_tokens=max_new_tokens, sampling=sampling, stop_ids=stops,
+            hidden_tokens=hidden_tokens,
         ):
             count += 1
             if token.id in stops:

@@ -20,9 +20,11 @@ import jsonschema
 
 from router.errors import PolicyError, Problem
 from router.linear_regex import RegexError, compile_linear
+from router.judge import Judge, JudgeError
 from router.policy import (
     BUILTIN_DETECTORS,
     AuditSettings,
+    Calibration,
     CloudRules,
     ConfidenceRule,
     CustomDetector,
@@ -174,10 +176,26 @@ def _semantic_problems(doc: Document, source: str) -> list[Problem]:
     if edge["max_new_tokens"] >= edge["max_context_tokens"]:
         add(("edge", "max_new_tokens"), f"contradictory limits: {edge['max_new_tokens']} new tokens leave no room "
             f"for a prompt in a context of {edge['max_context_tokens']}")
-    if rule is not None:
-        if not cloud["allowed"]:
-            add(("confidence",), "contradictory rules: cloud.allowed is false, so a confidence rule could never "
-                "escalate; remove `confidence` or allow the cloud")
+    if rule is not None and not cloud["allowed"]:
+        add(("confidence",), "contradictory rules: cloud.allowed is false, so a confidence rule could never "
+            "escalate; remove `confidence` or allow the cloud")
+    if rule is not None and rule["signal"] == Signal.CALIBRATED.value:
+        for name in ("threshold", "window", "min_tokens", "quantile"):
+            if name in rule:
+                add(("confidence", name), f"{name} does not apply to signal calibrated: the calibration file "
+                    "sets the judge's thresholds and window (name a target instead)")
+        targets = [t for t in ("target_escalation", "target_kept_accuracy") if t in rule]
+        if len(targets) != 1:
+            add(("confidence",), "signal calibrated needs exactly one target: target_escalation (share of answers "
+                "sent to the cloud) or target_kept_accuracy" + (", not both" if targets else ""))
+        try:
+            _load_judge(rule, source)
+        except JudgeError as exc:
+            add(("confidence", "calibration"), str(exc))
+    elif rule is not None:
+        for name in ("calibration", "target_escalation", "target_kept_accuracy", "prefill_probe"):
+            if name in rule:
+                add(("confidence", name), f"{name} only applies to signal calibrated, not {rule['signal']}")
         if rule["min_tokens"] > edge["max_new_tokens"]:
             add(("confidence", "min_tokens"), f"contradictory rules: min_tokens {rule['min_tokens']} is more than "
                 f"edge.max_new_tokens {edge['max_new_tokens']}, so the rule could never fire")
@@ -211,6 +229,39 @@ def _threshold_problem(signal: Signal, threshold: float) -> str | None:
     return None
 
 
+def _load_judge(rule: dict[str, Any], source: str) -> tuple[str, Judge]:
+    """The calibration file, resolved against the policy file's folder (the working directory
+    for a policy that is not a file)."""
+    path = FsPath(rule["calibration"]).expanduser()
+    if not path.is_absolute():
+        base = FsPath(source).parent if FsPath(source).is_file() else FsPath.cwd()
+        path = base / path
+    path = path.resolve()
+    return str(path), Judge.load(path)
+
+
+def _confidence_rule(rule: dict[str, Any], source: str) -> ConfidenceRule:
+    action = EscalationAction(rule.get("action", EscalationAction.ESCALATE_CONTINUE))
+    hold = int(rule.get("hold_tokens", 0))
+    if rule["signal"] != Signal.CALIBRATED.value:
+        return ConfidenceRule(
+            signal=Signal(rule["signal"]),
+            threshold=float(rule["threshold"]),
+            window=int(rule["window"]),
+            min_tokens=int(rule["min_tokens"]),
+            action=action,
+            quantile=float(rule.get("quantile", 0.1)),
+            hold_tokens=hold,
+        )
+    path, judge = _load_judge(rule, source)
+    escalation, accuracy = rule.get("target_escalation"), rule.get("target_kept_accuracy")
+    point = judge.operating_point(escalation=escalation, kept_accuracy=accuracy)
+    calibration = Calibration(path, judge, point, None if escalation is None else float(escalation),
+                              None if accuracy is None else float(accuracy), bool(rule.get("prefill_probe", True)))
+    return ConfidenceRule(Signal.CALIBRATED, point.judge_threshold, judge.window, 1, action, hold_tokens=hold,
+                          calibration=calibration)
+
+
 def _build(data: dict[str, Any], source: str) -> Policy:
     privacy = data.get("privacy", {})
     switches = privacy.get("detectors", {})
@@ -220,14 +271,7 @@ def _build(data: dict[str, Any], source: str) -> Policy:
     return Policy(
         version=data["version"],
         edge=EdgeLimits(int(data["edge"]["max_context_tokens"]), int(data["edge"]["max_new_tokens"])),
-        confidence=None if rule is None else ConfidenceRule(
-            signal=Signal(rule["signal"]),
-            threshold=float(rule["threshold"]),
-            window=int(rule["window"]),
-            min_tokens=int(rule["min_tokens"]),
-            action=EscalationAction(rule.get("action", EscalationAction.ESCALATE_CONTINUE)),
-            quantile=float(rule.get("quantile", 0.1)),
-        ),
+        confidence=None if rule is None else _confidence_rule(rule, source),
         privacy=PrivacyRules(
             detectors=frozenset(name for name in BUILTIN_DETECTORS if switches.get(name, True)),
             custom=tuple(

@@ -17,6 +17,7 @@ from enum import StrEnum
 from typing import Any
 
 from router.linear_regex import compile_linear
+from router.judge import Judge, OperatingPoint
 
 # Built-in detectors: name -> what it finds. A detector's findings carry its name
 # as their tag, so `privacy.local_only: [card]` pins any request with a card number.
@@ -34,12 +35,14 @@ BUILTIN_DETECTORS: dict[str, str] = {
 
 
 class Signal(StrEnum):
-    """Per-window confidence statistic; all but `entropy` fire when BELOW the threshold."""
+    """Per-window confidence statistic; all but `entropy` fire when BELOW the threshold.
+    `calibrated` is the judge fitted by `tandem calibrate` (router.judge)."""
 
     MIN_PROB = "min_prob"
     QUANTILE_PROB = "quantile_prob"
     MEAN_LOGPROB = "mean_logprob"
     ENTROPY = "entropy"
+    CALIBRATED = "calibrated"
 
 
 class EscalationAction(StrEnum):
@@ -72,13 +75,31 @@ class EdgeLimits:
 
 
 @dataclass(frozen=True)
+class Calibration:
+    """A calibrated judge and the operating point the policy's target picks from its curve."""
+
+    path: str  # resolved; the content hash reads the file's SHA-256 instead
+    judge: Judge = field(compare=False, repr=False)
+    point: OperatingPoint
+    target_escalation: float | None = None
+    target_kept_accuracy: float | None = None
+    prefill_probe: bool = True
+
+
+@dataclass(frozen=True)
 class ConfidenceRule:
+    """For `calibrated`, threshold and window come from the calibration (judge threshold, the
+    judge's window) and min_tokens is 1: the judge gives its verdict at the window or at the
+    answer's end, whichever comes first. `hold_tokens` text is held back until judged."""
+
     signal: Signal
     threshold: float
     window: int
     min_tokens: int
     action: EscalationAction
     quantile: float = 0.1
+    hold_tokens: int = 0
+    calibration: Calibration | None = None
 
 
 @dataclass(frozen=True)
@@ -151,7 +172,11 @@ class Policy:
     content_hash: str = field(init=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "content_hash", content_hash(self.to_dict()))
+        data = self.to_dict()
+        if self.confidence is not None and self.confidence.calibration is not None:
+            # The judge's meaning is its content, wherever the file lives.
+            data["confidence"]["calibration"] = "sha256:" + self.confidence.calibration.judge.sha256
+        object.__setattr__(self, "content_hash", content_hash(data))
 
     def to_dict(self) -> dict[str, Any]:
         """The effective policy as plain JSON data, in the file format (defaults filled in)."""
@@ -178,16 +203,26 @@ class Policy:
             "kv_handoff": asdict(self.kv_handoff),
         }
         if self.confidence is not None:
-            rule = self.confidence
-            data["confidence"] = {
-                "signal": rule.signal.value,
-                "threshold": rule.threshold,
-                "window": rule.window,
-                "min_tokens": rule.min_tokens,
-                "action": rule.action.value,
-                **({"quantile": rule.quantile} if rule.signal is Signal.QUANTILE_PROB else {}),
-            }
+            data["confidence"] = _confidence_dict(self.confidence)
         return data
+
+
+def _confidence_dict(rule: ConfidenceRule) -> dict[str, Any]:
+    common = {"action": rule.action.value, "hold_tokens": rule.hold_tokens}
+    cal = rule.calibration
+    if cal is not None:
+        target = ({"target_escalation": cal.target_escalation} if cal.target_escalation is not None
+                  else {"target_kept_accuracy": cal.target_kept_accuracy})
+        return {"signal": rule.signal.value, "calibration": cal.path, **target,
+                "prefill_probe": cal.prefill_probe, **common}
+    return {
+        "signal": rule.signal.value,
+        "threshold": rule.threshold,
+        "window": rule.window,
+        "min_tokens": rule.min_tokens,
+        **common,
+        **({"quantile": rule.quantile} if rule.signal is Signal.QUANTILE_PROB else {}),
+    }
 
 
 def content_hash(data: Any) -> str:

@@ -75,21 +75,50 @@ SCHEMA: dict[str, Any] = {
         "confidence": {
             "type": "object",
             "additionalProperties": False,
-            "required": ["signal", "threshold", "window", "min_tokens"],
+            "required": ["signal"],
             "description": "When the device's answer is not confident enough, escalate to the cloud mid-stream. "
             "Leave out to never escalate on confidence. Needs cloud.allowed: true.",
             "properties": {
                 "signal": {
                     "enum": [s.value for s in Signal],
-                    "description": "min_prob: lowest token probability in the window; quantile_prob: the "
+                    "description": "calibrated: the judge fitted by `tandem calibrate` for the device model (needs "
+                    "`calibration` and a target; it also screens the prompt before decoding). Hand-set: "
+                    "min_prob: lowest token probability in the window; quantile_prob: the "
                     "`quantile` of token probabilities in the window; mean_logprob: mean natural-log "
                     "probability; all three fire BELOW threshold. entropy: mean next-token entropy in nats, "
                     "fires ABOVE threshold.",
                 },
+                "calibration": {
+                    "type": "string",
+                    "minLength": 1,
+                    "description": "Only with signal calibrated: the calibration file (JSON, written by `tandem "
+                    "calibrate`), relative to the policy file. It is refused for a model other than the one it "
+                    "was fitted for.",
+                },
+                "target_escalation": {
+                    "type": "number",
+                    "exclusiveMinimum": 0,
+                    "exclusiveMaximum": 1,
+                    "description": "Only with signal calibrated: share of answers to send to the cloud (the "
+                    "thresholds come from the calibration's measured curve). Give this or target_kept_accuracy.",
+                },
+                "target_kept_accuracy": {
+                    "type": "number",
+                    "exclusiveMinimum": 0,
+                    "maximum": 1,
+                    "description": "Only with signal calibrated: escalate as little as reaches this accuracy of the "
+                    "answers kept on the device, as measured on the calibration data.",
+                },
+                "prefill_probe": {
+                    "type": "boolean",
+                    "default": True,
+                    "description": "Only with signal calibrated: right after the prefill, send a prompt the probe "
+                    "says the device will get wrong to the cloud before any decoding.",
+                },
                 "threshold": {
                     "type": "number",
-                    "description": "min_prob / quantile_prob: a probability in (0, 1); mean_logprob: a "
-                    "log-probability < 0; entropy: nats > 0.",
+                    "description": "Hand-set signals: min_prob / quantile_prob: a probability in (0, 1); "
+                    "mean_logprob: a log-probability < 0; entropy: nats > 0.",
                 },
                 "quantile": {
                     "type": "number",
@@ -101,21 +130,34 @@ SCHEMA: dict[str, Any] = {
                 "window": {
                     "type": "integer",
                     "minimum": 1,
-                    "description": "Number of most recent tokens the signal is computed over.",
+                    "description": "Hand-set signals: number of most recent tokens the signal is computed over.",
                 },
                 "min_tokens": {
                     "type": "integer",
                     "minimum": 1,
-                    "description": "Tokens to generate before the rule may fire; the window is partial until "
-                    "`window` tokens exist.",
+                    "description": "Hand-set signals: tokens to generate before the rule may fire; the window is "
+                    "partial until `window` tokens exist.",
+                },
+                "hold_tokens": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "default": 0,
+                    "description": "Hold the answer's first N tokens back from the caller until the rule has "
+                    "judged them (the calibrated judge gives its verdict at its window or at the answer's end). "
+                    "An answer judged wrong while held is never shown; one judged wrong after it was shown is "
+                    "withdrawn: an escalation event with keep_chars 0, and the cloud answers from the start.",
                 },
                 "action": {
                     "enum": [a.value for a in EscalationAction],
                     "default": EscalationAction.ESCALATE_CONTINUE.value,
                     "description": "escalate_restart: the cloud answers from the prompt; escalate_continue: the "
-                    "device's tokens before the low-confidence window are kept and the cloud continues.",
+                    "device's tokens before the low-confidence window are kept and the cloud continues (the "
+                    "calibrated judge judges the answer as a whole, so its escalations always restart).",
                 },
             },
+            "if": {"properties": {"signal": {"const": Signal.CALIBRATED.value}}},
+            "then": {"required": ["calibration"]},
+            "else": {"required": ["threshold", "window", "min_tokens"]},
         },
         "privacy": {
             "type": "object",

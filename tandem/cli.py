@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "router.cli",
     "cloud.cli",
     "edge.cli",
+    "tandem.calibrate",
 )
 
 DESCRIPTION = """\

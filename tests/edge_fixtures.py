@@ -32,7 +32,10 @@ def policy_with(base: Path = DEFAULT_POLICY, **sections: dict[str, Any]) -> Poli
         if values is None:
             doc.pop(name, None)
         else:
-            merged = {**doc.get(name, {}), **values}
+            base_section = doc.get(name, {})
+            if "signal" in values and values["signal"] != base_section.get("signal"):
+                base_section = {}  # another signal: the base's signal-specific keys do not apply
+            merged = {**base_section, **values}
             doc[name] = {k: v for k, v in merged.items() if v is not None}
     doc["audit"] = {"enabled": False}
     return parse_policy(yaml.safe_dump(doc), source="test-policy")
