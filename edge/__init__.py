@@ -3,8 +3,11 @@
     from edge import TandemClient
     with TandemClient("smollm2-135m", cloud="gpu-host:50051") as client:
         answer = client.complete("What is the capital of France?")
+
+`AsyncTandemClient` is the same for asyncio services (`async for`, `await`).
 """
 
+from edge.async_client import AsyncStream, AsyncTandemClient
 from edge.client import DEFAULT_POLICY, TandemClient
 from edge.errors import (
     CloudError,
@@ -20,6 +23,8 @@ from edge.transport import CloudTarget
 
 __all__ = [
     "Answer",
+    "AsyncStream",
+    "AsyncTandemClient",
     "CircuitBreaker",
     "CloudError",
     "CloudRejectedError",

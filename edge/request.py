@@ -58,7 +58,7 @@ class _Progress:
     finish_reason: str = "length"
     latencies: dict[str, float] = field(default_factory=dict)
 
-    def text(self, text: str, ids: Sequence[int], tier: Tier) -> Text:
+    def text(self, text: str, ids: Sequence[int], tier: Tier, logprobs: Sequence[float] = ()) -> Text:
         if text and self.first_text_at is None:
             self.first_text_at = time.monotonic()
         self.visible += text
@@ -67,7 +67,7 @@ class _Progress:
         else:
             self.cloud_tokens += len(ids)
         self.tier = tier
-        return Text(text, tuple(ids), tier)
+        return Text(text, tuple(ids), tier, tuple(logprobs))
 
 
 class Request:
@@ -158,7 +158,8 @@ class Request:
                     self.client.speeds.observe("edge", len(context_ids) - cached, time.monotonic() - started)
                 tokens.append(event.token)
                 if event.text:
-                    yield self.progress.text(self.restorer.feed(event.text), [event.token.id], "edge")
+                    yield self.progress.text(self.restorer.feed(event.text), [event.token.id], "edge",
+                                             [event.token.logprob])
                 else:
                     self.progress.edge_tokens += 1
                 verdict = self.monitor.observe(event.token.logprob, event.token.entropy, event.token.margin)
@@ -362,7 +363,8 @@ class Request:
                 if response.HasField("chunk"):
                     chunk = response.chunk
                     received += chunk.token_ids
-                    yield self.progress.text(self.restorer.feed(chunk.text), chunk.token_ids, "cloud")
+                    yield self.progress.text(self.restorer.feed(chunk.text), chunk.token_ids, "cloud",
+                                             chunk.logprobs)
                 else:
                     result = response.result
                     self.progress.finish_reason = _FINISH[result.finish_reason]
