@@ -186,7 +186,8 @@ class AsyncStream:
         return self._record
 
     async def __anext__(self) -> Event:
-        self._start()
+        if not self._ended:
+            self._start()
         while not self._ended:
             kind, value = await self._next_item()
             if kind == _EVENT:
@@ -199,133 +200,6 @@ class AsyncStream:
             else:
                 self._ended = True
         raise StopAsyncIteration
-
-    async def aclose(self) -> None:
-        for stream in list(self._active):
-            await stream.aclose()
-        if self._cloud is not None:
-            await self._cloud.aclose()
-
-    async def __aenter__(self) -> AsyncTandemClient:
-        return self
-
-    async def __aexit__(self, *exc_info) -> None:
-        await self.aclose()
-
-    async def connect(self) -> cloud_pb2.InfoResponse:
-        """Reach the cloud now and check that it shares our tokenizer (otherwise it happens on first use)."""
-        scope = JourneyScope(asyncio.get_running_loop())
-
-        def connect() -> cloud_pb2.InfoResponse:
-            scope.enter()
-            return self.sync.connect()
-
-        try:
-            return await asyncio.to_thread(connect)
-        except asyncio.CancelledError:
-            scope.cancel()
-            raise
-
-    def chat(
-        self,
-        messages: Messages,
-        *,
-        tags: Iterable[str] = (),
-        max_new_tokens: int | None = None,
-        sampling: Sampling = GREEDY,
-        stop: Sequence[str] = (),
-        session_id: str = "",
-        request_id: str | None = None,
-    ) -> AsyncStream:
-        """Stream the assistant's next turn after `messages`; see TandemClient.chat."""
-        messages = [dict(m) for m in messages]
-        return AsyncStream(self, lambda: self.sync.journey(
-            messages, chat=True, tags=tags, max_new_tokens=max_new_tokens, sampling=sampling, stop=stop,
-            session_id=session_id, request_id=request_id))
-
-    def generate(
-        self,
-        prompt: str,
-        *,
-        chat: bool = True,
-        tags: Iterable[str] = (),
-        max_new_tokens: int | None = None,
-        sampling: Sampling = GREEDY,
-        stop: Sequence[str] = (),
-        session_id: str = "",
-        request_id: str | None = None,
-    ) -> AsyncStream:
-        """Stream an answer to one user turn (`chat=False`: continue raw text instead)."""
-        request: str | Messages = [{"role": "user", "content": prompt}] if chat else prompt
-        return AsyncStream(self, lambda: self.sync.journey(
-            request, chat=chat, tags=tags, max_new_tokens=max_new_tokens, sampling=sampling, stop=stop,
-            session_id=session_id, request_id=request_id))
-
-    async def complete(self, prompt_or_messages: str | Messages, **options: Any) -> Answer:
-        """The whole answer and its record."""
-        if isinstance(prompt_or_messages, str):
-            stream = self.generate(prompt_or_messages, **options)
-        else:
-            stream = self.chat(prompt_or_messages, **options)
-        async with stream:
-            async for event in stream:
-                if isinstance(event, Done):
-                    return Answer(event.text, event.tier, event.finish_reason, event.record)
-        raise RuntimeError("the stream ended without a Done event")
-
-
-_OPEN, _EVENT, _ERROR, _END = "open", "event", "error", "end"
-
-
-class AsyncStream:
-    """One request's events as an async iterator. The journey starts at the first `__anext__`
-    (or `opened()`); `aclose()`, leaving `async with`, or cancelling the reading task stops it."""
-
-    def __init__(self, client: AsyncTandemClient, build: Callable[[], Request]) -> None:
-        self._client = client
-        self._build = build
-        self._queue: asyncio.Queue[tuple[str, Any]] | None = None
-        self._scope: JourneyScope | None = None
-        self._finished: asyncio.Future[None] | None = None
-        self._record: DecisionRecord | None = None
-        self._ended = False
-
-    def __aiter__(self) -> AsyncStream:
-        return self
-
-    async def __aenter__(self) -> AsyncStream:
-        return self
-
-    async def __aexit__(self, *exc_info) -> None:
-        await self.aclose()
-
-    async def opened(self) -> DecisionRecord:
-        """Start the journey and return its decision record once routed (route and reasons are
-        known before the first token; the tier, signals and latencies are filled in as it runs)."""
-        self._start()
-        while self._record is None:
-            kind, value = await self._next_item()
-            if kind == _ERROR:
-                self._push_back((kind, value))
-                break
-        if self._record is None:
-            raise await self._error_of()
-        return self._record
-
-    async def __anext__(self) -> Event:
-        self._start()
-        if self._ended:
-            raise StopAsyncIteration
-        while True:
-            kind, value = await self._next_item()
-            if kind == _EVENT:
-                return value
-            if kind == _ERROR:
-                self._ended = True
-                raise value
-            if kind == _END:
-                self._ended = True
-                raise StopAsyncIteration
 
     async def aclose(self) -> None:
         """Stop the journey (if it still runs) and wait until it has let go of the device and the cloud."""

@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "router.cli",
     "cloud.cli",
     "edge.cli",
+    "edge.serve_cli",
 )
 
 
