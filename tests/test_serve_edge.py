@@ -72,9 +72,11 @@ def read_stream(stream) -> tuple[str, list, str]:
         note = (chunk.model_extra or {}).get("tandem") or {}
         if note.get("event") == "escalation":
             aware = aware[: note["keep_chars"]]
-        if chunk.choices and chunk.choices[0].delta.content:
-            plain += chunk.choices[0].delta.content
-            aware += chunk.choices[0].delta.content
+        if chunk.choices:
+            choice = chunk.choices[0]
+            text = choice.delta.content if hasattr(choice, "delta") else choice.text  # chat or text completion
+            plain += text or ""
+            aware += text or ""
     return plain, chunks, aware
 
 
@@ -170,7 +172,7 @@ def test_unreachable_cloud_falls_back_or_fails_in_the_openai_shape(smollm2, tmp_
     assert whole.model_extra["tandem"]["fallback"] == "answer_local:UNAVAILABLE"
     assert whole.model_extra["tandem"]["tier"] == "edge" and whole.choices[0].text
     notes = [c.model_extra.get("tandem") or {} for c in chunks]
-    assert any(n.get("event") == "fallback" and n["reason"] == "UNAVAILABLE" for n in notes)
+    assert any(n.get("event") == "fallback" and n["reason"] in ("UNAVAILABLE", "CIRCUIT_OPEN") for n in notes)
     failing = policy_with(edge=SMALL_DEVICE, cloud={"on_unreachable": "fail"})
     with serve_edge(smollm2, dead_address(), failing, tmp_path, deadline_s=3.0) as (url, _):
         with pytest.raises(openai.InternalServerError) as info:
