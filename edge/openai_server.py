@@ -14,7 +14,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import anyio
@@ -68,7 +68,7 @@ def build_app(client: AsyncTandemClient, *, model_id: str, api_keys: Sequence[st
             if call.model not in model_ids:
                 raise APIError(404, f"the model {call.model!r} does not exist here; this server offers "
                                f"{', '.join(model_ids)}", param="model", code="model_not_found")
-            return await _answer(client, call)
+            return await _unless_disconnected(request, _answer(client, call))
         return endpoint
 
     async def on_error(request: Request, exc: Exception) -> Response:
@@ -118,6 +118,28 @@ def api_error(exc: BaseException) -> APIError:
 def _retry_after(exc: BaseException) -> dict[str, str]:
     seconds = getattr(exc, "retry_after_s", None)
     return {"Retry-After": str(max(1, round(seconds)))} if seconds else {}
+
+
+async def _unless_disconnected(request: Request, answering: Awaitable[Response]) -> Response:
+    """The answer, unless the client goes away first: then the request is cancelled (device and cloud freed).
+    A stream's own disconnects are EventStreamResponse's business, once it is returned."""
+    answer = asyncio.ensure_future(answering)
+
+    async def disconnected() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait({answer, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if not answer.done():
+        answer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await answer
+        return Response(status_code=499)  # nobody is listening; the status is for the access log
+    return answer.result()
 
 
 async def _answer(client: AsyncTandemClient, call: CompletionCall) -> Response:

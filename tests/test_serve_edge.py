@@ -231,7 +231,16 @@ def test_a_client_that_disconnects_mid_stream_frees_the_device_and_the_cloud(smo
                 time.sleep(0.02)
             assert (client.in_flight, server.servicer.admission.active) == (0, 0), tier
             assert httpx.get(url + "/health").json()["in_flight"] == 0
-    on_device, in_cloud = records(tmp_path)
+            if tier == "edge":  # a whole answer whose client stops waiting is cancelled as well
+                body = {"model": MODEL, "max_tokens": 400, **request}
+                with pytest.raises(httpx.ReadTimeout):
+                    httpx.post(url + path, json=body, headers=headers, timeout=httpx.Timeout(60, read=1.0))
+                left_at = time.monotonic()
+                while client.in_flight and time.monotonic() - left_at < 10:
+                    time.sleep(0.02)
+                assert client.in_flight == 0
+    on_device, whole, in_cloud = records(tmp_path)
+    assert whole["fallback"] == "abandoned_by_caller" and whole["tokens"]["edge"] < 400
     assert on_device["fallback"] == in_cloud["fallback"] == "abandoned_by_caller"
     assert on_device["route"] == "local" and on_device["tokens"]["edge"] < 100
     assert in_cloud["route"] == "cloud" and in_cloud["tokens"]["cloud"] < 100
