@@ -9,7 +9,6 @@ import time
 
 import pytest
 
-from cloud.client import generate_request
 from cloud.config import ServerConfig
 from edge import AsyncTandemClient, Done, Text
 from edge.demo import DOCUMENT
