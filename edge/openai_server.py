@@ -88,7 +88,9 @@ def build_app(client: AsyncTandemClient, *, model_id: str, api_keys: Sequence[st
             Route("/v1/models", models, methods=["GET"]),
             Route("/health", health, methods=["GET"]),
         ],
-        exception_handlers={Exception: on_error, HTTPException: on_error, APIError: on_error},
+        # Expected errors are answered here; anything else too, then logged with its traceback.
+        exception_handlers={cls: on_error for cls in (APIError, HTTPException, TandemError, EngineError, ValueError,
+                                                      Exception)},
     )
 
 

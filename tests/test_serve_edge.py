@@ -18,6 +18,7 @@ import pytest
 
 from edge import AsyncTandemClient
 from edge.demo import DOCUMENT, dead_address
+from edge.openai_api import APIError, parse_call
 from edge.openai_server import bound_port, build_app, uvicorn_server
 from tests.cloud_fixtures import running_server, wait_for_port
 from tests.conftest import REPO
@@ -271,3 +272,43 @@ def test_the_tandem_serve_edge_command(smollm2, cloud, tmp_path):
     assert whole.model_extra["tandem"]["route"] == "local" and whole.model_extra["tandem"]["tier"] == "edge"
     assert chunks[-1].model_extra["tandem"]["event"] == "done"
     assert [r["route"] for r in records(tmp_path)] == ["local", "local"]
+
+
+def test_request_fields_and_headers_map_to_sdk_options():
+    body = {"model": "tandem", "messages": [{"role": "developer", "content": "Be brief."},
+                                            {"role": "user", "content": [{"type": "text", "text": "Hi "},
+                                                                         {"type": "text", "text": "there"}]}],
+            "tags": ["health"], "session_id": "from-body", "max_completion_tokens": 7, "temperature": 0.5,
+            "top_p": 0.9, "seed": 3, "stop": "\n", "logprobs": True, "top_logprobs": 2}
+    call = parse_call("chat", body, {"x-tandem-tags": "confidential, public", "x-tandem-session-id": "from-header",
+                                     "x-tandem-stream": "draft"})
+    assert call.request == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi there"}]
+    assert call.tags == ["health", "confidential", "public"] and call.session_id == "from-body"
+    assert (call.max_new_tokens, call.stop, call.stream_mode, call.top_logprobs) == (7, ("\n",), "draft", 2)
+    assert (call.sampling.temperature, call.sampling.top_p, call.sampling.seed) == (0.5, 0.9, 3)
+    assert parse_call("chat", {**body, "session_id": "x"}, {}).session_id == "x"
+    assert parse_call("text", {"model": "m", "prompt": ["once"], "logprobs": 1}, {}).request == "once"
+
+
+@pytest.mark.parametrize("change, param", [
+    ({"temperature": 3}, "temperature"),
+    ({"temperature": "hot"}, "temperature"),
+    ({"max_tokens": 0}, "max_tokens"),
+    ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
+    ({"logprobs": False, "top_logprobs": 2}, "top_logprobs"),
+    ({"messages": [{"role": "wizard", "content": "hi"}]}, "messages[0].role"),
+    ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]}, "messages[0].content"),
+    ({"tags": "health"}, None),  # a comma-separated string is accepted like the header
+    ({"tandem_stream": "fast"}, "tandem_stream"),
+    ({"stream_options": {"include_usage": True}}, "stream_options"),
+    ({"model": ""}, "model"),
+])
+def test_bad_fields_are_named_in_the_error(change, param):
+    body = {"model": "tandem", "messages": [{"role": "user", "content": "hi"}], **change}
+    if param is None:
+        assert parse_call("chat", body, {}).tags == ["health"]
+        return
+    with pytest.raises(APIError) as info:
+        parse_call("chat", body, {})
+    assert info.value.status == 400 and info.value.param == param
+    assert set(info.value.body()["error"]) == {"message", "type", "param", "code"}
