@@ -9,8 +9,15 @@ same tokens) and compares medians; the SDK run includes tokenization, routing wi
 the detectors, the stream monitor on every token, redaction restoring and the audit
 record. Goal: < 5 %.
 
+The HTTP endpoint (`tandem serve-edge`, on loopback in this process) is measured the
+same way against the SDK: the same local-path request through the official openai
+client, streamed (one server-sent event per token) and whole, alternating with SDK
+runs; its overhead is HTTP, JSON, the worker thread and the event loop (the async
+SDK alone, timed beside them, is the thread and loop part). Goal: < 5 %.
+
     python benchmarks/e2e.py                   # 3 runs per path, 9 overhead pairs
     python benchmarks/e2e.py --runs 5 --pairs 15 --threads 2
+    python benchmarks/e2e.py --http-only       # only the HTTP endpoint's overhead
 """
 
 from __future__ import annotations
@@ -109,6 +116,89 @@ def overhead(local, pairs: int, max_new_tokens: int) -> dict:
     }
 
 
+def http_overhead(local, pairs: int, max_new_tokens: int) -> dict:
+    """Median total time of the SDK vs the async SDK and the same request through serve-edge (streamed and
+    whole), alternating."""
+    import asyncio
+    import threading
+
+    import openai
+
+    from edge.async_client import AsyncTandemClient
+    from edge.client import TandemClient
+    from edge.events import Text
+    from edge.openai_server import bound_port, build_app, uvicorn_server
+
+    sdk = TandemClient(local, audit_log=None)  # no cloud: the local path, monitor on every token
+    server = uvicorn_server(build_app(AsyncTandemClient(local, audit_log=None), model_id="bench"),
+                            host="127.0.0.1", port=0)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.01)
+    api = openai.OpenAI(base_url=f"http://127.0.0.1:{bound_port(server)}/v1", api_key="none", max_retries=0)
+    request = {"model": "bench", "messages": [{"role": "user", "content": OVERHEAD_PROMPT}],
+               "max_tokens": max_new_tokens}
+    loop = asyncio.new_event_loop()
+    async_sdk = AsyncTandemClient(local, audit_log=None)
+
+    async def async_complete():
+        return await async_sdk.complete(OVERHEAD_PROMPT, max_new_tokens=max_new_tokens)
+
+    times: dict[str, list[float]] = {"sdk": [], "async_sdk": [], "stream": [], "whole": []}
+    def sdk_in_a_thread():
+        # serve-edge and the async SDK decode in a worker thread; so does the peer, since on a loaded
+        # machine the same decode has been measured 3-4x slower from the main thread than from another.
+        out = []
+        worker = threading.Thread(target=lambda: out.append(time_stream(
+            sdk.generate(OVERHEAD_PROMPT, max_new_tokens=max_new_tokens), lambda e: isinstance(e, Text))))
+        worker.start()
+        worker.join()
+        return out[0]
+
+    for i in range(pairs + 1):
+        _, sdk_ms, done = sdk_in_a_thread()
+        start = time.perf_counter()
+        async_answer = loop.run_until_complete(async_complete())
+        async_ms = (time.perf_counter() - start) * 1000
+        start = time.perf_counter()
+        chunks = list(api.chat.completions.create(**request, stream=True, stream_options={"include_usage": True}))
+        stream_ms = (time.perf_counter() - start) * 1000
+        start = time.perf_counter()
+        whole = api.chat.completions.create(**request)
+        whole_ms = (time.perf_counter() - start) * 1000
+        streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        if not (streamed == whole.choices[0].message.content == async_answer.text == done.text):
+            raise SystemExit("the HTTP endpoint answered differently from the SDK: not the same work")
+        if i == 0:
+            continue  # warm-up
+        for name, ms in (("sdk", sdk_ms), ("async_sdk", async_ms), ("stream", stream_ms), ("whole", whole_ms)):
+            times[name].append(ms)
+    server.should_exit = True
+    thread.join(timeout=30)
+    loop.run_until_complete(async_sdk.aclose())
+    loop.close()
+    med = {name: statistics.median(values) for name, values in times.items()}
+    return {
+        "tokens": done.record.tokens["edge"], "pairs": pairs, "sdk_ms": round(med["sdk"], 1),
+        "async_sdk_ms": round(med["async_sdk"], 1),
+        "async_overhead_pct": round((med["async_sdk"] / med["sdk"] - 1) * 100, 2),
+        "http_stream_ms": round(med["stream"], 1), "http_whole_ms": round(med["whole"], 1),
+        "stream_overhead_pct": round((med["stream"] / med["sdk"] - 1) * 100, 2),
+        "whole_overhead_pct": round((med["whole"] / med["sdk"] - 1) * 100, 2),
+        "stream_pairwise_median_ratio": round(statistics.median(
+            h / s for h, s in zip(times["stream"], times["sdk"])), 4),
+    }
+
+
+def print_http(cost: dict) -> None:
+    print(f"local path over HTTP (serve-edge, openai client, loopback), {cost['tokens']} tokens, median of "
+          f"{cost['pairs']} alternating runs: SDK {cost['sdk_ms']} ms, async SDK {cost['async_sdk_ms']} ms "
+          f"({cost['async_overhead_pct']:+.2f} %), streamed {cost['http_stream_ms']} ms "
+          f"({cost['stream_overhead_pct']:+.2f} %), whole {cost['http_whole_ms']} ms "
+          f"({cost['whole_overhead_pct']:+.2f} %)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m")
@@ -116,6 +206,7 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=9, help="raw/SDK pairs for the overhead figure")
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--http-only", action="store_true", help="only the HTTP endpoint's overhead over the SDK")
     args = parser.parse_args()
 
     import tempfile
@@ -127,13 +218,19 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     local = LocalModel.load(args.model, max_context=2048)
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {args.threads} threads"
+    if args.http_only:
+        http = http_overhead(local, args.pairs, args.max_new_tokens * 2)
+        print_http(http)
+        print(json.dumps({"benchmark": "e2e_http", "machine": machine, "http_overhead": http}))
+        return
     server, port = start_server(LocalModel.load(args.model, max_context=2048))
     with tempfile.TemporaryDirectory() as tmp:
         rows = paths(local, f"127.0.0.1:{port}", args.runs, args.max_new_tokens, Path(tmp) / "audit.jsonl")
     server.stop(0)
     cost = overhead(local, args.pairs, args.max_new_tokens * 2)
+    http = http_overhead(local, args.pairs, args.max_new_tokens * 2)
 
-    machine = f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {args.threads} threads"
     print(f"end to end through the SDK, {args.model} on both tiers, cloud on loopback ({machine})")
     cols = ["path", "route", "answered_by", "reason", "tokens_edge", "tokens_cloud", "ttft_ms", "total_ms",
             "bytes_sent"]
@@ -144,7 +241,8 @@ def main() -> None:
     print(f"\nlocal path, {cost['tokens']} tokens, median of {cost['pairs']} alternating pairs: raw engine "
           f"{cost['raw_engine_ms']} ms, SDK {cost['sdk_ms']} ms -> SDK overhead {cost['overhead_pct']:+.2f} % "
           f"(pairwise median ratio {cost['pairwise_median_ratio']})")
-    print(json.dumps({"benchmark": "e2e", "machine": machine, "paths": rows, "overhead": cost}))
+    print_http(http)
+    print(json.dumps({"benchmark": "e2e", "machine": machine, "paths": rows, "overhead": cost, "http_overhead": http}))
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@
     with TandemClient("smollm2-135m", cloud="gpu-host:50051") as client:
         answer = client.complete("What is the capital of France?")
 
+`AsyncTandemClient` is the same for asyncio services (`async for`, `await`).
+
 Names are loaded on first use so that `tandem --help` (which imports edge.cli)
 does not pay for torch and grpc.
 """
@@ -15,6 +17,8 @@ from typing import Any
 
 _EXPORTS = {
     "Answer": "edge.events",
+    "AsyncStream": "edge.async_client",
+    "AsyncTandemClient": "edge.async_client",
     "CircuitBreaker": "edge.resilience",
     "CloudError": "edge.errors",
     "CloudRejectedError": "edge.errors",
@@ -27,6 +31,7 @@ _EXPORTS = {
     "Event": "edge.events",
     "Fallback": "edge.events",
     "HandoffRefusedError": "edge.errors",
+    "InvalidCalibrationError": "edge.errors",
     "InvalidCloudAddressError": "edge.errors",
     "InvalidPolicyError": "edge.errors",
     "ModelLoadError": "edge.errors",

@@ -88,8 +88,9 @@ class TandemClient:
 
     `model` is a loaded LocalModel or anything LocalModel.load accepts (loaded at
     the device tier's precision: quantized). `cloud`
-    is a "host:port" (with `token` and, for TLS, `root_certificates` in PEM) or
-    None for a device-only client. `policy` is a Policy, a packaged policy's name
+    is a "host:port" (with `token` and, for TLS, `root_certificates` in PEM), a
+    ready CloudTransport (then `retry` and `breaker` are its own), or None for a
+    device-only client. `policy` is a Policy, a packaged policy's name
     ("default", "strict-privacy", ...) or a file. `deadline_s` bounds the cloud's
     part of each request; past it the policy's fallback applies.
 
@@ -101,7 +102,7 @@ class TandemClient:
         self,
         model: LocalModel | str | Path = "smollm2-135m",
         *,
-        cloud: str | CloudTarget | None = None,
+        cloud: str | CloudTarget | CloudTransport | None = None,
         token: str | None = None,
         root_certificates: bytes | None = None,
         policy: Policy | str | Path = DEFAULT_POLICY,
@@ -132,7 +133,9 @@ class TandemClient:
             self.audit = audit_log if isinstance(audit_log, AuditLog) or audit_log is None else AuditLog(audit_log)
         if isinstance(cloud, str):
             cloud = CloudTarget(cloud, token=token, root_certificates=root_certificates)
-        self.transport = CloudTransport(cloud, retry=retry, breaker=breaker) if cloud else None
+        if isinstance(cloud, CloudTarget):
+            cloud = CloudTransport(cloud, retry=retry, breaker=breaker)
+        self.transport = cloud
         self.deadline_s = deadline_s
         self.speeds = PrefillSpeeds.from_rules(self.policy.kv_handoff)  # refined by every prefill measured
 
@@ -170,10 +173,8 @@ class TandemClient:
         `tags` are caller tags for the policy (e.g. "health"); `session_id`
         lets the cloud keep this conversation's prefix cache between turns.
         """
-        messages = [dict(m) for m in messages]
-        return Request(self, messages, self.local.encode_chat(messages), chat=True, tags=tags,
-                        max_new_tokens=max_new_tokens, sampling=sampling, stop=tuple(stop), session_id=session_id,
-                        request_id=request_id).run()
+        return self.journey([dict(m) for m in messages], chat=True, tags=tags, max_new_tokens=max_new_tokens,
+                            sampling=sampling, stop=stop, session_id=session_id, request_id=request_id).run()
 
     def generate(
         self,
@@ -191,9 +192,26 @@ class TandemClient:
         if chat:
             return self.chat([{"role": "user", "content": prompt}], tags=tags, max_new_tokens=max_new_tokens,
                              sampling=sampling, stop=stop, session_id=session_id, request_id=request_id)
-        return Request(self, prompt, self.local.encode_prompt(prompt, chat=False), chat=False, tags=tags,
-                        max_new_tokens=max_new_tokens, sampling=sampling, stop=tuple(stop), session_id=session_id,
-                        request_id=request_id).run()
+        return self.journey(prompt, chat=False, tags=tags, max_new_tokens=max_new_tokens, sampling=sampling,
+                            stop=stop, session_id=session_id, request_id=request_id).run()
+
+    def journey(
+        self,
+        request: str | Messages,
+        *,
+        chat: bool,
+        tags: Iterable[str] = (),
+        max_new_tokens: int | None = None,
+        sampling: Sampling = GREEDY,
+        stop: Sequence[str] = (),
+        session_id: str = "",
+        request_id: str | None = None,
+    ) -> Request:
+        """The request encoded and routed, not yet run: `chat`/`generate` return its `run()`, and
+        AsyncTandemClient drives the same journey from a worker thread (one implementation for both)."""
+        ids = self.local.encode_chat(request) if chat else self.local.encode_prompt(request, chat=False)
+        return Request(self, request, ids, chat=chat, tags=tags, max_new_tokens=max_new_tokens, sampling=sampling,
+                       stop=tuple(stop), session_id=session_id, request_id=request_id)
 
     def complete(self, prompt_or_messages: str | Messages, **options: Any) -> Answer:
         """The whole answer and its record, blocking."""

@@ -17,11 +17,13 @@ Tier = Literal["edge", "cloud"]
 
 @dataclass(frozen=True)
 class Text:
-    """Newly decided text (restored, if the request was redacted) and the token IDs that produced it."""
+    """Newly decided text (restored, if the request was redacted), the token IDs that produced it
+    and, where the tier reported them, each token's log-prob (nats)."""
 
     text: str
     token_ids: tuple[int, ...]
     tier: Tier
+    logprobs: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -59,7 +59,7 @@ class _Progress:
     finish_reason: str = "length"
     latencies: dict[str, float] = field(default_factory=dict)
 
-    def text(self, text: str, ids: Sequence[int], tier: Tier) -> Text:
+    def text(self, text: str, ids: Sequence[int], tier: Tier, logprobs: Sequence[float] = ()) -> Text:
         if text and self.first_text_at is None:
             self.first_text_at = time.monotonic()
         self.visible += text
@@ -68,7 +68,7 @@ class _Progress:
         else:
             self.cloud_tokens += len(ids)
         self.tier = tier
-        return Text(text, tuple(ids), tier)
+        return Text(text, tuple(ids), tier, tuple(logprobs))
 
 
 @dataclass
@@ -77,17 +77,19 @@ class _Held:
 
     text: str = ""
     ids: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
 
-    def add(self, text: str, token_id: int) -> None:
+    def add(self, text: str, token_id: int, logprob: float) -> None:
         self.text += text
         self.ids.append(token_id)
+        self.logprobs.append(logprob)
 
     def release(self, progress: _Progress) -> Iterator[Text]:
         if self.text:
-            yield progress.text(self.text, self.ids, "edge")
+            yield progress.text(self.text, self.ids, "edge", self.logprobs)
         else:
             progress.edge_tokens += len(self.ids)
-        self.text, self.ids = "", []
+        self.text, self.ids, self.logprobs = "", [], []
 
 
 class Request:
@@ -188,7 +190,7 @@ class Request:
                 if not tokens:
                     self.client.speeds.observe("edge", len(context_ids) - cached, time.monotonic() - started)
                 tokens.append(token)
-                held.add(self.restorer.feed(event.text) if event.text else "", token.id)
+                held.add(self.restorer.feed(event.text) if event.text else "", token.id, token.logprob)
                 final = event.finish_reason is not None
                 verdict = self.monitor.observe(token.logprob, token.entropy, token.margin, token.hidden, final=final)
                 if verdict.escalate:
@@ -410,7 +412,8 @@ class Request:
                 if response.HasField("chunk"):
                     chunk = response.chunk
                     received += chunk.token_ids
-                    yield self.progress.text(self.restorer.feed(chunk.text), chunk.token_ids, "cloud")
+                    yield self.progress.text(self.restorer.feed(chunk.text), chunk.token_ids, "cloud",
+                                             chunk.logprobs)
                 else:
                     result = response.result
                     self.progress.finish_reason = _FINISH[result.finish_reason]

@@ -74,11 +74,14 @@ class CloudTransport:
         *,
         retry: RetryPolicy = DEFAULT_RETRY,
         breaker: CircuitBreaker | None = None,
+        client: CloudClient | None = None,
     ) -> None:
         self.target = target
         self.retry = retry
         self.breaker = breaker or CircuitBreaker()
-        self._client = CloudClient(target.address, token=target.token, root_certificates=target.root_certificates)
+        # `client` makes the calls: by default a blocking gRPC channel (the async client passes one on grpc.aio).
+        self._client = client or CloudClient(target.address, token=target.token,
+                                             root_certificates=target.root_certificates)
         self._info: cloud_pb2.InfoResponse | None = None
 
     def close(self) -> None:

@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "cloud.cli",
     "edge.cli",
     "tandem.calibrate",
+    "edge.serve_cli",
 )
 
 DESCRIPTION = """\

@@ -1,0 +1,281 @@
+"""`tandem serve-edge`: the OpenAI API over HTTP on the device side (Starlette on uvicorn).
+
+Every request goes through `AsyncTandemClient` exactly as an SDK call does:
+POST /v1/chat/completions and /v1/completions (streamed as server-sent events
+ending in `data: [DONE]`, or whole), GET /v1/models, and GET /health (open, for
+probes). Bearer-key auth on /v1/*; errors in the OpenAI shape. What Tandem adds
+to the protocol is in openai_api.py's docstring.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
+
+import anyio
+import uvicorn
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from cloud.auth import check_authorization
+from edge.async_client import AsyncStream, AsyncTandemClient
+from edge.errors import CloudRejectedError, CloudUnavailableError, HandoffRefusedError, PolicyDeniedError, TandemError
+from edge.events import Done, Escalation, Fallback, Text
+from edge.openai_api import APIError, CompletionCall, Kind, Shaper, event_note, invalid, parse_call, routing, \
+    routing_headers
+from engine.errors import ContextLengthError, EngineError
+
+log = logging.getLogger(__name__)
+ALIAS = "tandem"  # a model id that always names this server's model
+
+
+def build_app(client: AsyncTandemClient, *, model_id: str, api_keys: Sequence[str] = ()) -> Starlette:
+    """The ASGI app; `api_keys` empty leaves /v1/* open (only sensible on loopback)."""
+    keys = [k.encode() for k in api_keys]
+    model_ids = [model_id] if model_id == ALIAS else [model_id, ALIAS]
+    created = int(time.time())
+
+    def authorize(request: Request) -> None:
+        if keys and check_authorization(request.headers.get("authorization"), keys) is not None:
+            raise APIError(401, "missing or incorrect API key: send 'Authorization: Bearer <key>'",
+                           code="invalid_api_key")
+
+    async def models(request: Request) -> Response:
+        authorize(request)
+        return JSONResponse({"object": "list", "data": [
+            {"id": m, "object": "model", "created": created, "owned_by": "tandem"} for m in model_ids]})
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "ok", "in_flight": client.in_flight})
+
+    def completions(kind: Kind) -> Callable[[Request], Any]:
+        async def endpoint(request: Request) -> Response:
+            authorize(request)
+            try:
+                body = await request.json()
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise invalid(f"the request body is not valid JSON: {exc}") from None
+            call = parse_call(kind, body, {k.lower(): v for k, v in request.headers.items()})
+            if call.model not in model_ids:
+                raise APIError(404, f"the model {call.model!r} does not exist here; this server offers "
+                               f"{', '.join(model_ids)}", param="model", code="model_not_found")
+            return await _unless_disconnected(request, _answer(client, call))
+        return endpoint
+
+    async def on_error(request: Request, exc: Exception) -> Response:
+        error = api_error(exc)
+        return JSONResponse(error.body(), status_code=error.status, headers=_retry_after(exc))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        await client.aclose()  # on the server's loop, where the client's grpc.aio channel lives
+
+    return Starlette(
+        lifespan=lifespan,
+        routes=[
+            Route("/v1/chat/completions", completions("chat"), methods=["POST"]),
+            Route("/v1/completions", completions("text"), methods=["POST"]),
+            Route("/v1/models", models, methods=["GET"]),
+            Route("/health", health, methods=["GET"]),
+        ],
+        # Expected errors are answered here; anything else too, then logged with its traceback.
+        exception_handlers={cls: on_error for cls in (APIError, HTTPException, TandemError, EngineError, ValueError,
+                                                      Exception)},
+    )
+
+
+def api_error(exc: BaseException) -> APIError:
+    """The OpenAI-shaped error, and its HTTP status, for whatever a request raised."""
+    if isinstance(exc, APIError):
+        return exc
+    if isinstance(exc, HTTPException):
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+        return APIError(exc.status_code, exc.detail, code=code)
+    if isinstance(exc, ContextLengthError):
+        return APIError(400, str(exc), code="context_length_exceeded")
+    if isinstance(exc, PolicyDeniedError):
+        return APIError(400, str(exc), code="policy_denied")
+    if isinstance(exc, ValueError):
+        return APIError(400, str(exc))
+    if isinstance(exc, CloudUnavailableError):
+        return APIError(503, str(exc), type_="service_unavailable", code=exc.code)
+    if isinstance(exc, (CloudRejectedError, HandoffRefusedError)):
+        return APIError(502, str(exc), type_="upstream_error", code=getattr(exc, "code", None) or "handoff_refused")
+    if isinstance(exc, (TandemError, EngineError)):
+        return APIError(500, str(exc), type_="server_error")
+    log.exception("unexpected error answering a request", exc_info=exc)
+    return APIError(500, f"internal error: {type(exc).__name__}", type_="server_error")
+
+
+def _retry_after(exc: BaseException) -> dict[str, str]:
+    seconds = getattr(exc, "retry_after_s", None)
+    return {"Retry-After": str(max(1, round(seconds)))} if seconds else {}
+
+
+async def _unless_disconnected(request: Request, answering: Awaitable[Response]) -> Response:
+    """The answer, unless the client goes away first: then the request is cancelled (device and cloud freed).
+    A stream's own disconnects are EventStreamResponse's business, once it is returned."""
+    answer = asyncio.ensure_future(answering)
+
+    async def disconnected() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait({answer, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if not answer.done():
+        answer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await answer
+        return Response(status_code=499)  # nobody is listening; the status is for the access log
+    return answer.result()
+
+
+async def _answer(client: AsyncTandemClient, call: CompletionCall) -> Response:
+    if call.kind == "chat":
+        stream = client.chat(call.request, **call.sdk_options())
+    else:
+        stream = client.generate(call.request, chat=False, **call.sdk_options())
+    try:
+        record = await stream.opened()  # routed: a refusal here is still a plain HTTP error
+    except BaseException:
+        await stream.aclose()
+        raise
+    shaper = Shaper(call, record, lambda i: client.local.tokenizer.decode([i]))
+    if call.stream:
+        held = call.stream_mode == "settled" and record.route == "local" and record.may_escalate \
+            and client.sync.transport is not None
+        return EventStreamResponse(_events(stream, shaper, held=held),
+                                   headers=routing_headers(record, final=False))
+    async with stream:
+        texts: list[Text] = []
+        async for event in stream:
+            if isinstance(event, Text):
+                texts.append(event)
+            elif isinstance(event, Escalation):
+                texts = _cut(texts, event.keep_chars)
+            elif isinstance(event, Done):
+                return JSONResponse(shaper.answer(event, texts), headers=routing_headers(event.record, final=True))
+    raise RuntimeError("the stream ended without a Done event")
+
+
+async def _events(stream: AsyncStream, shaper: Shaper, *, held: bool) -> AsyncIterator[bytes]:
+    """The SSE body. With `held`, the device's text waits until no escalation can take it back."""
+    call = shaper.call
+    waiting: list[Text] = []
+    try:
+        yield _sse(shaper.chunk(role=True, tandem={"event": "start", **routing(await stream.opened())}))
+        async for event in stream:
+            if isinstance(event, Text):
+                if held and event.tier == "edge":
+                    waiting.append(event)
+                elif event.text or event.token_ids:
+                    yield _sse(shaper.chunk(text=event.text, texts=[event], tandem={"tier": event.tier}))
+            elif isinstance(event, Escalation):
+                if held:
+                    kept, held, waiting = _cut(waiting, event.keep_chars), False, []
+                    if kept:
+                        yield _sse(shaper.chunk(text="".join(t.text for t in kept), texts=kept,
+                                                tandem={"tier": "edge"}))
+                yield _sse(shaper.chunk(tandem=event_note(event)))
+            elif isinstance(event, Fallback):
+                yield _sse(shaper.chunk(tandem=event_note(event)))
+            elif isinstance(event, Done):
+                if waiting:
+                    yield _sse(shaper.chunk(text="".join(t.text for t in waiting), texts=waiting,
+                                            tandem={"tier": "edge"}))
+                finish = "length" if event.finish_reason == "length" else "stop"
+                yield _sse(shaper.chunk(finish=finish, tandem={"event": "done", **routing(event.record)}))
+                if call.include_usage:
+                    yield _sse(shaper.usage_chunk(event.record))
+        yield b"data: [DONE]\n\n"
+    except Exception as exc:  # noqa: BLE001 - the status line is gone: the error travels in the stream
+        yield _sse(api_error(exc).body())
+    finally:
+        await stream.aclose()
+
+
+def _cut(texts: list[Text], keep_chars: int) -> list[Text]:
+    """The Text events that make up the first `keep_chars` characters (a split one loses its log-probs)."""
+    kept, n = [], 0
+    for t in texts:
+        if n + len(t.text) <= keep_chars:
+            kept.append(t)
+            n += len(t.text)
+            continue
+        if keep_chars > n:
+            kept.append(Text(t.text[: keep_chars - n], (), t.tier))
+        break
+    return kept
+
+
+def _sse(obj: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
+
+
+class EventStreamResponse(Response):
+    """Server-sent events that stop the moment the client goes away: a disconnect cancels the body,
+    whose `finally` closes the Tandem stream (the cloud call is cancelled, the device freed)."""
+
+    media_type = "text/event-stream"
+
+    def __init__(self, body: AsyncIterator[bytes], headers: dict[str, str]) -> None:
+        self.body_iterator = body
+        self.status_code = 200
+        self.background = None
+        self.init_headers({**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async with anyio.create_task_group() as group:
+            async def watch() -> None:
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+                group.cancel_scope.cancel()
+
+            group.start_soon(watch)
+            try:
+                await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+                async for chunk in self.body_iterator:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+            except OSError:  # the client left while we wrote
+                pass
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await self.body_iterator.aclose()
+                group.cancel_scope.cancel()
+
+
+def uvicorn_server(app: Starlette, *, host: str, port: int) -> uvicorn.Server:
+    return uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on",
+                                         access_log=False, timeout_graceful_shutdown=5))
+
+
+def bound_port(server: uvicorn.Server) -> int:
+    return server.servers[0].sockets[0].getsockname()[1]
+
+
+async def serve(app: Starlette, *, host: str, port: int, on_started: Callable[[int], None]) -> None:
+    """Run until interrupted; `on_started(port)` once the socket listens (port 0 picks a free one)."""
+    server = uvicorn_server(app, host=host, port=port)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            await task
+            raise OSError(f"could not listen on {host}:{port}")
+        await asyncio.sleep(0.02)
+    on_started(bound_port(server))
+    await task

@@ -1,0 +1,314 @@
+"""`tandem serve-edge` through the official `openai` package: SmolLM2 on the device, a real cloud
+server on loopback, the HTTP server on loopback (in this process, and once as the real command)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+
+import httpx
+import openai
+import pytest
+
+from edge import AsyncTandemClient
+from edge.demo import DOCUMENT, dead_address
+from edge.openai_api import APIError, parse_call
+from edge.openai_server import bound_port, build_app, uvicorn_server
+from tests.cloud_fixtures import running_server, wait_for_port
+from tests.conftest import REPO
+from tests.edge_fixtures import ALWAYS_UNSURE, Capture, CaptureInterceptor, policy_with
+from tests.test_edge_paths import QUESTION, SMALL_DEVICE, greedy_text
+
+KEY = "sk-test-edge-key"
+MODEL = "smollm2-135m"
+LONG_PROMPT = DOCUMENT[:400] + "\n\nWhat is this about?"
+ESCALATES = {"confidence": {**ALWAYS_UNSURE, "action": "escalate_continue"}}
+
+
+@pytest.fixture(scope="module")
+def cloud(smollm2):
+    capture = Capture()
+    with running_server(smollm2, interceptors=[CaptureInterceptor(capture)]) as (server, port):
+        yield f"127.0.0.1:{port}", capture, server
+
+
+@contextlib.contextmanager
+def serve_edge(model, cloud_address, policy, tmp_path, **kwargs) -> Iterator[tuple[str, AsyncTandemClient]]:
+    """build_app + uvicorn (what `tandem serve-edge` runs) on a free loopback port, in a thread."""
+    client = AsyncTandemClient(model, cloud=cloud_address, policy=policy, audit_log=tmp_path / "audit.jsonl",
+                               **kwargs)
+    server = uvicorn_server(build_app(client, model_id=MODEL, api_keys=[KEY]), host="127.0.0.1", port=0)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "serve-edge did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{bound_port(server)}", client
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def api(url: str, key: str | None = KEY) -> openai.OpenAI:
+    return openai.OpenAI(base_url=url + "/v1", api_key=key or "none", max_retries=0, timeout=120)
+
+
+def records(tmp_path) -> list[dict]:
+    return [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+
+
+def read_stream(stream) -> tuple[str, list, str]:
+    """(text a plain client shows, every chunk, the text a Tandem-aware client shows)."""
+    plain, aware, chunks = "", "", []
+    for chunk in stream:
+        chunks.append(chunk)
+        note = (chunk.model_extra or {}).get("tandem") or {}
+        if note.get("event") == "escalation":
+            aware = aware[: note["keep_chars"]]
+        if chunk.choices:
+            choice = chunk.choices[0]
+            text = choice.delta.content if hasattr(choice, "delta") else choice.text  # chat or text completion
+            plain += text or ""
+            aware += text or ""
+    return plain, chunks, aware
+
+
+def test_local_answer_whole_and_streamed_with_routing_and_logprobs(smollm2, cloud, tmp_path):
+    address, capture, _ = cloud
+    before = len(capture.requests)
+    ids = smollm2.encode_prompt(QUESTION)
+    reference = list(smollm2.stream(ids, max_new_tokens=16))
+    expected = "".join(e.text for e in reference)
+    finish = "length" if reference[-1].finish_reason == "length" else "stop"
+    signals = [e.token.logprob for e in reference]
+    with serve_edge(smollm2, address, policy_with(), tmp_path) as (url, _):
+        raw = api(url).chat.completions.with_raw_response.create(
+            model=MODEL, messages=[{"role": "user", "content": QUESTION}], max_tokens=16, logprobs=True,
+            top_logprobs=1)
+        whole = raw.parse()
+        with api(url).chat.completions.with_streaming_response.create(
+                model="tandem", messages=[{"role": "user", "content": QUESTION}], max_tokens=16, stream=True,
+                stream_options={"include_usage": True}) as response:
+            stream_headers = response.headers
+            plain, chunks, _ = read_stream(response.parse())
+    assert whole.choices[0].message.content == expected == plain and "Paris" in expected
+    assert whole.choices[0].finish_reason == finish and whole.usage.completion_tokens == len(reference)
+    assert (raw.headers["x-tandem-tier"], raw.headers["x-tandem-route"]) == ("edge", "local")
+    assert raw.headers["x-tandem-reasons"] == "within_device_budget"
+    tandem = whole.model_extra["tandem"]
+    assert (tandem["tier"], tandem["route"], tandem["escalated"]) == ("edge", "local", False)
+    assert tandem["reasons"] == ["within_device_budget"] and tandem["request_id"] == raw.headers["x-tandem-request-id"]
+    got = [(t.token, t.logprob) for t in whole.choices[0].logprobs.content]
+    assert [lp for _, lp in got] == pytest.approx(signals[: len(got)], abs=1e-4) and len(got) >= len(signals) - 2
+    assert "".join(t for t, _ in got) == expected
+    assert whole.choices[0].logprobs.content[0].top_logprobs[0].token == got[0][0]
+    # The stream: routing in the headers before the answer, the tier at its end, usage last.
+    assert stream_headers["x-tandem-route"] == "local" and "x-tandem-tier" not in stream_headers
+    done = next(c for c in chunks if (c.model_extra.get("tandem") or {}).get("event") == "done")
+    assert done.model_extra["tandem"]["tier"] == "edge" and done.choices[0].finish_reason == finish
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == len(reference)
+    assert len(capture.requests) == before
+    assert [r["tier"] for r in records(tmp_path)] == ["edge", "edge"]
+
+
+def test_escalation_mid_stream_is_seen_by_an_aware_client_and_harmless_to_a_plain_one(smollm2, cloud, tmp_path):
+    address, _, _ = cloud
+    expected = greedy_text(smollm2, smollm2.encode_prompt(QUESTION), 24)
+    messages = [{"role": "user", "content": QUESTION}]
+    with serve_edge(smollm2, address, policy_with(**ESCALATES), tmp_path) as (url, _):
+        whole = api(url).chat.completions.with_raw_response.create(model=MODEL, messages=messages, max_tokens=24)
+        settled = api(url).chat.completions.create(model=MODEL, messages=messages, max_tokens=24, stream=True)
+        plain, chunks, aware = read_stream(settled)
+        draft = api(url).chat.completions.create(model=MODEL, messages=messages, max_tokens=24, stream=True,
+                                                 extra_headers={"X-Tandem-Stream": "draft"})
+        draft_plain, draft_chunks, draft_aware = read_stream(draft)
+    assert whole.headers["x-tandem-tier"] == "cloud" and whole.headers["x-tandem-escalated"] == "true"
+    tandem = whole.parse().model_extra["tandem"]
+    assert tandem["escalation_reason"] == "low_confidence:min_prob" and tandem["tier"] == "cloud"
+    # Same weights on both tiers: the cloud continues the device's own greedy answer.
+    assert whole.parse().choices[0].message.content == expected
+    # Default ("settled"): a client that only appends content ends with the answer; the escalation is announced.
+    assert plain == aware == expected
+    notes = [c.model_extra["tandem"] for c in chunks if c.model_extra.get("tandem")]
+    assert any(n.get("event") == "escalation" for n in notes) and notes[-1]["tier"] == "cloud"
+    assert {n["tier"] for n in notes if set(n) == {"tier"}} == {"edge", "cloud"}
+    # "draft": the device's tokens as they come; an aware client cuts at keep_chars and ends with the answer.
+    (escalation,) = [c for c in draft_chunks if (c.model_extra.get("tandem") or {}).get("event") == "escalation"]
+    assert escalation.choices[0].delta.content is None
+    assert draft_aware == expected and draft_plain.startswith(expected[: escalation.model_extra["tandem"]["keep_chars"]])
+
+
+def test_cloud_route_local_only_and_tags_from_body_or_header(smollm2, cloud, tmp_path):
+    address, capture, _ = cloud
+    with serve_edge(smollm2, address, policy_with(edge=SMALL_DEVICE), tmp_path) as (url, _):
+        too_long = api(url).completions.with_raw_response.create(model=MODEL, prompt=LONG_PROMPT, max_tokens=8)
+        before = len(capture.requests)
+        by_body = api(url).chat.completions.create(model=MODEL, messages=[{"role": "user", "content": QUESTION}],
+                                                   max_tokens=8, extra_body={"tags": ["health"]})
+        by_header = api(url).chat.completions.create(model=MODEL, messages=[{"role": "user", "content": QUESTION}],
+                                                     max_tokens=8, extra_headers={"X-Tandem-Tags": "health"})
+        after = len(capture.requests)
+    assert (too_long.headers["x-tandem-route"], too_long.headers["x-tandem-tier"]) == ("cloud", "cloud")
+    assert too_long.parse().choices[0].text == greedy_text(smollm2, smollm2.encode_prompt(LONG_PROMPT, chat=False), 8)
+    for answer in (by_body, by_header):
+        tandem = answer.model_extra["tandem"]
+        assert (tandem["route"], tandem["tier"]) == ("local_only", "edge") and answer.choices[0].message.content
+    assert after == before  # nothing of the tagged requests reached the cloud
+
+
+def test_unreachable_cloud_falls_back_or_fails_in_the_openai_shape(smollm2, tmp_path):
+    policy = policy_with(edge=SMALL_DEVICE)
+    with serve_edge(smollm2, dead_address(), policy, tmp_path, deadline_s=5.0) as (url, _):
+        whole = api(url).completions.create(model=MODEL, prompt=LONG_PROMPT, max_tokens=6)
+        plain, chunks, _ = read_stream(api(url).completions.create(model=MODEL, prompt=LONG_PROMPT, max_tokens=6,
+                                                                   stream=True))
+    assert whole.model_extra["tandem"]["fallback"] == "answer_local:UNAVAILABLE"
+    assert whole.model_extra["tandem"]["tier"] == "edge" and whole.choices[0].text
+    notes = [c.model_extra.get("tandem") or {} for c in chunks]
+    assert any(n.get("event") == "fallback" and n["reason"] in ("UNAVAILABLE", "CIRCUIT_OPEN") for n in notes)
+    failing = policy_with(edge=SMALL_DEVICE, cloud={"on_unreachable": "fail"})
+    with serve_edge(smollm2, dead_address(), failing, tmp_path, deadline_s=3.0) as (url, _):
+        with pytest.raises(openai.InternalServerError) as info:
+            api(url).completions.create(model=MODEL, prompt=LONG_PROMPT, max_tokens=6)
+    assert info.value.status_code == 503
+    assert "on_unreachable is fail" in info.value.body["message"] and info.value.body["code"] == "UNAVAILABLE"
+
+
+def test_auth_and_bad_requests_get_openai_errors(smollm2, tmp_path):
+    with serve_edge(smollm2, None, policy_with(), tmp_path) as (url, _):
+        with pytest.raises(openai.AuthenticationError) as no_key:
+            api(url, key=None).models.list()
+        with pytest.raises(openai.AuthenticationError):
+            api(url, key="sk-wrong").chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}])
+        models = [m.id for m in api(url).models.list()]
+        malformed = httpx.post(url + "/v1/chat/completions", content=b'{"model": "tandem", "messages": [',
+                               headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"})
+        with pytest.raises(openai.BadRequestError) as two:
+            api(url).chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}], n=2)
+        with pytest.raises(openai.BadRequestError) as no_messages:
+            api(url).chat.completions.create(model=MODEL, messages=[])
+        with pytest.raises(openai.NotFoundError) as unknown:
+            api(url).chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+        health = httpx.get(url + "/health").json()  # open: probes send no key
+    assert no_key.value.status_code == 401 and no_key.value.body["code"] == "invalid_api_key"
+    assert models == [MODEL, "tandem"]
+    assert malformed.status_code == 400
+    error = malformed.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"} and "not valid JSON" in error["message"]
+    assert error["type"] == "invalid_request_error"
+    assert two.value.body["param"] == "n" and no_messages.value.body["param"] == "messages"
+    assert unknown.value.body["code"] == "model_not_found"
+    assert health == {"status": "ok", "in_flight": 0}
+
+
+def test_a_client_that_disconnects_mid_stream_frees_the_device_and_the_cloud(smollm2, cloud, tmp_path):
+    address, _, server = cloud
+    headers = {"Authorization": f"Bearer {KEY}"}
+    cases = [  # a raw continuation of a long speech: far from done after 400 tokens
+        ("edge", None, policy_with(), "/v1/completions", {"prompt": DOCUMENT[:600]}),
+        ("cloud", address, policy_with(edge=SMALL_DEVICE), "/v1/chat/completions",
+         {"messages": [{"role": "user", "content": LONG_PROMPT}]}),
+    ]
+    for tier, cloud_address, policy, path, request in cases:
+        with serve_edge(smollm2, cloud_address, policy, tmp_path) as (url, client):
+            body = {"model": MODEL, "max_tokens": 400, "stream": True, "tandem_stream": "draft", **request}
+            with httpx.stream("POST", url + path, json=body, headers=headers, timeout=120) as response:
+                assert response.status_code == 200
+                seen = 0
+                for line in response.iter_lines():
+                    seen += line.startswith("data: {") and f'"tier":"{tier}"' in line
+                    if seen == 3:
+                        break  # leaving the block closes the connection
+            left_at = time.monotonic()
+            while (client.in_flight or server.servicer.admission.active) and time.monotonic() - left_at < 10:
+                time.sleep(0.02)
+            assert (client.in_flight, server.servicer.admission.active) == (0, 0), tier
+            assert httpx.get(url + "/health").json()["in_flight"] == 0
+            if tier == "edge":  # a whole answer whose client stops waiting is cancelled as well
+                body = {"model": MODEL, "max_tokens": 400, **request}
+                with pytest.raises(httpx.ReadTimeout):
+                    httpx.post(url + path, json=body, headers=headers, timeout=httpx.Timeout(60, read=1.0))
+                left_at = time.monotonic()
+                while client.in_flight and time.monotonic() - left_at < 10:
+                    time.sleep(0.02)
+                assert client.in_flight == 0
+    on_device, whole, in_cloud = records(tmp_path)
+    assert whole["fallback"] == "abandoned_by_caller" and whole["tokens"]["edge"] < 400
+    assert on_device["fallback"] == in_cloud["fallback"] == "abandoned_by_caller"
+    assert on_device["route"] == "local" and on_device["tokens"]["edge"] < 100
+    assert in_cloud["route"] == "cloud" and in_cloud["tokens"]["cloud"] < 100
+
+
+def test_the_tandem_serve_edge_command(smollm2, cloud, tmp_path):
+    """The real command: its own process, model, policy file, key file and cloud address."""
+    address, _, _ = cloud
+    (tmp_path / "keys").write_text(f"# serve-edge keys\n{KEY}\n")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tandem", "serve-edge", "--port", "0", "--max-context", "2048", "--cloud", address,
+         "--api-key-file", str(tmp_path / "keys"), "--audit-log", str(tmp_path / "audit.jsonl")],
+        cwd=REPO, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        url = f"http://127.0.0.1:{wait_for_port(proc, timeout=120)}"
+        with pytest.raises(openai.AuthenticationError):
+            api(url, key=None).chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}])
+        whole = api(url).chat.completions.create(model=MODEL, messages=[{"role": "user", "content": QUESTION}],
+                                                 max_tokens=12)
+        plain, chunks, _ = read_stream(api(url).chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": QUESTION}], max_tokens=12, stream=True))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        proc.stderr.close()
+    assert "Paris" in whole.choices[0].message.content and plain == whole.choices[0].message.content
+    assert whole.model_extra["tandem"]["route"] == "local" and whole.model_extra["tandem"]["tier"] == "edge"
+    assert chunks[-1].model_extra["tandem"]["event"] == "done"
+    assert [r["route"] for r in records(tmp_path)] == ["local", "local"]
+
+
+def test_request_fields_and_headers_map_to_sdk_options():
+    body = {"model": "tandem", "messages": [{"role": "developer", "content": "Be brief."},
+                                            {"role": "user", "content": [{"type": "text", "text": "Hi "},
+                                                                         {"type": "text", "text": "there"}]}],
+            "tags": ["health"], "session_id": "from-body", "max_completion_tokens": 7, "temperature": 0.5,
+            "top_p": 0.9, "seed": 3, "stop": "\n", "logprobs": True, "top_logprobs": 2}
+    call = parse_call("chat", body, {"x-tandem-tags": "confidential, public", "x-tandem-session-id": "from-header",
+                                     "x-tandem-stream": "draft"})
+    assert call.request == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi there"}]
+    assert call.tags == ["health", "confidential", "public"] and call.session_id == "from-body"
+    assert (call.max_new_tokens, call.stop, call.stream_mode, call.top_logprobs) == (7, ("\n",), "draft", 2)
+    assert (call.sampling.temperature, call.sampling.top_p, call.sampling.seed) == (0.5, 0.9, 3)
+    assert parse_call("chat", {**body, "session_id": "x"}, {}).session_id == "x"
+    assert parse_call("text", {"model": "m", "prompt": ["once"], "logprobs": 1}, {}).request == "once"
+
+
+@pytest.mark.parametrize("change, param", [
+    ({"temperature": 3}, "temperature"),
+    ({"temperature": "hot"}, "temperature"),
+    ({"max_tokens": 0}, "max_tokens"),
+    ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
+    ({"logprobs": False, "top_logprobs": 2}, "top_logprobs"),
+    ({"messages": [{"role": "wizard", "content": "hi"}]}, "messages[0].role"),
+    ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]}, "messages[0].content"),
+    ({"tags": "health"}, None),  # a comma-separated string is accepted like the header
+    ({"tandem_stream": "fast"}, "tandem_stream"),
+    ({"stream_options": {"include_usage": True}}, "stream_options"),
+    ({"model": ""}, "model"),
+])
+def test_bad_fields_are_named_in_the_error(change, param):
+    body = {"model": "tandem", "messages": [{"role": "user", "content": "hi"}], **change}
+    if param is None:
+        assert parse_call("chat", body, {}).tags == ["health"]
+        return
+    with pytest.raises(APIError) as info:
+        parse_call("chat", body, {})
+    assert info.value.status == 400 and info.value.param == param
+    assert set(info.value.body()["error"]) == {"message", "type", "param", "code"}
