@@ -46,7 +46,9 @@ def non_reading_prefills(channel: grpc.Channel, smollm2, prompt, count):
 
 
 def test_readers_that_never_read_cannot_starve_health_info_or_generate(smollm2):
-    config = ServerConfig(max_concurrency=1, max_queue=2, kv_max_uploads=1)
+    # A stall limit longer than the test, so every attacker stream is still held when the victim asks
+    # (ending stalled streams is the next test's business).
+    config = ServerConfig(max_concurrency=1, max_queue=2, kv_max_uploads=1, stream_stall_s=600)
     n_attackers = 4 * config.worker_threads + 4
     prompt = smollm2.encode_prompt("Tell me about the sea. " * 6)
     with running_server(smollm2, config=config) as (server, port):
