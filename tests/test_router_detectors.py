@@ -291,3 +291,22 @@ def test_every_vendor_pattern_has_its_literal_hints():
     """A vendor's regex runs only when one of its hints is in the text, so every hint list must cover the pattern."""
     from router.credentials import _HINTS, _VENDOR_KEYS
     assert {kind for kind, _ in _VENDOR_KEYS} == _HINTS.keys()
+
+
+def test_every_id_keyword_spelling_is_found_from_its_stem():
+    """Keywords are found from literal stems (router.national_ids._ID_STEMS); a spelling whose
+    stem is missing would silently turn its ID kind off."""
+    from router.national_ids import _ANY_KEYWORD, _ID_STEMS, _KEYWORDS
+    from tests.router_data.make_cases import KEYWORDS
+    spellings = [w for kind, words in KEYWORDS.items() if kind in _KEYWORDS for w in words] + [
+        "national id", "tax id", "tin", "personal number", "id no", "identification number", "identity card",
+        "ausweis", "identifiant", "identidad", "identità", "securite sociale", "registre national", "sofinummer",
+        "uidai", "adhaar", "st-id", "idnr", "south african id", "sa id", "insee", "resident id", "ppsn",
+        "personbeteckning", "sozialversicherungsnummer", "n.a.s", "tax file number", "contribuinte",
+    ]
+    assert set(_KEYWORDS) <= set(KEYWORDS)
+    for spelling in spellings:
+        lowered = spelling.lower().strip(":#= ")
+        match = _ANY_KEYWORD.search(lowered)
+        assert match is not None, spelling
+        assert any(lowered[match.start():].startswith(stem) for stem in _ID_STEMS), spelling
