@@ -218,9 +218,10 @@ def _keyword_ends(text: str) -> list[int]:
     for stem in _ID_STEMS:
         at = lowered.find(stem)
         while at != -1:
-            k = _ANY_KEYWORD.match(lowered, at)
-            if k and _whole_word(lowered, k):
-                ends.append(k.end())
+            if not (at and lowered[at - 1].isalpha()):  # "st" in "first" starts no keyword
+                k = _ANY_KEYWORD.match(lowered, at)
+                if k and _whole_word(lowered, k):
+                    ends.append(k.end())
             at = lowered.find(stem, at + 1)
     return sorted(ends)
 
