@@ -139,9 +139,9 @@ def _is_phone(text: str, start: int, end: int) -> bool:
         return False  # a date, a time, a version; "640421-1890" is a Nordic personal number's shape
     if not free_before(text, start, "" if candidate[0] == "+" else _NOT_BEFORE_PHONE):
         return False
-    if _labelled(text, start) or _UNIX_TIME.fullmatch(candidate):
+    if _UNIX_TIME.fullmatch(candidate) or _NOT_A_PHONE_BEFORE.search(text[max(0, start - 40):start].lower()):
         return False
-    return _valid_phone(candidate)
+    return _valid_phone(candidate) and not names_an_id(text, start)  # the costlier look for ID words last
 
 
 def _labelled(text: str, start: int) -> bool:
