@@ -233,9 +233,10 @@ def test_jwt_needs_a_header_with_alg():
     "password " * 3000, "-----BEGIN RSA PRIVATE KEY-----" * 1000, "@" * 32_000, ":" * 32_000, "a@b." * 8000,
 ], ids=["digit-list", "phone-shaped", "digit-run", "cards", "keywords", "pem", "at-signs", "colons", "emails"])
 def test_adversarial_32kb_inputs_take_well_under_a_second(text):
-    start = time.perf_counter()
+    # CPU time of this thread: on a machine shared with other jobs, wall-clock time is mostly theirs.
+    start = time.thread_time()
     detect(text)
-    assert time.perf_counter() - start < 1.0
+    assert time.thread_time() - start < 1.0
 
 
 def test_real_prose_has_no_findings(shared_data):
@@ -272,9 +273,9 @@ def test_a_catastrophic_custom_regex_cannot_hang_decide():
     """`(a+)+$` backtracks exponentially in Python's `re` (seconds at 24 characters); on RE2 it is linear."""
     policy = parse_policy(CATASTROPHIC)
     text = "a" * 30_000 + "b"
-    start = time.perf_counter()
+    start = time.thread_time()
     findings = detect(text, policy.privacy)
-    assert time.perf_counter() - start < 0.5
+    assert time.thread_time() - start < 0.5
     assert [f.kind for f in findings] == []
     assert [(f.kind, f.start, f.end) for f in detect("xaaa", policy.privacy)] == [("runaway", 1, 4)]
 
