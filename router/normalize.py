@@ -162,8 +162,10 @@ def _plausible_spelled_address(local: str, domain: str) -> bool:
 # Groups of letters and digits joined by separators other than a space or a dash,
 # or broken over a line; a run is rewritten only when it holds a digit.
 _SEPARATOR = re.compile(r"[._/\\\u00b7]|\n[ \t]*")  # spaces before a line break: taken below
-_RUN = re.compile(r"[A-Za-z0-9]++(?:(?:[._/\\\u00b7]|(?<=[A-Za-z0-9])[ \t]*+\r?\n[ \t]*+(?=[0-9]))[A-Za-z0-9]++)*+")
-_DATE = re.compile(r"\d{1,2}([./])\d{1,2}\1(?:\d{2}|\d{4})|\d{4}([./])\d{1,2}\2\d{1,2}|\d{1,2}[./]\d{1,2}|\d+\.\d+")
+_RUN = re.compile(r"[A-Za-z0-9]++(?:(?:[._/\\\u00b7]|(?<=[A-Za-z0-9])[ \t]*+\r?\n[ \t]*+(?=[A-Za-z0-9]))[A-Za-z0-9]++)*+")
+_DATE = re.compile(  # dates, and decimals ("299.99", "3.14159"; not "630809.5386")
+    r"\d{1,2}([./])\d{1,2}\1(?:\d{2}|\d{4})|\d{4}([./])\d{1,2}\2\d{1,2}|\d{1,2}[./]\d{1,2}|\d{1,4}\.\d+|\d+\.\d{1,3}"
+)
 _ASCII_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _ALNUM = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
 
@@ -193,7 +195,7 @@ def digit_view(view: View) -> View:
             continue  # the tail of a number: "$1,299.99"
         separators = [(_separator_start(text, m.start()), m.end(), m.group()[0])
                       for m in _SEPARATOR.finditer(text, start, done)
-                      if m.group()[0] != "\n" or text[m.end():m.end() + 1].isdigit()]
+                      if m.group()[0] != "\n" or text[m.end():m.end() + 1] in _ALNUM]
         kinds = {kind for _, _, kind in separators}
         if len(kinds) > 1:  # "299.99\n2001" is two numbers, one per line; "4111.1111.1111.1111" is one
             separators = [s for s in separators if s[2] != "\n"] if len(kinds) == 2 else []

@@ -44,10 +44,11 @@ _NOT_A_PHONE_BEFORE = re.compile(  # matched on lower-cased text: (?i) is severa
     r"encomenda|protocolo|processo|ordine|fattura|pratica|riferimento|spedizione|contratto|conto|"
     r"bestelling|factuur|referentie|zending|klant|rekening)|[a-zäöüß]*(?<!tele[fp]on)(?<!ruf)(?<!handy)"
     r"(?<!mobil)(?<!fax)nummer|\bn\.?[°ºo]|\bnr)"
-    r"s?\s*(?:no\.?|nr\.?|numbers?|num\.?|n\.?[°ºo]|ids?|#|nummer|num[ée]ros?|n[úu]meros?)?\s*"
+    r"s?\s*(?:no\.?|nr\.?|numbers?|num\.?|n\.?[°ºo]|n\.|ids?|#|nummer|num[ée]ros?|n[úu]meros?)?\s*"
     r"(?:(?:de|del|di|da|do|du|van|der)\s+\w+\s*)?[:#.=]?\s*$"
 )
 _DIGITS = re.compile(r"[0-9]+")
+_PERSONAL_NUMBER = re.compile(r"\d{6}[-+]\d{4}")
 _NOT_BEFORE_PHONE = ".,/#$€£¥@:=-"  # and "+" except before "+CC"
 # Regions tried for a number written without +CC: those whose national numbers start
 # with the trunk prefix 0, and those with none.
@@ -134,13 +135,13 @@ def _is_phone(text: str, start: int, end: int) -> bool:
             spaced = "-" not in candidate and "/" not in candidate
             if digits < 9 or not (spaced or (candidate[0] == "(" and min(groups[1:]) >= 3)):
                 return False
-    if _DATE_OR_TIME.fullmatch(candidate) or candidate.count(".") == 3:
-        return False
+    if _DATE_OR_TIME.fullmatch(candidate) or candidate.count(".") == 3 or _PERSONAL_NUMBER.fullmatch(candidate):
+        return False  # a date, a time, a version; "640421-1890" is a Nordic personal number's shape
     if not free_before(text, start, "" if candidate[0] == "+" else _NOT_BEFORE_PHONE):
         return False
-    if _labelled(text, start) or _UNIX_TIME.fullmatch(candidate):
+    if _UNIX_TIME.fullmatch(candidate) or _NOT_A_PHONE_BEFORE.search(text[max(0, start - 40):start].lower()):
         return False
-    return _valid_phone(candidate)
+    return _valid_phone(candidate) and not names_an_id(text, start)  # the costlier look for ID words last
 
 
 def _labelled(text: str, start: int) -> bool:

@@ -233,9 +233,10 @@ def test_jwt_needs_a_header_with_alg():
     "password " * 3000, "-----BEGIN RSA PRIVATE KEY-----" * 1000, "@" * 32_000, ":" * 32_000, "a@b." * 8000,
 ], ids=["digit-list", "phone-shaped", "digit-run", "cards", "keywords", "pem", "at-signs", "colons", "emails"])
 def test_adversarial_32kb_inputs_take_well_under_a_second(text):
-    start = time.perf_counter()
+    # CPU time of this thread: on a machine shared with other jobs, wall-clock time is mostly theirs.
+    start = time.thread_time()
     detect(text)
-    assert time.perf_counter() - start < 1.0
+    assert time.thread_time() - start < 1.0
 
 
 def test_real_prose_has_no_findings(prose):
@@ -270,9 +271,9 @@ def test_a_catastrophic_custom_regex_cannot_hang_decide():
     """`(a+)+$` backtracks exponentially in Python's `re` (seconds at 24 characters); on RE2 it is linear."""
     policy = parse_policy(CATASTROPHIC)
     text = "a" * 30_000 + "b"
-    start = time.perf_counter()
+    start = time.thread_time()
     findings = detect(text, policy.privacy)
-    assert time.perf_counter() - start < 0.5
+    assert time.thread_time() - start < 0.5
     assert [f.kind for f in findings] == []
     assert [(f.kind, f.start, f.end) for f in detect("xaaa", policy.privacy)] == [("runaway", 1, 4)]
 
@@ -289,3 +290,22 @@ def test_every_vendor_pattern_has_its_literal_hints():
     """A vendor's regex runs only when one of its hints is in the text, so every hint list must cover the pattern."""
     from router.credentials import _HINTS, _VENDOR_KEYS
     assert {kind for kind, _ in _VENDOR_KEYS} == _HINTS.keys()
+
+
+def test_every_id_keyword_spelling_is_found_from_its_stem():
+    """Keywords are found from literal stems (router.national_ids._ID_STEMS); a spelling whose
+    stem is missing would silently turn its ID kind off."""
+    from router.national_ids import _ANY_KEYWORD, _ID_STEMS, _KEYWORDS
+    from tests.router_data.make_cases import KEYWORDS
+    spellings = [w for kind, words in KEYWORDS.items() if kind in _KEYWORDS for w in words] + [
+        "national id", "tax id", "tin", "personal number", "id no", "identification number", "identity card",
+        "ausweis", "identifiant", "identidad", "identità", "securite sociale", "registre national", "sofinummer",
+        "uidai", "adhaar", "st-id", "idnr", "south african id", "sa id", "insee", "resident id", "ppsn",
+        "personbeteckning", "sozialversicherungsnummer", "n.a.s", "tax file number", "contribuinte",
+    ]
+    assert set(_KEYWORDS) <= set(KEYWORDS)
+    for spelling in spellings:
+        lowered = spelling.lower().strip(":#= ")
+        match = _ANY_KEYWORD.search(lowered)
+        assert match is not None, spelling
+        assert any(lowered[match.start():].startswith(stem) for stem in _ID_STEMS), spelling

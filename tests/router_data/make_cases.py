@@ -50,6 +50,7 @@ from stdnum.pl import pesel
 from stdnum.pt import nif
 from stdnum.se import personnummer
 from stdnum.us import ssn
+from stdnum.za import idnr as za_idnr
 
 OUT = Path(__file__).with_name("generated_cases.jsonl")
 R = random.Random(20261129)
@@ -184,6 +185,8 @@ NATIONAL: dict[str, Callable[[], tuple[str, bool]]] = {
         until(lambda: "756" + digits(10), ch_ssn.is_valid)),
     "cn_ric": lambda: (_ric(), False),
     "ie_pps": lambda: (until(lambda: digits(7) + R.choice("ABCDEFGHIJKLMNOPQRSTUVW"), pps.is_valid), True),
+    "za_idnr": lambda: (until(lambda: (lambda b: b + luhn.calc_check_digit(b))(date6("ymd") + digits(4) + "08"),
+                              za_idnr.is_valid), True),
 }
 
 # A word that names each ID, in the spellings people use; one is picked per text.
@@ -211,6 +214,7 @@ KEYWORDS = {
     "ch_ahv": ["AHV-Nummer", "AVS"],
     "cn_ric": ["身份证号", "resident ID"],
     "ie_pps": ["PPS number", "PPSN:"],
+    "za_idnr": ["South African ID", "SA ID number", "identity number"],
 }
 
 PHONE_REGIONS = ["US", "GB", "DE", "FR", "IN", "ES", "IT", "NL", "AU", "BR", "MX", "PL", "PT", "CH", "AT", "BE",
@@ -367,8 +371,9 @@ def positives() -> list[dict]:
             form = "plain"
             if i % 2 == 1 and kind not in ("cn_ric",):
                 value, form = obfuscate(value, kind)
-            if needs_keyword or i % 3 != 2:
-                text = R.choice(TEMPLATES[lang]).format(k=R.choice(KEYWORDS[kind]), v=value)
+            if needs_keyword or i % 3 != 2:  # a value with a weak check is labelled only beside its keyword
+                named = [t for t in TEMPLATES[lang] if "{k}" in t] if needs_keyword else TEMPLATES[lang]
+                text = R.choice(named).format(k=R.choice(KEYWORDS[kind]), v=value)
             else:
                 text = R.choice(PLAIN[lang]).format(v=value)
             out.append(case(text, [[kind, value]], lang, form))
@@ -488,7 +493,7 @@ def _valid_anywhere(value: str) -> bool:
     plain = "".join(c for c in value if c.isalnum()).upper()
     return any(m.is_valid(plain) for m in (ssn, bsn, idnr, pesel, cpf, sin, nif, tfn, aadhaar, pan, dni, nie,
                                           codicefiscale, nir, personnummer, cpr, fodselsnummer, hetu, nn, ch_ssn,
-                                          ric, pps))
+                                          ric, pps, za_idnr))
 
 
 def main() -> None:
