@@ -76,17 +76,19 @@ class _Held:
 
     text: str = ""
     ids: list[int] = field(default_factory=list)
+    released_text: bool = False  # a token released text (the restorer may still hold it back)
 
-    def add(self, text: str, token_id: int) -> None:
+    def add(self, released: bool, text: str, token_id: int) -> None:
         self.text += text
         self.ids.append(token_id)
+        self.released_text |= released
 
     def release(self, progress: _Progress) -> Iterator[Text]:
-        if self.text:
+        if self.released_text:
             yield progress.text(self.text, self.ids, "edge")
         else:
             progress.edge_tokens += len(self.ids)
-        self.text, self.ids = "", []
+        self.text, self.ids, self.released_text = "", [], False
 
 
 class Request:
@@ -182,7 +184,7 @@ class Request:
                 if not tokens:
                     self.client.speeds.observe("edge", len(context_ids) - cached, time.monotonic() - started)
                 tokens.append(token)
-                held.add(self.restorer.feed(event.text) if event.text else "", token.id)
+                held.add(bool(event.text), self.restorer.feed(event.text) if event.text else "", token.id)
                 final = event.finish_reason is not None
                 verdict = self.monitor.observe(token.logprob, token.entropy, token.margin, token.hidden, final=final)
                 if verdict.escalate:
