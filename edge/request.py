@@ -78,18 +78,20 @@ class _Held:
     text: str = ""
     ids: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
+    released_text: bool = False  # a token released text (the restorer may still hold it back)
 
-    def add(self, text: str, token_id: int, logprob: float) -> None:
+    def add(self, released: bool, text: str, token_id: int, logprob: float) -> None:
         self.text += text
         self.ids.append(token_id)
         self.logprobs.append(logprob)
+        self.released_text |= released
 
     def release(self, progress: _Progress) -> Iterator[Text]:
-        if self.text:
+        if self.released_text:
             yield progress.text(self.text, self.ids, "edge", self.logprobs)
         else:
             progress.edge_tokens += len(self.ids)
-        self.text, self.ids, self.logprobs = "", [], []
+        self.text, self.ids, self.logprobs, self.released_text = "", [], [], False
 
 
 class Request:
@@ -190,7 +192,7 @@ class Request:
                 if not tokens:
                     self.client.speeds.observe("edge", len(context_ids) - cached, time.monotonic() - started)
                 tokens.append(token)
-                held.add(self.restorer.feed(event.text) if event.text else "", token.id, token.logprob)
+                held.add(bool(event.text), self.restorer.feed(event.text) if event.text else "", token.id, token.logprob)
                 final = event.finish_reason is not None
                 verdict = self.monitor.observe(token.logprob, token.entropy, token.margin, token.hidden, final=final)
                 if verdict.escalate:

@@ -37,9 +37,10 @@ from router.policy import (
     Signal,
     TagAction,
 )
-from router.schema import SCHEMA
+from router.schema import PUBLISHED_PATH, SCHEMA
 from router.yamldoc import MAX_BYTES, Document, Path, YamlSyntaxError, dotted, parse_yaml
 
+SHIPPED_JUDGES = PUBLISHED_PATH.parent  # policies/: the judges fitted for the embedded models
 _VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)  # integers written 8.0 pass it; _build makes them int
 _MAX_NUMBER = 2**53  # past it, numbers lose precision as floats (and 10**400 overflows float())
 _JSON_TYPES = {bool: "boolean", int: "integer", float: "number", str: "string", list: "list", dict: "mapping"}
@@ -231,11 +232,16 @@ def _threshold_problem(signal: Signal, threshold: float) -> str | None:
 
 def _load_judge(rule: dict[str, Any], source: str) -> tuple[str, Judge]:
     """The calibration file, resolved against the policy file's folder (the working directory
-    for a policy that is not a file)."""
-    path = FsPath(rule["calibration"]).expanduser()
-    if not path.is_absolute():
+    for a policy that is not a file); a bare name not found there may name a judge shipped in
+    Tandem's policies/ folder (smollm2-135m.judge.json)."""
+    written = FsPath(rule["calibration"]).expanduser()
+    path = written
+    if not written.is_absolute():
         base = FsPath(source).parent if FsPath(source).is_file() else FsPath.cwd()
-        path = base / path
+        path = base / written
+        shipped = SHIPPED_JUDGES / written
+        if not path.exists() and written.name == str(written) and shipped.is_file():
+            path = shipped
     path = path.resolve()
     return str(path), Judge.load(path)
 

@@ -145,7 +145,7 @@ def test_prompt_the_probe_rejects_never_starts_device_decoding(smollm2_device, c
 
 
 def test_tandem_calibrate_fits_a_judge_from_accepted_answers_and_from_the_cloud(smollm2_device, cloud, tmp_path):
-    rows = [r for r in questions() if r["split"] == "fit"][::40][:24]
+    rows = [r for r in questions() if r["split"] == "fit"][::45][:20]
     data = tmp_path / "traffic.jsonl"
     data.write_text("".join(json.dumps({"prompt": r["prompt"], "answers": r["answers"]}) + "\n" for r in rows))
     address, _ = cloud
@@ -153,13 +153,13 @@ def test_tandem_calibrate_fits_a_judge_from_accepted_answers_and_from_the_cloud(
         out = tmp_path / name
         result = subprocess.run(
             [sys.executable, "-m", "tandem.cli", "calibrate", str(data), "-o", str(out), "--max-context", "512",
-             "--max-new-tokens", "16", "--window", "8", *extra],
+             "--max-new-tokens", "8", "--window", "4", *extra],
             capture_output=True, text=True, timeout=600, cwd=REPO,
         )
         assert result.returncode == 0, result.stderr
         judge = Judge.load(out)
         judge.check_model(smollm2_device.fingerprint.to_dict(), smollm2_device.tokenizer.fingerprint)
-        assert judge.window == 8 and judge.report["answers"] == len(rows) and judge.curve
+        assert judge.window == 4 and judge.report["answers"] == len(rows) and judge.curve
         assert ("cloud tier" in judge.report["labels"]) == bool(extra)
         assert "cross-validated judge AUROC" in result.stdout
 

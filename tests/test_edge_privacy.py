@@ -65,7 +65,7 @@ def test_no_private_value_reaches_the_cloud(llama3_small, policy_file):
     # A device budget of 16 tokens sends every request that may leave to the cloud; each request
     # also carries its own text as a stop string, so that field is put to the test too.
     policy = policy_with(policy_file, edge={"max_context_tokens": 16, "max_new_tokens": 1},
-                         confidence={"min_tokens": 1}, cloud={"allowed": True, "on_unreachable": "fail"})
+                         confidence=None, cloud={"allowed": True, "on_unreachable": "fail"})
     capture = Capture()
     tok = llama3_small.tokenizer
     with running_server(llama3_small, interceptors=[CaptureInterceptor(capture)]) as (_, port):
