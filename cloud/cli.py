@@ -88,9 +88,7 @@ def _check_bindable(flag: str, host: str, port: int) -> None:
 def cmd_serve_cloud(args: argparse.Namespace) -> int:
     from cloud.auth import load_tokens
     from cloud.config import ServerConfig
-    from cloud.server import start_server
     from engine.errors import EngineError
-    from engine.runtime import LocalModel
 
     logging.getLogger("cloud").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     if (args.tls_cert is None) != (args.tls_key is None):
@@ -112,6 +110,9 @@ def cmd_serve_cloud(args: argparse.Namespace) -> int:
         _check_bindable("--port", args.host, args.port)
         if args.metrics_port is not None:
             _check_bindable("--metrics-port", args.metrics_host or args.host, args.metrics_port)
+        from cloud.server import start_server  # torch and the model only once the flags are known good
+        from engine.runtime import LocalModel
+
         model = LocalModel.load(args.model, tokenizer=args.tokenizer, max_context=args.max_context,
                                 precision=args.precision)
         server, port = start_server(
