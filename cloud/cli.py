@@ -111,9 +111,7 @@ def limit_malloc_arenas(arenas: int = 2) -> None:
 def cmd_serve_cloud(args: argparse.Namespace) -> int:
     from cloud.auth import load_tokens
     from cloud.config import ServerConfig
-    from cloud.server import start_server
     from engine.errors import EngineError
-    from engine.runtime import LocalModel
 
     logging.getLogger("cloud").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     limit_malloc_arenas()
@@ -137,6 +135,9 @@ def cmd_serve_cloud(args: argparse.Namespace) -> int:
         _check_bindable("--port", args.host, args.port)
         if args.metrics_port is not None:
             _check_bindable("--metrics-port", args.metrics_host, args.metrics_port, "--metrics-host")
+        from cloud.server import start_server  # torch and the model only once the flags are known good
+        from engine.runtime import LocalModel
+
         model = LocalModel.load(args.model, tokenizer=args.tokenizer, max_context=args.max_context,
                                 precision=args.precision)
         server, port = start_server(

@@ -1,8 +1,9 @@
-"""The `tandem` command as a user runs it: a real subprocess, the real model."""
+"""The `tandem` command as a user runs it: a real subprocess, the real model.
+
+The README's own commands (generate, --json, models) run as typed in test_readme.py."""
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
@@ -15,28 +16,6 @@ def tandem(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "tandem", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout
     )
-
-
-def test_generate_answers_paris():
-    result = tandem("generate", "What is the capital of France?", "--max-new-tokens", "24")
-    assert result.returncode == 0, result.stderr
-    assert "Paris" in result.stdout
-
-
-def test_generate_json_prints_signals_per_token():
-    result = tandem("generate", "Hi", "--json", "--max-new-tokens", "4")
-    assert result.returncode == 0, result.stderr
-    rows = [json.loads(line) for line in result.stdout.splitlines()]
-    assert 1 <= len(rows) <= 4
-    assert set(rows[0]) == {"id", "text", "logprob", "entropy", "margin", "finish_reason"}
-    assert rows[-1]["finish_reason"] in {"stop", "length"}
-
-
-def test_models_lists_packaged_assets():
-    result = tandem("models")
-    assert result.returncode == 0
-    assert "smollm2-135m" in result.stdout and "llama3-tokenizer" in result.stdout
-    assert "installed" in result.stdout
 
 
 def test_missing_model_is_a_clear_error():
