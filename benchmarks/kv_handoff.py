@@ -104,9 +104,11 @@ def top1(model: LocalModel, cache, continuation: list[int]) -> torch.Tensor:
 
 
 def codec_table(full: LocalModel, device: LocalModel | None, texts: list[tuple[str, list[int]]],
-                context: int, codecs: list[str]) -> tuple[list[dict], list[dict]]:
-    """Per codec: size, speed, mean and worst agreement; and per text: each codec's agreement."""
+                context: int, codecs: list[str], agree: list[str]) -> tuple[list[dict], list[dict]]:
+    """Per codec: size, speed, mean and worst agreement (for the codecs in `agree`); and per
+    text: each codec's agreement."""
     names = [*codecs, *(["q4 edge->cloud"] if device is not None else [])]
+    measured = [n for n in names if n in agree or n == "q4 edge->cloud"]
     rows = {name: {"codec": name, "agree": [], "bytes": 0, "fp16_bytes": 0, "enc": [], "dec": []} for name in names}
     per_text = []
     for text, ids in texts:
@@ -135,8 +137,9 @@ def codec_table(full: LocalModel, device: LocalModel | None, texts: list[tuple[s
             row["fp16_bytes"] += fp16_bytes
             row["enc"].append(fp16_bytes / min(enc))
             row["dec"].append(fp16_bytes / min(dec))
-            line[name] = float((top1(full, received.cache, continuation) == reference).float().mean())
-            row["agree"].append(line[name])
+            if name in agree:
+                line[name] = float((top1(full, received.cache, continuation) == reference).float().mean())
+                row["agree"].append(line[name])
         if device is not None:
             edge = prefilled(device, prompt, 0)
             frames = list(encode_cache(edge, device.fingerprint, CODECS["q4"]))
@@ -148,15 +151,17 @@ def codec_table(full: LocalModel, device: LocalModel | None, texts: list[tuple[s
             line["q4 edge->cloud"] = float((top1(full, received.cache, continuation) == reference).float().mean())
             row["agree"].append(line["q4 edge->cloud"])
         per_text.append(line)
-        print(f"  {text:<28}{n:>6} tokens  " + "  ".join(f"{k} {line[k] * 100:.1f}" for k in names), file=sys.stderr)
+        print(f"  {text:<28}{n:>6} tokens  " + "  ".join(f"{k} {line[k] * 100:.1f}" for k in measured),
+              file=sys.stderr)
     out = []
     for row in rows.values():
-        worst = min(range(len(texts)), key=lambda i: row["agree"][i])
+        worst = min(range(len(row["agree"])), key=lambda i: row["agree"][i]) if row["agree"] else None
         out.append({
             "codec": row["codec"], "bytes": row["bytes"] // len(texts),
             "ratio_vs_fp16": row["fp16_bytes"] / row["bytes"],
-            "top1_agreement": sum(row["agree"]) / len(row["agree"]), "worst_top1_agreement": row["agree"][worst],
-            "worst_text": texts[worst][0],
+            "top1_agreement": sum(row["agree"]) / len(row["agree"]) if row["agree"] else None,
+            "worst_top1_agreement": row["agree"][worst] if row["agree"] else None,
+            "worst_text": texts[worst][0] if row["agree"] else None,
             "encode_mb_s": sum(row["enc"]) / len(row["enc"]) / 1e6 if row["enc"] else None,
             "decode_mb_s": sum(row["dec"]) / len(row["dec"]) / 1e6 if row["dec"] else None,
         })
@@ -318,6 +323,7 @@ def main() -> int:
     p.add_argument("--texts", choices=("eval", "tune"), default="eval",
                    help="data/texts/eval reports; data/texts/tune is what the q4 codec was tuned on")
     p.add_argument("--codecs", default=",".join(CODECS), help=f"rows of the codec table, of: {', '.join(CODECS)}")
+    p.add_argument("--agree", default=None, help="codec rows whose top-1 agreement is measured (default: all)")
     p.add_argument("--no-cross", action="store_true", help="no cross-precision row (skips the device model)")
     p.add_argument("--no-handoff", action="store_true", help="only the codec table")
     p.add_argument("--no-table", action="store_true", help="only the hand-off timing")
@@ -343,7 +349,8 @@ def main() -> int:
     per_text: list[dict] = []
     if not args.no_table:
         texts = text_ids(full, args.texts)
-        codecs, per_text = codec_table(full, device, texts, args.context, table_codecs)
+        agree = args.agree.split(",") if args.agree else table_codecs
+        codecs, per_text = codec_table(full, device, texts, args.context, table_codecs, agree)
         print(f"\nKV codecs: SmolLM2-135M, {len(texts)} texts of data/texts/{args.texts}, {args.context}-token context "
               f"where the text allows, next {CONTINUATION} tokens; MB/s of fp16-equivalent input, 1 thread")
         print(f"{'codec':<16}{'bytes':>12}{'vs fp16':>9}{'mean agree':>12}{'worst':>8}  {'worst text':<26}"
@@ -351,8 +358,9 @@ def main() -> int:
         for r in codecs:
             speed = (f"{r['encode_mb_s']:>9.0f}{r['decode_mb_s']:>9.0f}{r['round_trip_mb_s']:>9.0f}"
                      if r["encode_mb_s"] else f"{'-':>9}{'-':>9}{'-':>9}")
-            print(f"{r['codec']:<16}{r['bytes']:>12}{r['ratio_vs_fp16']:>8.2f}x{r['top1_agreement'] * 100:>11.2f}%"
-                  f"{r['worst_top1_agreement'] * 100:>7.2f}%  {r['worst_text']:<26}{speed}")
+            quality = (f"{r['top1_agreement'] * 100:>11.2f}%{r['worst_top1_agreement'] * 100:>7.2f}%  "
+                       f"{r['worst_text']:<26}" if r["top1_agreement"] is not None else f"{'-':>12}{'-':>8}  {'':<26}")
+            print(f"{r['codec']:<16}{r['bytes']:>12}{r['ratio_vs_fp16']:>8.2f}x{quality}{speed}")
     if args.no_handoff:
         print(json.dumps({"benchmark": "kv_handoff", "machine": platform.machine(), "cpus": os.cpu_count(),
                           "texts": args.texts, "codecs": codecs, "per_text": per_text}))
