@@ -187,7 +187,15 @@ def test_local_only_never_leaves_under_any_policy_budget_or_monitor_outcome(
     assert decision.route is Route.LOCAL_ONLY
     assert decision.may_escalate is False and decision.egress is None
     monitor = StreamMonitor(policy.confidence, may_escalate=decision.may_escalate)
-    assert not any(monitor.observe(*signals).escalate for signals in stream)
+    assert not any(monitor.observe(*_with_hidden(policy, signals)).escalate for signals in stream)
+
+
+def _with_hidden(policy, signals: tuple[float, ...]) -> tuple:
+    """A token's signals, plus a hidden state where the policy's calibrated judge reads one."""
+    rule = policy.confidence
+    if rule is None or rule.calibration is None:
+        return signals
+    return (*signals, [signals[0] / 40.0] * len(rule.calibration.judge.prompt_probe.weights))
 
 
 @st.composite
@@ -227,5 +235,8 @@ def test_redacted_messages_restore_message_by_message(texts):
 def test_monitor_for_a_request_that_may_leave_does_escalate():
     decision = decide("What's new in Python?", token_count=10, policy=DEFAULT)
     monitor = StreamMonitor(DEFAULT.confidence, may_escalate=decision.may_escalate)
-    verdicts = [monitor.observe(math.log(0.01), 5.0, 0.0) for _ in range(DEFAULT.confidence.min_tokens)]
-    assert verdicts[-1].escalate
+    # A hidden state the default policy's prompt probe reads as "the device does not know this".
+    probe = DEFAULT.confidence.calibration.judge.prompt_probe
+    hidden = [-10.0 * math.copysign(1.0, w) for w in probe.weights]
+    verdicts = [monitor.observe(math.log(0.01), 5.0, 0.0, hidden) for _ in range(DEFAULT.confidence.window)]
+    assert verdicts[0].escalate and verdicts[0].before_decoding
