@@ -69,8 +69,7 @@ class StreamLimits:
         self.stall_s = stall_s
         self.max_stream_s = max_stream_s
         self._on_end = on_end  # wakes bodies that wait (e.g. in the admission queue) to see `cancelled`
-        self.open = 0
-        self.stalled = 0
+        self.open = 0  # response streams being written (the tandem_cloud_open_streams gauge)
 
     def call(self, context: grpc.aio.ServicerContext, principal: str) -> Call:
         remaining = context.time_remaining()
@@ -147,7 +146,6 @@ class StreamLimits:
                     if left <= self.stall_s:
                         return _end(context, self._too_long())
                     call.stalled = True
-                    self.stalled += 1
                     return _end(context, RequestError(grpc.StatusCode.DEADLINE_EXCEEDED, "stream ended: the client "
                                                       f"read nothing for {self.stall_s:g} s; resend to continue"))
         finally:

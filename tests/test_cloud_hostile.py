@@ -69,14 +69,14 @@ def test_readers_that_never_read_cannot_starve_health_info_or_generate(smollm2):
             info = victim.info(timeout=1.0)
             info_s = time.monotonic() - started
             started = time.monotonic()
-            answer = victim.generate(smollm2.encode_prompt("Hi"), max_new_tokens=3, timeout=1.0)
+            answer = victim.generate([1, 2, 3], max_new_tokens=2, timeout=1.0)  # small: the CPU is shared
             generate_s = time.monotonic() - started
         for call in calls:
             call.cancel()
         attacker.close()
         assert wait_until(lambda: servicer.streams.open == 0, timeout=10)
     assert status == health_pb2.HealthCheckResponse.SERVING and info.max_context == smollm2.max_context
-    assert len(answer.token_ids) == 3
+    assert len(answer.token_ids) == 2
     assert max(health_s, info_s, generate_s) < 1.0, (health_s, info_s, generate_s)
 
 
