@@ -215,6 +215,8 @@ def test_q4_is_over_3_5x_smaller_than_fp16_and_int8_about_2x():
     assert fp16_bytes / sizes["int8"] >= 1.9
     assert sizes["fp16"] <= fp16_bytes * 1.01
     assert estimate_raw_bytes(layout_of(cache), 1024, CodecOptions("q4")) >= sizes["q4"]
+    window = CodecOptions("q4", recent_tokens=64)  # the SDK's estimate counts the exact window too
+    assert estimate_raw_bytes(layout_of(cache), 1024, window) >= sum(map(len, round_trip(cache, window)[1]))
 
 
 def test_long_caches_split_into_frames_of_at_most_1_mib_that_tile_the_cache():
