@@ -143,7 +143,7 @@ class KVHandoffRules:
     estimate starts from (the SDK refines the prefill speeds by measuring)."""
 
     enabled: bool = False
-    codec: str = "q4"
+    codec: str = "int8"
     cross_precision: bool = False
     prefill_offload: bool = False
     min_offload_tokens: int = 1024
