@@ -38,6 +38,9 @@ NOT_RUN = {
     "gpu-host": "a remote GPU host",
     "docker-compose up --build": "needs Docker Hub; test_compose validates the file",
     ".venv/bin/python benchmarks/": "benchmarks take minutes; tests/test_quant.py and others check their claims",
+    ".venv/bin/python -m benchmarks.": "benchmarks take minutes; tests/test_router_judge.py checks the judge they measure",
+    "edge-keys.txt": "serve-edge's key file: tests/test_serve_edge.py starts the real `tandem serve-edge` with keys",
+    "localhost:8000/v1/": "a request to serve-edge: tests/test_serve_edge.py sends the same ones with the openai client",
 }
 
 
@@ -180,7 +183,8 @@ def test_the_sdk_snippet_runs_as_typed_from_any_folder(smollm2, tmp_path):
     repository: policy="default" must not depend on the working directory."""
     from tests.cloud_fixtures import running_server
 
-    (snippet,) = re.findall(r"```python\n(.*?)```", README, flags=re.S)
+    snippets = re.findall(r"```python\n(.*?)```", README, flags=re.S)
+    (snippet,) = [s for s in snippets if "with TandemClient(" in s]  # the sync SDK's snippet
     assert 'cloud="gpu-host:50051"' in snippet and 'policy="default"' in snippet
     with running_server(smollm2) as (_, port):
         code = snippet.replace('cloud="gpu-host:50051"', f'cloud="127.0.0.1:{port}"')
