@@ -73,25 +73,27 @@ class _Progress:
 
 @dataclass
 class _Held:
-    """Device text not shown yet (the policy's hold_tokens), with its token IDs."""
+    """Device text not shown yet (the policy's hold_tokens): the tokens that gave text, with
+    their IDs and log-probs, and a count of those that gave none (a stop or end token)."""
 
     text: str = ""
     ids: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
-    released_text: bool = False  # a token released text (the restorer may still hold it back)
+    silent: int = 0
 
     def add(self, released: bool, text: str, token_id: int, logprob: float) -> None:
+        if not released:
+            self.silent += 1
+            return
         self.text += text
         self.ids.append(token_id)
         self.logprobs.append(logprob)
-        self.released_text |= released
 
     def release(self, progress: _Progress) -> Iterator[Text]:
-        if self.released_text:
+        if self.ids:
             yield progress.text(self.text, self.ids, "edge", self.logprobs)
-        else:
-            progress.edge_tokens += len(self.ids)
-        self.text, self.ids, self.logprobs, self.released_text = "", [], [], False
+        progress.edge_tokens += self.silent
+        self.text, self.ids, self.logprobs, self.silent = "", [], [], 0
 
 
 class Request:

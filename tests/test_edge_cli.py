@@ -86,10 +86,11 @@ def test_chat_without_cloud_says_it_never_escalates_and_where_it_logs(tmp_path):
 
 def test_chat_repeats_the_kept_answer_after_a_fallback_so_no_word_is_split(tmp_path):
     """Unsure on the device, the cloud down: the device goes on from what it showed, and the
-    line after the notice holds the whole answer, not a fragment starting mid-word."""
+    line after the notice holds the whole answer, not a fragment starting mid-word. The demo
+    policy's hand-set rule shows tokens as they come (the default's judge holds them back)."""
     from edge.demo import dead_address
 
-    proc = chat("--cloud", dead_address(), "--deadline", "2", "--audit-log", str(tmp_path / "a.jsonl"),
+    proc = chat("--cloud", dead_address(), "--deadline", "2", "--policy", "demo", "--audit-log", str(tmp_path / "a.jsonl"),
                 turns="What was the name of the third wife of the 14th king of Norway?\n\n")
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()

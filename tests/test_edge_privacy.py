@@ -181,7 +181,7 @@ def test_kv_frames_leave_only_when_the_cache_may():
 
 def test_stop_strings_leave_redacted(llama3_small):
     """A stop string is sent to the cloud: an e-mail in it leaves as its placeholder, an SSN not at all."""
-    policy = policy_with(edge={"max_context_tokens": 16, "max_new_tokens": 1}, confidence={"min_tokens": 1},
+    policy = policy_with(edge={"max_context_tokens": 16, "max_new_tokens": 1}, confidence=None,
                          cloud={"allowed": True, "on_unreachable": "fail"})
     capture = Capture()
     with running_server(llama3_small, interceptors=[CaptureInterceptor(capture)]) as (_, port):

@@ -274,7 +274,12 @@ def test_a_header_claiming_a_whole_context_commits_memory_only_as_frames_arrive_
         assert upload(client, smollm2, cache, smollm2.encode_prompt(PROMPT)).kv_handle  # the slot is free again
 
 
-def test_nan_or_infinite_values_in_an_uploaded_cache_are_invalid_argument(server, smollm2, prompt_ids):
+def test_nan_or_infinite_values_in_an_uploaded_cache_are_invalid_argument(server, smollm2, prompt_ids, monkeypatch):
+    """A hostile client's encoder skips the range check ours makes (patched out here to play
+    that client); the server must still refuse what it sends."""
+    import engine.kv.quant
+
+    monkeypatch.setattr(engine.kv.quant, "_check_fp16_range", lambda *args: None)
     srv, port = server
     cache, _ = edge_state(smollm2, prompt_ids, 1)
     for bad in (float("nan"), float("inf")):

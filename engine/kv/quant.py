@@ -80,7 +80,10 @@ def fp16_nbytes(shape: tuple[int, ...]) -> int:
 
 
 def _check_fp16_range(low: torch.Tensor, high: torch.Tensor, what: str) -> None:
-    if not (float(low.min()) >= -FP16_MAX and float(high.max()) <= FP16_MAX):
+    lowest, highest = float(low.min()), float(high.max())
+    if math.isnan(lowest) or math.isnan(highest):
+        raise ValueError("the KV cache holds NaN values; a cache that decoding broke cannot be sent")
+    if not (lowest >= -FP16_MAX and highest <= FP16_MAX):
         raise ValueError(f"KV values reach {max(-float(low.min()), float(high.max())):g}, beyond the fp16 range "
                          f"of the {what} codec; use the int8 codec")
 
