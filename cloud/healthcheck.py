@@ -9,7 +9,7 @@ import argparse
 import os
 import sys
 
-from edge.address import split_address
+from tandem.args import address, positive_float
 
 EXIT_SERVING, EXIT_NOT_SERVING, EXIT_USAGE = 0, 1, 2
 
@@ -26,32 +26,14 @@ def serving(target: str, *, timeout: float = 3.0) -> bool:
     return reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
-def _target(text: str) -> str:
-    try:
-        split_address(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return text
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m cloud.healthcheck",
         description="Ask a Tandem cloud server's grpc.health.v1 service whether it is SERVING "
         "(plaintext gRPC). Exit status: 0 serving, 1 not serving or unreachable, 2 bad arguments.",
     )
-    parser.add_argument("target", type=_target, metavar="HOST:PORT", help="the server, e.g. 127.0.0.1:50051")
-    parser.add_argument("--timeout", type=_seconds, default=3.0, help="seconds to wait for the answer (default 3)")
+    parser.add_argument("target", type=address, metavar="HOST:PORT", help="the server, e.g. 127.0.0.1:50051")
+    parser.add_argument("--timeout", type=positive_float, default=3.0, help="seconds to wait for the answer (default 3)")
     return parser
 
 

@@ -112,19 +112,7 @@ class StreamMonitor:
         relation = ">" if rule.signal is Signal.ENTROPY else "<"
         detail = (f"{rule.signal.value} {value:.4g} {relation} {rule.threshold:g} over tokens {start}..{index}; "
                   f"low-confidence stretch starts at token {window_start}")
-        if not self.may_escalate:
-            detail += "; the request may not leave the device, so decoding continues locally"
-        self._fired = MonitorVerdict(
-            escalate=self.may_escalate,
-            index=index,
-            fired=True,
-            code=f"low_confidence:{rule.signal.value}" if self.may_escalate else "low_confidence_kept_local",
-            detail=detail,
-            value=value,
-            window_start=window_start,
-            action=rule.action if self.may_escalate else None,
-        )
-        return self._fired
+        return self._fire(index, value, f"low_confidence:{rule.signal.value}", detail, window_start, rule.action)
 
     def _observe_calibrated(self, logprob: float, entropy: float, margin: float, hidden: Sequence[float] | None,
                             index: int, final: bool) -> MonitorVerdict:
@@ -135,8 +123,8 @@ class StreamMonitor:
             return MonitorVerdict(escalate=False, index=index)
         judge.observe(logprob, entropy, margin, hidden)
         if index == 0 and rule.calibration.prefill_probe and judge.prompt_p < point.prefill_threshold:
-            return self._fire(index, judge.prompt_p, point.prefill_threshold, "prefill_probe",
-                              "the prompt probe expects a wrong answer, before any decoding")
+            return self._fire_calibrated(index, judge.prompt_p, point.prefill_threshold, "prefill_probe",
+                                         "the prompt probe expects a wrong answer, before any decoding")
         if self.count < rule.window and not final:
             return MonitorVerdict(escalate=False, index=index)
         self._judged_at = index
@@ -144,24 +132,32 @@ class StreamMonitor:
         if self._judge_p >= point.judge_threshold:
             return MonitorVerdict(escalate=False, index=index)
         where = "the whole answer" if final else f"tokens 0..{index}"
-        return self._fire(index, self._judge_p, point.judge_threshold, "judge", f"the judge expects {where} wrong")
+        return self._fire_calibrated(index, self._judge_p, point.judge_threshold, "judge",
+                                     f"the judge expects {where} wrong")
 
-    def _fire(self, index: int, p: float, threshold: float, stage: str, why: str) -> MonitorVerdict:
-        detail = f"{why}: P(correct) {p:.3g} < {threshold:.3g}"
+    def _fire(self, index: int, value: float, code: str, detail: str, window_start: int,
+              action: EscalationAction, before_decoding: bool = False) -> MonitorVerdict:
+        """The verdict of a rule that fired: it escalates only when the request may leave the device."""
         if not self.may_escalate:
             detail += "; the request may not leave the device, so decoding continues locally"
         self._fired = MonitorVerdict(
             escalate=self.may_escalate,
             index=index,
             fired=True,
-            code=f"low_confidence:calibrated:{stage}" if self.may_escalate else "low_confidence_kept_local",
+            code=code if self.may_escalate else "low_confidence_kept_local",
             detail=detail,
-            value=p,
-            window_start=0,  # the judge weighs the answer as a whole: nothing of it is kept
-            action=EscalationAction.ESCALATE_RESTART if self.may_escalate else None,
-            before_decoding=stage == "prefill_probe",
+            value=value,
+            window_start=window_start,
+            action=action if self.may_escalate else None,
+            before_decoding=before_decoding,
         )
         return self._fired
+
+    def _fire_calibrated(self, index: int, p: float, threshold: float, stage: str, why: str) -> MonitorVerdict:
+        # window_start 0: the judge weighs the answer as a whole, so nothing of it is kept
+        detail = f"{why}: P(correct) {p:.3g} < {threshold:.3g}"
+        return self._fire(index, p, f"low_confidence:calibrated:{stage}", detail, 0, EscalationAction.ESCALATE_RESTART,
+                          before_decoding=stage == "prefill_probe")
 
     def _signal_value(self, rule: ConfidenceRule) -> float:
         if rule.signal is Signal.ENTROPY:
