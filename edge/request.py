@@ -334,9 +334,8 @@ class Request:
         n_prompt = len(self.prompt_ids)
         if transport is None or not (rules.enabled and rules.prefill_offload) or n_prompt < rules.min_offload_tokens:
             return None
-        unredacted = self.decision.may_escalate and self.decision.egress == self.request
         try:
-            info = self._info() if unredacted else None
+            info = self._info() if self.egress.frames_allowed else None  # the request may leave as it is
         except CloudError as exc:
             self._record_handoff(HandoffChoice("local_prefill", f"cloud_unavailable:{exc.code}"))
             return None
