@@ -232,7 +232,7 @@ def answer_features(
         "first_margin": margins[0],
         "min_logprob": min(lps),
         "mean_logprob": sum(lps) / n,
-        "p10_prob": _quantile([math.exp(lp) for lp in lps], 0.1),
+        "p10_prob": quantile([math.exp(lp) for lp in lps], 0.1),
         "mean_entropy": sum(entropies) / n,
         "max_entropy": max(entropies),
         "mean_margin": sum(margins) / n,
@@ -244,7 +244,8 @@ def answer_features(
     }
 
 
-def _quantile(values: list[float], q: float) -> float:
+def quantile(values: list[float], q: float) -> float:
+    """Linear interpolation between order statistics (numpy's default method)."""
     ordered = sorted(values)
     position = q * (len(ordered) - 1)
     low = math.floor(position)

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from router.judge import JudgeState
+from router.judge import JudgeState, quantile
 from router.policy import ConfidenceRule, EscalationAction, Signal
 
 # A chosen token's log-prob of -inf (or float rounding above 0) is clamped into
@@ -197,12 +197,3 @@ class StreamMonitor:
             out["judge_p"] = None if self._judge_p is None else round(self._judge_p, 6)
             out["judged_at"] = self._judged_at
         return out
-
-
-def quantile(values: list[float], q: float) -> float:
-    """Linear interpolation between order statistics (numpy's default method)."""
-    ordered = sorted(values)
-    position = q * (len(ordered) - 1)
-    low = math.floor(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
