@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from router.credentials import find_secrets
 from router.normalize import digit_view, text_view
+from router.national_ids import IdWords
 from router.phones import find_phones
 from router.pii import find_cards, find_emails, find_ibans, find_ip_addresses, find_national_ids
 from router.policy import PrivacyRules
@@ -64,18 +65,20 @@ def detect(text: str, privacy: PrivacyRules | None = None) -> list[Finding]:
     digits = digit_view(view) if _ON_DIGIT_VIEW & set(enabled) else view
     found: set[Finding] = set()
     claimed: list[tuple[int, int]] = []
+    id_words = IdWords(digits.text)  # words naming an ID: read by the ID and the phone detectors, found once
     for name in enabled:
         if name == "phone":
             continue
         source = digits if name in _ON_DIGIT_VIEW else view
-        for kind, start, end in DETECTORS[name](source.text):
+        spans = find_national_ids(source.text, id_words) if name == "national_id" else DETECTORS[name](source.text)
+        for kind, start, end in spans:
             if end > start:
                 found.add(Finding(kind, *source.span(start, end), name))
                 if name in _CLAIMING_DIGITS:
                     claimed.append((start, end))
     if "phone" in enabled:
         found.update(Finding(kind, *digits.span(start, end), "phone")
-                     for kind, start, end in find_phones(digits.text, claimed))
+                     for kind, start, end in find_phones(digits.text, claimed, id_words))
     if privacy is not None:
         for custom in privacy.custom:
             for source in (text, view.text) if view.text != text else (text,):

@@ -22,11 +22,13 @@ _UNSUPPORTED = (
 )
 
 
-def compile_linear(pattern: str, *, ignore_case: bool = False) -> re2._Regexp:
-    """`pattern` compiled for RE2 (Python `re` syntax without look-around and backreferences)."""
+def compile_linear(pattern: str, *, ignore_case: bool = False, longest: bool = False) -> re2._Regexp:
+    """`pattern` compiled for RE2 (Python `re` syntax without look-around and backreferences);
+    `longest`: of the matches starting at one place, the longest, not the first alternative's."""
     options = re2.Options()
     options.log_errors = False
     options.case_sensitive = not ignore_case
+    options.longest_match = longest
     try:
         return re2.compile(pattern, options)
     except re2.error as exc:
@@ -37,3 +39,8 @@ def compile_linear(pattern: str, *, ignore_case: bool = False) -> re2._Regexp:
         why = f"{feature} is not supported" if feature else detail
         raise RegexError(f"{why}: custom regexes run on RE2, which matches in linear time and so has no "
                          f"look-around or backreferences ({detail})") from None
+
+
+def found_in(regex: re2._Regexp, text: str) -> bool:
+    """Whether `regex` matches anywhere in `text` (ASCII text as bytes: no offsets to map)."""
+    return regex.search(text.encode("ascii") if text.isascii() else text) is not None

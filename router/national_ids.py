@@ -50,6 +50,7 @@ from stdnum.se import personnummer
 from stdnum.us import ssn
 from stdnum.za import idnr as za_idnr
 
+from router.linear_regex import compile_linear
 from router.scan import free_before, matches
 
 Span = tuple[str, int, int]
@@ -148,7 +149,7 @@ _KEYWORDS: dict[str, str] = {
     "be_nn": rf"rijksregister(?:{_S}n(?:umme)?r)?|registre{_S}national|num[ée]ro{_S}national|insz|niss|rrn|national{_S}number",
     "se_personnummer": rf"person{_S}n(?:umme)?r",
     "dk_cpr": rf"cpr|person{_S}n(?:umme)?r",
-    "za_idnr": rf"(?:south{_S}african{_S}|sa{_S})id|identity{_S}(?:number|no)",
+    "za_idnr": rf"(?:south{_S}african{_S}|sa[\s_.:/-]+)id|identity{_S}(?:number|no)",
     "ch_ahv": rf"ahv|avs|sozialversicherungs?(?:{_S}n(?:umme)?r)?",
     "fr_nir": rf"nir|s[ée]cu|s[ée]curit[ée]{_S}sociale|insee",
     "cn_ric": rf"身份证|resident{_S}id",
@@ -159,29 +160,80 @@ _KEYWORDS: dict[str, str] = {
 _GENERIC = (rf"national{_S}id|tax{_S}(?:id|number|no)|tin|personal{_S}(?:id|number|code)|id{_S}(?:number|no|nr)|"
             rf"identification{_S}number|identity{_S}(?:number|card)|ausweis|identifiant|identidad|identit[àa]")
 _NAMING = {kind: re.compile(rf"(?i)(?<![^\W\d_])(?:{words}|{_GENERIC})(?![^\W\d_])") for kind, words in _KEYWORDS.items()}
-# Every keyword of _KEYWORDS and _GENERIC starts with one of these (lower case).
-_ID_STEMS = (
-    "ssn", "soc", "bsn", "burger", "sofi", "sin", "nas", "n.a", "assurance", "nif", "contribuinte", "identi", "tfn",
-    "tax", "aadh", "adha", "uid", "st", "pesel", "f\u00f8d", "fod", "person", "cpf", "rijksregister",
-    "registre", "num", "insz", "niss", "rrn", "national", "cpr", "south", "sa", "ahv", "avs", "sozial",
-    "nir", "s\u00e9cu", "secu", "insee", "\u8eab\u4efd\u8bc1", "resident", "dni", "documento", "pps", "hetu", "henkil",
-    "tin", "id", "ausweis",
-)
-_ANY_KEYWORD = re.compile(rf"(?:{'|'.join(_KEYWORDS.values())}|{_GENERIC})")  # a first look, on lower case
-_ANY_NAMING = re.compile(rf"(?i)(?<![^\W\d_])(?:{'|'.join(_KEYWORDS.values())}|{_GENERIC})(?![^\W\d_])[^\d]{{0,24}}$")
+# Every spelling of every ID's keyword, found in one linear pass (RE2) over the lower-cased text,
+# at the start of a word (in code too: `my_ssn=`, `aadhaar_number`; in scripts without case and
+# spaces, anywhere: `身份证号`); the longest spelling
+# that matches, so `sécu` does not hide `sécurité sociale`.
+_ANY_KEYWORD = compile_linear(rf"(?:^|\PL|\p{{Lo}})((?:{'|'.join(_KEYWORDS.values())}|{_GENERIC}))", longest=True)
 _KEYWORD_WINDOW = 48  # characters before a value: "BSN van de klant is" fits
 
 
-def find_national_ids(text: str) -> Iterator[Span]:
-    """Every national identifier in `text` (a digit view: upper case, separators as spaces)."""
-    keyword_ends: list[int] | None = None
+class IdWords:
+    """Where the words naming an identifier stand in one text (any country's, any spelling).
+
+    Found on first use in one linear pass (RE2) over the lower-cased text and
+    shared by the ID detector (a bare run of digits counts after such a word)
+    and the phone detector (a number after such a word is no phone).
+    """
+
+    __slots__ = ("_text", "_starts", "_ends")
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+        self._starts: list[int] | None = None
+        self._ends: list[int] = []
+
+    def _load(self) -> list[int]:
+        if self._starts is None:
+            found = _keyword_spans(self._text)
+            self._starts, self._ends = [a for a, _ in found], [b for _, b in found]
+        return self._starts
+
+    def before(self, start: int) -> bool:
+        """A word naming an ID ends in the few characters before `start` (within `_KEYWORD_WINDOW`)."""
+        self._load()
+        at = bisect_left(self._ends, start - _KEYWORD_WINDOW)
+        return at < len(self._ends) and self._ends[at] <= start
+
+    def labels(self, start: int) -> bool:
+        """A word naming an ID stands just before `start`, with no digit between (`Case ID: 415 ...`)."""
+        starts = self._load()
+        at = bisect_left(starts, start - _KEYWORD_WINDOW)
+        while at < len(starts) and self._ends[at] <= start:
+            gap = self._text[self._ends[at]:start]
+            if len(gap) <= 24 and not any(c.isdigit() for c in gap):
+                return True
+            at += 1
+        return False
+
+
+def _keyword_spans(text: str) -> list[tuple[int, int]]:
+    """Spans of whole words naming an ID: `sin` in "since" or `tin` in "waiting" is none."""
+    lowered = text.lower()
+    if len(lowered) != len(text):  # a character lower-cased to two ("İ"): positions would shift
+        lowered = "".join(c.lower() if len(c.lower()) == 1 else c for c in text)
+    data = lowered.encode("utf-8")  # matched as bytes: the str path re-encodes the text on every search
+    found, pos = [], 0
+    while (m := _ANY_KEYWORD.search(data, pos)) is not None:
+        start, end = m.span(1)
+        if len(data) != len(lowered):
+            start, end = len(data[:start].decode("utf-8")), len(data[:end].decode("utf-8"))
+        if _whole_word(lowered, start, end):
+            found.append((start, end))
+            pos = m.end()
+        else:
+            pos = m.start(1) + 1  # a rejected match may hide a keyword that starts inside it
+    return found
+
+
+def find_national_ids(text: str, id_words: IdWords | None = None) -> Iterator[Span]:
+    """Every national identifier in `text` (a digit view: upper case, separators as spaces);
+    `id_words` is the text's IdWords when the caller already has them."""
+    words = id_words or IdWords(text)
     for m in matches(_DIGIT_RUN, text, "-+"):
         if m.end() - m.start() < _SHORTEST:
             continue  # most runs are a year, a price, a count
-        if keyword_ends is None:
-            keyword_ends = _keyword_ends(text)
-        at = bisect_left(keyword_ends, m.start() - _KEYWORD_WINDOW)
-        yield from _digit_ids(text, m, at < len(keyword_ends) and keyword_ends[at] <= m.start())
+        yield from _digit_ids(text, m, words.before(m.start()))
     yield from _letter_ids(text)
 
 
@@ -206,24 +258,6 @@ def _letter_ids(text: str) -> Iterator[Span]:
             if _LETTER_VALIDATORS[kind](re.sub(r"[ -]", "", m.group())):
                 yield kind, m.start(), m.end()
                 done = m.end()
-
-
-def _keyword_ends(text: str) -> list[int]:
-    """Where each word naming an ID ends, found from its stem with `str.find` (a scan in C);
-    the keyword alternation tried at every position was most of this detector's time."""
-    lowered = text.lower()
-    if len(lowered) != len(text):  # a character lower-cased to two: positions would shift
-        return list(range(len(text) + 1))  # every run counts as named; _match_rule checks each kind's words
-    ends = []
-    for stem in _ID_STEMS:
-        at = lowered.find(stem)
-        while at != -1:
-            if not (at and lowered[at - 1].isalpha()):  # "st" in "first" starts no keyword
-                k = _ANY_KEYWORD.match(lowered, at)
-                if k and _whole_word(lowered, k):
-                    ends.append(k.end())
-            at = lowered.find(stem, at + 1)
-    return sorted(ends)
 
 
 def _digit_ids(text: str, m: re.Match[str], is_named: bool) -> Iterator[Span]:
@@ -305,16 +339,15 @@ def _hetu_candidate(rest: str) -> str | None:
     return hit.group() if hit else None
 
 
-def _whole_word(text: str, m: re.Match[str]) -> bool:
-    """`sin` in "since" or `tin` in "waiting" is no keyword."""
-    before = text[m.start() - 1] if m.start() else " "
-    after = text[m.end()] if m.end() < len(text) else " "
-    return not (before.isalpha() or (after.isalpha() and m.group()[-1].isalpha()))
+def _whole_word(text: str, start: int, end: int) -> bool:
+    before = text[start - 1] if start else " "
+    after = text[end] if end < len(text) else " "
+    return not (_cased_letter(before) or (_cased_letter(after) and _cased_letter(text[end - 1])))
 
 
-def names_an_id(text: str, start: int) -> bool:
-    """A word naming any identifier shortly before `start` (the phone detector leaves such numbers alone)."""
-    return bool(_ANY_NAMING.search(text, max(0, start - _KEYWORD_WINDOW), start))
+def _cased_letter(char: str) -> bool:
+    """A letter of a script that writes words apart (Latin, Greek, Cyrillic), not a CJK character."""
+    return char.isalpha() and char.lower() != char.upper()
 
 
 def _named(text: str, start: int, kind: str) -> bool:

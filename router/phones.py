@@ -16,7 +16,8 @@ from functools import lru_cache
 
 import phonenumbers
 
-from router.national_ids import names_an_id
+from router.linear_regex import compile_linear, found_in
+from router.national_ids import IdWords
 from router.scan import free_before, matches
 
 Span = tuple[str, int, int]
@@ -47,6 +48,10 @@ _NOT_A_PHONE_BEFORE = re.compile(  # matched on lower-cased text: (?i) is severa
     r"s?\s*(?:no\.?|nr\.?|numbers?|num\.?|n\.?[°ºo]|n\.|ids?|#|nummer|num[ée]ros?|n[úu]meros?)?\s*"
     r"(?:(?:de|del|di|da|do|du|van|der)\s+\w+\s*)?[:#.=]?\s*$"
 )
+# The same words without the look-behinds, in RE2: one linear pass says whether any can be there
+# (Python's engine tries the whole alternation at every position of the window).
+_LABEL_HINT = compile_linear(_NOT_A_PHONE_BEFORE.pattern.replace(
+    r"|[a-zäöüß]*(?<!tele[fp]on)(?<!ruf)(?<!handy)(?<!mobil)(?<!fax)nummer", "|nummer"))
 _DIGITS = re.compile(r"[0-9]+")
 _PERSONAL_NUMBER = re.compile(r"\d{6}[-+]\d{4}")
 _NOT_BEFORE_PHONE = ".,/#$€£¥@:=-"  # and "+" except before "+CC"
@@ -59,9 +64,10 @@ _NATIONAL_REGIONS = {
 _UNIX_TIME = re.compile(r"1[0-9]{9}(?:[0-9]{3})?")  # seconds or milliseconds since 1970, 2001-2286
 
 
-def find_phones(text: str, claimed: Sequence[tuple[int, int]] = ()) -> Iterator[Span]:
+def find_phones(text: str, claimed: Sequence[tuple[int, int]] = (), id_words: IdWords | None = None) -> Iterator[Span]:
     """Phone numbers in `text`, ignoring digits inside `claimed` spans (a card, IBAN
-    or national ID already found: its digits are that number, not a phone).
+    or national ID already found: its digits are that number, not a phone); `id_words`
+    is the text's IdWords when the caller already has them.
 
     A run that is not one number may be several side by side ("212-555-1234
     415-555-2671") or one with a neighbour ("212-555-1234 24 hours"): it is split
@@ -70,19 +76,20 @@ def find_phones(text: str, claimed: Sequence[tuple[int, int]] = ()) -> Iterator[
     claimed = sorted(claimed)
     starts = [a for a, _ in claimed]
     longest = max((b - a for a, b in claimed), default=0)
+    words = id_words or IdWords(text)
     for m in matches(_PHONE_CANDIDATE, text):
         if m.end() - m.start() < 7:
             continue  # fewer than seven characters, so fewer than seven digits
         nearby = claimed[bisect_left(starts, m.start() - longest):bisect_left(starts, m.end())]
         overlapping = [(a, b) for a, b in nearby if m.start() < b]
-        if not overlapping and _is_phone(text, m.start(), m.end()):
+        if not overlapping and _is_phone(text, m.start(), m.end(), words):
             yield "phone", m.start(), m.end()
             continue
         if " " not in m.group() or _FOUR_DIGIT_GROUPS.search(m.group()):
             continue  # card, IBAN or account digits; a phone among them is not worth a dozen parses
         pieces = [(p.start() + m.start(), p.end() + m.start()) for p in re.finditer(r"\S+", m.group())]
         whole = list(pieces)
-        if _labelled(text, m.start()):
+        if _labelled(text, m.start(), words):
             if len({b - a for a, b in pieces}) == 1 or pieces[0][1] - pieces[0][0] < 5:
                 continue  # "Order 4711 0815 4242", "AHV 756 1234 5678 97": the label names the whole run
             pieces = pieces[1:]  # "Case ID 415 555 2671 9": the label names the first number; no phone starts there
@@ -95,7 +102,7 @@ def find_phones(text: str, claimed: Sequence[tuple[int, int]] = ()) -> Iterator[
                 continue
             whole_tried = segment == whole and not overlapping
             if segment and any(sum(c.isdigit() for c in text[a:b]) >= 4 for a, b in segment):
-                for start, end in _best_split(text, segment, whole_tried):
+                for start, end in _best_split(text, segment, whole_tried, words):
                     yield "phone", start, end
             segment = []
 
@@ -105,7 +112,7 @@ _MAX_SPLIT_PIECES = 24  # a longer run of bare numbers is a table, not phones wr
 _FOUR_DIGIT_GROUPS = re.compile(r"(?:^|[ -])\d{4}[ -]\d{4}[ -]\d{4}[ -]\d{4}(?:[ -]|$)")  # a phone has two at most
 
 
-def _best_split(text: str, pieces: list[tuple[int, int]], whole_tried: bool) -> list[tuple[int, int]]:
+def _best_split(text: str, pieces: list[tuple[int, int]], whole_tried: bool, words: IdWords) -> list[tuple[int, int]]:
     """Phones covering the most pieces of a run, each a run of whole pieces (dynamic programming)."""
     n = len(pieces)
     best: list[tuple[int, list[tuple[int, int]]]] = [(0, [])] * (n + 1)
@@ -113,12 +120,12 @@ def _best_split(text: str, pieces: list[tuple[int, int]], whole_tried: bool) -> 
         best[i] = best[i + 1]
         for j in range(i + 1, min(n, i + _MAX_PHONE_PIECES) + 1):
             if not (whole_tried and (i, j) == (0, n)) and best[j][0] + j - i > best[i][0]:
-                if _is_phone(text, pieces[i][0], pieces[j - 1][1]):
+                if _is_phone(text, pieces[i][0], pieces[j - 1][1], words):
                     best[i] = (best[j][0] + j - i, [(pieces[i][0], pieces[j - 1][1]), *best[j][1]])
     return best[0][1]
 
 
-def _is_phone(text: str, start: int, end: int) -> bool:
+def _is_phone(text: str, start: int, end: int, words: IdWords) -> bool:
     """Cheapest checks first: most candidates are dates, prices or short numbers."""
     candidate = text[start:end]
     groups = [len(g) for g in _DIGITS.findall(candidate)]
@@ -139,14 +146,20 @@ def _is_phone(text: str, start: int, end: int) -> bool:
         return False  # a date, a time, a version; "640421-1890" is a Nordic personal number's shape
     if not free_before(text, start, "" if candidate[0] == "+" else _NOT_BEFORE_PHONE):
         return False
-    if _UNIX_TIME.fullmatch(candidate) or _NOT_A_PHONE_BEFORE.search(text[max(0, start - 40):start].lower()):
+    if _UNIX_TIME.fullmatch(candidate) or _named_as_a_thing(text, start):
         return False
-    return _valid_phone(candidate) and not names_an_id(text, start)  # the costlier look for ID words last
+    return _valid_phone(candidate) and not words.labels(start)
 
 
-def _labelled(text: str, start: int) -> bool:
+def _labelled(text: str, start: int, words: IdWords) -> bool:
     """The number at `start` is labelled as something other than a phone ("Case ID", "Bestellnummer")."""
-    return bool(_NOT_A_PHONE_BEFORE.search(text[max(0, start - 40):start].lower())) or names_an_id(text, start)
+    return _named_as_a_thing(text, start) or words.labels(start)
+
+
+def _named_as_a_thing(text: str, start: int) -> bool:
+    """An order, invoice, account... number word just before `start`."""
+    window = text[max(0, start - 40):start].lower()
+    return found_in(_LABEL_HINT, window) and _NOT_A_PHONE_BEFORE.search(window) is not None
 
 
 @lru_cache(maxsize=2048)
