@@ -162,11 +162,14 @@ def _plausible_spelled_address(local: str, domain: str) -> bool:
 # Groups of letters and digits joined by separators other than a space or a dash,
 # or broken over a line; a run is rewritten only when it holds a digit.
 _SEPARATOR = re.compile(r"[._/\\\u00b7]|\n[ \t]*")  # spaces before a line break: taken below
+# ... followed by a letter or digit: the full stop that ends a sentence is no candidate.
+_SEPARATOR_BEFORE_ALNUM = re.compile(r"[._/\\\u00b7](?=[A-Za-z0-9])|\n[ \t]*(?=[A-Za-z0-9])")
 _RUN = re.compile(r"[A-Za-z0-9]++(?:(?:[._/\\\u00b7]|(?<=[A-Za-z0-9])[ \t]*+\r?\n[ \t]*+(?=[A-Za-z0-9]))[A-Za-z0-9]++)*+")
 _DATE = re.compile(  # dates, and decimals ("299.99", "3.14159"; not "630809.5386")
     r"\d{1,2}([./])\d{1,2}\1(?:\d{2}|\d{4})|\d{4}([./])\d{1,2}\2\d{1,2}|\d{1,2}[./]\d{1,2}|\d{1,4}\.\d+|\d+\.\d{1,3}"
 )
 _ASCII_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_DIGIT = re.compile(r"[0-9]")
 _ALNUM = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
 
 
@@ -177,9 +180,9 @@ def digit_view(view: View) -> View:
         text = view.text.translate(_ASCII_UPPER)
     edits: list[Edit] = []
     done = 0
-    for sep in _SEPARATOR.finditer(text):
+    for sep in _SEPARATOR_BEFORE_ALNUM.finditer(text):
         at = _separator_start(text, sep.start())
-        if at < done or at == 0 or text[at - 1] not in _ALNUM or text[sep.end():sep.end() + 1] not in _ALNUM:
+        if at < done or at == 0 or text[at - 1] not in _ALNUM:
             continue
         start = at
         while start > done and text[start - 1] in _ALNUM:
@@ -189,7 +192,7 @@ def digit_view(view: View) -> View:
             continue
         done = run.end()
         joined = text[start - 1:start] == "-" or text[done:done + 1] == "-"  # "85.07.30-033.28" is one value
-        if not any(c.isdigit() for c in run.group()) or (_DATE.fullmatch(run.group()) and not joined):
+        if not _DIGIT.search(text, start, done) or (_DATE.fullmatch(run.group()) and not joined):
             continue
         if text[start - 1:start] in (",", ".") and start > 0:
             continue  # the tail of a number: "$1,299.99"
