@@ -50,7 +50,7 @@ from stdnum.se import personnummer
 from stdnum.us import ssn
 from stdnum.za import idnr as za_idnr
 
-from router.linear_regex import compile_linear
+from router.linear_regex import compile_linear, found_in
 from router.scan import free_before, matches
 
 Span = tuple[str, int, int]
@@ -110,10 +110,16 @@ _MAX_DIGITS = max(_BY_LENGTH)
 _SHORTEST = min(_BY_LENGTH)
 _PLAIN_LENGTHS = frozenset(rule.digits for rule in _DIGIT_RULES if not rule.letters)
 _ALONE_SHAPES = frozenset(shape for rule in _DIGIT_RULES for shape in rule.alone)
+# Some stretch of a run's digit groups has a shape that stands alone (groups are split by at
+# most three other characters): a run with none needs a keyword, and most runs have neither.
+_ALONE_IN_RUN = compile_linear(
+    "|".join(r"(?:^|\D)" + r"\D{1,3}".join(f"[0-9]{{{n}}}" for n in shape) + r"(?:\D|$)" for shape in sorted(_ALONE_SHAPES))
+)
 
 # A run of digit groups joined by one space, dash or a Finnish century sign, with
-# the letters an ID may end in. Starts with a digit so the scan skips ahead in C.
-_DIGIT_RUN = re.compile(r"[0-9]+(?:(?: ?[-+] ?| |(?<=[0-9]{6})[A-FU-Y])[0-9]+)*(?:[ -]?[A-Z]{1,2}(?![\w]))?")
+# the letters an ID may end in. Starts with a digit so the scan skips ahead in C, and
+# looks ahead for the shortest ID's length (7), so most numbers are passed over there.
+_DIGIT_RUN = re.compile(r"[0-9](?=[0-9A-Z +-]{6})[0-9]*(?:(?: ?[-+] ?| |(?<=[0-9]{6})[A-FU-Y])[0-9]+)*(?:[ -]?[A-Z]{1,2}(?![\w]))?")
 _GROUP = re.compile(r"[0-9]+")
 _FI_CENTURY = re.compile(r"(?<=^[0-9]{6})[-+A-FU-Y]")
 _LETTER_IDS = re.compile(
@@ -124,6 +130,14 @@ _LETTER_IDS = re.compile(
     r"|(?P<in_pan>[A-Z]{2}[ABCFGHLJPT][A-Z]\d{4}[A-Z])"
     r"|(?P<gb_nino>[A-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D])"
     r")(?![\w])"
+)
+# The same shapes in RE2, without look-arounds: one linear pass says whether any can be there.
+_LETTER_ID_HINT = compile_linear(
+    r"[XYZ][ -]?[0-9]{7}[ -]?[A-Z]"
+    r"|[A-Z]{6}[0-9LMNPQRSTUV]{2}[ABCDEHLMPRST][0-9LMNPQRSTUV]{2}[A-Z][0-9LMNPQRSTUV]{3}[A-Z]"
+    r"|[A-Z]{4}[0-9]{6}[HMX][A-Z]{5}[0-9A-Z][0-9]"
+    r"|[A-Z]{3}[ABCFGHLJPT][A-Z][0-9]{4}[A-Z]"
+    r"|[A-Z]{2} ?[0-9]{2} ?[0-9]{2} ?[0-9]{2} ?[A-D]"
 )
 _LETTERS_BEFORE_DIGITS = 6  # a codice fiscale's six letters at most
 _UPPER = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
@@ -233,13 +247,17 @@ def find_national_ids(text: str, id_words: IdWords | None = None) -> Iterator[Sp
     for m in matches(_DIGIT_RUN, text, "-+"):
         if m.end() - m.start() < _SHORTEST:
             continue  # most runs are a year, a price, a count
-        yield from _digit_ids(text, m, words.before(m.start()))
+        named = words.before(m.start())
+        if named or found_in(_ALONE_IN_RUN, m.group()):
+            yield from _digit_ids(text, m, named)
     yield from _letter_ids(text)
 
 
 def _letter_ids(text: str) -> Iterator[Span]:
     """IDs that start with letters, tried once per digit group, at the word of 1-6 letters
     just before it: on upper-cased text a scan from every letter was most of this detector's time."""
+    if not found_in(_LETTER_ID_HINT, text):
+        return  # most texts hold no such shape
     done = 0
     for digit in _GROUP.finditer(text):
         start = digit.start()
