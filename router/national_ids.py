@@ -26,6 +26,7 @@ import re
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 
 from stdnum.au import tfn
 from stdnum.be import nn
@@ -173,7 +174,7 @@ _KEYWORDS: dict[str, str] = {
 }
 _GENERIC = (rf"national{_S}id|tax{_S}(?:id|number|no)|tin|personal{_S}(?:id|number|code)|id{_S}(?:number|no|nr)|"
             rf"identification{_S}number|identity{_S}(?:number|card)|ausweis|identifiant|identidad|identit[àa]")
-_NAMING = {kind: re.compile(rf"(?i)(?<![^\W\d_])(?:{words}|{_GENERIC})(?![^\W\d_])") for kind, words in _KEYWORDS.items()}
+_NAMING = {kind: re.compile(rf"(?:{words}|{_GENERIC})") for kind, words in _KEYWORDS.items()}  # on one keyword
 # Every spelling of every ID's keyword, found in one linear pass (RE2) over the lower-cased text,
 # at the start of a word (in code too: `my_ssn=`, `aadhaar_number`; in scripts without case and
 # spaces, anywhere: `身份证号`); the longest spelling
@@ -203,11 +204,15 @@ class IdWords:
             self._starts, self._ends = [a for a, _ in found], [b for _, b in found]
         return self._starts
 
-    def before(self, start: int) -> bool:
-        """A word naming an ID ends in the few characters before `start` (within `_KEYWORD_WINDOW`)."""
-        self._load()
-        at = bisect_left(self._ends, start - _KEYWORD_WINDOW)
-        return at < len(self._ends) and self._ends[at] <= start
+    def kinds_before(self, start: int) -> frozenset[str]:
+        """The ID kinds named by the words in the few characters before `start` (`_KEYWORD_WINDOW`)."""
+        starts = self._load()
+        at = bisect_left(starts, start - _KEYWORD_WINDOW)
+        kinds: frozenset[str] = frozenset()
+        while at < len(starts) and self._ends[at] <= start:
+            kinds |= _kinds_named(self._text[starts[at]:self._ends[at]].lower())
+            at += 1
+        return kinds
 
     def labels(self, start: int) -> bool:
         """A word naming an ID stands just before `start`, with no digit between (`Case ID: 415 ...`)."""
@@ -247,7 +252,7 @@ def find_national_ids(text: str, id_words: IdWords | None = None) -> Iterator[Sp
     for m in matches(_DIGIT_RUN, text, "-+"):
         if m.end() - m.start() < _SHORTEST:
             continue  # most runs are a year, a price, a count
-        named = words.before(m.start())
+        named = words.kinds_before(m.start())
         if named or found_in(_ALONE_IN_RUN, m.group()):
             yield from _digit_ids(text, m, named)
     yield from _letter_ids(text)
@@ -278,16 +283,13 @@ def _letter_ids(text: str) -> Iterator[Span]:
                 done = m.end()
 
 
-def _digit_ids(text: str, m: re.Match[str], is_named: bool) -> Iterator[Span]:
+def _digit_ids(text: str, m: re.Match[str], named: frozenset[str]) -> Iterator[Span]:
     """IDs among the groups of one run, each stretch of whole groups tried, longest first."""
     run = m.group()
     groups = [(g.start(), g.end()) for g in _GROUP.finditer(run)]
     sizes = [b - a for a, b in groups]
     tail = re.search(r"[A-Z]+$", run) if run[-1].isalpha() else None
     lengths = _BY_LENGTH if tail else _PLAIN_LENGTHS  # a DNI or PPS number ends in letters
-
-    def named() -> bool:
-        return is_named
 
     i = 0
     while i < len(groups):
@@ -299,11 +301,11 @@ def _digit_ids(text: str, m: re.Match[str], is_named: bool) -> Iterator[Span]:
             if total > _MAX_DIGITS or (size == 1 and j > i):
                 break  # no ID has a one-digit group but a NIR's first: "1 2 3 4" is a list
             stretch.append(groups[j])
-            if total in lengths and (tuple(sizes[i:j + 1]) in _ALONE_SHAPES or named()):
+            if total in lengths and (named or tuple(sizes[i:j + 1]) in _ALONE_SHAPES):
                 end = groups[j][1]
                 letters = tail.group() if tail and j == len(groups) - 1 else ""
                 beside = run[stretch[0][0] - 1:stretch[0][0]] + run[end:end + 1] if j < len(groups) - 1 else ""
-                hit = _match_rule(text, m.start(), run, stretch, letters, end, beside, named())
+                hit = _match_rule(run, stretch, letters, end, beside, named)
                 if hit:
                     found = (j, hit)
         if found:
@@ -315,11 +317,10 @@ def _digit_ids(text: str, m: re.Match[str], is_named: bool) -> Iterator[Span]:
 
 
 def _match_rule(
-    text: str, offset: int, run: str, stretch: list[tuple[int, int]], letters: str, end: int, beside: str,
-    named: bool,
+    run: str, stretch: list[tuple[int, int]], letters: str, end: int, beside: str, named: frozenset[str],
 ) -> Span | None:
     """The first rule the stretch of groups satisfies; `beside` holds the separators next to it in its run,
-    `named` says whether any word naming an ID stands before the run (most runs have none: no check runs)."""
+    `named` the ID kinds named by words before the run (most runs have none: no check runs)."""
     lengths = tuple(b - a for a, b in stretch)
     rules = _BY_LENGTH[sum(lengths)]
     if not named and not any(lengths in rule.alone for rule in rules):
@@ -331,7 +332,7 @@ def _match_rule(
         # A grouped shape stands alone unless its run goes on in the same grouping (an
         # Aadhaar-shaped "4111 1111 1111" inside a card number).
         standalone = lengths in rule.alone and not (inner & set(beside))
-        if not (standalone or named):
+        if not (standalone or rule.kind in named):
             continue
         if rule.kind != "fi_hetu" and len(inner) > 1 and lengths not in rule.alone:
             continue  # one kind of separator, except in a printed shape ("390.533.447-05")
@@ -347,7 +348,7 @@ def _match_rule(
         else:
             candidate = digits + ends_with
             value_end = end if not ends_with else len(run)
-        if rule.is_valid(candidate) and (standalone or _named(text, offset + start, rule.kind)):
+        if rule.is_valid(candidate):
             return rule.kind, start, value_end
     return None
 
@@ -368,6 +369,7 @@ def _cased_letter(char: str) -> bool:
     return char.isalpha() and char.lower() != char.upper()
 
 
-def _named(text: str, start: int, kind: str) -> bool:
-    """A word naming `kind` (or a generic "national ID") shortly before the value."""
-    return bool(_NAMING[kind].search(text, max(0, start - _KEYWORD_WINDOW), start))
+@lru_cache(maxsize=1024)
+def _kinds_named(keyword: str) -> frozenset[str]:
+    """The ID kinds one keyword (lower case) names: `bsn` names a BSN, `national id` any ID."""
+    return frozenset(kind for kind, naming in _NAMING.items() if naming.fullmatch(keyword))
