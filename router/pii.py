@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from stdnum import iban as std_iban
 from stdnum import luhn
 
+from router.linear_regex import compile_linear, found_in
 from router.national_ids import find_national_ids
 from router.scan import free_before, matches
 
@@ -102,12 +103,17 @@ def _is_card(candidate: str, groups: list[int]) -> bool:
 _IBAN_CANDIDATE = re.compile(r"[A-Z][A-Z]\d\d(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b")  # on the digit view: upper case
 
 
+_IBAN_START = compile_linear(r"[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2}")
+
+
 def find_ibans(text: str) -> Iterator[Span]:
     """Country code, mod-97 check digits, and the country's BBAN structure.
 
     The regex may run into a following upper-case word, so groups are dropped
     from the end until the rest validates.
     """
+    if not found_in(_IBAN_START, text):
+        return  # one linear pass; Python's engine would try the pattern at every letter
     for m in matches(_IBAN_CANDIDATE, text):
         candidate = m.group()
         while len(candidate.replace(" ", "")) >= 15:
@@ -120,6 +126,7 @@ def find_ibans(text: str) -> Iterator[Span]:
 # --- IP addresses ---------------------------------------------------------------
 
 _IPV4 = re.compile(r"[0-9]\d{0,2}\.\d{1,3}\.\d{1,3}\.\d{1,3}(?![\w]|\.\d)")
+_IP_SHAPE = compile_linear(r"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}|[0-9A-Fa-f]*:[0-9A-Fa-f.]*:")
 _VERSION_BEFORE = re.compile(r"(?i)\b(?:version|ver\.?|release|build|v)\s*$")
 _IPV6_CHARS = frozenset("0123456789abcdefABCDEF:.")
 
@@ -130,6 +137,8 @@ def find_ip_addresses(text: str) -> Iterator[Span]:
     `1.2.3` and `10.0` are not four octets; a dotted quad after "version" or
     "build" is a version string. IPv6 candidates are grown from each colon.
     """
+    if not found_in(_IP_SHAPE, text):
+        return  # one linear pass: most texts hold neither a dotted quad nor two colons in hex
     if "." in text:
         for m in matches(_IPV4, text, "."):
             if _VERSION_BEFORE.search(text[max(0, m.start() - 12):m.start()]):
