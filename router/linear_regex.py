@@ -44,3 +44,17 @@ def compile_linear(pattern: str, *, ignore_case: bool = False, longest: bool = F
 def found_in(regex: re2._Regexp, text: str) -> bool:
     """Whether `regex` matches anywhere in `text` (ASCII text as bytes: no offsets to map)."""
     return regex.search(text.encode("ascii") if text.isascii() else text) is not None
+
+
+def match_spans(regex: re2._Regexp, text: str) -> list[tuple[int, int]]:
+    """Where `regex` matches in `text`, one span for each place a match starts (overlapping ones
+    too: a match that turns out wrong cannot hide one that starts inside it)."""
+    data = text.encode("utf-8")  # the str path would encode the whole text again on every search
+    spans, pos = [], 0
+    while (m := regex.search(data, pos)) is not None:
+        start, end = m.span()
+        spans.append((start, end))
+        pos = start + 1
+    if len(data) != len(text):  # byte offsets to character offsets
+        spans = [(len(data[:a].decode("utf-8", "ignore")), len(data[:b].decode("utf-8", "ignore"))) for a, b in spans]
+    return spans

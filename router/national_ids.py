@@ -51,7 +51,7 @@ from stdnum.se import personnummer
 from stdnum.us import ssn
 from stdnum.za import idnr as za_idnr
 
-from router.linear_regex import compile_linear, found_in
+from router.linear_regex import compile_linear, found_in, match_spans
 from router.scan import free_before, matches
 
 Span = tuple[str, int, int]
@@ -132,7 +132,8 @@ _LETTER_IDS = re.compile(
     r"|(?P<gb_nino>[A-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D])"
     r")(?![\w])"
 )
-# The same shapes in RE2, without look-arounds: one linear pass says whether any can be there.
+# The same shapes in RE2, without look-arounds: one linear pass finds where any can be (most
+# texts: nowhere), and only the digit groups there are looked at.
 _LETTER_ID_HINT = compile_linear(
     r"[XYZ][ -]?[0-9]{7}[ -]?[A-Z]"
     r"|[A-Z]{6}[0-9LMNPQRSTUV]{2}[ABCDEHLMPRST][0-9LMNPQRSTUV]{2}[A-Z][0-9LMNPQRSTUV]{3}[A-Z]"
@@ -261,10 +262,8 @@ def find_national_ids(text: str, id_words: IdWords | None = None) -> Iterator[Sp
 def _letter_ids(text: str) -> Iterator[Span]:
     """IDs that start with letters, tried once per digit group, at the word of 1-6 letters
     just before it: on upper-cased text a scan from every letter was most of this detector's time."""
-    if not found_in(_LETTER_ID_HINT, text):
-        return  # most texts hold no such shape
     done = 0
-    for digit in _GROUP.finditer(text):
+    for digit in (g for a, b in match_spans(_LETTER_ID_HINT, text) for g in _GROUP.finditer(text, a, b)):
         start = digit.start()
         spaced = start > 0 and text[start - 1] in " -"  # "X-1234567-L", "AB 12 34 56 C": a word of 1-2 letters
         if spaced:
