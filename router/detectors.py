@@ -47,8 +47,10 @@ class Finding:
 
 
 # Digits of a checksum-validated card, IBAN or national ID are that number, so the
-# phone detector, run after these, is told to leave them alone.
+# detectors run after these are told to leave them alone: the ID detector a card's or
+# IBAN's digits, the phone detector all three.
 _CLAIMING_DIGITS = ("card", "iban", "national_id")
+_ORDER = {name: index for index, name in enumerate(("card", "iban", "national_id", *DETECTORS, "phone"))}
 # Detectors of numbers and codes read the digit view (separators unified, upper case);
 # the others read the text view (see router.normalize).
 _ON_DIGIT_VIEW = frozenset({"card", "iban", "national_id", "phone"})
@@ -66,19 +68,19 @@ def detect(text: str, privacy: PrivacyRules | None = None) -> list[Finding]:
     found: set[Finding] = set()
     claimed: list[tuple[int, int]] = []
     id_words = IdWords(digits.text)  # words naming an ID: read by the ID and the phone detectors, found once
-    for name in enabled:
-        if name == "phone":
-            continue
+    for name in sorted(enabled, key=_ORDER.get):
         source = digits if name in _ON_DIGIT_VIEW else view
-        spans = find_national_ids(source.text, id_words) if name == "national_id" else DETECTORS[name](source.text)
+        if name == "national_id":
+            spans = find_national_ids(source.text, id_words, claimed)
+        elif name == "phone":
+            spans = find_phones(source.text, claimed, id_words)
+        else:
+            spans = DETECTORS[name](source.text)
         for kind, start, end in spans:
             if end > start:
                 found.add(Finding(kind, *source.span(start, end), name))
                 if name in _CLAIMING_DIGITS:
                     claimed.append((start, end))
-    if "phone" in enabled:
-        found.update(Finding(kind, *digits.span(start, end), "phone")
-                     for kind, start, end in find_phones(digits.text, claimed, id_words))
     if privacy is not None:
         for custom in privacy.custom:
             for source in (text, view.text) if view.text != text else (text,):

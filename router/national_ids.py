@@ -23,8 +23,8 @@ How much evidence an ID needs depends on how rare its shape is:
 from __future__ import annotations
 
 import re
-from bisect import bisect_left
-from collections.abc import Callable, Iterator
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -111,12 +111,7 @@ _MAX_DIGITS = max(_BY_LENGTH)
 _SHORTEST = min(_BY_LENGTH)
 _PLAIN_LENGTHS = frozenset(rule.digits for rule in _DIGIT_RULES if not rule.letters)
 _ALONE_SHAPES = frozenset(shape for rule in _DIGIT_RULES for shape in rule.alone)
-# Some stretch of a run's digit groups has a shape that stands alone (groups are split by at
-# most three other characters): a run with none needs a keyword, and most runs have neither.
-_ALONE_IN_RUN = compile_linear(
-    "|".join(r"(?:^|\D)" + r"\D{1,3}".join(f"[0-9]{{{n}}}" for n in shape) + r"(?:\D|$)" for shape in sorted(_ALONE_SHAPES))
-)
-
+_MOST_GROUPS = max(map(len, _ALONE_SHAPES))
 # A run of digit groups joined by one space, dash or a Finnish century sign, with
 # the letters an ID may end in. Starts with a digit so the scan skips ahead in C, and
 # looks ahead for the shortest ID's length (7), so most numbers are passed over there.
@@ -246,15 +241,22 @@ def _keyword_spans(text: str) -> list[tuple[int, int]]:
     return found
 
 
-def find_national_ids(text: str, id_words: IdWords | None = None) -> Iterator[Span]:
+def find_national_ids(
+    text: str, id_words: IdWords | None = None, claimed: Sequence[tuple[int, int]] = (),
+) -> Iterator[Span]:
     """Every national identifier in `text` (a digit view: upper case, separators as spaces);
-    `id_words` is the text's IdWords when the caller already has them."""
+    `id_words` is the text's IdWords when the caller already has them; a run of digits inside
+    a `claimed` span (a card or IBAN already found) is that number, not an ID."""
     words = id_words or IdWords(text)
+    claimed = sorted(claimed)
     for m in matches(_DIGIT_RUN, text, "-+"):
         if m.end() - m.start() < _SHORTEST:
             continue  # most runs are a year, a price, a count
+        at = bisect_right(claimed, (m.start(), len(text))) - 1
+        if at >= 0 and claimed[at][1] >= m.end():
+            continue
         named = words.kinds_before(m.start())
-        if named or found_in(_ALONE_IN_RUN, m.group()):
+        if named or _holds_alone_shape(tuple(map(len, _GROUP.findall(m.group())))):
             yield from _digit_ids(text, m, named)
     yield from _letter_ids(text)
 
@@ -366,6 +368,14 @@ def _whole_word(text: str, start: int, end: int) -> bool:
 def _cased_letter(char: str) -> bool:
     """A letter of a script that writes words apart (Latin, Greek, Cyrillic), not a CJK character."""
     return char.isalpha() and char.lower() != char.upper()
+
+
+@lru_cache(maxsize=1024)
+def _holds_alone_shape(sizes: tuple[int, ...]) -> bool:
+    """Some stretch of a run's digit groups has a shape that stands alone ("123-45-6789"): a run
+    with none needs a keyword, and most runs have neither (one lookup per grouping seen)."""
+    return any(sizes[i:j] in _ALONE_SHAPES
+               for i in range(len(sizes)) for j in range(i + 1, min(len(sizes), i + _MOST_GROUPS) + 1))
 
 
 @lru_cache(maxsize=1024)
