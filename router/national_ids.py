@@ -117,6 +117,7 @@ _MOST_GROUPS = max(map(len, _ALONE_SHAPES))
 # looks ahead for the shortest ID's length (7), so most numbers are passed over there.
 _DIGIT_RUN = re.compile(r"[0-9](?=[0-9A-Z +-]{6})[0-9]*(?:(?: ?[-+] ?| |(?<=[0-9]{6})[A-FU-Y])[0-9]+)*(?:[ -]?[A-Z]{1,2}(?![\w]))?")
 _GROUP = re.compile(r"[0-9]+")
+_LETTERS_AT_END = re.compile(r"[A-Z]+$")
 _FI_CENTURY = re.compile(r"(?<=^[0-9]{6})[-+A-FU-Y]")
 _LETTER_IDS = re.compile(
     r"[A-Z](?:"
@@ -279,7 +280,7 @@ def _letter_ids(text: str) -> Iterator[Span]:
         m = _LETTER_IDS.match(text, start)
         if m:
             kind = m.lastgroup or ""
-            if _LETTER_VALIDATORS[kind](re.sub(r"[ -]", "", m.group())):
+            if _LETTER_VALIDATORS[kind](m.group().replace(" ", "").replace("-", "")):
                 yield kind, m.start(), m.end()
                 done = m.end()
 
@@ -289,7 +290,7 @@ def _digit_ids(text: str, m: re.Match[str], named: frozenset[str]) -> Iterator[S
     run = m.group()
     groups = [(g.start(), g.end()) for g in _GROUP.finditer(run)]
     sizes = [b - a for a, b in groups]
-    tail = re.search(r"[A-Z]+$", run) if run[-1].isalpha() else None
+    tail = _LETTERS_AT_END.search(run) if run[-1].isalpha() else None
     lengths = _BY_LENGTH if tail else _PLAIN_LENGTHS  # a DNI or PPS number ends in letters
 
     i = 0

@@ -78,7 +78,7 @@ _DASHES = frozenset("\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe58\ufe63\uff0
 # forms start with a character class and the bare ones with a literal, so the engine
 # skips ahead in C; the spaces around them are taken in Python.
 _BRACKETED = re.compile(r"[\[({<]\s*(at|dot)\s*[\])}>]")  # on lower-cased text
-_BARE = re.compile(r"(?:at|dot)(?=\s)")
+_BARE = re.compile(r"\s(at|dot)(?=\s)")
 _LOCAL_BEFORE = re.compile(r"[\w.+-]+$")
 _DOMAIN_AFTER = re.compile(r"[\w-]+(?:(?:\.|\s*[\[({<]\s*dot\s*[\])}>]\s*|\s+dot\s+)[\w-]+)*"
                            r"(?:\.|\s*[\[({<]\s*dot\s*[\])}>]\s*|\s+dot\s+)[a-z]{2,24}\b", re.IGNORECASE)
@@ -125,9 +125,7 @@ def _spelled_address_edits(text: str) -> list[Edit]:
     lowered = text.lower()
     found = [(m.start(), m.end(), m.group(1).lower(), True) for m in _BRACKETED.finditer(lowered)]
     if " at " in lowered or " dot " in lowered:
-        for m in _BARE.finditer(lowered):
-            if m.start() and lowered[m.start() - 1].isspace():
-                found.append((m.start(), m.end(), m.group(), False))
+        found.extend((m.start(1), m.end(1), m.group(1), False) for m in _BARE.finditer(lowered))
     edits: list[Edit] = []
     for start, end, word, bracketed in sorted(found):
         while start and text[start - 1].isspace():

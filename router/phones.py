@@ -53,6 +53,7 @@ _NOT_A_PHONE_BEFORE = re.compile(  # matched on lower-cased text: (?i) is severa
 _LABEL_HINT = compile_linear(_NOT_A_PHONE_BEFORE.pattern.replace(
     r"|[a-zäöüß]*(?<!tele[fp]on)(?<!ruf)(?<!handy)(?<!mobil)(?<!fax)nummer", "|nummer"))
 _DIGITS = re.compile(r"[0-9]+")
+_NOT_SPACE = re.compile(r"\S+")
 _PERSONAL_NUMBER = re.compile(r"\d{6}[-+]\d{4}")
 _NOT_BEFORE_PHONE = ".,/#$€£¥@:=-"  # and "+" except before "+CC"
 # Regions tried for a number written without +CC: those whose national numbers start
@@ -87,7 +88,7 @@ def find_phones(text: str, claimed: Sequence[tuple[int, int]] = (), id_words: Id
             continue
         if " " not in m.group() or _FOUR_DIGIT_GROUPS.search(m.group()):
             continue  # card, IBAN or account digits; a phone among them is not worth a dozen parses
-        pieces = [(p.start() + m.start(), p.end() + m.start()) for p in re.finditer(r"\S+", m.group())]
+        pieces = [(p.start(), p.end()) for p in _NOT_SPACE.finditer(text, m.start(), m.end())]
         whole = list(pieces)
         if _labelled(text, m.start(), words):
             if len({b - a for a, b in pieces}) == 1 or pieces[0][1] - pieces[0][0] < 5:
