@@ -55,6 +55,17 @@ def match_spans(regex: re2._Regexp, text: str) -> list[tuple[int, int]]:
         start, end = m.span()
         spans.append((start, end))
         pos = start + 1
-    if len(data) != len(text):  # byte offsets to character offsets
-        spans = [(len(data[:a].decode("utf-8", "ignore")), len(data[:b].decode("utf-8", "ignore"))) for a, b in spans]
+    if len(data) != len(text):
+        chars = char_offsets(data, [offset for span in spans for offset in span])
+        spans = [(chars[a], chars[b]) for a, b in spans]
     return spans
+
+
+def char_offsets(data: bytes, offsets: list[int]) -> dict[int, int]:
+    """UTF-8 byte offsets (each at a character's start) as character offsets, in one pass."""
+    out, byte_at, char_at = {}, 0, 0
+    for offset in sorted(set(offsets)):
+        char_at += len(data[byte_at:offset].decode("utf-8", "ignore"))
+        byte_at = offset
+        out[offset] = char_at
+    return out

@@ -51,7 +51,7 @@ from stdnum.se import personnummer
 from stdnum.us import ssn
 from stdnum.za import idnr as za_idnr
 
-from router.linear_regex import compile_linear, found_in, match_spans
+from router.linear_regex import char_offsets, compile_linear, match_spans
 from router.scan import free_before, matches
 
 Span = tuple[str, int, int]
@@ -229,16 +229,17 @@ def _keyword_spans(text: str) -> list[tuple[int, int]]:
     if len(lowered) != len(text):  # a character lower-cased to two ("İ"): positions would shift
         lowered = "".join(c.lower() if len(c.lower()) == 1 else c for c in text)
     data = lowered.encode("utf-8")  # matched as bytes: the str path re-encodes the text on every search
-    found, pos = [], 0
+    hits, pos = [], 0
     while (m := _ANY_KEYWORD.search(data, pos)) is not None:
-        start, end = m.span(1)
-        if len(data) != len(lowered):
-            start, end = len(data[:start].decode("utf-8")), len(data[:end].decode("utf-8"))
-        if _whole_word(lowered, start, end):
+        hits.append(m.span(1))
+        pos = m.start(1) + 1  # a match that is no whole word may hide a keyword that starts inside it
+    if len(data) != len(lowered):
+        chars = char_offsets(data, [offset for span in hits for offset in span])
+        hits = [(chars[a], chars[b]) for a, b in hits]
+    found: list[tuple[int, int]] = []
+    for start, end in hits:
+        if _whole_word(lowered, start, end) and not (found and start < found[-1][1]):
             found.append((start, end))
-            pos = m.end()
-        else:
-            pos = m.start(1) + 1  # a rejected match may hide a keyword that starts inside it
     return found
 
 
