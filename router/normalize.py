@@ -74,14 +74,24 @@ class View:
 
 _NON_ASCII = re.compile(r"[^\x00-\x7f]")
 _DASHES = frozenset("\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe58\ufe63\uff0d")
-# "[at]", "(at)", "{at}", " at " (judged below), and the same for "dot". The bracketed
-# forms start with a character class and the bare ones with a literal, so the engine
-# skips ahead in C; the spaces around them are taken in Python.
-_BRACKETED = re.compile(r"[\[({<]\s*(at|dot)\s*[\])}>]")  # on lower-cased text
-_BARE = re.compile(r"\s(at|dot)(?=\s)")
-_LOCAL_BEFORE = re.compile(r"[\w.+-]+$")
-_DOMAIN_AFTER = re.compile(r"[\w-]+(?:(?:\.|\s*[\[({<]\s*dot\s*[\])}>]\s*|\s+dot\s+)[\w-]+)*"
-                           r"(?:\.|\s*[\[({<]\s*dot\s*[\])}>]\s*|\s+dot\s+)[a-z]{2,24}\b", re.IGNORECASE)
+# "[at]", "(at)", "{at}", " at " (judged below), and the same for "dot", in the words of
+# English, French, Spanish, Italian, Portuguese, Dutch and German. The bracketed forms start
+# with a character class and the bare ones with a space, so the engine skips ahead in C.
+_AT_WORDS = ("at", "arobase", "arroba", "chiocciola", "apenstaartje", "klammeraffe")
+_DOT_WORDS = ("dot", "punkt", "point", "punto", "ponto", "punt")
+_WORDS = "|".join(_AT_WORDS + _DOT_WORDS)
+_BRACKETED = re.compile(rf"[\[({{<]\s*({_WORDS})\s*[\])}}>]")  # on lower-cased text
+_BARE = re.compile(rf"\s({_WORDS})(?=\s)")
+# A bare "at" word pairs with the dot words of its language ("at this point in time" is no
+# address); a bracketed "(at)" with any.
+_DOTS_FOR = {"at": {"dot"}, "arobase": {"point", "dot"}, "arroba": {"punto", "ponto", "dot"},
+             "chiocciola": {"punto", "dot"}, "apenstaartje": {"punt", "dot"}, "klammeraffe": {"punkt", "dot"}}
+_DOT = rf"(?:\s*[\[({{<]\s*(?:{'|'.join(_DOT_WORDS)})\s*[\])}}>]\s*|\s+(?:{'|'.join(_DOT_WORDS)})\s+)"
+_SPELLED_DOT = re.compile(_DOT.replace("(?:" + "|".join(_DOT_WORDS) + ")", "(" + "|".join(_DOT_WORDS) + ")"),
+                          re.IGNORECASE)
+# An address's local part and domain, with their dots written as "." or spelled out.
+_LOCAL_BEFORE = re.compile(rf"(?:[\w+-]+{_DOT})*[\w.+-]+$", re.IGNORECASE)
+_DOMAIN_AFTER = re.compile(rf"[\w-]+(?:(?:\.|{_DOT})[\w-]+)*(?:\.|{_DOT})[a-z]{{2,24}}\b", re.IGNORECASE)
 
 
 @lru_cache(maxsize=4096)
@@ -121,10 +131,11 @@ def text_view(text: str) -> View:
 
 
 def _spelled_address_edits(text: str) -> list[Edit]:
-    """`[at]` / `(dot)` always; a bare ` at ` / ` dot ` only between an address's parts."""
+    """`[at]` / `(dot)` always; a bare ` at ` only between an address's parts, and then every
+    spelled dot of its local part and domain (`john dot smith at gmail dot com`)."""
     lowered = text.lower()
-    found = [(m.start(), m.end(), m.group(1).lower(), True) for m in _BRACKETED.finditer(lowered)]
-    if " at " in lowered or " dot " in lowered:
+    found = [(m.start(), m.end(), m.group(1), True) for m in _BRACKETED.finditer(lowered)]
+    if any(f" {word} " in lowered for word in _AT_WORDS + _DOT_WORDS):
         found.extend((m.start(1), m.end(1), m.group(1), False) for m in _BARE.finditer(lowered))
     edits: list[Edit] = []
     for start, end, word, bracketed in sorted(found):
@@ -134,25 +145,31 @@ def _spelled_address_edits(text: str) -> list[Edit]:
             end += 1
         if edits and start < edits[-1][1]:
             continue
-        if word == "at":
+        if word in _AT_WORDS:
             domain = _DOMAIN_AFTER.match(text, end)  # first: most " at " are followed by a plain word
-            local = _LOCAL_BEFORE.search(text, max(0, start - 64), start) if domain else None
+            local = _LOCAL_BEFORE.search(text, max(edits[-1][1] if edits else 0, start - 96), start) if domain else None
             if not (local and domain and local.end() == start):
                 continue
-            if not bracketed and not _plausible_spelled_address(local.group(), domain.group()):
+            if not (bracketed or word != "at" or _plausible_spelled_address(local.group(), domain.group())):
                 continue
+            spelled = [m for part in (local, domain) for m in _SPELLED_DOT.finditer(text, *part.span())]
+            if not bracketed and any((m.group(1) or m.group(2)).lower() not in _DOTS_FOR[word] for m in spelled):
+                continue
+            dots = [(m.start(), m.end(), ".") for m in spelled]
+            edits.extend(dot for dot in dots if dot[1] <= start and not (edits and dot[0] < edits[-1][1]))
             edits.append((start, end, "@"))
-        elif bracketed or (edits and edits[-1][2] == "@" and start - edits[-1][1] < 64
-                           and re.fullmatch(r"[\w-]+", text[edits[-1][1]:start])):
+            edits.extend(dot for dot in dots if dot[0] >= end)
+        elif bracketed:
             edits.append((start, end, "."))
     return edits
 
 
 def _plausible_spelled_address(local: str, domain: str) -> bool:
-    """`jane.doe at example.com`, not `look at example.com` or `arrive at 5.30`."""
+    """`jane.doe at example.com` or `john dot smith at gmail dot com`, not `look at example.com`
+    or `arrive at 5.30`."""
     if not re.search(r"[a-z]", domain, re.IGNORECASE) or not re.search(r"[a-z]{2,}$", domain, re.IGNORECASE):
         return False
-    return bool(re.search(r"[._+\d-]", local)) or " dot " in domain.lower()
+    return bool(re.search(r"[._+\d-]", local) or _SPELLED_DOT.search(local) or _SPELLED_DOT.search(domain))
 
 
 # --- the digit view ------------------------------------------------------------------

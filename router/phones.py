@@ -25,9 +25,13 @@ Span = tuple[str, int, int]
 # Digits in groups joined by one separator, optionally led by +CC or (area); at
 # least six more phone characters must follow the first, so short numbers are
 # skipped inside the regex engine.
+# After a "+", an area code's ")" or a dash, the number may go on past a line break (a value
+# split across two lines or two chat messages, which are joined by one).
+_BREAK = r"(?:[ \t]*\r?\n[ \t]*| ?)"
 _PHONE_CANDIDATE = re.compile(
-    r"[+(0-9](?=[0-9 ().\-/]{6})(?:(?<=\+) ?(?:\(\d{1,5}\) ?)?\d+|(?<=\()\d{1,5}\) ?\d+|(?<=\d)\d*)"
-    r"(?:(?: ?[\-/] ?|[ .])(?:\(\d{1,5}\) ?)?\d+|\(\d{1,5}\) ?\d+)*(?![\w@]|[.,:/-]\d)"
+    r"[+(0-9](?=[0-9 ().\-/\n\r\t]{6})"
+    rf"(?:(?<=\+){_BREAK}(?:\(\d{{1,5}}\){_BREAK})?\d+|(?<=\()\d{{1,5}}\){_BREAK}\d+|(?<=\d)\d*)"
+    rf"(?:(?: ?[\-/]{_BREAK}|[ .])(?:\(\d{{1,5}}\){_BREAK})?\d+|\(\d{{1,5}}\){_BREAK}\d+)*(?![\w@]|[.,:/-]\d)"
 )
 _DATE_OR_TIME = re.compile(
     r"\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{2,4}|\d{1,2}:\d{2}|\d{1,3}(?:[.,]\d{3})+"
@@ -54,6 +58,7 @@ _LABEL_HINT = compile_linear(_NOT_A_PHONE_BEFORE.pattern.replace(
     r"|[a-zäöüß]*(?<!tele[fp]on)(?<!ruf)(?<!handy)(?<!mobil)(?<!fax)nummer", "|nummer"))
 _DIGITS = re.compile(r"[0-9]+")
 _NOT_SPACE = re.compile(r"\S+")
+_SPACE = re.compile(r"\s")
 _PERSONAL_NUMBER = re.compile(r"\d{6}[-+]\d{4}")
 _NOT_BEFORE_PHONE = ".,/#$€£¥@:=-"  # and "+" except before "+CC"
 # Regions tried for a number written without +CC: those whose national numbers start
@@ -86,7 +91,7 @@ def find_phones(text: str, claimed: Sequence[tuple[int, int]] = (), id_words: Id
         if not overlapping and _is_phone(text, m.start(), m.end(), words):
             yield "phone", m.start(), m.end()
             continue
-        if " " not in m.group() or _FOUR_DIGIT_GROUPS.search(m.group()):
+        if not _SPACE.search(m.group()) or _FOUR_DIGIT_GROUPS.search(m.group()):
             continue  # card, IBAN or account digits; a phone among them is not worth a dozen parses
         pieces = [(p.start(), p.end()) for p in _NOT_SPACE.finditer(text, m.start(), m.end())]
         whole = list(pieces)
@@ -129,6 +134,8 @@ def _best_split(text: str, pieces: list[tuple[int, int]], whole_tried: bool, wor
 def _is_phone(text: str, start: int, end: int, words: IdWords) -> bool:
     """Cheapest checks first: most candidates are dates, prices or short numbers."""
     candidate = text[start:end]
+    if "\n" in candidate:
+        candidate = " ".join(candidate.split())  # read across the line break
     groups = [len(g) for g in _DIGITS.findall(candidate)]
     digits = sum(groups)
     shortest = 7 if candidate[0] in "+(" else 8  # national numbers have 8+ digits with their area code
