@@ -97,7 +97,11 @@ _S = r"[\s_.-]?"
 _PASSWORD_WORDS = (
     rf"pass{_S}words?|passwd|pass{_S}phrase|passcode|pwd|pw|passwort|kennwort|mot{_S}de{_S}passe|mdp|"
     rf"contrase[ñn]a|clave(?:{_S}de{_S}acceso)?|parola{_S}d'ordine|parola{_S}chiave|senha|wachtwoord|"
-    rf"codice{_S}di{_S}accesso|code{_S}d'acc[èe]s|c[óo]digo{_S}de{_S}acceso|zugangs(?:code|daten)|pin{_S}code"
+    rf"codice{_S}di{_S}accesso|code{_S}d'acc[èe]s|c[óo]digo{_S}de{_S}acceso|zugangs(?:code|daten)|pin{_S}code|"
+    # and the words of other languages a hostile text may switch to
+    rf"l[öo]senord|adgangskode|passord|salasana|has[łl]o|heslo|jelsz[óo]|parol[ăa]|[şs]ifre|парол[ьяюе]|"
+    rf"κωδικ[όο]ς|パスワード|密码|密碼|口令|비밀번호|kata{_S}sandi|m[ậa]t{_S}kh[ẩa]u|"
+    rf"pass(?=[ \t]*[:=])"  # "Pass: ...", a label; the bare word is English prose
 )
 _KEY_WORDS = (
     rf"secret|geheimnis|token|api{_S}key|apikey|access{_S}key|private{_S}key|client{_S}secret|credentials?|"
@@ -106,9 +110,11 @@ _KEY_WORDS = (
 )
 # Every keyword starts with one of these.
 _KEYWORD_STEMS = ("pass", "pw", "kennwort", "mot", "mdp", "contrase", "cl", "parola", "senha", "wachtwoord", "cod",
+                  "lösen", "losen", "adgang", "salasana", "hasło", "haslo", "heslo", "jelsz", "parolă", "şifre",
+                  "sifre", "парол", "κωδικ", "パスワード", "密码", "密碼", "口令", "비밀번호", "kata", "mật", "mat",
                   "cód", "zugang", "pin", "secret", "geheim", "token", "api", "access", "private", "credential",
                   "auth", "bearer", "chiave", "chave", "sleutel", "schl")
-_KEYWORD = re.compile(rf"(?:(?P<password>{_PASSWORD_WORDS})|{_KEY_WORDS})(?![a-zà-ÿ])")  # boundary before: in code
+_KEYWORD = re.compile(rf"(?:(?P<password>{_PASSWORD_WORDS})|{_KEY_WORDS})(?![a-zà-ÿа-я])")  # boundary before: in code
 _WORDS_AFTER_KEYWORD = 16  # "password - I changed it this morning after the audit, it is now Qz7!vR2x" is 13
 _HORIZON = 400  # characters after a keyword that are looked at; keeps the scan linear
 _VALUE = re.compile(r"[^\s\"'`<>(){}\[\],;]+")
@@ -117,7 +123,8 @@ _SEPARATORS = "-_."
 _ASSIGNMENT = re.compile(r"^[A-Za-z_][\w.-]*[:=]+(?=.)")  # `NAME=value` in one word: the value is the secret
 _SENTENCE_END = re.compile(r"[.!?](?:\s|$)|\n\s*\n")
 # Words between a password word and its value that keep it "direct" ("password is hunter2").
-_LINKING = frozenset("is ist est es è é era was war lautet = : - now jetzt maintenant ahora ora agora nu".split())
+_LINKING = frozenset("is ist est es è é era was war lautet = : - now jetzt maintenant ahora ora agora nu "
+                     "är er on jest je je: это 是 は".split())
 _WORDS_LINKING = 8  # "Le mot de passe du wifi est Hund482": a person's password this far after the word
 _HEX_KEY = re.compile(r"[0-9a-fA-F]{32,128}")
 
@@ -187,7 +194,7 @@ def _keyword_secrets(text: str) -> Iterator[Span]:
     lowered = text.lower()
     if len(lowered) != len(text):  # a few characters lower-case to two; offsets would shift
         lowered = "".join(c.lower() if len(c.lower()) == 1 else c for c in text)
-    keywords = [k for k in _keyword_matches(lowered) if not (k.start() and lowered[k.start() - 1].isalpha())]
+    keywords = [k for k in _keyword_matches(lowered) if not (k.start() and _cased_letter(lowered[k.start() - 1]))]
     for keyword, following in zip(keywords, [*keywords[1:], None]):
         # The next keyword starts its own window ("password password ..." stays linear).
         horizon = min(len(text), keyword.end() + _HORIZON, following.start() if following else len(text))
@@ -223,6 +230,11 @@ def _keyword_matches(lowered: str) -> list[re.Match[str]]:
             at = lowered.find(stem, at + 1)
     found = (_KEYWORD.match(lowered, at) for at in sorted(starts))
     return [m for m in found if m]
+
+
+def _cased_letter(char: str) -> bool:
+    """A letter of a script that writes words apart; before a CJK keyword ("我的密码") a letter is no word's start."""
+    return char.isalpha() and char.lower() != char.upper()
 
 
 def _chosen_password(token: str) -> bool:

@@ -7,8 +7,10 @@ detectors look at two views of the text instead of the text itself:
 
 - the *text view*: each character NFKC-folded, every Unicode decimal digit
   made ASCII, space and dash characters unified, invisible characters
-  (format characters, soft hyphens, zero-width spaces) dropped, and `[at]` /
-  `(dot)` spellings of an address turned into `@` / `.`;
+  (format characters, soft hyphens, zero-width spaces) dropped, Cyrillic and
+  Greek look-alikes of Latin letters read as Latin inside a word that mixes
+  scripts, and `[at]` / `(dot)` / ` at ` spellings of an address (in seven
+  languages) turned into `@` / `.`;
 - the *digit view*, built on the text view: upper-cased, and dots,
   underscores, slashes and line breaks between groups of a value that holds
   digits turned into spaces, so `4111.1111.1111.1111`, `ab_12_34_56_c` and an
@@ -82,16 +84,44 @@ _DOT_WORDS = ("dot", "punkt", "point", "punto", "ponto", "punt")
 _WORDS = "|".join(_AT_WORDS + _DOT_WORDS)
 _BRACKETED = re.compile(rf"[\[({{<]\s*({_WORDS})\s*[\])}}>]")  # on lower-cased text
 _BARE = re.compile(rf"\s({_WORDS})(?=\s)")
+_SPACED_AT = re.compile(r"[ \t]*@[ \t]*")  # "john.smith @ gmail.com", "john.smith@gmail . com"
 # A bare "at" word pairs with the dot words of its language ("at this point in time" is no
 # address); a bracketed "(at)" with any.
 _DOTS_FOR = {"at": {"dot"}, "arobase": {"point", "dot"}, "arroba": {"punto", "ponto", "dot"},
              "chiocciola": {"punto", "dot"}, "apenstaartje": {"punt", "dot"}, "klammeraffe": {"punkt", "dot"}}
-_DOT = rf"(?:\s*[\[({{<]\s*(?:{'|'.join(_DOT_WORDS)})\s*[\])}}>]\s*|\s+(?:{'|'.join(_DOT_WORDS)})\s+)"
+_DOT = rf"(?:\s*[\[({{<]\s*(?:{'|'.join(_DOT_WORDS)})\s*[\])}}>]\s*|\s+(?:{'|'.join(_DOT_WORDS)})\s+|[ \t]+\.[ \t]+)"
 _SPELLED_DOT = re.compile(_DOT.replace("(?:" + "|".join(_DOT_WORDS) + ")", "(" + "|".join(_DOT_WORDS) + ")"),
                           re.IGNORECASE)
 # An address's local part and domain, with their dots written as "." or spelled out.
 _LOCAL_BEFORE = re.compile(rf"(?:[\w+-]+{_DOT})*[\w.+-]+$", re.IGNORECASE)
 _DOMAIN_AFTER = re.compile(rf"[\w-]+(?:(?:\.|{_DOT})[\w-]+)*(?:\.|{_DOT})[a-z]{{2,24}}\b", re.IGNORECASE)
+
+
+# Cyrillic and Greek letters that look like Latin ones: read as Latin inside a word that also
+# holds a Latin letter or a digit ("DЕ89 ..." with a Cyrillic Е), never in Russian or Greek words.
+_CONFUSABLE = dict(zip(
+    "АВЕКМНОРСТХУЅІЈаеорсухіјѕԁһԛԝΑΒΕΖΗΙΚΜΝΟΡΤΥΧοναι",
+    "ABEKMHOPCTXYSIJaeopcyxijsdhqwABEZHIKMNOPTYXovai",
+))
+_ASCII_ALNUM = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
+
+
+def _in_latin_word(text: str, at: int) -> bool:
+    """Whether the word around `text[at]` holds an ASCII letter or digit (within 64 characters),
+    or is a letter or two set beside a number ("AB 12 34 56 С")."""
+    ends = []
+    for step in (-1, 1):
+        i = at + step
+        while 0 <= i < len(text) and abs(i - at) <= 64 and (text[i].isalnum() or unicodedata.category(text[i]) == "Cf"):
+            if text[i] in _ASCII_ALNUM:
+                return True
+            i += step
+        ends.append(i)
+    left, right = ends
+    if right - left - 1 > 2:
+        return False
+    return any(0 <= i < len(text) and text[i] in " -" and 0 <= i + step < len(text) and text[i + step].isdigit()
+               for i, step in ((left, -1), (right, 1)))
 
 
 @lru_cache(maxsize=4096)
@@ -120,7 +150,8 @@ def text_view(text: str) -> View:
     edits: list[Edit] = []
     if not text.isascii():
         for m in _NON_ASCII.finditer(text):
-            folded = _fold(m.group())
+            char = m.group()
+            folded = _CONFUSABLE[char] if char in _CONFUSABLE and _in_latin_word(text, m.start()) else _fold(char)
             if folded is not None:
                 edits.append((m.start(), m.end(), folded))
     if edits:
@@ -137,6 +168,8 @@ def _spelled_address_edits(text: str) -> list[Edit]:
     found = [(m.start(), m.end(), m.group(1), True) for m in _BRACKETED.finditer(lowered)]
     if any(f" {word} " in lowered for word in _AT_WORDS + _DOT_WORDS):
         found.extend((m.start(1), m.end(1), m.group(1), False) for m in _BARE.finditer(lowered))
+    if " @" in text or "@ " in text or "\t@" in text or "@\t" in text or ("@" in text and " . " in text):
+        found.extend((m.start(), m.end(), "@", True) for m in _SPACED_AT.finditer(text))
     edits: list[Edit] = []
     for start, end, word, bracketed in sorted(found):
         while start and text[start - 1].isspace():
@@ -145,7 +178,7 @@ def _spelled_address_edits(text: str) -> list[Edit]:
             end += 1
         if edits and start < edits[-1][1]:
             continue
-        if word in _AT_WORDS:
+        if word in _AT_WORDS or word == "@":
             domain = _DOMAIN_AFTER.match(text, end)  # first: most " at " are followed by a plain word
             local = _LOCAL_BEFORE.search(text, max(edits[-1][1] if edits else 0, start - 96), start) if domain else None
             if not (local and domain and local.end() == start):
@@ -153,7 +186,7 @@ def _spelled_address_edits(text: str) -> list[Edit]:
             if not (bracketed or word != "at" or _plausible_spelled_address(local.group(), domain.group())):
                 continue
             spelled = [m for part in (local, domain) for m in _SPELLED_DOT.finditer(text, *part.span())]
-            if not bracketed and any((m.group(1) or m.group(2)).lower() not in _DOTS_FOR[word] for m in spelled):
+            if not bracketed and any((m.group(1) or m.group(2) or "dot").lower() not in _DOTS_FOR[word] for m in spelled):
                 continue
             dots = [(m.start(), m.end(), ".") for m in spelled]
             edits.extend(dot for dot in dots if dot[1] <= start and not (edits and dot[0] < edits[-1][1]))
@@ -174,12 +207,14 @@ def _plausible_spelled_address(local: str, domain: str) -> bool:
 
 # --- the digit view ------------------------------------------------------------------
 
-# Groups of letters and digits joined by separators other than a space or a dash,
-# or broken over a line; a run is rewritten only when it holds a digit.
-_SEPARATOR = re.compile(r"[._/\\\u00b7]|\n[ \t]*")  # spaces before a line break: taken below
+# Groups of letters and digits joined by separators other than one space or a dash (a dot,
+# underscore, slash, pipe, a spaced dash, a tab or several spaces), or broken over a line;
+# a run is rewritten only when it holds a digit.
+_SEPARATORS = r"[._/\\\u00b7|]|[ \t]+-[ \t]+|[ \t]*\t[ \t]*| {2,}"
+_SEPARATOR = re.compile(rf"{_SEPARATORS}|\n[ \t]*")  # spaces before a line break: taken below
 # ... followed by a letter or digit: the full stop that ends a sentence is no candidate.
-_SEPARATOR_BEFORE_ALNUM = re.compile(r"[._/\\\u00b7](?=[A-Za-z0-9])|\n[ \t]*(?=[A-Za-z0-9])")
-_RUN = re.compile(r"[A-Za-z0-9]++(?:(?:[._/\\\u00b7]|(?<=[A-Za-z0-9])[ \t]*+\r?\n[ \t]*+(?=[A-Za-z0-9]))[A-Za-z0-9]++)*+")
+_SEPARATOR_BEFORE_ALNUM = re.compile(rf"(?:{_SEPARATORS})(?=[A-Za-z0-9])|\n[ \t]*(?=[A-Za-z0-9])")
+_RUN = re.compile(rf"[A-Za-z0-9]++(?:(?:{_SEPARATORS}|(?<=[A-Za-z0-9])[ \t]*+\r?\n[ \t]*+(?=[A-Za-z0-9]))[A-Za-z0-9]++)*+")
 _DATE = re.compile(  # dates, and decimals ("299.99", "3.14159"; not "630809.5386")
     r"\d{1,2}([./])\d{1,2}\1(?:\d{2}|\d{4})|\d{4}([./])\d{1,2}\2\d{1,2}|\d{1,2}[./]\d{1,2}|\d{1,4}\.\d+|\d+\.\d{1,3}"
 )

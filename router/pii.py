@@ -102,10 +102,10 @@ def _is_card(candidate: str, groups: list[int]) -> bool:
 
 # --- IBAN -------------------------------------------------------------------
 
-_IBAN_CANDIDATE = re.compile(r"[A-Z][A-Z]\d\d(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b")  # on the digit view: upper case
+_IBAN_CANDIDATE = re.compile(r"[A-Z][A-Z]\d\d(?:[ -]?[A-Z0-9]{4}){2,7}(?:[ -]?[A-Z0-9]{1,3})?\b")  # on the digit view: upper case
 
 
-_IBAN_START = compile_linear(r"[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2}")
+_IBAN_START = compile_linear(r"[A-Z]{2}[0-9]{2}(?:[ -]?[A-Z0-9]{4}){2}")
 
 
 def find_ibans(text: str) -> Iterator[Span]:
@@ -118,16 +118,16 @@ def find_ibans(text: str) -> Iterator[Span]:
         return  # one linear pass; Python's engine would try the pattern at every letter
     for m in matches(_IBAN_CANDIDATE, text):
         candidate = m.group()
-        while len(candidate.replace(" ", "")) >= 15:
+        while len(candidate.replace(" ", "").replace("-", "")) >= 15:
             if _mod97(candidate) and std_iban.is_valid(candidate):  # the arithmetic first: stdnum's is 30 us
                 yield "iban", m.start(), m.start() + len(candidate)
                 break
-            candidate = candidate[: max(candidate.rfind(" "), len(candidate) - 4)].rstrip()
+            candidate = candidate[: max(candidate.rfind(" "), candidate.rfind("-"), len(candidate) - 4)].rstrip(" -")
 
 
 def _mod97(candidate: str) -> bool:
     """The IBAN check digits (ISO 13616): country and check moved to the end, letters as 10-35, mod 97 is 1."""
-    compact = candidate.replace(" ", "")
+    compact = candidate.replace(" ", "").replace("-", "")
     moved = compact[4:] + compact[:4]
     if not moved.isalnum() or not moved.isascii():
         return False
