@@ -99,7 +99,8 @@ _PASSWORD_WORDS = (
     rf"contrase[ñn]a|clave(?:{_S}de{_S}acceso)?|parola{_S}d'ordine|parola{_S}chiave|senha|wachtwoord|"
     rf"codice{_S}di{_S}accesso|code{_S}d'acc[èe]s|c[óo]digo{_S}de{_S}acceso|zugangs(?:code|daten)|pin{_S}code|"
     # and the words of other languages a hostile text may switch to
-    rf"l[öo]senord|adgangskode|passord|salasana|has[łl]o|heslo|jelsz[óo]|parol[ăa]|[şs]ifre|парол[ьяюе]|"
+    rf"l[öo]senord(?:et)?|adgangskode[nr]?|passord(?:et)?|salasana(?:n|si|ni)?|has[łl][oa]|hesl[oa]|jelsz[óo]|"
+    rf"jelszav(?:a|am|ad)|parol[ăa]|[şs]ifre(?:m|n|niz)?|парол[ьяюе]|"
     rf"κωδικ[όο]ς|パスワード|密码|密碼|口令|비밀번호|kata{_S}sandi|m[ậa]t{_S}kh[ẩa]u|"
     rf"pass(?=[ \t]*[:=])"  # "Pass: ...", a label; the bare word is English prose
 )

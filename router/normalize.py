@@ -197,11 +197,22 @@ def _spelled_address_edits(text: str) -> list[Edit]:
     return edits
 
 
+_COMMON_TLDS = frozenset("com org net edu gov mil int info biz name pro io co ai app dev me eu email online site xyz "
+                         "tech cloud mail shop".split())
+_FUNCTION_WORDS = frozenset("the a an this that these those my your our his her its their some any".split())
+
+
 def _plausible_spelled_address(local: str, domain: str) -> bool:
-    """`jane.doe at example.com` or `john dot smith at gmail dot com`, not `look at example.com`
-    or `arrive at 5.30`."""
+    """`jane.doe at example.com` or `john dot smith at gmail dot com`, not `look at example.com`,
+    `arrive at 5.30` or `pointed at the dot com bubble`."""
     if not re.search(r"[a-z]", domain, re.IGNORECASE) or not re.search(r"[a-z]{2,}$", domain, re.IGNORECASE):
         return False
+    if "." not in domain:  # every dot spelled: the words must read as a domain
+        labels = _SPELLED_DOT.split(domain)
+        labels = [label for label in labels if label and label.strip()]
+        tld = labels[-1].lower()
+        if labels[0].lower() in _FUNCTION_WORDS or not (len(tld) == 2 or tld in _COMMON_TLDS):
+            return False
     return bool(re.search(r"[._+\d-]", local) or _SPELLED_DOT.search(local) or _SPELLED_DOT.search(domain))
 
 

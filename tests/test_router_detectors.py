@@ -42,7 +42,7 @@ SPLIT = [c for c in GENERATED if "messages" in c]  # a value split across two ch
 HEURISTIC_KINDS = {"credential", "cli_credential", "auth_header", "url_credential", "phone"}
 VALIDATORS = {  # each on the digits (and letters) alone, as the detectors read them
     "card": lambda v: luhn.is_valid(_ascii(v, r"\D")),
-    "iban": lambda v: iban.is_valid(_ascii(v, r"[\s._/-]").upper()),
+    "iban": lambda v: iban.is_valid(_ascii(v, r"[\s._/|-]").upper()),
     "us_ssn": lambda v: ssn.is_valid(_ascii(v, r"\D")),
     "es_dni": lambda v: dni.is_valid(_ascii(v, r"\W|_").upper()),
     "es_nie": lambda v: nie.is_valid(_ascii(v, r"\W|_").upper()),
@@ -56,8 +56,13 @@ VALIDATORS = {  # each on the digits (and letters) alone, as the detectors read 
 }
 
 
+_LOOK_ALIKES = str.maketrans("АЕКМНОРСТХ", "AEKMHOPCTX")  # Cyrillic letters the hostile cases swap in
+
+
 def _ascii(value: str, drop: str) -> str:
-    """The value as its validator reads it: Unicode digits made ASCII, invisible characters and separators dropped."""
+    """The value as its validator reads it: Unicode digits made ASCII, look-alike letters Latin,
+    invisible characters and separators dropped."""
+    value = value.translate(_LOOK_ALIKES)
     folded = "".join(str(unicodedata.decimal(c)) if unicodedata.decimal(c, None) is not None else c for c in value)
     folded = "".join(unicodedata.normalize("NFKC", c) for c in folded if unicodedata.category(c) != "Cf")
     return re.sub(drop, "", folded)
@@ -123,7 +128,9 @@ def test_labelled_set_is_large_multilingual_and_its_check_digits_are_real():
     languages = {c.get("lang") for c in GENERATED}
     assert {"en", "de", "fr", "es", "it", "pt", "nl"} <= languages
     assert {c["form"] for c in GENERATED} >= {"fullwidth", "arabic", "nbsp", "zwsp", "newline", "dots", "lower",
-                                              "spelled_at", "split_messages"}
+                                              "spelled_at", "split_messages", "spelled_words", "spaced_at",
+                                              "newline_area", "split_area", "other_digits", "homoglyph_letters",
+                                              "separators", "password_word", "hostile_negative"}
     for case in POSITIVES:
         for kind, value in case["entities"]:
             if kind in VALIDATORS:

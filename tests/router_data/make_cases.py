@@ -496,8 +496,115 @@ def _valid_anywhere(value: str) -> bool:
                                           ric, pps, za_idnr))
 
 
+# --- what a hostile survey tries (issue 14's second round) ---------------------------------------------
+
+AT_DOT = {  # a language's spelled "at" and "dot", as people write an address to dodge scrapers
+    "en": ("at", "dot"), "fr": ("arobase", "point"), "es": ("arroba", "punto"), "it": ("chiocciola", "punto"),
+    "pt": ("arroba", "ponto"), "nl": ("apenstaartje", "punt"), "de": ("(at)", "(punkt)"),
+}
+SPELLED_TEMPLATES = {
+    "en": ["write to {v} please", "my mail: {v}"], "fr": ["écrivez à {v} svp", "mon adresse : {v}"],
+    "es": ["escríbeme a {v}", "mi correo: {v}"], "it": ["scrivimi a {v}", "la mia mail: {v}"],
+    "pt": ["manda para {v}", "meu e-mail: {v}"], "nl": ["mail naar {v}", "mijn adres: {v}"],
+    "de": ["schreib an {v}", "Mail: {v}"],
+}
+MATH_BOLD = str.maketrans(DIGITS, "𝟎𝟏𝟐𝟑𝟒𝟓𝟔𝟕𝟖𝟗")
+CIRCLED = str.maketrans(DIGITS, "⓪①②③④⑤⑥⑦⑧⑨")
+BENGALI = str.maketrans(DIGITS, "০১২৩৪৫৬৭৮৯")
+THAI = str.maketrans(DIGITS, "๐๑๒๓๔๕๖๗๘๙")
+CYRILLIC = str.maketrans("AEKMHOPCTX", "АЕКМНОРСТХ")  # Latin letters swapped for Cyrillic look-alikes
+OTHER_PASSWORD_WORDS = {
+    "sv": "Mitt lösenord är {v}", "da": "adgangskode: {v}", "no": "Passordet mitt er {v}", "fi": "salasana: {v}",
+    "pl": "Moje hasło to {v}", "cs": "heslo: {v}", "hu": "jelszó: {v}", "tr": "şifre: {v}", "ru": "мой пароль: {v}",
+    "el": "κωδικός: {v}", "ja": "パスワード: {v}", "zh": "我的密码：{v}", "ko": "비밀번호: {v}", "ro": "Parolă: {v}",
+    "id": "kata sandi: {v}", "vi": "mật khẩu: {v}",
+}
+HOSTILE_NEGATIVES = [
+    ("en", "We met at the point where the river bends."), ("en", "At this point in time we are done."),
+    ("en", "Look at example dot points in the slides."), ("en", "The dot at the end matters, look at it."),
+    ("en", "Arrive at 5.30 at the station, gate 12."), ("en", "He smiled at her and pointed at the dot com bubble chart."),
+    ("fr", "Au point où nous en sommes, rendez-vous à la gare."), ("fr", "Le point de départ est à 8 h 30."),
+    ("es", "En este punto de la reunión hablamos del presupuesto."), ("es", "La arroba es un símbolo antiguo."),
+    ("it", "A questo punto della storia il punto è chiaro."), ("pt", "O ponto de ônibus fica na esquina."),
+    ("nl", "Op dit punt stoppen we, punt uit."), ("de", "Der Punkt ist: wir treffen uns um 10 Uhr."),
+    ("ru", "Номер заказа 12345678, доставка 15.03.2025 в 10:30."), ("ru", "В 2024 году выручка выросла на 12 %."),
+    ("el", "Η παραγγελία 4711 στάλθηκε στις 12/03."), ("en", "| Qty | Price |\n| 12 | 4.99 |\n| 3 | 19.99 |"),
+    ("en", "year\tunits\trevenue\n2023\t120\t4500\n2024\t135\t5100"), ("en", "pages 120 - 145 and 201 - 230"),
+    ("sv", "Byt lösenord var 90:e dag."), ("pl", "Zmień hasło co 90 dni."), ("ru", "Пароль должен содержать 12 символов."),
+    ("tr", "Şifrenizi mi unuttunuz?"), ("zh", "请输入密码"), ("ja", "パスワードを忘れた場合"),
+    ("en", "Boarding pass: gate B12, seat 14C."), ("en", "I will pass: the plan is fine."),
+    ("en", "thanks @ everyone for the 3 updates"), ("fi", "Salasanan pitää olla vähintään 12 merkkiä."),
+]
+
+
+def hostile() -> list[dict]:
+    """Positives spelled the ways a hostile survey tries, and prose that only looks like them."""
+    out = []
+    for i in range(28):  # spelled-out addresses, every dot spelled too
+        lang = list(AT_DOT)[i % len(AT_DOT)]
+        at, dot = AT_DOT[lang]
+        local, domain = email().split("@")
+        join = (lambda word: f"{word}" if word.startswith("(") else f" {word} ")
+        value = local.replace(".", join(dot)) + join(at) + domain.replace(".", join(dot))
+        if i % 4 == 3:
+            value = value.upper()
+        out.append(case(R.choice(SPELLED_TEMPLATES[lang]).format(v=value), [["email", value]], lang, "spelled_words"))
+    for i in range(6):  # "@" and "." with spaces around
+        local, domain = email().split("@")
+        value = R.choice([f"{local} @ {domain}", f"{local}@{domain.replace('.', ' . ', 1)}", f"{local} @{domain}"])
+        out.append(case(f"contact: {value}", [["email", value]], "en", "spaced_at"))
+    area = []
+    while len(area) < 24:  # national numbers written with an area code in brackets
+        value = phone()
+        if value.startswith("(") and ") " in value:
+            area.append(value)
+    for i, value in enumerate(area):
+        head, tail = value.split(") ", 1)
+        if i % 2:  # the area code on one line, the number on the next
+            written = head + ")" + R.choice(["\n", " \n", "\n  ", "\r\n"]) + tail
+            out.append(case(f"{R.choice(['call me at', 'Tel.', 'número:', 'ligue'])} {written} (evenings)",
+                            [["phone", written]], "mixed", "newline_area"))
+        else:  # ... or in the next chat message
+            first, second = head + ")", tail
+            out.append({"messages": [f"my number is {first}", f"{second} after 6pm"],
+                        "entities": [["phone", 0, first], ["phone", 1, second]], "lang": "en", "form": "split_area"})
+    for i in range(8):  # a line break after a dash inside a national number
+        value = phone()
+        if "-" in value:
+            at = value.index("-")
+            written = value[:at + 1] + "\n" + value[at + 1:]
+            out.append(case(f"Reach me on {written} tomorrow", [["phone", written]], "en", "newline_dash"))
+    for i in range(24):  # digits of other scripts and compatibility forms, mixed within one value
+        kind, value = R.choice([("card", card()), ("iban", iban_value()), ("us_ssn", _ssn()[0])])
+        table = [MATH_BOLD, CIRCLED, BENGALI, THAI][i % 4]
+        written = "".join(c.translate(table) if (j // 3) % 2 else c for j, c in enumerate(value))
+        out.append(case(f"{'SSN' if kind == 'us_ssn' else R.choice(['ref', 'see', 'value', 'pay'])}: {written}",
+                        [[kind, written]], "mixed", "other_digits"))
+    for i in range(16):  # Latin letters swapped for Cyrillic look-alikes inside a value
+        kind, value = R.choice([("iban", until(iban_value, lambda v: any(c in "AEKMHOPCTX" for c in v[:4]))),
+                                ("gb_nino", _nino()),
+                                ("aws_access_key", "AKIA" + rand(16, "AEKMHOPCTX" + DIGITS))])
+        written = value[:4].translate(CYRILLIC) + value[4:] if kind != "gb_nino" else value.translate(CYRILLIC)
+        if written == value:
+            continue
+        label = {"iban": "IBAN", "gb_nino": "NI number", "aws_access_key": "key"}[kind]
+        out.append(case(f"{label} {written} as discussed", [[kind, written]], "mixed", "homoglyph_letters"))
+    for i in range(16):  # separators a value is spread with
+        kind, value = R.choice([("card", card()), ("iban", iban_value())])
+        groups = value.replace("-", " ").split()
+        if len(groups) < 3:
+            continue
+        written = R.choice([" - ", "|", "  ", "\t", "-"]).join(groups)
+        out.append(case(f"pay with {written} today", [[kind, written]], "en", "separators"))
+    for lang, template in OTHER_PASSWORD_WORDS.items():  # password words of other languages
+        value = password()
+        out.append(case(template.format(v=value), [["credential", value]], lang, "password_word"))
+    out.extend(case(text, [], lang, "hostile_negative") for lang, text in HOSTILE_NEGATIVES)
+    return out
+
+
 def main() -> None:
-    cases = positives() + negatives()
+    cases = positives() + negatives() + hostile()
     OUT.write_text("".join(json.dumps(c, ensure_ascii=False) + "\n" for c in cases), encoding="utf-8")
     print(f"{len(cases)} cases -> {OUT}")
 
