@@ -84,6 +84,7 @@ _DOT_WORDS = ("dot", "punkt", "point", "punto", "ponto", "punt")
 _WORDS = "|".join(_AT_WORDS + _DOT_WORDS)
 _BRACKETED = re.compile(rf"[\[({{<]\s*({_WORDS})\s*[\])}}>]")  # on lower-cased text
 _BARE = re.compile(rf"\s({_WORDS})(?=\s)")
+_SPACED_WORDS = tuple(f" {word} " for word in _AT_WORDS + _DOT_WORDS)
 _SPACED_AT = re.compile(r"[ \t]*@[ \t]*")  # "john.smith @ gmail.com", "john.smith@gmail . com"
 # A bare "at" word pairs with the dot words of its language ("at this point in time" is no
 # address); a bracketed "(at)" with any.
@@ -93,7 +94,7 @@ _DOT = rf"(?:\s*[\[({{<]\s*(?:{'|'.join(_DOT_WORDS)})\s*[\])}}>]\s*|\s+(?:{'|'.j
 _SPELLED_DOT = re.compile(_DOT.replace("(?:" + "|".join(_DOT_WORDS) + ")", "(" + "|".join(_DOT_WORDS) + ")"),
                           re.IGNORECASE)
 # An address's local part and domain, with their dots written as "." or spelled out.
-_LOCAL_BEFORE = re.compile(rf"(?:[\w+-]+{_DOT})*[\w.+-]+$", re.IGNORECASE)
+_DOT_WORD_SET = frozenset(_DOT_WORDS)
 _DOMAIN_AFTER = re.compile(rf"[\w-]+(?:(?:\.|{_DOT})[\w-]+)*(?:\.|{_DOT})[a-z]{{2,24}}\b", re.IGNORECASE)
 
 
@@ -166,7 +167,7 @@ def _spelled_address_edits(text: str) -> list[Edit]:
     spelled dot of its local part and domain (`john dot smith at gmail dot com`)."""
     lowered = text.lower()
     found = [(m.start(), m.end(), m.group(1), True) for m in _BRACKETED.finditer(lowered)]
-    if any(f" {word} " in lowered for word in _AT_WORDS + _DOT_WORDS):
+    if any(word in lowered for word in _SPACED_WORDS):
         found.extend((m.start(1), m.end(1), m.group(1), False) for m in _BARE.finditer(lowered))
     if " @" in text or "@ " in text or "\t@" in text or "@\t" in text or ("@" in text and " . " in text):
         found.extend((m.start(), m.end(), "@", True) for m in _SPACED_AT.finditer(text))
@@ -180,12 +181,12 @@ def _spelled_address_edits(text: str) -> list[Edit]:
             continue
         if word in _AT_WORDS or word == "@":
             domain = _DOMAIN_AFTER.match(text, end)  # first: most " at " are followed by a plain word
-            local = _LOCAL_BEFORE.search(text, max(edits[-1][1] if edits else 0, start - 96), start) if domain else None
-            if not (local and domain and local.end() == start):
+            local = _local_part(text, start, max(edits[-1][1] if edits else 0, start - 96)) if domain else None
+            if local is None or domain is None:
                 continue
-            if not (bracketed or word != "at" or _plausible_spelled_address(local.group(), domain.group())):
+            if not (bracketed or word != "at" or _plausible_spelled_address(text[local:start], domain.group())):
                 continue
-            spelled = [m for part in (local, domain) for m in _SPELLED_DOT.finditer(text, *part.span())]
+            spelled = [m for span in ((local, start), domain.span()) for m in _SPELLED_DOT.finditer(text, *span)]
             if not bracketed and any((m.group(1) or m.group(2) or "dot").lower() not in _DOTS_FOR[word] for m in spelled):
                 continue
             dots = [(m.start(), m.end(), ".") for m in spelled]
@@ -195,6 +196,35 @@ def _spelled_address_edits(text: str) -> list[Edit]:
         elif bracketed:
             edits.append((start, end, "."))
     return edits
+
+
+def _local_part(text: str, end: int, floor: int) -> int | None:
+    """Where the local part of an address ending at `end` starts: its word, and the words before
+    it joined by a spelled dot ("john dot smith"); None when there is no word."""
+    start = _word_start(text, end, floor, "._+-")
+    if start == end:
+        return None
+    while True:
+        gap = start
+        while gap > floor and text[gap - 1] in " \t":
+            gap -= 1
+        dot = _word_start(text, gap, floor, "")
+        before = dot
+        while before > floor and text[before - 1] in " \t":
+            before -= 1
+        if not (gap < start and before < dot and text[dot:gap].lower() in _DOT_WORD_SET):
+            return start
+        word = _word_start(text, before, floor, "_+-")
+        if word == before:
+            return start
+        start = word
+
+
+def _word_start(text: str, end: int, floor: int, also: str) -> int:
+    start = end
+    while start > floor and (text[start - 1].isalnum() or text[start - 1] in also):
+        start -= 1
+    return start
 
 
 _COMMON_TLDS = frozenset("com org net edu gov mil int info biz name pro io co ai app dev me eu email online site xyz "
@@ -221,11 +251,23 @@ def _plausible_spelled_address(local: str, domain: str) -> bool:
 # Groups of letters and digits joined by separators other than one space or a dash (a dot,
 # underscore, slash, pipe, a spaced dash, a tab or several spaces), or broken over a line;
 # a run is rewritten only when it holds a digit.
-_SEPARATORS = r"[._/\\\u00b7|]|[ \t]+-[ \t]+|[ \t]*\t[ \t]*| {2,}"
-_SEPARATOR = re.compile(rf"{_SEPARATORS}|\n[ \t]*")  # spaces before a line break: taken below
-# ... followed by a letter or digit: the full stop that ends a sentence is no candidate.
-_SEPARATOR_BEFORE_ALNUM = re.compile(rf"(?:{_SEPARATORS})(?=[A-Za-z0-9])|\n[ \t]*(?=[A-Za-z0-9])")
-_RUN = re.compile(rf"[A-Za-z0-9]++(?:(?:{_SEPARATORS}|(?<=[A-Za-z0-9])[ \t]*+\r?\n[ \t]*+(?=[A-Za-z0-9]))[A-Za-z0-9]++)*+")
+_ONE_CHARACTER = r"[._/\\\u00b7|]"
+_SPACES = r"\t[ \t]*|[ \t](?:[ \t]*-[ \t]+|[ \t]+)"  # looked for only in a text that holds them (see _patterns)
+
+
+def _patterns(separators: str) -> tuple[re.Pattern[str], re.Pattern[str], re.Pattern[str]]:
+    """A separator; one followed by a letter or digit (the full stop that ends a sentence is no
+    candidate); a run of groups joined by them."""
+    return (
+        re.compile(rf"{separators}|\n[ \t]*"),  # spaces before a line break: taken below
+        re.compile(rf"(?:{separators})(?=[A-Za-z0-9])|\n[ \t]*(?=[A-Za-z0-9])"),
+        re.compile(rf"[A-Za-z0-9]++(?:(?:{separators}|(?<=[A-Za-z0-9])[ \t]*+\r?\n[ \t]*+(?=[A-Za-z0-9]))"
+                   rf"[A-Za-z0-9]++)*+"),
+    )
+
+
+_PLAIN_SEPARATORS = _patterns(_ONE_CHARACTER)
+_ALL_SEPARATORS = _patterns(f"{_ONE_CHARACTER}|{_SPACES}")
 _DATE = re.compile(  # dates, and decimals ("299.99", "3.14159"; not "630809.5386")
     r"\d{1,2}([./])\d{1,2}\1(?:\d{2}|\d{4})|\d{4}([./])\d{1,2}\2\d{1,2}|\d{1,2}[./]\d{1,2}|\d{1,4}\.\d+|\d+\.\d{1,3}"
 )
@@ -239,6 +281,8 @@ def digit_view(view: View) -> View:
     text = view.text.upper()  # in C; a translate table is a dict lookup per character
     if len(text) != len(view.text):  # "ß" upper-cases to "SS": positions would shift
         text = view.text.translate(_ASCII_UPPER)
+    spaced = "\t" in text or "  " in text or " - " in text
+    _SEPARATOR, _SEPARATOR_BEFORE_ALNUM, _RUN = _ALL_SEPARATORS if spaced else _PLAIN_SEPARATORS
     edits: list[Edit] = []
     done = 0
     for sep in _SEPARATOR_BEFORE_ALNUM.finditer(text):
