@@ -372,12 +372,18 @@ def _cased_letter(char: str) -> bool:
     return char.isalpha() and char.lower() != char.upper()
 
 
-@lru_cache(maxsize=1024)
 def _holds_alone_shape(sizes: tuple[int, ...]) -> bool:
     """Some stretch of a run's digit groups has a shape that stands alone ("123-45-6789"): a run
-    with none needs a keyword, and most runs have neither (one lookup per grouping seen)."""
+    with none needs a keyword, and most runs have neither (one lookup per short grouping seen)."""
+    if len(sizes) <= _MOST_GROUPS:
+        return _short_holds_alone_shape(sizes)
     return any(sizes[i:j] in _ALONE_SHAPES
                for i in range(len(sizes)) for j in range(i + 1, min(len(sizes), i + _MOST_GROUPS) + 1))
+
+
+@lru_cache(maxsize=1024)
+def _short_holds_alone_shape(sizes: tuple[int, ...]) -> bool:
+    return any(sizes[i:j] in _ALONE_SHAPES for i in range(len(sizes)) for j in range(i + 1, len(sizes) + 1))
 
 
 @lru_cache(maxsize=1024)
