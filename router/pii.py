@@ -138,7 +138,7 @@ def _mod97(candidate: str) -> bool:
 
 _IPV4 = re.compile(r"[0-9]\d{0,2}\.\d{1,3}\.\d{1,3}\.\d{1,3}(?![\w]|\.\d)")
 _IP_PARTS = re.compile(r"[:.]")
-_IP_SHAPE = compile_linear(r"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}|[0-9A-Fa-f]*:[0-9A-Fa-f.]*:")
+_IP_SHAPE = compile_linear(r"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}|:[0-9A-Fa-f.]*:")  # RE2's DFA: keep it small
 _VERSION_BEFORE = re.compile(r"(?i)\b(?:version|ver\.?|release|build|v)\s*$")
 _IPV6_CHARS = frozenset("0123456789abcdefABCDEF:.")
 
