@@ -111,6 +111,9 @@ _MAX_DIGITS = max(_BY_LENGTH)
 _SHORTEST = min(_BY_LENGTH)
 _PLAIN_LENGTHS = frozenset(rule.digits for rule in _DIGIT_RULES if not rule.letters)
 _ALONE_SHAPES = frozenset(shape for rule in _DIGIT_RULES for shape in rule.alone)
+# ... of a run that ends in no letter: a DNI's "12345678" needs its control letter.
+_ALONE_UNLETTERED = frozenset(shape for rule in _DIGIT_RULES for shape in rule.alone
+                              if not rule.letters or rule.kind == "fi_hetu")
 _MOST_GROUPS = max(map(len, _ALONE_SHAPES))
 # A run of digit groups joined by one space, dash or a Finnish century sign, with
 # the letters an ID may end in. Starts with a digit so the scan skips ahead in C, and
@@ -259,7 +262,8 @@ def find_national_ids(
         if at >= 0 and claimed[at][1] >= m.end():
             continue
         named = words.kinds_before(m.start())
-        if named or _holds_alone_shape(tuple(map(len, _GROUP.findall(m.group())))):
+        shapes = _ALONE_SHAPES if m.group()[-1].isalpha() else _ALONE_UNLETTERED
+        if named or _holds_alone_shape(tuple(map(len, _GROUP.findall(m.group()))), shapes):
             yield from _digit_ids(text, m, named)
     yield from _letter_ids(text)
 
@@ -373,18 +377,18 @@ def _cased_letter(char: str) -> bool:
     return char.isalpha() and char.lower() != char.upper()
 
 
-def _holds_alone_shape(sizes: tuple[int, ...]) -> bool:
-    """Some stretch of a run's digit groups has a shape that stands alone ("123-45-6789"): a run
-    with none needs a keyword, and most runs have neither (one lookup per short grouping seen)."""
+def _holds_alone_shape(sizes: tuple[int, ...], shapes: frozenset[tuple[int, ...]]) -> bool:
+    """Some stretch of a run's digit groups has one of `shapes`, which stand alone ("123-45-6789"):
+    a run with none needs a keyword, and most runs have neither (one lookup per short grouping seen)."""
     if len(sizes) <= _MOST_GROUPS:
-        return _short_holds_alone_shape(sizes)
-    return any(sizes[i:j] in _ALONE_SHAPES
+        return _short_holds_alone_shape(sizes, shapes)
+    return any(sizes[i:j] in shapes
                for i in range(len(sizes)) for j in range(i + 1, min(len(sizes), i + _MOST_GROUPS) + 1))
 
 
 @lru_cache(maxsize=1024)
-def _short_holds_alone_shape(sizes: tuple[int, ...]) -> bool:
-    return any(sizes[i:j] in _ALONE_SHAPES for i in range(len(sizes)) for j in range(i + 1, len(sizes) + 1))
+def _short_holds_alone_shape(sizes: tuple[int, ...], shapes: frozenset[tuple[int, ...]]) -> bool:
+    return any(sizes[i:j] in shapes for i in range(len(sizes)) for j in range(i + 1, len(sizes) + 1))
 
 
 @lru_cache(maxsize=1024)
