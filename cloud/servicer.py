@@ -272,6 +272,7 @@ class CloudInferenceServicer(cloud_pb2_grpc.CloudInferenceServicer):
             getattr(events, "close", lambda: None)()
             generation.close()
         reused = generation.cached_tokens
+        finish = finish or generation.finish_reason
         if plan.session_id and seed is None:
             (self.metrics.cache_hits if reused else self.metrics.cache_misses).inc()
         if finish is None and not self.stopping.is_set():

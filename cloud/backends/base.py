@@ -47,9 +47,12 @@ class BackendFacts:
 
 class Generation(ABC):
     """One request's token stream. `cached_tokens` (prompt positions not computed again) is valid once
-    the first event came or the stream ended; `close` always runs (it may keep a session's cache)."""
+    the first event came or the stream ended; `finish_reason` is set when the engine ended the stream
+    after its last token was sent (no event can carry it then); `close` always runs (it may keep a
+    session's cache, or abort the engine's request)."""
 
     cached_tokens: int = 0
+    finish_reason: str | None = None
 
     @abstractmethod
     def __iter__(self) -> Iterator[StreamEvent]: ...
