@@ -209,14 +209,15 @@ class _LlamaGeneration(Generation):
         probs = data.get("completion_probabilities") or ()
         missed = int(data.get("tokens_predicted", self._received + len(ids))) - self._received - len(ids)
         if ids and missed > 0:  # tokens the engine held back inside an incomplete UTF-8 character
-            signals = _signals(probs[0]) if probs else (0.0, 0.0, 1.0)
+            signals = _signals(probs[0]) if probs else _NO_SIGNALS
             for token_id in _recover(self.backend.tokenizer, data.get("content", ""), ids[0], missed):
                 self._received += 1
-                yield TokenInfo(token_id, *signals)
+                yield TokenInfo(token_id, *signals[:3])
         for i, token_id in enumerate(ids):
             self._received += 1
             entry = probs[i] if i < len(probs) else None
-            yield TokenInfo(token_id, *(_signals(entry) if entry else (0.0, 0.0, 1.0)))
+            logprob, entropy, margin, top = _signals(entry) if entry else _NO_SIGNALS
+            yield TokenInfo(token_id, logprob, entropy, margin, top=top)
 
     def close(self) -> None:
         """Closing the response closes the connection: llama-server aborts the request and frees its slot."""
@@ -224,10 +225,17 @@ class _LlamaGeneration(Generation):
             self._response.close()
 
 
-def _signals(entry: dict[str, Any]) -> tuple[float, float, float]:
-    """(log-prob, entropy estimate, margin) of one token from its top-k log-probabilities."""
-    top = sorted((math.exp(t["logprob"]) for t in entry.get("top_logprobs") or ()), reverse=True)
-    return float(entry["logprob"]), top_k_entropy(top), (top[0] - top[1]) if len(top) > 1 else (top[0] if top else 1.0)
+Signals = tuple[float, float, float, tuple[tuple[int, float], ...]]
+_NO_SIGNALS: Signals = (0.0, 0.0, 1.0, ())  # a chunk without probabilities (n_probs 0): no uncertainty known
+
+
+def _signals(entry: dict[str, Any]) -> Signals:
+    """(log-prob, entropy estimate, margin, top-k alternatives) of one token from the engine's top-k."""
+    top = tuple(sorted(((int(t["id"]), float(t["logprob"])) for t in entry.get("top_logprobs") or ()),
+                       key=lambda item: -item[1]))
+    probs = [math.exp(lp) for _, lp in top]
+    margin = (probs[0] - probs[1]) if len(probs) > 1 else (probs[0] if probs else 1.0)
+    return float(entry["logprob"]), top_k_entropy(probs), margin, top
 
 
 def top_k_entropy(probs: Sequence[float]) -> float:
