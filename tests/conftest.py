@@ -160,6 +160,7 @@ def read_json(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
+@pytest.hookimpl(trylast=True)
 def pytest_terminal_summary(terminalreporter) -> None:
     """Say loudly when the engine integration tests did not run, and how to run them."""
     skipped = terminalreporter.stats.get("skipped", [])
