@@ -12,6 +12,11 @@ carries the text of both and a `tokens_predicted` count one higher than the
 tokens seen. Such a token is recovered from that text and the gateway's
 vocabulary (its ID is the entry with exactly the missing bytes) and carries the
 signals of the token that completed the character.
+
+`cache_prompt` is asked only for requests with a session id (a conversation's
+next turn reuses the slot's prefix). `cached_prompt_tokens` stays 0: the
+engine's prompt cache is shared by every caller, so its count would tell one
+caller something about another's prompts.
 """
 
 from __future__ import annotations
