@@ -7,15 +7,19 @@ builds it first, so CI always runs them.
 
 from __future__ import annotations
 
+import math
 import time
 
 import grpc
 import httpx
 import pytest
+import torch
 
 from cloud.backends.llama_server import EngineUnavailableError, LlamaServerBackend, top_k_entropy
 from cloud.backends.tokenizer_check import TokenizerMismatchError, load_served_tokenizer
 from cloud.client import generate_request
+from cloud.config import ServerConfig
+from cloud.contract import plan_generation
 from cloud.engines import BUILD_HINT, LlamaServerProcess, free_port, llama_server_binary
 from cloud.servicer import RETRY_AFTER_KEY
 from edge import TandemClient
@@ -59,30 +63,57 @@ def test_info_says_what_the_engine_offers(gateway, smollm2):
     assert not info.kv_codecs and info.max_context == 2048
 
 
-def test_token_id_hand_off_continues_like_the_built_in_engine(gateway, smollm2, smollm2_device):
-    """Same GGUF weights. llama.cpp computes Q4_1 x Q8 activations; the built-in engines compute the
-    dequantized float weights (cloud tier) or Q4_1 with float activations (device tier). Measured here:
-    greedy runs agree on their first 8 tokens on every prompt and, over 24 tokens, on at least 3 of 4."""
+def direct(engine, ids: list[int], n: int) -> dict:
+    """The engine's own greedy answer for `ids`, asked without the gateway."""
+    body = {"prompt": ids, "n_predict": n, "temperature": 0, "n_probs": 1, "return_tokens": True, "cache_prompt": False}
+    return httpx.post(engine.url + "/completion", json=body, timeout=RPC_TIMEOUT_S).json()
+
+
+def test_token_id_hand_off_is_exact_through_the_gateway(gateway, engine, smollm2):
+    """The gateway hands the token IDs over untouched and relays the engine's tokens untouched: its greedy
+    stream is the engine's own answer to the same IDs, token for token, with the same log-probs."""
     _, port = gateway
-    agree_full = 0
     for prompt in PROMPTS:
         ids = smollm2.encode_prompt(prompt)
-        engine = greedy(port, ids)
-        built_in = [e.token.id for e in smollm2_device.stream(ids, max_new_tokens=N_NEW)]
-        assert engine.token_ids[:8] == built_in[:8], prompt
-        agree_full += engine.token_ids == built_in
-        assert engine.result.usage.generated_tokens == len(engine.token_ids)
-        assert engine.text == smollm2.tokenizer.decode(engine.token_ids[:-1] if engine.result.finish_reason == 1
-                                                       else engine.token_ids)
-    assert agree_full >= 3
+        through, own = greedy(port, ids), direct(engine, ids, N_NEW)
+        n = len(through.token_ids)
+        assert through.token_ids == own["tokens"][:n] and n == len(own["tokens"]), prompt
+        assert through.logprobs == pytest.approx([c["logprob"] for c in own["completion_probabilities"]], abs=1e-4)
+        assert through.result.usage.generated_tokens == n and through.result.finish_reason in (1, 2)
+        shown = through.token_ids[:-1] if through.result.finish_reason == 1 else through.token_ids
+        assert through.text == smollm2.tokenizer.decode(shown)
+
+
+@pytest.mark.parametrize("tier", ["full", "device"])
+def test_the_engine_agrees_with_the_built_in_engine_on_the_same_weights(engine, smollm2, smollm2_device, tier):
+    """Same GGUF, different arithmetic: llama.cpp multiplies the Q4_1 weights with Q8_0-quantized
+    activations, the built-in engine with float activations (on dequantized weights for the cloud tier,
+    on the Q4_1 blocks for the device tier), so near-ties can flip and free-running greedy answers part
+    (here on 'capital of France' at the first token: llama.cpp says "L'Étoile", the built-in "The").
+    Measured over these prompts, 24 tokens each, teacher-forced on the engine's tokens: the built-in
+    engine's top-1 agrees on 126 of 135 positions (93%) on both tiers and its log-prob of the engine's
+    token differs by 0.05 nats on average (0.31 at most). Asserted with room for the noise: >= 85% and
+    a mean under 0.12 nats."""
+    model = smollm2 if tier == "full" else smollm2_device
+    agree = total = 0
+    diffs = []
+    for prompt in (*PROMPTS, "Give me a synonym for happy.", "How many legs does a spider have?"):
+        ids = model.encode_prompt(prompt)
+        own = direct(engine, ids, N_NEW)
+        tokens, logprobs = own["tokens"], [c["logprob"] for c in own["completion_probabilities"]]
+        with torch.inference_mode():
+            logits = model.model(torch.tensor([ids + tokens]), model.new_cache(len(ids) + len(tokens)))
+        ours = torch.log_softmax(logits[0, len(ids) - 1: len(ids) - 1 + len(tokens)].float(), dim=-1)
+        agree += sum(int(a) == b for a, b in zip(ours.argmax(-1), tokens))
+        total += len(tokens)
+        diffs += [abs(float(ours[i, t]) - lp) for i, (t, lp) in enumerate(zip(tokens, logprobs))]
+    assert agree / total >= 0.85, f"{agree}/{total}"
+    assert sum(diffs) / len(diffs) < 0.12
 
 
 def test_every_token_carries_its_top_k_ids_and_logprobs(engine, smollm2_path, smollm2):
     backend = LlamaServerBackend(engine.url, load_served_tokenizer(smollm2_path))
     try:
-        from cloud.config import ServerConfig
-        from cloud.contract import plan_generation
-
         request = generate_request(smollm2.encode_prompt(PROMPTS[0]), max_new_tokens=12)
         plan = plan_generation(request, vocab_size=backend.facts.vocab_size, max_context=2048,
                                config=ServerConfig())
@@ -91,28 +122,26 @@ def test_every_token_carries_its_top_k_ids_and_logprobs(engine, smollm2_path, sm
         generation.close()
     finally:
         backend.close()
-    assert events
+    assert len(events) == 12
     for event in events:
         t = event.token
         assert len(t.top) == 10 and all(0 <= i < smollm2.config.vocab_size for i, _ in t.top)
         assert [lp for _, lp in t.top] == sorted((lp for _, lp in t.top), reverse=True)
         assert t.top[0][0] == t.id and t.top[0][1] == pytest.approx(t.logprob)  # greedy picks the top one
         assert t.logprob <= 0 and 0 <= t.margin <= 1 and t.entropy >= 0
-        assert t.entropy == pytest.approx(top_k_entropy([2.718281828459045 ** lp for _, lp in t.top]), abs=1e-6)
+        assert t.entropy == pytest.approx(top_k_entropy([math.exp(lp) for _, lp in t.top]), abs=1e-6)
+        assert t.margin == pytest.approx(math.exp(t.top[0][1]) - math.exp(t.top[1][1]), abs=1e-6)
 
 
-def test_signals_agree_with_the_built_in_engine(gateway, smollm2_device, smollm2):
-    """The chosen token's log-prob is the engine's own (temperature 1, full softmax): within 0.25 nats of the
-    built-in Q4_1 engine's (precision differs); the top-k entropy never exceeds the exact one by much."""
+def test_tokens_inside_a_multi_token_character_are_recovered(gateway, engine, smollm2):
+    """llama-server sends no chunk for a token that leaves a character incomplete (an emoji takes up to
+    three SmolLM2 tokens): the gateway must still stream every ID, exactly the engine's."""
     _, port = gateway
-    ids = smollm2.encode_prompt(PROMPTS[1])
-    engine = greedy(port, ids, 8)
-    built_in = [e.token for e in smollm2_device.stream(ids, max_new_tokens=8)]
-    n = next((i for i, (a, b) in enumerate(zip(engine.token_ids, built_in)) if a != b.id), 8)
-    assert n >= 4
-    for lp, ent, tok in zip(engine.logprobs[:n], engine.entropies[:n], built_in[:n]):
-        assert lp == pytest.approx(tok.logprob, abs=0.25)
-        assert ent <= tok.entropy + 0.25
+    ids = smollm2.encode_prompt("Reply with three rocket emoji and nothing else.")
+    ids += smollm2.tokenizer.encode("🚀🚀")  # the answer so far: the engine goes on in emoji
+    through, own = greedy(port, ids, 12), direct(engine, ids, 12)
+    assert through.token_ids == own["tokens"][: len(through.token_ids)] and len(own["tokens"]) == 12
+    assert any(ord(ch) > 0xFFFF for ch in through.text), through.text  # at least one 4-byte character came
 
 
 def test_continuation_from_kept_tokens(gateway, smollm2):

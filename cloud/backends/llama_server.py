@@ -8,10 +8,10 @@ layer, stops and failures are cloud.backends.http_engine's.
 
 llama-server sends no chunk for a token that leaves an incomplete UTF-8
 character (the first bytes of an emoji or a CJK character); the next chunk
-carries the text of both and a `tokens_predicted` count one higher than the
-tokens seen. Such a token is recovered from that text and the gateway's
-vocabulary (its ID is the entry with exactly the missing bytes) and carries the
-signals of the token that completed the character.
+carries the text of all of them and a `tokens_predicted` count higher than the
+tokens seen. Such tokens are recovered from that text and the gateway's
+vocabulary (the entries whose bytes make exactly the missing bytes) and carry
+the signals of the token that completed the character.
 
 `cache_prompt` is asked only for requests with a session id (a conversation's
 next turn reuses the slot's prefix). `cached_prompt_tokens` stays 0: the
@@ -140,12 +140,32 @@ class _LlamaGeneration(HTTPGeneration):
 
 
 def _recover(tokenizer: Tokenizer, content: str, current: int, missed: int) -> list[int]:
-    """The `missed` token IDs before `current` whose bytes, with current's, make `content`."""
+    """The `missed` token IDs before `current` whose bytes, with current's, make `content`.
+
+    The split of those bytes into `missed` vocabulary entries is usually unique; where several fit,
+    the one taking the longest entries first is chosen (as byte-level BPE merges would)."""
     data, tail = content.encode("utf-8"), tokenizer.piece(current)
-    head = data[: len(data) - len(tail)]
-    token_id = tokenizer.token_id(head) if missed == 1 and tail and data.endswith(tail) else None
-    if token_id is None:
+    found = _splits(tokenizer, data[: len(data) - len(tail)], missed) if tail and data.endswith(tail) else []
+    if not found:
         raise RuntimeError(f"llama-server skipped {missed} tokens inside a character that the gateway cannot "
                            f"recover (chunk text {content!r}, next token {current})")
-    return [token_id]
+    if len(found) > 1:
+        log.debug("llama-server skipped %d tokens; %d splits of %r fit, took %s", missed, len(found), content,
+                  found[0])
+    return found[0]
 
+
+def _splits(tokenizer: Tokenizer, data: bytes, parts: int, limit: int = 2) -> list[list[int]]:
+    """Up to `limit` ways to cut `data` into exactly `parts` vocabulary entries, longest entries first."""
+    if parts == 0:
+        return [[]] if not data else []
+    found: list[list[int]] = []
+    for cut in range(len(data) - parts + 1, 0, -1):
+        head = tokenizer.token_id(data[:cut])
+        if head is None:
+            continue
+        for rest in _splits(tokenizer, data[cut:], parts - 1, limit - len(found)):
+            found.append([head, *rest])
+            if len(found) >= limit:
+                return found
+    return found
