@@ -150,10 +150,10 @@ def run_level(request, all_prompts: list[list[int]], streams: int, rounds: int) 
     }
 
 
-def gateway_levels(args, all_prompts: list[list[int]], engine_url: str | None) -> list[dict]:
+def gateway_levels(args, all_prompts: list[list[int]]) -> list[dict]:
     from cloud.client import CloudClient
 
-    proc, port = start_server(args, engine_url)
+    proc, port = start_server(args)
     try:
         with CloudClient(f"127.0.0.1:{port}") as client:
             one_request(client, all_prompts[-1], 4)  # warm-up: first-call costs are not the server's speed
@@ -164,14 +164,46 @@ def gateway_levels(args, all_prompts: list[list[int]], engine_url: str | None) -
         proc.wait(timeout=60)
 
 
-def direct_levels(args, all_prompts: list[list[int]], url: str, body_of) -> list[dict]:
+def engine_levels(args, all_prompts: list[list[int]]) -> tuple[list[dict], list[dict]]:
+    """Each level straight against llama-server, then through the gateway in front of it (alternating,
+    so both see the same machine load): (direct, gateway)."""
     import httpx
 
-    with httpx.Client(base_url=url, timeout=TIMEOUT_S,
-                      limits=httpx.Limits(max_connections=max(args.levels))) as http:
-        direct_request(http, body_of(all_prompts[-1], 4))
-        return [run_level(lambda ids: direct_request(http, body_of(ids, args.new_tokens)), all_prompts, n,
-                          args.rounds) for n in args.levels]
+    from cloud.backends.llama_server import LlamaServerBackend
+    from cloud.backends.tokenizer_check import load_served_tokenizer
+    from cloud.client import CloudClient, generate_request
+    from cloud.config import ServerConfig
+    from cloud.contract import plan_generation
+    from cloud.engines import LlamaServerProcess
+    from engine.registry import resolve
+
+    with LlamaServerProcess(resolve(args.model), slots=max(args.levels), context=2048,
+                            threads=args.threads) as engine:
+        backend = LlamaServerBackend(engine.url, load_served_tokenizer(args.model))
+
+        def body_of(ids: list[int], n: int) -> dict:  # exactly what the gateway sends for this request
+            plan = plan_generation(generate_request(ids, max_new_tokens=n), vocab_size=backend.facts.vocab_size,
+                                   max_context=2048, config=ServerConfig())
+            return backend.request_body(plan)
+
+        proc, port = start_server(args, engine.url)
+        direct, gateway = [], []
+        try:
+            with CloudClient(f"127.0.0.1:{port}") as client, httpx.Client(
+                    base_url=engine.url, timeout=TIMEOUT_S, limits=httpx.Limits(max_connections=max(args.levels))
+            ) as http:
+                direct_request(http, body_of(all_prompts[-1], 4))
+                one_request(client, all_prompts[-1], 4)
+                for n in args.levels:
+                    direct.append(run_level(lambda ids: direct_request(http, body_of(ids, args.new_tokens)),
+                                            all_prompts, n, args.rounds))
+                    gateway.append(run_level(lambda ids: one_request(client, ids, args.new_tokens), all_prompts, n,
+                                             args.rounds))
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
+            backend.close()
+    return direct, gateway
 
 
 def print_table(title: str, results: list[dict]) -> None:
@@ -203,28 +235,11 @@ def main(argv: list[str] | None = None) -> int:
     all_prompts = prompts(model, max(args.levels) * args.rounds + 1, args.prompt_tokens)
     runs: dict[str, list[dict]] = {}
     if args.engine in ("torch", "both"):
-        runs["gateway on the built-in torch engine"] = gateway_levels(args, all_prompts, None)
+        runs["gateway on the built-in torch engine"] = gateway_levels(args, all_prompts)
     if args.engine in ("llama-server", "both"):
-        from cloud.backends.llama_server import LlamaServerBackend
-        from cloud.backends.tokenizer_check import load_served_tokenizer
-        from cloud.client import generate_request
-        from cloud.config import ServerConfig
-        from cloud.contract import plan_generation
-        from cloud.engines import LlamaServerProcess
-        from engine.registry import resolve
-
-        with LlamaServerProcess(resolve(args.model), slots=max(args.levels), context=2048,
-                                threads=args.threads) as engine:
-            backend = LlamaServerBackend(engine.url, load_served_tokenizer(args.model))
-
-            def body_of(ids: list[int], n: int) -> dict:  # exactly what the gateway sends for this request
-                plan = plan_generation(generate_request(ids, max_new_tokens=n), vocab_size=backend.facts.vocab_size,
-                                       max_context=2048, config=ServerConfig())
-                return backend.request_body(plan)
-
-            runs["llama-server directly (HTTP /completion)"] = direct_levels(args, all_prompts, engine.url, body_of)
-            runs["gateway on llama-server"] = gateway_levels(args, all_prompts, engine.url)
-            backend.close()
+        direct, gateway = engine_levels(args, all_prompts)
+        runs["llama-server directly (HTTP /completion)"] = direct
+        runs["gateway on llama-server"] = gateway
 
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.system()}"
     mean_prompt = statistics.mean(len(p) for p in all_prompts)
