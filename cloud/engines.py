@@ -66,8 +66,9 @@ class LlamaServerProcess:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"llama-server exited with {self.proc.returncode} while starting: "
-                                   f"{self.output()[-2000:]}")
+                output = self.output()[-2000:]
+                self.stop()
+                raise RuntimeError(f"llama-server exited with {self.proc.returncode} while starting: {output}")
             try:
                 if httpx.get(self.url + "/health", timeout=2).status_code == 200:
                     return
@@ -85,6 +86,7 @@ class LlamaServerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
+        self.log.close()
 
     def output(self) -> str:
         """What the engine printed so far."""

@@ -154,6 +154,9 @@ class HTTPGeneration(Generation):
             yield StreamEvent(token, text)
             if self.should_stop():
                 return
+        if self.engine_stop is None and not self.should_stop():
+            raise unavailable(f"{self.backend.engine_name} ended the stream after {self.received} tokens "
+                              "without finishing it; resend the prompt plus the tokens received")
         # The engine ended on its own before any of our ends: an end-of-generation token of its vocabulary
         # that is not one of our stop IDs, or its context filled. No event is left to carry the reason.
         self.finish_reason = self.engine_stop
