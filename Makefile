@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv bench proto clean
+.PHONY: demo test venv bench proto engines clean
 
 venv: $(STAMP)
 
@@ -31,6 +31,11 @@ proto: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) benchmarks/decode.py
+
+# llama.cpp's llama-server for the gateway's integration tests, built once into
+# ~/.cache/tandem/engines (outside the checkout; ~20 min on 2 cores). Needs cmake and a C++ compiler.
+engines:
+	PYTHON=$(PYTHON) scripts/build_engines.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info

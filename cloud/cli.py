@@ -20,6 +20,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("serve-cloud", help="serve a model to edge clients over gRPC")
     add_model_arguments(p)
     p.add_argument("--model-id", default=None, help="name reported by Info (default: the model file's name)")
+    p.add_argument("--engine", choices=("torch", "llama-server", "vllm"), default="torch",
+                   help="what generates: the built-in torch engine (default), or a serving engine at --engine-url "
+                   "serving the same model as --model: llama.cpp's llama-server, or vLLM's OpenAI-compatible "
+                   "server (the gateway loads only the model's tokenizer and checks it against the engine's)")
+    p.add_argument("--engine-url", default=None, help="base URL of the engine, e.g. http://127.0.0.1:8080")
+    p.add_argument("--engine-wait", type=non_negative_float, default=60.0,
+                   help="seconds to wait on start for the engine to be ready (it may be loading its model)")
+    p.add_argument("--engine-timeout", type=positive_float, default=120.0,
+                   help="longest silence of the engine within a request before it gets UNAVAILABLE")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 for all interfaces)")
     p.add_argument("--port", type=port, default=50051, help="TCP port to serve on (0 picks a free one)")
     p.add_argument("--max-concurrency", type=positive_int, default=defaults.DEFAULT_MAX_CONCURRENCY,
@@ -108,6 +117,27 @@ def limit_malloc_arenas(arenas: int = 2) -> None:
         pass
 
 
+def _backend(args: argparse.Namespace) -> object:
+    """The model to serve: loaded here (torch), or an engine's backend once its tokenizer matches ours."""
+    if args.engine == "torch":
+        if args.engine_url:
+            raise ValueError("--engine-url needs --engine llama-server (the torch engine runs in this process)")
+        from engine.runtime import LocalModel
+
+        return LocalModel.load(args.model, tokenizer=args.tokenizer, max_context=args.max_context,
+                               precision=args.precision)
+    if not args.engine_url:
+        raise ValueError(f"--engine {args.engine} needs --engine-url, e.g. http://127.0.0.1:8080")
+    from cloud.backends.llama_server import LlamaServerBackend
+    from cloud.backends.openai_compat import OpenAICompatBackend
+    from cloud.backends.tokenizer_check import load_served_tokenizer
+
+    backend = LlamaServerBackend if args.engine == "llama-server" else OpenAICompatBackend
+    return backend(args.engine_url, load_served_tokenizer(args.model, args.tokenizer),
+                   max_context=args.max_context, model_id=args.model_id or args.model,
+                   start_wait_s=args.engine_wait, read_timeout_s=args.engine_timeout)
+
+
 def cmd_serve_cloud(args: argparse.Namespace) -> int:
     from cloud.auth import load_tokens
     from cloud.config import ServerConfig
@@ -136,10 +166,8 @@ def cmd_serve_cloud(args: argparse.Namespace) -> int:
         if args.metrics_port is not None:
             _check_bindable("--metrics-port", args.metrics_host, args.metrics_port, "--metrics-host")
         from cloud.server import start_server  # torch and the model only once the flags are known good
-        from engine.runtime import LocalModel
 
-        model = LocalModel.load(args.model, tokenizer=args.tokenizer, max_context=args.max_context,
-                                precision=args.precision)
+        model = _backend(args)
         server, port = start_server(
             model, host=args.host, port=args.port, config=config, model_id=args.model_id or args.model,
             auth_tokens=tokens, tls_cert=args.tls_cert, tls_key=args.tls_key,

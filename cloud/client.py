@@ -28,6 +28,9 @@ CHANNEL_OPTIONS = (
 )
 
 
+SESSION_HEADER = "x-tandem-session"  # deploy/envoy.yaml routes on it (a session stays on one gateway replica)
+
+
 def generate_request(
     token_ids: Sequence[int],
     *,
@@ -106,12 +109,19 @@ class CloudClient:
         self.stub = cloud_pb2_grpc.CloudInferenceStub(self.channel)
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
 
+    def _session_metadata(self, request: cloud_pb2.GenerateRequest) -> tuple[tuple[str, str], ...]:
+        """The call's metadata, with the session id as a header a load balancer can hash on, so one
+        conversation's turns reach the replica that holds its prefix cache."""
+        if not request.session_id:
+            return self._metadata
+        return (*self._metadata, (SESSION_HEADER, request.session_id))
+
     def info(self, *, timeout: float = DEFAULT_TIMEOUT_S) -> cloud_pb2.InfoResponse:
         return self.stub.Info(cloud_pb2.InfoRequest(), timeout=timeout, metadata=self._metadata)
 
     def stream(self, request: cloud_pb2.GenerateRequest, *, timeout: float = DEFAULT_TIMEOUT_S):
         """The live call: iterate it for responses, `.cancel()` it to stop the server's work."""
-        return self.stub.Generate(request, timeout=timeout, metadata=self._metadata)
+        return self.stub.Generate(request, timeout=timeout, metadata=self._session_metadata(request))
 
     def generate(self, token_ids: Sequence[int], *, timeout: float = DEFAULT_TIMEOUT_S, **options) -> Completion:
         """Run one Generate to the end; `options` are those of `generate_request`."""
@@ -134,7 +144,7 @@ class CloudClient:
                       timeout: float = DEFAULT_TIMEOUT_S):
         """ResumeFromKV as a live call (iterate it; `.cancel()` stops the server's work)."""
         return self.stub.ResumeFromKV(cloud_pb2.ResumeRequest(kv_handle=kv_handle, generate=request),
-                                      timeout=timeout, metadata=self._metadata)
+                                      timeout=timeout, metadata=self._session_metadata(request))
 
     def resume(self, kv_handle: str, token_ids: Sequence[int], *, timeout: float = DEFAULT_TIMEOUT_S,
                **options) -> Completion:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import grpc
 
@@ -19,6 +19,9 @@ from engine.generate import Sampling
 from engine.kv import CODECS, MAX_FRAME_BYTES
 from engine.runtime import LocalModel, StreamEvent
 from tandem_rpc.v1 import cloud_pb2
+
+if TYPE_CHECKING:
+    from cloud.backends.base import Backend
 
 SERVER_VERSION = "tandem-cloud/0.1.0"
 # Below this, logits divided by the temperature overflow float32 (and sampling equals greedy long before);
@@ -156,28 +159,20 @@ def stop_strings_from(values: Sequence[str], config: ServerConfig) -> tuple[str,
     return tuple(values)
 
 
-def info_response(model: LocalModel, config: ServerConfig, *, model_id: str) -> cloud_pb2.InfoResponse:
-    c = model.config
-    return cloud_pb2.InfoResponse(
+def info_response(backend: "Backend", config: ServerConfig, *, model_id: str) -> cloud_pb2.InfoResponse:
+    """Info from the backend's facts: the tokenizer fingerprint is the gateway's own tokenizer; the KV
+    hand-off fields are filled only where the backend imports caches."""
+    facts, caps = backend.facts, backend.capabilities
+    info = cloud_pb2.InfoResponse(
         model_id=model_id,
-        model_fingerprint=fingerprint_message(model.fingerprint),
-        tokenizer_fingerprint=model.tokenizer.fingerprint,
-        max_context=model.max_context,
-        vocab_size=c.vocab_size,
-        stop_token_ids=model.tokenizer.stop_ids,
-        kv_layout=cloud_pb2.KVLayout(
-            n_layers=c.n_layers, n_kv_heads=c.n_kv_heads, head_dim=c.head_dim,
-            dtype=str(model.model.norm.weight.dtype).removeprefix("torch."),
-            keys_post_rope=True, axis_order=KV_AXIS_ORDER,
-        ),
-        kv_codecs=list(CODECS),
-        kv_limits=cloud_pb2.KVLimits(
-            max_upload_bytes=config.kv_max_upload_bytes, max_frame_bytes=MAX_FRAME_BYTES,
-            max_tokens=model.max_context, handle_ttl_ms=int(config.kv_ttl_s * 1000),
-            cross_precision=config.kv_cross_precision,
-        ),
+        tokenizer_fingerprint=facts.tokenizer.fingerprint,
+        max_context=facts.max_context,
+        vocab_size=facts.vocab_size,
+        stop_token_ids=facts.tokenizer.stop_ids,
+        capabilities=cloud_pb2.Capabilities(engine=caps.engine, kv_import=caps.kv_import, kv_export=caps.kv_export,
+                                            entropy=caps.entropy, top_k=caps.top_k),
         limits=cloud_pb2.Limits(
-            max_prompt_tokens=model.max_context - 1,
+            max_prompt_tokens=facts.max_context - 1,
             max_new_tokens=config.max_new_tokens,
             default_new_tokens=config.default_new_tokens,
             max_message_bytes=config.max_message_bytes,
@@ -188,6 +183,23 @@ def info_response(model: LocalModel, config: ServerConfig, *, model_id: str) -> 
         ),
         server_version=SERVER_VERSION,
     )
+    if facts.fingerprint is not None:
+        info.model_fingerprint.CopyFrom(fingerprint_message(facts.fingerprint))
+    model = getattr(backend, "model", None)
+    if (caps.kv_import or caps.kv_export) and isinstance(model, LocalModel):
+        c = model.config
+        info.kv_layout.CopyFrom(cloud_pb2.KVLayout(
+            n_layers=c.n_layers, n_kv_heads=c.n_kv_heads, head_dim=c.head_dim,
+            dtype=str(model.model.norm.weight.dtype).removeprefix("torch."),
+            keys_post_rope=True, axis_order=KV_AXIS_ORDER,
+        ))
+        info.kv_codecs.extend(CODECS)
+        info.kv_limits.CopyFrom(cloud_pb2.KVLimits(
+            max_upload_bytes=config.kv_max_upload_bytes, max_frame_bytes=MAX_FRAME_BYTES,
+            max_tokens=facts.max_context, handle_ttl_ms=int(config.kv_ttl_s * 1000),
+            cross_precision=config.kv_cross_precision,
+        ))
+    return info
 
 
 def chunk_message(event: StreamEvent) -> cloud_pb2.GenerateResponse:

@@ -28,6 +28,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from cloud.auth import BearerTokenInterceptor
+from cloud.backends.base import Backend
+from cloud.backends.torch_engine import TorchBackend
 from cloud.config import ServerConfig
 from cloud.metrics import CloudMetrics, MetricsEndpoint
 from cloud.servicer import CloudInferenceServicer
@@ -140,8 +142,7 @@ class CloudServer:
         if self.metrics_endpoint is not None:
             self.metrics_endpoint.stop()
         self.servicer.pool.shutdown(wait=False, cancel_futures=True)
-        self.servicer.sessions.clear()
-        self.servicer.kv_store.clear()
+        self.servicer.backend.close()
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
         log.info("stopped")
@@ -150,7 +151,7 @@ class CloudServer:
 
 
 def start_server(
-    model: LocalModel,
+    model: LocalModel | Backend,
     *,
     host: str = "127.0.0.1",
     port: int = 0,
@@ -163,7 +164,8 @@ def start_server(
     metrics_host: str = "127.0.0.1",
     interceptors: Iterable[grpc.aio.ServerInterceptor] = (),
 ) -> tuple[CloudServer, int]:
-    """Start serving `model`; returns the server and the port bound (pass port 0 for any free one).
+    """Start serving `model` (a LocalModel runs on the built-in torch engine; a Backend is served as it
+    is); returns the server and the port bound (pass port 0 for any free one).
 
     TLS needs both `tls_cert` and `tls_key` (PEM bytes or file paths). With
     `auth_tokens`, every RPC but health needs `authorization: Bearer <token>`.
@@ -173,9 +175,10 @@ def start_server(
     config = config or ServerConfig()
     if (tls_cert is None) != (tls_key is None):
         raise ValueError("TLS needs both a certificate and a key")
-    model_id = public_model_id(model_id or Path(model.source).name)
+    backend = model if isinstance(model, Backend) else TorchBackend(model, config)
+    model_id = public_model_id(model_id or backend.facts.default_model_id)
     metrics = CloudMetrics()
-    servicer = CloudInferenceServicer(model, config, model_id=model_id, metrics=metrics,
+    servicer = CloudInferenceServicer(backend, config, model_id=model_id, metrics=metrics,
                                       authenticated=bool(auth_tokens))
     chain = [*interceptors]
     if auth_tokens:

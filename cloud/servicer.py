@@ -3,7 +3,8 @@
 Each RPC method is a short coroutine that hands a blocking body to
 cloud.streams (which runs it on a worker thread and writes for it); the bodies
 here only sequence validation (cloud.contract), slots (cloud.admission),
-reuse (cloud.sessions) and the KV hand-off (cloud.kv_handoff, cloud.kv_store).
+and the backend that runs the model (cloud.backends: the built-in torch engine or a
+serving engine over HTTP), whose KV hand-off, where it has one, is `backend.kv`.
 A body watches `Call.cancelled`, set when the RPC ends early (client cancel,
 deadline, transport loss, a stalled reader) and stops between tokens, so an
 abandoned stream frees its slot after at most one token or one prefill chunk.
@@ -21,32 +22,27 @@ import math
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import AsyncIterator, Callable, Iterator
+from typing import Any, AsyncIterator, Callable, Iterator
 
 import grpc
-import torch
 
 from cloud.admission import Abandoned, Admission, Overloaded
 from cloud.auth import principal_of
+from cloud.backends.base import Backend
 from cloud.config import ServerConfig
 from cloud.contract import (
     GenerationPlan, RequestError, StreamClock, chunk_message, info_response, plan_generation, result_message,
 )
-from cloud.kv_handoff import check_prefill, receive_upload, send_prefill
-from cloud.kv_store import KVStore, StoreFullError
+from cloud.kv_store import StoreFullError
 from cloud.metrics import CloudMetrics
-from cloud.sessions import PrefixCache, common_prefix, fit_cache, shrink
 from cloud.streams import RETRY_AFTER_KEY, Call, StreamLimits
-from engine.generate import prefill
-from engine.model import KVCache
-from engine.runtime import LocalModel
 from tandem_rpc.v1 import cloud_pb2, cloud_pb2_grpc
 
 log = logging.getLogger(__name__)
 
 __all__ = ["RETRY_AFTER_KEY", "CloudInferenceServicer"]
 
-Seed = Callable[[], tuple[KVCache, int]]
+Seed = Callable[[], object]
 
 
 def internal_error(method: str, request_id: str) -> RequestError:
@@ -58,7 +54,7 @@ def internal_error(method: str, request_id: str) -> RequestError:
 class CloudInferenceServicer(cloud_pb2_grpc.CloudInferenceServicer):
     def __init__(
         self,
-        model: LocalModel,
+        backend: Backend,
         config: ServerConfig,
         *,
         model_id: str,
@@ -66,24 +62,22 @@ class CloudInferenceServicer(cloud_pb2_grpc.CloudInferenceServicer):
         authenticated: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.model = model
+        self.backend = backend
         self.config = config
         self.model_id = model_id
         self.metrics = metrics
         self.authenticated = authenticated
         self.admission = Admission(config.max_concurrency, config.max_queue, clock=clock)
-        self.sessions = PrefixCache(config.session_cache_bytes, config.max_sessions)
-        self.kv_store = KVStore(config.kv_store_bytes, config.kv_ttl_s, clock=clock)
         self.pool = ThreadPoolExecutor(config.worker_threads, thread_name_prefix="cloud-work")
         self.streams = StreamLimits(self.pool, stall_s=config.stream_stall_s, max_stream_s=config.max_stream_s,
                                     on_end=self.admission.wake)
         self._uploads = threading.BoundedSemaphore(max(1, config.kv_max_uploads))
         self.stopping = threading.Event()  # end of the shutdown grace: in-flight streams stop
         self._clock = clock
-        self._info = info_response(model, config, model_id=model_id)
+        self._info = info_response(backend, config, model_id=model_id)
         metrics.track(
             active=lambda: self.admission.active, queued=lambda: self.admission.queued,
-            cache_bytes=lambda: self.sessions.nbytes, cache_sessions=lambda: len(self.sessions),
+            cache_bytes=lambda: backend.cache_stats()[0], cache_sessions=lambda: backend.cache_stats()[1],
             open_streams=lambda: self.streams.open,
         )
 
@@ -118,6 +112,14 @@ class CloudInferenceServicer(cloud_pb2_grpc.CloudInferenceServicer):
         principal = principal_of(context.invocation_metadata(), context.peer(), authenticated=self.authenticated)
         return self.streams.call(context, principal)
 
+    def _kv(self, method: str, wanted: str) -> Any:
+        """The backend's KV hand-off, or UNIMPLEMENTED naming what to do instead (Info says so too)."""
+        if not getattr(self.backend.capabilities, wanted):
+            raise RequestError(grpc.StatusCode.UNIMPLEMENTED, f"{method}: this server's engine "
+                               f"({self.backend.capabilities.engine}) takes no KV caches; send token IDs with "
+                               "Generate (Info.capabilities says what it offers)")
+        return self.backend.kv
+
     # --- blocking bodies (on worker threads) ------------------------------------------------------
 
     def _generate(self, request: cloud_pb2.GenerateRequest, call: Call) -> Iterator[cloud_pb2.GenerateResponse]:
@@ -133,9 +135,10 @@ class CloudInferenceServicer(cloud_pb2_grpc.CloudInferenceServicer):
         clock = StreamClock(arrived=self._clock())
 
         def body() -> Iterator[cloud_pb2.GenerateResponse]:
+            kv = self._kv("ResumeFromKV", "kv_import")
             plan = self._plan(request.generate)
             # The handle is taken only once a slot is ours: a request refused for overload keeps it.
-            seed = lambda: self._take_upload(request.kv_handle, plan, call.principal)  # noqa: E731
+            seed = lambda: kv.take(request.kv_handle, plan, call.principal)  # noqa: E731
             return (yield from self._admitted(plan, call, clock, seed))
 
         return self._guarded("ResumeFromKV", request.generate.request_id, call, body())
@@ -144,36 +147,36 @@ class CloudInferenceServicer(cloud_pb2_grpc.CloudInferenceServicer):
         clock = StreamClock(arrived=self._clock())
 
         def body() -> Iterator[cloud_pb2.KVChunk]:
-            options = check_prefill(self.model, request)
+            kv = self._kv("PrefillKV", "kv_export")
+            options = kv.check_prefill(request)
             ids = list(request.token_ids)
             clock.admitted = self.admission.acquire(call.cancelled)
             try:
-                cache = self.model.new_cache(len(ids))
-                started = self._clock()
-                rest = self._prefill_chunks(cache, ids, call.cancelled)
-                if rest is None:
+                done = kv.prefill(ids, self._should_stop(call))
+                if done is None:
                     return call.gone()
-                with torch.inference_mode():
-                    prefill(self.model.model, cache, rest)
-                prefill_s = self._clock() - started
+                cache, prefill_s = done
             finally:
                 self.admission.release(self._clock() - clock.admitted)
-            yield from send_prefill(self.model, cache, options, request_id=request.request_id, token_ids=ids,
-                                    prefill_s=prefill_s)
+            yield from kv.send(cache, options, request_id=request.request_id, token_ids=ids, prefill_s=prefill_s)
             return "OK"
 
         return self._guarded("PrefillKV", request.request_id, call, body())
 
     def _upload(self, chunks: Iterator[cloud_pb2.KVChunk], call: Call) -> cloud_pb2.KVUploadResult:
         t0 = self._clock()
+        outcome = "UNKNOWN"
+        try:
+            kv = self._kv("UploadKV", "kv_import")
+        except RequestError as exc:
+            self.metrics.requests.labels("UploadKV", exc.code.name).inc()
+            raise
         if not self._uploads.acquire(blocking=False):
             self.metrics.requests.labels("UploadKV", "UNAVAILABLE").inc()
             raise RequestError(grpc.StatusCode.UNAVAILABLE, f"{self.config.kv_max_uploads} KV uploads are already "
                                "being received; retry after 1000 ms or hand off by token IDs", 1000)
-        outcome = "UNKNOWN"
         try:
-            tokens, received = receive_upload(self.model, self.config, chunks)
-            handle = self.kv_store.put(tokens, received.cache, call.principal)
+            handle, received = kv.receive(chunks, call.principal)
             outcome = "OK"
             log.info("KV upload: %d positions, %s, %d frames, %d bytes, %.0f ms", received.n_tokens,
                      received.codec, received.frames, received.nbytes, (self._clock() - t0) * 1000)
@@ -199,22 +202,12 @@ class CloudInferenceServicer(cloud_pb2_grpc.CloudInferenceServicer):
             self.metrics.requests.labels("UploadKV", outcome).inc()
 
     def _plan(self, request: cloud_pb2.GenerateRequest) -> GenerationPlan:
-        return plan_generation(request, vocab_size=self.model.config.vocab_size, max_context=self.model.max_context,
+        facts = self.backend.facts
+        return plan_generation(request, vocab_size=facts.vocab_size, max_context=facts.max_context,
                                config=self.config)
 
-    def _take_upload(self, handle: str, plan: GenerationPlan, principal: str) -> tuple[KVCache, int]:
-        """The caller's uploaded cache rewound to what the prompt shares with it (the last prompt token is
-        always fed). Another principal's handle is 'unknown', exactly like one that never existed."""
-        entry = self.kv_store.take(handle, principal)
-        if entry is None:
-            raise RequestError(grpc.StatusCode.NOT_FOUND, "unknown, expired or already used kv_handle; upload "
-                               "the cache again or send the token IDs with Generate")
-        if common_prefix(entry.tokens, plan.token_ids) < len(entry.tokens):
-            raise RequestError(grpc.StatusCode.FAILED_PRECONDITION, "the uploaded cache holds tokens that are not "
-                               "a prefix of this prompt; token_ids must start with the tokens named at upload")
-        reused = min(len(entry.tokens), len(plan.token_ids) - 1)
-        entry.cache.truncate(reused)
-        return entry.cache, reused
+    def _should_stop(self, call: Call) -> Callable[[], bool]:
+        return lambda: call.cancelled.is_set() or self.stopping.is_set()
 
     def _guarded(self, method: str, request_id: str, call: Call, body: Iterator) -> Iterator:
         """Run a streaming body; its refusals become RequestErrors (bugs an INTERNAL without their text),
@@ -244,7 +237,7 @@ class CloudInferenceServicer(cloud_pb2_grpc.CloudInferenceServicer):
     def _admitted(
         self, plan: GenerationPlan, call: Call, clock: StreamClock, seed: Seed | None,
     ) -> Iterator[cloud_pb2.GenerateResponse]:
-        """Wait for a slot, then decode (from `seed()`, a cache and its reusable positions, if given);
+        """Wait for a slot, then decode (from `seed()`, the backend's imported cache, if given);
         returns the outcome for metrics."""
         self.metrics.escalations.labels(plan.escalation_reason).inc()
         clock.admitted = self.admission.acquire(call.cancelled)
@@ -255,58 +248,49 @@ class CloudInferenceServicer(cloud_pb2_grpc.CloudInferenceServicer):
             self.admission.release(self._clock() - clock.admitted)
 
     def _decode(
-        self, plan: GenerationPlan, call: Call, clock: StreamClock, seed: tuple[KVCache, int] | None,
+        self, plan: GenerationPlan, call: Call, clock: StreamClock, seed: object | None,
     ) -> Iterator[cloud_pb2.GenerateResponse]:
-        ids = plan.token_ids
-        cache, reused = seed if seed is not None else self._lookup(plan, call.principal)
-        cache = fit_cache(self.model, cache, len(ids) + plan.max_new_tokens)
-        generated: list[int] = []
+        generated = 0
         finish: str | None = None
         clock.prefill_started = self._clock()
+        should_stop = self._should_stop(call)
+        generation = self.backend.generate(plan, principal=call.principal, should_stop=should_stop, seed=seed)
+        events = iter(generation)
         try:
-            suffix = self._prefill_chunks(cache, ids[reused:], call.cancelled)
-            if suffix is None:
-                if self.stopping.is_set():
-                    raise self._shutdown_error(0)
-                return call.gone()
-            events = self.model.stream(
-                suffix, max_new_tokens=plan.max_new_tokens, sampling=plan.sampling,
-                stop_strings=plan.stop_strings, cache=cache,
-            )
-            try:
-                for event in events:
-                    if not math.isfinite(event.token.logprob):
-                        raise _numeric_error(plan, from_upload=seed is not None)
-                    now = self._clock()
-                    clock.first_token = clock.first_token or now
-                    clock.last_token = now
-                    generated.append(event.token.id)
-                    finish = event.finish_reason
-                    yield chunk_message(event)
-                    if finish is None and (call.cancelled.is_set() or self.stopping.is_set()):
-                        break
-            finally:
-                events.close()
-            if finish is None and not self.stopping.is_set():
-                return call.gone()
-            if finish is None:
-                raise self._shutdown_error(len(generated))
-            now = self._clock()
-            self._observe(plan, clock, reused, len(generated), now)
-            yield result_message(
-                plan, model_id=self.model_id, finish_reason=finish, cached=reused, generated=len(generated),
-                clock=clock, now=now,
-            )
-            log.info(
-                "request %r session %r (%s %r): %d prompt tokens (%d cached), %d generated, %s, ttft %.0f ms",
-                plan.request_id, plan.session_id, plan.escalation_reason, plan.escalation_detail, len(ids), reused,
-                len(generated), finish, (clock.first_token - clock.arrived) * 1000,
-            )
-            return "OK"
+            for event in events:
+                if not math.isfinite(event.token.logprob):
+                    raise _numeric_error(plan, from_upload=seed is not None)
+                now = self._clock()
+                clock.first_token = clock.first_token or now
+                clock.last_token = now
+                generated += 1
+                finish = event.finish_reason
+                yield chunk_message(event)
+                if finish is None and should_stop():
+                    break
         finally:
-            if plan.session_id:
-                self.sessions.put(call.principal, plan.session_id, (ids + generated)[: cache.pos],
-                                  shrink(self.model, cache))
+            getattr(events, "close", lambda: None)()
+            generation.close()
+        reused = generation.cached_tokens
+        finish = finish or generation.finish_reason
+        if plan.session_id and seed is None:
+            (self.metrics.cache_hits if reused else self.metrics.cache_misses).inc()
+        if finish is None and not self.stopping.is_set():
+            return call.gone()
+        if finish is None:
+            raise self._shutdown_error(generated)
+        now = self._clock()
+        self._observe(plan, clock, reused, generated, now)
+        yield result_message(
+            plan, model_id=self.model_id, finish_reason=finish, cached=reused, generated=generated,
+            clock=clock, now=now,
+        )
+        log.info(
+            "request %r session %r (%s %r): %d prompt tokens (%d cached), %d generated, %s, ttft %.0f ms",
+            plan.request_id, plan.session_id, plan.escalation_reason, plan.escalation_detail, len(plan.token_ids),
+            reused, generated, finish, (clock.first_token - clock.arrived) * 1000,
+        )
+        return "OK"
 
     def _shutdown_error(self, n_generated: int) -> Overloaded:
         return Overloaded(
@@ -314,28 +298,6 @@ class CloudInferenceServicer(cloud_pb2_grpc.CloudInferenceServicer):
             "plus the tokens received to continue elsewhere",
             self.admission.retry_after_ms(),
         )
-
-    def _lookup(self, plan: GenerationPlan, principal: str) -> tuple[KVCache | None, int]:
-        if not plan.session_id:
-            return None, 0
-        cache, reused = self.sessions.take(principal, plan.session_id, plan.token_ids)
-        (self.metrics.cache_hits if reused else self.metrics.cache_misses).inc()
-        return cache, reused
-
-    def _prefill_chunks(self, cache: KVCache, ids: list[int], cancelled: threading.Event) -> list[int] | None:
-        """Feed all but the last chunk of a long prompt, checking for cancellation in between.
-
-        Returns what is left for `stream` to prefill (it needs the last logits),
-        or None when the caller went away meanwhile.
-        """
-        chunk = self.config.prefill_chunk
-        with torch.inference_mode():
-            while len(ids) > chunk:
-                if cancelled.is_set() or self.stopping.is_set():
-                    return None
-                prefill(self.model.model, cache, ids[:chunk])
-                ids = ids[chunk:]
-        return ids
 
     def _observe(self, plan: GenerationPlan, clock: StreamClock, reused: int, generated: int, now: float) -> None:
         m = self.metrics

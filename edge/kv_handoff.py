@@ -27,8 +27,14 @@ from router import KVHandoffRules
 from tandem_rpc.v1 import cloud_pb2
 
 
-def ineligible(local: LocalModel, info: cloud_pb2.InfoResponse, rules: KVHandoffRules) -> str | None:
-    """A reason code when a cache cannot cross between these two models under this policy."""
+def ineligible(local: LocalModel, info: cloud_pb2.InfoResponse, rules: KVHandoffRules, *,
+               direction: str = "up") -> str | None:
+    """A reason code when a cache cannot cross between these two models under this policy
+    (`direction` "up": an upload the cloud resumes from; "down": the cloud's prefill shipped down)."""
+    if info.HasField("capabilities"):  # servers before capabilities always took caches
+        caps = info.capabilities
+        if not (caps.kv_import if direction == "up" else caps.kv_export):
+            return f"kv_not_offered_by_engine:{caps.engine or 'unknown'}"
     if rules.codec not in info.kv_codecs:
         return "kv_codec_not_offered"
     cloud = fingerprint_from(info.model_fingerprint)

@@ -313,7 +313,9 @@ class Request:
             )
             self.progress.bytes_sent += upload.bytes + start.ByteSize()
             self.progress.latencies["kv_upload_ms"] = _ms(t0)
-            self._limit_new_tokens(request, self._info())
+            info = self._info()
+            self.record.cloud_entropy = info.capabilities.entropy or "exact"
+            self._limit_new_tokens(request, info)
             resume = self.egress.message(cloud_pb2.ResumeRequest(kv_handle=upload.kv_handle, generate=request))
             self.progress.bytes_sent += resume.generate.ByteSize()
             return transport.resume(resume.kv_handle, resume.generate, deadline=self.deadline)
@@ -339,7 +341,8 @@ class Request:
         except CloudError as exc:
             self._record_handoff(HandoffChoice("local_prefill", f"cloud_unavailable:{exc.code}"))
             return None
-        reason = "redacted_or_local_only" if info is None else kv_handoff.ineligible(self.local, info, rules)
+        reason = ("redacted_or_local_only" if info is None
+                  else kv_handoff.ineligible(self.local, info, rules, direction="down"))
         choice = choose_prefill(
             n_prompt=n_prompt, kv_bytes=kv_handoff.kv_bytes(self.local, n_prompt, rules.codec), rules=rules,
             speeds=self.client.speeds, ineligible=reason,
@@ -396,6 +399,7 @@ class Request:
         t0 = time.monotonic()
         try:
             info = transport.check_handoff(tok.fingerprint, tok.vocab_size, deadline=self.deadline)
+            self.record.cloud_entropy = info.capabilities.entropy or "exact"
             if info.limits.max_new_tokens:
                 request.max_new_tokens = min(request.max_new_tokens, info.limits.max_new_tokens)
             request = self.egress.message(request)

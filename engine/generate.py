@@ -40,13 +40,15 @@ GREEDY = Sampling()
 @dataclass(frozen=True)
 class TokenInfo:
     """One generated token: id, log-prob (nats), entropy (nats), top-1 minus top-2 probability,
-    and (when asked for) the final normed hidden state [dim] that chose it."""
+    (when asked for) the final normed hidden state [dim] that chose it, and (from engines that
+    report them) the top-k alternatives as (token id, log-prob), most likely first."""
 
     id: int
     logprob: float
     entropy: float
     margin: float
     hidden: tuple[float, ...] | None = None
+    top: tuple[tuple[int, float], ...] = ()
 
 
 # fp32 activation bytes one prefill forward may hold. A forward's activations

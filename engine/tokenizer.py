@@ -89,6 +89,7 @@ class Tokenizer:
         self._backend = backend
         self._vocab = vocab
         self._merges = merges
+        self._pieces: dict[int, bytes] | None = None
         self.specials = specials
         self.add_bos = add_bos
         self.bos_token = bos_token
@@ -106,6 +107,16 @@ class Tokenizer:
 
     def decode(self, ids: Iterable[int]) -> str:
         return self._backend.decode(list(ids))
+
+    def token_id(self, piece: bytes) -> int | None:
+        """The ID of the vocabulary entry whose bytes are exactly `piece` (None: no such entry)."""
+        return self._vocab.get(piece)
+
+    def piece(self, token_id: int) -> bytes:
+        """The bytes of one vocabulary entry (b"" for a special token or an ID outside the vocabulary)."""
+        if self._pieces is None:
+            self._pieces = {i: b for b, i in self._vocab.items()}
+        return self._pieces.get(token_id, b"")
 
     def save(self, folder: Path) -> None:
         """Write this tokenizer into a checkpoint folder in a format `load_tokenizer` reads back

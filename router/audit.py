@@ -47,6 +47,9 @@ class DecisionRecord:
     handoff: str | None = None  # how the tiers met: token_ids | kv:<codec> | kv_prefill:<codec> | local_prefill
     handoff_reason: str | None = None
     handoff_costs_ms: dict[str, float] = field(default_factory=dict)  # the estimate behind the choice
+    # How the cloud's per-token entropies were computed: "exact", or "top_k_estimate" from an engine
+    # that reports only its top-k probabilities (Info.capabilities.entropy).
+    cloud_entropy: str | None = None
     latencies_ms: dict[str, float] = field(default_factory=dict)
     tokens: dict[str, int] = field(default_factory=dict)
 

@@ -158,3 +158,14 @@ def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
 
 def read_json(path: Path) -> dict:
     return json.loads(path.read_text())
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Say loudly when the engine integration tests did not run, and how to run them."""
+    skipped = terminalreporter.stats.get("skipped", [])
+    missing = sum("make engines" in str(getattr(report, "longrepr", "")) for report in skipped)
+    if missing:
+        terminalreporter.write_line(
+            f"NOTE: {missing} tests against a real llama.cpp llama-server were SKIPPED because it is not built; "
+            "run `make engines` once (~20 min on 2 cores) and `make test` again to run them.", yellow=True, bold=True)

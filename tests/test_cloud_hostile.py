@@ -125,7 +125,7 @@ def test_an_internal_error_tells_the_client_nothing_of_the_exception_and_the_log
         def broken_stream(*args, **kwargs):  # a fake bug: the fault a working engine cannot be made to have
             raise RuntimeError("secret detail at /srv/models/private")
 
-        server.servicer.model = type("Broken", (), {"stream": staticmethod(broken_stream),
+        server.servicer.backend.model = type("Broken", (), {"stream": staticmethod(broken_stream),
                                                     "__getattr__": lambda self, name: getattr(smollm2, name)})()
         with caplog.at_level(logging.ERROR, logger="cloud"):
             code, message = status_of(lambda: c.generate([1, 2, 3], max_new_tokens=2, request_id="r-7",

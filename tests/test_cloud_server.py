@@ -55,6 +55,8 @@ def test_info_reports_the_local_engines_fingerprints_and_limits(client, smollm2)
     assert info.limits.max_new_tokens == 64
     assert info.limits.max_concurrency == 2 and info.limits.max_queue == 4
     assert info.limits.max_message_bytes == CONFIG.max_message_bytes
+    caps = info.capabilities  # the built-in engine: every KV hand-off, exact entropies over the vocabulary
+    assert (caps.engine, caps.kv_import, caps.kv_export, caps.entropy, caps.top_k) == ("torch", True, True, "exact", 0)
 
 
 def test_greedy_generate_streams_exactly_the_local_engines_tokens(client, smollm2):

@@ -167,7 +167,7 @@ def test_a_kept_session_is_accounted_by_the_positions_it_holds_not_its_allocatio
     prompt = smollm2.encode_prompt("Say hi.")
     with running_server(smollm2) as (server, port), client_for(port) as c:
         answer = c.generate(prompt, session_id="tiny", max_new_tokens=1500, timeout=RPC_TIMEOUT_S)
-        held = server.servicer.sessions.nbytes
+        held = server.servicer.backend.sessions.nbytes
     assert answer.result.finish_reason == cloud_pb2.FINISH_REASON_STOP  # a short answer in a 1,500-token cache
     per_position = smollm2.new_cache(1).nbytes
     positions = len(prompt) + len(answer.token_ids) - 1

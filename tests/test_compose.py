@@ -3,6 +3,7 @@ health check reports a real server's state. (CI also runs `docker-compose config
 
 from __future__ import annotations
 
+import grpc
 import pytest
 import yaml
 
@@ -37,3 +38,53 @@ def test_healthcheck_reports_a_real_server(smollm2):
     with running_server(smollm2) as (_, port):
         assert serving(f"127.0.0.1:{port}")
     assert not serving(dead_address(), timeout=1.0)
+
+
+SCALE = yaml.safe_load((REPO / "docker-compose.scale.yml").read_text())
+ENVOY = yaml.safe_load((REPO / "deploy" / "envoy.yaml").read_text())
+GATEWAYS = ("gateway-1", "gateway-2")
+
+
+@pytest.mark.parametrize("service", GATEWAYS)
+def test_scale_gateways_are_valid_serve_cloud_commands_on_the_engine_service(service):
+    command = SCALE["services"][service]["command"]
+    args = build_parser().parse_args(command[1:])
+    assert (args.command, args.engine, args.host) == ("serve-cloud", "vllm", "0.0.0.0")
+    engine = SCALE["services"]["vllm"]["command"]
+    assert args.engine_url == f"http://vllm:{engine[engine.index('--port') + 1]}"
+    assert args.model == engine[engine.index("--model") + 1]  # the same folder: the tokenizer check can pass
+    assert SCALE["services"][service]["depends_on"]["vllm"]["condition"] == "service_healthy"
+
+
+def test_the_balancer_hashes_sessions_onto_the_gateway_replicas_and_health_checks_them():
+    from cloud.client import SESSION_HEADER
+    from cloud.server import SERVICE_NAME
+
+    cluster = ENVOY["static_resources"]["clusters"][0]
+    endpoints = [e["endpoint"]["address"]["socket_address"]
+                 for e in cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]]
+    ports = {s: build_parser().parse_args(SCALE["services"][s]["command"][1:]).port for s in GATEWAYS}
+    assert {(e["address"], e["port_value"]) for e in endpoints} == set(ports.items())
+    assert cluster["lb_policy"] == "RING_HASH"
+    assert cluster["health_checks"][0]["grpc_health_check"]["service_name"] == SERVICE_NAME
+    manager = ENVOY["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    route = manager["route_config"]["virtual_hosts"][0]["routes"][0]["route"]
+    assert route["hash_policy"][0]["header"]["header_name"] == SESSION_HEADER
+    assert "./deploy/envoy.yaml:/etc/envoy/envoy.yaml:ro" in SCALE["services"]["balancer"]["volumes"]
+
+
+def test_the_sdk_names_its_session_in_a_header_the_balancer_can_hash(smollm2):
+    from cloud.client import SESSION_HEADER
+    seen = []
+
+    class Headers(grpc.aio.ServerInterceptor):
+        async def intercept_service(self, continuation, details):
+            seen.append(dict(details.invocation_metadata))
+            return await continuation(details)
+
+    from cloud.client import CloudClient
+
+    with running_server(smollm2, interceptors=[Headers()]) as (_, port), CloudClient(f"127.0.0.1:{port}") as c:
+        c.generate([1, 2, 3], max_new_tokens=1, session_id="conv-42")
+        c.generate([1, 2, 3], max_new_tokens=1)
+    assert seen[-2][SESSION_HEADER] == "conv-42" and SESSION_HEADER not in seen[-1]

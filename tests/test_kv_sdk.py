@@ -49,7 +49,7 @@ def test_continuation_by_kv_answers_exactly_as_by_token_ids(smollm2, cloud, tmp_
     assert by_kv.record.bytes_sent > 20 * by_ids.record.bytes_sent  # the cache went up
     assert set(by_kv.record.handoff_costs_ms) == {"kv", "token_ids"}
     assert by_kv.record.latencies_ms["kv_upload_ms"] > 0
-    assert len(server.servicer.kv_store) == 0  # the uploaded cache was used and dropped
+    assert len(server.servicer.backend.kv.store) == 0  # the uploaded cache was used and dropped
 
 
 def test_quantized_edge_cache_continues_in_the_full_precision_cloud(smollm2_device, cloud, tmp_path):

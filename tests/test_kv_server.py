@@ -100,7 +100,7 @@ def test_a_handle_resumes_once_and_only_a_prompt_that_extends_its_tokens(server,
         other = [prompt_ids[0] + 1] + prompt_ids[1:]
         code, message = status_of(lambda: client.resume(handle, other, max_new_tokens=1, timeout=RPC_TIMEOUT_S))
         assert code is grpc.StatusCode.FAILED_PRECONDITION and "prefix" in message
-    assert len(srv.servicer.kv_store) == 0
+    assert len(srv.servicer.backend.kv.store) == 0
 
 
 def assert_refused(srv, port, frames, tokens, code, match):
@@ -108,7 +108,7 @@ def assert_refused(srv, port, frames, tokens, code, match):
         got, message = status_of(lambda: client.upload_kv(tokens, frames, codec="q4", timeout=RPC_TIMEOUT_S))
     assert got is code, message
     assert match in message
-    assert len(srv.servicer.kv_store) == 0 and srv.servicer.kv_store.nbytes == 0  # nothing left behind
+    assert len(srv.servicer.backend.kv.store) == 0 and srv.servicer.backend.kv.store.nbytes == 0  # nothing left behind
 
 
 @pytest.fixture(scope="module")
@@ -289,7 +289,7 @@ def test_nan_or_infinite_values_in_an_uploaded_cache_are_invalid_argument(server
         with client_for(port) as client:
             code, message = status_of(lambda: upload(client, smollm2, poisoned, prompt_ids))
         assert code is grpc.StatusCode.INVALID_ARGUMENT and "NaN or infinite" in message and "layer 3" in message
-    assert len(srv.servicer.kv_store) == 0
+    assert len(srv.servicer.backend.kv.store) == 0
 
 
 def test_a_resume_refused_for_overload_keeps_its_handle_for_the_retry(smollm2, prompt_ids):

@@ -41,6 +41,10 @@ NOT_RUN = {
     ".venv/bin/python -m benchmarks.": "benchmarks take minutes; tests/test_router_judge.py checks the judge they measure",
     "edge-keys.txt": "serve-edge's key file: tests/test_serve_edge.py starts the real `tandem serve-edge` with keys",
     "localhost:8000/v1/": "a request to serve-edge: tests/test_serve_edge.py sends the same ones with the openai client",
+    "make engines": "builds llama-server (~20 min); .ci/run runs it, tests/test_cloud_llama_server.py uses what it built",
+    "bin/llama-server -m": "tests/test_cloud_llama_server.py starts the same llama-server (cloud.engines) on port 0",
+    "--engine-url": "needs a running engine: tests/test_cloud_llama_server.py serves the gateway on a real llama-server",
+    "docker-compose.scale.yml": "needs GPUs and Docker Hub; test_compose validates the file and its balancer config",
 }
 
 

@@ -24,17 +24,17 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19tandem_rpc/v1/cloud.proto\x12\rtandem.rpc.v1\"\r\n\x0bInfoRequest\"V\n\x10ModelFingerprint\x12\x14\n\x0c\x61rchitecture\x18\x01 \x01(\t\x12\x16\n\x0eweights_family\x18\x02 \x01(\t\x12\x14\n\x0cquantization\x18\x03 \x01(\t\"}\n\x08KVLayout\x12\x10\n\x08n_layers\x18\x01 \x01(\r\x12\x12\n\nn_kv_heads\x18\x02 \x01(\r\x12\x10\n\x08head_dim\x18\x03 \x01(\r\x12\r\n\x05\x64type\x18\x04 \x01(\t\x12\x16\n\x0ekeys_post_rope\x18\x05 \x01(\x08\x12\x12\n\naxis_order\x18\x06 \x01(\t\"\xd7\x01\n\x06Limits\x12\x19\n\x11max_prompt_tokens\x18\x01 \x01(\r\x12\x16\n\x0emax_new_tokens\x18\x02 \x01(\r\x12\x1a\n\x12\x64\x65\x66\x61ult_new_tokens\x18\x03 \x01(\r\x12\x19\n\x11max_message_bytes\x18\x04 \x01(\x04\x12\x17\n\x0fmax_concurrency\x18\x05 \x01(\r\x12\x11\n\tmax_queue\x18\x06 \x01(\r\x12\x18\n\x10max_stop_strings\x18\x07 \x01(\r\x12\x1d\n\x15max_stop_string_chars\x18\x08 \x01(\r\"\xec\x02\n\x0cInfoResponse\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12:\n\x11model_fingerprint\x18\x02 \x01(\x0b\x32\x1f.tandem.rpc.v1.ModelFingerprint\x12\x1d\n\x15tokenizer_fingerprint\x18\x03 \x01(\t\x12\x13\n\x0bmax_context\x18\x04 \x01(\r\x12\x12\n\nvocab_size\x18\x05 \x01(\r\x12\x16\n\x0estop_token_ids\x18\x06 \x03(\r\x12*\n\tkv_layout\x18\x07 \x01(\x0b\x32\x17.tandem.rpc.v1.KVLayout\x12\x11\n\tkv_codecs\x18\x08 \x03(\t\x12%\n\x06limits\x18\t \x01(\x0b\x32\x15.tandem.rpc.v1.Limits\x12\x16\n\x0eserver_version\x18\n \x01(\t\x12*\n\tkv_limits\x18\x14 \x01(\x0b\x32\x17.tandem.rpc.v1.KVLimitsJ\x04\x08\x15\x10\x1e\"\x81\x01\n\x08KVLimits\x12\x18\n\x10max_upload_bytes\x18\x01 \x01(\x04\x12\x17\n\x0fmax_frame_bytes\x18\x02 \x01(\r\x12\x12\n\nmax_tokens\x18\x03 \x01(\r\x12\x15\n\rhandle_ttl_ms\x18\x04 \x01(\r\x12\x17\n\x0f\x63ross_precision\x18\x05 \x01(\x08\"\x9c\x01\n\x07KVStart\x12\x11\n\ttoken_ids\x18\x01 \x03(\r\x12\r\n\x05\x63odec\x18\x02 \x01(\t\x12\x16\n\x0ereserve_tokens\x18\x03 \x01(\r\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12/\n\x06sender\x18\x05 \x01(\x0b\x32\x1f.tandem.rpc.v1.ModelFingerprint\x12\x12\n\nprefill_ms\x18\x06 \x01(\x01\"K\n\x07KVChunk\x12\'\n\x05start\x18\x01 \x01(\x0b\x32\x16.tandem.rpc.v1.KVStartH\x00\x12\x0f\n\x05\x66rame\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"~\n\x0eKVUploadResult\x12\x11\n\tkv_handle\x18\x01 \x01(\t\x12\x10\n\x08n_tokens\x18\x02 \x01(\r\x12\x0e\n\x06\x66rames\x18\x03 \x01(\r\x12\r\n\x05\x62ytes\x18\x04 \x01(\x04\x12\x11\n\tdecode_ms\x18\x05 \x01(\x01\x12\x15\n\rexpires_in_ms\x18\x06 \x01(\r\"T\n\rResumeRequest\x12\x11\n\tkv_handle\x18\x01 \x01(\t\x12\x30\n\x08generate\x18\x02 \x01(\x0b\x32\x1e.tandem.rpc.v1.GenerateRequest\"\x9a\x01\n\x10PrefillKVRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\ttoken_ids\x18\x02 \x03(\r\x12\r\n\x05\x63odec\x18\x03 \x01(\t\x12\x31\n\x08receiver\x18\x04 \x01(\x0b\x32\x1f.tandem.rpc.v1.ModelFingerprint\x12\x1d\n\x15\x61llow_cross_precision\x18\x05 \x01(\x08\"Y\n\x08Sampling\x12\x13\n\x0btemperature\x18\x01 \x01(\x02\x12\r\n\x05top_k\x18\x02 \x01(\r\x12\r\n\x05top_p\x18\x03 \x01(\x02\x12\x11\n\x04seed\x18\x04 \x01(\x04H\x00\x88\x01\x01\x42\x07\n\x05_seed\"\x8d\x02\n\x0fGenerateRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x11\n\ttoken_ids\x18\x03 \x03(\r\x12)\n\x08sampling\x18\x04 \x01(\x0b\x32\x17.tandem.rpc.v1.Sampling\x12\x16\n\x0emax_new_tokens\x18\x05 \x01(\r\x12\x14\n\x0cstop_strings\x18\x06 \x03(\t\x12:\n\x11\x65scalation_reason\x18\x07 \x01(\x0e\x32\x1f.tandem.rpc.v1.EscalationReason\x12\x19\n\x11\x65scalation_detail\x18\x08 \x01(\tJ\x04\x08\x14\x10\x1eR\tkv_handle\"c\n\nTokenChunk\x12\x11\n\ttoken_ids\x18\x01 \x03(\r\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x10\n\x08logprobs\x18\x03 \x03(\x02\x12\x11\n\tentropies\x18\x04 \x03(\x02\x12\x0f\n\x07margins\x18\x05 \x03(\x02\"V\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x1c\n\x14\x63\x61\x63hed_prompt_tokens\x18\x02 \x01(\r\x12\x18\n\x10generated_tokens\x18\x03 \x01(\r\"e\n\x07Timings\x12\x10\n\x08queue_ms\x18\x01 \x01(\x01\x12\x12\n\nprefill_ms\x18\x02 \x01(\x01\x12\x11\n\tdecode_ms\x18\x03 \x01(\x01\x12\x0f\n\x07ttft_ms\x18\x04 \x01(\x01\x12\x10\n\x08total_ms\x18\x05 \x01(\x01\"\xb8\x01\n\x0eGenerateResult\x12\x32\n\rfinish_reason\x18\x01 \x01(\x0e\x32\x1b.tandem.rpc.v1.FinishReason\x12#\n\x05usage\x18\x02 \x01(\x0b\x32\x14.tandem.rpc.v1.Usage\x12\'\n\x07timings\x18\x03 \x01(\x0b\x32\x16.tandem.rpc.v1.Timings\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x10\n\x08model_id\x18\x05 \x01(\t\"~\n\x10GenerateResponse\x12*\n\x05\x63hunk\x18\x01 \x01(\x0b\x32\x19.tandem.rpc.v1.TokenChunkH\x00\x12/\n\x06result\x18\x02 \x01(\x0b\x32\x1d.tandem.rpc.v1.GenerateResultH\x00\x42\x07\n\x05\x65ventJ\x04\x08\n\x10\x14*\xe7\x01\n\x10\x45scalationReason\x12!\n\x1d\x45SCALATION_REASON_UNSPECIFIED\x10\x00\x12$\n ESCALATION_REASON_LOW_CONFIDENCE\x10\x01\x12&\n\"ESCALATION_REASON_CONTEXT_TOO_LONG\x10\x02\x12\x1c\n\x18\x45SCALATION_REASON_POLICY\x10\x03\x12&\n\"ESCALATION_REASON_EDGE_UNAVAILABLE\x10\x04\x12\x1c\n\x18\x45SCALATION_REASON_DIRECT\x10\x05*~\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x1d\n\x19\x46INISH_REASON_STOP_STRING\x10\x03\x32\xfe\x02\n\x0e\x43loudInference\x12?\n\x04Info\x12\x1a.tandem.rpc.v1.InfoRequest\x1a\x1b.tandem.rpc.v1.InfoResponse\x12M\n\x08Generate\x12\x1e.tandem.rpc.v1.GenerateRequest\x1a\x1f.tandem.rpc.v1.GenerateResponse0\x01\x12\x43\n\x08UploadKV\x12\x16.tandem.rpc.v1.KVChunk\x1a\x1d.tandem.rpc.v1.KVUploadResult(\x01\x12O\n\x0cResumeFromKV\x12\x1c.tandem.rpc.v1.ResumeRequest\x1a\x1f.tandem.rpc.v1.GenerateResponse0\x01\x12\x46\n\tPrefillKV\x12\x1f.tandem.rpc.v1.PrefillKVRequest\x1a\x16.tandem.rpc.v1.KVChunk0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19tandem_rpc/v1/cloud.proto\x12\rtandem.rpc.v1\"\r\n\x0bInfoRequest\"V\n\x10ModelFingerprint\x12\x14\n\x0c\x61rchitecture\x18\x01 \x01(\t\x12\x16\n\x0eweights_family\x18\x02 \x01(\t\x12\x14\n\x0cquantization\x18\x03 \x01(\t\"}\n\x08KVLayout\x12\x10\n\x08n_layers\x18\x01 \x01(\r\x12\x12\n\nn_kv_heads\x18\x02 \x01(\r\x12\x10\n\x08head_dim\x18\x03 \x01(\r\x12\r\n\x05\x64type\x18\x04 \x01(\t\x12\x16\n\x0ekeys_post_rope\x18\x05 \x01(\x08\x12\x12\n\naxis_order\x18\x06 \x01(\t\"\xd7\x01\n\x06Limits\x12\x19\n\x11max_prompt_tokens\x18\x01 \x01(\r\x12\x16\n\x0emax_new_tokens\x18\x02 \x01(\r\x12\x1a\n\x12\x64\x65\x66\x61ult_new_tokens\x18\x03 \x01(\r\x12\x19\n\x11max_message_bytes\x18\x04 \x01(\x04\x12\x17\n\x0fmax_concurrency\x18\x05 \x01(\r\x12\x11\n\tmax_queue\x18\x06 \x01(\r\x12\x18\n\x10max_stop_strings\x18\x07 \x01(\r\x12\x1d\n\x15max_stop_string_chars\x18\x08 \x01(\r\"\x9f\x03\n\x0cInfoResponse\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12:\n\x11model_fingerprint\x18\x02 \x01(\x0b\x32\x1f.tandem.rpc.v1.ModelFingerprint\x12\x1d\n\x15tokenizer_fingerprint\x18\x03 \x01(\t\x12\x13\n\x0bmax_context\x18\x04 \x01(\r\x12\x12\n\nvocab_size\x18\x05 \x01(\r\x12\x16\n\x0estop_token_ids\x18\x06 \x03(\r\x12*\n\tkv_layout\x18\x07 \x01(\x0b\x32\x17.tandem.rpc.v1.KVLayout\x12\x11\n\tkv_codecs\x18\x08 \x03(\t\x12%\n\x06limits\x18\t \x01(\x0b\x32\x15.tandem.rpc.v1.Limits\x12\x16\n\x0eserver_version\x18\n \x01(\t\x12\x31\n\x0c\x63\x61pabilities\x18\x0b \x01(\x0b\x32\x1b.tandem.rpc.v1.Capabilities\x12*\n\tkv_limits\x18\x14 \x01(\x0b\x32\x17.tandem.rpc.v1.KVLimitsJ\x04\x08\x15\x10\x1e\"d\n\x0c\x43\x61pabilities\x12\x0e\n\x06\x65ngine\x18\x01 \x01(\t\x12\x11\n\tkv_import\x18\x02 \x01(\x08\x12\x11\n\tkv_export\x18\x03 \x01(\x08\x12\x0f\n\x07\x65ntropy\x18\x04 \x01(\t\x12\r\n\x05top_k\x18\x05 \x01(\r\"\x81\x01\n\x08KVLimits\x12\x18\n\x10max_upload_bytes\x18\x01 \x01(\x04\x12\x17\n\x0fmax_frame_bytes\x18\x02 \x01(\r\x12\x12\n\nmax_tokens\x18\x03 \x01(\r\x12\x15\n\rhandle_ttl_ms\x18\x04 \x01(\r\x12\x17\n\x0f\x63ross_precision\x18\x05 \x01(\x08\"\x9c\x01\n\x07KVStart\x12\x11\n\ttoken_ids\x18\x01 \x03(\r\x12\r\n\x05\x63odec\x18\x02 \x01(\t\x12\x16\n\x0ereserve_tokens\x18\x03 \x01(\r\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12/\n\x06sender\x18\x05 \x01(\x0b\x32\x1f.tandem.rpc.v1.ModelFingerprint\x12\x12\n\nprefill_ms\x18\x06 \x01(\x01\"K\n\x07KVChunk\x12\'\n\x05start\x18\x01 \x01(\x0b\x32\x16.tandem.rpc.v1.KVStartH\x00\x12\x0f\n\x05\x66rame\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"~\n\x0eKVUploadResult\x12\x11\n\tkv_handle\x18\x01 \x01(\t\x12\x10\n\x08n_tokens\x18\x02 \x01(\r\x12\x0e\n\x06\x66rames\x18\x03 \x01(\r\x12\r\n\x05\x62ytes\x18\x04 \x01(\x04\x12\x11\n\tdecode_ms\x18\x05 \x01(\x01\x12\x15\n\rexpires_in_ms\x18\x06 \x01(\r\"T\n\rResumeRequest\x12\x11\n\tkv_handle\x18\x01 \x01(\t\x12\x30\n\x08generate\x18\x02 \x01(\x0b\x32\x1e.tandem.rpc.v1.GenerateRequest\"\x9a\x01\n\x10PrefillKVRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\ttoken_ids\x18\x02 \x03(\r\x12\r\n\x05\x63odec\x18\x03 \x01(\t\x12\x31\n\x08receiver\x18\x04 \x01(\x0b\x32\x1f.tandem.rpc.v1.ModelFingerprint\x12\x1d\n\x15\x61llow_cross_precision\x18\x05 \x01(\x08\"Y\n\x08Sampling\x12\x13\n\x0btemperature\x18\x01 \x01(\x02\x12\r\n\x05top_k\x18\x02 \x01(\r\x12\r\n\x05top_p\x18\x03 \x01(\x02\x12\x11\n\x04seed\x18\x04 \x01(\x04H\x00\x88\x01\x01\x42\x07\n\x05_seed\"\x8d\x02\n\x0fGenerateRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x11\n\ttoken_ids\x18\x03 \x03(\r\x12)\n\x08sampling\x18\x04 \x01(\x0b\x32\x17.tandem.rpc.v1.Sampling\x12\x16\n\x0emax_new_tokens\x18\x05 \x01(\r\x12\x14\n\x0cstop_strings\x18\x06 \x03(\t\x12:\n\x11\x65scalation_reason\x18\x07 \x01(\x0e\x32\x1f.tandem.rpc.v1.EscalationReason\x12\x19\n\x11\x65scalation_detail\x18\x08 \x01(\tJ\x04\x08\x14\x10\x1eR\tkv_handle\"c\n\nTokenChunk\x12\x11\n\ttoken_ids\x18\x01 \x03(\r\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x10\n\x08logprobs\x18\x03 \x03(\x02\x12\x11\n\tentropies\x18\x04 \x03(\x02\x12\x0f\n\x07margins\x18\x05 \x03(\x02\"V\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x1c\n\x14\x63\x61\x63hed_prompt_tokens\x18\x02 \x01(\r\x12\x18\n\x10generated_tokens\x18\x03 \x01(\r\"e\n\x07Timings\x12\x10\n\x08queue_ms\x18\x01 \x01(\x01\x12\x12\n\nprefill_ms\x18\x02 \x01(\x01\x12\x11\n\tdecode_ms\x18\x03 \x01(\x01\x12\x0f\n\x07ttft_ms\x18\x04 \x01(\x01\x12\x10\n\x08total_ms\x18\x05 \x01(\x01\"\xb8\x01\n\x0eGenerateResult\x12\x32\n\rfinish_reason\x18\x01 \x01(\x0e\x32\x1b.tandem.rpc.v1.FinishReason\x12#\n\x05usage\x18\x02 \x01(\x0b\x32\x14.tandem.rpc.v1.Usage\x12\'\n\x07timings\x18\x03 \x01(\x0b\x32\x16.tandem.rpc.v1.Timings\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x10\n\x08model_id\x18\x05 \x01(\t\"~\n\x10GenerateResponse\x12*\n\x05\x63hunk\x18\x01 \x01(\x0b\x32\x19.tandem.rpc.v1.TokenChunkH\x00\x12/\n\x06result\x18\x02 \x01(\x0b\x32\x1d.tandem.rpc.v1.GenerateResultH\x00\x42\x07\n\x05\x65ventJ\x04\x08\n\x10\x14*\xe7\x01\n\x10\x45scalationReason\x12!\n\x1d\x45SCALATION_REASON_UNSPECIFIED\x10\x00\x12$\n ESCALATION_REASON_LOW_CONFIDENCE\x10\x01\x12&\n\"ESCALATION_REASON_CONTEXT_TOO_LONG\x10\x02\x12\x1c\n\x18\x45SCALATION_REASON_POLICY\x10\x03\x12&\n\"ESCALATION_REASON_EDGE_UNAVAILABLE\x10\x04\x12\x1c\n\x18\x45SCALATION_REASON_DIRECT\x10\x05*~\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x1d\n\x19\x46INISH_REASON_STOP_STRING\x10\x03\x32\xfe\x02\n\x0e\x43loudInference\x12?\n\x04Info\x12\x1a.tandem.rpc.v1.InfoRequest\x1a\x1b.tandem.rpc.v1.InfoResponse\x12M\n\x08Generate\x12\x1e.tandem.rpc.v1.GenerateRequest\x1a\x1f.tandem.rpc.v1.GenerateResponse0\x01\x12\x43\n\x08UploadKV\x12\x16.tandem.rpc.v1.KVChunk\x1a\x1d.tandem.rpc.v1.KVUploadResult(\x01\x12O\n\x0cResumeFromKV\x12\x1c.tandem.rpc.v1.ResumeRequest\x1a\x1f.tandem.rpc.v1.GenerateResponse0\x01\x12\x46\n\tPrefillKV\x12\x1f.tandem.rpc.v1.PrefillKVRequest\x1a\x16.tandem.rpc.v1.KVChunk0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tandem_rpc.v1.cloud_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ESCALATIONREASON']._serialized_start=2569
-  _globals['_ESCALATIONREASON']._serialized_end=2800
-  _globals['_FINISHREASON']._serialized_start=2802
-  _globals['_FINISHREASON']._serialized_end=2928
+  _globals['_ESCALATIONREASON']._serialized_start=2722
+  _globals['_ESCALATIONREASON']._serialized_end=2953
+  _globals['_FINISHREASON']._serialized_start=2955
+  _globals['_FINISHREASON']._serialized_end=3081
   _globals['_INFOREQUEST']._serialized_start=44
   _globals['_INFOREQUEST']._serialized_end=57
   _globals['_MODELFINGERPRINT']._serialized_start=59
@@ -44,33 +44,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LIMITS']._serialized_start=275
   _globals['_LIMITS']._serialized_end=490
   _globals['_INFORESPONSE']._serialized_start=493
-  _globals['_INFORESPONSE']._serialized_end=857
-  _globals['_KVLIMITS']._serialized_start=860
-  _globals['_KVLIMITS']._serialized_end=989
-  _globals['_KVSTART']._serialized_start=992
-  _globals['_KVSTART']._serialized_end=1148
-  _globals['_KVCHUNK']._serialized_start=1150
-  _globals['_KVCHUNK']._serialized_end=1225
-  _globals['_KVUPLOADRESULT']._serialized_start=1227
-  _globals['_KVUPLOADRESULT']._serialized_end=1353
-  _globals['_RESUMEREQUEST']._serialized_start=1355
-  _globals['_RESUMEREQUEST']._serialized_end=1439
-  _globals['_PREFILLKVREQUEST']._serialized_start=1442
-  _globals['_PREFILLKVREQUEST']._serialized_end=1596
-  _globals['_SAMPLING']._serialized_start=1598
-  _globals['_SAMPLING']._serialized_end=1687
-  _globals['_GENERATEREQUEST']._serialized_start=1690
-  _globals['_GENERATEREQUEST']._serialized_end=1959
-  _globals['_TOKENCHUNK']._serialized_start=1961
-  _globals['_TOKENCHUNK']._serialized_end=2060
-  _globals['_USAGE']._serialized_start=2062
-  _globals['_USAGE']._serialized_end=2148
-  _globals['_TIMINGS']._serialized_start=2150
-  _globals['_TIMINGS']._serialized_end=2251
-  _globals['_GENERATERESULT']._serialized_start=2254
-  _globals['_GENERATERESULT']._serialized_end=2438
-  _globals['_GENERATERESPONSE']._serialized_start=2440
-  _globals['_GENERATERESPONSE']._serialized_end=2566
-  _globals['_CLOUDINFERENCE']._serialized_start=2931
-  _globals['_CLOUDINFERENCE']._serialized_end=3313
+  _globals['_INFORESPONSE']._serialized_end=908
+  _globals['_CAPABILITIES']._serialized_start=910
+  _globals['_CAPABILITIES']._serialized_end=1010
+  _globals['_KVLIMITS']._serialized_start=1013
+  _globals['_KVLIMITS']._serialized_end=1142
+  _globals['_KVSTART']._serialized_start=1145
+  _globals['_KVSTART']._serialized_end=1301
+  _globals['_KVCHUNK']._serialized_start=1303
+  _globals['_KVCHUNK']._serialized_end=1378
+  _globals['_KVUPLOADRESULT']._serialized_start=1380
+  _globals['_KVUPLOADRESULT']._serialized_end=1506
+  _globals['_RESUMEREQUEST']._serialized_start=1508
+  _globals['_RESUMEREQUEST']._serialized_end=1592
+  _globals['_PREFILLKVREQUEST']._serialized_start=1595
+  _globals['_PREFILLKVREQUEST']._serialized_end=1749
+  _globals['_SAMPLING']._serialized_start=1751
+  _globals['_SAMPLING']._serialized_end=1840
+  _globals['_GENERATEREQUEST']._serialized_start=1843
+  _globals['_GENERATEREQUEST']._serialized_end=2112
+  _globals['_TOKENCHUNK']._serialized_start=2114
+  _globals['_TOKENCHUNK']._serialized_end=2213
+  _globals['_USAGE']._serialized_start=2215
+  _globals['_USAGE']._serialized_end=2301
+  _globals['_TIMINGS']._serialized_start=2303
+  _globals['_TIMINGS']._serialized_end=2404
+  _globals['_GENERATERESULT']._serialized_start=2407
+  _globals['_GENERATERESULT']._serialized_end=2591
+  _globals['_GENERATERESPONSE']._serialized_start=2593
+  _globals['_GENERATERESPONSE']._serialized_end=2719
+  _globals['_CLOUDINFERENCE']._serialized_start=3084
+  _globals['_CLOUDINFERENCE']._serialized_end=3466
 # @@protoc_insertion_point(module_scope)

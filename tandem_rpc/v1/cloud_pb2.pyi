@@ -84,7 +84,7 @@ class Limits(_message.Message):
     def __init__(self, max_prompt_tokens: _Optional[int] = ..., max_new_tokens: _Optional[int] = ..., default_new_tokens: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., max_concurrency: _Optional[int] = ..., max_queue: _Optional[int] = ..., max_stop_strings: _Optional[int] = ..., max_stop_string_chars: _Optional[int] = ...) -> None: ...
 
 class InfoResponse(_message.Message):
-    __slots__ = ("model_id", "model_fingerprint", "tokenizer_fingerprint", "max_context", "vocab_size", "stop_token_ids", "kv_layout", "kv_codecs", "limits", "server_version", "kv_limits")
+    __slots__ = ("model_id", "model_fingerprint", "tokenizer_fingerprint", "max_context", "vocab_size", "stop_token_ids", "kv_layout", "kv_codecs", "limits", "server_version", "capabilities", "kv_limits")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     TOKENIZER_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
@@ -95,6 +95,7 @@ class InfoResponse(_message.Message):
     KV_CODECS_FIELD_NUMBER: _ClassVar[int]
     LIMITS_FIELD_NUMBER: _ClassVar[int]
     SERVER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
     KV_LIMITS_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     model_fingerprint: ModelFingerprint
@@ -106,8 +107,23 @@ class InfoResponse(_message.Message):
     kv_codecs: _containers.RepeatedScalarFieldContainer[str]
     limits: Limits
     server_version: str
+    capabilities: Capabilities
     kv_limits: KVLimits
-    def __init__(self, model_id: _Optional[str] = ..., model_fingerprint: _Optional[_Union[ModelFingerprint, _Mapping]] = ..., tokenizer_fingerprint: _Optional[str] = ..., max_context: _Optional[int] = ..., vocab_size: _Optional[int] = ..., stop_token_ids: _Optional[_Iterable[int]] = ..., kv_layout: _Optional[_Union[KVLayout, _Mapping]] = ..., kv_codecs: _Optional[_Iterable[str]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., server_version: _Optional[str] = ..., kv_limits: _Optional[_Union[KVLimits, _Mapping]] = ...) -> None: ...
+    def __init__(self, model_id: _Optional[str] = ..., model_fingerprint: _Optional[_Union[ModelFingerprint, _Mapping]] = ..., tokenizer_fingerprint: _Optional[str] = ..., max_context: _Optional[int] = ..., vocab_size: _Optional[int] = ..., stop_token_ids: _Optional[_Iterable[int]] = ..., kv_layout: _Optional[_Union[KVLayout, _Mapping]] = ..., kv_codecs: _Optional[_Iterable[str]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., server_version: _Optional[str] = ..., capabilities: _Optional[_Union[Capabilities, _Mapping]] = ..., kv_limits: _Optional[_Union[KVLimits, _Mapping]] = ...) -> None: ...
+
+class Capabilities(_message.Message):
+    __slots__ = ("engine", "kv_import", "kv_export", "entropy", "top_k")
+    ENGINE_FIELD_NUMBER: _ClassVar[int]
+    KV_IMPORT_FIELD_NUMBER: _ClassVar[int]
+    KV_EXPORT_FIELD_NUMBER: _ClassVar[int]
+    ENTROPY_FIELD_NUMBER: _ClassVar[int]
+    TOP_K_FIELD_NUMBER: _ClassVar[int]
+    engine: str
+    kv_import: bool
+    kv_export: bool
+    entropy: str
+    top_k: int
+    def __init__(self, engine: _Optional[str] = ..., kv_import: _Optional[bool] = ..., kv_export: _Optional[bool] = ..., entropy: _Optional[str] = ..., top_k: _Optional[int] = ...) -> None: ...
 
 class KVLimits(_message.Message):
     __slots__ = ("max_upload_bytes", "max_frame_bytes", "max_tokens", "handle_ttl_ms", "cross_precision")

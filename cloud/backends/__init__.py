@@ -1,0 +1,1 @@
+"""Engines the cloud gateway delegates generation to (see cloud.backends.base)."""

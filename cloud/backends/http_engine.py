@@ -1,0 +1,202 @@
+"""What every backend on a serving engine over HTTP shares: the client, the failure mapping, the text layer.
+
+The gateway keeps the text layer itself: its own tokenizer detokenizes, and stop
+tokens, stop strings and max_new_tokens are applied here exactly as the built-in
+engine applies them, so a stream reads the same whichever engine runs it. Ending
+a stream early (a stop string, the client's cancel, a shutdown) closes the HTTP
+response: the engine sees the connection close and aborts the request.
+
+Failures map to the contract: the engine unreachable, busy (5xx, e.g. 503 while
+loading or out of slots) or silent past the read timeout -> UNAVAILABLE with a
+retry hint, so the SDK retries or falls back; a 4xx is a request the gateway
+should not have sent (a bug: INTERNAL, the log has the engine's answer).
+
+Engines that report only their top-k probabilities give exact log-probs of the
+chosen token and exact margins (k >= 2), but the entropy is a top-k estimate:
+the entropy of the k probabilities plus the remaining mass as one outcome, a
+lower bound of the true entropy. Info says so (capabilities.entropy) and so
+does the SDK's decision record.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from abc import abstractmethod
+from typing import Any, Callable, Iterator, Sequence
+
+import grpc
+import httpx
+
+from cloud.backends.base import Backend, Generation
+from cloud.contract import GenerationPlan, RequestError
+from engine.detokenize import Detokenizer
+from engine.generate import TokenInfo
+from engine.runtime import StreamEvent
+from engine.tokenizer import Tokenizer
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TOP_K = 10              # alternatives asked per token
+DEFAULT_CONNECT_TIMEOUT_S = 5.0
+DEFAULT_READ_TIMEOUT_S = 120.0  # longest silence of the engine: a long prefill on a busy engine
+RETRY_AFTER_MS = 1000
+
+Alternatives = tuple[tuple[int, float], ...]
+
+
+class EngineUnavailableError(OSError):
+    """The engine could not be reached (or was not ready) when the gateway started."""
+
+
+def top_k_entropy(probs: Sequence[float]) -> float:
+    """Entropy (nats) of the top-k probabilities with the remaining mass as one outcome: a lower bound of the
+    true entropy, exact when the top k hold all the mass."""
+    rest = max(0.0, 1.0 - sum(probs))
+    return -sum(p * math.log(p) for p in (*probs, rest) if p > 0.0)
+
+
+def token_info(token_id: int, logprob: float, alternatives: Sequence[tuple[int, float]], k: int) -> TokenInfo:
+    """Tandem's signals of one token from the engine's log-prob of it and its top alternatives."""
+    top = tuple(sorted(((int(i), float(lp)) for i, lp in alternatives), key=lambda item: -item[1])[:k])
+    probs = [math.exp(lp) for _, lp in top]
+    margin = (probs[0] - probs[1]) if len(probs) > 1 else (probs[0] if probs else 1.0)
+    return TokenInfo(int(token_id), float(logprob), top_k_entropy(probs), margin, top=top)
+
+
+def unavailable(message: str, retry_after_ms: int = RETRY_AFTER_MS) -> RequestError:
+    return RequestError(grpc.StatusCode.UNAVAILABLE, f"{message}; retry after {retry_after_ms} ms", retry_after_ms)
+
+
+def status_error(response: httpx.Response, engine: str) -> Exception:
+    if response.status_code >= 500:
+        try:
+            retry_ms = int(float(response.headers.get("retry-after", "")) * 1000)
+        except ValueError:
+            retry_ms = RETRY_AFTER_MS
+        return unavailable(f"the engine answered HTTP {response.status_code} (busy or loading)", retry_ms)
+    return RuntimeError(f"{engine} refused the request: HTTP {response.status_code} {response.text[:500]}")
+
+
+class HTTPEngineBackend(Backend):
+    """A client to one engine; `wait_ready` polls `probe()` until it answers or the wait is over."""
+
+    engine_name = "engine"
+
+    def __init__(self, url: str, tokenizer: Tokenizer, *, top_k: int, connect_timeout_s: float,
+                 read_timeout_s: float, max_connections: int) -> None:
+        self.url = url.rstrip("/")
+        self.tokenizer = tokenizer
+        self.top_k = top_k
+        self.client = httpx.Client(
+            base_url=self.url, timeout=httpx.Timeout(read_timeout_s, connect=connect_timeout_s),
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+        )
+        self.kv = None
+
+    def wait_ready(self, probe: Callable[[], Any], wait_s: float) -> Any:
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                return probe()
+            except (httpx.HTTPError, NotReady) as exc:
+                why = f"{type(exc).__name__}: {exc}"
+            if time.monotonic() >= deadline:
+                raise EngineUnavailableError(f"{self.engine_name} at {self.url} is not ready ({why}); start it "
+                                             "first (or give it time to load its model with a longer wait)")
+            time.sleep(0.5)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class NotReady(Exception):
+    """The engine answered but is not serving yet (e.g. still loading its model)."""
+
+
+class HTTPGeneration(Generation):
+    """One streamed engine request under the gateway's text layer; subclasses turn the engine's
+    server-sent events into TokenInfo (`tokens_of`) and say when the engine itself stopped."""
+
+    def __init__(self, backend: HTTPEngineBackend, plan: GenerationPlan, should_stop: Callable[[], bool]) -> None:
+        self.backend, self.plan, self.should_stop = backend, plan, should_stop
+        self.received = 0
+        self.engine_stop: str | None = None  # "stop" | "length" once the engine ended the stream itself
+        self._response: httpx.Response | None = None
+
+    @abstractmethod
+    def request(self) -> tuple[str, dict[str, Any]]:
+        """(path, JSON body) of the streamed engine request."""
+
+    @abstractmethod
+    def tokens_of(self, event: dict[str, Any]) -> Iterator[TokenInfo]:
+        """The tokens one server-sent event carries (setting `engine_stop` on the engine's last)."""
+
+    def __iter__(self) -> Iterator[StreamEvent]:
+        tok, plan = self.backend.tokenizer, self.plan
+        detok = Detokenizer(tok, plan.stop_strings)
+        stops = set(tok.stop_ids)
+        count = 0
+        for token in self._engine_tokens():
+            count += 1
+            if token.id in stops:
+                yield StreamEvent(token, detok.flush(), "stop")
+                return
+            text = detok.push(token.id)
+            if detok.stopped:
+                yield StreamEvent(token, text, "stop_string")
+                return
+            if count == plan.max_new_tokens:
+                yield StreamEvent(token, text + detok.flush(), "length")
+                return
+            yield StreamEvent(token, text)
+            if self.should_stop():
+                return
+        if self.engine_stop is None and not self.should_stop():
+            raise unavailable(f"{self.backend.engine_name} ended the stream after {self.received} tokens "
+                              "without finishing it; resend the prompt plus the tokens received")
+        # The engine ended on its own before any of our ends: an end-of-generation token of its vocabulary
+        # that is not one of our stop IDs, or its context filled. No event is left to carry the reason.
+        self.finish_reason = self.engine_stop
+
+    def _engine_tokens(self) -> Iterator[TokenInfo]:
+        name = self.backend.engine_name
+        try:
+            path, body = self.request()
+            self._response = response = self.backend.client.send(
+                self.backend.client.build_request("POST", path, json=body), stream=True)
+            if response.status_code != 200:
+                response.read()
+                raise status_error(response, name)
+            for line in response.iter_lines():
+                if not line.startswith("data:"):
+                    continue
+                payload = line[5:].strip()
+                if payload == "[DONE]":
+                    return
+                event = json.loads(payload)
+                if "error" in event:
+                    raise _event_error(event["error"], name)
+                yield from self.tokens_of(event)
+                if self.engine_stop is not None:
+                    return
+        except httpx.TimeoutException as exc:
+            raise unavailable(f"{name} did not answer within its timeout ({type(exc).__name__}) after "
+                              f"{self.received} tokens") from None
+        except httpx.TransportError as exc:
+            raise unavailable(f"{name} is unreachable or dropped the stream after {self.received} tokens "
+                              f"({type(exc).__name__})") from None
+
+    def close(self) -> None:
+        """Closing the response closes the connection: the engine aborts the request and frees its slot."""
+        if self._response is not None:
+            self._response.close()
+
+
+def _event_error(error: Any, engine: str) -> Exception:
+    code = error.get("code", 500) if isinstance(error, dict) else 500
+    if isinstance(code, int) and code >= 500:
+        return unavailable(f"{engine} failed the request mid-stream (error {code})")
+    return RuntimeError(f"{engine} error: {error}")
