@@ -40,7 +40,7 @@ from engine.model import KVCache
 
 DEFAULT_CODEC = "int8"  # q4 misses issue 20's fidelity goal on the report texts (README)
 DEFAULT_KEY_GROUP = 32
-DEFAULT_VALUE_GROUP = 64
+DEFAULT_VALUE_GROUP = 32
 DEFAULT_SINK_TOKENS = 4
 DEFAULT_RECENT_TOKENS = 16
 DEFAULT_LEVEL = 1

@@ -21,7 +21,9 @@ Version 2 added the value group and the recent window (q4 keeps the last
 `recent_tokens` positions of the cache exactly, in the source dtype). Version 3
 replaced "the first N layers at 8 bit" by a bitmap of the (layer, KV head)
 pairs whose keys stay at 8 bit (bit `layer * n_kv_heads + head`, least
-significant first), measured per model (engine/kv/profiles.py). An older
+significant first), measured per model (engine/kv/profiles.py), and gave q4
+values 8-bit group ranges inside each head's range (2 bytes a group instead of
+an fp16 scale and zero point, so groups are half as wide for the size). An older
 frame is refused with an error that names both versions.
 """
 
@@ -113,17 +115,16 @@ class FrameHeader:
 class Part:
     """One section of a payload: keys or values of a sub-block, in one number format.
 
-    `shape` is the block viewed for quantization ([L, H, T, D] or a grouped view of
-    it) and `group_dim` the dimension holding one q4 group.
+    `shape` is the block viewed for quantization ([L, H, T, D], or [A, B, G, g, D]
+    for q4c with groups of g along dimension 3).
     """
 
     tensor: str  # "k" | "v"
-    fmt: str  # "fp16" | "int8" | "q4" | "q4c" (per channel) | "exact" (the source dtype's own bytes)
+    fmt: str  # "fp16" | "int8" | "q4c" (4 bit, 8-bit group ranges) | "exact" (the source dtype's own bytes)
     layers: tuple[int, int]  # relative to the frame
     heads: tuple[int, int]
     tokens: tuple[int, int]
     shape: tuple[int, ...]
-    group_dim: int = -1
     dtype: torch.dtype = torch.float32  # of "exact" parts
 
     @property
@@ -134,9 +135,7 @@ class Part:
             return quant.fp16_nbytes(self.shape)
         if self.fmt == "int8":
             return quant.int8_nbytes(self.shape)
-        if self.fmt == "q4c":
-            return quant.q4c_nbytes(self.shape)
-        return quant.q4_nbytes(self.shape, self.group_dim)
+        return quant.q4c_nbytes(self.shape)
 
 
 def _runs(flags: list) -> list[tuple[int, int, object]]:
@@ -158,7 +157,9 @@ def plan(h: FrameHeader) -> list[Part]:
     most), the first `sink_tokens` positions at 8 bit, the keys of the
     (layer, head) pairs in the `key8` bitmap at 8 bit, and the rest in 4 bit:
     keys per channel over groups of `key_group` consecutive positions, values
-    per position over groups of `value_group` channels.
+    per position over groups of `value_group` channels; each group's range is
+    two 8-bit codes inside the fp16 range of its channel (keys) or head (values)
+    over the block.
     """
     heads, dim = h.layout.n_kv_heads, h.layout.head_dim
     n_layers, n_tokens = h.layer_count, h.token_count
@@ -197,13 +198,15 @@ def plan(h: FrameHeader) -> list[Part]:
             n_h = h1 - h0  # keys: each channel's group of `group` consecutive tokens shares a scale
             if full:
                 parts.append(Part("k", "q4c", (l0, l1), (h0, h1), (sink, sink + full),
-                                  (l1 - l0, n_h, full // group, group, dim), 3))
+                                  (l1 - l0, n_h, full // group, group, dim)))
             if rest > full:  # a shorter last group
                 parts.append(Part("k", "q4c", (l0, l1), (h0, h1), (sink + full, recent),
-                                  (l1 - l0, n_h, 1, rest - full, dim), 3))
-    v_group = h.value_group  # values: each token's group of channels shares one
-    parts.append(Part("v", "q4", (0, n_layers), (0, heads), (sink, recent),
-                      (n_layers, heads, rest, dim // v_group, v_group), 4))
+                                  (l1 - l0, n_h, 1, rest - full, dim)))
+    # values: each token's group of `value_group` channels is one group, its range two 8-bit
+    # codes inside the head's range over the block (q4c with the groups as channels of width 1)
+    v_group = h.value_group
+    parts.append(Part("v", "q4c", (0, n_layers), (0, heads), (sink, recent),
+                      (n_layers, heads, rest * (dim // v_group), v_group, 1)))
     return parts
 
 
@@ -225,10 +228,8 @@ def encode_frame(h: FrameHeader, k: torch.Tensor, v: torch.Tensor, *, level: int
             sections += quant.fp16_encode(x)
         elif p.fmt == "int8":
             sections += quant.int8_encode(x)
-        elif p.fmt == "q4c":
-            sections += quant.q4c_encode(x)
         else:
-            sections += quant.q4_encode(x, p.group_dim)
+            sections += quant.q4c_encode(x)
     raw = torch.cat(sections).numpy()
     payload = zstandard.ZstdCompressor(level=level).compress(raw)
     fp = [s.encode() for s in (h.fingerprint.architecture, h.fingerprint.weights_family,
@@ -384,10 +385,8 @@ def decode_payload(h: FrameHeader, payload: memoryview, k_out: torch.Tensor, v_o
             x = quant.fp16_decode(reader, p.shape)
         elif p.fmt == "int8":
             x = quant.int8_decode(reader, p.shape)
-        elif p.fmt == "q4c":
-            x = quant.q4c_decode(reader, p.shape)
         else:
-            x = quant.q4_decode(reader, p.shape, p.group_dim)
+            x = quant.q4c_decode(reader, p.shape)
         out = k_out if p.tensor == "k" else v_out
         dest = out[p.layers[0]:p.layers[1], p.heads[0]:p.heads[1], p.tokens[0]:p.tokens[1]]
         dest.copy_(x.view(dest.shape))
