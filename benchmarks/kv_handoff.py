@@ -65,7 +65,7 @@ CODECS = {
     "int8": CodecOptions("int8"),
     "q4": CodecOptions("q4", key8=SMOLLM2_135M_KEY8),  # what CodecOptions.for_model gives SmolLM2
     "q4 no profile": CodecOptions("q4"),  # no head's keys at 8 bit
-    "q4 window 16": CodecOptions("q4", key8=SMOLLM2_135M_KEY8, recent_tokens=16),
+    "q4 window 16": CodecOptions("q4", key8=SMOLLM2_135M_KEY8, recent_tokens=16),  # KIVI's exact window
 }
 TIMEOUT_S = 900.0
 
