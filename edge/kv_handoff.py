@@ -47,7 +47,8 @@ def kv_bytes(local: LocalModel, n_tokens: int, codec: str) -> int:
 
 
 def frames_of(local: LocalModel, cache: KVCache, n_tokens: int, codec: str) -> Iterator[bytes]:
-    return encode_cache(cache, local.fingerprint, CodecOptions.for_model(codec, local.fingerprint), n_tokens=n_tokens)
+    options = CodecOptions.for_model(codec, local.fingerprint)
+    return encode_cache(cache, local.fingerprint, options, n_tokens=n_tokens)
 
 
 def receive_prefill(
