@@ -53,6 +53,7 @@ import torch  # noqa: E402
 from cloud.client import CloudClient  # noqa: E402
 from engine.generate import prefill  # noqa: E402
 from engine.kv import CodecOptions, decode_frames, encode_cache, layout_of  # noqa: E402
+from engine.kv.profiles import SMOLLM2_135M_KEY8  # noqa: E402
 from engine.runtime import LocalModel  # noqa: E402
 
 TEXTS = REPO / "data" / "texts"
@@ -62,9 +63,9 @@ HOST_IP, NS_IP = "10.77.0.1", "10.77.0.2"
 CODECS = {
     "fp16": CodecOptions("fp16"),
     "int8": CodecOptions("int8"),
-    "q4": CodecOptions("q4"),
-    "q4 no window": CodecOptions("q4", recent_tokens=0),
-    "q4 keys g64": CodecOptions("q4", key_group=64, recent_tokens=0),  # the groups of the codec before
+    "q4": CodecOptions("q4", key8=SMOLLM2_135M_KEY8),  # what CodecOptions.for_model gives SmolLM2
+    "q4 no profile": CodecOptions("q4"),  # no head's keys at 8 bit
+    "q4 window 16": CodecOptions("q4", key8=SMOLLM2_135M_KEY8, recent_tokens=16),  # KIVI's exact window
 }
 TIMEOUT_S = 900.0
 

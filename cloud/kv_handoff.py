@@ -126,7 +126,7 @@ def check_prefill(model: LocalModel, request: cloud_pb2.PrefillKVRequest) -> Cod
                              allow_cross_precision=request.allow_cross_precision)
     if reason is not None:
         raise RequestError(grpc.StatusCode.FAILED_PRECONDITION, reason.replace("this model", "the receiver"))
-    return CodecOptions(request.codec)
+    return CodecOptions.for_model(request.codec, model.fingerprint)
 
 
 def send_prefill(model: LocalModel, cache: KVCache, options: CodecOptions, *, request_id: str,

@@ -49,11 +49,12 @@ def ineligible(local: LocalModel, info: cloud_pb2.InfoResponse, rules: KVHandoff
 
 
 def kv_bytes(local: LocalModel, n_tokens: int, codec: str) -> int:
-    return estimate_raw_bytes(KVLayout.of(local.config), n_tokens, CodecOptions(codec))
+    return estimate_raw_bytes(KVLayout.of(local.config), n_tokens, CodecOptions.for_model(codec, local.fingerprint))
 
 
 def frames_of(local: LocalModel, cache: KVCache, n_tokens: int, codec: str) -> Iterator[bytes]:
-    return encode_cache(cache, local.fingerprint, CodecOptions(codec), n_tokens=n_tokens)
+    options = CodecOptions.for_model(codec, local.fingerprint)
+    return encode_cache(cache, local.fingerprint, options, n_tokens=n_tokens)
 
 
 def receive_prefill(

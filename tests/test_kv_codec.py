@@ -4,12 +4,13 @@ the right error (a hypothesis fuzz test included)."""
 
 from __future__ import annotations
 
+import math
 import struct
 import zlib
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from engine.config import ModelConfig
@@ -28,11 +29,13 @@ from engine.kv import (
     layout_of,
     parse_frame,
 )
-from engine.kv import quant
+from engine.kv import KVLayout, quant
+from engine.kv.frame import _FIXED, check_key8
 from engine.model import KVCache
 
 CONFIG = ModelConfig(vocab_size=64, dim=384, n_layers=4, n_heads=6, n_kv_heads=2, ffn_dim=32, max_seq_len=4096)
 FP = ModelFingerprint("arch-test", "fam-test", "none")
+HEADER_FIXED = _FIXED.size
 
 
 def synthetic_cache(n_tokens: int, seed: int = 0) -> KVCache:
@@ -70,15 +73,6 @@ def test_int8_round_trip_error_is_half_a_step_per_token_vector():
         assert torch.all((a - b).abs() <= 0.5 * step * 1.002 + 1e-6)
 
 
-def q4_bound(x: torch.Tensor, group_dim: int) -> torch.Tensor:
-    """Per element: half a step of its group, plus the fp16 rounding of the group's scale and
-    zero point (2^-11 relative each, the scale counted over its 15 steps)."""
-    low, high = torch.aminmax(x, dim=group_dim, keepdim=True)
-    step = (high - low) / quant.Q4_LEVELS
-    slack = 2**-11 * (low.abs() + quant.Q4_LEVELS * step) + 2**-24 + 1e-6 * x.abs().amax()
-    return (0.5 * step + slack).expand_as(x)
-
-
 def q4c_bound(x: torch.Tensor) -> torch.Tensor:
     """x: [A, B, G, g, D], keys per channel: half a step of the group's grid range, which
     exceeds the group's own range by at most two steps of its channel's 255-step grid (the
@@ -93,39 +87,18 @@ def q4c_bound(x: torch.Tensor) -> torch.Tensor:
 
 @settings(max_examples=200, deadline=None)
 @given(
-    shape=st.tuples(st.integers(1, 3), st.integers(1, 3), st.integers(1, 9), st.sampled_from([8, 16, 32, 64])),
-    group_dim=st.sampled_from([2, 3]),
-    scale=st.floats(1e-3, 1e3),
-    outliers=st.integers(0, 4),
-    seed=st.integers(0, 2**31 - 1),
-)
-def test_q4_error_is_within_half_a_step_of_each_group(shape, group_dim, scale, outliers, seed):
-    """Any group, any spread, outliers included: |x - dequant(x)| <= scale / 2 (+ fp16 rounding);
-    values past fp16's range are refused."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(shape, generator=g) * scale + torch.randn(1, generator=g) * scale
-    flat = x.view(-1)
-    flat[torch.randint(0, flat.numel(), (outliers,), generator=g)] *= 40
-    if x.abs().amax() > quant.FP16_MAX:  # scale and zero point are fp16: refused, clearly
-        with pytest.raises(ValueError, match="beyond the fp16 range"):
-            quant.q4_encode(x, group_dim)
-        return
-    out = quant.q4_decode(quant.Reader(torch.cat(quant.q4_encode(x, group_dim))), tuple(x.shape), group_dim)
-    assert torch.all((x - out).abs() <= q4_bound(x, group_dim))
-
-
-@settings(max_examples=200, deadline=None)
-@given(
     shape=st.tuples(st.integers(1, 2), st.integers(1, 3), st.integers(1, 6), st.sampled_from([1, 7, 16, 32]),
-                    st.sampled_from([2, 16, 64])),
+                    st.sampled_from([1, 2, 16, 64])),  # 1: values, one range per head
     scale=st.floats(1e-3, 1e3),
     offset=st.floats(-50, 50),
     outliers=st.integers(0, 4),
     seed=st.integers(0, 2**31 - 1),
 )
 def test_q4_channel_error_is_within_half_a_step_of_each_groups_grid(shape, scale, offset, outliers, seed):
-    """Keys per channel with 8-bit group ranges inside the fp16 channel range: any group,
-    offsets and outliers included, stays within its analytic bound; past fp16 it is refused."""
+    """Keys per channel (values per token, D = 1) with 8-bit group ranges inside the fp16 range
+    of the channel (head): any group, offsets and outliers included, stays within its analytic
+    bound; past fp16 it is refused."""
+    assume(math.prod(shape) % 2 == 0)  # two values a byte: the codec's blocks are always even
     g = torch.Generator().manual_seed(seed)
     x = (torch.randn(shape, generator=g) + offset) * scale
     flat = x.view(-1)
@@ -142,12 +115,13 @@ def test_q4_channel_error_is_within_half_a_step_of_each_groups_grid(shape, scale
 
 def cache_q4_bound(a: torch.Tensor, kind: str, options: CodecOptions) -> torch.Tensor:
     """The bound of every element of a [L, H, T, D] tensor under `options`' plan, position by
-    position as the frames lay it out (8-bit layers and sinks, 4-bit groups, exact window)."""
+    position as the frames lay it out (sinks and the keys of `key8` heads at int8, 4-bit
+    groups, exact window)."""
     L, H, T, D = a.shape
     int8 = 0.5 * a.abs().amax(dim=-1, keepdim=True).expand_as(a) / 127 * 1.002 + 1e-6
     bound = int8.clone()
     end = T - options.recent_tokens
-    body = a[options.hi_layers:, :, options.sink_tokens:end]
+    body = a[:, :, options.sink_tokens:end]
     if kind == "k":
         kg = options.key_group
         full = body.shape[2] // kg * kg
@@ -155,27 +129,53 @@ def cache_q4_bound(a: torch.Tensor, kind: str, options: CodecOptions) -> torch.T
         tail = body[:, :, full:].unsqueeze(2)
         parts = [q4c_bound(groups).reshape(*body.shape[:2], full, D), q4c_bound(tail).squeeze(2)]
         q = torch.cat(parts, dim=2)
+        for layer, head in options.key8:
+            q[layer, head] = int8[layer, head, options.sink_tokens:end]
     else:
-        vg = options.value_group
-        q = q4_bound(body.reshape(*body.shape[:-1], D // vg, vg), 4).reshape(body.shape)
-    bound[options.hi_layers:, :, options.sink_tokens:end] = q
+        vg = options.value_group  # per token over groups of vg channels, inside the head's range
+        q = q4c_bound(body.reshape(L, H, -1, vg, 1)).reshape(body.shape)
+    bound[:, :, options.sink_tokens:end] = q
     bound[:, :, end:] = 0  # exact
     return bound
 
 
-@pytest.mark.parametrize("key_group, value_group, recent", [(32, 64, 16), (64, 32, 0), (16, 64, 40)])
-def test_q4_round_trip_is_within_each_groups_bound_and_the_recent_window_exact(key_group, value_group, recent):
+@pytest.mark.parametrize("key_group, value_group, recent, key8", [
+    (32, 64, 16, {(1, 0)}), (64, 32, 0, set()), (16, 64, 40, {(0, 1), (2, 0), (2, 1), (3, 1)}),
+])
+def test_q4_round_trip_is_within_each_groups_bound_and_the_recent_window_exact(key_group, value_group, recent,
+                                                                              key8):
     """Through frames: keys per channel over `key_group` tokens, values per token over
-    `value_group` channels, the first layer and the sink tokens at int8, the last `recent`
-    positions bit-identical."""
+    `value_group` channels, the sink tokens and the `key8` heads' keys at int8, the last
+    `recent` positions bit-identical."""
     n = 3 * key_group + 37 + recent  # full groups plus a shorter last one
     cache = synthetic_cache(n, seed=key_group + recent)
-    options = CodecOptions("q4", key_group=key_group, value_group=value_group, sink_tokens=4, hi_layers=1,
-                           recent_tokens=recent)
+    options = CodecOptions("q4", key_group=key_group, value_group=value_group, sink_tokens=4,
+                           key8=frozenset(key8), recent_tokens=recent)
     out, _ = round_trip(cache, options)
     for kind, a, b in (("k", cache.k[:, 0], out.k[:, 0, :, :n]), ("v", cache.v[:, 0], out.v[:, 0, :, :n])):
         assert torch.all((a - b).abs() <= cache_q4_bound(a, kind, options)), kind
         assert torch.equal(a[:, :, n - recent:], b[:, :, n - recent:])
+    for layer, head in key8:  # the bitmap reached the decoder: those keys are int8's, bit for bit
+        keys = cache.k[layer, 0, head, 4:n - recent]
+        int8 = quant.int8_decode(quant.Reader(torch.cat(quant.int8_encode(keys))), tuple(keys.shape))
+        assert torch.equal(out.k[layer, 0, head, 4:n - recent], int8)
+
+
+def test_the_sink_tokens_stay_at_8_bit_in_every_layer():
+    cache = synthetic_cache(200, seed=3)
+    out, _ = round_trip(cache, CodecOptions("q4", sink_tokens=8, recent_tokens=0))
+    a, b = cache.k[:, 0, :, :8], out.k[:, 0, :, :8]
+    assert torch.all((a - b).abs() <= 0.5 * a.abs().amax(dim=-1, keepdim=True) / 127 * 1.002 + 1e-6)
+
+
+def test_the_smollm2_profile_reaches_the_frames_and_other_models_get_plain_q4():
+    from engine.kv.profiles import SMOLLM2_135M_KEY8, q4_key8
+    smollm2 = ModelFingerprint("arch", "fam-0188ffb102ff8468", "gguf-q4_1")
+    assert CodecOptions.for_model("q4", smollm2).key8 == SMOLLM2_135M_KEY8 == q4_key8(smollm2)
+    assert CodecOptions.for_model("q4", FP).key8 == frozenset()
+    assert CodecOptions.for_model("int8", smollm2).key8 == frozenset()
+    with pytest.raises(ValueError, match="outside"):
+        list(encode_cache(synthetic_cache(50), FP, CodecOptions("q4", key8=frozenset({(4, 0)}))))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
@@ -197,19 +197,37 @@ def test_the_recent_window_is_bit_identical_in_the_caches_dtype(dtype):
     assert not torch.equal(out.cache.k[:, :, :, :2800], cache.k[:, :, :, :2800])  # the rest is 4 bit
 
 
-def test_a_version_1_frame_is_refused_naming_both_versions():
-    frame = reheader(frames_of()[0], 4, "<B", 1)
-    with pytest.raises(KVFormatError, match="version 1 is not supported .*reads 2"):
+@pytest.mark.parametrize("version", [1, 2])
+def test_an_older_frame_is_refused_naming_both_versions(version):
+    """Version 2 kept "the first N layers" at 8 bit where version 3 has a per-head bitmap: a
+    version 2 frame is refused, not misread."""
+    frame = reheader(frames_of()[0], 4, "<B", version)
+    with pytest.raises(KVFormatError, match=f"version {version} is not supported .*reads 3"):
         assembler().add(frame)
 
 
+def test_a_malformed_key8_bitmap_is_refused():
+    """A bitmap of the wrong length, or one setting bits past the last (layer, head), is named."""
+    options = CodecOptions("q4", key8=frozenset({(0, 0), (3, 1)}))
+    frame = list(encode_cache(synthetic_cache(50), FP, options))[0]
+    header, _ = parse_frame(frame)
+    assert header.key8 == bytes([0b1000_0001]) and header.key8_heads(3) == [False, True]
+    at = HEADER_FIXED + sum(len(f.encode()) for f in (FP.architecture, FP.weights_family, FP.quantization))
+    body = bytearray(frame[:at] + b"\x00" + frame[at:-4])  # one more bitmap byte than the layout needs
+    struct.pack_into("<H", body, 40, 2)  # key8_len
+    with pytest.raises(KVFormatError, match="bitmap is 2 bytes; .* needs 1"):
+        assembler().add(bytes(body) + struct.pack("<I", zlib.crc32(body)))
+    with pytest.raises(KVFormatError, match="past the last layer"):
+        check_key8(b"\xff", KVLayout(3, 2, 64))  # 6 valid bits
+
+
 def test_q4_is_over_3_5x_smaller_than_fp16_and_int8_about_2x():
-    """The 4-bit format itself (this 4-layer test model would keep a quarter of its layers at 8 bit;
-    SmolLM2 keeps 1 of 30, measured by benchmarks/kv_handoff.py)."""
+    """The 4-bit format itself (SmolLM2's profile keeps a few of its 90 heads' keys at 8 bit;
+    benchmarks/kv_handoff.py measures its ratio)."""
     cache = synthetic_cache(1024)
     fp16_bytes = cache.k.numel() * 2 * 2
     options = {"fp16": CodecOptions("fp16"), "int8": CodecOptions("int8"),
-               "q4": CodecOptions("q4", hi_layers=0, recent_tokens=0)}
+               "q4": CodecOptions("q4", recent_tokens=0)}
     sizes = {codec: sum(map(len, round_trip(cache, o)[1])) for codec, o in options.items()}
     assert fp16_bytes / sizes["q4"] >= 3.5
     assert fp16_bytes / sizes["int8"] >= 1.9
@@ -392,7 +410,6 @@ def test_quantizers_take_the_sizes_they_declare():
     for fmt, sections, size in (
         ("fp16", quant.fp16_encode(x), quant.fp16_nbytes(x.shape)),
         ("int8", quant.int8_encode(x), quant.int8_nbytes(x.shape)),
-        ("q4", quant.q4_encode(x, 2), quant.q4_nbytes(x.shape, 2)),
         ("q4c", quant.q4c_encode(x.view(2, 3, 2, 4, 64)), quant.q4c_nbytes((2, 3, 2, 4, 64))),
     ):
         assert sum(s.numel() for s in sections) == size, fmt
@@ -401,9 +418,6 @@ def test_quantizers_take_the_sizes_they_declare():
 def test_constant_blocks_decode_exactly_in_q4():
     x = torch.zeros(1, 2, 64, 64)
     x[0, 1] = 3.5
-    for group_dim in (2, 3):
-        buf = torch.cat(quant.q4_encode(x, group_dim))
-        assert torch.equal(quant.q4_decode(quant.Reader(buf), tuple(x.shape), group_dim), x)
     grouped = x.view(1, 2, 2, 32, 64)
     buf = torch.cat(quant.q4c_encode(grouped))
     assert torch.equal(quant.q4c_decode(quant.Reader(buf), tuple(grouped.shape)), grouped)

@@ -1,6 +1,6 @@
 """Compressed KV-cache hand-off between tiers: codec, frames, compatibility.
 
-    frames = list(encode_cache(cache, model.fingerprint, CodecOptions("q4")))
+    frames = list(encode_cache(cache, model.fingerprint, CodecOptions.for_model("q4", model.fingerprint)))
     received = decode_frames(frames, layout, model.fingerprint, model.new_cache, max_tokens=8192)
 """
 

@@ -31,17 +31,18 @@ from engine.kv.frame import (
     decode_payload,
     encode_frame,
     iter_blocks,
+    key8_bitmap,
     parse_frame,
     raw_size,
 )
+from engine.kv.profiles import q4_key8
 from engine.model import KVCache
 
 DEFAULT_CODEC = "int8"  # q4 misses issue 20's fidelity goal on the report texts (README)
 DEFAULT_KEY_GROUP = 32
-DEFAULT_VALUE_GROUP = 64
+DEFAULT_VALUE_GROUP = 32
 DEFAULT_SINK_TOKENS = 4
-DEFAULT_HI_LAYERS = 0
-DEFAULT_RECENT_TOKENS = 16
+DEFAULT_RECENT_TOKENS = 0  # the window cost more than it gave on the tuning texts (README)
 DEFAULT_LEVEL = 1
 TOKEN_ALIGN = 64  # token blocks are whole q4 groups
 MIN_FRAME_BYTES = 128 * 1024
@@ -49,14 +50,15 @@ MIN_FRAME_BYTES = 128 * 1024
 
 @dataclass(frozen=True)
 class CodecOptions:
-    """How to encode: the codec and, for q4, its group sizes, what stays at 8 bit and how
-    many of the most recent positions stay exact."""
+    """How to encode: the codec and, for q4, its group sizes, what stays at 8 bit (the sink
+    positions, the keys of the (layer, KV head) pairs in `key8`) and how many of the most
+    recent positions stay exact. `for_model` fills `key8` from the model's measured profile."""
 
     codec: str = DEFAULT_CODEC
     key_group: int = DEFAULT_KEY_GROUP
     value_group: int = DEFAULT_VALUE_GROUP
     sink_tokens: int = DEFAULT_SINK_TOKENS
-    hi_layers: int = DEFAULT_HI_LAYERS
+    key8: frozenset[tuple[int, int]] = frozenset()
     recent_tokens: int = DEFAULT_RECENT_TOKENS
     level: int = DEFAULT_LEVEL
     frame_bytes: int = MAX_FRAME_BYTES  # smaller frames stream (and fail) at a finer grain
@@ -73,8 +75,15 @@ class CodecOptions:
         if not 0 <= self.sink_tokens <= MAX_SINK_TOKENS or not 0 <= self.recent_tokens <= MAX_RECENT_TOKENS:
             raise ValueError(f"sink and recent tokens must be in [0, {MAX_SINK_TOKENS}], got {self.sink_tokens} "
                              f"and {self.recent_tokens}")
-        if self.hi_layers < 0:
-            raise ValueError(f"hi_layers must be >= 0, got {self.hi_layers}")
+        if not all(isinstance(p, tuple) and len(p) == 2 and min(p) >= 0 for p in self.key8):
+            raise ValueError(f"key8 holds (layer, KV head) pairs of non-negative integers, got {sorted(self.key8)}")
+
+    @classmethod
+    def for_model(cls, codec: str, fingerprint: ModelFingerprint, **kwargs) -> CodecOptions:
+        """The options for this model: q4 keeps the keys its profile measured as sensitive at 8 bit."""
+        if codec == "q4" and "key8" not in kwargs:
+            kwargs["key8"] = q4_key8(fingerprint)
+        return cls(codec, **kwargs)
 
 
 def layout_of(cache: KVCache) -> KVLayout:
@@ -91,7 +100,7 @@ def _header(layout: KVLayout, options: CodecOptions, fingerprint: ModelFingerpri
         token_count=tokens[1], position_offset=0, key_group=options.key_group if q4 else 0,
         value_group=math.gcd(options.value_group, layout.head_dim) if q4 else 0,
         sink_tokens=options.sink_tokens if q4 else 0,
-        hi_layers=options.hi_layers if q4 else 0, recent_tokens=options.recent_tokens if q4 else 0,
+        key8=key8_bitmap(options.key8, layout) if q4 else b"", recent_tokens=options.recent_tokens if q4 else 0,
         fingerprint=fingerprint,
     )
 

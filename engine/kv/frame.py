@@ -11,14 +11,20 @@ the exact sizes of the payload before and after zstd.
     0       magic "TKV1", version, codec, dtype, flags (bit 0: keys post-RoPE)
     8       n_layers, n_kv_heads, head_dim, layer_start, layer_count   (u16 each)
     18      total_tokens, token_start, token_count, position_offset     (u32 each)
-    34      key_group, value_group, sink_tokens, hi_layers, recent_tokens (u16 each)
+    34      key_group, value_group, sink_tokens, key8_len, recent_tokens (u16 each)
     44      fingerprint field lengths (3 x u8), raw_len, payload_len (u32)
     55      fingerprint: architecture, weights family, quantization (UTF-8)
-    ...     payload (zstd), then CRC-32 of everything before it (u32)
+    ...     key8 bitmap (key8_len bytes), payload (zstd), then CRC-32 of everything
+            before it (u32)
 
 Version 2 added the value group and the recent window (q4 keeps the last
-`recent_tokens` positions of the cache exactly, in the source dtype); a
-version 1 frame is refused with an error that names both versions.
+`recent_tokens` positions of the cache exactly, in the source dtype). Version 3
+replaced "the first N layers at 8 bit" by a bitmap of the (layer, KV head)
+pairs whose keys stay at 8 bit (bit `layer * n_kv_heads + head`, least
+significant first), measured per model (engine/kv/profiles.py), and gave q4
+values 8-bit group ranges inside each head's range (2 bytes a group instead of
+an fp16 scale and zero point, so groups are half as wide for the size). An older
+frame is refused with an error that names both versions.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ from engine.kv import quant
 from engine.kv.errors import KVFormatError, KVLimitError
 
 MAGIC = b"TKV1"
-VERSION = 2
+VERSION = 3
 MAX_FRAME_BYTES = 1024 * 1024
 MAX_RAW_BYTES = MAX_FRAME_BYTES - 16 * 1024  # zstd's worst-case growth plus the header still fit
 MAX_FINGERPRINT_FIELD = 128
@@ -85,17 +91,23 @@ class FrameHeader:
     key_group: int
     value_group: int
     sink_tokens: int
-    hi_layers: int
+    key8: bytes  # bitmap of the (layer, KV head) pairs whose q4 keys stay at 8 bit; b"" for none
     recent_tokens: int
     fingerprint: ModelFingerprint
     raw_len: int = 0
     payload_len: int = 0
 
+    def key8_heads(self, layer: int) -> list[bool]:
+        """Per KV head of this (absolute) layer: are its keys kept at 8 bit?"""
+        heads = self.layout.n_kv_heads
+        bits = [layer * heads + h for h in range(heads)]
+        return [bool(self.key8) and bool(self.key8[b // 8] >> (b % 8) & 1) for b in bits]
+
     @property
     def stream_identity(self) -> tuple:
         """What every frame of one cache must agree on."""
         return (self.codec, self.dtype, self.keys_post_rope, self.layout, self.total_tokens,
-                self.position_offset, self.key_group, self.value_group, self.sink_tokens, self.hi_layers,
+                self.position_offset, self.key_group, self.value_group, self.sink_tokens, self.key8,
                 self.recent_tokens, self.fingerprint)
 
 
@@ -103,16 +115,16 @@ class FrameHeader:
 class Part:
     """One section of a payload: keys or values of a sub-block, in one number format.
 
-    `shape` is the block viewed for quantization ([L, H, T, D] or a grouped view of
-    it) and `group_dim` the dimension holding one q4 group.
+    `shape` is the block viewed for quantization ([L, H, T, D], or [A, B, G, g, D]
+    for q4c with groups of g along dimension 3).
     """
 
     tensor: str  # "k" | "v"
-    fmt: str  # "fp16" | "int8" | "q4" | "q4c" (per channel) | "exact" (the source dtype's own bytes)
+    fmt: str  # "fp16" | "int8" | "q4c" (4 bit, 8-bit group ranges) | "exact" (the source dtype's own bytes)
     layers: tuple[int, int]  # relative to the frame
+    heads: tuple[int, int]
     tokens: tuple[int, int]
     shape: tuple[int, ...]
-    group_dim: int = -1
     dtype: torch.dtype = torch.float32  # of "exact" parts
 
     @property
@@ -123,9 +135,18 @@ class Part:
             return quant.fp16_nbytes(self.shape)
         if self.fmt == "int8":
             return quant.int8_nbytes(self.shape)
-        if self.fmt == "q4c":
-            return quant.q4c_nbytes(self.shape)
-        return quant.q4_nbytes(self.shape, self.group_dim)
+        return quant.q4c_nbytes(self.shape)
+
+
+def _runs(flags: list) -> list[tuple[int, int, object]]:
+    """Maximal runs of equal items: (start, stop, item)."""
+    runs: list[tuple[int, int, object]] = []
+    for i, f in enumerate(flags):
+        if runs and runs[-1][2] == f:
+            runs[-1] = (runs[-1][0], i + 1, f)
+        else:
+            runs.append((i, i + 1, f))
+    return runs
 
 
 def plan(h: FrameHeader) -> list[Part]:
@@ -133,18 +154,23 @@ def plan(h: FrameHeader) -> list[Part]:
 
     q4 frames: the cache's last `recent_tokens` positions exact in every layer
     (KIVI's full-precision window: the positions the next tokens attend to
-    most), the first `hi_layers` layers and the first `sink_tokens` positions
-    at 8 bit, and the rest in 4 bit: keys per channel over groups of
-    `key_group` consecutive positions, values per position over groups of
-    `value_group` channels.
+    most), the first `sink_tokens` positions at 8 bit, the keys of the
+    (layer, head) pairs in the `key8` bitmap at 8 bit, and the rest in 4 bit:
+    keys per channel over groups of `key_group` consecutive positions, values
+    per position over groups of `value_group` channels; each group's range is
+    two 8-bit codes inside the fp16 range of its channel (keys) or head (values)
+    over the block.
     """
     heads, dim = h.layout.n_kv_heads, h.layout.head_dim
     n_layers, n_tokens = h.layer_count, h.token_count
 
+    def part(tensor: str, fmt: str, layers: tuple[int, int], tokens: tuple[int, int],
+             head_range: tuple[int, int] = (0, heads)) -> Part:
+        shape = (layers[1] - layers[0], head_range[1] - head_range[0], tokens[1] - tokens[0], dim)
+        return Part(tensor, fmt, layers, head_range, tokens, shape, dtype=h.dtype)
+
     def block(fmt: str, layers: tuple[int, int], tokens: tuple[int, int]) -> list[Part]:
-        shape = (layers[1] - layers[0], heads, tokens[1] - tokens[0], dim)
-        return [Part("k", fmt, layers, tokens, shape, dtype=h.dtype), Part("v", fmt, layers, tokens, shape,
-                                                                          dtype=h.dtype)]
+        return [part("k", fmt, layers, tokens), part("v", fmt, layers, tokens)]
 
     if h.codec != "q4":
         return block(h.codec, (0, n_layers), (0, n_tokens))
@@ -155,26 +181,32 @@ def plan(h: FrameHeader) -> list[Part]:
         parts += block("exact", (0, n_layers), (recent, n_tokens))
     if recent == 0:
         return parts
-    hi = max(0, min(n_layers, h.hi_layers - h.layer_start))  # leading layers kept at 8 bit
-    if hi:
-        parts += block("int8", (0, hi), (0, recent))
-    if hi == n_layers:
-        return parts
-    lo = (hi, n_layers)
     sink = max(0, min(recent, h.sink_tokens - h.token_start))  # leading positions kept at 8 bit
     if sink:
-        parts += block("int8", lo, (0, sink))
-    n_lo, rest = n_layers - hi, recent - sink
+        parts += block("int8", (0, n_layers), (0, sink))
+    rest = recent - sink
     if rest == 0:
         return parts
     group = h.key_group
     full = rest // group * group
-    if full:  # keys: each channel's group of `group` consecutive tokens shares a scale
-        parts.append(Part("k", "q4c", lo, (sink, sink + full), (n_lo, heads, full // group, group, dim), 3))
-    if rest > full:  # a shorter last group
-        parts.append(Part("k", "q4c", lo, (sink + full, recent), (n_lo, heads, 1, rest - full, dim), 3))
-    v_group = h.value_group  # values: each token's group of channels shares one
-    parts.append(Part("v", "q4", lo, (sink, recent), (n_lo, heads, rest, dim // v_group, v_group), 4))
+    masks = [tuple(h.key8_heads(h.layer_start + i)) for i in range(n_layers)]
+    for l0, l1, mask in _runs(masks):
+        for h0, h1, key8 in _runs(list(mask)):
+            if key8:
+                parts.append(part("k", "int8", (l0, l1), (sink, recent), (h0, h1)))
+                continue
+            n_h = h1 - h0  # keys: each channel's group of `group` consecutive tokens shares a scale
+            if full:
+                parts.append(Part("k", "q4c", (l0, l1), (h0, h1), (sink, sink + full),
+                                  (l1 - l0, n_h, full // group, group, dim)))
+            if rest > full:  # a shorter last group
+                parts.append(Part("k", "q4c", (l0, l1), (h0, h1), (sink + full, recent),
+                                  (l1 - l0, n_h, 1, rest - full, dim)))
+    # values: each token's group of `value_group` channels is one group, its range two 8-bit
+    # codes inside the head's range over the block (q4c with the groups as channels of width 1)
+    v_group = h.value_group
+    parts.append(Part("v", "q4c", (0, n_layers), (0, heads), (sink, recent),
+                      (n_layers, heads, rest * (dim // v_group), v_group, 1)))
     return parts
 
 
@@ -187,7 +219,7 @@ def encode_frame(h: FrameHeader, k: torch.Tensor, v: torch.Tensor, *, level: int
     sections: list[torch.Tensor] = []
     for p in plan(h):
         src = k if p.tensor == "k" else v
-        x = src[p.layers[0]:p.layers[1], :, p.tokens[0]:p.tokens[1]]
+        x = src[p.layers[0]:p.layers[1], p.heads[0]:p.heads[1], p.tokens[0]:p.tokens[1]]
         if p.fmt == "exact":
             sections += quant.exact_encode(x, h.dtype)
             continue
@@ -196,10 +228,8 @@ def encode_frame(h: FrameHeader, k: torch.Tensor, v: torch.Tensor, *, level: int
             sections += quant.fp16_encode(x)
         elif p.fmt == "int8":
             sections += quant.int8_encode(x)
-        elif p.fmt == "q4c":
-            sections += quant.q4c_encode(x)
         else:
-            sections += quant.q4_encode(x, p.group_dim)
+            sections += quant.q4c_encode(x)
     raw = torch.cat(sections).numpy()
     payload = zstandard.ZstdCompressor(level=level).compress(raw)
     fp = [s.encode() for s in (h.fingerprint.architecture, h.fingerprint.weights_family,
@@ -210,10 +240,10 @@ def encode_frame(h: FrameHeader, k: torch.Tensor, v: torch.Tensor, *, level: int
         MAGIC, VERSION, CODECS[h.codec], DTYPES[h.dtype], FLAG_POST_ROPE if h.keys_post_rope else 0,
         h.layout.n_layers, h.layout.n_kv_heads, h.layout.head_dim, h.layer_start, h.layer_count,
         h.total_tokens, h.token_start, h.token_count, h.position_offset,
-        h.key_group, h.value_group, h.sink_tokens, h.hi_layers, h.recent_tokens, *(len(f) for f in fp),
+        h.key_group, h.value_group, h.sink_tokens, len(h.key8), h.recent_tokens, *(len(f) for f in fp),
         raw.nbytes, len(payload),
     )
-    body = b"".join((fixed, *fp, payload))
+    body = b"".join((fixed, *fp, h.key8, payload))
     frame = body + _CRC.pack(zlib.crc32(body))
     if len(frame) > MAX_FRAME_BYTES:
         raise AssertionError(f"frame of {len(frame)} bytes exceeds {MAX_FRAME_BYTES}")  # the encoder's own bug
@@ -230,13 +260,13 @@ def parse_frame(data: bytes) -> tuple[FrameHeader, memoryview]:
     if len(data) < HEADER_MIN_BYTES:
         raise KVFormatError(f"KV frame is {len(data)} bytes, shorter than a header ({HEADER_MIN_BYTES})")
     (magic, version, codec, dtype, flags, n_layers, n_kv_heads, head_dim, layer_start, layer_count,
-     total_tokens, token_start, token_count, position_offset, key_group, value_group, sink_tokens, hi_layers,
+     total_tokens, token_start, token_count, position_offset, key_group, value_group, sink_tokens, key8_len,
      recent_tokens, len_arch, len_family, len_quant, raw_len, payload_len) = _FIXED.unpack_from(data)
     if magic != MAGIC:
         raise KVFormatError(f"not a KV frame: magic {magic!r}, expected {MAGIC!r}")
     if version != VERSION:
         raise KVFormatError(f"KV frame version {version} is not supported (this receiver reads {VERSION})")
-    expected = _FIXED.size + len_arch + len_family + len_quant + payload_len + _CRC.size
+    expected = _FIXED.size + len_arch + len_family + len_quant + key8_len + payload_len + _CRC.size
     if len(data) != expected:
         raise KVFormatError(f"KV frame is {len(data)} bytes but its header describes {expected} (truncated?)")
     body = memoryview(data)[: len(data) - _CRC.size]
@@ -257,12 +287,14 @@ def parse_frame(data: bytes) -> tuple[FrameHeader, memoryview]:
         except UnicodeDecodeError as exc:
             raise KVFormatError("KV frame fingerprint is not UTF-8") from exc
         offset += n
+    key8 = bytes(body[offset:offset + key8_len])
+    offset += key8_len
     header = FrameHeader(
         codec=CODEC_NAMES[codec], dtype=DTYPE_OF[dtype], keys_post_rope=bool(flags & FLAG_POST_ROPE),
         layout=KVLayout(n_layers, n_kv_heads, head_dim), layer_start=layer_start, layer_count=layer_count,
         total_tokens=total_tokens, token_start=token_start, token_count=token_count,
         position_offset=position_offset, key_group=key_group, value_group=value_group, sink_tokens=sink_tokens,
-        hi_layers=hi_layers, recent_tokens=recent_tokens, fingerprint=ModelFingerprint(*fields), raw_len=raw_len,
+        key8=key8, recent_tokens=recent_tokens, fingerprint=ModelFingerprint(*fields), raw_len=raw_len,
         payload_len=payload_len,
     )
     return header, body[offset:]
@@ -292,17 +324,43 @@ def check_frame(h: FrameHeader, layout: KVLayout, max_tokens: int) -> None:
         if h.value_group not in Q4_VALUE_GROUPS or layout.head_dim % h.value_group:
             raise KVFormatError(f"q4 value group size {h.value_group} is not one of {Q4_VALUE_GROUPS} dividing "
                                 f"head dim {layout.head_dim}")
-        if h.sink_tokens > MAX_SINK_TOKENS or h.hi_layers > layout.n_layers or h.recent_tokens > MAX_RECENT_TOKENS:
-            raise KVFormatError(f"q4 sink tokens {h.sink_tokens} / 8-bit layers {h.hi_layers} / recent tokens "
-                                f"{h.recent_tokens} out of range")
-    elif h.key_group or h.value_group or h.sink_tokens or h.hi_layers or h.recent_tokens:
-        raise KVFormatError(f"{h.codec} frames take no group sizes, sink tokens, 8-bit layers or recent window")
+        if h.sink_tokens > MAX_SINK_TOKENS or h.recent_tokens > MAX_RECENT_TOKENS:
+            raise KVFormatError(f"q4 sink tokens {h.sink_tokens} / recent tokens {h.recent_tokens} out of range "
+                                f"(at most {MAX_SINK_TOKENS} each)")
+        check_key8(h.key8, layout)
+    elif h.key_group or h.value_group or h.sink_tokens or h.key8 or h.recent_tokens:
+        raise KVFormatError(f"{h.codec} frames take no group sizes, sink tokens, 8-bit keys or recent window")
     expected = raw_size(h)
     if h.raw_len != expected or expected > MAX_RAW_BYTES:
         raise KVFormatError(f"KV frame payload declares {h.raw_len} bytes; its header implies {expected} "
                             f"(at most {MAX_RAW_BYTES})")
     if h.payload_len < 1:
         raise KVFormatError("KV frame has an empty payload")
+
+
+def key8_bitmap(pairs: frozenset[tuple[int, int]], layout: KVLayout) -> bytes:
+    """The header's bitmap of (layer, KV head) pairs; b"" when there are none."""
+    if not pairs:
+        return b""
+    bits = bytearray((layout.n_layers * layout.n_kv_heads + 7) // 8)
+    for layer, head in pairs:
+        if not (0 <= layer < layout.n_layers and 0 <= head < layout.n_kv_heads):
+            raise ValueError(f"8-bit key (layer {layer}, head {head}) is outside {_layout_str(layout)}")
+        b = layer * layout.n_kv_heads + head
+        bits[b // 8] |= 1 << (b % 8)
+    return bytes(bits)
+
+
+def check_key8(key8: bytes, layout: KVLayout) -> None:
+    """A bitmap is empty or one bit per (layer, head) of this layout, padding bits clear."""
+    if not key8:
+        return
+    n_bits = layout.n_layers * layout.n_kv_heads
+    if len(key8) != (n_bits + 7) // 8:
+        raise KVFormatError(f"KV frame's 8-bit key bitmap is {len(key8)} bytes; {_layout_str(layout)} needs "
+                            f"{(n_bits + 7) // 8}")
+    if n_bits % 8 and key8[-1] >> (n_bits % 8):
+        raise KVFormatError("KV frame's 8-bit key bitmap sets bits past the last layer's heads")
 
 
 def decode_payload(h: FrameHeader, payload: memoryview, k_out: torch.Tensor, v_out: torch.Tensor) -> None:
@@ -327,12 +385,10 @@ def decode_payload(h: FrameHeader, payload: memoryview, k_out: torch.Tensor, v_o
             x = quant.fp16_decode(reader, p.shape)
         elif p.fmt == "int8":
             x = quant.int8_decode(reader, p.shape)
-        elif p.fmt == "q4c":
-            x = quant.q4c_decode(reader, p.shape)
         else:
-            x = quant.q4_decode(reader, p.shape, p.group_dim)
+            x = quant.q4c_decode(reader, p.shape)
         out = k_out if p.tensor == "k" else v_out
-        dest = out[p.layers[0]:p.layers[1], :, p.tokens[0]:p.tokens[1]]
+        dest = out[p.layers[0]:p.layers[1], p.heads[0]:p.heads[1], p.tokens[0]:p.tokens[1]]
         dest.copy_(x.view(dest.shape))
 
 

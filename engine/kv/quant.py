@@ -9,15 +9,15 @@ it reads anything.
 - fp16: the values rounded to half precision; error <= 2^-11 * |x|.
 - int8 (per token): symmetric, one fp16 scale per [head, token] vector;
   error <= 0.5 * absmax / 127 of that vector (plus fp16 rounding of the scale).
-- q4 (KIVI, asymmetric 4 bit, fp16 scale and zero point), used for values: per
-  token, each group of channels sharing a scale. Error <= 0.5 * (max - min) / 15
-  of the group (plus fp16 rounding of scale and zero point).
-- q4 channel (keys, per channel as KIVI and KVQuant do): each channel's range over
-  the block in fp16, rounded outward, and each group of consecutive tokens' range
-  on that channel as two 8-bit codes on a 255-step grid of it, rounded outward:
-  2 bytes a group instead of 4, so groups can be twice as short for the same
-  size. Error <= 0.5 * (hi - lo) / 15 of the group's grid range [lo, hi], which
-  covers the group's values and exceeds their range by at most two grid steps.
+- q4 channel, x viewed as [A, B, G, g, D]: each of the D "channels"' range over
+  the block in fp16, rounded outward, and each group of g entries' range on that
+  channel as two 8-bit codes on a 255-step grid of it, rounded outward: 2 bytes a
+  group instead of 4, so groups can be twice as short for the same size. Error
+  <= 0.5 * (hi - lo) / 15 of the group's grid range [lo, hi], which covers the
+  group's values and exceeds their range by at most two grid steps. Keys use it
+  per channel over groups of consecutive tokens (as KIVI and KVQuant do); values
+  per token over groups of channels, viewed as [L, H, T * D / g, g, 1] (one
+  "channel": the head's range over the block).
 """
 
 from __future__ import annotations
@@ -117,25 +117,7 @@ def int8_decode(reader: Reader, shape: tuple[int, ...]) -> torch.Tensor:
     return q.float().mul_(scale.float())
 
 
-# --- asymmetric 4 bit in groups ---------------------------------------------------------
-
-
-def q4_nbytes(shape: tuple[int, ...], group_dim: int) -> int:
-    """x grouped so that dimension `group_dim` holds one group: fp16 scale and zero per
-    group, then two values per byte."""
-    n_groups = math.prod(shape) // shape[group_dim]
-    return 4 * n_groups + math.prod(shape) // 2
-
-
-def q4_encode(x: torch.Tensor, group_dim: int) -> list[torch.Tensor]:
-    """x: any shape with an even element count; the values along `group_dim` form a group."""
-    low, high = torch.aminmax(x, dim=group_dim, keepdim=True)
-    _check_fp16_range(low, high, "q4")
-    zero = low.to(torch.float16)
-    scale, inverse = _fp16_scale(high - zero.float(), Q4_LEVELS)
-    q = (x - zero.float()).mul_(inverse).round_().clamp_(0, Q4_LEVELS).to(torch.uint8).flatten()
-    packed = q[0::2] | (q[1::2] << 4)
-    return [_as_bytes(scale), _as_bytes(zero), packed]
+# --- 4 bit with 8-bit group ranges ----------------------------------------------------
 
 
 def _fp16_outward(low: torch.Tensor, high: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -186,16 +168,6 @@ def q4c_decode(reader: Reader, shape: tuple[int, ...]) -> torch.Tensor:
     lo_code = reader.take(a * b * n_groups * d, torch.uint8, (a, b, n_groups, 1, d))
     hi_code = reader.take(a * b * n_groups * d, torch.uint8, (a, b, n_groups, 1, d))
     zero, scale = _channel_grid(c_low, c_high, lo_code, hi_code)
-    packed = reader.take(math.prod(shape) // 2, torch.uint8, (math.prod(shape) // 2,))
-    q = torch.stack((packed & 0x0F, packed >> 4), dim=-1).view(shape)
-    return q.float().mul_(scale).add_(zero)
-
-
-def q4_decode(reader: Reader, shape: tuple[int, ...], group_dim: int) -> torch.Tensor:
-    stat_shape = tuple(1 if i == group_dim % len(shape) else n for i, n in enumerate(shape))
-    n_groups = math.prod(stat_shape)
-    scale = reader.take(2 * n_groups, torch.float16, stat_shape).float()
-    zero = reader.take(2 * n_groups, torch.float16, stat_shape).float()
     packed = reader.take(math.prod(shape) // 2, torch.uint8, (math.prod(shape) // 2,))
     q = torch.stack((packed & 0x0F, packed >> 4), dim=-1).view(shape)
     return q.float().mul_(scale).add_(zero)
