@@ -173,39 +173,59 @@ async def _answer(client: AsyncTandemClient, call: CompletionCall) -> Response:
 
 
 async def _events(stream: AsyncStream, shaper: Shaper, *, held: bool) -> AsyncIterator[bytes]:
-    """The SSE body. With `held`, the device's text waits until no escalation can take it back."""
+    """The SSE body, one write per batch of events the journey had ready (the device's text in a
+    batch goes out as one chunk). With `held`, the device's text waits until no escalation can take
+    it back."""
     call = shaper.call
     waiting: list[Text] = []
     try:
         yield _sse(shaper.chunk(role=True, tandem={"event": "start", **routing(await stream.opened())}))
-        async for event in stream:
-            if isinstance(event, Text):
-                if held and event.tier == "edge":
-                    waiting.append(event)
-                elif event.text or event.token_ids:
-                    yield _sse(shaper.chunk(text=event.text, texts=[event], tandem={"tier": event.tier}))
-            elif isinstance(event, Escalation):
-                if held:
-                    kept, held, waiting = _cut(waiting, event.keep_chars), False, []
-                    if kept:
-                        yield _sse(shaper.chunk(text="".join(t.text for t in kept), texts=kept,
-                                                tandem={"tier": "edge"}))
-                yield _sse(shaper.chunk(tandem=event_note(event)))
-            elif isinstance(event, Fallback):
-                yield _sse(shaper.chunk(tandem=event_note(event)))
-            elif isinstance(event, Done):
-                if waiting:
-                    yield _sse(shaper.chunk(text="".join(t.text for t in waiting), texts=waiting,
-                                            tandem={"tier": "edge"}))
-                finish = "length" if event.finish_reason == "length" else "stop"
-                yield _sse(shaper.chunk(finish=finish, tandem={"event": "done", **routing(event.record)}))
-                if call.include_usage:
-                    yield _sse(shaper.usage_chunk(event.record))
+        while batch := await stream.next_batch():
+            out: list[bytes] = []
+            shown: list[Text] = []  # consecutive text of one tier: one chunk
+
+            def flush() -> None:
+                if shown:
+                    out.append(_text_chunk(shaper, shown))
+                    shown.clear()
+
+            for event in batch:
+                if isinstance(event, Text):
+                    if held and event.tier == "edge":
+                        waiting.append(event)
+                    elif event.text or event.token_ids:
+                        if shown and shown[-1].tier != event.tier:
+                            flush()
+                        shown.append(event)
+                    continue
+                flush()
+                if isinstance(event, Escalation):
+                    if held:
+                        kept, held, waiting = _cut(waiting, event.keep_chars), False, []
+                        if kept:
+                            out.append(_text_chunk(shaper, kept))
+                    out.append(_sse(shaper.chunk(tandem=event_note(event))))
+                elif isinstance(event, Fallback):
+                    out.append(_sse(shaper.chunk(tandem=event_note(event))))
+                elif isinstance(event, Done):
+                    if waiting:
+                        out.append(_text_chunk(shaper, waiting))
+                    finish = "length" if event.finish_reason == "length" else "stop"
+                    out.append(_sse(shaper.chunk(finish=finish, tandem={"event": "done", **routing(event.record)})))
+                    if call.include_usage:
+                        out.append(_sse(shaper.usage_chunk(event.record)))
+            flush()
+            if out:
+                yield b"".join(out)
         yield b"data: [DONE]\n\n"
     except Exception as exc:  # noqa: BLE001 - the status line is gone: the error travels in the stream
         yield _sse(api_error(exc).body())
     finally:
         await stream.aclose()
+
+
+def _text_chunk(shaper: Shaper, texts: list[Text]) -> bytes:
+    return _sse(shaper.chunk(text="".join(t.text for t in texts), texts=texts, tandem={"tier": texts[0].tier}))
 
 
 def _cut(texts: list[Text], keep_chars: int) -> list[Text]:
