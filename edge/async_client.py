@@ -25,7 +25,7 @@ from typing import Any
 
 from edge.aio_cloud import JourneyScope, LoopCloudClient, RequestCancelled
 from edge.client import DEFAULT_DEADLINE_S, DEFAULT_POLICY, POLICY_AUDIT, TandemClient
-from edge.events import Answer, Done, Event
+from edge.events import Answer, Done, Event, Text
 from edge.request import Messages, Request
 from edge.resilience import DEFAULT_RETRY, CircuitBreaker, RetryPolicy
 from edge.transport import CloudTarget, CloudTransport
@@ -166,6 +166,9 @@ class AsyncStream:
         self._lock = threading.Lock()
         self._inbox: deque[tuple[str, Any]] = deque()  # filled by the worker, under the lock
         self._waiter: asyncio.Future[None] | None = None  # the parked reader's, under the lock
+        self._text_wakes = True  # whether a Text wakes the parked reader (under the lock)
+        self._urgent = False  # the inbox holds something other than Text (under the lock)
+        self._handed_at: float | None = None  # loop time of the last batch handed out
         self._ready: deque[Event] = deque()  # taken from the inbox, not yet handed out
         self._error: BaseException | None = None  # raised once the events before it are out
         self._scope: JourneyScope | None = None
@@ -200,14 +203,20 @@ class AsyncStream:
                 raise StopAsyncIteration
         return self._ready.popleft()
 
-    async def next_batch(self) -> list[Event]:
+    async def next_batch(self, *, text_every_s: float = 0.0) -> list[Event]:
         """Every event the journey has produced and the reader not yet taken (at least one), or []
         once the stream has ended. A reader that handles a batch at once (one write for all of
-        them) keeps up with the device however busy the loop is."""
+        them) keeps up with the device however busy the loop is.
+
+        `text_every_s` > 0: text is handed over at most that often (the first at once), so the
+        loop wakes once per interval, not once per token; anything else (a hand-off, the end, an
+        error) still comes at once, with the text before it."""
         if not self._ended:
             self._start()
         while not self._ready and self._error is None and not self._ended:
-            await self._pump()
+            hold = self._handed_at + text_every_s if text_every_s > 0 and self._handed_at is not None else None
+            await self._pump(hold_text_until=hold)
+        self._handed_at = asyncio.get_running_loop().time()
         if self._ready:
             batch = list(self._ready)
             self._ready.clear()
@@ -245,9 +254,13 @@ class AsyncStream:
         scope.enter()
 
         def post(kind: str, value: Any) -> None:
+            urgent = kind != _EVENT or not isinstance(value, Text)
             with self._lock:
                 self._inbox.append((kind, value))
-                waiter, self._waiter = self._waiter, None
+                self._urgent = self._urgent or urgent
+                waiter = self._waiter if urgent or self._text_wakes else None
+                if waiter is not None:
+                    self._waiter = None
             if waiter is not None:
                 _call_soon(loop, _wake, waiter)
 
@@ -274,14 +287,19 @@ class AsyncStream:
         if not self._finished.done():
             self._finished.set_result(None)
 
-    async def _pump(self) -> None:
-        """Wait (parked, if nothing is waiting) for the worker's items and take them all."""
+    async def _pump(self, *, hold_text_until: float | None = None) -> None:
+        """Wait (parked, if nothing is waiting) for the worker's items and take them all; text alone
+        does not end the wait before `hold_text_until` (loop time)."""
+        loop = asyncio.get_running_loop()
+        holding = hold_text_until is not None and loop.time() < hold_text_until
         with self._lock:
-            if not self._inbox:
-                self._waiter = waiter = asyncio.get_running_loop().create_future()
-            else:
+            if self._urgent or (self._inbox and not holding):
                 waiter = None
+            else:
+                self._waiter = waiter = loop.create_future()
+                self._text_wakes = not holding
         if waiter is not None:
+            timer = loop.call_at(hold_text_until, _wake, waiter) if holding else None
             try:
                 await waiter
             except asyncio.CancelledError:  # the reading task was cancelled: so is the journey
@@ -290,9 +308,15 @@ class AsyncStream:
                 self._ended = True
                 self._scope.cancel()
                 raise
+            finally:
+                if timer is not None:
+                    timer.cancel()
         with self._lock:
+            if self._waiter is waiter:  # woken by the timer: the worker must not wake it again
+                self._waiter = None
             items = list(self._inbox)
             self._inbox.clear()
+            self._urgent = False
         for kind, value in items:
             if kind == _EVENT:
                 self._ready.append(value)

@@ -41,12 +41,13 @@ class APIError(Exception):
     """An error answered in the OpenAI shape: {"error": {"message", "type", "param", "code"}}."""
 
     def __init__(self, status: int, message: str, *, type_: str = "invalid_request_error",
-                 param: str | None = None, code: str | None = None) -> None:
+                 param: str | None = None, code: str | None = None, retry_after_s: float | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.type = type_
         self.param = param
         self.code = code
+        self.retry_after_s = retry_after_s  # sent as Retry-After
 
     def body(self) -> dict[str, Any]:
         return {"error": {"message": str(self), "type": self.type, "param": self.param, "code": self.code}}

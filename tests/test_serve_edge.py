@@ -39,11 +39,13 @@ def cloud(smollm2):
 
 
 @contextlib.contextmanager
-def serve_edge(model, cloud_address, policy, tmp_path, **kwargs) -> Iterator[tuple[str, AsyncTandemClient]]:
+def serve_edge(model, cloud_address, policy, tmp_path, app_options=None,
+               **kwargs) -> Iterator[tuple[str, AsyncTandemClient]]:
     """build_app + uvicorn (what `tandem serve-edge` runs) on a free loopback port, in a thread."""
     client = AsyncTandemClient(model, cloud=cloud_address, policy=policy, audit_log=tmp_path / "audit.jsonl",
                                **kwargs)
-    server = uvicorn_server(build_app(client, model_id=MODEL, api_keys=[KEY]), host="127.0.0.1", port=0)
+    app = build_app(client, model_id=MODEL, api_keys=[KEY], **(app_options or {}))
+    server = uvicorn_server(app, host="127.0.0.1", port=0)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -206,7 +208,7 @@ def test_auth_and_bad_requests_get_openai_errors(smollm2, tmp_path):
     assert error["type"] == "invalid_request_error"
     assert two.value.body["param"] == "n" and no_messages.value.body["param"] == "messages"
     assert unknown.value.body["code"] == "model_not_found"
-    assert health == {"status": "ok", "in_flight": 0}
+    assert health == {"status": "ok", "in_flight": 0, "max_concurrent": 8, "journeys": 0}
 
 
 def test_a_client_that_disconnects_mid_stream_frees_the_device_and_the_cloud(smollm2, cloud, tmp_path):
@@ -245,6 +247,56 @@ def test_a_client_that_disconnects_mid_stream_frees_the_device_and_the_cloud(smo
     assert on_device["fallback"] == in_cloud["fallback"] == "abandoned_by_caller"
     assert on_device["route"] == "local" and on_device["tokens"]["edge"] < 100
     assert in_cloud["route"] == "cloud" and in_cloud["tokens"]["cloud"] < 100
+
+
+def test_a_full_server_turns_the_next_request_away_with_503_and_retry_after(smollm2, cloud, tmp_path):
+    """max_concurrent=1: while one stream is open, another request is refused at once (OpenAI error shape,
+    Retry-After); once the stream's client has gone, its slot is free again."""
+    address, _, _ = cloud
+    auth = {"Authorization": f"Bearer {KEY}"}
+    body = {"model": MODEL, "messages": [{"role": "user", "content": QUESTION}], "max_tokens": 4}
+    with serve_edge(smollm2, address, policy_with(), tmp_path, app_options={"max_concurrent": 1}) as (url, _):
+        with api(url).chat.completions.with_streaming_response.create(
+                model=MODEL, messages=[{"role": "user", "content": LONG_PROMPT}], max_tokens=400,
+                stream=True) as held:
+            next(iter(held.parse()))  # the stream is open and routed: it holds the one slot
+            busy_health = httpx.get(url + "/health").json()
+            refused = httpx.post(url + "/v1/chat/completions", headers=auth, json=body, timeout=30)
+            with pytest.raises(openai.InternalServerError) as info:
+                api(url).chat.completions.create(**body)
+        deadline = time.monotonic() + 30
+        while httpx.get(url + "/health").json()["in_flight"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        after = api(url).chat.completions.create(**body)
+    assert busy_health["in_flight"] == 1 and busy_health["max_concurrent"] == 1
+    assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+    error = refused.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"} and error["code"] == "server_busy"
+    assert "busy" in error["message"] and error["type"] == "server_error"
+    assert info.value.status_code == 503
+    assert after.choices[0].message.content and after.model_extra["tandem"]["tier"] == "edge"
+    assert [r["fallback"] for r in records(tmp_path)] == ["abandoned_by_caller", None]
+
+
+def test_a_stream_interval_groups_text_but_not_the_first_token_or_the_end(smollm2, cloud, tmp_path):
+    """With a 30 s interval the first token goes out at once and the rest with the end (which is not held);
+    with none, text goes out as it comes. The text is the same."""
+    address, _, _ = cloud
+    story = "Write a short story about a lighthouse keeper."  # long enough to outlast the policy's 16 held tokens
+    request = {"model": MODEL, "messages": [{"role": "user", "content": story}], "max_tokens": 40, "stream": True,
+               "extra_headers": {"X-Tandem-Stream": "draft"}}  # the device's text as it comes, not held
+
+    def content_chunks(interval: float) -> tuple[str, int, float]:
+        with serve_edge(smollm2, address, policy_with(), tmp_path,
+                        app_options={"stream_interval_s": interval}) as (url, _):
+            start = time.monotonic()
+            plain, chunks, _ = read_stream(api(url).chat.completions.create(**request))
+            return plain, sum(1 for c in chunks if c.choices and c.choices[0].delta.content), time.monotonic() - start
+
+    grouped, grouped_chunks, grouped_s = content_chunks(30.0)
+    each, each_chunks, _ = content_chunks(0.0)
+    assert grouped == each and len(grouped) > 60
+    assert grouped_chunks <= 2 < each_chunks and grouped_s < 30
 
 
 def test_the_tandem_serve_edge_command(smollm2, cloud, tmp_path):
