@@ -40,13 +40,18 @@ GREEDY = Sampling()
 @dataclass(frozen=True)
 class TokenInfo:
     """One generated token: id, log-prob (nats), entropy (nats), top-1 minus top-2 probability,
-    and (when asked for) the final normed hidden state [dim] that chose it."""
+    (when asked for) the final normed hidden state [dim] that chose it, and the TOP_ALTERNATIVES
+    most likely tokens as (id, log-prob), most likely first (the chosen one among them unless sampled)."""
 
     id: int
     logprob: float
     entropy: float
     margin: float
     hidden: tuple[float, ...] | None = None
+    top: tuple[tuple[int, float], ...] = ()
+
+
+TOP_ALTERNATIVES = 2  # pick() ranks the top two for the margin; those are all a token's alternatives
 
 
 # fp32 activation bytes one prefill forward may hold. A forward's activations
@@ -91,7 +96,7 @@ def pick(
 ) -> TokenInfo:
     """Choose the next token from logits [V] and describe the model's confidence in it."""
     logprobs = torch.log_softmax(logits.float(), dim=-1)
-    top2 = torch.topk(logprobs, 2)
+    top2 = torch.topk(logprobs, TOP_ALTERNATIVES)
     if sampling.temperature == 0.0:
         token = int(top2.indices[0])
     else:
@@ -103,6 +108,7 @@ def pick(
         entropy=float(-(probs * logprobs).nan_to_num().sum()),
         margin=float(top2.values[0].exp() - top2.values[1].exp()),
         hidden=None if hidden is None else tuple(hidden.tolist()),
+        top=tuple(zip(top2.indices.tolist(), top2.values.tolist())),
     )
 
 

@@ -94,7 +94,7 @@ def test_local_answer_whole_and_streamed_with_routing_and_logprobs(smollm2, clou
     with serve_edge(smollm2, address, policy_with(), tmp_path) as (url, _):
         raw = api(url).chat.completions.with_raw_response.create(
             model=MODEL, messages=[{"role": "user", "content": QUESTION}], max_tokens=16, logprobs=True,
-            top_logprobs=1)
+            top_logprobs=2)
         whole = raw.parse()
         with api(url).chat.completions.with_streaming_response.create(
                 model="tandem", messages=[{"role": "user", "content": QUESTION}], max_tokens=16, stream=True,
@@ -111,7 +111,14 @@ def test_local_answer_whole_and_streamed_with_routing_and_logprobs(smollm2, clou
     got = [(t.token, t.logprob) for t in whole.choices[0].logprobs.content]
     assert [lp for _, lp in got] == pytest.approx(signals[: len(got)], abs=1e-4) and len(got) >= len(signals) - 2
     assert "".join(t for t, _ in got) == expected
-    assert whole.choices[0].logprobs.content[0].top_logprobs[0].token == got[0][0]
+    # top_logprobs: the device's two most likely tokens at each position, as the engine ranked them.
+    ranked = [[(smollm2.tokenizer.decode([i]), lp) for i, lp in e.token.top] for e in reference]
+    tops = [[(a.token, a.logprob) for a in t.top_logprobs] for t in whole.choices[0].logprobs.content]
+    assert all(len(top) == 2 and top[0][0] == token for top, (token, _) in zip(tops, got))  # greedy: chosen first
+    for top, engine in zip(tops, ranked):
+        assert [a for a, _ in top] == [a for a, _ in engine]
+        assert [lp for _, lp in top] == pytest.approx([lp for _, lp in engine], abs=1e-4)
+    assert any(top[1][1] > -5 for top in tops)  # a runner-up worth showing, not a placeholder
     # The stream: routing in the headers before the answer, the tier at its end, usage last.
     assert stream_headers["x-tandem-route"] == "local" and "x-tandem-tier" not in stream_headers
     done = next(c for c in chunks if (c.model_extra.get("tandem") or {}).get("event") == "done")
@@ -340,6 +347,9 @@ def test_request_fields_and_headers_map_to_sdk_options():
     assert (call.sampling.temperature, call.sampling.top_p, call.sampling.seed) == (0.5, 0.9, 3)
     assert parse_call("chat", {**body, "session_id": "x"}, {}).session_id == "x"
     assert parse_call("text", {"model": "m", "prompt": ["once"], "logprobs": 1}, {}).request == "once"
+    with pytest.raises(APIError, match="at most 2") as legacy:  # legacy `logprobs` counts alternatives too
+        parse_call("text", {"model": "m", "prompt": "once", "logprobs": 3}, {})
+    assert legacy.value.param == "logprobs"
 
 
 @pytest.mark.parametrize("change, param", [
@@ -348,6 +358,7 @@ def test_request_fields_and_headers_map_to_sdk_options():
     ({"max_tokens": 0}, "max_tokens"),
     ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
     ({"logprobs": False, "top_logprobs": 2}, "top_logprobs"),
+    ({"logprobs": True, "top_logprobs": 3}, "top_logprobs"),  # the device ranks two
     ({"messages": [{"role": "wizard", "content": "hi"}]}, "messages[0].role"),
     ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]}, "messages[0].content"),
     ({"tags": "health"}, None),  # a comma-separated string is accepted like the header
