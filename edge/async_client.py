@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -150,6 +151,7 @@ class AsyncTandemClient:
 
 
 _OPEN, _EVENT, _ERROR, _END = "open", "event", "error", "end"
+HOLD_BACKSTOP = 5  # held text goes out at the latest this many holds after the last batch
 
 
 class AsyncStream:
@@ -166,9 +168,9 @@ class AsyncStream:
         self._lock = threading.Lock()
         self._inbox: deque[tuple[str, Any]] = deque()  # filled by the worker, under the lock
         self._waiter: asyncio.Future[None] | None = None  # the parked reader's, under the lock
-        self._text_wakes = True  # whether a Text wakes the parked reader (under the lock)
+        self._text_wakes_at = 0.0  # time.monotonic() from which a Text wakes the parked reader (under the lock)
         self._urgent = False  # the inbox holds something other than Text (under the lock)
-        self._handed_at: float | None = None  # loop time of the last batch handed out
+        self._handed_at: float | None = None  # time.monotonic() of the last batch handed out
         self._ready: deque[Event] = deque()  # taken from the inbox, not yet handed out
         self._error: BaseException | None = None  # raised once the events before it are out
         self._scope: JourneyScope | None = None
@@ -209,14 +211,16 @@ class AsyncStream:
         them) keeps up with the device however busy the loop is.
 
         `text_every_s` > 0: text is handed over at most that often (the first at once), so the
-        loop wakes once per interval, not once per token; anything else (a hand-off, the end, an
-        error) still comes at once, with the text before it."""
+        loop wakes about once per interval, not once per token: the first token the journey
+        produces after the interval brings the ones before it (and if none comes, they go out
+        HOLD_BACKSTOP intervals later). Anything else (a hand-off, the end, an error) comes at
+        once, with the text before it."""
         if not self._ended:
             self._start()
         while not self._ready and self._error is None and not self._ended:
             hold = self._handed_at + text_every_s if text_every_s > 0 and self._handed_at is not None else None
             await self._pump(hold_text_until=hold)
-        self._handed_at = asyncio.get_running_loop().time()
+        self._handed_at = time.monotonic()
         if self._ready:
             batch = list(self._ready)
             self._ready.clear()
@@ -258,7 +262,7 @@ class AsyncStream:
             with self._lock:
                 self._inbox.append((kind, value))
                 self._urgent = self._urgent or urgent
-                waiter = self._waiter if urgent or self._text_wakes else None
+                waiter = self._waiter if urgent or time.monotonic() >= self._text_wakes_at else None
                 if waiter is not None:
                     self._waiter = None
             if waiter is not None:
@@ -289,17 +293,19 @@ class AsyncStream:
 
     async def _pump(self, *, hold_text_until: float | None = None) -> None:
         """Wait (parked, if nothing is waiting) for the worker's items and take them all; text alone
-        does not end the wait before `hold_text_until` (loop time)."""
+        does not end the wait before `hold_text_until` (time.monotonic())."""
         loop = asyncio.get_running_loop()
-        holding = hold_text_until is not None and loop.time() < hold_text_until
+        hold_s = hold_text_until - time.monotonic() if hold_text_until is not None else 0.0
         with self._lock:
-            if self._urgent or (self._inbox and not holding):
+            if self._urgent or (self._inbox and hold_s <= 0):
                 waiter = None
             else:
                 self._waiter = waiter = loop.create_future()
-                self._text_wakes = not holding
+                self._text_wakes_at = hold_text_until if hold_s > 0 else 0.0
         if waiter is not None:
-            timer = loop.call_at(hold_text_until, _wake, waiter) if holding else None
+            # The worker wakes us for text once the hold is over; the timer only covers a journey
+            # that produces nothing more for a while (a cloud stall), so held text is not stuck.
+            timer = loop.call_later(hold_s * HOLD_BACKSTOP, _wake, waiter) if hold_s > 0 else None
             try:
                 await waiter
             except asyncio.CancelledError:  # the reading task was cancelled: so is the journey
