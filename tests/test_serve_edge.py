@@ -158,7 +158,8 @@ def test_escalation_mid_stream_is_seen_by_an_aware_client_and_harmless_to_a_plai
 def test_cloud_route_local_only_and_tags_from_body_or_header(smollm2, cloud, tmp_path):
     address, capture, _ = cloud
     with serve_edge(smollm2, address, policy_with(edge=SMALL_DEVICE), tmp_path) as (url, _):
-        too_long = api(url).completions.with_raw_response.create(model=MODEL, prompt=LONG_PROMPT, max_tokens=8)
+        too_long = api(url).completions.with_raw_response.create(model=MODEL, prompt=LONG_PROMPT, max_tokens=8,
+                                                                 logprobs=2)
         before = len(capture.requests)
         by_body = api(url).chat.completions.create(model=MODEL, messages=[{"role": "user", "content": QUESTION}],
                                                    max_tokens=8, extra_body={"tags": ["health"]})
@@ -167,6 +168,9 @@ def test_cloud_route_local_only_and_tags_from_body_or_header(smollm2, cloud, tmp
         after = len(capture.requests)
     assert (too_long.headers["x-tandem-route"], too_long.headers["x-tandem-tier"]) == ("cloud", "cloud")
     assert too_long.parse().choices[0].text == greedy_text(smollm2, smollm2.encode_prompt(LONG_PROMPT, chat=False), 8)
+    cloud_lp = too_long.parse().choices[0].logprobs  # the cloud's stream has no alternatives: each token lists itself
+    assert cloud_lp.tokens
+    assert cloud_lp.top_logprobs == [{t: p} for t, p in zip(cloud_lp.tokens, cloud_lp.token_logprobs)]
     for answer in (by_body, by_header):
         tandem = answer.model_extra["tandem"]
         assert (tandem["route"], tandem["tier"]) == ("local_only", "edge") and answer.choices[0].message.content
@@ -176,11 +180,14 @@ def test_cloud_route_local_only_and_tags_from_body_or_header(smollm2, cloud, tmp
 def test_unreachable_cloud_falls_back_or_fails_in_the_openai_shape(smollm2, tmp_path):
     policy = policy_with(edge=SMALL_DEVICE)
     with serve_edge(smollm2, dead_address(), policy, tmp_path, deadline_s=5.0) as (url, _):
-        whole = api(url).completions.create(model=MODEL, prompt=LONG_PROMPT, max_tokens=6)
+        whole = api(url).completions.create(model=MODEL, prompt=LONG_PROMPT, max_tokens=6, logprobs=2)
         plain, chunks, _ = read_stream(api(url).completions.create(model=MODEL, prompt=LONG_PROMPT, max_tokens=6,
                                                                    stream=True))
     assert whole.model_extra["tandem"]["fallback"] == "answer_local:UNAVAILABLE"
     assert whole.model_extra["tandem"]["tier"] == "edge" and whole.choices[0].text
+    device_lp = whole.choices[0].logprobs  # legacy shape: the device's two most likely tokens at each position
+    assert all(t in top and len(top) <= 2 for t, top in zip(device_lp.tokens, device_lp.top_logprobs))
+    assert any(len(top) == 2 for top in device_lp.top_logprobs)
     notes = [c.model_extra.get("tandem") or {} for c in chunks]
     assert any(n.get("event") == "fallback" and n["reason"] in ("UNAVAILABLE", "CIRCUIT_OPEN") for n in notes)
     failing = policy_with(edge=SMALL_DEVICE, cloud={"on_unreachable": "fail"})
