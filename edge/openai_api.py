@@ -26,13 +26,13 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from edge.events import Done, Escalation, Fallback, Text
-from engine.generate import Sampling
+from engine.generate import TOP_ALTERNATIVES, Sampling
 from router import DecisionRecord
 
 Kind = Literal["chat", "text"]
 STREAM_MODES = ("settled", "draft")
 MAX_STOP_STRINGS = 4
-MAX_TOP_LOGPROBS = 20
+MAX_TOP_LOGPROBS = TOP_ALTERNATIVES  # the device ranks its two most likely tokens; more it does not know
 _FINISH = {"stop": "stop", "stop_string": "stop", "length": "length"}
 _ROLES = ("system", "developer", "user", "assistant", "tool")
 
@@ -41,12 +41,13 @@ class APIError(Exception):
     """An error answered in the OpenAI shape: {"error": {"message", "type", "param", "code"}}."""
 
     def __init__(self, status: int, message: str, *, type_: str = "invalid_request_error",
-                 param: str | None = None, code: str | None = None) -> None:
+                 param: str | None = None, code: str | None = None, retry_after_s: float | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.type = type_
         self.param = param
         self.code = code
+        self.retry_after_s = retry_after_s  # sent as Retry-After
 
     def body(self) -> dict[str, Any]:
         return {"error": {"message": str(self), "type": self.type, "param": self.param, "code": self.code}}
@@ -172,16 +173,24 @@ def _logprobs(kind: Kind, body: dict) -> tuple[bool, int]:
             return False, 0
         if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 5:
             raise invalid("'logprobs' must be an integer from 0 to 5", "logprobs")
+        if value > MAX_TOP_LOGPROBS:
+            raise invalid(f"'logprobs' is at most {MAX_TOP_LOGPROBS} here: {_TOP_CAP}", "logprobs")
         return True, value
     wanted = _bool(body, "logprobs")
     top = body.get("top_logprobs")
     if top is None:
         return wanted, 0
-    if not isinstance(top, int) or isinstance(top, bool) or not 0 <= top <= MAX_TOP_LOGPROBS:
-        raise invalid(f"'top_logprobs' must be an integer from 0 to {MAX_TOP_LOGPROBS}", "top_logprobs")
+    if not isinstance(top, int) or isinstance(top, bool) or not 0 <= top <= 20:
+        raise invalid("'top_logprobs' must be an integer from 0 to 20", "top_logprobs")
+    if top > MAX_TOP_LOGPROBS:
+        raise invalid(f"'top_logprobs' is at most {MAX_TOP_LOGPROBS} here: {_TOP_CAP}", "top_logprobs")
     if not wanted:
         raise invalid("'top_logprobs' needs 'logprobs': true", "top_logprobs")
     return wanted, top
+
+
+_TOP_CAP = (f"the device ranks only its {MAX_TOP_LOGPROBS} most likely tokens at each position (and a token "
+            "the cloud wrote carries only its own log-prob)")
 
 
 def _tags(value: Any, param: str) -> list[str]:
@@ -314,24 +323,32 @@ class Shaper:
         return chunk
 
     def logprobs(self, texts: list[Text]) -> dict[str, Any]:
-        """The device's (or the cloud's) log-prob of each token it chose. Tandem's tiers report the
-        chosen token's log-prob, entropy and top-1/top-2 margin, not the alternatives, so
-        `top_logprobs` holds the chosen token alone."""
-        pairs = [(self.token_text(i), lp) for t in texts for i, lp in zip(t.token_ids, t.logprobs)]
+        """The log-prob of each token chosen, and up to `top_logprobs` most likely tokens at its
+        position: the device's top two; a token the cloud wrote has only itself (the cloud's stream
+        reports the chosen token's log-prob, entropy and margin, no alternatives)."""
+        k = self.call.top_logprobs
+        rows = []  # (token text, log-prob, [(alternative's text, log-prob)])
+        for t in texts:
+            for j, (i, lp) in enumerate(zip(t.token_ids, t.logprobs)):
+                token = self.token_text(i)
+                top = t.top_logprobs[j] if j < len(t.top_logprobs) else ()
+                alternatives = [(self.token_text(a), alp) for a, alp in top[:k]] if top else [(token, lp)]
+                rows.append((token, lp, alternatives if k else []))
         if self.call.kind == "chat":
-            content = []
-            for token, lp in pairs:
-                entry = {"token": token, "logprob": lp, "bytes": list(token.encode())}
-                entry["top_logprobs"] = [dict(entry)] if self.call.top_logprobs else []
-                content.append(entry)
+            content = [{**_entry(token, lp), "top_logprobs": [_entry(a, alp) for a, alp in alternatives]}
+                       for token, lp, alternatives in rows]
             return {"content": content, "refusal": None}
         offsets = []
-        for token, _ in pairs:
+        for token, _, _ in rows:
             offsets.append(self.offset)
             self.offset += len(token)
-        return {"tokens": [t for t, _ in pairs], "token_logprobs": [lp for _, lp in pairs],
-                "top_logprobs": [{t: lp} for t, lp in pairs] if self.call.top_logprobs else None,
+        return {"tokens": [t for t, _, _ in rows], "token_logprobs": [lp for _, lp, _ in rows],
+                "top_logprobs": [dict(alternatives) for _, _, alternatives in rows] if k else None,
                 "text_offset": offsets}
+
+
+def _entry(token: str, logprob: float) -> dict[str, Any]:
+    return {"token": token, "logprob": logprob, "bytes": list(token.encode())}
 
 
 def event_note(event: Escalation | Fallback) -> dict[str, Any]:

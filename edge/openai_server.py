@@ -36,11 +36,46 @@ from engine.errors import ContextLengthError, EngineError
 
 log = logging.getLogger(__name__)
 ALIAS = "tandem"  # a model id that always names this server's model
+# A stream's text goes out at most this often (the first token, hand-offs and the end at once): one wake-up
+# of the loop, one write and one chunk for the client to parse per interval, not per token. On a 2-core
+# device every wake-up took CPU from the decode's two threads.
+DEFAULT_STREAM_INTERVAL_S = 0.05
+WHOLE_TEXT_EVERY_S = 1.0  # a whole answer needs its text only at the end
+# Requests answered at once; concurrent decodes take turns on the device's cores, so more would only
+# make every answer slower (and each holds a KV cache).
+DEFAULT_MAX_CONCURRENT = 8
+BUSY_RETRY_AFTER_S = 1
 
 
-def build_app(client: AsyncTandemClient, *, model_id: str, api_keys: Sequence[str] = ()) -> Starlette:
-    """The ASGI app; `api_keys` empty leaves /v1/* open (only sensible on loopback)."""
+class Admission:
+    """At most `limit` completions in flight (None: no limit); one more is turned away at once with a
+    503, Retry-After and the OpenAI error shape, before any work is done for it. A slot is held from
+    admission until the answer is sent (for a stream: its last event) or the client has gone."""
+
+    def __init__(self, limit: int | None) -> None:
+        if limit is not None and limit < 1:
+            raise ValueError(f"max_concurrent must be at least 1, got {limit}")
+        self.limit = limit
+        self.in_flight = 0
+
+    def enter(self) -> None:
+        if self.limit is not None and self.in_flight >= self.limit:
+            raise APIError(503, f"the server is busy: {self.in_flight} requests in flight, its limit; retry after "
+                           f"{BUSY_RETRY_AFTER_S} s", type_="server_error", code="server_busy",
+                           retry_after_s=BUSY_RETRY_AFTER_S)
+        self.in_flight += 1
+
+    def leave(self) -> None:
+        self.in_flight -= 1
+
+
+def build_app(client: AsyncTandemClient, *, model_id: str, api_keys: Sequence[str] = (),
+              stream_interval_s: float = DEFAULT_STREAM_INTERVAL_S,
+              max_concurrent: int | None = DEFAULT_MAX_CONCURRENT) -> Starlette:
+    """The ASGI app; `api_keys` empty leaves /v1/* open (only sensible on loopback); `stream_interval_s`
+    0 sends every token as it comes; `max_concurrent` None admits any number of requests at once."""
     keys = [k.encode() for k in api_keys]
+    admission = Admission(max_concurrent)
     model_ids = [model_id] if model_id == ALIAS else [model_id, ALIAS]
     created = int(time.time())
 
@@ -55,7 +90,8 @@ def build_app(client: AsyncTandemClient, *, model_id: str, api_keys: Sequence[st
             {"id": m, "object": "model", "created": created, "owned_by": "tandem"} for m in model_ids]})
 
     async def health(request: Request) -> Response:
-        return JSONResponse({"status": "ok", "in_flight": client.in_flight})
+        return JSONResponse({"status": "ok", "in_flight": admission.in_flight, "max_concurrent": admission.limit,
+                             "journeys": client.in_flight})
 
     def completions(kind: Kind) -> Callable[[Request], Any]:
         async def endpoint(request: Request) -> Response:
@@ -68,7 +104,17 @@ def build_app(client: AsyncTandemClient, *, model_id: str, api_keys: Sequence[st
             if call.model not in model_ids:
                 raise APIError(404, f"the model {call.model!r} does not exist here; this server offers "
                                f"{', '.join(model_ids)}", param="model", code="model_not_found")
-            return await _unless_disconnected(request, _answer(client, call))
+            admission.enter()
+            try:
+                response = await _unless_disconnected(request, _answer(client, call, stream_interval_s))
+            except BaseException:
+                admission.leave()
+                raise
+            if isinstance(response, EventStreamResponse):
+                response.on_end = admission.leave  # the slot is the stream's until its end
+            else:
+                admission.leave()
+            return response
         return endpoint
 
     async def on_error(request: Request, exc: Exception) -> Response:
@@ -118,7 +164,7 @@ def api_error(exc: BaseException) -> APIError:
 
 
 def _retry_after(exc: BaseException) -> dict[str, str]:
-    seconds = getattr(exc, "retry_after_s", None)
+    seconds = getattr(exc, "retry_after_s", None)  # APIError's own, or CloudUnavailableError's
     return {"Retry-After": str(max(1, round(seconds)))} if seconds else {}
 
 
@@ -144,7 +190,7 @@ async def _unless_disconnected(request: Request, answering: Awaitable[Response])
     return answer.result()
 
 
-async def _answer(client: AsyncTandemClient, call: CompletionCall) -> Response:
+async def _answer(client: AsyncTandemClient, call: CompletionCall, stream_interval_s: float) -> Response:
     if call.kind == "chat":
         stream = client.chat(call.request, **call.sdk_options())
     else:
@@ -158,54 +204,77 @@ async def _answer(client: AsyncTandemClient, call: CompletionCall) -> Response:
     if call.stream:
         held = call.stream_mode == "settled" and record.route == "local" and record.may_escalate \
             and client.sync.transport is not None
-        return EventStreamResponse(_events(stream, shaper, held=held),
+        return EventStreamResponse(_events(stream, shaper, held=held, text_every_s=stream_interval_s),
                                    headers=routing_headers(record, final=False))
     async with stream:
         texts: list[Text] = []
-        async for event in stream:
-            if isinstance(event, Text):
-                texts.append(event)
-            elif isinstance(event, Escalation):
-                texts = _cut(texts, event.keep_chars)
-            elif isinstance(event, Done):
-                return JSONResponse(shaper.answer(event, texts), headers=routing_headers(event.record, final=True))
+        while batch := await stream.next_batch(text_every_s=WHOLE_TEXT_EVERY_S):
+            for event in batch:
+                if isinstance(event, Text):
+                    texts.append(event)
+                elif isinstance(event, Escalation):
+                    texts = _cut(texts, event.keep_chars)
+                elif isinstance(event, Done):
+                    return JSONResponse(shaper.answer(event, texts),
+                                        headers=routing_headers(event.record, final=True))
     raise RuntimeError("the stream ended without a Done event")
 
 
-async def _events(stream: AsyncStream, shaper: Shaper, *, held: bool) -> AsyncIterator[bytes]:
-    """The SSE body. With `held`, the device's text waits until no escalation can take it back."""
+async def _events(stream: AsyncStream, shaper: Shaper, *, held: bool, text_every_s: float) -> AsyncIterator[bytes]:
+    """The SSE body, one write per batch of events (text at most every `text_every_s`; a batch's text of
+    one tier goes out as one chunk). With `held`, the device's text waits until no escalation can take
+    it back."""
     call = shaper.call
     waiting: list[Text] = []
     try:
         yield _sse(shaper.chunk(role=True, tandem={"event": "start", **routing(await stream.opened())}))
-        async for event in stream:
-            if isinstance(event, Text):
-                if held and event.tier == "edge":
-                    waiting.append(event)
-                elif event.text or event.token_ids:
-                    yield _sse(shaper.chunk(text=event.text, texts=[event], tandem={"tier": event.tier}))
-            elif isinstance(event, Escalation):
-                if held:
-                    kept, held, waiting = _cut(waiting, event.keep_chars), False, []
-                    if kept:
-                        yield _sse(shaper.chunk(text="".join(t.text for t in kept), texts=kept,
-                                                tandem={"tier": "edge"}))
-                yield _sse(shaper.chunk(tandem=event_note(event)))
-            elif isinstance(event, Fallback):
-                yield _sse(shaper.chunk(tandem=event_note(event)))
-            elif isinstance(event, Done):
-                if waiting:
-                    yield _sse(shaper.chunk(text="".join(t.text for t in waiting), texts=waiting,
-                                            tandem={"tier": "edge"}))
-                finish = "length" if event.finish_reason == "length" else "stop"
-                yield _sse(shaper.chunk(finish=finish, tandem={"event": "done", **routing(event.record)}))
-                if call.include_usage:
-                    yield _sse(shaper.usage_chunk(event.record))
+        while batch := await stream.next_batch(text_every_s=text_every_s):
+            out: list[bytes] = []
+            shown: list[Text] = []  # consecutive text of one tier: one chunk
+
+            def flush() -> None:
+                if shown:
+                    out.append(_text_chunk(shaper, shown))
+                    shown.clear()
+
+            for event in batch:
+                if isinstance(event, Text):
+                    if held and event.tier == "edge":
+                        waiting.append(event)
+                    elif event.text or event.token_ids:
+                        if shown and shown[-1].tier != event.tier:
+                            flush()
+                        shown.append(event)
+                    continue
+                flush()
+                if isinstance(event, Escalation):
+                    if held:
+                        kept, held, waiting = _cut(waiting, event.keep_chars), False, []
+                        if kept:
+                            out.append(_text_chunk(shaper, kept))
+                    out.append(_sse(shaper.chunk(tandem=event_note(event))))
+                elif isinstance(event, Fallback):
+                    out.append(_sse(shaper.chunk(tandem=event_note(event))))
+                elif isinstance(event, Done):
+                    if waiting:
+                        out.append(_text_chunk(shaper, waiting))
+                    finish = "length" if event.finish_reason == "length" else "stop"
+                    out.append(_sse(shaper.chunk(finish=finish, tandem={"event": "done", **routing(event.record)})))
+                    if call.include_usage:
+                        out.append(_sse(shaper.usage_chunk(event.record)))
+            flush()
+            if out:
+                yield b"".join(out)
         yield b"data: [DONE]\n\n"
     except Exception as exc:  # noqa: BLE001 - the status line is gone: the error travels in the stream
         yield _sse(api_error(exc).body())
     finally:
-        await stream.aclose()
+        with anyio.CancelScope(shield=True):  # a disconnect cancels the body: still wait until the device is free
+            await stream.aclose()
+
+
+def _text_chunk(shaper: Shaper, texts: list[Text]) -> bytes:
+    return _sse(shaper.chunk(text="".join(t.text for t in texts), texts=texts, tandem={"tier": texts[0].tier}))
 
 
 def _cut(texts: list[Text], keep_chars: int) -> list[Text]:
@@ -233,6 +302,7 @@ class EventStreamResponse(Response):
     media_type = "text/event-stream"
 
     def __init__(self, body: AsyncIterator[bytes], headers: dict[str, str]) -> None:
+        self.on_end: Callable[[], None] | None = None  # called once the body is closed, however it ends
         self.body_iterator = body
         self.status_code = 200
         self.background = None
@@ -256,6 +326,8 @@ class EventStreamResponse(Response):
             finally:
                 with anyio.CancelScope(shield=True):
                     await self.body_iterator.aclose()
+                if self.on_end is not None:
+                    self.on_end()
                 group.cancel_scope.cancel()
 
 

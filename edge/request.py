@@ -59,7 +59,8 @@ class _Progress:
     finish_reason: str = "length"
     latencies: dict[str, float] = field(default_factory=dict)
 
-    def text(self, text: str, ids: Sequence[int], tier: Tier, logprobs: Sequence[float] = ()) -> Text:
+    def text(self, text: str, ids: Sequence[int], tier: Tier, logprobs: Sequence[float] = (),
+             top: Sequence[tuple[tuple[int, float], ...]] = ()) -> Text:
         if text and self.first_text_at is None:
             self.first_text_at = time.monotonic()
         self.visible += text
@@ -68,32 +69,34 @@ class _Progress:
         else:
             self.cloud_tokens += len(ids)
         self.tier = tier
-        return Text(text, tuple(ids), tier, tuple(logprobs))
+        return Text(text, tuple(ids), tier, tuple(logprobs), tuple(top))
 
 
 @dataclass
 class _Held:
     """Device text not shown yet (the policy's hold_tokens): the tokens that gave text, with
-    their IDs and log-probs, and a count of those that gave none (a stop or end token)."""
+    their IDs, log-probs and alternatives, and a count of those that gave none (a stop or end token)."""
 
     text: str = ""
     ids: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
+    top: list[tuple[tuple[int, float], ...]] = field(default_factory=list)
     silent: int = 0
 
-    def add(self, released: bool, text: str, token_id: int, logprob: float) -> None:
+    def add(self, released: bool, text: str, token: TokenInfo) -> None:
         if not released:
             self.silent += 1
             return
         self.text += text
-        self.ids.append(token_id)
-        self.logprobs.append(logprob)
+        self.ids.append(token.id)
+        self.logprobs.append(token.logprob)
+        self.top.append(token.top)
 
     def release(self, progress: _Progress) -> Iterator[Text]:
         if self.ids:
-            yield progress.text(self.text, self.ids, "edge", self.logprobs)
+            yield progress.text(self.text, self.ids, "edge", self.logprobs, self.top)
         progress.edge_tokens += self.silent
-        self.text, self.ids, self.logprobs, self.silent = "", [], [], 0
+        self.text, self.ids, self.logprobs, self.top, self.silent = "", [], [], [], 0
 
 
 class Request:
@@ -194,7 +197,7 @@ class Request:
                 if not tokens:
                     self.client.speeds.observe("edge", len(context_ids) - cached, time.monotonic() - started)
                 tokens.append(token)
-                held.add(bool(event.text), self.restorer.feed(event.text) if event.text else "", token.id, token.logprob)
+                held.add(bool(event.text), self.restorer.feed(event.text) if event.text else "", token)
                 final = event.finish_reason is not None
                 verdict = self.monitor.observe(token.logprob, token.entropy, token.margin, token.hidden, final=final)
                 if verdict.escalate:

@@ -13,6 +13,7 @@ API_KEY_ENV = "TANDEM_API_KEY"
 def register(subparsers: argparse._SubParsersAction) -> None:
     from edge.cli import add_cloud_arguments
     from engine.cli import add_model_arguments
+    from tandem.args import non_negative_float, non_negative_int
 
     p = subparsers.add_parser("serve-edge", help="serve the edge SDK as an OpenAI-compatible HTTP API")
     add_model_arguments(p, precision="device")
@@ -24,6 +25,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=8000, help="port (0 picks a free one)")
     p.add_argument("--api-key-file", default=None,
                    help=f"file with accepted API keys, one a line (or set {API_KEY_ENV}); without either, /v1 is open")
+    p.add_argument("--stream-interval-ms", type=non_negative_float, default=None,
+                   help="a stream's text goes out at most this often, the first token and the end at once "
+                        "(default 50; 0: every token as it comes)")
+    p.add_argument("--max-concurrent", type=non_negative_int, default=None,
+                   help="requests answered at once; one more gets 503 with Retry-After (default 8; 0: no limit)")
     p.set_defaults(func=cmd_serve_edge, max_context=4096)
 
 
@@ -32,7 +38,7 @@ def cmd_serve_edge(args: argparse.Namespace) -> int:
     from edge.async_client import AsyncTandemClient
     from edge.cli import _cloud_options
     from edge.client import DEFAULT_POLICY
-    from edge.openai_server import build_app, serve
+    from edge.openai_server import DEFAULT_MAX_CONCURRENT, DEFAULT_STREAM_INTERVAL_S, build_app, serve
     from engine.errors import EngineError
     from engine.runtime import LocalModel
     from router import PolicyError
@@ -49,7 +55,10 @@ def cmd_serve_edge(args: argparse.Namespace) -> int:
     if not keys and args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"tandem serve-edge: warning: no API key (--api-key-file or {API_KEY_ENV}): anyone who reaches "
               f"{args.host} may use this endpoint", file=sys.stderr)
-    app = build_app(client, model_id=args.model_id or args.model, api_keys=keys)
+    interval = DEFAULT_STREAM_INTERVAL_S if args.stream_interval_ms is None else args.stream_interval_ms / 1000
+    limit = DEFAULT_MAX_CONCURRENT if args.max_concurrent is None else args.max_concurrent or None
+    app = build_app(client, model_id=args.model_id or args.model, api_keys=keys, stream_interval_s=interval,
+                    max_concurrent=limit)
 
     def started(port: int) -> None:
         cloud = f", cloud {args.cloud}" if args.cloud else ", no cloud"

@@ -40,8 +40,9 @@ GREEDY = Sampling()
 @dataclass(frozen=True)
 class TokenInfo:
     """One generated token: id, log-prob (nats), entropy (nats), top-1 minus top-2 probability,
-    (when asked for) the final normed hidden state [dim] that chose it, and (from engines that
-    report them) the top-k alternatives as (token id, log-prob), most likely first."""
+    (when asked for) the final normed hidden state [dim] that chose it, and the most likely
+    tokens as (id, log-prob), most likely first: TOP_ALTERNATIVES from the built-in engine (the
+    chosen one among them unless sampled), the engine's top-k from a serving engine."""
 
     id: int
     logprob: float
@@ -49,6 +50,9 @@ class TokenInfo:
     margin: float
     hidden: tuple[float, ...] | None = None
     top: tuple[tuple[int, float], ...] = ()
+
+
+TOP_ALTERNATIVES = 2  # pick() ranks the top two for the margin; those are all a token's alternatives
 
 
 # fp32 activation bytes one prefill forward may hold. A forward's activations
@@ -93,7 +97,7 @@ def pick(
 ) -> TokenInfo:
     """Choose the next token from logits [V] and describe the model's confidence in it."""
     logprobs = torch.log_softmax(logits.float(), dim=-1)
-    top2 = torch.topk(logprobs, 2)
+    top2 = torch.topk(logprobs, TOP_ALTERNATIVES)
     if sampling.temperature == 0.0:
         token = int(top2.indices[0])
     else:
@@ -105,6 +109,7 @@ def pick(
         entropy=float(-(probs * logprobs).nan_to_num().sum()),
         margin=float(top2.values[0].exp() - top2.values[1].exp()),
         hidden=None if hidden is None else tuple(hidden.tolist()),
+        top=tuple(zip(top2.indices.tolist(), top2.values.tolist())),
     )
 
 

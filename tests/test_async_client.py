@@ -62,6 +62,29 @@ def test_the_journey_runs_off_the_event_loop(smollm2, tmp_path):
     assert max(gaps) < 0.5, max(gaps)  # a blocking prefill + 24-token decode would stall one tick for seconds
 
 
+def test_batches_hand_text_over_at_most_every_interval_and_the_end_at_once(smollm2):
+    """next_batch(text_every_s=30): the first text at once, the rest together with Done, which does not
+    wait for the interval; without one, every batch is what was waiting (all the text, in order)."""
+
+    async def batches(every: float) -> tuple[list[list], float]:
+        async with AsyncTandemClient(smollm2, policy=policy_with(), audit_log=None) as client:
+            # long enough to outlast the policy's 16 held tokens, which come out as one Text
+            stream = client.generate("Write a short story about a lighthouse keeper.", max_new_tokens=40)
+            start = time.perf_counter()
+            out = []
+            while batch := await stream.next_batch(text_every_s=every):
+                out.append(batch)
+            return out, time.perf_counter() - start
+
+    held, seconds = asyncio.run(batches(30.0))
+    each, _ = asyncio.run(batches(0.0))
+    assert seconds < 30 and len(held) <= 2 and isinstance(held[-1][-1], Done)
+    for got in (held, each):
+        events = [e for batch in got for e in batch]
+        assert "".join(e.text for e in events if isinstance(e, Text)) == events[-1].text
+    assert len(each) > 2
+
+
 def test_eight_concurrent_requests_on_one_loop_all_complete(smollm2, cloud, tmp_path):  # noqa: F811
     address, _ = cloud
     policy = policy_with(edge=SMALL_DEVICE)

@@ -16,12 +16,22 @@ from tests.conftest import REPO
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
 
 
-@pytest.mark.parametrize("service", ["cloud", "edge"])
+@pytest.mark.parametrize("service", ["cloud", "edge", "serve-edge"])
 def test_service_command_is_a_valid_tandem_command(service):
     command = COMPOSE["services"][service]["command"]
     assert command[0] == "tandem"
     args = build_parser().parse_args(command[1:])
-    assert args.command == {"cloud": "serve-cloud", "edge": "demo"}[service]
+    assert args.command == {"cloud": "serve-cloud", "edge": "demo", "serve-edge": "serve-edge"}[service]
+
+
+def test_serve_edge_reaches_the_cloud_and_is_published_where_it_listens():
+    service = COMPOSE["services"]["serve-edge"]
+    assert service["depends_on"]["cloud"]["condition"] == "service_healthy"
+    args = build_parser().parse_args(service["command"][1:])
+    cloud_args = build_parser().parse_args(COMPOSE["services"]["cloud"]["command"][1:])
+    assert args.cloud == f"cloud:{cloud_args.port}" and args.host == "0.0.0.0"
+    assert service["ports"] == [f"127.0.0.1:{args.port}:{args.port}"]  # loopback only: it may run without a key
+    assert f"127.0.0.1:{args.port}/health" in service["healthcheck"]["test"][-1]
 
 
 def test_edge_waits_for_a_healthy_cloud_it_can_reach():

@@ -39,11 +39,13 @@ def cloud(smollm2):
 
 
 @contextlib.contextmanager
-def serve_edge(model, cloud_address, policy, tmp_path, **kwargs) -> Iterator[tuple[str, AsyncTandemClient]]:
+def serve_edge(model, cloud_address, policy, tmp_path, app_options=None,
+               **kwargs) -> Iterator[tuple[str, AsyncTandemClient]]:
     """build_app + uvicorn (what `tandem serve-edge` runs) on a free loopback port, in a thread."""
     client = AsyncTandemClient(model, cloud=cloud_address, policy=policy, audit_log=tmp_path / "audit.jsonl",
                                **kwargs)
-    server = uvicorn_server(build_app(client, model_id=MODEL, api_keys=[KEY]), host="127.0.0.1", port=0)
+    app = build_app(client, model_id=MODEL, api_keys=[KEY], **(app_options or {}))
+    server = uvicorn_server(app, host="127.0.0.1", port=0)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -92,7 +94,7 @@ def test_local_answer_whole_and_streamed_with_routing_and_logprobs(smollm2, clou
     with serve_edge(smollm2, address, policy_with(), tmp_path) as (url, _):
         raw = api(url).chat.completions.with_raw_response.create(
             model=MODEL, messages=[{"role": "user", "content": QUESTION}], max_tokens=16, logprobs=True,
-            top_logprobs=1)
+            top_logprobs=2)
         whole = raw.parse()
         with api(url).chat.completions.with_streaming_response.create(
                 model="tandem", messages=[{"role": "user", "content": QUESTION}], max_tokens=16, stream=True,
@@ -109,7 +111,14 @@ def test_local_answer_whole_and_streamed_with_routing_and_logprobs(smollm2, clou
     got = [(t.token, t.logprob) for t in whole.choices[0].logprobs.content]
     assert [lp for _, lp in got] == pytest.approx(signals[: len(got)], abs=1e-4) and len(got) >= len(signals) - 2
     assert "".join(t for t, _ in got) == expected
-    assert whole.choices[0].logprobs.content[0].top_logprobs[0].token == got[0][0]
+    # top_logprobs: the device's two most likely tokens at each position, as the engine ranked them.
+    ranked = [[(smollm2.tokenizer.decode([i]), lp) for i, lp in e.token.top] for e in reference]
+    tops = [[(a.token, a.logprob) for a in t.top_logprobs] for t in whole.choices[0].logprobs.content]
+    assert all(len(top) == 2 and top[0][0] == token for top, (token, _) in zip(tops, got))  # greedy: chosen first
+    for top, engine in zip(tops, ranked):
+        assert [a for a, _ in top] == [a for a, _ in engine]
+        assert [lp for _, lp in top] == pytest.approx([lp for _, lp in engine], abs=1e-4)
+    assert any(top[1][1] > -5 for top in tops)  # a runner-up worth showing, not a placeholder
     # The stream: routing in the headers before the answer, the tier at its end, usage last.
     assert stream_headers["x-tandem-route"] == "local" and "x-tandem-tier" not in stream_headers
     done = next(c for c in chunks if (c.model_extra.get("tandem") or {}).get("event") == "done")
@@ -149,7 +158,8 @@ def test_escalation_mid_stream_is_seen_by_an_aware_client_and_harmless_to_a_plai
 def test_cloud_route_local_only_and_tags_from_body_or_header(smollm2, cloud, tmp_path):
     address, capture, _ = cloud
     with serve_edge(smollm2, address, policy_with(edge=SMALL_DEVICE), tmp_path) as (url, _):
-        too_long = api(url).completions.with_raw_response.create(model=MODEL, prompt=LONG_PROMPT, max_tokens=8)
+        too_long = api(url).completions.with_raw_response.create(model=MODEL, prompt=LONG_PROMPT, max_tokens=8,
+                                                                 logprobs=2)
         before = len(capture.requests)
         by_body = api(url).chat.completions.create(model=MODEL, messages=[{"role": "user", "content": QUESTION}],
                                                    max_tokens=8, extra_body={"tags": ["health"]})
@@ -158,6 +168,9 @@ def test_cloud_route_local_only_and_tags_from_body_or_header(smollm2, cloud, tmp
         after = len(capture.requests)
     assert (too_long.headers["x-tandem-route"], too_long.headers["x-tandem-tier"]) == ("cloud", "cloud")
     assert too_long.parse().choices[0].text == greedy_text(smollm2, smollm2.encode_prompt(LONG_PROMPT, chat=False), 8)
+    cloud_lp = too_long.parse().choices[0].logprobs  # the cloud's stream has no alternatives: each token lists itself
+    assert cloud_lp.tokens
+    assert cloud_lp.top_logprobs == [{t: p} for t, p in zip(cloud_lp.tokens, cloud_lp.token_logprobs)]
     for answer in (by_body, by_header):
         tandem = answer.model_extra["tandem"]
         assert (tandem["route"], tandem["tier"]) == ("local_only", "edge") and answer.choices[0].message.content
@@ -167,11 +180,14 @@ def test_cloud_route_local_only_and_tags_from_body_or_header(smollm2, cloud, tmp
 def test_unreachable_cloud_falls_back_or_fails_in_the_openai_shape(smollm2, tmp_path):
     policy = policy_with(edge=SMALL_DEVICE)
     with serve_edge(smollm2, dead_address(), policy, tmp_path, deadline_s=5.0) as (url, _):
-        whole = api(url).completions.create(model=MODEL, prompt=LONG_PROMPT, max_tokens=6)
+        whole = api(url).completions.create(model=MODEL, prompt=LONG_PROMPT, max_tokens=6, logprobs=2)
         plain, chunks, _ = read_stream(api(url).completions.create(model=MODEL, prompt=LONG_PROMPT, max_tokens=6,
                                                                    stream=True))
     assert whole.model_extra["tandem"]["fallback"] == "answer_local:UNAVAILABLE"
     assert whole.model_extra["tandem"]["tier"] == "edge" and whole.choices[0].text
+    device_lp = whole.choices[0].logprobs  # legacy shape: the device's two most likely tokens at each position
+    assert all(t in top and len(top) <= 2 for t, top in zip(device_lp.tokens, device_lp.top_logprobs))
+    assert any(len(top) == 2 for top in device_lp.top_logprobs)
     notes = [c.model_extra.get("tandem") or {} for c in chunks]
     assert any(n.get("event") == "fallback" and n["reason"] in ("UNAVAILABLE", "CIRCUIT_OPEN") for n in notes)
     failing = policy_with(edge=SMALL_DEVICE, cloud={"on_unreachable": "fail"})
@@ -206,7 +222,7 @@ def test_auth_and_bad_requests_get_openai_errors(smollm2, tmp_path):
     assert error["type"] == "invalid_request_error"
     assert two.value.body["param"] == "n" and no_messages.value.body["param"] == "messages"
     assert unknown.value.body["code"] == "model_not_found"
-    assert health == {"status": "ok", "in_flight": 0}
+    assert health == {"status": "ok", "in_flight": 0, "max_concurrent": 8, "journeys": 0}
 
 
 def test_a_client_that_disconnects_mid_stream_frees_the_device_and_the_cloud(smollm2, cloud, tmp_path):
@@ -245,6 +261,56 @@ def test_a_client_that_disconnects_mid_stream_frees_the_device_and_the_cloud(smo
     assert on_device["fallback"] == in_cloud["fallback"] == "abandoned_by_caller"
     assert on_device["route"] == "local" and on_device["tokens"]["edge"] < 100
     assert in_cloud["route"] == "cloud" and in_cloud["tokens"]["cloud"] < 100
+
+
+def test_a_full_server_turns_the_next_request_away_with_503_and_retry_after(smollm2, cloud, tmp_path):
+    """max_concurrent=1: while one stream is open, another request is refused at once (OpenAI error shape,
+    Retry-After); once the stream's client has gone, its slot is free again."""
+    address, _, _ = cloud
+    auth = {"Authorization": f"Bearer {KEY}"}
+    body = {"model": MODEL, "messages": [{"role": "user", "content": QUESTION}], "max_tokens": 4}
+    with serve_edge(smollm2, address, policy_with(), tmp_path, app_options={"max_concurrent": 1}) as (url, _):
+        with api(url).chat.completions.with_streaming_response.create(
+                model=MODEL, messages=[{"role": "user", "content": LONG_PROMPT}], max_tokens=400,
+                stream=True) as held:
+            next(iter(held.parse()))  # the stream is open and routed: it holds the one slot
+            busy_health = httpx.get(url + "/health").json()
+            refused = httpx.post(url + "/v1/chat/completions", headers=auth, json=body, timeout=30)
+            with pytest.raises(openai.InternalServerError) as info:
+                api(url).chat.completions.create(**body)
+        deadline = time.monotonic() + 30
+        while httpx.get(url + "/health").json()["in_flight"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        after = api(url).chat.completions.create(**body)
+    assert busy_health["in_flight"] == 1 and busy_health["max_concurrent"] == 1
+    assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+    error = refused.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"} and error["code"] == "server_busy"
+    assert "busy" in error["message"] and error["type"] == "server_error"
+    assert info.value.status_code == 503
+    assert after.choices[0].message.content and after.model_extra["tandem"]["tier"] == "edge"
+    assert [r["fallback"] for r in records(tmp_path)] == ["abandoned_by_caller", None]
+
+
+def test_a_stream_interval_groups_text_but_not_the_first_token_or_the_end(smollm2, cloud, tmp_path):
+    """With a 30 s interval the first token goes out at once and the rest with the end (which is not held);
+    with none, text goes out as it comes. The text is the same."""
+    address, _, _ = cloud
+    story = "Write a short story about a lighthouse keeper."  # long enough to outlast the policy's 16 held tokens
+    request = {"model": MODEL, "messages": [{"role": "user", "content": story}], "max_tokens": 40, "stream": True,
+               "extra_headers": {"X-Tandem-Stream": "draft"}}  # the device's text as it comes, not held
+
+    def content_chunks(interval: float) -> tuple[str, int, float]:
+        with serve_edge(smollm2, address, policy_with(), tmp_path,
+                        app_options={"stream_interval_s": interval}) as (url, _):
+            start = time.monotonic()
+            plain, chunks, _ = read_stream(api(url).chat.completions.create(**request))
+            return plain, sum(1 for c in chunks if c.choices and c.choices[0].delta.content), time.monotonic() - start
+
+    grouped, grouped_chunks, grouped_s = content_chunks(30.0)
+    each, each_chunks, _ = content_chunks(0.0)
+    assert grouped == each and len(grouped) > 60
+    assert grouped_chunks <= 2 < each_chunks and grouped_s < 30
 
 
 def test_the_tandem_serve_edge_command(smollm2, cloud, tmp_path):
@@ -288,6 +354,9 @@ def test_request_fields_and_headers_map_to_sdk_options():
     assert (call.sampling.temperature, call.sampling.top_p, call.sampling.seed) == (0.5, 0.9, 3)
     assert parse_call("chat", {**body, "session_id": "x"}, {}).session_id == "x"
     assert parse_call("text", {"model": "m", "prompt": ["once"], "logprobs": 1}, {}).request == "once"
+    with pytest.raises(APIError, match="at most 2") as legacy:  # legacy `logprobs` counts alternatives too
+        parse_call("text", {"model": "m", "prompt": "once", "logprobs": 3}, {})
+    assert legacy.value.param == "logprobs"
 
 
 @pytest.mark.parametrize("change, param", [
@@ -296,6 +365,7 @@ def test_request_fields_and_headers_map_to_sdk_options():
     ({"max_tokens": 0}, "max_tokens"),
     ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
     ({"logprobs": False, "top_logprobs": 2}, "top_logprobs"),
+    ({"logprobs": True, "top_logprobs": 3}, "top_logprobs"),  # the device ranks two
     ({"messages": [{"role": "wizard", "content": "hi"}]}, "messages[0].role"),
     ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]}, "messages[0].content"),
     ({"tags": "health"}, None),  # a comma-separated string is accepted like the header
