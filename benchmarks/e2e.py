@@ -120,7 +120,7 @@ def overhead(local, pairs: int, max_new_tokens: int) -> dict:
     }
 
 
-def http_overhead(local, pairs: int, max_new_tokens: int) -> dict:
+def http_overhead(local, pairs: int, max_new_tokens: int, stream_interval_ms: float | None = None) -> dict:
     """Median total time of the SDK vs the async SDK and the same request through serve-edge (streamed and
     whole), alternating. The openai client runs in a process of its own, as an app calling the endpoint
     would: it shares the machine's cores, not the server's interpreter (in one process its parsing of
@@ -132,11 +132,12 @@ def http_overhead(local, pairs: int, max_new_tokens: int) -> dict:
     from edge.async_client import AsyncTandemClient
     from edge.client import TandemClient
     from edge.events import Text
-    from edge.openai_server import bound_port, build_app, uvicorn_server
+    from edge.openai_server import DEFAULT_STREAM_INTERVAL_S, bound_port, build_app, uvicorn_server
 
+    interval_s = DEFAULT_STREAM_INTERVAL_S if stream_interval_ms is None else stream_interval_ms / 1000
     sdk = TandemClient(local, audit_log=None)  # no cloud: the local path, monitor on every token
-    server = uvicorn_server(build_app(AsyncTandemClient(local, audit_log=None), model_id="bench"),
-                            host="127.0.0.1", port=0)
+    server = uvicorn_server(build_app(AsyncTandemClient(local, audit_log=None), model_id="bench",
+                                      stream_interval_s=interval_s), host="127.0.0.1", port=0)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:
@@ -202,7 +203,8 @@ def http_overhead(local, pairs: int, max_new_tokens: int) -> dict:
         loop.close()
     med = {name: statistics.median(values) for name, values in times.items()}
     return {
-        "tokens": done.record.tokens["edge"], "pairs": pairs, "sdk_ms": round(med["sdk"], 1),
+        "tokens": done.record.tokens["edge"], "pairs": pairs, "stream_interval_ms": interval_s * 1000,
+        "sdk_ms": round(med["sdk"], 1),
         "async_sdk_ms": round(med["async_sdk"], 1),
         "async_overhead_pct": round((med["async_sdk"] / med["sdk"] - 1) * 100, 2),
         "http_stream_ms": round(med["stream"], 1), "http_whole_ms": round(med["whole"], 1),
@@ -236,7 +238,8 @@ def http_client(url: str, max_new_tokens: int) -> None:
 
 
 def print_http(cost: dict) -> None:
-    print(f"local path over HTTP (serve-edge, openai client, loopback), {cost['tokens']} tokens, median of "
+    print(f"local path over HTTP (serve-edge, openai client, loopback, stream interval {cost['stream_interval_ms']:g} ms), "
+          f"{cost['tokens']} tokens, median of "
           f"{cost['pairs']} alternating runs: SDK {cost['sdk_ms']} ms, async SDK {cost['async_sdk_ms']} ms "
           f"({cost['async_overhead_pct']:+.2f} %), streamed {cost['http_stream_ms']} ms "
           f"({cost['stream_overhead_pct']:+.2f} %), whole {cost['http_whole_ms']} ms "
@@ -252,6 +255,8 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--http-only", action="store_true", help="only the HTTP endpoint's overhead over the SDK")
+    parser.add_argument("--stream-interval-ms", type=float, default=None,
+                        help="serve-edge's --stream-interval-ms for the streamed runs (0: a chunk per token)")
     parser.add_argument("--http-client", metavar="URL", help=argparse.SUPPRESS)  # the benchmark's own client process
     args = parser.parse_args()
     if args.http_client:
@@ -269,7 +274,7 @@ def main() -> None:
     local = LocalModel.load(args.model, max_context=2048)
     machine = f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {args.threads} threads"
     if args.http_only:
-        http = http_overhead(local, args.pairs, args.max_new_tokens * 2)
+        http = http_overhead(local, args.pairs, args.max_new_tokens * 2, args.stream_interval_ms)
         print_http(http)
         print(json.dumps({"benchmark": "e2e_http", "machine": machine, "http_overhead": http}))
         return
@@ -278,7 +283,7 @@ def main() -> None:
         rows = paths(local, f"127.0.0.1:{port}", args.runs, args.max_new_tokens, Path(tmp) / "audit.jsonl")
     server.stop(0)
     cost = overhead(local, args.pairs, args.max_new_tokens * 2)
-    http = http_overhead(local, args.pairs, args.max_new_tokens * 2)
+    http = http_overhead(local, args.pairs, args.max_new_tokens * 2, args.stream_interval_ms)
 
     print(f"end to end through the SDK, {args.model} on both tiers, cloud on loopback ({machine})")
     cols = ["path", "route", "answered_by", "reason", "tokens_edge", "tokens_cloud", "ttft_ms", "total_ms",
