@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import torch
 
@@ -44,6 +44,27 @@ class StreamEvent:
     token: TokenInfo
     text: str
     finish_reason: str | None = None  # "stop" | "length" | "stop_string"
+
+
+def stream_events(
+    tokens: Iterable[TokenInfo], tokenizer: Tokenizer, stop_strings: Sequence[str], max_new_tokens: int,
+) -> Iterator[StreamEvent]:
+    """Each token with the text it releases, ending at a stop token, a stop string or `max_new_tokens`
+    (the last event says which): one place for the ends every engine, built-in or served, shares."""
+    detok = Detokenizer(tokenizer, tuple(stop_strings))
+    stops = set(tokenizer.stop_ids)
+    for count, token in enumerate(tokens, start=1):
+        if token.id in stops:
+            yield StreamEvent(token, detok.flush(), "stop")
+            return
+        text = detok.push(token.id)
+        if detok.stopped:
+            yield StreamEvent(token, text, "stop_string")
+            return
+        if count == max_new_tokens:
+            yield StreamEvent(token, text + detok.flush(), "length")
+            return
+        yield StreamEvent(token, text)
 
 
 def build_transformer(config: ModelConfig, weights: Weights, dtype: torch.dtype) -> Transformer:
@@ -143,22 +164,8 @@ class LocalModel:
         (the first `hidden_tokens` with the hidden state a learned judge reads)."""
         self.check_length(len(prompt_ids) + (cache.pos if cache else 0), max_new_tokens)
         cache = cache or self.new_cache(len(prompt_ids) + max_new_tokens)
-        detok = Detokenizer(self.tokenizer, stop_strings)
-        stops = set(self.tokenizer.stop_ids)
-        count = 0
-        for token in generate_tokens(
-            self.model, cache, prompt_ids, max_new_tokens=max_new_tokens, sampling=sampling, stop_ids=stops,
-            hidden_tokens=hidden_tokens,
-        ):
-            count += 1
-            if token.id in stops:
-                yield StreamEvent(token, detok.flush(), "stop")
-                return
-            text = detok.push(token.id)
-            if detok.stopped:
-                yield StreamEvent(token, text, "stop_string")
-                return
-            if count == max_new_tokens:
-                yield StreamEvent(token, text + detok.flush(), "length")
-                return
-            yield StreamEvent(token, text)
+        tokens = generate_tokens(
+            self.model, cache, prompt_ids, max_new_tokens=max_new_tokens, sampling=sampling,
+            stop_ids=set(self.tokenizer.stop_ids), hidden_tokens=hidden_tokens,
+        )
+        yield from stream_events(tokens, self.tokenizer, stop_strings, max_new_tokens)

@@ -32,9 +32,8 @@ import httpx
 
 from cloud.backends.base import Backend, Generation
 from cloud.contract import GenerationPlan, RequestError
-from engine.detokenize import Detokenizer
 from engine.generate import TokenInfo
-from engine.runtime import StreamEvent
+from engine.runtime import StreamEvent, stream_events
 from engine.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -135,24 +134,11 @@ class HTTPGeneration(Generation):
         """The tokens one server-sent event carries (setting `engine_stop` on the engine's last)."""
 
     def __iter__(self) -> Iterator[StreamEvent]:
-        tok, plan = self.backend.tokenizer, self.plan
-        detok = Detokenizer(tok, plan.stop_strings)
-        stops = set(tok.stop_ids)
-        count = 0
-        for token in self._engine_tokens():
-            count += 1
-            if token.id in stops:
-                yield StreamEvent(token, detok.flush(), "stop")
-                return
-            text = detok.push(token.id)
-            if detok.stopped:
-                yield StreamEvent(token, text, "stop_string")
-                return
-            if count == plan.max_new_tokens:
-                yield StreamEvent(token, text + detok.flush(), "length")
-                return
-            yield StreamEvent(token, text)
-            if self.should_stop():
+        plan = self.plan
+        for event in stream_events(self._engine_tokens(), self.backend.tokenizer, plan.stop_strings,
+                                   plan.max_new_tokens):
+            yield event
+            if event.finish_reason is not None or self.should_stop():
                 return
         if self.engine_stop is None and not self.should_stop():
             raise unavailable(f"{self.backend.engine_name} ended the stream after {self.received} tokens "
