@@ -13,6 +13,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from engine.kernels import cpu_flags
+
 LLAMA_CPP_VERSION = "0.3.36"  # the llama-cpp-python source package whose vendored llama.cpp is built
 BUILD_HINT = "run `make engines` (builds llama.cpp's llama-server once, ~20 min on 2 cores)"
 
@@ -25,11 +27,19 @@ def engines_dir() -> Path:
 
 
 def llama_server_binary() -> Path | None:
-    """The llama-server to run: $TANDEM_LLAMA_SERVER, else the one `make engines` built, else None."""
+    """The llama-server to run: $TANDEM_LLAMA_SERVER, else the one `make engines` built for this CPU, else
+    None (then BUILD_HINT says what to do)."""
     if named := os.environ.get("TANDEM_LLAMA_SERVER"):
         return Path(named) if Path(named).is_file() else None
-    built = engines_dir() / f"llama.cpp-{LLAMA_CPP_VERSION}" / "bin" / "llama-server"
-    return built if built.is_file() and os.access(built, os.X_OK) else None
+    dest = engines_dir() / f"llama.cpp-{LLAMA_CPP_VERSION}"
+    built = dest / "bin" / "llama-server"
+    if not (built.is_file() and os.access(built, os.X_OK)):
+        return None
+    try:  # built with GGML_NATIVE: on another CPU it may die of an illegal instruction; `make engines` rebuilds
+        same_cpu = (dest / "cpu-flags").read_text().strip() == cpu_flags().strip()
+    except OSError:
+        same_cpu = False
+    return built if same_cpu else None
 
 
 def free_port() -> int:

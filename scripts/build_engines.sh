@@ -9,14 +9,19 @@ VERSION=0.3.36
 ROOT=${TANDEM_ENGINES_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/tandem/engines}
 DEST=$ROOT/llama.cpp-$VERSION
 BIN=$DEST/bin/llama-server
+STAMP=$DEST/cpu-flags   # the CPU it was built for (GGML_NATIVE): another CPU rebuilds, as the kernels do
 PYTHON=${PYTHON:-python3}
 JOBS=${JOBS:-2}
 NICE=${NICE:-10}
 
-if [ -x "$BIN" ]; then
+cpu_flags() { grep -m1 -E '^(flags|Features)' /proc/cpuinfo || uname -m; }
+built_here() { [ -x "$BIN" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$(cpu_flags)" ]; }
+
+if built_here; then
     echo "llama-server already built: $BIN"
     exit 0
 fi
+[ -x "$BIN" ] && echo "llama-server in $DEST was built for another CPU (or before $STAMP existed): rebuilding"
 for tool in cmake make c++ cc; do
     command -v "$tool" >/dev/null || MISSING="${MISSING:-} $tool"
 done
@@ -30,7 +35,7 @@ fi
 mkdir -p "$ROOT"
 exec 9>"$ROOT/.build-$VERSION.lock"
 flock 9   # a second build waits for the first, then finds the binary
-if [ -x "$BIN" ]; then
+if built_here; then
     echo "llama-server already built: $BIN"
     exit 0
 fi
@@ -54,4 +59,5 @@ nice -n "$NICE" make -C "$WORK/build" -j"$JOBS" llama-server >"$WORK/make.log" 2
 mkdir -p "$DEST/bin"
 cp "$WORK/build/bin/llama-server" "$BIN.tmp"
 mv "$BIN.tmp" "$BIN"
+cpu_flags >"$STAMP"
 echo "built $BIN in $(( $(date +%s) - start )) s"

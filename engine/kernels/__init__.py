@@ -42,7 +42,8 @@ def cache_dir() -> Path:
     return Path(os.environ.get("TANDEM_KERNEL_CACHE", Path.home() / ".cache" / "tandem" / "kernels"))
 
 
-def _cpu_flags() -> str:
+def cpu_flags() -> str:
+    """The CPU's feature line: what a library built with -march=native is keyed by."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith(("flags", "Features")):
@@ -67,7 +68,7 @@ def library_path() -> Path:
     key = hashlib.sha256()
     sources = (p.read_bytes() for p in SOURCES + HEADERS)
     for part in (*sources, torch.__version__.encode(), COMPILER.encode(), " ".join(FLAGS).encode(),
-                 _cpu_flags().encode()):
+                 cpu_flags().encode()):
         key.update(part)
     return cache_dir() / f"tandem_qlinear-{key.hexdigest()[:16]}.so"
 
