@@ -25,12 +25,13 @@ import logging
 import math
 import time
 from abc import abstractmethod
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import grpc
 import httpx
 
 from cloud.backends.base import Backend, Generation
+from cloud.backends.tokenizer_check import check_tokenizer
 from cloud.contract import GenerationPlan, RequestError
 from engine.generate import TokenInfo
 from engine.runtime import StreamEvent, stream_events
@@ -44,6 +45,7 @@ DEFAULT_READ_TIMEOUT_S = 120.0  # longest silence of the engine: a long prefill 
 RETRY_AFTER_MS = 1000
 
 Alternatives = tuple[tuple[int, float], ...]
+T = TypeVar("T")
 
 
 class EngineUnavailableError(OSError):
@@ -106,6 +108,21 @@ class HTTPEngineBackend(Backend):
                 raise EngineUnavailableError(f"{self.engine_name} at {self.url} is not ready ({why}); start it "
                                              "first (or give it time to load its model with a longer wait)")
             time.sleep(0.5)
+
+    def start(self, ready: Callable[[], T], wait_s: float, engine: str) -> T:
+        """What `ready()` reads of the engine once it answers (retried while it loads, up to `wait_s`), after
+        the engine's tokenizer is checked against ours (TokenizerMismatchError); any failure closes the client."""
+        try:
+            answer = self.wait_ready(ready, wait_s)
+            check_tokenizer(self.tokenizer, self.tokenize, engine=engine)
+        except BaseException:
+            self.client.close()
+            raise
+        return answer
+
+    @abstractmethod
+    def tokenize(self, text: str) -> list[int]:
+        """The engine's token IDs for `text` (special-token strings parsed, no BOS added)."""
 
     def close(self) -> None:
         self.client.close()

@@ -29,7 +29,6 @@ from cloud.backends.http_engine import (
     DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_READ_TIMEOUT_S, DEFAULT_TOP_K, EngineUnavailableError, HTTPEngineBackend,
     HTTPGeneration, NotReady, token_info, top_k_entropy,
 )
-from cloud.backends.tokenizer_check import check_tokenizer
 from cloud.contract import GenerationPlan
 from engine.generate import TokenInfo
 from engine.tokenizer import Tokenizer
@@ -60,13 +59,7 @@ class LlamaServerBackend(HTTPEngineBackend):
         the gateway waits up to `start_wait_s` for it (EngineUnavailableError past it)."""
         super().__init__(url, tokenizer, top_k=top_k, connect_timeout_s=connect_timeout_s,
                          read_timeout_s=read_timeout_s, max_connections=max_connections)
-        try:
-            props = self.wait_ready(self._props, start_wait_s)
-            engine_context = int(props["default_generation_settings"]["n_ctx"])
-            check_tokenizer(tokenizer, self.tokenize, engine=f"llama-server at {self.url}")
-        except BaseException:
-            self.client.close()
-            raise
+        props, engine_context = self.start(self._props, start_wait_s, f"llama-server at {self.url}")
         self.slots = int(props.get("total_slots", 1))
         engine_model = str(props.get("model_path", "")).replace("\\", "/").rsplit("/", 1)[-1]
         self.facts = BackendFacts(tokenizer=tokenizer, max_context=min(max_context or engine_context, engine_context),
@@ -76,14 +69,15 @@ class LlamaServerBackend(HTTPEngineBackend):
         log.info("llama-server at %s: %d slots of %d positions, tokenizer verified", self.url, self.slots,
                  engine_context)
 
-    def _props(self) -> dict[str, Any]:
-        """The engine's /props once /health says it is ready (503 while it loads its model)."""
+    def _props(self) -> tuple[dict[str, Any], int]:
+        """The engine's /props and context size once /health says it is ready (503 while it loads its model)."""
         health = self.client.get("/health")
         if health.status_code != 200:
             raise NotReady(f"/health answered {health.status_code}")
-        props = self.client.get("/props")
-        props.raise_for_status()
-        return props.json()
+        reply = self.client.get("/props")
+        reply.raise_for_status()
+        props = reply.json()
+        return props, int(props["default_generation_settings"]["n_ctx"])
 
     def tokenize(self, text: str) -> list[int]:
         """The engine's token IDs for `text` (special-token strings parsed, no BOS added)."""

@@ -25,7 +25,6 @@ from cloud.backends.http_engine import (
     DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_READ_TIMEOUT_S, DEFAULT_TOP_K, HTTPEngineBackend, HTTPGeneration, NotReady,
     token_info,
 )
-from cloud.backends.tokenizer_check import check_tokenizer
 from cloud.contract import GenerationPlan
 from engine.generate import TokenInfo
 from engine.tokenizer import Tokenizer
@@ -55,20 +54,20 @@ class OpenAICompatBackend(HTTPEngineBackend):
         against `tokenizer` on probe texts (TokenizerMismatchError on a difference)."""
         super().__init__(url, tokenizer, top_k=top_k, connect_timeout_s=connect_timeout_s,
                          read_timeout_s=read_timeout_s, max_connections=max_connections)
-        try:
-            model = self.wait_ready(self._model, start_wait_s)
-            self.served_model = str(model["id"])
-            engine_context = int(model.get("max_model_len") or max_context or 0)
-            if not engine_context:
-                raise ValueError(f"{self.url} does not say its context length; give --max-context")
-            check_tokenizer(tokenizer, self.tokenize, engine=f"the completions server at {self.url}")
-        except BaseException:
-            self.client.close()
-            raise
+        _, engine_context = self.start(lambda: self._model_and_context(max_context), start_wait_s,
+                                       f"the completions server at {self.url}")
         self.facts = BackendFacts(tokenizer=tokenizer, max_context=min(max_context or engine_context, engine_context),
                                   vocab_size=tokenizer.vocab_size, fingerprint=None,
                                   default_model_id=model_id or self.served_model)
         self.capabilities = Capabilities(engine=self.engine_name, entropy=ENTROPY_TOP_K, top_k=top_k)
+
+    def _model_and_context(self, max_context: int | None) -> tuple[dict[str, Any], int]:
+        """The served model and its context length (the engine's, else `max_context`; neither: ValueError)."""
+        model = self._model()
+        engine_context = int(model.get("max_model_len") or max_context or 0)
+        if not engine_context:
+            raise ValueError(f"{self.url} does not say its context length; give --max-context")
+        return model, engine_context
 
     def _model(self) -> dict[str, Any]:
         health = self.client.get("/health")
@@ -79,6 +78,7 @@ class OpenAICompatBackend(HTTPEngineBackend):
         data = models.json().get("data") or []
         if not data:
             raise NotReady("/v1/models lists no model yet")
+        self.served_model = str(data[0]["id"])  # the tokenizer check's /tokenize names it
         return data[0]
 
     def tokenize(self, text: str) -> list[int]:
