@@ -186,11 +186,14 @@ def info_response(backend: "Backend", config: ServerConfig, *, model_id: str) ->
     if facts.fingerprint is not None:
         info.model_fingerprint.CopyFrom(fingerprint_message(facts.fingerprint))
     model = getattr(backend, "model", None)
-    if (caps.kv_import or caps.kv_export) and isinstance(model, LocalModel):
-        c = model.config
+    kv = getattr(backend, "kv", None)
+    served = getattr(kv, "served", None)  # a serving engine's model, known from its file (cloud.backends.llama_slots)
+    if (caps.kv_import or caps.kv_export) and (isinstance(model, LocalModel) or served is not None):
+        c = model.config if isinstance(model, LocalModel) else served.config
+        dtype = model.model.norm.weight.dtype if isinstance(model, LocalModel) else served.cache_dtype
         info.kv_layout.CopyFrom(cloud_pb2.KVLayout(
             n_layers=c.n_layers, n_kv_heads=c.n_kv_heads, head_dim=c.head_dim,
-            dtype=str(model.model.norm.weight.dtype).removeprefix("torch."),
+            dtype=str(dtype).removeprefix("torch."),
             keys_post_rope=True, axis_order=KV_AXIS_ORDER,
         ))
         info.kv_codecs.extend(CODECS)

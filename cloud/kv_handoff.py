@@ -16,7 +16,7 @@ RESOURCE_EXHAUSTED.
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Protocol
 
 import grpc
 import torch
@@ -37,6 +37,8 @@ from engine.kv import (
     encode_cache,
     incompatibility,
 )
+from engine.config import ModelConfig
+from engine.fingerprint import ModelFingerprint
 from engine.model import KVCache
 from engine.runtime import LocalModel
 from tandem_rpc.v1 import cloud_pb2
@@ -64,7 +66,20 @@ def check_tokens(ids: list[int], *, vocab_size: int, max_tokens: int, what: str)
         raise RequestError(invalid, f"{what}: {outside}")
 
 
-def receive_upload(model: LocalModel, config: ServerConfig, chunks: Iterable[cloud_pb2.KVChunk]) -> tuple[list[int], ReceivedKV]:
+class CacheModel(Protocol):
+    """What receiving a cache needs of the model it is for: the built-in LocalModel, or a serving engine's model
+    known from its file (cloud.backends.llama_slots.ServedModel)."""
+
+    config: ModelConfig
+    max_context: int
+
+    @property
+    def fingerprint(self) -> ModelFingerprint: ...
+
+    def new_cache(self, n_positions: int | None = None) -> KVCache: ...
+
+
+def receive_upload(model: CacheModel, config: ServerConfig, chunks: Iterable[cloud_pb2.KVChunk]) -> tuple[list[int], ReceivedKV]:
     """Verify and decode an UploadKV stream; nothing of it survives an error."""
     chunks = iter(chunks)
     first = next(chunks, None)
@@ -95,7 +110,7 @@ def receive_upload(model: LocalModel, config: ServerConfig, chunks: Iterable[clo
     return tokens, received
 
 
-def _uncommitted_cache(model: LocalModel, n_positions: int) -> KVCache:
+def _uncommitted_cache(model: CacheModel, n_positions: int) -> KVCache:
     """A cache for `n_positions` whose memory the OS commits only as it is written."""
     cache = model.new_cache(1)
     shape = (*cache.k.shape[:3], n_positions, cache.k.shape[4])  # [n_layers, B, n_kv_heads, S, head_dim]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass
+from typing import Mapping
 
 import torch
 
@@ -47,8 +48,13 @@ def architecture_hash(config: ModelConfig) -> str:
 
 
 def weights_family_hash(model: torch.nn.Module) -> str:
+    return weights_family_of(model.state_dict())
+
+
+def weights_family_of(tensors: Mapping[str, torch.Tensor]) -> str:
+    """The family hash of engine-named tensors (only the norms count; others may be left out)."""
     h = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
+    for name, tensor in sorted(tensors.items()):
         if name.endswith("norm.weight"):
             h.update(name.encode())
             h.update(tensor.detach().to(torch.bfloat16).view(torch.int16).cpu().numpy().tobytes())

@@ -15,6 +15,7 @@ import torch
 
 from engine.config import ModelConfig, RopeScaling
 from engine.errors import ModelFormatError, UnsupportedModelError
+from engine.fingerprint import ModelFingerprint, architecture_hash, weights_family_of
 from engine.gguf_file import GGMLType, GGUFFile
 from engine.model import rope_frequencies
 from engine.quant_linear import BLOCK_BYTES, QTensor, Weights, concat, quantize
@@ -98,7 +99,7 @@ def load_gguf(path: Path, *, keep_quantized: bool = False) -> tuple[ModelConfig,
     """
     gguf = GGUFFile(path)
     meta = gguf.metadata
-    config = read_config(meta, set(gguf.tensors), path)
+    config = _config_of(gguf, path)
 
     def info(name: str):
         if name not in gguf.tensors:
@@ -120,10 +121,6 @@ def load_gguf(path: Path, *, keep_quantized: bool = False) -> tuple[ModelConfig,
         w = take(name)
         return unpermute_rows(w, heads) if heads else w
 
-    if "rope_freqs.weight" in gguf.tensors:
-        scaling = _fit_llama3_scaling(config, take("rope_freqs.weight"), meta, path)
-        config = dataclasses.replace(config, rope_scaling=scaling)
-
     out: Weights = {"tok_embeddings.weight": matrix("token_embd.weight"), "norm.weight": take("output_norm.weight")}
     if not config.tie_embeddings:
         out["output.weight"] = matrix("output.weight")
@@ -140,6 +137,26 @@ def load_gguf(path: Path, *, keep_quantized: bool = False) -> tuple[ModelConfig,
         out[q + "attention_norm.weight"] = take(b + "attn_norm.weight")
         out[q + "ffn_norm.weight"] = take(b + "ffn_norm.weight")
     return config, out, meta
+
+
+def _config_of(gguf: GGUFFile, path: Path) -> ModelConfig:
+    config = read_config(gguf.metadata, set(gguf.tensors), path)
+    if "rope_freqs.weight" in gguf.tensors:
+        scaling = _fit_llama3_scaling(config, gguf.dequantize("rope_freqs.weight"), gguf.metadata, path)
+        config = dataclasses.replace(config, rope_scaling=scaling)
+    return config
+
+
+def gguf_fingerprint(path: Path) -> tuple[ModelConfig, ModelFingerprint]:
+    """The config and fingerprint of a GGUF model from its metadata and norms alone (no matrix is read): what a
+    gateway in front of an engine serving that file needs to accept KV caches made for it."""
+    gguf = GGUFFile(path)
+    config = _config_of(gguf, path)
+    norms = {"norm.weight": gguf.dequantize("output_norm.weight")}
+    for i in range(config.n_layers):
+        norms[f"layers.{i}.attention_norm.weight"] = gguf.dequantize(f"blk.{i}.attn_norm.weight")
+        norms[f"layers.{i}.ffn_norm.weight"] = gguf.dequantize(f"blk.{i}.ffn_norm.weight")
+    return config, ModelFingerprint(architecture_hash(config), weights_family_of(norms), file_type(gguf.metadata))
 
 
 def fuse(parts: list[torch.Tensor | QTensor]) -> torch.Tensor | QTensor:

@@ -16,12 +16,17 @@ the signals of the token that completed the character.
 `cache_prompt` is asked only for requests with a session id (a conversation's
 next turn reuses the slot's prefix). `cached_prompt_tokens` stays 0: the
 engine's prompt cache is shared by every caller, so its count would tell one
-caller something about another's prompts.
+caller something about another's prompts (a resume from the caller's own
+upload reports what it reused).
+
+With a slot directory shared with the engine, KV import is on: uploads are
+restored into the engine's slots (cloud.backends.llama_slots).
 """
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from cloud.backends.base import ENTROPY_TOP_K, BackendFacts, Capabilities, Generation
@@ -29,6 +34,9 @@ from cloud.backends.http_engine import (
     DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_READ_TIMEOUT_S, DEFAULT_TOP_K, EngineUnavailableError, HTTPEngineBackend,
     HTTPGeneration, NotReady, token_info, top_k_entropy,
 )
+from cloud.backends.llama_slot_file import CACHE_TYPES
+from cloud.backends.llama_slots import LlamaSlotKV, Seed, ServedModel, probe_format
+from cloud.config import ServerConfig
 from cloud.contract import GenerationPlan
 from engine.generate import TokenInfo
 from engine.tokenizer import Tokenizer
@@ -53,10 +61,17 @@ class LlamaServerBackend(HTTPEngineBackend):
         read_timeout_s: float = DEFAULT_READ_TIMEOUT_S,
         start_wait_s: float = 0.0,
         max_connections: int = 64,
+        slot_dir: Path | None = None,
+        served_model: Path | None = None,
+        kv_config: ServerConfig | None = None,
     ) -> None:
         """Connect to the engine at `url`, read its context size and verify its tokenizer against
         `tokenizer` (TokenizerMismatchError on a difference). The engine may still be loading its model:
-        the gateway waits up to `start_wait_s` for it (EngineUnavailableError past it)."""
+        the gateway waits up to `start_wait_s` for it (EngineUnavailableError past it).
+
+        With `slot_dir` (the engine's --slot-save-path, writable here) and `served_model` (the GGUF file the
+        engine serves, read for its fingerprint only), KV import is on through slot restore; the engine is
+        probed first and SlotHandoffError says why it cannot be."""
         super().__init__(url, tokenizer, top_k=top_k, connect_timeout_s=connect_timeout_s,
                          read_timeout_s=read_timeout_s, max_connections=max_connections)
         props, engine_context = self.start(self._props, start_wait_s, f"llama-server at {self.url}")
@@ -65,9 +80,33 @@ class LlamaServerBackend(HTTPEngineBackend):
         self.facts = BackendFacts(tokenizer=tokenizer, max_context=min(max_context or engine_context, engine_context),
                                   vocab_size=tokenizer.vocab_size, fingerprint=None,
                                   default_model_id=model_id or engine_model or "llama-server")
-        self.capabilities = Capabilities(engine="llama-server", entropy=ENTROPY_TOP_K, top_k=top_k)
+        self.kv: LlamaSlotKV | None = None
+        if slot_dir is not None:
+            try:
+                self.kv = self._slot_kv(Path(slot_dir), served_model, kv_config or ServerConfig())
+            except BaseException:
+                self.client.close()
+                raise
+        self.capabilities = Capabilities(engine="llama-server", entropy=ENTROPY_TOP_K, top_k=top_k,
+                                         kv_import=self.kv is not None)
         log.info("llama-server at %s: %d slots of %d positions, tokenizer verified", self.url, self.slots,
                  engine_context)
+
+    def _slot_kv(self, slot_dir: Path, served_model: Path | None, config: ServerConfig) -> LlamaSlotKV:
+        from engine.gguf_loader import gguf_fingerprint, is_gguf_file
+
+        if served_model is None or not is_gguf_file(Path(served_model)):
+            raise ValueError("the slot KV hand-off needs the GGUF file the engine serves (--model), for its "
+                             "fingerprint and cache layout")
+        model_config, fingerprint = gguf_fingerprint(Path(served_model))
+        served = ServedModel(model_config, fingerprint, self.facts.max_context)
+        self.facts = BackendFacts(tokenizer=self.facts.tokenizer, max_context=self.facts.max_context,
+                                  vocab_size=self.facts.vocab_size, fingerprint=fingerprint,
+                                  default_model_id=self.facts.default_model_id)
+        fmt = probe_format(self, slot_dir, served, self.tokenizer.encode("Hi")[0])
+        log.info("llama-server slot KV hand-off through %s: state version %d, %s cache, v_trans %d", slot_dir,
+                 fmt.version, CACHE_TYPES[fmt.k_type][0], fmt.v_trans)
+        return LlamaSlotKV(self, served, config, slot_dir, fmt)
 
     def _props(self) -> tuple[dict[str, Any], int]:
         """The engine's /props and context size once /health says it is ready (503 while it loads its model)."""
@@ -87,7 +126,15 @@ class LlamaServerBackend(HTTPEngineBackend):
 
     def generate(self, plan: GenerationPlan, *, principal: str, should_stop: Callable[[], bool],
                  seed: object | None = None) -> Generation:
-        return _LlamaGeneration(self, plan, should_stop)
+        return _LlamaGeneration(self, plan, should_stop, seed if isinstance(seed, Seed) else None)
+
+    def cache_stats(self) -> tuple[int, int]:
+        return (self.kv.store.nbytes, len(self.kv.store)) if self.kv is not None else (0, 0)
+
+    def close(self) -> None:
+        if self.kv is not None:
+            self.kv.store.clear()
+        super().close()
 
     def request_body(self, plan: GenerationPlan) -> dict[str, Any]:
         """The /completion request: token IDs, Tandem's sampling and none of llama.cpp's other samplers
@@ -108,8 +155,27 @@ class LlamaServerBackend(HTTPEngineBackend):
 class _LlamaGeneration(HTTPGeneration):
     backend: LlamaServerBackend
 
+    def __init__(self, backend: LlamaServerBackend, plan: GenerationPlan, should_stop: Callable[[], bool],
+                 seed: Seed | None) -> None:
+        super().__init__(backend, plan, should_stop)
+        self.seed = seed
+        self.slot: int | None = None           # the leased slot an upload was restored into
+        self.timings: dict[str, Any] = {}      # the engine's, from its last event
+
     def request(self) -> tuple[str, dict[str, Any]]:
-        return "/completion", self.backend.request_body(self.plan)
+        body = self.backend.request_body(self.plan)
+        if self.seed is not None and self.backend.kv is not None:
+            self.slot = self.backend.kv.restore(self.seed, self.plan)
+            if self.slot is not None:  # the engine finds the restored tokens and evaluates the rest only
+                body.update(id_slot=self.slot, cache_prompt=True, timings_per_token=True)
+                self.cached_tokens = self.seed.reused
+        return "/completion", body
+
+    def close(self) -> None:
+        super().close()
+        if self.slot is not None and self.backend.kv is not None:
+            self.backend.kv.release(self.slot)
+            self.slot = None
 
     def tokens_of(self, event: dict[str, Any]) -> Iterator[TokenInfo]:
         ids = [int(t) for t in event.get("tokens") or ()]
@@ -123,6 +189,8 @@ class _LlamaGeneration(HTTPGeneration):
         for i, token_id in enumerate(ids):
             self.received += 1
             yield self._info(token_id, probs[i] if i < len(probs) else None)
+        if event.get("timings"):
+            self.timings = event["timings"]
         if event.get("stop"):
             self.engine_stop = "length" if event.get("stop_type") == "limit" else "stop"
 
