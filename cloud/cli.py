@@ -7,9 +7,14 @@ import logging
 import signal
 import sys
 import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cloud import config as defaults
 from tandem.args import non_negative_float, non_negative_int, port, positive_float, positive_int, readable_file
+
+if TYPE_CHECKING:
+    from cloud.config import ServerConfig
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +30,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "serving the same model as --model: llama.cpp's llama-server, or vLLM's OpenAI-compatible "
                    "server (the gateway loads only the model's tokenizer and checks it against the engine's)")
     p.add_argument("--engine-url", default=None, help="base URL of the engine, e.g. http://127.0.0.1:8080")
+    p.add_argument("--engine-slot-dir", type=Path, default=None,
+                   help="llama-server only: the directory it was started with as --slot-save-path, writable by "
+                   "this gateway (same host or a shared volume); turns the KV hand-off on: uploaded caches are "
+                   "restored into the engine's slots, so it evaluates only the prompt's last token")
     p.add_argument("--engine-wait", type=non_negative_float, default=60.0,
                    help="seconds to wait on start for the engine to be ready (it may be loading its model)")
     p.add_argument("--engine-timeout", type=positive_float, default=120.0,
@@ -117,7 +126,7 @@ def limit_malloc_arenas(arenas: int = 2) -> None:
         pass
 
 
-def _backend(args: argparse.Namespace) -> object:
+def _backend(args: argparse.Namespace, config: ServerConfig) -> object:
     """The model to serve: loaded here (torch), or an engine's backend once its tokenizer matches ours."""
     if args.engine == "torch":
         if args.engine_url:
@@ -132,10 +141,19 @@ def _backend(args: argparse.Namespace) -> object:
     from cloud.backends.openai_compat import OpenAICompatBackend
     from cloud.backends.tokenizer_check import load_served_tokenizer
 
-    backend = LlamaServerBackend if args.engine == "llama-server" else OpenAICompatBackend
-    return backend(args.engine_url, load_served_tokenizer(args.model, args.tokenizer),
-                   max_context=args.max_context, model_id=args.model_id or args.model,
-                   start_wait_s=args.engine_wait, read_timeout_s=args.engine_timeout)
+    tokenizer = load_served_tokenizer(args.model, args.tokenizer)
+    common = dict(max_context=args.max_context, model_id=args.model_id or args.model, start_wait_s=args.engine_wait,
+                  read_timeout_s=args.engine_timeout)
+    if args.engine != "llama-server":
+        if args.engine_slot_dir is not None:
+            raise ValueError("--engine-slot-dir is llama-server's slot hand-off; vLLM takes token IDs only")
+        return OpenAICompatBackend(args.engine_url, tokenizer, **common)
+    if args.engine_slot_dir is None:
+        return LlamaServerBackend(args.engine_url, tokenizer, **common)
+    from engine.registry import resolve
+
+    return LlamaServerBackend(args.engine_url, tokenizer, slot_dir=args.engine_slot_dir,
+                              served_model=resolve(args.model), kv_config=config, **common)
 
 
 def cmd_serve_cloud(args: argparse.Namespace) -> int:
@@ -167,7 +185,7 @@ def cmd_serve_cloud(args: argparse.Namespace) -> int:
             _check_bindable("--metrics-port", args.metrics_host, args.metrics_port, "--metrics-host")
         from cloud.server import start_server  # torch and the model only once the flags are known good
 
-        model = _backend(args)
+        model = _backend(args, config)
         server, port = start_server(
             model, host=args.host, port=args.port, config=config, model_id=args.model_id or args.model,
             auth_tokens=tokens, tls_cert=args.tls_cert, tls_key=args.tls_key,
