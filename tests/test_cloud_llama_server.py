@@ -250,3 +250,44 @@ def test_serve_cloud_refuses_an_engine_with_another_tokenizer(engine, llama3_tok
     )
     assert proc.returncode == 1
     assert "tokenizes differently" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_cancel_during_the_engines_prefill_stops_it_there(smollm2_path, smollm2):
+    """llama-server answers nothing (not even headers) until its first token: a client's cancel during a long
+    prefill must still reach it. The gateway cuts the connection within its poll interval, its admission slot
+    frees at once, and the engine drops the request at a later batch (batches of 32 tokens here), before the
+    prompt's end: it never prints the prompt's timings. The engine is watched through its log only: it checks
+    a waiting connection when no other result arrives for a second, so polling its /slots would delay that."""
+    proc = LlamaServerProcess(smollm2_path, slots=1, context=2048, extra=("-b", "32", "-ub", "32"))
+    backend = LlamaServerBackend(proc.url, load_served_tokenizer(smollm2_path))
+
+    def wait_log(text: str, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while text not in proc.output() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return text in proc.output()
+
+    try:
+        with running_server(backend) as (server, port), client_for(port) as c:
+            ids = smollm2.encode_prompt(" ".join(["Tell me about rivers, mountains and seas."] * 160))[:1500]
+            call = c.stream(generate_request(ids, max_new_tokens=4), timeout=RPC_TIMEOUT_S)
+            assert wait_log("prompt processing, n_tokens", 60)  # the engine is inside the prompt
+            assert server.servicer.admission.active == 1
+            call.cancel()
+            cancelled = time.monotonic()
+            while server.servicer.admission.active and time.monotonic() < cancelled + 5:
+                time.sleep(0.02)
+            freed_s = time.monotonic() - cancelled
+            assert wait_log("stop processing", 60)
+            stopped_s = time.monotonic() - cancelled
+        assert freed_s < 1.0, freed_s
+        log = proc.output()
+        assert "prompt eval time" not in log  # the prompt was never finished
+        done = [int(line.rsplit("n_tokens = ", 1)[1].split(",")[0]) for line in log.splitlines()
+                if "stop processing: n_tokens" in line]
+        assert done and done[-1] < len(ids), done
+        print(f"gateway freed {freed_s:.3f} s after the cancel; the engine stopped {stopped_s:.1f} s after, at "
+              f"{done[-1]} of {len(ids)} prompt tokens")
+    finally:
+        backend.close()
+        proc.stop()

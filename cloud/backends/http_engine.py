@@ -6,6 +6,14 @@ engine applies them, so a stream reads the same whichever engine runs it. Ending
 a stream early (a stop string, the client's cancel, a shutdown) closes the HTTP
 response: the engine sees the connection close and aborts the request.
 
+A stop must also reach an engine that is still silent: llama-server sends its
+response headers only with the first token, so during a long prefill there is
+no response to close yet. Each generation therefore runs on its own connection
+(no keep-alive for streams: one TCP connect per request) whose socket a watcher
+shuts down as soon as `should_stop()` is true; the engine sees the peer gone
+and drops the request at its next batch, and the gateway's worker and
+admission slot are free within a poll interval.
+
 Failures map to the contract: the engine unreachable, busy (5xx, e.g. 503 while
 loading or out of slots) or silent past the read timeout -> UNAVAILABLE with a
 retry hint, so the SDK retries or falls back; a 4xx is a request the gateway
@@ -23,6 +31,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import socket
+import threading
 import time
 from abc import abstractmethod
 from typing import Any, Callable, Iterator, Sequence, TypeVar
@@ -43,6 +53,7 @@ DEFAULT_TOP_K = 10              # alternatives asked per token
 DEFAULT_CONNECT_TIMEOUT_S = 5.0
 DEFAULT_READ_TIMEOUT_S = 120.0  # longest silence of the engine: a long prefill on a busy engine
 RETRY_AFTER_MS = 1000
+STOP_POLL_S = 0.05              # how often a silent stream checks whether its caller has gone
 
 Alternatives = tuple[tuple[int, float], ...]
 T = TypeVar("T")
@@ -95,6 +106,11 @@ class HTTPEngineBackend(Backend):
             base_url=self.url, timeout=httpx.Timeout(read_timeout_s, connect=connect_timeout_s),
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
         )
+        # Generation streams: a fresh connection each, so a stop can cut it before the engine answers.
+        self.streams = httpx.Client(
+            base_url=self.url, timeout=httpx.Timeout(read_timeout_s, connect=connect_timeout_s),
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=0),
+        )
         self.kv = None
 
     def wait_ready(self, probe: Callable[[], Any], wait_s: float) -> Any:
@@ -116,7 +132,7 @@ class HTTPEngineBackend(Backend):
             answer = self.wait_ready(ready, wait_s)
             check_tokenizer(self.tokenizer, self.tokenize, engine=engine)
         except BaseException:
-            self.client.close()
+            self.close()
             raise
         return answer
 
@@ -126,6 +142,7 @@ class HTTPEngineBackend(Backend):
 
     def close(self) -> None:
         self.client.close()
+        self.streams.close()
 
 
 class NotReady(Exception):
@@ -141,6 +158,8 @@ class HTTPGeneration(Generation):
         self.received = 0
         self.engine_stop: str | None = None  # "stop" | "length" once the engine ended the stream itself
         self._response: httpx.Response | None = None
+        self._socket: socket.socket | None = None  # the stream's connection, once connected
+        self._done = threading.Event()
 
     @abstractmethod
     def request(self) -> tuple[str, dict[str, Any]]:
@@ -166,10 +185,12 @@ class HTTPGeneration(Generation):
 
     def _engine_tokens(self) -> Iterator[TokenInfo]:
         name = self.backend.engine_name
+        streams = self.backend.streams
         try:
             path, body = self.request()
-            self._response = response = self.backend.client.send(
-                self.backend.client.build_request("POST", path, json=body), stream=True)
+            threading.Thread(target=self._watch, name="engine-stream-stop", daemon=True).start()
+            request = streams.build_request("POST", path, json=body, extensions={"trace": self._trace})
+            self._response = response = streams.send(request, stream=True)
             if response.status_code != 200:
                 response.read()
                 raise status_error(response, name)
@@ -189,13 +210,41 @@ class HTTPGeneration(Generation):
             raise unavailable(f"{name} did not answer within its timeout ({type(exc).__name__}) after "
                               f"{self.received} tokens") from None
         except httpx.TransportError as exc:
+            if self.should_stop():  # the watcher cut the connection: the caller went away
+                return
             raise unavailable(f"{name} is unreachable or dropped the stream after {self.received} tokens "
                               f"({type(exc).__name__})") from None
+        finally:
+            self._done.set()
+
+    def _trace(self, event: str, info: dict[str, Any]) -> None:
+        """httpcore's trace hook: keep the socket of the connection this stream opened (TCP, then TLS)."""
+        if event.endswith(".complete") and hasattr(info.get("return_value"), "get_extra_info"):
+            self._socket = info["return_value"].get_extra_info("socket") or self._socket
+
+    def _watch(self) -> None:
+        """Until the stream ends: once the caller has gone, shut the connection down, waking a read that waits
+        on a silent engine (a long prefill) and telling the engine to drop the request."""
+        while not self._done.wait(STOP_POLL_S):
+            if self.should_stop():
+                self._cut()
+                return
+
+    def _cut(self) -> None:
+        sock = self._socket
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # already closed
 
     def close(self) -> None:
         """Closing the response closes the connection: the engine aborts the request and frees its slot."""
+        self._done.set()
         if self._response is not None:
             self._response.close()
+        else:
+            self._cut()  # a request still waiting for the engine's first answer
 
 
 def _event_error(error: Any, engine: str) -> Exception:
