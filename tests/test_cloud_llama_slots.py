@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import struct
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import httpx
@@ -25,6 +26,7 @@ from engine.fingerprint import ModelFingerprint
 from engine.generate import prefill
 from engine.kv import CodecOptions, encode_cache
 from engine.model import KVCache
+from tandem_rpc.v1 import cloud_pb2
 from tests.cloud_fixtures import RPC_TIMEOUT_S, client_for, running_server, status_of
 from tests.edge_fixtures import ALWAYS_UNSURE, policy_with
 
@@ -146,7 +148,27 @@ def test_an_engines_cache_handed_off_by_kv_gives_the_same_tokens_with_one_prompt
         assert generation.timings["prompt_n"] == 1 and generation.cached_tokens == len(ids) - 1
         assert tokens == list(c.generate(ids, max_new_tokens=N_NEW, timeout=RPC_TIMEOUT_S).token_ids)
     assert not list(slot_dir.iterdir())  # every state file was deleted after its restore
-    assert sorted(backend.kv.leases._free) == [0, 1]  # every slot lease came back
+    assert backend.kv.leases.free() == [0, 1]  # every slot lease came back
+
+
+def test_two_resumes_at_once_take_a_slot_each(gateway, backend, engine, slot_dir, smollm2):
+    _, port = gateway
+    served = backend.kv.served
+    jobs = []
+    for prompt in PROMPTS[3:5]:
+        ids = smollm2.encode_prompt(prompt)
+        state = decode_state(engine_cache(engine, slot_dir, ids), 64)
+        jobs.append((ids, frames_of(state.k, state.v, served.fingerprint, served.config, "fp16")))
+    with client_for(port) as c:
+        expected = [list(c.generate(ids, max_new_tokens=N_NEW, timeout=RPC_TIMEOUT_S).token_ids) for ids, _ in jobs]
+        handles = [c.upload_kv(ids, iter(frames), codec="fp16", timeout=RPC_TIMEOUT_S).kv_handle
+                   for ids, frames in jobs]
+        with ThreadPoolExecutor(2) as pool:
+            results = list(pool.map(lambda h, ids: c.resume(h, ids, max_new_tokens=N_NEW, timeout=RPC_TIMEOUT_S),
+                                    handles, [ids for ids, _ in jobs]))
+    assert [list(r.token_ids) for r in results] == expected
+    assert [r.result.usage.cached_prompt_tokens for r in results] == [len(ids) - 1 for ids, _ in jobs]
+    assert backend.kv.leases.free() == [0, 1]
 
 
 def test_a_tandem_cache_restored_evaluates_one_token_and_agrees_with_the_engine(backend, engine, smollm2_device):
@@ -181,9 +203,8 @@ def test_a_tandem_cache_restored_evaluates_one_token_and_agrees_with_the_engine(
     assert agree >= 5 and sum(diffs) / len(diffs) < 0.15, (agree, diffs)
 
 
-def _chunks(ids, frames):
-    from tandem_rpc.v1 import cloud_pb2
-
+def _chunks(ids: list[int], frames: list[bytes]):
+    """An UploadKV stream as the servicer hands it to the backend."""
     yield cloud_pb2.KVChunk(start=cloud_pb2.KVStart(token_ids=ids, codec="fp16"))
     for frame in frames:
         yield cloud_pb2.KVChunk(frame=frame)
@@ -241,7 +262,7 @@ def test_a_restore_the_engine_refuses_falls_back_to_token_ids(backend, smollm2_d
                                                               "cache_prompt": False, "return_tokens": True},
                            timeout=RPC_TIMEOUT_S).json()["tokens"]
     assert tokens == reference[: len(tokens)] and tokens
-    assert sorted(backend.kv.leases._free) == [0, 1]
+    assert backend.kv.leases.free() == [0, 1]
 
 
 def test_a_state_file_of_another_version_is_refused(engine, slot_dir, smollm2):

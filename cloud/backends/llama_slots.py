@@ -38,9 +38,9 @@ import grpc
 import httpx
 import torch
 
+from cloud.backends.llama_slot_file import SlotFileError, SlotFormat, decode_state, encode_state, write_atomically
 from cloud.config import ServerConfig
 from cloud.contract import GenerationPlan, RequestError
-from cloud.backends.llama_slot_file import SlotFileError, SlotFormat, decode_state, encode_state, write_atomically
 from cloud.kv_handoff import receive_upload
 from cloud.kv_store import KVStore, StoredKV
 from cloud.sessions import common_prefix
@@ -98,6 +98,10 @@ class SlotLeases:
     def give(self, slot: int) -> None:
         with self._lock:
             self._free.append(slot)
+
+    def free(self) -> list[int]:
+        with self._lock:
+            return sorted(self._free)
 
 
 class LlamaSlotKV:
