@@ -36,7 +36,7 @@ PROMPTS = ("What is the capital of France?", "Name three rivers in Europe.", "Wr
            "Explain photosynthesis in one sentence.", "Give me a synonym for happy.",
            "How many legs does a spider have?")
 N_NEW = 12
-SPARE_SLOT = 1  # the gateway leases slot 0 first; the engine's "own" caches are made in slot 1
+SPARE_SLOT = 1  # the engine's "own" caches are made in slot 1 (idle again when a restore picks a slot)
 
 
 @pytest.fixture(scope="module")
@@ -295,3 +295,6 @@ def test_slot_leases_hand_out_each_slot_once():
     assert {a, b} == {0, 1} and leases.take() is None
     leases.give(a)
     assert leases.take() == a
+    leases.give(0)
+    leases.give(1)
+    assert leases.take(prefer=[1]) == 1 and leases.take(prefer=[1]) == 0

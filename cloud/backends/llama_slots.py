@@ -15,9 +15,9 @@ state version and cache layout the writer knows. Otherwise the gateway refuses
 to start with the reason (the operator asked for the slot hand-off).
 
 Slots: a restore takes a slot no other restore of this gateway holds (a lease,
-released when the stream ends); with every slot leased, the request goes by
-token IDs. llama-server defers a restore while the slot is busy, so it never
-overwrites a running request; a plain request may still land on the leased slot
+released when the stream ends), an idle one where /slots shows one; with every
+slot leased, the request goes by token IDs. llama-server defers a restore while
+the slot is busy, so it never overwrites a running request; a plain request may still land on the leased slot
 between the restore and the generation, and then the engine finds the cache
 holds other tokens and prefills the prompt: slower, never other tokens. Any
 failure of the restore (the engine refuses the file, the prompt does not fit the
@@ -91,8 +91,13 @@ class SlotLeases:
         self._free = list(range(n_slots))
         self._lock = threading.Lock()
 
-    def take(self) -> int | None:
+    def take(self, prefer: Iterable[int] = ()) -> int | None:
+        """A free slot, one of `prefer` (the engine's idle slots) where it can; None when all are leased."""
         with self._lock:
+            for slot in prefer:
+                if slot in self._free:
+                    self._free.remove(slot)
+                    return slot
             return self._free.pop(0) if self._free else None
 
     def give(self, slot: int) -> None:
@@ -138,7 +143,7 @@ class LlamaSlotKV:
                         "prefilling from token IDs", len(plan.token_ids), plan.max_new_tokens,
                         self.backend.facts.max_context)
             return None
-        slot = self.leases.take()
+        slot = self.leases.take(prefer=self._idle_slots())
         if slot is None:
             log.info("KV restore skipped: every engine slot holds a restore; prefilling from token IDs")
             return None
@@ -163,6 +168,14 @@ class LlamaSlotKV:
 
     def release(self, slot: int) -> None:
         self.leases.give(slot)
+
+    def _idle_slots(self) -> list[int]:
+        """The engine's slots not processing a request now (a restore on a busy slot waits for it to end)."""
+        try:
+            reply = self.backend.client.get("/slots")
+            return [int(s["id"]) for s in reply.json() if not s.get("is_processing")] if reply.is_success else []
+        except (httpx.HTTPError, ValueError, KeyError, TypeError):
+            return []
 
 
 def probe_format(backend: "LlamaServerBackend", slot_dir: Path, served: ServedModel, token: int) -> SlotFormat:
