@@ -5,7 +5,11 @@ prompt's last token. Skips without the engine, like tests/test_cloud_llama_serve
 from __future__ import annotations
 
 import dataclasses
+import os
+import signal
 import struct
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -27,7 +31,7 @@ from engine.generate import prefill
 from engine.kv import CodecOptions, encode_cache
 from engine.model import KVCache
 from tandem_rpc.v1 import cloud_pb2
-from tests.cloud_fixtures import RPC_TIMEOUT_S, client_for, running_server, status_of
+from tests.cloud_fixtures import RPC_TIMEOUT_S, client_for, running_server, status_of, wait_for_port
 from tests.edge_fixtures import ALWAYS_UNSURE, policy_with
 
 pytestmark = pytest.mark.skipif(llama_server_binary() is None, reason=f"llama-server not built: {BUILD_HINT}")
@@ -298,3 +302,31 @@ def test_slot_leases_hand_out_each_slot_once():
     leases.give(0)
     leases.give(1)
     assert leases.take(prefer=[1]) == 1 and leases.take(prefer=[1]) == 0
+
+
+def test_serve_cloud_turns_the_slot_hand_off_on_or_says_why_not(engine, slot_dir, tmp_path, smollm2):
+    def serve(folder) -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, "-m", "tandem.cli", "serve-cloud", "--engine", "llama-server", "--engine-url",
+             engine.url, "--model", "smollm2-135m", "--engine-slot-dir", str(folder), "--port", "0",
+             "--engine-wait", "0", "--kv-max-upload-mb", "8"],
+            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+
+    wrong = serve(tmp_path)
+    _, err = wrong.communicate(timeout=120)
+    assert wrong.returncode == 1 and "same directory" in err and "Traceback" not in err
+    proc = serve(slot_dir)
+    try:
+        port = wait_for_port(proc, timeout=120)
+        with client_for(port) as c:
+            info = c.info(timeout=RPC_TIMEOUT_S)
+        assert info.capabilities.kv_import and info.kv_limits.max_upload_bytes == 8 << 20
+        assert info.model_fingerprint.architecture == smollm2.fingerprint.architecture
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        proc.stderr.close()

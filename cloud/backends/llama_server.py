@@ -85,7 +85,7 @@ class LlamaServerBackend(HTTPEngineBackend):
             try:
                 self.kv = self._slot_kv(Path(slot_dir), served_model, kv_config or ServerConfig())
             except BaseException:
-                self.client.close()
+                self.close()
                 raise
         self.capabilities = Capabilities(engine="llama-server", entropy=ENTROPY_TOP_K, top_k=top_k,
                                          kv_import=self.kv is not None)
