@@ -293,6 +293,15 @@ def test_an_engine_without_slot_files_is_a_clear_error(smollm2_path, tmp_path):
         off.close()
 
 
+def test_an_engine_with_a_quantized_cache_is_a_clear_error(smollm2_path, tmp_path):
+    extra = ("--slot-save-path", str(tmp_path), "-ctk", "q8_0", "-ctv", "q8_0")
+    with LlamaServerProcess(smollm2_path, slots=1, context=512, extra=extra) as quantized:
+        with pytest.raises(SlotHandoffError, match="quantized --cache-type-k"):
+            LlamaServerBackend(quantized.url, load_served_tokenizer(smollm2_path), slot_dir=tmp_path,
+                               served_model=smollm2_path)
+    assert not list(tmp_path.iterdir())  # the probe's file is gone
+
+
 def test_slot_leases_hand_out_each_slot_once():
     leases = SlotLeases(2)
     a, b = leases.take(), leases.take()

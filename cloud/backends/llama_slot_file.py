@@ -106,7 +106,9 @@ class SlotState:
 
 def _array(r: _Reader, kind: int, count: int) -> torch.Tensor:
     if kind not in CACHE_TYPES:
-        raise SlotFileError(f"the state file holds a cache of ggml type {kind}, which the gateway cannot read")
+        raise SlotFileError(f"the engine keeps its cache as ggml type {kind}; the gateway reads and writes only "
+                            f"{', '.join(n for n, _, _ in CACHE_TYPES.values())} (start llama-server without a "
+                            "quantized --cache-type-k/-v)")
     size = CACHE_TYPES[kind][1]
     r.skip(count * size)
     raw = torch.frombuffer(bytearray(r.data[r.at - count * size: r.at]), dtype=torch.uint8)
