@@ -20,10 +20,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("serve-cloud", help="serve a model to edge clients over gRPC")
     add_model_arguments(p)
     p.add_argument("--model-id", default=None, help="name reported by Info (default: the model file's name)")
-    p.add_argument("--engine", choices=("torch", "llama-server", "vllm"), default="torch",
+    p.add_argument("--engine", choices=("torch", "llama-server", "vllm", "sglang"), default="torch",
                    help="what generates: the built-in torch engine (default), or a serving engine at --engine-url "
-                   "serving the same model as --model: llama.cpp's llama-server, or vLLM's OpenAI-compatible "
-                   "server (the gateway loads only the model's tokenizer and checks it against the engine's)")
+                   "serving the same model as --model: llama.cpp's llama-server, vLLM's OpenAI-compatible server "
+                   "or SGLang's native /generate (the gateway loads only the model's tokenizer and checks it "
+                   "against the engine's)")
     p.add_argument("--engine-url", default=None, help="base URL of the engine, e.g. http://127.0.0.1:8080")
     p.add_argument("--engine-wait", type=non_negative_float, default=60.0,
                    help="seconds to wait on start for the engine to be ready (it may be loading its model)")
@@ -121,7 +122,8 @@ def _backend(args: argparse.Namespace) -> object:
     """The model to serve: loaded here (torch), or an engine's backend once its tokenizer matches ours."""
     if args.engine == "torch":
         if args.engine_url:
-            raise ValueError("--engine-url needs --engine llama-server (the torch engine runs in this process)")
+            raise ValueError("--engine-url needs --engine llama-server, vllm or sglang (the torch engine runs in this "
+                             "process)")
         from engine.runtime import LocalModel
 
         return LocalModel.load(args.model, tokenizer=args.tokenizer, max_context=args.max_context,
@@ -130,9 +132,10 @@ def _backend(args: argparse.Namespace) -> object:
         raise ValueError(f"--engine {args.engine} needs --engine-url, e.g. http://127.0.0.1:8080")
     from cloud.backends.llama_server import LlamaServerBackend
     from cloud.backends.openai_compat import OpenAICompatBackend
+    from cloud.backends.sglang import SGLangBackend
     from cloud.backends.tokenizer_check import load_served_tokenizer
 
-    backend = LlamaServerBackend if args.engine == "llama-server" else OpenAICompatBackend
+    backend = {"llama-server": LlamaServerBackend, "vllm": OpenAICompatBackend, "sglang": SGLangBackend}[args.engine]
     return backend(args.engine_url, load_served_tokenizer(args.model, args.tokenizer),
                    max_context=args.max_context, model_id=args.model_id or args.model,
                    start_wait_s=args.engine_wait, read_timeout_s=args.engine_timeout)
