@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import save_file
 
 from engine.config import ModelConfig
-from engine.quantize import Weights, dequantize_weights
+from engine.quantize import Weights, dequantize_weights, readable_by_all
 from engine.tokenizer import Tokenizer
 
 WEIGHTS_FILE = "model.safetensors"
@@ -51,6 +51,7 @@ def save_hf_folder(folder: Path, config: ModelConfig, weights: Weights, tokenize
     """config.json (with the tokenizer's BOS and end-of-turn IDs), model.safetensors in float32, tokenizer."""
     folder.mkdir(parents=True, exist_ok=True)
     save_file(to_hf_names(weights, config), str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
+    readable_by_all(folder / WEIGHTS_FILE)
     hf = config.to_hf()
     if tokenizer.bos_id is not None:
         hf["bos_token_id"] = tokenizer.bos_id
