@@ -111,11 +111,13 @@ class FakeServingEngine:
                 logits = decode_one_token(m.model, cache, token)
 
     def completion_chunks(self, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
-        """vLLM: one chunk a token, tokens named "token_id:N"; finish_reason on the last."""
+        """vLLM: one chunk a token, tokens named "token_id:N"; the prompt's IDs on the first, finish_reason
+        on the last (as vLLM 0.32.0's CPU build sends them)."""
         k = int(body.get("logprobs") or 0)
-        for token, logprob, top, finish in self.greedy(body["prompt"], body["max_tokens"], k):
+        for n, (token, logprob, top, finish) in enumerate(self.greedy(body["prompt"], body["max_tokens"], k)):
             yield {"id": "cmpl-fake", "object": "text_completion", "model": self.name, "choices": [{
                 "index": 0, "text": self.model.tokenizer.decode([token]), "token_ids": [token], "finish_reason": finish,
+                "stop_reason": None, "prompt_token_ids": None if n else list(body["prompt"]),
                 "logprobs": {"tokens": [f"token_id:{token}"], "token_logprobs": [logprob],
                              "top_logprobs": [{f"token_id:{i}": v for i, v in top}] if k else None},
             }]}
