@@ -10,7 +10,7 @@ everything so far, or with `incremental=True` only the new part, as `--increment
 Neither engine runs in this test suite's time on a CPU (vLLM's CPU build is checked for real, once, by
 scripts/vllm_cpu.sh and tests/test_cloud_vllm_real.py; SGLang has no CPU build here); this fake lets the
 gateway's backends be tested for what they must do with those formats: IDs in, IDs and top-k log-probs
-out, stops, a closed stream, a tenant's cache salt. It records every request body.
+out, stops, a closed stream, a tenant's cache salt, SGLang's abort. It records every request body.
 """
 
 from __future__ import annotations
@@ -28,8 +28,9 @@ from engine.runtime import LocalModel
 
 class FakeServingEngine:
     def __init__(self, model: LocalModel, *, name: str = "smollm2-fake-engine", max_model_len: int = 2048,
-                 incremental: bool = False) -> None:
+                 incremental: bool = False, abort_after: int | None = None) -> None:
         self.model, self.name, self.max_model_len, self.incremental = model, name, max_model_len, incremental
+        self.abort_after = abort_after  # SGLang: end with finish_reason "abort" (503) after this many tokens
         self.requests: list[dict[str, Any]] = []
         self.aborted = 0  # streams whose client closed the connection before the end
         self.lock = threading.Lock()  # one forward at a time: the model's forward is not re-entrant here
@@ -136,6 +137,8 @@ class FakeServingEngine:
             start = len(ids) - 1 if self.incremental else 0
             reason = None if finish is None else (
                 {"type": "stop", "matched": token} if finish == "stop" else {"type": "length", "length": len(ids)})
+            if self.abort_after is not None and len(ids) == self.abort_after:
+                reason = {"type": "abort", "message": "fake: the scheduler dropped the request", "status_code": 503}
             meta: dict[str, Any] = {"id": "fake", "finish_reason": reason, "prompt_tokens": len(body["input_ids"]),
                                     "completion_tokens": len(ids), "cached_tokens": 0}
             if body.get("return_logprob"):
@@ -143,6 +146,8 @@ class FakeServingEngine:
                 if k:
                     meta["output_top_logprobs"] = tops[start:]
             yield {"text": self.model.tokenizer.decode(ids[start:]), "output_ids": ids[start:], "meta_info": meta}
+            if reason is not None:
+                return
 
     def stop(self) -> None:
         self.server.shutdown()

@@ -178,6 +178,21 @@ def test_an_engine_gone_is_unavailable_with_a_retry_hint(protocol, smollm2, smol
         backend.close()
 
 
+def test_a_request_sglang_aborts_is_unavailable(smollm2, smollm2_path):
+    """SGLang ends a request it drops (overload, shutdown) with finish_reason type "abort": the client is told
+    to retry, never handed a short answer as if the engine had finished it."""
+    fake = FakeServingEngine(smollm2, abort_after=3)
+    backend = SGLangBackend(fake.url, load_served_tokenizer(smollm2_path))
+    try:
+        with running_server(backend) as (_, port), client_for(port) as c:
+            code, message = status_of(lambda: c.generate(smollm2.encode_prompt(PROMPT), max_new_tokens=8,
+                                                         timeout=RPC_TIMEOUT_S))
+        assert code is grpc.StatusCode.UNAVAILABLE and "aborted the request after 3 tokens" in message
+    finally:
+        backend.close()
+        fake.stop()
+
+
 def test_a_server_with_another_tokenizer_is_refused(engine, llama3_tokenizer_path):
     with pytest.raises(TokenizerMismatchError, match=rf"engine \({engine.protocol} at .* tokenizes differently"):
         engine.backend(engine.url, load_served_tokenizer("smollm2-135m", llama3_tokenizer_path))
