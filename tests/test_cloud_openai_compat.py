@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -196,3 +198,14 @@ def test_a_request_sglang_aborts_is_unavailable(smollm2, smollm2_path):
 def test_a_server_with_another_tokenizer_is_refused(engine, llama3_tokenizer_path):
     with pytest.raises(TokenizerMismatchError, match=rf"engine \({engine.protocol} at .* tokenizes differently"):
         engine.backend(engine.url, load_served_tokenizer("smollm2-135m", llama3_tokenizer_path))
+
+
+def test_serve_cloud_names_the_engine_that_tokenizes_differently(engine, llama3_tokenizer_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "tandem.cli", "serve-cloud", "--engine", engine.protocol, "--engine-url", engine.url,
+         "--tokenizer", str(llama3_tokenizer_path), "--port", "0", "--engine-wait", "0"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 1
+    assert f"({engine.protocol} at {engine.url}) tokenizes differently" in proc.stderr
+    assert "Traceback" not in proc.stderr
