@@ -10,7 +10,8 @@ everything so far, or with `incremental=True` only the new part, as `--increment
 Neither engine runs in this test suite's time on a CPU (vLLM's CPU build is checked for real, once,
 by scripts/vllm_cpu.sh, which runs tests/test_cloud_openai_compat.py against it; SGLang has no CPU
 build here); this fake lets the gateway's backends be tested for what they must do with those formats:
-IDs in, IDs and top-k log-probs out, stops, a closed stream, a tenant's cache salt, SGLang's abort. It records every request body.
+IDs in, IDs and top-k log-probs out, stops, a closed stream, a tenant's cache salt, SGLang's abort.
+It records every request body.
 """
 
 from __future__ import annotations
