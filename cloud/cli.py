@@ -25,10 +25,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("serve-cloud", help="serve a model to edge clients over gRPC")
     add_model_arguments(p)
     p.add_argument("--model-id", default=None, help="name reported by Info (default: the model file's name)")
-    p.add_argument("--engine", choices=("torch", "llama-server", "vllm"), default="torch",
+    p.add_argument("--engine", choices=("torch", "llama-server", "vllm", "sglang"), default="torch",
                    help="what generates: the built-in torch engine (default), or a serving engine at --engine-url "
-                   "serving the same model as --model: llama.cpp's llama-server, or vLLM's OpenAI-compatible "
-                   "server (the gateway loads only the model's tokenizer and checks it against the engine's)")
+                   "serving the same model as --model: llama.cpp's llama-server, vLLM's OpenAI-compatible server "
+                   "or SGLang's native /generate (the gateway loads only the model's tokenizer and checks it "
+                   "against the engine's)")
     p.add_argument("--engine-url", default=None, help="base URL of the engine, e.g. http://127.0.0.1:8080")
     p.add_argument("--engine-slot-dir", type=Path, default=None,
                    help="llama-server only: the directory it was started with as --slot-save-path, writable by "
@@ -130,7 +131,8 @@ def _backend(args: argparse.Namespace, config: ServerConfig) -> object:
     """The model to serve: loaded here (torch), or an engine's backend once its tokenizer matches ours."""
     if args.engine == "torch":
         if args.engine_url:
-            raise ValueError("--engine-url needs --engine llama-server (the torch engine runs in this process)")
+            raise ValueError("--engine-url needs --engine llama-server, vllm or sglang (the torch engine runs in this "
+                             "process)")
         from engine.runtime import LocalModel
 
         return LocalModel.load(args.model, tokenizer=args.tokenizer, max_context=args.max_context,
@@ -139,6 +141,7 @@ def _backend(args: argparse.Namespace, config: ServerConfig) -> object:
         raise ValueError(f"--engine {args.engine} needs --engine-url, e.g. http://127.0.0.1:8080")
     from cloud.backends.llama_server import LlamaServerBackend
     from cloud.backends.openai_compat import OpenAICompatBackend
+    from cloud.backends.sglang import SGLangBackend
     from cloud.backends.tokenizer_check import load_served_tokenizer
 
     tokenizer = load_served_tokenizer(args.model, args.tokenizer)
@@ -146,8 +149,9 @@ def _backend(args: argparse.Namespace, config: ServerConfig) -> object:
                   read_timeout_s=args.engine_timeout)
     if args.engine != "llama-server":
         if args.engine_slot_dir is not None:
-            raise ValueError("--engine-slot-dir is llama-server's slot hand-off; vLLM takes token IDs only")
-        return OpenAICompatBackend(args.engine_url, tokenizer, **common)
+            raise ValueError(f"--engine-slot-dir is llama-server's slot hand-off; {args.engine} takes token IDs only")
+        backend = {"vllm": OpenAICompatBackend, "sglang": SGLangBackend}[args.engine]
+        return backend(args.engine_url, tokenizer, **common)
     if args.engine_slot_dir is None:
         return LlamaServerBackend(args.engine_url, tokenizer, **common)
     from engine.registry import resolve

@@ -1,10 +1,11 @@
-"""`tandem generate` and `tandem models`: run the engine from the command line."""
+"""`tandem generate`, `models`, `quantize` and `export-hf`: run the engine from the command line."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from engine.registry import ASSETS, DEFAULT_MODEL
@@ -70,6 +71,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     quant.add_argument("--force", action="store_true", help="overwrite a non-empty DST")
     quant.set_defaults(func=cmd_quantize)
 
+    export = subparsers.add_parser(
+        "export-hf", help="write a model as a Hugging Face folder (for vLLM or SGLang behind serve-cloud)",
+        description="Write an HF checkpoint folder or a GGUF file as config.json, tokenizer.json and "
+        "model.safetensors in float32 (quantized blocks dequantized: the weights of Tandem's full-precision "
+        "tier), the folder vLLM's and SGLang's servers load.",
+    )
+    export.add_argument("src", help="short name, HF checkpoint folder, quantized folder or .gguf file")
+    export.add_argument("dst", help="folder to write (must not exist, or be empty, unless --force)")
+    export.add_argument("--tokenizer", default=None, help="tokenizer file or folder, if not beside the model")
+    export.add_argument("--force", action="store_true", help="overwrite a non-empty DST")
+    export.set_defaults(func=cmd_export_hf)
+
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from engine.errors import EngineError
@@ -103,8 +116,6 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from tqdm import tqdm
 
     from engine.checkpoint import read_checkpoint
@@ -113,8 +124,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 
     dst = Path(args.dst).expanduser()
     try:
-        if dst.exists() and (not dst.is_dir() or any(dst.iterdir())) and not args.force:
-            raise ValueError(f"{dst} exists and is not an empty folder; pass --force to overwrite it")
+        _check_destination(dst, args.force)
         ckpt = read_checkpoint(args.src, tokenizer=args.tokenizer)
         bar = lambda items: tqdm(items, desc=f"quantizing ({args.recipe})", unit="tensor", file=sys.stderr)
         quantized = quantize_weights(ckpt.weights, args.recipe, progress=bar)
@@ -125,6 +135,28 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     size = sum(f.stat().st_size for f in dst.iterdir() if f.suffix == ".safetensors")
     print(f"wrote {dst} ({args.recipe}, {size / 2**20:.1f} MiB); load it with --model {dst}")
     return 0
+
+
+def cmd_export_hf(args: argparse.Namespace) -> int:
+    from engine.checkpoint import read_checkpoint
+    from engine.errors import EngineError
+    from engine.hf_export import save_hf_folder
+
+    dst = Path(args.dst).expanduser()
+    try:
+        _check_destination(dst, args.force)
+        ckpt = read_checkpoint(args.src, tokenizer=args.tokenizer)
+        save_hf_folder(dst, ckpt.config, ckpt.weights, ckpt.tokenizer)
+    except (EngineError, ValueError, OSError) as exc:
+        print(f"tandem export-hf: error: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {dst} (float32, {(dst / 'model.safetensors').stat().st_size / 2**20:.1f} MiB)")
+    return 0
+
+
+def _check_destination(dst: Path, force: bool) -> None:
+    if dst.exists() and (not dst.is_dir() or any(dst.iterdir())) and not force:
+        raise ValueError(f"{dst} exists and is not an empty folder; pass --force to overwrite it")
 
 
 def cmd_models(args: argparse.Namespace) -> int:

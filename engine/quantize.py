@@ -113,13 +113,13 @@ def save_quantized(folder: Path, config: ModelConfig, weights: Weights, tokenize
             tensors[name] = value.contiguous()
     metadata = {RECIPE_KEY: recipe, FORMATS_KEY: json.dumps(formats, sort_keys=True)}
     save_file(tensors, str(folder / WEIGHTS_FILE), metadata=metadata)
-    _readable_by_all(folder / WEIGHTS_FILE)
+    readable_by_all(folder / WEIGHTS_FILE)
     (folder / "config.json").write_text(json.dumps(config.to_hf(), indent=2) + "\n")
     tokenizer.save(folder)
     return folder
 
 
-def _readable_by_all(path: Path) -> None:
+def readable_by_all(path: Path) -> None:
     """safetensors writes through a private temporary file (mode 0600); give the file the
     mode every other file gets (0666 less the umask), so a service account can read it."""
     umask = os.umask(0)

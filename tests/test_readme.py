@@ -45,6 +45,8 @@ NOT_RUN = {
     "bin/llama-server -m": "tests/test_cloud_llama_server.py starts the same llama-server (cloud.engines) on port 0",
     "--engine-url": "needs a running engine: tests/test_cloud_llama_server.py serves the gateway on a real llama-server",
     "docker-compose.scale.yml": "needs GPUs and Docker Hub; test_compose validates the file and its balancer config",
+    "tandem export-hf": "tests/test_hf_export.py runs the same export and loads the folder with transformers",
+    "sglang.launch_server": "SGLang has no CPU build here; test_cloud_openai_compat runs the backend on a named fake",
 }
 
 

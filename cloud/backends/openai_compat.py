@@ -10,8 +10,9 @@ estimate of cloud.backends.http_engine. `cache_salt` (a hash of the caller's
 principal) keeps one tenant's prefix cache from answering, or timing, another's.
 Closing the HTTP stream aborts the request in vLLM.
 
-SGLang's native /generate (`input_ids`, `return_logprob`, `top_logprobs_num`)
-is another wire format and not covered here.
+What such a server says of itself (GET /health, /v1/models with the context
+length, POST /tokenize for the tokenizer check) is shared with SGLang, whose
+generation speaks its native /generate instead (cloud.backends.sglang).
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ class OpenAICompatBackend(HTTPEngineBackend):
         super().__init__(url, tokenizer, top_k=top_k, connect_timeout_s=connect_timeout_s,
                          read_timeout_s=read_timeout_s, max_connections=max_connections)
         _, engine_context = self.start(lambda: self._model_and_context(max_context), start_wait_s,
-                                       f"the completions server at {self.url}")
+                                       f"{self.engine_name} at {self.url}")
         self.facts = BackendFacts(tokenizer=tokenizer, max_context=min(max_context or engine_context, engine_context),
                                   vocab_size=tokenizer.vocab_size, fingerprint=None,
                                   default_model_id=model_id or self.served_model)
@@ -99,7 +100,7 @@ class OpenAICompatBackend(HTTPEngineBackend):
             "stream": True, "temperature": s.temperature, "top_p": s.top_p, "top_k": s.top_k or -1,
             "min_p": 0.0, "repetition_penalty": 1.0, "presence_penalty": 0.0, "frequency_penalty": 0.0,
             "logprobs": self.top_k, "return_tokens_as_token_ids": True, "return_token_ids": True,
-            "skip_special_tokens": False, "cache_salt": hashlib.sha256(principal.encode()).hexdigest()[:32],
+            "skip_special_tokens": False, "cache_salt": cache_salt(principal),
         }
         if s.seed is not None:
             body["seed"] = s.seed
@@ -133,6 +134,11 @@ class _CompletionGeneration(HTTPGeneration):
                     yield TokenInfo(int(token_id), 0.0, 0.0, 1.0)
             if choice.get("finish_reason"):
                 self.engine_stop = "length" if choice["finish_reason"] == "length" else "stop"
+
+
+def cache_salt(principal: str) -> str:
+    """The salt of one tenant's prefix cache: a hash of its principal, so the engine never sees the name."""
+    return hashlib.sha256(principal.encode()).hexdigest()[:32]
 
 
 def _token_id(name: str) -> int:
