@@ -216,6 +216,47 @@ float exp_shifted(float* v, int64_t n, float shift) {
   return total;
 }
 
+#ifdef TANDEM_AVX2
+// One head's attention with its query and output held in registers (head_dim = 8 * HD8):
+// the same sums in the same order as dot() and axpy() one key or value at a time, without
+// reloading the query or storing the output once per position.
+template <int HD8, typename T>
+void attend_in_registers(const float* q, const T* keys, const T* values, int64_t n, float scale, float* s,
+                         float* o) {
+  constexpr int64_t hd = 8 * HD8;
+  __m256 qv[HD8], out[HD8];
+  for (int j = 0; j < HD8; ++j) qv[j] = _mm256_loadu_ps(q + 8 * j), out[j] = _mm256_setzero_ps();
+  float top = -std::numeric_limits<float>::infinity();
+  for (int64_t t = 0; t < n; ++t) {
+    const T* k = keys + t * hd;
+    __m256 acc = _mm256_setzero_ps();
+    for (int j = 0; j < HD8; ++j) acc = _mm256_fmadd_ps(qv[j], load8(k + 8 * j), acc);
+    top = std::max(top, s[t] = hsum(acc) * scale);
+  }
+  const float inv = 1.0f / exp_shifted(s, n, top);
+  for (int64_t t = 0; t < n; ++t) {
+    const __m256 p = _mm256_set1_ps(s[t] * inv);
+    const T* v = values + t * hd;
+    for (int j = 0; j < HD8; ++j) out[j] = _mm256_fmadd_ps(p, load8(v + 8 * j), out[j]);
+  }
+  for (int j = 0; j < HD8; ++j) _mm256_storeu_ps(o + 8 * j, out[j]);
+}
+#endif
+
+// o = softmax(q . keys[:n] * scale) . values[:n] for one head; s: n floats of scratch.
+template <typename T>
+void attend(const float* q, const T* keys, const T* values, int64_t n, int64_t hd, float scale, float* s, float* o) {
+#ifdef TANDEM_AVX2
+  if (hd == 64) return attend_in_registers<8>(q, keys, values, n, scale, s, o);
+  if (hd == 128) return attend_in_registers<16>(q, keys, values, n, scale, s, o);
+#endif
+  float top = -std::numeric_limits<float>::infinity();
+  for (int64_t t = 0; t < n; ++t) top = std::max(top, s[t] = dot(q, keys + t * hd, hd) * scale);
+  const float inv = 1.0f / exp_shifted(s, n, top);
+  std::fill(o, o + hd, 0.0f);
+  for (int64_t t = 0; t < n; ++t) axpy(s[t] * inv, values + t * hd, o, hd);
+}
+
 // out[i] = silu(gate[i]) * up[i]
 void swiglu(const float* gate, const float* up, float* out, int64_t n) {
   int64_t i = 0;
@@ -332,13 +373,7 @@ at::Tensor decode_step(const at::Tensor& x, const at::Tensor& norms, at::TensorL
         const float* q = qkv.data() + head * hd;
         const auto* keys = kc + (head / group) * max_pos * hd;
         const auto* values = vc + (head / group) * max_pos * hd;
-        float* s = scores.data() + head * (pos + 1);
-        float top = -std::numeric_limits<float>::infinity();
-        for (int64_t t = 0; t <= pos; ++t) top = std::max(top, s[t] = dot(q, keys + t * hd, hd) * scale);
-        const float inv = 1.0f / exp_shifted(s, pos + 1, top);
-        float* o = attn.data() + head * hd;
-        std::fill(o, o + hd, 0.0f);
-        for (int64_t t = 0; t <= pos; ++t) axpy(s[t] * inv, values + t * hd, o, hd);
+        attend(q, keys, values, pos + 1, hd, scale, scores.data() + head * (pos + 1), attn.data() + head * hd);
       }
       team.sync();
       if (team.leader()) quantize_row(attn.data(), act.data(), q_size);
