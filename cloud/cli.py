@@ -136,7 +136,7 @@ def _backend(args: argparse.Namespace, config: ServerConfig) -> object:
         from engine.runtime import LocalModel
 
         return LocalModel.load(args.model, tokenizer=args.tokenizer, max_context=args.max_context,
-                               precision=args.precision)
+                               precision=args.precision, kv_cache=args.kv_cache)
     if not args.engine_url:
         raise ValueError(f"--engine {args.engine} needs --engine-url, e.g. http://127.0.0.1:8080")
     from cloud.backends.llama_server import LlamaServerBackend

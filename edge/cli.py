@@ -78,7 +78,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
         cloud = _cloud_options(args)
         policy = open_policy(args.policy)
         local = LocalModel.load(args.model, tokenizer=args.tokenizer, max_context=args.max_context,
-                                precision=args.precision)
+                                precision=args.precision, kv_cache=args.kv_cache)
         audit = args.audit_log if args.audit_log else "policy"
         client = TandemClient(local, policy=policy, audit_log=audit, **cloud)
     except (EngineError, PolicyError, TandemError, OSError, ValueError) as exc:

@@ -46,7 +46,7 @@ def cmd_serve_edge(args: argparse.Namespace) -> int:
     try:
         keys = load_tokens(token=os.environ.get(API_KEY_ENV), token_file=args.api_key_file)
         local = LocalModel.load(args.model, tokenizer=args.tokenizer, max_context=args.max_context,
-                                precision=args.precision)
+                                precision=args.precision, kv_cache=args.kv_cache)
         client = AsyncTandemClient(local, policy=args.policy or DEFAULT_POLICY,
                                    audit_log=args.audit_log or "policy", **_cloud_options(args))
     except (EngineError, PolicyError, OSError, ValueError) as exc:

@@ -13,7 +13,7 @@ from tandem.args import non_negative_float, non_negative_int, positive_int, prob
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, *, precision: str = "full") -> None:
-    """--model/--tokenizer/--max-context/--precision: shared by every command that loads a model.
+    """--model/--tokenizer/--max-context/--precision/--kv-cache: shared by every command that loads a model.
 
     `precision` is the tier's default: "full" for the cloud and the reference CLI,
     "device" for the edge (quantized weights stay quantized, float ones get the q4 recipe).
@@ -26,6 +26,9 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, precision: str = "fu
     parser.add_argument("--precision", default=precision, choices=PRECISIONS,
                         help=f"weights in memory (default {precision}): stored as the file holds them, full float, "
                         "device (quantized; float weights get the q4 recipe), or the int8 / q4 recipe")
+    parser.add_argument("--kv-cache", default="auto", choices=("auto", "fp16", "fp32"),
+                        help="KV cache precision (default auto: fp16 where the native decode step runs, i.e. the "
+                        "quantized device tier, else the model's dtype); fp32 keeps full precision")
 
 
 def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
@@ -91,7 +94,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     try:
         sampling = sampling_from_args(args)
         model = LocalModel.load(args.model, tokenizer=args.tokenizer, max_context=args.max_context,
-                                precision=args.precision)
+                                precision=args.precision, kv_cache=args.kv_cache)
         ids = model.encode_prompt(args.prompt, chat=not args.raw)
         events = model.stream(
             ids, max_new_tokens=args.max_new_tokens, sampling=sampling, stop_strings=tuple(args.stop)

@@ -6,7 +6,8 @@ module that is ~3,000 small ops, and their dispatch cost a third of the step.
 (kernels/decode_step.cpp) when every layer's matmuls are quantized with int8
 activations and the native kernels are built; otherwise `build` returns None
 and the model runs its modules. Both compute the same thing: the step's test
-holds one to the other.
+holds one to the other. The KV cache may be fp16 (the device tier's default,
+half the bytes attention streams per token); the step reads it directly.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ import torch
 from engine import kernels
 from engine.model import KVCache, Transformer
 from engine.quant_linear import QuantLinear
+
+# What the native step's attention reads directly (fp16 widened in registers).
+CACHE_DTYPES = (torch.float32, torch.float16)
 
 
 class NativeDecodeStep:
@@ -44,8 +48,9 @@ class NativeDecodeStep:
         return cls(model, matrices)
 
     def runs(self, tokens: torch.Tensor, cache: KVCache) -> bool:
-        """Whether this call is one the native step serves: one token, fp32 cache."""
-        return tokens.shape == (1, 1) and cache.k.dtype == torch.float32 and cache.k.is_contiguous()
+        """Whether this call is one the native step serves: one token, an fp32 or fp16 cache."""
+        return (tokens.shape == (1, 1) and cache.k.dtype in CACHE_DTYPES and cache.v.dtype == cache.k.dtype
+                and cache.k.is_contiguous() and cache.v.is_contiguous())
 
     def __call__(self, x: torch.Tensor, cache: KVCache) -> torch.Tensor:
         """Hidden state [1, 1, dim] after every layer; appends the token to `cache` (not its pos)."""

@@ -11,11 +11,13 @@ the request right after the prefill.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
 import torch
 
+from engine import kernels
 from engine.config import ModelConfig
 from engine.model import KVCache, Transformer
 
@@ -96,6 +98,42 @@ def pick(
     logits: torch.Tensor, sampling: Sampling, generator: torch.Generator | None, hidden: torch.Tensor | None = None
 ) -> TokenInfo:
     """Choose the next token from logits [V] and describe the model's confidence in it."""
+    logits = logits.float().contiguous()
+    stats = native_signals(logits)
+    if stats is None:
+        return pick_reference(logits, sampling, generator, hidden)
+    top1, top2, lse, entropy = stats
+    if sampling.temperature == 0.0:
+        token = top1[0]
+    else:
+        token = int(_sample(logits / sampling.temperature, sampling, generator))
+    logprob = top1[1] if token == top1[0] else float(logits[token]) - lse
+    return TokenInfo(
+        id=token,
+        logprob=logprob,
+        entropy=entropy,
+        margin=math.exp(top1[1]) - math.exp(top2[1]),
+        hidden=None if hidden is None else tuple(hidden.tolist()),
+        top=(top1, top2),
+    )
+
+
+def native_signals(logits: torch.Tensor) -> tuple[tuple[int, float], tuple[int, float], float, float] | None:
+    """(top-1 (id, log-prob), top-2 (id, log-prob), log-sum-exp, entropy) of logits [V] fp32 in one
+    native call (two passes over the logits); None without the native kernels or for degenerate
+    logits (NaN, +inf, fewer than two finite), which the torch reference describes."""
+    if not (logits.device.type == "cpu" and kernels.available()):
+        return None
+    i1, i2, v1, v2, lse, entropy = torch.ops.tandem.token_signals(logits).tolist()
+    if not (math.isfinite(lse) and math.isfinite(entropy) and math.isfinite(v2)):
+        return None
+    return (int(i1), v1 - lse), (int(i2), v2 - lse), lse, entropy
+
+
+def pick_reference(
+    logits: torch.Tensor, sampling: Sampling, generator: torch.Generator | None, hidden: torch.Tensor | None = None
+) -> TokenInfo:
+    """`pick` in torch ops: the definition the native signals are held to, and their fallback."""
     logprobs = torch.log_softmax(logits.float(), dim=-1)
     top2 = torch.topk(logprobs, TOP_ALTERNATIVES)
     if sampling.temperature == 0.0:

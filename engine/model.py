@@ -22,6 +22,7 @@ class KVCache:
     """Preallocated keys and values of every layer; the first `pos` positions are valid.
 
     Keys are stored after RoPE. Shapes: k, v: [n_layers, B, n_kv_heads, max_seq_len, head_dim].
+    `dtype` may be below the model's (fp16 under fp32 weights): attention widens what it reads.
     """
 
     def __init__(
@@ -103,8 +104,10 @@ class Attention(nn.Module):
         end = start + seqlen
         cache.k[layer, :bsz, :, start:end] = k
         cache.v[layer, :bsz, :, start:end] = v
-        keys = cache.k[layer, :bsz, :, :end]
-        values = cache.v[layer, :bsz, :, :end]
+        # A cache kept at lower precision (fp16 on the device tier) is widened here, in
+        # prefill and the fallback path; the native decode step reads it as it is.
+        keys = cache.k[layer, :bsz, :, :end].to(q.dtype)
+        values = cache.v[layer, :bsz, :, :end].to(q.dtype)
         out = F.scaled_dot_product_attention(
             q, keys, values,
             attn_mask=mask,

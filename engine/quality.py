@@ -3,8 +3,9 @@
 The quantized model is scored through either path it runs: token by token as
 decoding does (int8 activation blocks), or in one forward as a prompt's prefill
 does (bf16 matmuls where the CPU has them), so the activation rounding each
-path uses counts, not only the weights. The reference scores the same tokens
-with one full-precision forward.
+path uses counts, not only the weights, and with the KV cache type the tier
+runs (fp16 on the device tier). The reference scores the same tokens with one
+full-precision forward and an fp32 cache.
 """
 
 from __future__ import annotations
@@ -30,16 +31,16 @@ class Quality:
 
 
 @torch.inference_mode()
-def prefill_logits(model: Transformer, ids: list[int]) -> torch.Tensor:
+def prefill_logits(model: Transformer, ids: list[int], cache_dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Next-token logits [T-1, V] for every prefix of `ids`, in one forward."""
-    cache = KVCache(model.config, len(ids))
+    cache = KVCache(model.config, len(ids), dtype=cache_dtype)
     return model(torch.tensor([ids[:-1]]), cache)[0].float()
 
 
 @torch.inference_mode()
-def decode_logits(model: Transformer, ids: list[int]) -> torch.Tensor:
+def decode_logits(model: Transformer, ids: list[int], cache_dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Next-token logits [T-1, V], feeding one token at a time as generation does."""
-    cache = KVCache(model.config, len(ids))
+    cache = KVCache(model.config, len(ids), dtype=cache_dtype)
     return torch.stack([model(torch.tensor([[t]]), cache)[0, -1].float() for t in ids[:-1]])
 
 
@@ -52,10 +53,14 @@ def perplexity(logits: torch.Tensor, ids: list[int]) -> float:
 PATHS = {"decode": decode_logits, "prefill": prefill_logits}
 
 
-def compare(model: Transformer, reference: Transformer, ids: list[int], *, path: str = "decode") -> Quality:
-    """`model` through its `path` ("decode" or "prefill") against `reference` in one forward, on the same IDs."""
+def compare(
+    model: Transformer, reference: Transformer, ids: list[int], *, path: str = "decode",
+    cache_dtype: torch.dtype = torch.float32,
+) -> Quality:
+    """`model` through its `path` ("decode" or "prefill") with a `cache_dtype` KV cache against
+    `reference` in one forward, on the same IDs."""
     ref = prefill_logits(reference, ids)
-    got = PATHS[path](model, ids)
+    got = PATHS[path](model, ids, cache_dtype)
     return Quality(
         perplexity=perplexity(got, ids),
         reference_perplexity=perplexity(ref, ids),

@@ -35,6 +35,10 @@ from engine.quantize import (
 from engine.tokenizer import Tokenizer
 
 DEFAULT_MAX_CONTEXT = 8192
+# The KV cache's element type: "auto" is fp16 where the native decode step runs the
+# model (the device tier: half the bytes attention reads per token, quality measured
+# in benchmarks/quality.py), else the model's own dtype.
+KV_CACHES = ("auto", "fp16", "fp32")
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,7 @@ class LocalModel:
     source: str
     max_context: int
     quantization: str = "none"
+    kv_cache: str = "auto"
 
     @classmethod
     def load(
@@ -107,13 +112,17 @@ class LocalModel:
         dtype: torch.dtype = torch.float32,
         max_context: int = DEFAULT_MAX_CONTEXT,
         precision: str = "stored",
+        kv_cache: str = "auto",
     ) -> "LocalModel":
         """Load a model at a tier's precision: "stored" keeps what the file holds (GGUF
         blocks stay quantized), "full" dequantizes to `dtype` (the cloud tier), "device"
         keeps quantized weights and quantizes float ones with the q4 recipe (the edge
-        tier), and a recipe name ("int8", "q4") quantizes whatever is stored."""
+        tier), and a recipe name ("int8", "q4") quantizes whatever is stored. `kv_cache`
+        is one of KV_CACHES."""
         if precision not in PRECISIONS:
             raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+        if kv_cache not in KV_CACHES:
+            raise ValueError(f"unknown KV cache type {kv_cache!r}; choose one of {', '.join(KV_CACHES)}")
         ckpt = read_checkpoint(name_or_path, tokenizer=tokenizer, keep_quantized=precision in ("stored", "device"))
         config, weights, tok, quantization = ckpt.config, ckpt.weights, ckpt.tokenizer, ckpt.quantization
         if precision == "full" and quantization.removeprefix("gguf-") in ("q4_0", "q4_1", "q8_0", *RECIPES):
@@ -125,7 +134,7 @@ class LocalModel:
         context = min(config.max_seq_len, max_context)
         config = dataclasses.replace(config, max_seq_len=context)
         model = build_transformer(config, weights, dtype)
-        return cls(config, model, tok, str(ckpt.path), context, quantization)
+        return cls(config, model, tok, str(ckpt.path), context, quantization, kv_cache)
 
     @cached_property
     def fingerprint(self) -> ModelFingerprint:
@@ -140,8 +149,15 @@ class LocalModel:
             return self.encode_chat([{"role": "user", "content": prompt}])
         return self.tokenizer.encode(prompt, bos=self.tokenizer.add_bos)
 
+    @property
+    def cache_dtype(self) -> torch.dtype:
+        if self.kv_cache == "auto":
+            native = self.model.decode_step is not None
+            return torch.float16 if native else self.model.norm.weight.dtype
+        return {"fp16": torch.float16, "fp32": torch.float32}[self.kv_cache]
+
     def new_cache(self, n_positions: int | None = None) -> KVCache:
-        return KVCache(self.config, n_positions or self.max_context, dtype=self.model.norm.weight.dtype,
+        return KVCache(self.config, n_positions or self.max_context, dtype=self.cache_dtype,
                        device=self.model.norm.weight.device)
 
     def check_length(self, n_prompt: int, max_new_tokens: int) -> None:

@@ -111,3 +111,92 @@ def test_prefill_in_chunks_equals_one_forward(smollm2):
     assert 64 <= prefill_chunk(smollm2.config) < 4096
     with pytest.raises(ValueError, match="at least one token"):
         prefill(smollm2.model, smollm2.new_cache(4), [])
+
+
+# ---- the signals in one native pass --------------------------------------------------------
+
+
+def _logit_cases() -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(7)
+    cases = {f"normal x{scale:g} [{n}]": torch.randn(n, generator=g) * scale
+             for n in (2, 37, 49152, 128256) for scale in (1.0, 30.0)}
+    cases["huge values"] = torch.randn(49152, generator=g) * 1e4 + 3e4
+    tied = torch.randn(49152, generator=g)
+    tied[[40_000, 123, 9_001]] = 12.5  # three-way tie for the top: ids resolve to the lowest
+    cases["tie at the top"] = tied
+    second = torch.randn(49152, generator=g)
+    second[[77, 30_000]] = 9.0
+    second[5] = 11.0  # a tie for second place
+    cases["tie for second"] = second
+    masked = torch.randn(49152, generator=g) * 4
+    masked[::3] = float("-inf")  # e.g. a banned-token mask
+    cases["-inf entries"] = masked
+    return cases
+
+
+@pytest.fixture(scope="module")
+def native_kernels():
+    from engine import kernels
+
+    if not kernels.available():
+        pytest.fail("the native kernels did not build (a C++ compiler is part of the set-up)")
+
+
+def assert_same_signals(got, want, logits: torch.Tensor, *, tol: float = 1e-4) -> None:
+    assert got.id == want.id or logits[got.id] == logits[want.id]
+    assert got.logprob == pytest.approx(want.logprob, abs=tol)
+    assert got.entropy == pytest.approx(want.entropy, abs=tol)
+    assert got.margin == pytest.approx(want.margin, abs=tol)
+    for (gid, glp), (wid, wlp) in zip(got.top, want.top, strict=True):
+        assert glp == pytest.approx(wlp, abs=tol)
+        assert logits[gid] == logits[wid]  # the same id, or one tied with it
+
+
+@pytest.mark.parametrize("case", list(_logit_cases()))
+def test_native_signals_equal_the_torch_reference(native_kernels, case):
+    """log-prob, entropy, margin and the top two within 1e-4 of the torch ops, on 2 to 128k
+    logits, huge values, ties and masked (-inf) entries; ties go to the lowest id, as argmax."""
+    from engine.generate import GREEDY, native_signals, pick, pick_reference
+
+    logits = _logit_cases()[case]
+    assert native_signals(logits) is not None  # the native pass ran, not the fallback
+    got = pick(logits, GREEDY, None)
+    assert_same_signals(got, pick_reference(logits, GREEDY, None), logits)
+    assert got.id == int(logits.argmax())
+    assert got.top[1][0] == int(logits.clone().index_fill_(0, logits.argmax(), float("-inf")).argmax())
+
+
+def test_degenerate_logits_take_the_reference_path(native_kernels):
+    from engine.generate import GREEDY, native_signals, pick, pick_reference
+
+    one_finite = torch.full((1000,), float("-inf"))
+    one_finite[3] = 1.0
+    nan, inf = torch.randn(1000), torch.randn(1000)
+    nan[10], inf[10] = float("nan"), float("inf")
+    for logits in (one_finite, nan, inf):
+        assert native_signals(logits) is None
+        got, want = pick(logits, GREEDY, None), pick_reference(logits, GREEDY, None)
+        assert repr(got) == repr(want)  # NaN signals included
+
+
+@pytest.mark.parametrize("sampling", [Sampling(), Sampling(temperature=0.8, top_p=0.9, seed=3),
+                                      Sampling(temperature=1.3, top_k=40, seed=11)])
+def test_native_signals_leave_the_generation_as_it_was(native_kernels, smollm2_device, monkeypatch, sampling):
+    """The same tokens, greedy or sampled (same seed), with the signals within 1e-4, as when
+    every token's signals come from the torch ops; the signals stay the temperature-1 ones."""
+    from engine import generate
+
+    ids = smollm2_device.encode_prompt("Write a short poem about the sea.")
+
+    def tokens():
+        return [e.token for e in smollm2_device.stream(ids, max_new_tokens=24, sampling=sampling)]
+
+    native = tokens()
+    monkeypatch.setattr(generate, "native_signals", lambda logits: None)
+    reference = tokens()
+    assert [t.id for t in native] == [t.id for t in reference]
+    for got, want in zip(native, reference):
+        assert got.logprob == pytest.approx(want.logprob, abs=1e-4)
+        assert got.entropy == pytest.approx(want.entropy, abs=1e-4)
+        assert got.margin == pytest.approx(want.margin, abs=1e-4)
+        assert [i for i, _ in got.top] == [i for i, _ in want.top]

@@ -423,3 +423,27 @@ def test_constant_blocks_decode_exactly_in_q4():
     assert torch.equal(quant.q4c_decode(quant.Reader(buf), tuple(grouped.shape)), grouped)
     buf = torch.cat(quant.int8_encode(x))
     assert torch.allclose(quant.int8_decode(quant.Reader(buf), tuple(x.shape)), x, atol=3.5 / 254)
+
+
+@pytest.mark.parametrize("codec", ["fp16", "int8"])
+def test_an_fp16_device_cache_hands_off_to_an_fp32_receiver_and_back(codec):
+    """The device tier keeps its cache in fp16; the codec takes it as it is (the frames say
+    fp16) and the fp32 cloud cache receives it, within the codec's own error; and back."""
+    half = synthetic_cache(300)
+    half_cache = KVCache(CONFIG, 300, dtype=torch.float16)
+    half_cache.k.copy_(half.k), half_cache.v.copy_(half.v)
+    half_cache.pos = 300
+    options = CodecOptions(codec)
+    frames = list(encode_cache(half_cache, FP, options))
+    assert {parse_frame(f)[0].dtype for f in frames} == {torch.float16}
+    wide = decode_frames(frames, layout_of(half_cache), FP, lambda n: KVCache(CONFIG, n), max_tokens=4096).cache
+    same = decode_frames(frames, layout_of(half_cache), FP, lambda n: KVCache(CONFIG, n, dtype=torch.float16),
+                         max_tokens=4096).cache
+    assert wide.k.dtype == torch.float32 and wide.pos == 300
+    torch.testing.assert_close(wide.k.half(), same.k, rtol=0, atol=0)
+    back = decode_frames(list(encode_cache(wide, FP, options)), layout_of(wide), FP,
+                         lambda n: KVCache(CONFIG, n, dtype=torch.float16), max_tokens=4096).cache
+    for a, b in ((half_cache.k, back.k), (half_cache.v, back.v)):
+        scale = a.float().abs().amax(dim=-1, keepdim=True)
+        bound = {"fp16": 2**-10, "int8": 2 / 127}[codec]  # one rounding each way
+        assert torch.all((a.float() - b.float()).abs() <= scale * bound + 1e-3)

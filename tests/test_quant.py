@@ -169,8 +169,9 @@ def test_device_tier_answers_like_the_full_precision_twin(smollm2, smollm2_devic
 
 def test_quality_on_held_out_text_stays_within_the_bounds(smollm2, smollm2_path):
     """int8 <= +1 % perplexity, 4-bit <= +5 %, through both paths (decode: int8
-    activations; prefill: bf16 matmuls where the CPU has them) against the
-    full-precision twin, on a short held-out slice."""
+    activations; prefill: bf16 matmuls where the CPU has them) and with the KV cache
+    each tier runs (fp16 on the native decode path) against the full-precision
+    twin, on a short held-out slice."""
     from engine.quality import compare
     from engine.runtime import LocalModel
 
@@ -180,7 +181,7 @@ def test_quality_on_held_out_text_stays_within_the_bounds(smollm2, smollm2_path)
     for precision, bound in bounds.items():
         model = LocalModel.load(smollm2_path, precision=precision, max_context=256)
         for path in ("decode", "prefill"):
-            q = compare(model.model, smollm2.model, ids, path=path)
+            q = compare(model.model, smollm2.model, ids, path=path, cache_dtype=model.cache_dtype)
             assert q.tokens == 128
             assert q.perplexity_increase <= bound, (precision, path, q)
             assert q.top1_agreement >= 0.9, (precision, path, q)

@@ -19,6 +19,7 @@
 #include <limits>
 #include <mutex>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "quant_blocks.h"
@@ -129,26 +130,72 @@ inline __m256 exp_ps(__m256 x) {
 }
 #endif
 
-float dot(const float* a, const float* b, int64_t n) {
+#ifdef TANDEM_AVX512
+// The same e^x on 16 lanes; scalef applies 2^n without building the exponent by hand.
+inline __m512 exp16(__m512 x) {
+  x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(88.0f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+  return _mm512_scalef_ps(p, n);
+}
+#endif
+
+// The cache holds fp32 or fp16 (c10::Half) keys and values; fp16 halves the bytes
+// attention streams per token. load8 reads 8 of either as fp32 lanes: fp16 is widened
+// in the register (F16C), never a conversion of the whole cache. (8 lanes on AVX-512
+// too: a head is 64-128 wide, and the sums keep the order the step's tests hold.)
+inline float widen(float v) { return v; }
+inline float widen(c10::Half v) { return static_cast<float>(v); }
+#ifdef TANDEM_AVX2
+inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+inline __m256 load8(const c10::Half* p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+#endif
+
+template <typename T>
+float dot(const float* a, const T* b, int64_t n) {
   int64_t i = 0;
   float total = 0.0f;
 #ifdef TANDEM_AVX2
   __m256 acc = _mm256_setzero_ps();
-  for (; i + 8 <= n; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc);
+  for (; i + 8 <= n; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), load8(b + i), acc);
   total = hsum(acc);
 #endif
-  for (; i < n; ++i) total += a[i] * b[i];
+  for (; i < n; ++i) total += a[i] * widen(b[i]);
   return total;
 }
 
 // y += a * x
-void axpy(float a, const float* x, float* y, int64_t n) {
+template <typename T>
+void axpy(float a, const T* x, float* y, int64_t n) {
   int64_t i = 0;
 #ifdef TANDEM_AVX2
   const __m256 va = _mm256_set1_ps(a);
-  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, load8(x + i), _mm256_loadu_ps(y + i)));
 #endif
-  for (; i < n; ++i) y[i] += a * x[i];
+  for (; i < n; ++i) y[i] += a * widen(x[i]);
+}
+
+// A key or value row into the cache, rounded to its type (round-to-nearest-even, as torch's .half()).
+void store_row(const float* x, float* out, int64_t n) { std::memcpy(out, x, n * sizeof(float)); }
+void store_row(const float* x, c10::Half* out, int64_t n) {
+  int64_t i = 0;
+#ifdef TANDEM_AVX2
+  for (; i + 8 <= n; i += 8) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i), _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
+  }
+#endif
+  for (; i < n; ++i) out[i] = static_cast<c10::Half>(x[i]);
 }
 
 // v[i] = exp(v[i] - shift); returns the sum.
@@ -167,6 +214,47 @@ float exp_shifted(float* v, int64_t n, float shift) {
 #endif
   for (; i < n; ++i) total += (v[i] = std::exp(v[i] - shift));
   return total;
+}
+
+#ifdef TANDEM_AVX2
+// One head's attention with its query and output held in registers (head_dim = 8 * HD8):
+// the same sums in the same order as dot() and axpy() one key or value at a time, without
+// reloading the query or storing the output once per position.
+template <int HD8, typename T>
+void attend_in_registers(const float* q, const T* keys, const T* values, int64_t n, float scale, float* s,
+                         float* o) {
+  constexpr int64_t hd = 8 * HD8;
+  __m256 qv[HD8], out[HD8];
+  for (int j = 0; j < HD8; ++j) qv[j] = _mm256_loadu_ps(q + 8 * j), out[j] = _mm256_setzero_ps();
+  float top = -std::numeric_limits<float>::infinity();
+  for (int64_t t = 0; t < n; ++t) {
+    const T* k = keys + t * hd;
+    __m256 acc = _mm256_setzero_ps();
+    for (int j = 0; j < HD8; ++j) acc = _mm256_fmadd_ps(qv[j], load8(k + 8 * j), acc);
+    top = std::max(top, s[t] = hsum(acc) * scale);
+  }
+  const float inv = 1.0f / exp_shifted(s, n, top);
+  for (int64_t t = 0; t < n; ++t) {
+    const __m256 p = _mm256_set1_ps(s[t] * inv);
+    const T* v = values + t * hd;
+    for (int j = 0; j < HD8; ++j) out[j] = _mm256_fmadd_ps(p, load8(v + 8 * j), out[j]);
+  }
+  for (int j = 0; j < HD8; ++j) _mm256_storeu_ps(o + 8 * j, out[j]);
+}
+#endif
+
+// o = softmax(q . keys[:n] * scale) . values[:n] for one head; s: n floats of scratch.
+template <typename T>
+void attend(const float* q, const T* keys, const T* values, int64_t n, int64_t hd, float scale, float* s, float* o) {
+#ifdef TANDEM_AVX2
+  if (hd == 64) return attend_in_registers<8>(q, keys, values, n, scale, s, o);
+  if (hd == 128) return attend_in_registers<16>(q, keys, values, n, scale, s, o);
+#endif
+  float top = -std::numeric_limits<float>::infinity();
+  for (int64_t t = 0; t < n; ++t) top = std::max(top, s[t] = dot(q, keys + t * hd, hd) * scale);
+  const float inv = 1.0f / exp_shifted(s, n, top);
+  std::fill(o, o + hd, 0.0f);
+  for (int64_t t = 0; t < n; ++t) axpy(s[t] * inv, values + t * hd, o, hd);
 }
 
 // out[i] = silu(gate[i]) * up[i]
@@ -211,9 +299,15 @@ at::Tensor decode_step(const at::Tensor& x, const at::Tensor& norms, at::TensorL
                        const c10::List<c10::optional<at::Tensor>>& scales, at::IntArrayRef fmts,
                        const at::Tensor& k_cache, const at::Tensor& v_cache, const at::Tensor& cos,
                        const at::Tensor& sin, int64_t pos, int64_t n_heads, double eps) {
-  for (const at::Tensor* t : {&x, &norms, &k_cache, &v_cache, &cos, &sin}) {
+  for (const at::Tensor* t : {&x, &norms, &cos, &sin}) {
     TORCH_CHECK(t->device().is_cpu() && t->scalar_type() == at::kFloat && t->is_contiguous(),
                 "decode_step takes contiguous fp32 CPU tensors");
+  }
+  const bool half = k_cache.scalar_type() == at::kHalf;
+  for (const at::Tensor* t : {&k_cache, &v_cache}) {
+    TORCH_CHECK(t->device().is_cpu() && t->scalar_type() == k_cache.scalar_type() &&
+                    (half || t->scalar_type() == at::kFloat) && t->is_contiguous(),
+                "decode_step takes contiguous fp32 or fp16 CPU caches, both of one type");
   }
   TORCH_CHECK(norms.dim() == 3 && norms.size(1) == 2, "norms must be [n_layers, 2, dim]");
   const int64_t n_layers = norms.size(0), dim = norms.size(2);
@@ -251,17 +345,15 @@ at::Tensor decode_step(const at::Tensor& x, const at::Tensor& norms, at::TensorL
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   const float epsf = static_cast<float>(eps);
   const float* norms_p = norms.data_ptr<float>();
-  float* k_base = k_cache.data_ptr<float>();
-  float* v_base = v_cache.data_ptr<float>();
-
   // Phases end at team.sync(); serial work (norms, rounding, RoPE, residuals) is the leader's.
-  with_team([&](const Team& team) {
+  // The body is generic over the cache's element type (float or c10::Half).
+  auto run = [&](auto* k_base, auto* v_base) { with_team([&](const Team& team) {
     for (int64_t l = 0; l < n_layers; ++l) {
       const QMatrix* w = mats.data() + 4 * l;
       const float* norm = norms_p + l * 2 * dim;
       const int64_t layer_off = l * batch * n_kv * max_pos * hd;  // batch row 0
-      float* kc = k_base + layer_off;
-      float* vc = v_base + layer_off;
+      auto* kc = k_base + layer_off;
+      auto* vc = v_base + layer_off;
 
       if (team.leader()) norm_quantize(h, norm, epsf, dim, tmp.data(), act.data());
       team.sync();
@@ -270,22 +362,18 @@ at::Tensor decode_step(const at::Tensor& x, const at::Tensor& norms, at::TensorL
       if (team.leader()) {
         rope(qkv.data(), n_heads + n_kv, hd, cos_row, sin_row);
         for (int64_t g = 0; g < n_kv; ++g) {
-          std::memcpy(kc + (g * max_pos + pos) * hd, qkv.data() + q_size + g * hd, hd * sizeof(float));
-          std::memcpy(vc + (g * max_pos + pos) * hd, qkv.data() + q_size + kv_size + g * hd, hd * sizeof(float));
+          store_row(qkv.data() + q_size + g * hd, kc + (g * max_pos + pos) * hd, hd);
+          store_row(qkv.data() + q_size + kv_size + g * hd, vc + (g * max_pos + pos) * hd, hd);
         }
       }
       team.sync();
-      for (int64_t head = team.tid; head < n_heads; head += team.n) {
+      // Each thread takes a contiguous run of heads, so the query heads that share a kv
+      // head mostly share a thread and read its keys and values from that core's cache.
+      for (int64_t head = n_heads * team.tid / team.n; head < n_heads * (team.tid + 1) / team.n; ++head) {
         const float* q = qkv.data() + head * hd;
-        const float* keys = kc + (head / group) * max_pos * hd;
-        const float* values = vc + (head / group) * max_pos * hd;
-        float* s = scores.data() + head * (pos + 1);
-        float top = -std::numeric_limits<float>::infinity();
-        for (int64_t t = 0; t <= pos; ++t) top = std::max(top, s[t] = dot(q, keys + t * hd, hd) * scale);
-        const float inv = 1.0f / exp_shifted(s, pos + 1, top);
-        float* o = attn.data() + head * hd;
-        std::fill(o, o + hd, 0.0f);
-        for (int64_t t = 0; t <= pos; ++t) axpy(s[t] * inv, values + t * hd, o, hd);
+        const auto* keys = kc + (head / group) * max_pos * hd;
+        const auto* values = vc + (head / group) * max_pos * hd;
+        attend(q, keys, values, pos + 1, hd, scale, scores.data() + head * (pos + 1), attn.data() + head * hd);
       }
       team.sync();
       if (team.leader()) quantize_row(attn.data(), act.data(), q_size);
@@ -310,7 +398,144 @@ at::Tensor decode_step(const at::Tensor& x, const at::Tensor& norms, at::TensorL
         for (int64_t i = 0; i < dim; ++i) h[i] += proj[i];
       }
     }
-  });
+  }); };
+  if (half) {
+    run(k_cache.data_ptr<c10::Half>(), v_cache.data_ptr<c10::Half>());
+  } else {
+    run(k_cache.data_ptr<float>(), v_cache.data_ptr<float>());
+  }
+  return out;
+}
+
+// ---- the confidence signals of one token's distribution ----------------------------
+
+// The two largest logits so far, ranked by value, then by the lower index (argmax's
+// rule for ties); an empty slot holds -inf at the last index.
+struct Top2 {
+  float v1 = -std::numeric_limits<float>::infinity(), v2 = v1;
+  int64_t i1 = std::numeric_limits<int64_t>::max(), i2 = i1;
+
+  static bool before(float v, int64_t i, float w, int64_t j) { return v > w || (v == w && i < j); }
+  void offer(float v, int64_t i) {
+    if (before(v, i, v1, i1)) {
+      v2 = v1, i2 = i1, v1 = v, i1 = i;
+    } else if (before(v, i, v2, i2)) {
+      v2 = v, i2 = i;
+    }
+  }
+};
+
+// Pass 1: the top two. Each SIMD lane keeps its own top two (a strict > keeps a lane's
+// earliest index on ties, as its indices only grow), then the lanes' are merged.
+Top2 top2(const float* x, int64_t n) {
+  Top2 top;
+  int64_t i = 0;
+#if defined(TANDEM_AVX512)
+  constexpr int W = 16;
+  __m512 v1 = _mm512_set1_ps(top.v1), v2 = v1;
+  __m512i i1 = _mm512_set1_epi32(-1), i2 = i1;
+  __m512i idx = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  for (; i + W <= n; i += W) {
+    const __m512 v = _mm512_loadu_ps(x + i);
+    const __mmask16 gt1 = _mm512_cmp_ps_mask(v, v1, _CMP_GT_OQ), gt2 = _mm512_cmp_ps_mask(v, v2, _CMP_GT_OQ);
+    v2 = _mm512_mask_blend_ps(gt1, _mm512_mask_blend_ps(gt2, v2, v), v1);
+    i2 = _mm512_mask_blend_epi32(gt1, _mm512_mask_blend_epi32(gt2, i2, idx), i1);
+    v1 = _mm512_mask_blend_ps(gt1, v1, v);
+    i1 = _mm512_mask_blend_epi32(gt1, i1, idx);
+    idx = _mm512_add_epi32(idx, _mm512_set1_epi32(W));
+  }
+  alignas(64) float lv1[W], lv2[W];
+  alignas(64) int32_t li1[W], li2[W];
+  _mm512_store_ps(lv1, v1), _mm512_store_ps(lv2, v2);
+  _mm512_store_si512(li1, i1), _mm512_store_si512(li2, i2);
+#elif defined(TANDEM_AVX2)
+  constexpr int W = 8;
+  __m256 v1 = _mm256_set1_ps(top.v1), v2 = v1;
+  __m256 i1 = _mm256_castsi256_ps(_mm256_set1_epi32(-1)), i2 = i1;  // int32 lanes, blended as floats
+  __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  for (; i + W <= n; i += W) {
+    const __m256 v = _mm256_loadu_ps(x + i), vi = _mm256_castsi256_ps(idx);
+    const __m256 gt1 = _mm256_cmp_ps(v, v1, _CMP_GT_OQ), gt2 = _mm256_cmp_ps(v, v2, _CMP_GT_OQ);
+    v2 = _mm256_blendv_ps(_mm256_blendv_ps(v2, v, gt2), v1, gt1);
+    i2 = _mm256_blendv_ps(_mm256_blendv_ps(i2, vi, gt2), i1, gt1);
+    v1 = _mm256_blendv_ps(v1, v, gt1);
+    i1 = _mm256_blendv_ps(i1, vi, gt1);
+    idx = _mm256_add_epi32(idx, _mm256_set1_epi32(W));
+  }
+  alignas(32) float lv1[W], lv2[W];
+  alignas(32) int32_t li1[W], li2[W];
+  _mm256_store_ps(lv1, v1), _mm256_store_ps(lv2, v2);
+  _mm256_store_si256(reinterpret_cast<__m256i*>(li1), _mm256_castps_si256(i1));
+  _mm256_store_si256(reinterpret_cast<__m256i*>(li2), _mm256_castps_si256(i2));
+#endif
+#if defined(TANDEM_AVX2)
+  for (int l = 0; l < W; ++l) {
+    if (li1[l] >= 0) top.offer(lv1[l], li1[l]);
+    if (li2[l] >= 0) top.offer(lv2[l], li2[l]);
+  }
+#endif
+  for (; i < n; ++i) top.offer(x[i], i);
+  return top;
+}
+
+// Pass 2: s = sum e^(x-m), t = sum e^(x-m) (x-m), so that log-sum-exp = m + log s and the
+// entropy = log s - t/s without cancelling large terms. A -inf logit counts as x-m = -87
+// (e^-87 ~ 1e-38: no weight); a NaN reaches t and makes the entropy NaN.
+std::pair<double, double> exp_moments(const float* x, int64_t n, float m) {
+  int64_t i = 0;
+  double s = 0.0, t = 0.0;
+#if defined(TANDEM_AVX512)
+  const __m512 vm = _mm512_set1_ps(m), floor = _mm512_set1_ps(-87.0f);
+  __m512 vs = _mm512_setzero_ps(), vt = vs;
+  for (; i + 16 <= n; i += 16) {
+    const __m512 d = _mm512_max_ps(floor, _mm512_sub_ps(_mm512_loadu_ps(x + i), vm));
+    const __m512 e = exp16(d);
+    vs = _mm512_add_ps(vs, e);
+    vt = _mm512_fmadd_ps(e, d, vt);
+  }
+  s = _mm512_reduce_add_ps(vs), t = _mm512_reduce_add_ps(vt);
+#elif defined(TANDEM_AVX2)
+  const __m256 vm = _mm256_set1_ps(m), floor = _mm256_set1_ps(-87.0f);
+  __m256 vs = _mm256_setzero_ps(), vt = vs;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 d = _mm256_max_ps(floor, _mm256_sub_ps(_mm256_loadu_ps(x + i), vm));
+    const __m256 e = exp_ps(d);
+    vs = _mm256_add_ps(vs, e);
+    vt = _mm256_fmadd_ps(e, d, vt);
+  }
+  s = hsum(vs), t = hsum(vt);
+#endif
+  for (; i < n; ++i) {
+    float d = x[i] - m;
+    if (d < -87.0f) d = -87.0f;
+    const float e = std::exp(d);
+    s += e, t += static_cast<double>(e) * d;
+  }
+  return {s, t};
+}
+
+// logits [V] fp32 -> [top1 id, top2 id, top1 logit, top2 logit, log-sum-exp, entropy] (fp64):
+// everything generation reports about a token's temperature-1 distribution, in two passes
+// over the logits instead of the dozen torch ops (log-softmax, top-k, exp, sum) it took.
+// Degenerate logits (all -inf, +inf, NaN, fewer than two finite) come back non-finite and
+// the caller takes the reference path.
+at::Tensor token_signals(const at::Tensor& logits) {
+  TORCH_CHECK(logits.device().is_cpu() && logits.scalar_type() == at::kFloat && logits.dim() == 1 &&
+                  logits.is_contiguous() && logits.numel() >= 2 && logits.numel() < (int64_t{1} << 31),
+              "token_signals takes contiguous fp32 CPU logits [V], 2 <= V < 2^31");
+  const float* x = logits.data_ptr<float>();
+  const int64_t n = logits.numel();
+  const Top2 top = top2(x, n);
+  const auto [s, t] = exp_moments(x, n, top.v1);
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  const bool ok = top.i2 < n;
+  at::Tensor out = at::empty({6}, at::kDouble);
+  double* o = out.data_ptr<double>();
+  o[0] = ok ? static_cast<double>(top.i1) : -1.0;
+  o[1] = ok ? static_cast<double>(top.i2) : -1.0;
+  o[2] = top.v1, o[3] = top.v2;
+  o[4] = ok ? top.v1 + std::log(s) : nan;
+  o[5] = ok ? std::log(s) - t / s : nan;
   return out;
 }
 
@@ -320,6 +545,10 @@ TORCH_LIBRARY_FRAGMENT(tandem, m) {
   m.def(
       "decode_step(Tensor x, Tensor norms, Tensor[] weights, Tensor?[] scales, int[] fmts, Tensor(a!) k_cache, "
       "Tensor(b!) v_cache, Tensor cos, Tensor sin, int pos, int n_heads, float eps) -> Tensor");
+  m.def("token_signals(Tensor logits) -> Tensor");
 }
 
-TORCH_LIBRARY_IMPL(tandem, CPU, m) { m.impl("decode_step", decode_step); }
+TORCH_LIBRARY_IMPL(tandem, CPU, m) {
+  m.impl("decode_step", decode_step);
+  m.impl("token_signals", token_signals);
+}

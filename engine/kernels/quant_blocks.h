@@ -25,6 +25,10 @@
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #include <immintrin.h>
 #define TANDEM_AVX2 1
+// 16-lane paths where the compiler targets AVX-512 (always on top of the AVX2 ones).
+#if defined(__AVX512F__)
+#define TANDEM_AVX512 1
+#endif
 #endif
 
 namespace {
