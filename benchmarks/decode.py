@@ -32,7 +32,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -58,16 +57,27 @@ def stats(samples: list[float]) -> dict:
 # ---- llama.cpp ---------------------------------------------------------------------------
 
 
+# Runs argv[1:] as a child of this small interpreter and reports the child's peak RSS. Not os.wait4 from the
+# benchmark itself: Linux carries a process's peak RSS across exec, so a child spawned straight from the big
+# parent (torch, the 512 MiB bandwidth buffer) would report the parent's peak, not its own.
+PEAK_RSS = """
+import os, sys
+pid = os.fork()
+if pid == 0:
+    os.execv(sys.argv[1], sys.argv[1:])
+_, status, usage = os.wait4(pid, 0)
+print(f"peak_rss_kb {usage.ru_maxrss}", file=sys.stderr)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def run_measured(cmd: list[str]) -> tuple[str, float]:
-    """Run `cmd`; its stdout and its own peak RSS in MiB (wait4's rusage of this child alone)."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        pid = os.posix_spawn(cmd[0], cmd, os.environ, file_actions=[
-            (os.POSIX_SPAWN_DUP2, out.fileno(), 1), (os.POSIX_SPAWN_DUP2, err.fileno(), 2)])
-        _, status, usage = os.wait4(pid, 0)
-        out.seek(0), err.seek(0)
-        if os.waitstatus_to_exitcode(status) != 0:
-            raise RuntimeError(f"{Path(cmd[0]).name} failed: {err.read().decode(errors='replace').strip()[-500:]}")
-        return out.read().decode(), usage.ru_maxrss / 1024
+    """Run `cmd`; its stdout and its own peak RSS in MiB."""
+    proc = subprocess.run([sys.executable, "-c", PEAK_RSS, *cmd], capture_output=True, text=True)
+    *log, last = proc.stderr.strip().splitlines() or [""]
+    if proc.returncode != 0 or not last.startswith("peak_rss_kb "):
+        raise RuntimeError(f"{Path(cmd[0]).name} failed ({proc.returncode}): {proc.stderr.strip()[-500:]}")
+    return proc.stdout, int(last.split()[1]) / 1024
 
 
 def llama_bench(binary: Path, model: Path, args) -> dict:
