@@ -32,7 +32,7 @@ bench: $(STAMP) engines
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) benchmarks/decode.py
 
-# llama.cpp's llama-server (the gateway's integration tests), llama-bench and llama-quantize
+# llama.cpp's llama-server (the gateway's integration tests) and llama-bench
 # (benchmarks/decode.py), built once into ~/.cache/tandem/engines (outside the checkout; one
 # compile, ~20 min on 2 cores). Needs cmake and a C++ compiler.
 engines:

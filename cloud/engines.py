@@ -1,6 +1,6 @@
 """Where `make engines` puts llama.cpp's binaries, and running llama-server for tests and benchmarks.
 
-scripts/build_engines.sh builds llama-server, llama-bench and llama-quantize once into
+scripts/build_engines.sh builds llama-server and llama-bench once into
 $TANDEM_ENGINES_DIR, else ${XDG_CACHE_HOME:-~/.cache}/tandem/engines (`make engines-avx2`: an
 AVX2-only llama-bench beside them); TANDEM_LLAMA_SERVER names another llama-server.
 """
@@ -31,7 +31,7 @@ AVX2_STAMP = "avx2 fma f16c"  # what scripts/build_engines.sh writes for its VAR
 
 
 def llama_cpp_binary(name: str, *, variant: str = "native") -> Path | None:
-    """A binary `make engines` built (`llama-server`, `llama-bench`, `llama-quantize`), or with
+    """A binary `make engines` built (`llama-server`, `llama-bench`), or with
     variant "avx2" the llama-bench of `make engines-avx2`; None when it is not built for this CPU."""
     if variant not in ("native", "avx2"):
         raise ValueError(f"unknown llama.cpp build variant {variant!r}; choose native or avx2")

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds llama.cpp's llama-server (the gateway's integration tests), llama-bench and llama-quantize
-# (benchmarks/decode.py's contender and its Q4_0 files) once, from the pinned llama-cpp-python source
+# Builds llama.cpp's llama-server (the gateway's integration tests) and llama-bench
+# (benchmarks/decode.py's contender) once, from the pinned llama-cpp-python source
 # package (its vendored llama.cpp), into a cache outside the checkout. Idempotent: each binary has its
 # own presence check and a finished one is never rebuilt; the missing ones share one compile (~20 min
 # on 2 cores). Where: $TANDEM_ENGINES_DIR, else ${XDG_CACHE_HOME:-~/.cache}/tandem/engines
@@ -21,7 +21,7 @@ cpu_flags() { grep -m1 -E '^(flags|Features)' /proc/cpuinfo || uname -m; }
 case "$VARIANT" in
     native)
         DEST=$ROOT/llama.cpp-$VERSION
-        TARGETS=(llama-server llama-bench llama-quantize)
+        TARGETS=(llama-server llama-bench)
         ISA_FLAGS=()
         stamp_value() { cpu_flags; }   # GGML_NATIVE: another CPU rebuilds, as the kernels do
         ;;
