@@ -141,7 +141,8 @@ def run_tandem(args) -> dict:
     model.tokenizer.stop_ids = []  # every run decodes --new-tokens tokens, as llama-bench does
     loaded = memory()
     cache = model.new_cache(n_ctx)
-    cached = memory()
+    # its tensors' bytes: zeroed pages may only become resident as prefill writes them
+    kv_mb = sum(t.nbytes for t in vars(cache).values() if isinstance(t, torch.Tensor)) / 2**20
 
     def timed(prompt: list[int], cache=None) -> tuple[float, float]:
         """(prefill tok/s, decode tok/s) of one stream: the first token's wait, then the rest's pace."""
@@ -172,7 +173,7 @@ def run_tandem(args) -> dict:
         "floor": floor["VmRSS"],  # ... + the tokenizer
         # what the model holds: its own copies (anon) and the file pages the first prefill touched
         "weights": (loaded["RssAnon"] - floor["RssAnon"]) + (pre["RssFile"] - floor["RssFile"]),
-        "kv_cache": cached["RssAnon"] - loaded["RssAnon"],
+        "kv_cache": kv_mb,
         "prefill_transient": phases["prefill_peak"] - pre["VmRSS"],
         "after_prefill": pre["VmRSS"],
         "decode_growth": decoded["VmRSS"] - pre["VmRSS"],
