@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv bench proto engines vllm-cpu clean
+.PHONY: demo test venv bench proto engines engines-avx2 vllm-cpu clean
 
 venv: $(STAMP)
 
@@ -27,13 +27,14 @@ test: $(STAMP)
 proto: $(STAMP)
 	$(PY) scripts/gen_proto.py
 
-# Peers for the benchmarks (llama.cpp compiles from source: ~20 min on 2 cores).
-bench: $(STAMP)
+# The decode benchmark against llama.cpp's llama-bench (`make engines` builds it).
+bench: $(STAMP) engines
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) benchmarks/decode.py
 
-# llama.cpp's llama-server for the gateway's integration tests, built once into
-# ~/.cache/tandem/engines (outside the checkout; ~20 min on 2 cores). Needs cmake and a C++ compiler.
+# llama.cpp's llama-server (the gateway's integration tests) and llama-bench
+# (benchmarks/decode.py), built once into ~/.cache/tandem/engines (outside the checkout; one
+# compile, ~20 min on 2 cores). Needs cmake and a C++ compiler.
 engines:
 	PYTHON=$(PYTHON) scripts/build_engines.sh
 
@@ -41,6 +42,11 @@ engines:
 # against it, then stopped (scripts/vllm_cpu.sh; ~3.4 GiB, minutes to start).
 vllm-cpu: $(STAMP)
 	TANDEM_PYTHON=$(PY) scripts/vllm_cpu.sh test
+
+# Opt-in: llama-bench built for AVX2-only CPUs (GGML_NATIVE=OFF, AVX2/FMA/F16C, no AVX-512), to
+# measure TANDEM_KERNEL_ISA=avx2 against (another ~20 min compile; not part of `make engines`).
+engines-avx2:
+	PYTHON=$(PYTHON) VARIANT=avx2 scripts/build_engines.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info

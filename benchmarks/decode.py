@@ -1,125 +1,189 @@
-"""Prefill and decode speed of Tandem's engine per tier, against its peers, same threads.
+"""Prefill and decode speed and memory of Tandem's device tier against llama.cpp itself, same files, same threads.
 
-Three parts, printed with ratios, and one final JSON line:
+1. Speed and memory, per model (SmolLM2-135M; a model with Llama-3.2-1B's shapes and random weights) and
+   per file (bench_files.py makes them once: Q4_0 and Q4_1 GGUFs, and Tandem's own `tandem quantize`
+   checkpoint). The contender is llama.cpp's `llama-bench` (`make engines` builds it) on both GGUFs, with
+   flash attention on (`-fa on`: what llama.cpp's default, auto, picks on a CPU) and its own repetitions
+   (one warm-up, then --repeats); Tandem runs the same files and its checkpoint, each in a fresh process,
+   timed through `LocalModel.stream` (the generation path every request takes: per-token log-prob,
+   entropy and top-2 signals, detokenization; stop tokens cleared so every run decodes the same count),
+   with the same warm-up and repetitions. Measured: prefill of --prompt-tokens; decode after a 1-token
+   prompt; decode after --prompt-tokens (where the KV cache is read too); mean, standard deviation, min
+   and max of each; ratios against llama.cpp on Q4_0, its fastest format here. The read bandwidth is
+   measured in the same run and gives each file's decode bound (weight bytes one token reads). Memory:
+   Tandem's RSS by phase (runtime floor: Python, torch, the kernels and the tokenizer; weights; KV cache;
+   prefill transients; decode), next to llama-bench's peak RSS on the same file and context.
+2. Two device-tier sessions decoding at once on two Python threads, against the same two one
+   after the other.
+3. The calibrated judge's cost: device-tier decode tok/s of a stream watched by the default policy's
+   calibrated judge (hidden states on, probes applied) against a hand-set rule, interleaved runs.
 
-1. SmolLM2-135M (the embedded model): Tandem at fp32 (the cloud tier), the int8
-   recipe, and the device tier (the GGUF's Q4_1 blocks kept quantized), against
-   Hugging Face transformers (fp32, the same GGUF) and llama.cpp through
-   llama-cpp-python (the same GGUF, `make bench` installs it). Each contender
-   runs in its own subprocess, so peak RSS is its own; the prompt is a slice of
-   the King James Bible from ../shared/data. Decode is timed twice, after a
-   4-token prompt and after the whole prompt (where the KV cache is read too),
-   greedy, prefill not timed, each contender stepping one token at a time.
-2. A model with Llama-3.2-1B's exact shapes (random weights, q4 recipe, written
-   once by the same code as `tandem quantize` and loaded by memory map): decode
-   tok/s against the memory-bandwidth bound (quantized weight bytes one token
-   reads / read bandwidth measured in this run), peak RSS against the
-   checkpoint size, and the checkpoint against the bf16 size.
-3. Two device-tier sessions decoding at once on two Python threads, against
-   the same two one after the other.
-4. The calibrated judge's cost: device-tier decode tok/s of a stream watched
-   by the default policy's calibrated judge (hidden states on, probes applied)
-   against the same stream watched by a hand-set rule, interleaved runs.
-
-    python benchmarks/decode.py                         # all parts, peers that are installed
-    python benchmarks/decode.py --part smollm2 --contenders tandem-q4_1,llama.cpp
+    python benchmarks/decode.py                    # everything (~15 min on 2 cores)
+    python benchmarks/decode.py --quick            # part 1, shorter prompt, fewer tokens and repetitions
+    python benchmarks/decode.py --part speed --models smollm2 --isa avx2   # AVX2 kernels vs AVX2 llama.cpp
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
-import resource
+import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from kernels import read_bandwidth
-
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # the engine, when run as a script (this folder comes first)
 KJV = REPO.parent / "shared" / "data" / "kjv.txt"
-LLAMA_1B = dict(vocab_size=128256, dim=2048, n_layers=16, n_heads=32, n_kv_heads=8, ffn_dim=8192,
-                norm_eps=1e-5, rope_theta=500000.0, max_seq_len=131072, tie_embeddings=True)
-SMOLLM2_CONTENDERS = ["tandem-fp32", "tandem-int8", "tandem-q4_1", "transformers", "llama.cpp"]
-PRECISION = {"tandem-fp32": "full", "tandem-int8": "int8", "tandem-q4_1": "device", "tandem-1b-q4": "device"}
+FORMATS = ["Q4_0", "Q4_1", "tandem q4"]  # llama.cpp runs the GGUFs only
+BASELINE = "Q4_0"  # llama.cpp's fastest format here: the one it repacks for its matrix kernels
 
 
 def prompt_text() -> str:
-    if not KJV.is_file():
-        raise SystemExit(f"need {KJV} (the shared evaluation text)")
-    return KJV.read_text()[200_000:260_000]
+    """Prose to prefill: the King James Bible from ../shared/data, else the slice shipped in data/texts."""
+    if KJV.is_file():
+        return KJV.read_text()[200_000:260_000]
+    return (REPO / "data" / "texts" / "kjv-genesis.txt").read_text()
 
 
-def status_mb(field: str, fallback: float = 0.0) -> float:
-    """A memory line of /proc/self/status in MiB: VmRSS (now) or VmHWM (peak; ru_maxrss
-    would carry the parent's peak across exec on Linux, so it is only the fallback)."""
+def stats(samples: list[float]) -> dict:
+    return {"mean": statistics.fmean(samples), "stdev": statistics.stdev(samples) if len(samples) > 1 else 0.0,
+            "min": min(samples), "max": max(samples), "samples": samples}
+
+
+# ---- llama.cpp ---------------------------------------------------------------------------
+
+
+# Runs argv[1:] as a child of this small interpreter and reports the child's peak RSS. Not os.wait4 from the
+# benchmark itself: Linux carries a process's peak RSS across exec, so a child spawned straight from the big
+# parent (torch, the 512 MiB bandwidth buffer) would report the parent's peak, not its own.
+PEAK_RSS = """
+import os, sys
+pid = os.fork()
+if pid == 0:
+    os.execv(sys.argv[1], sys.argv[1:])
+_, status, usage = os.wait4(pid, 0)
+print(f"peak_rss_kb {usage.ru_maxrss}", file=sys.stderr)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+def run_measured(cmd: list[str]) -> tuple[str, float]:
+    """Run `cmd`; its stdout and its own peak RSS in MiB."""
+    proc = subprocess.run([sys.executable, "-c", PEAK_RSS, *cmd], capture_output=True, text=True)
+    *log, last = proc.stderr.strip().splitlines() or [""]
+    if proc.returncode != 0 or not last.startswith("peak_rss_kb "):
+        raise RuntimeError(f"{Path(cmd[0]).name} failed ({proc.returncode}): {proc.stderr.strip()[-500:]}")
+    return proc.stdout, int(last.split()[1]) / 1024
+
+
+def llama_bench(binary: Path, model: Path, args) -> dict:
+    """llama-bench's prefill, decode and decode after --prompt-tokens, each with its samples; peak RSS of
+    the run with the longest context (prompt + new tokens), as Tandem's peak is taken."""
+    base = [str(binary), "-m", str(model), "-t", str(args.threads), "-fa", "on", "-r", str(args.repeats),
+            "-o", "json"]
+    results, peak = {}, 0.0
+    for extra in (["-p", str(args.prompt_tokens), "-n", str(args.new_tokens), "-d", "0"],
+                  ["-p", "0", "-n", str(args.new_tokens), "-d", str(args.prompt_tokens)]):
+        out, rss = run_measured(base + extra)
+        peak = max(peak, rss)
+        for test in json.loads(out):
+            key = "prefill" if test["n_prompt"] else ("decode_long" if test["n_depth"] else "decode")
+            results[key] = stats(test["samples_ts"])
+    return {**results, "peak_rss_mb": peak, "flash_attn": "on"}
+
+
+# ---- Tandem ------------------------------------------------------------------------------
+
+
+def memory() -> dict[str, float]:
+    """This process's memory in MiB from /proc/self/status: VmRSS (now), VmHWM (peak since the last
+    reset_peak), RssAnon (heap, copies) and RssFile (mapped files: weights by memory map, libraries)."""
+    out = {}
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    return fallback
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
+            out[key] = int(value.split()[0]) / 1024
+    return out
 
 
-def best_of(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+def reset_peak() -> None:
+    """Start VmHWM again from the current RSS (Linux: write 5 to clear_refs), so each phase has its peak."""
+    Path("/proc/self/clear_refs").write_text("5")
 
 
-def decode_rates(args, start, step) -> dict:
-    """Decode tok/s (best of `repeats`, prefill not timed) after a 4-token prompt and
-    after the whole prompt: `start(n)` prefills the first n prompt tokens and returns
-    the state `step` advances by one greedy token."""
-    rates = {}
-    for key, n in (("decode_tps", 4), ("decode_long_tps", args.prompt_tokens)):
-        times = []
-        for _ in range(args.repeats):
-            state = start(n)
-            t0 = time.perf_counter()
-            for _ in range(args.new_tokens):
-                state = step(state)
-            times.append(time.perf_counter() - t0)
-            del state  # one KV cache alive at a time, so peak RSS is one session's
-        rates[key] = args.new_tokens / min(times)
-    return rates
-
-
-def run_tandem(args, name: str) -> dict:
+def run_tandem(args) -> dict:
+    """One file in this (fresh) process: the memory phases on the first long run, then the timed runs."""
     import torch
 
-    from engine.generate import decode_one_token, prefill
-    from engine.quant_linear import quantized_bytes
+    from engine import kernels
+    from engine.checkpoint import read_checkpoint  # noqa: F401 (the loaders' imports belong to the floor)
+    from engine.gguf_file import GGUFFile
+    from engine.gguf_loader import is_gguf_file
     from engine.runtime import LocalModel
+    from engine.tokenizer import load_gguf_tokenizer, load_tokenizer
 
     torch.set_num_threads(args.threads)
-    runtime_mb = status_mb("VmRSS")  # the interpreter, torch and the engine's modules, before any model
-    model = LocalModel.load(args.model, precision=PRECISION[name],
-                            max_context=args.prompt_tokens + args.new_tokens + 8)
-    ids = model.tokenizer.encode(prompt_text())[: args.prompt_tokens]
+    path = Path(args.worker)
+    kernels.available()  # the native library is part of the runtime, loaded before the floor is read
+    bare = memory()
+    tok = load_gguf_tokenizer(GGUFFile(path).metadata, str(path)) if is_gguf_file(path) else load_tokenizer(path)
+    ids = (tok.encode(prompt_text()) * 4)[: args.prompt_tokens]
+    floor = memory()  # Python, torch, the kernels and the tokenizer: what any model costs first
+    del tok
+    gc.collect()
 
-    def do_prefill():
-        with torch.inference_mode():
-            prefill(model.model, model.new_cache(len(ids) + 1), ids)
+    n_ctx = args.prompt_tokens + args.new_tokens
+    model = LocalModel.load(path, precision="device", max_context=n_ctx)
+    model.tokenizer.stop_ids = []  # every run decodes --new-tokens tokens, as llama-bench does
+    loaded = memory()
+    cache = model.new_cache(n_ctx)
+    # its tensors' bytes: zeroed pages may only become resident as prefill writes them
+    kv_mb = sum(t.nbytes for t in vars(cache).values() if isinstance(t, torch.Tensor)) / 2**20
 
-    @torch.inference_mode()
-    def start(n):
-        cache = model.new_cache(n + args.new_tokens + 1)
-        return cache, prefill(model.model, cache, ids[:n])
+    def timed(prompt: list[int], cache=None) -> tuple[float, float]:
+        """(prefill tok/s, decode tok/s) of one stream: the first token's wait, then the rest's pace."""
+        t0 = time.perf_counter()
+        stream = model.stream(prompt, max_new_tokens=args.new_tokens, cache=cache)
+        next(stream)
+        t1 = time.perf_counter()
+        if cache is not None:  # the memory pass: what prefill left, then decode's own peak
+            phases["prefilled"], phases["prefill_peak"] = memory(), memory()["VmHWM"]
+            reset_peak()
+        for _ in stream:
+            pass
+        t2 = time.perf_counter()
+        return len(prompt) / (t1 - t0), (args.new_tokens - 1) / (t2 - t1)
 
-    @torch.inference_mode()
-    def step(state):
-        cache, logits = state
-        return cache, decode_one_token(model.model, cache, int(logits.argmax()))
+    phases: dict = {}
+    reset_peak()
+    timed(ids, cache)  # also the long runs' warm-up
+    decoded = memory()
+    del cache
+    timed(ids[:1])  # the short runs' warm-up
+    long = [timed(ids) for _ in range(args.repeats)]
+    short = [timed(ids[:1])[1] for _ in range(args.repeats)]
 
-    do_prefill(), step(start(4))  # warm-up
-    return {"prefill_tps": len(ids) / best_of(do_prefill, args.repeats), **decode_rates(args, start, step),
-            "weight_bytes_read_per_token": decode_bytes(model.model), "model_bytes": quantized_bytes(model.model),
-            "runtime_rss_mb": runtime_mb}
+    pre = phases["prefilled"]
+    mem = {
+        "bare_runtime": bare["VmRSS"],  # Python + torch + the engine's modules + the kernels
+        "floor": floor["VmRSS"],  # ... + the tokenizer
+        # what the model holds: its own copies (anon) and the file pages the first prefill touched
+        "weights": (loaded["RssAnon"] - floor["RssAnon"]) + (pre["RssFile"] - floor["RssFile"]),
+        "kv_cache": kv_mb,
+        "prefill_transient": phases["prefill_peak"] - pre["VmRSS"],
+        "after_prefill": pre["VmRSS"],
+        "decode_growth": decoded["VmRSS"] - pre["VmRSS"],
+        "decode_transient": decoded["VmHWM"] - decoded["VmRSS"],
+        "peak": max(phases["prefill_peak"], decoded["VmHWM"]),
+    }
+    mem["above_floor"] = mem["peak"] - mem["floor"]
+    return {"prefill": stats([p for p, _ in long]), "decode": stats(short), "decode_long": stats([d for _, d in long]),
+            "memory_mb": mem, "weight_bytes_read_per_token": decode_bytes(model.model),
+            "kernels": kernels.isa() if kernels.available() else "torch fallback"}
 
 
 def decode_bytes(model) -> int:
@@ -133,165 +197,96 @@ def decode_bytes(model) -> int:
     return quantized_bytes(model) - (0 if tied else embedding.weight.nbytes) + row - norms
 
 
-def run_transformers(args, name: str) -> dict:
+def tandem_worker(path: Path, argv: list[str], isa: str) -> dict:
+    env = {**os.environ, "TANDEM_KERNEL_ISA": isa, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, __file__, *argv, "--worker", str(path)], capture_output=True, text=True,
+                          cwd=REPO, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr.strip()[-1500:])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# ---- part 1 ------------------------------------------------------------------------------
+
+
+def cell(s: dict) -> str:
+    return f"{s['mean']:.1f} ±{s['stdev']:.1f} [{s['min']:.1f}-{s['max']:.1f}]"
+
+
+def part_speed(args) -> dict:
+    """Both engines on each model's files; tables of speed, ratios, bandwidth bound and memory."""
     import torch
-    from transformers import LlamaForCausalLM
 
-    from engine.registry import resolve
-    from engine.runtime import LocalModel
+    import bench_files
+    from cloud.engines import BUILD_HINT, llama_cpp_binary
+    from kernels import read_bandwidth
 
+    variant = "avx2" if args.isa == "avx2" else "native"
+    binary = llama_cpp_binary("llama-bench", variant=variant)
+    if binary is None:
+        hint = "run `make engines-avx2`" if variant == "avx2" else BUILD_HINT
+        print(f"llama-bench ({variant}) is not built: {hint}; Tandem alone below")
     torch.set_num_threads(args.threads)
-    path = resolve(args.model)
-    tok = LocalModel.load(path, max_context=64).tokenizer
-    model = LlamaForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32).eval()
-    ids = torch.tensor([tok.encode(prompt_text())[: args.prompt_tokens]])
-
-    def do_prefill():
-        with torch.inference_mode():
-            model(ids, use_cache=True, logits_to_keep=1)
-
-    @torch.inference_mode()
-    def start(n):
-        out = model(ids[:, :n], use_cache=True, logits_to_keep=1)
-        return out.past_key_values, out.logits[0, -1]
-
-    @torch.inference_mode()
-    def step(state):
-        past, logits = state
-        out = model(logits.argmax().view(1, 1), past_key_values=past, use_cache=True)
-        return out.past_key_values, out.logits[0, -1]
-
-    do_prefill(), step(start(4))
-    return {"prefill_tps": ids.shape[1] / best_of(do_prefill, args.repeats), **decode_rates(args, start, step)}
-
-
-def run_llama_cpp(args, name: str) -> dict:
-    import numpy as np
-    from llama_cpp import Llama
-
-    from engine.registry import resolve
-
-    llm = Llama(model_path=str(resolve(args.model)), n_ctx=args.prompt_tokens + args.new_tokens + 16,
-                n_threads=args.threads, n_threads_batch=args.threads, n_batch=512, verbose=False)
-    ids = llm.tokenize(prompt_text().encode(), add_bos=False)[: args.prompt_tokens]
-
-    def do_prefill():
-        llm.reset()
-        llm.eval(ids)
-
-    def last_token():  # llama-cpp-python keeps only n_batch rows of scores, so read the context's logits
-        return int(np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)).argmax())
-
-    def start(n):
-        llm.reset()
-        llm.eval(ids[:n])
-
-    def step(state):
-        llm.eval([last_token()])
-
-    do_prefill(), start(4), step(None)
-    return {"prefill_tps": len(ids) / best_of(do_prefill, args.repeats), **decode_rates(args, start, step)}
-
-
-def write_llama_1b_shapes(folder: Path) -> Path:
-    """A q4 checkpoint with Llama-3.2-1B's shapes and random weights (speed only), once."""
-    import torch
-
-    from engine.config import ModelConfig, RopeScaling
-    from engine.quantize import quantize_weights, save_quantized
-    from engine.tokenizer import load_tokenizer
-    from engine.registry import resolve
-
-    if (folder / "model.safetensors").is_file():
-        return folder
-    config = ModelConfig(**LLAMA_1B, rope_scaling=RopeScaling(factor=32.0))
-    gen = torch.Generator().manual_seed(0)
-    q, kv = config.n_heads * config.head_dim, config.n_kv_heads * config.head_dim
-
-    def randn(*shape):
-        return torch.randn(*shape, generator=gen) * 0.02
-
-    weights = {"tok_embeddings.weight": randn(config.vocab_size, config.dim), "norm.weight": torch.ones(config.dim)}
-    for i in range(config.n_layers):
-        layer = {
-            "attention.wqkv.weight": randn(q + 2 * kv, config.dim), "attention.wo.weight": randn(config.dim, q),
-            "feed_forward.w13.weight": randn(2 * config.ffn_dim, config.dim),
-            "feed_forward.w2.weight": randn(config.dim, config.ffn_dim),
-            "attention_norm.weight": torch.ones(config.dim), "ffn_norm.weight": torch.ones(config.dim),
-        }
-        weights.update(quantize_weights({f"layers.{i}.{k}": v for k, v in layer.items()}, "q4"))
-    weights.update(quantize_weights({"tok_embeddings.weight": weights["tok_embeddings.weight"]}, "q4"))
-    return save_quantized(folder, config, weights, load_tokenizer(resolve("llama3-tokenizer")), "q4")
-
-
-WORKERS = {"tandem-fp32": run_tandem, "tandem-int8": run_tandem, "tandem-q4_1": run_tandem,
-           "tandem-1b-q4": run_tandem, "transformers": run_transformers, "llama.cpp": run_llama_cpp}
-
-
-def run_workers(names: list[str], argv: list[str]) -> dict[str, dict]:
-    results = {}
-    for name in names:
-        proc = subprocess.run([sys.executable, __file__, *argv, "--worker", name], capture_output=True, text=True,
-                              cwd=REPO)
-        if proc.returncode != 0:
-            last = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode
-            print(f"{name}: not measured ({last})")
-            continue
-        results[name] = json.loads(proc.stdout.strip().splitlines()[-1])
-    return results
-
-
-def part_smollm2(args) -> dict:
-    argv = ["--model", args.model, "--threads", str(args.threads), "--prompt-tokens", str(args.prompt_tokens),
+    root = bench_files.cache_dir()
+    argv = ["--threads", str(args.threads), "--prompt-tokens", str(args.prompt_tokens),
             "--new-tokens", str(args.new_tokens), "--repeats", str(args.repeats)]
-    results = run_workers(args.contenders.split(","), argv)
-    peers = {k: v for k, v in results.items() if not k.startswith("tandem")}
-    best_prefill = max((v["prefill_tps"] for v in peers.values()), default=None)
-    best_decode = max((v["decode_tps"] for v in peers.values()), default=None)
-    best_long = max((v["decode_long_tps"] for v in peers.values()), default=None)
-    print(f"\n{args.model}, {args.threads} threads, prompt {args.prompt_tokens} tokens, "
-          f"decode {args.new_tokens} tokens, best of {args.repeats}")
-    print(f"(decode: after a 4-token prompt; decode@{args.prompt_tokens}: after the whole prompt)")
-    print(f"{'contender':<16}{'prefill tok/s':>14}{'decode tok/s':>14}{f'decode@{args.prompt_tokens}':>14}"
-          f"{'peak RSS MB':>13}{'prefill x best peer':>21}{'decode x best peer':>20}{'decode@ x best':>16}")
-    for name, r in results.items():
-        rp = f"{r['prefill_tps'] / best_prefill:.2f}" if best_prefill else "-"
-        rd = f"{r['decode_tps'] / best_decode:.2f}" if best_decode else "-"
-        rl = f"{r['decode_long_tps'] / best_long:.2f}" if best_long else "-"
-        print(f"{name:<16}{r['prefill_tps']:>14.1f}{r['decode_tps']:>14.1f}{r['decode_long_tps']:>14.1f}"
-              f"{r['peak_rss_mb']:>13.0f}{rp:>21}{rd:>20}{rl:>16}")
-    return results
+    out = {"read_gbps": read_bandwidth(), "llama_bench": str(binary) if binary else None, "models": {}}
+    for model in args.models.split(","):
+        print(f"\n{model}: making or finding its files in {root} ...", flush=True)
+        files = {"smollm2": bench_files.smollm2_files, "llama-1b": bench_files.llama_1b_files}[model](root)
+        bandwidth = read_bandwidth()  # per model, right before its runs
+        rows: dict[str, dict] = {}
+        for fmt in FORMATS:
+            if binary is not None and fmt != "tandem q4":
+                rows[f"llama.cpp {fmt}"] = llama_bench(binary, files[fmt], args)
+            rows[f"Tandem {fmt}"] = tandem_worker(files[fmt], argv, args.isa)
+        ratios = report(model, rows, bandwidth, args)
+        out["models"][model] = {"files": {k: str(v) for k, v in files.items()}, "read_gbps": bandwidth,
+                                "rows": rows, "ratios": ratios}
+    return out
 
 
-def part_llama_1b(args) -> dict:
-    folder = Path(args.cache) / "llama-3.2-1b-shapes-q4"
-    print(f"\nLlama-3.2-1B shapes, random weights, q4 recipe ({folder}) ...", flush=True)
-    write_llama_1b_shapes(folder)
-    argv = ["--model", str(folder), "--threads", str(args.threads), "--prompt-tokens", str(args.prompt_tokens),
-            "--new-tokens", str(args.new_tokens // 2), "--repeats", str(args.repeats)]
-    r = run_workers(["tandem-1b-q4"], argv).get("tandem-1b-q4")
-    if r is None:
-        return {}
-    import torch
-
-    torch.set_num_threads(args.threads)
-    bandwidth = read_bandwidth()
-    checkpoint = (folder / "model.safetensors").stat().st_size
-    c = LLAMA_1B
-    params = c["vocab_size"] * c["dim"] + c["n_layers"] * (
-        c["dim"] * (c["dim"] + 2 * c["dim"] * c["n_kv_heads"] // c["n_heads"]) + c["dim"] * c["dim"]
-        + 3 * c["dim"] * c["ffn_dim"] + 2 * c["dim"]) + c["dim"]
-    bound = bandwidth * 1e9 / r["weight_bytes_read_per_token"]
-    r.update(read_gbps=bandwidth, bound_tps=bound, checkpoint_bytes=checkpoint, bf16_bytes=2 * params)
-    print(f"read bandwidth (sum over 512 MiB, {args.threads} threads): {bandwidth:.1f} GB/s; "
-          f"weights read per token: {r['weight_bytes_read_per_token'] / 2**20:.0f} MiB")
-    print(f"decode {r['decode_tps']:.1f} tok/s = {r['decode_tps'] / bound:.0%} of the bandwidth bound "
-          f"({bound:.1f} tok/s); prefill {r['prefill_tps']:.1f} tok/s")
-    print(f"checkpoint {checkpoint / 2**20:.0f} MiB = {checkpoint / (2 * params):.0%} of bf16 "
-          f"({2 * params / 2**20:.0f} MiB); peak RSS {r['peak_rss_mb']:.0f} MB = "
-          f"{r['peak_rss_mb'] * 2**20 / checkpoint:.2f}x the checkpoint; {r['runtime_rss_mb']:.0f} MB of it is the "
-          f"runtime before the model loads (torch), the rest {(r['peak_rss_mb'] - r['runtime_rss_mb']) * 2**20 / checkpoint:.2f}x")
-    return r
+def report(model: str, rows: dict[str, dict], bandwidth: float, args) -> dict:
+    """Print the speed table, the ratios against llama.cpp on Q4_0 and the memory table; return the ratios."""
+    n = args.prompt_tokens
+    print(f"\n{model}: {args.threads} threads, prefill {n} tokens, decode {args.new_tokens} tokens after a 1-token "
+          f"prompt and after {n}, mean ±stdev [min-max] of {args.repeats} runs after a warm-up; llama-bench -fa on; "
+          f"Tandem kernels: {next(r['kernels'] for k, r in rows.items() if k.startswith('Tandem'))}; "
+          f"read bandwidth {bandwidth:.1f} GB/s")
+    print(f"{'engine, file':<20}{'prefill tok/s':>30}{'decode tok/s':>30}{f'decode@{n} tok/s':>30}"
+          f"{f'@{n}/short':>10}{'% of bound':>11}{'peak MiB':>10}")
+    for name, r in rows.items():
+        fmt = name.split(" ", 1)[1]
+        weights = rows[f"Tandem {fmt}"]["weight_bytes_read_per_token"]
+        bound = bandwidth * 1e9 / weights
+        peak = r["peak_rss_mb"] if "peak_rss_mb" in r else r["memory_mb"]["peak"]
+        print(f"{name:<20}{cell(r['prefill']):>30}{cell(r['decode']):>30}{cell(r['decode_long']):>30}"
+              f"{r['decode_long']['mean'] / r['decode']['mean']:>10.2f}{r['decode']['mean'] / bound:>11.0%}{peak:>10.0f}")
+    ratios: dict[str, dict] = {}
+    peer = rows.get(f"llama.cpp {BASELINE}")
+    if peer:
+        print(f"Tandem against llama.cpp on {BASELINE} (ratio of means; min/max: the slowest Tandem run over the "
+              f"fastest llama.cpp run, and the other way round):")
+        for name, r in rows.items():
+            if not name.startswith("Tandem"):
+                continue
+            ratios[name] = {k: {"mean": r[k]["mean"] / peer[k]["mean"], "low": r[k]["min"] / peer[k]["max"],
+                                "high": r[k]["max"] / peer[k]["min"]} for k in ("prefill", "decode", "decode_long")}
+            print(f"  {name:<18}" + "   ".join(
+                f"{label} {v['mean']:.2f}x ({v['low']:.2f}-{v['high']:.2f})"
+                for label, v in zip(("prefill", "decode", f"decode@{n}"), ratios[name].values())))
+    print(f"memory (MiB; Tandem by phase, each in a fresh process, context {n + args.new_tokens}):")
+    print(f"{'engine, file':<20}{'floor':>7}{'weights':>9}{'KV cache':>10}{'prefill+':>10}{'decode+':>9}"
+          f"{'peak':>7}{'above floor':>13}{'llama.cpp peak':>16}")
+    for name, r in rows.items():
+        if not name.startswith("Tandem"):
+            continue
+        m = r["memory_mb"]
+        theirs = rows.get(name.replace("Tandem", "llama.cpp"), {}).get("peak_rss_mb")
+        print(f"{name:<20}{m['floor']:>7.0f}{m['weights']:>9.0f}{m['kv_cache']:>10.0f}{m['prefill_transient']:>10.0f}"
+              f"{m['decode_growth'] + m['decode_transient']:>9.0f}{m['peak']:>7.0f}{m['above_floor']:>13.0f}"
+              f"{f'{theirs:.0f}' if theirs else '-':>16}")
+    return ratios
 
 
 def part_sessions(args) -> dict:
@@ -379,33 +374,41 @@ def part_judge(args) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=["all", "smollm2", "llama-1b", "sessions", "judge"], default="all")
-    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--part", choices=["all", "speed", "sessions", "judge"], default="all")
+    parser.add_argument("--models", default="smollm2,llama-1b", help="comma-separated: smollm2, llama-1b")
+    parser.add_argument("--model", default="smollm2-135m", help="the model of the sessions and judge parts")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--prompt-tokens", type=int, default=1000)
-    parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--contenders", default=",".join(SMOLLM2_CONTENDERS))
-    parser.add_argument("--cache", default=os.environ.get("TANDEM_BENCH_CACHE", tempfile.gettempdir()),
-                        help="where the 1B-shaped checkpoint is written once (about 0.9 GB)")
+    parser.add_argument("--isa", choices=["native", "avx2"], default="native",
+                        help="avx2: Tandem's kernels with TANDEM_KERNEL_ISA=avx2 against `make engines-avx2`'s llama-bench")
+    parser.add_argument("--quick", action="store_true", help="part 1 only: 256-token prompt, 32 tokens, 2 runs")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.quick:
+        args.part, args.prompt_tokens, args.new_tokens, args.repeats = "speed", 256, 32, 2
 
     if args.worker:
-        result = WORKERS[args.worker](args, args.worker)
-        result["peak_rss_mb"] = status_mb("VmHWM", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-        print(json.dumps(result))
+        print(json.dumps(run_tandem(args)))
         return
-    out = {"benchmark": "decode", "threads": args.threads, "prompt_tokens": args.prompt_tokens}
-    if args.part in ("all", "smollm2"):
-        out["smollm2"] = part_smollm2(args)
-    if args.part in ("all", "llama-1b"):
-        out["llama_1b_shapes"] = part_llama_1b(args)
+    out = {"benchmark": "decode", "cpu": cpu_name(), "threads": args.threads, "prompt_tokens": args.prompt_tokens,
+           "new_tokens": args.new_tokens, "repeats": args.repeats, "isa": args.isa}
+    print(f"{out['cpu']}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
+    if args.part in ("all", "speed"):
+        out["speed"] = part_speed(args)
     if args.part in ("all", "sessions"):
         out["sessions"] = part_sessions(args)
     if args.part in ("all", "judge"):
         out["judge"] = part_judge(args)
     print(json.dumps(out))
+
+
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return os.uname().machine
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
-"""Where `make engines` puts llama.cpp's llama-server, and running one for tests and benchmarks.
+"""Where `make engines` puts llama.cpp's binaries, and running llama-server for tests and benchmarks.
 
-scripts/build_engines.sh builds it once into $TANDEM_ENGINES_DIR, else
-${XDG_CACHE_HOME:-~/.cache}/tandem/engines; TANDEM_LLAMA_SERVER names another binary.
+scripts/build_engines.sh builds llama-server and llama-bench once into
+$TANDEM_ENGINES_DIR, else ${XDG_CACHE_HOME:-~/.cache}/tandem/engines (`make engines-avx2`: an
+AVX2-only llama-bench beside them); TANDEM_LLAMA_SERVER names another llama-server.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 from engine.kernels import cpu_flags
 
 LLAMA_CPP_VERSION = "0.3.36"  # the llama-cpp-python source package whose vendored llama.cpp is built
-BUILD_HINT = "run `make engines` (builds llama.cpp's llama-server once, ~20 min on 2 cores)"
+BUILD_HINT = "run `make engines` (builds llama.cpp's llama-server and llama-bench once, ~20 min on 2 cores)"
 
 
 def engines_dir() -> Path:
@@ -26,20 +27,36 @@ def engines_dir() -> Path:
     return Path(cache) / "tandem" / "engines"
 
 
+AVX2_STAMP = "avx2 fma f16c"  # what scripts/build_engines.sh writes for its VARIANT=avx2 build
+
+
+def llama_cpp_binary(name: str, *, variant: str = "native") -> Path | None:
+    """A binary `make engines` built (`llama-server`, `llama-bench`), or with
+    variant "avx2" the llama-bench of `make engines-avx2`; None when it is not built for this CPU."""
+    if variant not in ("native", "avx2"):
+        raise ValueError(f"unknown llama.cpp build variant {variant!r}; choose native or avx2")
+    dest = engines_dir() / (f"llama.cpp-{LLAMA_CPP_VERSION}" + ("-avx2" if variant == "avx2" else ""))
+    built = dest / "bin" / name
+    if not (built.is_file() and os.access(built, os.X_OK)):
+        return None
+    # A native build (GGML_NATIVE) may die of an illegal instruction on another CPU, and the AVX2 one on
+    # a CPU without AVX2; the stamp says what it was built for, and `make engines` rebuilds.
+    flags = cpu_flags()
+    wanted = flags.strip() if variant == "native" else AVX2_STAMP
+    try:
+        stamp = (dest / "cpu-flags").read_text().strip()
+    except OSError:
+        return None
+    runs_here = all(f in flags.split() for f in AVX2_STAMP.split()) if variant == "avx2" else True
+    return built if stamp == wanted and runs_here else None
+
+
 def llama_server_binary() -> Path | None:
     """The llama-server to run: $TANDEM_LLAMA_SERVER, else the one `make engines` built for this CPU, else
     None (then BUILD_HINT says what to do)."""
     if named := os.environ.get("TANDEM_LLAMA_SERVER"):
         return Path(named) if Path(named).is_file() else None
-    dest = engines_dir() / f"llama.cpp-{LLAMA_CPP_VERSION}"
-    built = dest / "bin" / "llama-server"
-    if not (built.is_file() and os.access(built, os.X_OK)):
-        return None
-    try:  # built with GGML_NATIVE: on another CPU it may die of an illegal instruction; `make engines` rebuilds
-        same_cpu = (dest / "cpu-flags").read_text().strip() == cpu_flags().strip()
-    except OSError:
-        same_cpu = False
-    return built if same_cpu else None
+    return llama_cpp_binary("llama-server")
 
 
 def free_port() -> int:

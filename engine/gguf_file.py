@@ -72,6 +72,11 @@ class GGUFFile:
             self.metadata, self.tensors = self._parse()
         except (struct.error, UnicodeDecodeError, ValueError, IndexError, MemoryError) as exc:
             raise ModelFormatError(f"{path} is not a valid GGUF file (truncated or corrupt): {exc}") from exc
+        # The header (tokenizer arrays: megabytes for a 128k vocabulary) now lives in Python objects;
+        # drop its pages from this process (a private, unwritten map re-reads them if ever touched).
+        header = self._pos // mmap.PAGESIZE * mmap.PAGESIZE
+        if header and hasattr(mmap, "MADV_DONTNEED"):
+            self._map.madvise(mmap.MADV_DONTNEED, 0, header)
 
     def _read(self, fmt: str) -> Any:
         value = struct.unpack_from(fmt, self._map, self._pos)[0]
@@ -136,6 +141,17 @@ class GGUFFile:
     def raw(self, info: TensorInfo) -> torch.Tensor:
         """The tensor's bytes as a uint8 tensor over the memory map (no copy)."""
         return torch.frombuffer(self._map, dtype=torch.uint8, count=info.nbytes, offset=info.offset)
+
+    def read_into(self, info: TensorInfo, out: torch.Tensor) -> None:
+        """Copy the tensor's bytes into `out` (contiguous uint8 of `info.nbytes`) by file reads, not
+        through the map: a tensor the loader rewrites anyway (fused, rows permuted) then leaves no
+        mapped pages resident behind it for as long as the map lives (the other tensors keep it)."""
+        if not out.is_contiguous() or out.dtype != torch.uint8 or out.nbytes != info.nbytes:
+            raise ValueError(f"{info.name}: need a contiguous uint8 buffer of {info.nbytes} bytes")
+        with self.path.open("rb") as f:
+            f.seek(info.offset)
+            if f.readinto(memoryview(out.numpy()).cast("B")) != info.nbytes:
+                raise ModelFormatError(f"{self.path}: tensor {info.name} is truncated")
 
     def dequantize(self, name: str) -> torch.Tensor:
         info = self.tensors[name]

@@ -121,18 +121,41 @@ def load_gguf(path: Path, *, keep_quantized: bool = False) -> tuple[ModelConfig,
         w = take(name)
         return unpermute_rows(w, heads) if heads else w
 
+    def fused(parts: list[tuple[str, int | None]]) -> torch.Tensor | QTensor:
+        """Matrices stacked along the output dimension (q/k/v, gate/up). Blocks of one kept format
+        are read from the file straight into the fused tensor: the fused copy is the only one, no
+        mapped page of its sources stays resident (the copy a checkpoint by `tandem quantize`, which
+        stores them fused, does not need)."""
+        infos = [info(name) for name, _ in parts]
+        fmts = {KEPT_QUANTIZED.get(t.type) for t in infos}
+        fmt = next(iter(fmts))
+        if not keep_quantized or len(fmts) != 1 or fmt is None or len({t.shape[1] for t in infos}) != 1:
+            return fuse([matrix(name, heads) for name, heads in parts])
+        rows = sum(t.shape[0] for t in infos)
+        data = torch.empty(rows, infos[0].nbytes // infos[0].shape[0], dtype=torch.uint8)
+        start = 0
+        for t, (_, heads) in zip(infos, parts):
+            dest = data[start : start + t.shape[0]]
+            if heads:
+                stored = torch.empty_like(dest)
+                gguf.read_into(t, stored)
+                torch.index_select(stored, 0, unpermute_rows(torch.arange(t.shape[0]), heads), out=dest)
+            else:
+                gguf.read_into(t, dest)
+            start += t.shape[0]
+        return QTensor(data, fmt, (rows, infos[0].shape[1]))
+
     out: Weights = {"tok_embeddings.weight": matrix("token_embd.weight"), "norm.weight": take("output_norm.weight")}
     if not config.tie_embeddings:
         out["output.weight"] = matrix("output.weight")
     for i in range(config.n_layers):
         b, q = f"blk.{i}.", f"layers.{i}."
-        out[q + "attention.wqkv.weight"] = fuse([
-            matrix(b + "attn_q.weight", config.n_heads),
-            matrix(b + "attn_k.weight", config.n_kv_heads),
-            matrix(b + "attn_v.weight"),
+        out[q + "attention.wqkv.weight"] = fused([
+            (b + "attn_q.weight", config.n_heads), (b + "attn_k.weight", config.n_kv_heads),
+            (b + "attn_v.weight", None),
         ])
         out[q + "attention.wo.weight"] = matrix(b + "attn_output.weight")
-        out[q + "feed_forward.w13.weight"] = fuse([matrix(b + "ffn_gate.weight"), matrix(b + "ffn_up.weight")])
+        out[q + "feed_forward.w13.weight"] = fused([(b + "ffn_gate.weight", None), (b + "ffn_up.weight", None)])
         out[q + "feed_forward.w2.weight"] = matrix(b + "ffn_down.weight")
         out[q + "attention_norm.weight"] = take(b + "attn_norm.weight")
         out[q + "ffn_norm.weight"] = take(b + "ffn_norm.weight")

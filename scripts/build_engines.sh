@@ -1,27 +1,55 @@
 #!/usr/bin/env bash
-# Builds llama.cpp's llama-server once, from the pinned llama-cpp-python source package (its
-# vendored llama.cpp), into a cache outside the checkout, so the gateway's integration tests
-# run against a real engine. Idempotent: a finished binary is never rebuilt. ~20 min on 2 cores.
-# Where: $TANDEM_ENGINES_DIR, else ${XDG_CACHE_HOME:-~/.cache}/tandem/engines (cloud/engines.py
-# reads the same place). Knobs: PYTHON (for pip), JOBS (make -j), NICE (niceness).
+# Builds llama.cpp's llama-server (the gateway's integration tests) and llama-bench
+# (benchmarks/decode.py's contender) once, from the pinned llama-cpp-python source
+# package (its vendored llama.cpp), into a cache outside the checkout. Idempotent: each binary has its
+# own presence check and a finished one is never rebuilt; the missing ones share one compile (~20 min
+# on 2 cores). Where: $TANDEM_ENGINES_DIR, else ${XDG_CACHE_HOME:-~/.cache}/tandem/engines
+# (cloud/engines.py reads the same place). Knobs: PYTHON (for pip), JOBS (make -j), NICE (niceness).
+#
+# VARIANT=avx2 (`make engines-avx2`) builds llama-bench alone with GGML_NATIVE=OFF and AVX2/FMA/F16C on
+# (AVX-512 off) into llama.cpp-$VERSION-avx2: llama.cpp as an AVX2-only CPU runs it, to measure
+# Tandem's forced AVX2 kernels against. Opt-in; `make engines` never builds it.
 set -euo pipefail
 VERSION=0.3.36
 ROOT=${TANDEM_ENGINES_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/tandem/engines}
-DEST=$ROOT/llama.cpp-$VERSION
-BIN=$DEST/bin/llama-server
-STAMP=$DEST/cpu-flags   # the CPU it was built for (GGML_NATIVE): another CPU rebuilds, as the kernels do
+VARIANT=${VARIANT:-native}
 PYTHON=${PYTHON:-python3}
 JOBS=${JOBS:-2}
 NICE=${NICE:-10}
 
 cpu_flags() { grep -m1 -E '^(flags|Features)' /proc/cpuinfo || uname -m; }
-built_here() { [ -x "$BIN" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$(cpu_flags)" ]; }
+case "$VARIANT" in
+    native)
+        DEST=$ROOT/llama.cpp-$VERSION
+        TARGETS=(llama-server llama-bench)
+        ISA_FLAGS=()
+        stamp_value() { cpu_flags; }   # GGML_NATIVE: another CPU rebuilds, as the kernels do
+        ;;
+    avx2)
+        DEST=$ROOT/llama.cpp-$VERSION-avx2
+        TARGETS=(llama-bench)
+        ISA_FLAGS=(-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+                   -DGGML_AVX512=OFF -DGGML_AVX512_VBMI=OFF -DGGML_AVX512_VNNI=OFF -DGGML_AVX512_BF16=OFF
+                   -DGGML_AVX_VNNI=OFF)
+        stamp_value() { echo "avx2 fma f16c"; }   # portable to any AVX2 CPU
+        ;;
+    *) echo "VARIANT must be native or avx2, not '$VARIANT'" >&2; exit 2 ;;
+esac
+STAMP=$DEST/cpu-flags   # what the binaries were built for
 
-if built_here; then
-    echo "llama-server already built: $BIN"
+missing() {   # the targets not yet built for this CPU (all of them if the stamp differs)
+    local same=0
+    [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$(stamp_value)" ] && same=1
+    for t in "${TARGETS[@]}"; do
+        if [ "$same" = 0 ] || [ ! -x "$DEST/bin/$t" ]; then echo "$t"; fi
+    done
+}
+
+TODO=$(missing)
+if [ -z "$TODO" ]; then
+    echo "already built in $DEST/bin: ${TARGETS[*]}"
     exit 0
 fi
-[ -x "$BIN" ] && echo "llama-server in $DEST was built for another CPU (or before $STAMP existed): rebuilding"
 for tool in cmake make c++ cc; do
     command -v "$tool" >/dev/null || MISSING="${MISSING:-} $tool"
 done
@@ -33,12 +61,19 @@ if [ -n "${MISSING:-}" ]; then
 fi
 
 mkdir -p "$ROOT"
-exec 9>"$ROOT/.build-$VERSION.lock"
-flock 9   # a second build waits for the first, then finds the binary
-if built_here; then
-    echo "llama-server already built: $BIN"
+exec 9>"$ROOT/.build-$VERSION-$VARIANT.lock"
+flock 9   # a second build waits for the first, then finds the binaries
+TODO=$(missing)
+if [ -z "$TODO" ]; then
+    echo "already built in $DEST/bin: ${TARGETS[*]}"
     exit 0
 fi
+# A stale stamp means every binary is rebuilt; drop it first so a half-finished build never looks current.
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" != "$(stamp_value)" ]; then
+    echo "$DEST was built for another CPU: rebuilding"
+    rm -f "$STAMP"
+fi
+echo "building $(echo $TODO) into $DEST/bin (~20 min on 2 cores)"
 
 WORK=$(mktemp -d "$ROOT/.build-$VERSION.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
@@ -52,12 +87,16 @@ SRC=$WORK/llama_cpp_python-$VERSION/vendor/llama.cpp
 cmake -S "$SRC" -B "$WORK/build" -DCMAKE_BUILD_TYPE=Release \
     -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
     -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF \
-    -DLLAMA_OPENSSL=OFF -DBUILD_SHARED_LIBS=OFF >"$WORK/cmake.log" \
+    -DLLAMA_OPENSSL=OFF -DBUILD_SHARED_LIBS=OFF ${ISA_FLAGS[@]+"${ISA_FLAGS[@]}"} >"$WORK/cmake.log" \
     || { cat "$WORK/cmake.log"; exit 1; }
-nice -n "$NICE" make -C "$WORK/build" -j"$JOBS" llama-server >"$WORK/make.log" 2>&1 \
+# shellcheck disable=SC2086  # TODO is a list of target names
+nice -n "$NICE" make -C "$WORK/build" -j"$JOBS" $TODO >"$WORK/make.log" 2>&1 \
     || { tail -50 "$WORK/make.log"; exit 1; }
 mkdir -p "$DEST/bin"
-cp "$WORK/build/bin/llama-server" "$BIN.tmp"
-mv "$BIN.tmp" "$BIN"
-cpu_flags >"$STAMP"
-echo "built $BIN in $(( $(date +%s) - start )) s"
+for t in $TODO; do
+    cp "$WORK/build/bin/$t" "$DEST/bin/$t.tmp"
+    mv "$DEST/bin/$t.tmp" "$DEST/bin/$t"
+done
+# The stamp covers the binaries built now and those already there (built for the same CPU).
+stamp_value >"$STAMP"
+echo "built $(echo $TODO) in $DEST/bin in $(( $(date +%s) - start )) s"

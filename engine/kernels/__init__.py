@@ -9,6 +9,10 @@ the torch version, the compiler and the CPU's feature flags, so a later process
 loads it in milliseconds. Without a C++ compiler the quantized layers fall back
 to dequantize-then-matmul in torch (correct, slower) and say so once in the log.
 Set TANDEM_NATIVE_KERNELS=0 to force that fallback.
+
+TANDEM_KERNEL_ISA=avx2 compiles for an AVX2-only CPU instead (-march=haswell: AVX2, FMA, F16C;
+every AVX-512 and VNNI path off), into its own cache entry, so the AVX2 path is built, tested and
+measured on an AVX-512 machine too; `isa()` says which one is in use.
 """
 
 from __future__ import annotations
@@ -31,7 +35,9 @@ HERE = Path(__file__).parent
 SOURCES = [HERE / "qlinear.cpp", HERE / "decode_step.cpp"]
 HEADERS = [HERE / "quant_blocks.h"]
 COMPILER = os.environ.get("CXX", "g++")
-FLAGS = ["-O3", "-march=native", "-fopenmp", "-std=c++17", "-shared", "-fPIC", "-DNDEBUG", "-w"]
+FLAGS = ["-O3", "-fopenmp", "-std=c++17", "-shared", "-fPIC", "-DNDEBUG", "-w"]
+# TANDEM_KERNEL_ISA -> the target flags, and the CPU features the result needs to run.
+ISAS = {"native": (["-march=native"], ()), "avx2": (["-march=haswell"], ("avx2", "fma", "f16c"))}
 
 
 class KernelBuildError(RuntimeError):
@@ -53,21 +59,44 @@ def cpu_flags() -> str:
     return os.uname().machine
 
 
+def isa() -> str:
+    """The instruction set the kernels are compiled for: $TANDEM_KERNEL_ISA, default "native"."""
+    name = os.environ.get("TANDEM_KERNEL_ISA", "native").strip().lower() or "native"
+    if name not in ISAS:
+        raise ValueError(f"TANDEM_KERNEL_ISA={name!r} is not known; choose one of {', '.join(ISAS)}")
+    return name
+
+
+def target_flags() -> list[str]:
+    """The compiler's target flags for `isa()`; an error if this CPU cannot run what they build."""
+    flags, needs = ISAS[isa()]
+    missing = [f for f in needs if f not in cpu_flags().split()]
+    if missing:
+        raise KernelBuildError(f"TANDEM_KERNEL_ISA={isa()} needs CPU features this CPU lacks: {', '.join(missing)}")
+    return flags
+
+
+def compile_flags() -> list[str]:
+    """Every compiler flag but the paths (for "native", the same list, in the same order, as before
+    TANDEM_KERNEL_ISA existed, so existing cached builds keep their key)."""
+    return [FLAGS[0], *target_flags(), *FLAGS[1:]]
+
+
 def _build_command(output: Path) -> list[str]:
     from torch.utils.cpp_extension import include_paths, library_paths
 
     abi = int(torch._C._GLIBCXX_USE_CXX11_ABI)
     includes = [f"-I{p}" for p in include_paths()] + [f"-I{sysconfig.get_paths()['include']}"]
     libs = [f"-L{p}" for p in library_paths()] + [f"-Wl,-rpath,{p}" for p in library_paths()]
-    return [COMPILER, *FLAGS, f"-D_GLIBCXX_USE_CXX11_ABI={abi}", *includes, *map(str, SOURCES), "-o", str(output),
-            *libs, "-lc10", "-ltorch_cpu", "-ltorch"]
+    return [COMPILER, *compile_flags(), f"-D_GLIBCXX_USE_CXX11_ABI={abi}", *includes, *map(str, SOURCES),
+            "-o", str(output), *libs, "-lc10", "-ltorch_cpu", "-ltorch"]
 
 
 def library_path() -> Path:
     """Where the library for these sources, torch, compiler and CPU lives (built or not)."""
     key = hashlib.sha256()
     sources = (p.read_bytes() for p in SOURCES + HEADERS)
-    for part in (*sources, torch.__version__.encode(), COMPILER.encode(), " ".join(FLAGS).encode(),
+    for part in (*sources, torch.__version__.encode(), COMPILER.encode(), " ".join(compile_flags()).encode(),
                  cpu_flags().encode()):
         key.update(part)
     return cache_dir() / f"tandem_qlinear-{key.hexdigest()[:16]}.so"
