@@ -18,12 +18,14 @@ HAS_AVX2 = all(f in cpu_flags().split() for f in ("avx2", "fma", "f16c"))
 
 # SmolLM2 on the device tier (Q4_1 blocks, q8_0 output) under one ISA: a short generation through the
 # public path, the log-probs of a fixed text decoded one token at a time (the native decode step: int8
-# dot products on both paths), and the prefill's logits next to the full-precision model's (the path
-# beyond 8 rows: dequantized tiles through BLAS, in bf16 where the CPU has bf16 dot products).
+# dot products on both paths, reading the tier's fp16 KV cache), and the prefill's logits on an fp32 cache
+# next to the full-precision model's (the path beyond 8 rows: dequantized tiles through BLAS, in bf16 where
+# the CPU has bf16 dot products; the fp16 cache's own rounding is bounded in test_decode_step).
 RUN = """
 import json, torch
 from engine import kernels
 from engine.generate import decode_one_token, prefill
+from engine.model import KVCache
 from engine.runtime import LocalModel
 torch.set_num_threads(2)
 model = LocalModel.load("smollm2-135m", precision="device", max_context=256)
@@ -35,7 +37,8 @@ with torch.inference_mode():
     for token in text[1:]:
         forced.append(torch.log_softmax(logits.float(), -1)[token].item())
         logits = decode_one_token(model.model, cache, token)
-    prefill_logits = model.model(torch.tensor([text]), model.new_cache(len(text)))[0]
+    exact_cache = KVCache(model.config, len(text), dtype=torch.float32)  # the matmuls alone: no fp16 rounding
+    prefill_logits = model.model(torch.tensor([text]), exact_cache)[0]
     full = LocalModel.load("smollm2-135m", precision="full", max_context=256)
     reference = full.model(torch.tensor([text]), full.new_cache(len(text)))[0]
 events = list(model.stream(model.encode_prompt("Name three rivers of Europe."), max_new_tokens=8))
