@@ -1,6 +1,7 @@
 """The cloud side of the KV hand-off, between the wire and engine.kv.
 
 `receive_upload` turns an UploadKV stream into a verified cache and its tokens;
+`take_upload` hands a kept upload back to the principal that sent it;
 `send_prefill` encodes a prefilled cache as a PrefillKV stream.
 
 An upload's header names how many positions follow, and a 136-byte frame can
@@ -23,7 +24,8 @@ import torch
 
 from cloud.config import ServerConfig
 from cloud.contract import RequestError, fingerprint_from, fingerprint_message, out_of_vocabulary
-from cloud.sessions import allocation
+from cloud.kv_store import KVStore, StoredKV
+from cloud.sessions import allocation, common_prefix
 from engine.kv import (
     CODECS,
     CodecOptions,
@@ -108,6 +110,19 @@ def receive_upload(model: CacheModel, config: ServerConfig, chunks: Iterable[clo
                            f"the frames hold {received.n_tokens} positions but KVStart names {len(tokens)} tokens")
     _check_finite(received.cache)
     return tokens, received
+
+
+def take_upload(store: KVStore, handle: str, token_ids: list[int], principal: str) -> tuple[StoredKV, int]:
+    """The caller's upload and how many of its positions the prompt reuses (the last prompt token is always
+    fed). Another principal's handle is 'unknown', exactly like one that never existed."""
+    entry = store.take(handle, principal)
+    if entry is None:
+        raise RequestError(grpc.StatusCode.NOT_FOUND, "unknown, expired or already used kv_handle; upload "
+                           "the cache again or send the token IDs with Generate")
+    if common_prefix(entry.tokens, token_ids) < len(entry.tokens):
+        raise RequestError(grpc.StatusCode.FAILED_PRECONDITION, "the uploaded cache holds tokens that are not "
+                           "a prefix of this prompt; token_ids must start with the tokens named at upload")
+    return entry, min(len(entry.tokens), len(token_ids) - 1)
 
 
 def _uncommitted_cache(model: CacheModel, n_positions: int) -> KVCache:

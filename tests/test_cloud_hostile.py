@@ -58,7 +58,8 @@ def test_readers_that_never_read_cannot_starve_health_info_or_generate(smollm2):
         while len(calls) < n_attackers:  # in waves the admission queue takes, each wave left unread
             calls += non_reading_prefills(attacker, smollm2, prompt, config.max_concurrency + config.max_queue)
             assert wait_until(lambda: servicer.admission.active == 0 and servicer.admission.queued == 0
-                              and servicer.streams.open == len(calls)), (servicer.streams.open, len(calls))
+                              and servicer.streams.open == len(calls)), (
+                servicer.streams.open, len(calls), [(c.code(), c.details()) for c in calls if c.done()])
         assert servicer.streams.open >= 4 * config.worker_threads
         with client_for(port) as victim:
             health = health_pb2_grpc.HealthStub(victim.channel)

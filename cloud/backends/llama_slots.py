@@ -34,16 +34,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
-import grpc
 import httpx
 import torch
 
 from cloud.backends.llama_slot_file import SlotFileError, SlotFormat, decode_state, encode_state, write_atomically
 from cloud.config import ServerConfig
-from cloud.contract import GenerationPlan, RequestError
-from cloud.kv_handoff import receive_upload
+from cloud.contract import GenerationPlan
+from cloud.kv_handoff import receive_upload, take_upload
 from cloud.kv_store import KVStore, StoredKV
-from cloud.sessions import common_prefix
 from engine.config import ModelConfig
 from engine.fingerprint import ModelFingerprint
 from engine.kv import ReceivedKV
@@ -124,14 +122,8 @@ class LlamaSlotKV:
         return self.store.put(tokens, received.cache, principal), received
 
     def take(self, handle: str, plan: GenerationPlan, principal: str) -> Seed:
-        entry = self.store.take(handle, principal)
-        if entry is None:
-            raise RequestError(grpc.StatusCode.NOT_FOUND, "unknown, expired or already used kv_handle; upload "
-                               "the cache again or send the token IDs with Generate")
-        if common_prefix(entry.tokens, plan.token_ids) < len(entry.tokens):
-            raise RequestError(grpc.StatusCode.FAILED_PRECONDITION, "the uploaded cache holds tokens that are not "
-                               "a prefix of this prompt; token_ids must start with the tokens named at upload")
-        return Seed(entry, min(len(entry.tokens), len(plan.token_ids) - 1))
+        entry, reused = take_upload(self.store, handle, plan.token_ids, principal)
+        return Seed(entry, reused)
 
     def restore(self, seed: Seed, plan: GenerationPlan) -> int | None:
         """Put the seed's cache into a leased slot; the slot (give it back with `release`), or None after logging

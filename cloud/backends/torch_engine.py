@@ -13,15 +13,14 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-import grpc
 import torch
 
 from cloud.backends.base import Backend, BackendFacts, Capabilities, Generation
 from cloud.config import ServerConfig
-from cloud.contract import GenerationPlan, RequestError
-from cloud.kv_handoff import check_prefill, receive_upload, send_prefill
+from cloud.contract import GenerationPlan
+from cloud.kv_handoff import check_prefill, receive_upload, send_prefill, take_upload
 from cloud.kv_store import KVStore
-from cloud.sessions import PrefixCache, common_prefix, fit_cache, shrink
+from cloud.sessions import PrefixCache, fit_cache, shrink
 from engine.generate import prefill
 from engine.kv import CodecOptions, ReceivedKV
 from engine.model import KVCache
@@ -123,14 +122,7 @@ class TorchKV:
     def take(self, handle: str, plan: GenerationPlan, principal: str) -> Seed:
         """The caller's uploaded cache rewound to what the prompt shares with it (the last prompt token is
         always fed). Another principal's handle is 'unknown', exactly like one that never existed."""
-        entry = self.store.take(handle, principal)
-        if entry is None:
-            raise RequestError(grpc.StatusCode.NOT_FOUND, "unknown, expired or already used kv_handle; upload "
-                               "the cache again or send the token IDs with Generate")
-        if common_prefix(entry.tokens, plan.token_ids) < len(entry.tokens):
-            raise RequestError(grpc.StatusCode.FAILED_PRECONDITION, "the uploaded cache holds tokens that are not "
-                               "a prefix of this prompt; token_ids must start with the tokens named at upload")
-        reused = min(len(entry.tokens), len(plan.token_ids) - 1)
+        entry, reused = take_upload(self.store, handle, plan.token_ids, principal)
         entry.cache.truncate(reused)
         return entry.cache, reused
 
