@@ -90,7 +90,7 @@ class OpenAICompatBackend(HTTPEngineBackend):
 
     def generate(self, plan: GenerationPlan, *, principal: str, should_stop: Callable[[], bool],
                  seed: object | None = None) -> Generation:
-        return _CompletionGeneration(self, plan, should_stop, principal)
+        return CompletionGeneration(self, plan, should_stop, principal)
 
     def request_body(self, plan: GenerationPlan, principal: str) -> dict[str, Any]:
         """Token IDs, Tandem's sampling (no penalties), top-k log-probs keyed by ID, the tenant's cache salt."""
@@ -107,8 +107,12 @@ class OpenAICompatBackend(HTTPEngineBackend):
         return body
 
 
-class _CompletionGeneration(HTTPGeneration):
+class CompletionGeneration(HTTPGeneration):
+    """One streamed request to the backend's `path` with its `request_body`; SGLang's reuses it with its own
+    path and chunk format."""
+
     backend: OpenAICompatBackend
+    path = "/v1/completions"
 
     def __init__(self, backend: OpenAICompatBackend, plan: GenerationPlan, should_stop: Callable[[], bool],
                  principal: str) -> None:
@@ -116,7 +120,7 @@ class _CompletionGeneration(HTTPGeneration):
         self.principal = principal
 
     def request(self) -> tuple[str, dict[str, Any]]:
-        return "/v1/completions", self.backend.request_body(self.plan, self.principal)
+        return self.path, self.backend.request_body(self.plan, self.principal)
 
     def tokens_of(self, event: dict[str, Any]) -> Iterator[TokenInfo]:
         for choice in event.get("choices") or ():

@@ -26,8 +26,8 @@ from __future__ import annotations
 from typing import Any, Callable, Iterator
 
 from cloud.backends.base import Generation
-from cloud.backends.http_engine import HTTPGeneration, token_info, unavailable
-from cloud.backends.openai_compat import OpenAICompatBackend, cache_salt
+from cloud.backends.http_engine import token_info, unavailable
+from cloud.backends.openai_compat import CompletionGeneration, OpenAICompatBackend, cache_salt
 from cloud.contract import GenerationPlan
 from engine.generate import TokenInfo
 
@@ -56,16 +56,9 @@ class SGLangBackend(OpenAICompatBackend):
         }
 
 
-class _SGLangGeneration(HTTPGeneration):
+class _SGLangGeneration(CompletionGeneration):
     backend: SGLangBackend
-
-    def __init__(self, backend: SGLangBackend, plan: GenerationPlan, should_stop: Callable[[], bool],
-                 principal: str) -> None:
-        super().__init__(backend, plan, should_stop)
-        self.principal = principal
-
-    def request(self) -> tuple[str, dict[str, Any]]:
-        return "/generate", self.backend.request_body(self.plan, self.principal)
+    path = "/generate"
 
     def tokens_of(self, event: dict[str, Any]) -> Iterator[TokenInfo]:
         meta = event.get("meta_info") or {}
