@@ -6,8 +6,9 @@ module that is ~3,000 small ops, and their dispatch cost a third of the step.
 (kernels/decode_step.cpp) when every layer's matmuls are quantized with int8
 activations and the native kernels are built; otherwise `build` returns None
 and the model runs its modules. Both compute the same thing: the step's test
-holds one to the other. The KV cache may be fp16 (the device tier's default,
-half the bytes attention streams per token); the step reads it directly.
+holds one to the other. The KV cache may be fp16 (half the bytes attention
+streams per token) or int8 rows with an fp16 scale each (a little over a
+quarter); the step reads either directly.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from engine import kernels
 from engine.model import KVCache, Transformer
 from engine.quant_linear import QuantLinear
 
-# What the native step's attention reads directly (fp16 widened in registers).
-CACHE_DTYPES = (torch.float32, torch.float16)
+# What the native step's attention reads directly (fp16 widened in registers; int8 keys in integer
+# dot products with the query rounded to int8, int8 values widened in registers).
+CACHE_DTYPES = (torch.float32, torch.float16, torch.int8)
 
 
 class NativeDecodeStep:
@@ -48,7 +50,7 @@ class NativeDecodeStep:
         return cls(model, matrices)
 
     def runs(self, tokens: torch.Tensor, cache: KVCache) -> bool:
-        """Whether this call is one the native step serves: one token, an fp32 or fp16 cache."""
+        """Whether this call is one the native step serves: one token, an fp32, fp16 or int8 cache."""
         return (tokens.shape == (1, 1) and cache.k.dtype in CACHE_DTYPES and cache.v.dtype == cache.k.dtype
                 and cache.k.is_contiguous() and cache.v.is_contiguous())
 
@@ -56,4 +58,4 @@ class NativeDecodeStep:
         """Hidden state [1, 1, dim] after every layer; appends the token to `cache` (not its pos)."""
         cos, sin = self.rope
         return torch.ops.tandem.decode_step(x, self.norms, self.weights, self.scales, self.fmts, cache.k, cache.v,
-                                            cos, sin, cache.pos, self.n_heads, self.eps)
+                                            cos, sin, cache.pos, self.n_heads, self.eps, cache.k_scale, cache.v_scale)

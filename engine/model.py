@@ -16,6 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from engine.config import ModelConfig, RopeScaling
+from engine.int8_rows import Int8Rows, assign
 
 
 class KVCache:
@@ -23,6 +24,9 @@ class KVCache:
 
     Keys are stored after RoPE. Shapes: k, v: [n_layers, B, n_kv_heads, max_seq_len, head_dim].
     `dtype` may be below the model's (fp16 under fp32 weights): attention widens what it reads.
+    An int8 cache also holds one fp16 scale per vector, k_scale, v_scale: [n_layers, B,
+    n_kv_heads, max_seq_len] (engine/int8_rows.py: the KV codec's int8 format); float caches
+    hold None there.
     """
 
     def __init__(
@@ -34,11 +38,38 @@ class KVCache:
         dtype: torch.dtype = torch.float32,
         device: torch.device | str = "cpu",
     ) -> None:
+        if not (dtype.is_floating_point or dtype == torch.int8):
+            raise ValueError(f"a KV cache holds floats or int8 rows, not {dtype}")
         self.max_seq_len = min(max_seq_len or config.max_seq_len, config.max_seq_len)
         shape = (config.n_layers, batch_size, config.n_kv_heads, self.max_seq_len, config.head_dim)
         self.k = torch.zeros(shape, dtype=dtype, device=device)
         self.v = torch.zeros(shape, dtype=dtype, device=device)
+        self.k_scale = self.v_scale = None
+        if dtype == torch.int8:
+            self.k_scale = torch.zeros(shape[:-1], dtype=torch.float16, device=device)
+            self.v_scale = torch.zeros(shape[:-1], dtype=torch.float16, device=device)
         self.pos = 0
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.k.dtype
+
+    def keys(self) -> torch.Tensor | Int8Rows:
+        """Every stored key, as the float tensor or as int8 rows (views: indexing them writes here)."""
+        return self.k if self.k_scale is None else Int8Rows(self.k, self.k_scale)
+
+    def values(self) -> torch.Tensor | Int8Rows:
+        return self.v if self.v_scale is None else Int8Rows(self.v, self.v_scale)
+
+    def store(self, index: tuple, k: torch.Tensor | Int8Rows, v: torch.Tensor | Int8Rows) -> None:
+        """Write keys and values at `index` (over the leading dims), rounded to the cache's type."""
+        assign(self.keys()[index], k)
+        assign(self.values()[index], v)
+
+    def read(self, index: tuple, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values at `index` as `dtype` (widened or dequantized: a copy, unless already `dtype`)."""
+        return tuple(t[index].to(dtype) if isinstance(t, torch.Tensor) else t[index].dequantize(dtype)
+                     for t in (self.keys(), self.values()))
 
     def reset(self) -> None:
         self.pos = 0
@@ -53,14 +84,15 @@ class KVCache:
         """Copy the valid positions into `other` (same model, room for them) and return it."""
         if other.max_seq_len < self.pos:
             raise ValueError(f"a cache of {other.max_seq_len} positions cannot hold {self.pos}")
-        other.k[:, :, :, : self.pos].copy_(self.k[:, :, :, : self.pos])
-        other.v[:, :, :, : self.pos].copy_(self.v[:, :, :, : self.pos])
+        valid = (slice(None), slice(None), slice(None), slice(0, self.pos))
+        other.store(valid, self.keys()[valid], self.values()[valid])
         other.pos = self.pos
         return other
 
     @property
     def nbytes(self) -> int:
-        return self.k.nbytes + self.v.nbytes
+        scales = 0 if self.k_scale is None else self.k_scale.nbytes + self.v_scale.nbytes
+        return self.k.nbytes + self.v.nbytes + scales
 
 
 class RMSNorm(nn.Module):
@@ -102,12 +134,10 @@ class Attention(nn.Module):
         v = v.view(bsz, seqlen, self.n_kv_heads, self.head_dim).transpose(1, 2)
 
         end = start + seqlen
-        cache.k[layer, :bsz, :, start:end] = k
-        cache.v[layer, :bsz, :, start:end] = v
-        # A cache kept at lower precision (fp16 on the device tier) is widened here, in
-        # prefill and the fallback path; the native decode step reads it as it is.
-        keys = cache.k[layer, :bsz, :, :end].to(q.dtype)
-        values = cache.v[layer, :bsz, :, :end].to(q.dtype)
+        cache.store((layer, slice(0, bsz), slice(None), slice(start, end)), k, v)
+        # A cache kept at lower precision (fp16 or int8 rows on the device tier) is widened
+        # here, in prefill and the fallback path; the native decode step reads it as it is.
+        keys, values = cache.read((layer, slice(0, bsz), slice(None), slice(0, end)), q.dtype)
         out = F.scaled_dot_product_attention(
             q, keys, values,
             attn_mask=mask,

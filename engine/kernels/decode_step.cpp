@@ -198,6 +198,29 @@ void store_row(const float* x, c10::Half* out, int64_t n) {
   for (; i < n; ++i) out[i] = static_cast<c10::Half>(x[i]);
 }
 
+// An int8 cache: one fp16 scale per row of `hd` values (engine/int8_rows.py, the KV codec's int8
+// format), x ~= q * scale. Offsets are in values, always whole rows, as for the float caches.
+struct I8Rows {
+  int8_t* q;
+  c10::Half* s;
+  int64_t hd;
+  I8Rows operator+(int64_t off) const { return {q + off, s + off / hd, hd}; }
+};
+
+// Symmetric int8 rounding of n values: scale = fp16(absmax / 127), q = round-half-even(x / scale),
+// both as engine/int8_rows.py computes them (fp32 product with the scale's fp32 inverse), so the
+// step and the torch path write the same bytes. Returns the scale as stored.
+c10::Half round_int8(const float* x, int8_t* q, int64_t n) {
+  float top = 0.0f;
+  for (int64_t i = 0; i < n; ++i) top = std::max(top, std::fabs(x[i]));
+  const c10::Half scale(top / 127.0f);
+  const float inv = static_cast<float>(scale) == 0.0f ? 0.0f : 1.0f / static_cast<float>(scale);
+  for (int64_t i = 0; i < n; ++i) q[i] = static_cast<int8_t>(std::min(127.0f, std::max(-127.0f, std::nearbyint(x[i] * inv))));
+  return scale;
+}
+
+void store_row(const float* x, I8Rows out, int64_t n) { *out.s = round_int8(x, out.q, n); }
+
 // v[i] = exp(v[i] - shift); returns the sum.
 float exp_shifted(float* v, int64_t n, float shift) {
   int64_t i = 0;
@@ -257,6 +280,118 @@ void attend(const float* q, const T* keys, const T* values, int64_t n, int64_t h
   for (int64_t t = 0; t < n; ++t) axpy(s[t] * inv, values + t * hd, o, hd);
 }
 
+// A float cache's head needs no query scratch.
+template <typename T>
+void attend(const float* q, const T* keys, const T* values, int64_t n, int64_t hd, float scale, float* s, float* o,
+            int8_t*) {
+  attend(q, keys, values, n, hd, scale, s, o);
+}
+
+// ---- attention over an int8 cache ------------------------------------------------------
+// The query is rounded to int8 once per head (one scale, absmax / 127), so q . k is an integer
+// dot product (VNNI where the CPU has it) times the two scales; values are widened to fp32 in
+// registers, weighted by probability * their row's scale. qq: hd bytes of scratch.
+
+// Keys scored: s[t] = (qq . k_t) * q_scale * k_scale[t] * scale; returns the largest.
+float score_int8(const int8_t* qq, float q_scale, I8Rows keys, int64_t n, int64_t hd, float scale, float* s) {
+  float top = -std::numeric_limits<float>::infinity();
+  const float qs = q_scale * scale;
+  int64_t t = 0;
+#ifdef TANDEM_AVX2
+  if (hd % 32 == 0 && hd <= 128) {
+    __m256i qa[4], qv[4];
+    const int64_t chunks = hd / 32;
+    for (int64_t j = 0; j < chunks; ++j) {
+      qv[j] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qq + 32 * j));
+      qa[j] = _mm256_sign_epi8(qv[j], qv[j]);
+    }
+    // acc += |qq| * (k with qq's sign), 32 bytes at a time, in int32 lanes
+    auto key_sums = [&](const int8_t* k) {
+      __m256i acc = _mm256_setzero_si256();
+      for (int64_t j = 0; j < chunks; ++j) {
+        const __m256i kv = _mm256_sign_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(k + 32 * j)), qv[j]);
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+        acc = _mm256_dpbusd_epi32(acc, qa[j], kv);
+#elif defined(__AVXVNNI__)
+        acc = _mm256_dpbusd_avx_epi32(acc, qa[j], kv);
+#else
+        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(qa[j], kv), _mm256_set1_epi16(1)));
+#endif
+      }
+      return acc;
+    };
+    __m256 vtop = _mm256_set1_ps(top);
+    const __m256 vqs = _mm256_set1_ps(qs);
+    for (; t + 8 <= n; t += 8) {
+      __m256i a[8];
+      for (int i = 0; i < 8; ++i) a[i] = key_sums(keys.q + (t + i) * hd);
+      // eight keys' lanes reduced at once: [k0 .. k7] (hadd pairs within 128-bit halves, then the halves)
+      const __m256i s0 = _mm256_hadd_epi32(_mm256_hadd_epi32(a[0], a[1]), _mm256_hadd_epi32(a[2], a[3]));
+      const __m256i s1 = _mm256_hadd_epi32(_mm256_hadd_epi32(a[4], a[5]), _mm256_hadd_epi32(a[6], a[7]));
+      const __m256i sums = _mm256_add_epi32(_mm256_permute2x128_si256(s0, s1, 0x20),
+                                            _mm256_permute2x128_si256(s0, s1, 0x31));
+      const __m256 ks = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(keys.s + t)));
+      const __m256 v = _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(sums), vqs), ks);
+      _mm256_storeu_ps(s + t, v);
+      vtop = _mm256_max_ps(vtop, v);
+    }
+    __m128 r = _mm_max_ps(_mm256_castps256_ps128(vtop), _mm256_extractf128_ps(vtop, 1));
+    r = _mm_max_ps(r, _mm_movehl_ps(r, r));
+    top = _mm_cvtss_f32(_mm_max_ss(r, _mm_movehdup_ps(r)));
+    for (; t < n; ++t) top = std::max(top, s[t] = static_cast<float>(hsum_i32(key_sums(keys.q + t * hd))) * qs *
+                                                  static_cast<float>(keys.s[t]));
+    return top;
+  }
+#endif
+  for (; t < n; ++t) {
+    const int8_t* k = keys.q + t * hd;
+    int32_t sum = 0;
+    for (int64_t i = 0; i < hd; ++i) sum += static_cast<int32_t>(qq[i]) * k[i];
+    top = std::max(top, s[t] = static_cast<float>(sum) * qs * static_cast<float>(keys.s[t]));
+  }
+  return top;
+}
+
+// o = sum_t w[t] * v_t with w[t] = p[t] * v_scale[t], the int8 rows widened in registers.
+void weigh_values_int8(const float* p, I8Rows values, int64_t n, int64_t hd, float* o) {
+#ifdef TANDEM_AVX2
+  if (hd % 8 == 0 && hd <= 128) {
+    __m256 out[16];
+    const int64_t lanes = hd / 8;
+    for (int64_t j = 0; j < lanes; ++j) out[j] = _mm256_setzero_ps();
+    for (int64_t t = 0; t < n; ++t) {
+      const __m256 w = _mm256_set1_ps(p[t] * static_cast<float>(values.s[t]));
+      const int8_t* v = values.q + t * hd;
+      for (int64_t j = 0; j < lanes; ++j) {
+        const __m256i wide = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(v + 8 * j)));
+        out[j] = _mm256_fmadd_ps(w, _mm256_cvtepi32_ps(wide), out[j]);
+      }
+    }
+    for (int64_t j = 0; j < lanes; ++j) _mm256_storeu_ps(o + 8 * j, out[j]);
+    return;
+  }
+#endif
+  std::fill(o, o + hd, 0.0f);
+  for (int64_t t = 0; t < n; ++t) {
+    const float w = p[t] * static_cast<float>(values.s[t]);
+    const int8_t* v = values.q + t * hd;
+    for (int64_t i = 0; i < hd; ++i) o[i] += w * static_cast<float>(v[i]);
+  }
+}
+
+// o = softmax(q . keys[:n] * scale) . values[:n] for one head over int8 rows; s: n floats, qq: hd bytes.
+void attend(const float* q, I8Rows keys, I8Rows values, int64_t n, int64_t hd, float scale, float* s, float* o,
+            int8_t* qq) {
+  float top = 0.0f;
+  for (int64_t i = 0; i < hd; ++i) top = std::max(top, std::fabs(q[i]));
+  const float q_scale = top / 127.0f, inv_q = top == 0.0f ? 0.0f : 127.0f / top;
+  for (int64_t i = 0; i < hd; ++i) qq[i] = static_cast<int8_t>(std::nearbyint(q[i] * inv_q));
+  const float best = score_int8(qq, q_scale, keys, n, hd, scale, s);
+  const float inv = 1.0f / exp_shifted(s, n, best);
+  for (int64_t t = 0; t < n; ++t) s[t] *= inv;
+  weigh_values_int8(s, values, n, hd, o);
+}
+
 // out[i] = silu(gate[i]) * up[i]
 void swiglu(const float* gate, const float* up, float* out, int64_t n) {
   int64_t i = 0;
@@ -293,22 +428,26 @@ void rope(float* x, int64_t heads, int64_t d, const float* cos, const float* sin
 
 // x: the token's hidden state [1, 1, dim]; norms [L, 2, dim] (attention, ffn);
 // weights/scales/fmts: wqkv, wo, w13, w2 of each layer; caches [L, B, Hkv, S, D]
-// (batch row 0 is used); cos/sin [S, 1, D]. Appends the token's keys and values
-// at `pos` and returns the hidden state after the last layer.
+// (batch row 0 is used), fp32, fp16 or int8 with fp16 row scales k_scale, v_scale
+// [L, B, Hkv, S]; cos/sin [S, 1, D]. Appends the token's keys and values at `pos`
+// and returns the hidden state after the last layer.
 at::Tensor decode_step(const at::Tensor& x, const at::Tensor& norms, at::TensorList weights,
                        const c10::List<c10::optional<at::Tensor>>& scales, at::IntArrayRef fmts,
                        const at::Tensor& k_cache, const at::Tensor& v_cache, const at::Tensor& cos,
-                       const at::Tensor& sin, int64_t pos, int64_t n_heads, double eps) {
+                       const at::Tensor& sin, int64_t pos, int64_t n_heads, double eps,
+                       const c10::optional<at::Tensor>& k_scale, const c10::optional<at::Tensor>& v_scale) {
   for (const at::Tensor* t : {&x, &norms, &cos, &sin}) {
     TORCH_CHECK(t->device().is_cpu() && t->scalar_type() == at::kFloat && t->is_contiguous(),
                 "decode_step takes contiguous fp32 CPU tensors");
   }
-  const bool half = k_cache.scalar_type() == at::kHalf;
+  const bool half = k_cache.scalar_type() == at::kHalf, int8 = k_cache.scalar_type() == at::kChar;
   for (const at::Tensor* t : {&k_cache, &v_cache}) {
     TORCH_CHECK(t->device().is_cpu() && t->scalar_type() == k_cache.scalar_type() &&
-                    (half || t->scalar_type() == at::kFloat) && t->is_contiguous(),
-                "decode_step takes contiguous fp32 or fp16 CPU caches, both of one type");
+                    (half || int8 || t->scalar_type() == at::kFloat) && t->is_contiguous(),
+                "decode_step takes contiguous fp32, fp16 or int8 CPU caches, both of one type");
   }
+  TORCH_CHECK(int8 == (k_scale.has_value() && v_scale.has_value()) && (k_scale.has_value() == v_scale.has_value()),
+              "an int8 cache needs its row scales (k_scale, v_scale), and only an int8 cache takes them");
   TORCH_CHECK(norms.dim() == 3 && norms.size(1) == 2, "norms must be [n_layers, 2, dim]");
   const int64_t n_layers = norms.size(0), dim = norms.size(2);
   TORCH_CHECK(x.numel() == dim, "decode_step runs one token of ", dim, " features, got ", x.sizes());
@@ -317,6 +456,13 @@ at::Tensor decode_step(const at::Tensor& x, const at::Tensor& norms, at::TensorL
   const int64_t batch = k_cache.size(1), n_kv = k_cache.size(2), max_pos = k_cache.size(3), hd = k_cache.size(4);
   TORCH_CHECK(pos >= 0 && pos < max_pos && pos < cos.size(0), "position ", pos, " is outside the cache of ", max_pos);
   TORCH_CHECK(n_heads > 0 && n_heads % n_kv == 0, "n_heads must be a multiple of the cache's kv heads");
+  if (int8) {
+    for (const at::Tensor* t : {&*k_scale, &*v_scale}) {
+      TORCH_CHECK(t->device().is_cpu() && t->scalar_type() == at::kHalf && t->is_contiguous() &&
+                      t->sizes() == k_cache.sizes().slice(0, 4),
+                  "an int8 cache's scales must be contiguous fp16 [n_layers, batch, kv_heads, positions]");
+    }
+  }
   TORCH_CHECK(cos.numel() == cos.size(0) * hd && sin.sizes() == cos.sizes(), "rope tables must be [positions, 1, ",
               hd, "]");
   const int64_t n_w = static_cast<int64_t>(weights.size());
@@ -340,20 +486,21 @@ at::Tensor decode_step(const at::Tensor& x, const at::Tensor& norms, at::TensorL
   std::vector<float> tmp(widest), qkv(q_size + 2 * kv_size), attn(q_size), proj(dim), gate_up(2 * ffn);
   std::vector<float> scores(n_heads * (pos + 1));
   std::vector<BlockA> act(widest / QK);
+  std::vector<int8_t> query_q(q_size);  // an int8 cache's rounded queries
   const float* cos_row = cos.data_ptr<float>() + pos * hd;
   const float* sin_row = sin.data_ptr<float>() + pos * hd;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   const float epsf = static_cast<float>(eps);
   const float* norms_p = norms.data_ptr<float>();
   // Phases end at team.sync(); serial work (norms, rounding, RoPE, residuals) is the leader's.
-  // The body is generic over the cache's element type (float or c10::Half).
-  auto run = [&](auto* k_base, auto* v_base) { with_team([&](const Team& team) {
+  // The body is generic over the cache's rows (float*, c10::Half* or I8Rows).
+  auto run = [&](auto k_base, auto v_base) { with_team([&](const Team& team) {
     for (int64_t l = 0; l < n_layers; ++l) {
       const QMatrix* w = mats.data() + 4 * l;
       const float* norm = norms_p + l * 2 * dim;
       const int64_t layer_off = l * batch * n_kv * max_pos * hd;  // batch row 0
-      auto* kc = k_base + layer_off;
-      auto* vc = v_base + layer_off;
+      const auto kc = k_base + layer_off;
+      const auto vc = v_base + layer_off;
 
       if (team.leader()) norm_quantize(h, norm, epsf, dim, tmp.data(), act.data());
       team.sync();
@@ -371,9 +518,10 @@ at::Tensor decode_step(const at::Tensor& x, const at::Tensor& norms, at::TensorL
       // head mostly share a thread and read its keys and values from that core's cache.
       for (int64_t head = n_heads * team.tid / team.n; head < n_heads * (team.tid + 1) / team.n; ++head) {
         const float* q = qkv.data() + head * hd;
-        const auto* keys = kc + (head / group) * max_pos * hd;
-        const auto* values = vc + (head / group) * max_pos * hd;
-        attend(q, keys, values, pos + 1, hd, scale, scores.data() + head * (pos + 1), attn.data() + head * hd);
+        const auto keys = kc + (head / group) * max_pos * hd;
+        const auto values = vc + (head / group) * max_pos * hd;
+        attend(q, keys, values, pos + 1, hd, scale, scores.data() + head * (pos + 1), attn.data() + head * hd,
+               query_q.data() + head * hd);
       }
       team.sync();
       if (team.leader()) quantize_row(attn.data(), act.data(), q_size);
@@ -399,7 +547,10 @@ at::Tensor decode_step(const at::Tensor& x, const at::Tensor& norms, at::TensorL
       }
     }
   }); };
-  if (half) {
+  if (int8) {
+    run(I8Rows{k_cache.data_ptr<int8_t>(), k_scale->data_ptr<c10::Half>(), hd},
+        I8Rows{v_cache.data_ptr<int8_t>(), v_scale->data_ptr<c10::Half>(), hd});
+  } else if (half) {
     run(k_cache.data_ptr<c10::Half>(), v_cache.data_ptr<c10::Half>());
   } else {
     run(k_cache.data_ptr<float>(), v_cache.data_ptr<float>());
@@ -544,7 +695,8 @@ at::Tensor token_signals(const at::Tensor& logits) {
 TORCH_LIBRARY_FRAGMENT(tandem, m) {
   m.def(
       "decode_step(Tensor x, Tensor norms, Tensor[] weights, Tensor?[] scales, int[] fmts, Tensor(a!) k_cache, "
-      "Tensor(b!) v_cache, Tensor cos, Tensor sin, int pos, int n_heads, float eps) -> Tensor");
+      "Tensor(b!) v_cache, Tensor cos, Tensor sin, int pos, int n_heads, float eps, Tensor(c!)? k_scale=None, "
+      "Tensor(d!)? v_scale=None) -> Tensor");
   m.def("token_signals(Tensor logits) -> Tensor");
 }
 

@@ -36,6 +36,7 @@ from engine.kv.frame import (
     raw_size,
 )
 from engine.kv.profiles import q4_key8
+from engine.kv.quant import exact_nbytes
 from engine.model import KVCache
 
 DEFAULT_CODEC = "int8"  # q4 misses issue 20's fidelity goal on the report texts (README)
@@ -115,7 +116,7 @@ def _bytes_per_layer_token(layout: KVLayout, codec: str) -> int:
 def _blocks(layout: KVLayout, n_tokens: int, options: CodecOptions, dtype: torch.dtype):
     """The frames' (layer_start, layer_count, token_start, token_count)."""
     recent = min(options.recent_tokens, n_tokens) if options.codec == "q4" else 0
-    extra = 2 * layout.n_kv_heads * layout.head_dim * recent * dtype.itemsize  # one layer's exact window
+    extra = 2 * exact_nbytes((layout.n_kv_heads, recent, layout.head_dim), dtype)  # one layer's exact window
     return iter_blocks(layout.n_layers, n_tokens, _bytes_per_layer_token(layout, options.codec), TOKEN_ALIGN,
                        options.frame_bytes, extra)
 
@@ -129,11 +130,11 @@ def encode_cache(
     if not 0 < total <= cache.pos:
         raise ValueError(f"cannot encode {total} positions of a cache holding {cache.pos}")
     layout = layout_of(cache)
-    for l0, nl, t0, nt in _blocks(layout, total, options, cache.k.dtype):
-        header = _header(layout, options, fingerprint, cache.k.dtype, total, (l0, nl), (t0, nt))
-        # k, v: [n_layers, B, H, S, D] -> [nl, H, nt, D]
-        k = cache.k[l0:l0 + nl, 0, :, t0:t0 + nt]
-        v = cache.v[l0:l0 + nl, 0, :, t0:t0 + nt]
+    for l0, nl, t0, nt in _blocks(layout, total, options, cache.dtype):
+        header = _header(layout, options, fingerprint, cache.dtype, total, (l0, nl), (t0, nt))
+        # k, v: [n_layers, B, H, S, D] -> [nl, H, nt, D] (an int8 cache's rows as they are)
+        k = cache.keys()[l0:l0 + nl, 0, :, t0:t0 + nt]
+        v = cache.values()[l0:l0 + nl, 0, :, t0:t0 + nt]
         yield encode_frame(header, k, v, level=options.level)
 
 
@@ -208,7 +209,8 @@ class KVAssembler:
             raise KVFormatError(f"KV frame for layers {layers.start}..{layers.stop - 1}, positions "
                                 f"{tokens.start}..{tokens.stop - 1} overlaps one already received")
         # k, v: [n_layers, B, H, S, D] -> [layer_count, H, token_count, D]
-        decode_payload(header, payload, self.cache.k[layers, 0, :, tokens], self.cache.v[layers, 0, :, tokens])
+        decode_payload(header, payload, self.cache.keys()[layers, 0, :, tokens],
+                       self.cache.values()[layers, 0, :, tokens])
         self.covered[layers, tokens] = True
         self.frames += 1
         return header

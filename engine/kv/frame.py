@@ -39,6 +39,7 @@ import zstandard
 
 from engine.config import ModelConfig
 from engine.fingerprint import ModelFingerprint
+from engine.int8_rows import Int8Rows, assign
 from engine.kv import quant
 from engine.kv.errors import KVFormatError, KVLimitError
 
@@ -50,7 +51,8 @@ MAX_FINGERPRINT_FIELD = 128
 
 CODECS = {"fp16": 1, "int8": 2, "q4": 3}
 CODEC_NAMES = {v: k for k, v in CODECS.items()}
-DTYPES = {torch.float32: 1, torch.float16: 2, torch.bfloat16: 3}
+# int8: a cache of int8 rows with fp16 scales (engine/int8_rows.py), whose own bytes are the int8 codec's
+DTYPES = {torch.float32: 1, torch.float16: 2, torch.bfloat16: 3, torch.int8: 4}
 DTYPE_OF = {v: k for k, v in DTYPES.items()}
 Q4_KEY_GROUPS = (16, 32, 64)  # tokens per key channel group
 Q4_VALUE_GROUPS = (8, 16, 32, 64, 128)  # channels per value group; must divide head_dim
@@ -125,7 +127,7 @@ class Part:
     heads: tuple[int, int]
     tokens: tuple[int, int]
     shape: tuple[int, ...]
-    dtype: torch.dtype = torch.float32  # of "exact" parts
+    dtype: torch.dtype = torch.float32  # of "exact" parts (int8: the int8 format)
 
     @property
     def nbytes(self) -> int:
@@ -214,8 +216,10 @@ def raw_size(h: FrameHeader) -> int:
     return sum(p.nbytes for p in plan(h))
 
 
-def encode_frame(h: FrameHeader, k: torch.Tensor, v: torch.Tensor, *, level: int = 1) -> bytes:
-    """k, v: [layer_count, n_kv_heads, token_count, head_dim] -> one frame."""
+def encode_frame(h: FrameHeader, k: torch.Tensor | Int8Rows, v: torch.Tensor | Int8Rows, *, level: int = 1
+                 ) -> bytes:
+    """k, v: [layer_count, n_kv_heads, token_count, head_dim] -> one frame. The int8 rows of an
+    int8 cache go as they are in int8 (and exact) parts, dequantized into the others."""
     sections: list[torch.Tensor] = []
     for p in plan(h):
         src = k if p.tensor == "k" else v
@@ -223,7 +227,10 @@ def encode_frame(h: FrameHeader, k: torch.Tensor, v: torch.Tensor, *, level: int
         if p.fmt == "exact":
             sections += quant.exact_encode(x, h.dtype)
             continue
-        x = x.float().reshape(p.shape)
+        if isinstance(x, Int8Rows) and p.fmt == "int8":
+            sections += quant.int8_encode(x)
+            continue
+        x = (x.dequantize() if isinstance(x, Int8Rows) else x.float()).reshape(p.shape)
         if p.fmt == "fp16":
             sections += quant.fp16_encode(x)
         elif p.fmt == "int8":
@@ -363,8 +370,10 @@ def check_key8(key8: bytes, layout: KVLayout) -> None:
         raise KVFormatError("KV frame's 8-bit key bitmap sets bits past the last layer's heads")
 
 
-def decode_payload(h: FrameHeader, payload: memoryview, k_out: torch.Tensor, v_out: torch.Tensor) -> None:
-    """Decompress and dequantize into k_out, v_out ([layer_count, H, token_count, D] views)."""
+def decode_payload(h: FrameHeader, payload: memoryview, k_out: torch.Tensor | Int8Rows,
+                   v_out: torch.Tensor | Int8Rows) -> None:
+    """Decompress and dequantize into k_out, v_out ([layer_count, H, token_count, D] views); int8
+    parts land in int8 rows (an int8 cache) bit for bit."""
     try:
         declared = zstandard.frame_content_size(payload)
     except zstandard.ZstdError as exc:
@@ -384,12 +393,12 @@ def decode_payload(h: FrameHeader, payload: memoryview, k_out: torch.Tensor, v_o
         elif p.fmt == "fp16":
             x = quant.fp16_decode(reader, p.shape)
         elif p.fmt == "int8":
-            x = quant.int8_decode(reader, p.shape)
+            x = quant.int8_decode_rows(reader, p.shape)
         else:
             x = quant.q4c_decode(reader, p.shape)
         out = k_out if p.tensor == "k" else v_out
         dest = out[p.layers[0]:p.layers[1], p.heads[0]:p.heads[1], p.tokens[0]:p.tokens[1]]
-        dest.copy_(x.view(dest.shape))
+        assign(dest, x if isinstance(x, Int8Rows) else x.view(dest.shape))
 
 
 def iter_blocks(

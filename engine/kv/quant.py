@@ -26,8 +26,9 @@ import math
 
 import torch
 
+from engine.int8_rows import Int8Rows, quantize
+
 Q4_LEVELS = 15
-INT8_MAX = 127
 FP16_MAX = 65504.0
 
 
@@ -48,27 +49,24 @@ def _as_bytes(t: torch.Tensor) -> torch.Tensor:
     return t.contiguous().view(torch.uint8).flatten()
 
 
-def _fp16_scale(spread: torch.Tensor, levels: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The fp16 scale for `spread` over `levels` steps, and its float32 inverse (0 where the scale is 0)."""
-    scale = (spread / levels).to(torch.float16)
-    inverse = scale.float().reciprocal_()
-    inverse.masked_fill_(scale == 0, 0.0)
-    return scale, inverse
-
-
 # --- exact (the source dtype) -----------------------------------------------------------------
+# An int8 cache (engine/int8_rows.py) is exact in its own int8 rows: the int8 format below.
 
 
 def exact_nbytes(shape: tuple[int, ...], dtype: torch.dtype) -> int:
-    return dtype.itemsize * math.prod(shape)
+    return int8_nbytes(shape) if dtype == torch.int8 else dtype.itemsize * math.prod(shape)
 
 
-def exact_encode(x: torch.Tensor, dtype: torch.dtype) -> list[torch.Tensor]:
+def exact_encode(x: torch.Tensor | Int8Rows, dtype: torch.dtype) -> list[torch.Tensor]:
     """x in `dtype` already (the cache's own): its bytes, unchanged."""
+    if dtype == torch.int8:
+        return int8_encode(x)
     return [_as_bytes(x.to(dtype))]
 
 
-def exact_decode(reader: Reader, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+def exact_decode(reader: Reader, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor | Int8Rows:
+    if dtype == torch.int8:
+        return int8_decode_rows(reader, shape)
     return reader.take(exact_nbytes(shape, dtype), dtype, shape)
 
 
@@ -105,16 +103,19 @@ def int8_nbytes(shape: tuple[int, ...]) -> int:
     return 2 * math.prod(shape[:-1]) + math.prod(shape)
 
 
-def int8_encode(x: torch.Tensor) -> list[torch.Tensor]:
-    scale, inverse = _fp16_scale(x.abs().amax(dim=-1, keepdim=True), INT8_MAX)
-    q = (x * inverse).round_().clamp_(-INT8_MAX, INT8_MAX).to(torch.int8)
-    return [_as_bytes(scale), _as_bytes(q)]
+def int8_encode(x: torch.Tensor | Int8Rows) -> list[torch.Tensor]:
+    """Float values are rounded (engine/int8_rows.py); int8 rows (an int8 cache) go as they are."""
+    rows = x if isinstance(x, Int8Rows) else quantize(x)
+    return [_as_bytes(rows.scale), _as_bytes(rows.q)]
+
+
+def int8_decode_rows(reader: Reader, shape: tuple[int, ...]) -> Int8Rows:
+    scale = reader.take(2 * math.prod(shape[:-1]), torch.float16, shape[:-1])
+    return Int8Rows(reader.take(math.prod(shape), torch.int8, shape), scale)
 
 
 def int8_decode(reader: Reader, shape: tuple[int, ...]) -> torch.Tensor:
-    scale = reader.take(2 * math.prod(shape[:-1]), torch.float16, (*shape[:-1], 1))
-    q = reader.take(math.prod(shape), torch.int8, shape)
-    return q.float().mul_(scale.float())
+    return int8_decode_rows(reader, shape).dequantize()
 
 
 # --- 4 bit with 8-bit group ranges ----------------------------------------------------
