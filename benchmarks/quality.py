@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from engine.quality import PATHS, compare
+from engine.recipes import KV_CACHES
 from engine.runtime import LocalModel
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -33,7 +34,7 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--tokens", type=int, default=256)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--kv-cache", default="auto", choices=("auto", "fp16", "fp32"),
+    parser.add_argument("--kv-cache", default="auto", choices=KV_CACHES,
                         help="the tiers' KV cache (default auto: fp16 where the native decode step runs)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

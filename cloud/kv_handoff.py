@@ -128,16 +128,19 @@ def take_upload(store: KVStore, handle: str, token_ids: list[int], principal: st
 def _uncommitted_cache(model: CacheModel, n_positions: int) -> KVCache:
     """A cache for `n_positions` whose memory the OS commits only as it is written."""
     cache = model.new_cache(1)
-    shape = (*cache.k.shape[:3], n_positions, cache.k.shape[4])  # [n_layers, B, n_kv_heads, S, head_dim]
-    cache.k = torch.empty(shape, dtype=cache.k.dtype, device=cache.k.device)
-    cache.v = torch.empty(shape, dtype=cache.v.dtype, device=cache.v.device)
+    for name in ("k", "v", "k_scale", "v_scale"):  # [n_layers, B, n_kv_heads, S(, head_dim)]; no scales: None
+        t = getattr(cache, name)
+        if t is not None:
+            setattr(cache, name, t.new_empty((*t.shape[:3], n_positions, *t.shape[4:])))
     cache.max_seq_len = n_positions
     return cache
 
 
 def _check_finite(cache: KVCache) -> None:
-    """Refuse NaN or infinite keys and values (one layer at a time, to bound the check's memory)."""
-    for name, tensor in (("keys", cache.k), ("values", cache.v)):
+    """Refuse NaN or infinite keys and values (one layer at a time, to bound the check's memory); an int8
+    cache's are its row scales."""
+    tensors = (cache.k, cache.v) if cache.k_scale is None else (cache.k_scale, cache.v_scale)
+    for name, tensor in zip(("keys", "values"), tensors):
         for layer in range(tensor.shape[0]):
             finite = torch.isfinite(tensor[layer, :, :, : cache.pos])
             if not bool(finite.all()):

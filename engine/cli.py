@@ -18,7 +18,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, precision: str = "fu
     `precision` is the tier's default: "full" for the cloud and the reference CLI,
     "device" for the edge (quantized weights stay quantized, float ones get the q4 recipe).
     """
-    from engine.recipes import PRECISIONS
+    from engine.recipes import KV_CACHES, PRECISIONS
 
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"short name or path (default {DEFAULT_MODEL})")
     parser.add_argument("--tokenizer", default=None, help="tokenizer file or folder, if not beside the model")
@@ -26,9 +26,10 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, precision: str = "fu
     parser.add_argument("--precision", default=precision, choices=PRECISIONS,
                         help=f"weights in memory (default {precision}): stored as the file holds them, full float, "
                         "device (quantized; float weights get the q4 recipe), or the int8 / q4 recipe")
-    parser.add_argument("--kv-cache", default="auto", choices=("auto", "fp16", "fp32"),
+    parser.add_argument("--kv-cache", default="auto", choices=KV_CACHES,
                         help="KV cache precision (default auto: fp16 where the native decode step runs, i.e. the "
-                        "quantized device tier, else the model's dtype); fp32 keeps full precision")
+                        "quantized device tier, else the model's dtype); fp32 keeps full precision; int8 keeps "
+                        "int8 values with an fp16 scale per head and position (a little over half fp16's bytes)")
 
 
 def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:

@@ -32,13 +32,10 @@ from engine.quantize import (
     dequantize_weights,
     quantize_weights,
 )
+from engine.recipes import KV_CACHES
 from engine.tokenizer import Tokenizer
 
 DEFAULT_MAX_CONTEXT = 8192
-# The KV cache's element type: "auto" is fp16 where the native decode step runs the
-# model (the device tier: half the bytes attention reads per token, quality measured
-# in benchmarks/quality.py), else the model's own dtype.
-KV_CACHES = ("auto", "fp16", "fp32")
 
 
 @dataclass(frozen=True)
@@ -154,7 +151,7 @@ class LocalModel:
         if self.kv_cache == "auto":
             native = self.model.decode_step is not None
             return torch.float16 if native else self.model.norm.weight.dtype
-        return {"fp16": torch.float16, "fp32": torch.float32}[self.kv_cache]
+        return {"fp16": torch.float16, "fp32": torch.float32, "int8": torch.int8}[self.kv_cache]
 
     def new_cache(self, n_positions: int | None = None) -> KVCache:
         return KVCache(self.config, n_positions or self.max_context, dtype=self.cache_dtype,

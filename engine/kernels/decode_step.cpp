@@ -283,39 +283,42 @@ void attend(const float* q, const T* keys, const T* values, int64_t n, int64_t h
 // A float cache's head needs no query scratch.
 template <typename T>
 void attend(const float* q, const T* keys, const T* values, int64_t n, int64_t hd, float scale, float* s, float* o,
-            int8_t*) {
+            int16_t*) {
   attend(q, keys, values, n, hd, scale, s, o);
 }
 
 // ---- attention over an int8 cache ------------------------------------------------------
-// The query is rounded to int8 once per head (one scale, absmax / 127), so q . k is an integer
-// dot product (VNNI where the CPU has it) times the two scales; values are widened to fp32 in
-// registers, weighted by probability * their row's scale. qq: hd bytes of scratch.
+// The query is rounded to int16 once per head (one scale, absmax / 32767), so q . k is an
+// integer dot product of int16 lanes with the int8 keys widened to int16 (VNNI's vpdpwssd where
+// the CPU has it, else vpmaddwd), times the two scales; values are widened to fp32 in registers,
+// weighted by probability * their row's scale. An int8 query (llama.cpp's q8_0 one) would save
+// a widening per 16 keys' values but put a 1/254 rounding of the query into every score, which
+// doubled the step's error against the fp32 reference on the test model; the keys' dot products
+// are a small share of the step either way (the bytes they stream are what counts).
+constexpr float kQueryMax = 32767.0f;
 
 // Keys scored: s[t] = (qq . k_t) * q_scale * k_scale[t] * scale; returns the largest.
-float score_int8(const int8_t* qq, float q_scale, I8Rows keys, int64_t n, int64_t hd, float scale, float* s) {
+// |qq| <= 32767 and |k| <= 127, so a head of up to 512 values sums within int32.
+float score_int8(const int16_t* qq, float q_scale, I8Rows keys, int64_t n, int64_t hd, float scale, float* s) {
   float top = -std::numeric_limits<float>::infinity();
   const float qs = q_scale * scale;
   int64_t t = 0;
 #ifdef TANDEM_AVX2
-  if (hd % 32 == 0 && hd <= 128) {
-    __m256i qa[4], qv[4];
-    const int64_t chunks = hd / 32;
-    for (int64_t j = 0; j < chunks; ++j) {
-      qv[j] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qq + 32 * j));
-      qa[j] = _mm256_sign_epi8(qv[j], qv[j]);
-    }
-    // acc += |qq| * (k with qq's sign), 32 bytes at a time, in int32 lanes
+  if (hd % 16 == 0 && hd <= 128) {
+    __m256i qv[8];
+    const int64_t chunks = hd / 16;
+    for (int64_t j = 0; j < chunks; ++j) qv[j] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qq + 16 * j));
+    // int32 lanes of qq . k, 16 values at a time
     auto key_sums = [&](const int8_t* k) {
       __m256i acc = _mm256_setzero_si256();
       for (int64_t j = 0; j < chunks; ++j) {
-        const __m256i kv = _mm256_sign_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(k + 32 * j)), qv[j]);
+        const __m256i kv = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(k + 16 * j)));
 #if defined(__AVX512VNNI__) && defined(__AVX512VL__)
-        acc = _mm256_dpbusd_epi32(acc, qa[j], kv);
+        acc = _mm256_dpwssd_epi32(acc, qv[j], kv);
 #elif defined(__AVXVNNI__)
-        acc = _mm256_dpbusd_avx_epi32(acc, qa[j], kv);
+        acc = _mm256_dpwssd_avx_epi32(acc, qv[j], kv);
 #else
-        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(qa[j], kv), _mm256_set1_epi16(1)));
+        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(qv[j], kv));
 #endif
       }
       return acc;
@@ -338,8 +341,10 @@ float score_int8(const int8_t* qq, float q_scale, I8Rows keys, int64_t n, int64_
     __m128 r = _mm_max_ps(_mm256_castps256_ps128(vtop), _mm256_extractf128_ps(vtop, 1));
     r = _mm_max_ps(r, _mm_movehl_ps(r, r));
     top = _mm_cvtss_f32(_mm_max_ss(r, _mm_movehdup_ps(r)));
-    for (; t < n; ++t) top = std::max(top, s[t] = static_cast<float>(hsum_i32(key_sums(keys.q + t * hd))) * qs *
-                                                  static_cast<float>(keys.s[t]));
+    for (; t < n; ++t) {
+      const float v = static_cast<float>(hsum_i32(key_sums(keys.q + t * hd))) * qs * static_cast<float>(keys.s[t]);
+      top = std::max(top, s[t] = v);
+    }
     return top;
   }
 #endif
@@ -379,13 +384,13 @@ void weigh_values_int8(const float* p, I8Rows values, int64_t n, int64_t hd, flo
   }
 }
 
-// o = softmax(q . keys[:n] * scale) . values[:n] for one head over int8 rows; s: n floats, qq: hd bytes.
+// o = softmax(q . keys[:n] * scale) . values[:n] for one head over int8 rows; s: n floats, qq: hd int16s.
 void attend(const float* q, I8Rows keys, I8Rows values, int64_t n, int64_t hd, float scale, float* s, float* o,
-            int8_t* qq) {
+            int16_t* qq) {
   float top = 0.0f;
   for (int64_t i = 0; i < hd; ++i) top = std::max(top, std::fabs(q[i]));
-  const float q_scale = top / 127.0f, inv_q = top == 0.0f ? 0.0f : 127.0f / top;
-  for (int64_t i = 0; i < hd; ++i) qq[i] = static_cast<int8_t>(std::nearbyint(q[i] * inv_q));
+  const float q_scale = top / kQueryMax, inv_q = top == 0.0f ? 0.0f : kQueryMax / top;
+  for (int64_t i = 0; i < hd; ++i) qq[i] = static_cast<int16_t>(std::nearbyint(q[i] * inv_q));
   const float best = score_int8(qq, q_scale, keys, n, hd, scale, s);
   const float inv = 1.0f / exp_shifted(s, n, best);
   for (int64_t t = 0; t < n; ++t) s[t] *= inv;
@@ -457,6 +462,7 @@ at::Tensor decode_step(const at::Tensor& x, const at::Tensor& norms, at::TensorL
   TORCH_CHECK(pos >= 0 && pos < max_pos && pos < cos.size(0), "position ", pos, " is outside the cache of ", max_pos);
   TORCH_CHECK(n_heads > 0 && n_heads % n_kv == 0, "n_heads must be a multiple of the cache's kv heads");
   if (int8) {
+    TORCH_CHECK(hd <= 512, "an int8 cache takes heads of up to 512 values (int32 dot products), not ", hd);
     for (const at::Tensor* t : {&*k_scale, &*v_scale}) {
       TORCH_CHECK(t->device().is_cpu() && t->scalar_type() == at::kHalf && t->is_contiguous() &&
                       t->sizes() == k_cache.sizes().slice(0, 4),
@@ -486,7 +492,7 @@ at::Tensor decode_step(const at::Tensor& x, const at::Tensor& norms, at::TensorL
   std::vector<float> tmp(widest), qkv(q_size + 2 * kv_size), attn(q_size), proj(dim), gate_up(2 * ffn);
   std::vector<float> scores(n_heads * (pos + 1));
   std::vector<BlockA> act(widest / QK);
-  std::vector<int8_t> query_q(q_size);  // an int8 cache's rounded queries
+  std::vector<int16_t> query_q(q_size);  // an int8 cache's rounded queries
   const float* cos_row = cos.data_ptr<float>() + pos * hd;
   const float* sin_row = sin.data_ptr<float>() + pos * hd;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
