@@ -1,6 +1,6 @@
 """The native decode step over a long context, by KV cache type, and what the signals cost.
 
-In one process, for each KV cache type (fp32, fp16): decode tok/s right after a
+In one process, for each KV cache type (fp32, fp16, int8): decode tok/s right after a
 short prompt and after a long one (default 1,000 tokens of held-out text), as
 the median of interleaved repeats, and their ratio (the goal: >= 90 %). Then
 the per-token signals (log-prob, top-2 margin, entropy over the whole
@@ -56,6 +56,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=32, help="decode steps timed per repeat")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--kv-caches", nargs="+", default=["fp32", "fp16", "int8"], choices=["fp32", "fp16", "int8"])
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -63,7 +64,7 @@ def main() -> None:
     ids = model.tokenizer.encode(TEXT.read_text())[: args.context]
     short = ids[:16]
     caches = {}
-    for kv in ("fp32", "fp16"):
+    for kv in args.kv_caches:
         twin = LocalModel(**{**model.__dict__, "kv_cache": kv})
         cache = twin.new_cache(args.context + args.tokens + 1)
         prefill(model.model, cache, ids)
@@ -83,10 +84,11 @@ def main() -> None:
         s, lg = med[(kv, "short")], med[(kv, "long")]
         print(f"{kv:<10}{s:>13.1f}{lg:>14.1f}{lg / s:>8.1%}")
 
-    cache = caches["fp16"]
+    kv = next(iter(caches))
+    cache = caches[kv]
     cache.truncate(len(short))
     logits = decode_one_token(model.model, cache, 42)
-    step = 1 / med[("fp16", "short")]
+    step = 1 / med[(kv, "short")]
     native = per_call(lambda: pick(logits, GREEDY, None), 300)
     torch_ops = per_call(lambda: pick_reference(logits, GREEDY, None), 30)
     print(f"signals over {logits.numel()} logits: native {native * 1e6:.0f} us ({native / step:.1%} of a token), "

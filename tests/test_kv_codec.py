@@ -447,3 +447,69 @@ def test_an_fp16_device_cache_hands_off_to_an_fp32_receiver_and_back(codec):
         scale = a.float().abs().amax(dim=-1, keepdim=True)
         bound = {"fp16": 2**-10, "int8": 2 / 127}[codec]  # one rounding each way
         assert torch.all((a.float() - b.float()).abs() <= scale * bound + 1e-3)
+
+
+def int8_device_cache(n_tokens: int) -> KVCache:
+    """An int8 cache (the device tier's `--kv-cache int8`) holding the synthetic cache's values."""
+    source = synthetic_cache(n_tokens)
+    cache = source.copy_into(KVCache(CONFIG, n_tokens, dtype=torch.int8))
+    assert cache.k.dtype == torch.int8 and cache.k_scale.dtype == torch.float16
+    return cache
+
+
+def test_an_int8_device_cache_hands_off_as_it_is_through_the_int8_codec():
+    """The int8 cache keeps the codec's own int8 rows (one fp16 scale per head and position), so
+    its frames carry its bytes without rounding again (the frames say int8): an int8 receiver gets
+    the same int8 values and scales bit for bit, an fp32 one their product exactly, and the fp32
+    cache sent back through the int8 codec rounds to the same rows again."""
+    cache = int8_device_cache(300)
+    frames = list(encode_cache(cache, FP, CodecOptions("int8")))
+    assert {parse_frame(f)[0].dtype for f in frames} == {torch.int8}
+    same = decode_frames(frames, layout_of(cache), FP, lambda n: KVCache(CONFIG, n, dtype=torch.int8),
+                         max_tokens=4096).cache
+    wide = decode_frames(frames, layout_of(cache), FP, lambda n: KVCache(CONFIG, n), max_tokens=4096).cache
+    for name in ("k", "v", "k_scale", "v_scale"):
+        assert torch.equal(getattr(same, name), getattr(cache, name)), name
+    everything = (slice(None),) * 4
+    for got, want in zip(wide.read(everything, torch.float32), cache.read(everything, torch.float32)):
+        assert torch.equal(got, want)
+    back = decode_frames(list(encode_cache(wide, FP, CodecOptions("int8"))), layout_of(wide), FP,
+                         lambda n: KVCache(CONFIG, n, dtype=torch.int8), max_tokens=4096).cache
+    for name in ("k", "v", "k_scale", "v_scale"):
+        assert torch.equal(getattr(back, name), getattr(cache, name)), name
+
+
+@pytest.mark.parametrize("codec", ["fp16", "q4"])
+def test_an_int8_device_cache_hands_off_through_the_other_codecs(codec):
+    """fp16 and q4 frames take the int8 cache's values (q * scale) and round them in their own
+    format; q4's exact window at the end of the cache is the int8 rows themselves."""
+    cache = int8_device_cache(300)
+    options = CodecOptions(codec, recent_tokens=64) if codec == "q4" else CodecOptions(codec)
+    frames = list(encode_cache(cache, FP, options))
+    assert estimate_raw_bytes(layout_of(cache), 300, options, torch.int8) >= sum(
+        parse_frame(f)[0].raw_len for f in frames)
+    wide = decode_frames(frames, layout_of(cache), FP, lambda n: KVCache(CONFIG, n), max_tokens=4096).cache
+    everything = (slice(None),) * 4
+    for got, want in zip(wide.read(everything, torch.float32), cache.read(everything, torch.float32)):
+        if codec == "fp16":
+            assert torch.all((got - want).abs() <= want.abs() * 2**-11 + 2**-24)
+        else:
+            assert torch.equal(got[:, :, :, -64:], want[:, :, :, -64:])  # the exact window
+            assert float((got - want).abs().mean()) < 0.2 * float(want.abs().mean())
+    same = decode_frames(frames, layout_of(cache), FP, lambda n: KVCache(CONFIG, n, dtype=torch.int8),
+                         max_tokens=4096).cache
+    if codec == "q4":
+        for name in ("k", "v", "k_scale", "v_scale"):  # the exact window lands as it was
+            assert torch.equal(getattr(same, name)[:, :, :, -64:], getattr(cache, name)[:, :, :, -64:]), name
+
+
+def test_an_int8_cache_rounds_what_it_stores_as_the_codec_does():
+    """Writing float values into an int8 cache and encoding them with the int8 codec are one
+    rounding (engine/int8_rows.py): the cache's bytes are the codec's sections."""
+    source = synthetic_cache(128)
+    cache = source.copy_into(KVCache(CONFIG, 128, dtype=torch.int8))
+    k = source.k[:, 0, :, :128]
+    scale, q = quant.int8_encode(k)
+    assert torch.equal(scale, cache.k_scale[:, 0, :, :128].contiguous().view(torch.uint8).flatten())
+    assert torch.equal(q, cache.k[:, 0, :, :128].contiguous().view(torch.uint8).flatten())
+    assert cache.nbytes == cache.k.nbytes * 2 + cache.k_scale.nbytes * 2

@@ -129,3 +129,27 @@ def test_cache_copy_keeps_the_valid_positions_and_refuses_a_smaller_target(smoll
     assert torch.equal(bigger.v[:, :, :, :5], cache.v[:, :, :, :5])
     with pytest.raises(ValueError, match="cannot hold 5"):
         cache.copy_into(KVCache(smollm2.config, 4))
+
+
+def test_an_int8_cache_prefills_on_its_chunks_exact_rows_and_decodes_on_its_rounded_ones(smollm2):
+    """A prompt's one forward attends its own keys and values as computed (the int8 rows are for
+    later steps), so its logits are the fp32 cache's; the rows it stores are the int8 rounding of
+    the fp32 cache's, and the next step reads them back."""
+    from engine.int8_rows import quantize
+
+    ids = smollm2.tokenizer.encode("The quick brown fox jumps over the lazy dog because it was late.")
+    exact, int8 = KVCache(smollm2.config, 32), KVCache(smollm2.config, 32, dtype=torch.int8)
+    with torch.inference_mode():
+        want, got = smollm2.model(torch.tensor([ids]), exact), smollm2.model(torch.tensor([ids]), int8)
+        assert torch.equal(got, want)
+        n = len(ids)
+        rows = quantize(exact.k[:, :, :, :n])
+        assert torch.equal(int8.k[:, :, :, :n], rows.q) and torch.equal(int8.k_scale[:, :, :, :n], rows.scale)
+        step_exact, step_int8 = smollm2.model(torch.tensor([[11]]), exact), smollm2.model(torch.tensor([[11]]), int8)
+    assert not torch.equal(step_int8, step_exact)
+    assert float((step_int8 - step_exact).abs().max()) < 1.0
+
+
+def test_a_kv_cache_holds_floats_or_int8_rows(smollm2):
+    with pytest.raises(ValueError, match="floats or int8 rows, not torch.int32"):
+        KVCache(smollm2.config, 4, dtype=torch.int32)
