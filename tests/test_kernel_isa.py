@@ -18,7 +18,8 @@ HAS_AVX2 = all(f in cpu_flags().split() for f in ("avx2", "fma", "f16c"))
 
 # SmolLM2 on the device tier (Q4_1 blocks, q8_0 output) under one ISA: a short generation through the
 # public path, the log-probs of a fixed text decoded one token at a time (the native decode step: int8
-# dot products on both paths, reading the tier's fp16 KV cache), and the prefill's logits on an fp32 cache
+# dot products on both paths, reading the tier's fp16 KV cache, and again an int8 one: integer
+# query . key products, vpdpwssd or vpmaddwd), and the prefill's logits on an fp32 cache
 # next to the full-precision model's (the path beyond 8 rows: dequantized tiles through BLAS, in bf16 where
 # the CPU has bf16 dot products; the fp16 cache's own rounding is bounded in test_decode_step).
 RUN = """
@@ -31,19 +32,22 @@ torch.set_num_threads(2)
 model = LocalModel.load("smollm2-135m", precision="device", max_context=256)
 text = model.tokenizer.encode("In the beginning God created the heaven and the earth. And the earth was "
                               "without form, and void; and darkness was upon the face of the deep.")
-with torch.inference_mode():
-    cache = model.new_cache(len(text))
-    logits, forced = prefill(model.model, cache, text[:1]), []
+def forced_logprobs(cache):
+    logits, out = prefill(model.model, cache, text[:1]), []
     for token in text[1:]:
-        forced.append(torch.log_softmax(logits.float(), -1)[token].item())
+        out.append(torch.log_softmax(logits.float(), -1)[token].item())
         logits = decode_one_token(model.model, cache, token)
+    return out
+with torch.inference_mode():
+    forced = forced_logprobs(model.new_cache(len(text)))
+    forced_int8 = forced_logprobs(KVCache(model.config, len(text), dtype=torch.int8))
     exact_cache = KVCache(model.config, len(text), dtype=torch.float32)  # the matmuls alone: no fp16 rounding
     prefill_logits = model.model(torch.tensor([text]), exact_cache)[0]
     full = LocalModel.load("smollm2-135m", precision="full", max_context=256)
     reference = full.model(torch.tensor([text]), full.new_cache(len(text)))[0]
 events = list(model.stream(model.encode_prompt("Name three rivers of Europe."), max_new_tokens=8))
 print(json.dumps({"isa": kernels.isa(), "native": kernels.available(), "library": str(kernels.library_path()),
-                  "forced": forced, "prefill_error": (prefill_logits - reference).abs().max().item(),
+                  "forced": forced, "forced_int8": forced_int8, "prefill_error": (prefill_logits - reference).abs().max().item(),
                   "logit_range": (reference.max() - reference.min()).item(), "generated": len(events)}))
 """
 
@@ -81,12 +85,13 @@ def test_avx2_build_is_its_own_and_holds_no_avx512(runs):
 def test_avx2_path_matches_the_native_path(runs):
     """Decode: both paths quantize activations to int8 and sum integer dot products exactly (VNNI or
     not), so only float accumulation order differs: the log-probs of a fixed text, token by token,
-    agree within 1e-4 (measured: equal). Prefill: the AVX2 path multiplies dequantized tiles in fp32,
+    agree within 1e-4 (measured: equal), on the fp16 cache and on an int8 one. Prefill: the AVX2 path multiplies dequantized tiles in fp32,
     within 1e-4 of the logit range of the full-precision model (measured: equal); the native one, in
     bf16 on this CPU, within 2e-2 (measured 1.35 % at worst on this text)."""
     native, avx2 = runs["native"], runs["avx2"]
     assert len(native["forced"]) == len(avx2["forced"]) > 25
     assert max(abs(x - y) for x, y in zip(native["forced"], avx2["forced"])) <= 1e-4
+    assert max(abs(x - y) for x, y in zip(native["forced_int8"], avx2["forced_int8"])) <= 1e-4
     assert avx2["prefill_error"] <= 1e-4 * avx2["logit_range"]
     assert native["prefill_error"] <= 2e-2 * native["logit_range"]
     assert native["generated"] == avx2["generated"] == 8
