@@ -310,3 +310,48 @@ def test_a_resume_refused_for_overload_keeps_its_handle_for_the_retry(smollm2, p
                 time.sleep(0.05)
             out = client.resume(handle, prompt_ids + generated, max_new_tokens=2, timeout=RPC_TIMEOUT_S)
     assert len(out.token_ids) == 2 and out.result.usage.cached_prompt_tokens == len(prompt_ids)
+
+
+def test_an_int8_device_cache_seeds_the_cloud_as_it_is(server, smollm2_device, prompt_ids):
+    """The device tier with `--kv-cache int8` uploads its rows through the int8 codec without
+    rounding again (the frames say int8), and the fp32 cloud continues from them."""
+    import dataclasses
+
+    import torch
+
+    from engine.kv import parse_frame
+
+    srv, port = server
+    device = dataclasses.replace(smollm2_device, kv_cache="int8")
+    cache, generated = edge_state(device, prompt_ids, 2)
+    assert cache.k.dtype == torch.int8
+    in_cache = prompt_ids + generated[:-1]
+    frames = list(encode_cache(cache, device.fingerprint, CodecOptions("int8")))
+    assert {parse_frame(f)[0].dtype for f in frames} == {torch.int8}
+    with client_for(port) as client:
+        result = upload(client, device, cache, in_cache, codec="int8")
+        out = client.resume(result.kv_handle, prompt_ids + generated, max_new_tokens=4, timeout=RPC_TIMEOUT_S)
+    assert len(out.token_ids) == 4 and out.result.usage.cached_prompt_tokens == len(in_cache)
+    assert len(srv.servicer.backend.kv.store) == 0
+
+
+def test_an_int8_cloud_cache_refuses_nan_or_infinite_scales(smollm2, prompt_ids):
+    """A cloud keeping int8 caches receives int8 frames as they are; a NaN or infinite row scale
+    (which a hostile sender can put in a frame) is refused like a NaN value in a float cache."""
+    import dataclasses
+
+    import torch
+
+    int8 = dataclasses.replace(smollm2, kv_cache="int8")
+    cache, _ = edge_state(int8, prompt_ids, 1)
+    with running_server(int8) as (srv, port):
+        for bad in (float("nan"), float("inf")):
+            poisoned = cache.copy_into(int8.new_cache(cache.max_seq_len))
+            poisoned.k_scale[2, 0, 1, 3] = bad
+            assert poisoned.k.dtype == torch.int8
+            with client_for(port) as client:
+                code, message = status_of(lambda: upload(client, int8, poisoned, prompt_ids, codec="int8"))
+            assert code is grpc.StatusCode.INVALID_ARGUMENT and "NaN or infinite keys" in message
+            assert "layer 2" in message
+        with client_for(port) as client:
+            assert upload(client, int8, cache, prompt_ids, codec="int8").kv_handle
