@@ -287,3 +287,25 @@ def test_the_torch_path_generates_from_an_int8_cache_as_the_native_step_does(smo
     with modules_only(local.model):
         assert greedy() == native
     assert "Paris" in local.tokenizer.decode(native)
+
+
+def test_without_native_kernels_the_device_tier_answers_from_an_int8_cache():
+    """TANDEM_NATIVE_KERNELS=0 (no C++ compiler): the quantized layers dequantize in torch and
+    attention reads the int8 cache through the torch path, in a fresh process."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "from engine import kernels\n"
+        "from engine.runtime import LocalModel\n"
+        "m = LocalModel.load('smollm2-135m', precision='device', max_context=128, kv_cache='int8')\n"
+        "assert not kernels.available() and m.model.decode_step is None\n"
+        "ids = m.encode_prompt('What is the capital of France?')\n"
+        "print(m.new_cache(4).k.dtype, ''.join(e.text for e in m.stream(ids, max_new_tokens=12)))\n"
+    )
+    env = {**os.environ, "TANDEM_NATIVE_KERNELS": "0", "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.startswith("torch.int8") and "Paris" in proc.stdout, proc.stdout

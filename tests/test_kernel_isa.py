@@ -47,7 +47,8 @@ with torch.inference_mode():
     reference = full.model(torch.tensor([text]), full.new_cache(len(text)))[0]
 events = list(model.stream(model.encode_prompt("Name three rivers of Europe."), max_new_tokens=8))
 print(json.dumps({"isa": kernels.isa(), "native": kernels.available(), "library": str(kernels.library_path()),
-                  "forced": forced, "forced_int8": forced_int8, "prefill_error": (prefill_logits - reference).abs().max().item(),
+                  "forced": forced, "forced_int8": forced_int8,
+                  "prefill_error": (prefill_logits - reference).abs().max().item(),
                   "logit_range": (reference.max() - reference.min()).item(), "generated": len(events)}))
 """
 
@@ -85,9 +86,10 @@ def test_avx2_build_is_its_own_and_holds_no_avx512(runs):
 def test_avx2_path_matches_the_native_path(runs):
     """Decode: both paths quantize activations to int8 and sum integer dot products exactly (VNNI or
     not), so only float accumulation order differs: the log-probs of a fixed text, token by token,
-    agree within 1e-4 (measured: equal), on the fp16 cache and on an int8 one. Prefill: the AVX2 path multiplies dequantized tiles in fp32,
-    within 1e-4 of the logit range of the full-precision model (measured: equal); the native one, in
-    bf16 on this CPU, within 2e-2 (measured 1.35 % at worst on this text)."""
+    agree within 1e-4 (measured: equal), on the fp16 cache and on an int8 one. Prefill: the AVX2
+    path multiplies dequantized tiles in fp32, within 1e-4 of the logit range of the full-precision
+    model (measured: equal); the native one, in bf16 on this CPU, within 2e-2 (measured 1.35 % at
+    worst on this text)."""
     native, avx2 = runs["native"], runs["avx2"]
     assert len(native["forced"]) == len(avx2["forced"]) > 25
     assert max(abs(x - y) for x, y in zip(native["forced"], avx2["forced"])) <= 1e-4

@@ -215,7 +215,9 @@ c10::Half round_int8(const float* x, int8_t* q, int64_t n) {
   for (int64_t i = 0; i < n; ++i) top = std::max(top, std::fabs(x[i]));
   const c10::Half scale(top / 127.0f);
   const float inv = static_cast<float>(scale) == 0.0f ? 0.0f : 1.0f / static_cast<float>(scale);
-  for (int64_t i = 0; i < n; ++i) q[i] = static_cast<int8_t>(std::min(127.0f, std::max(-127.0f, std::nearbyint(x[i] * inv))));
+  for (int64_t i = 0; i < n; ++i) {
+    q[i] = static_cast<int8_t>(std::min(127.0f, std::max(-127.0f, std::nearbyint(x[i] * inv))));
+  }
   return scale;
 }
 
