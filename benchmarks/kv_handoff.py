@@ -8,7 +8,10 @@ against a cloud re-prefill on loopback and over a shaped link.
    model's greedy pick at each position when continuing from the decoded cache
    against continuing from the exact cache (teacher-forced on the text), on a
    2,048-token context where the text allows (else all but its last 256 tokens).
-   Mean and worst text per codec. The `q4 edge->cloud` row is the
+   The hand-off is made as the SDK makes it: q4 sends all but the last
+   `recompute_tokens` positions and the receiver prefills those from the token
+   IDs (the `recomp` column); the size ratio is against fp16 of the positions
+   sent, the speed is on the whole cache. Mean and worst text per codec. The `q4 edge->cloud` row is the
    cross-precision case: the 4-bit device model's cache, q4-encoded, continued by
    the full-precision model, against that model continuing from its own exact
    cache.
@@ -65,7 +68,7 @@ CODECS = {
     "int8": CodecOptions("int8"),
     "q4": CodecOptions("q4", key8=SMOLLM2_135M_KEY8),  # what CodecOptions.for_model gives SmolLM2
     "q4 no profile": CodecOptions("q4"),  # no head's keys at 8 bit
-    "q4 window 16": CodecOptions("q4", key8=SMOLLM2_135M_KEY8, recent_tokens=16),  # KIVI's exact window
+    "q4 no recompute": CodecOptions("q4", key8=SMOLLM2_135M_KEY8, recompute_tokens=0),  # every position sent
 }
 TIMEOUT_S = 900.0
 
@@ -104,20 +107,35 @@ def top1(model: LocalModel, cache, continuation: list[int]) -> torch.Tensor:
     return model.model(torch.tensor([continuation]), cache)[0].argmax(-1)
 
 
+def received_top1(model: LocalModel, sender: LocalModel, cache, prompt: list[int], continuation: list[int],
+                  options: CodecOptions) -> tuple[torch.Tensor, int]:
+    """What the receiver picks on the continuation after a hand-off made as the SDK makes it: the
+    positions `options` sends go through the codec, the receiver prefills the rest of the prompt
+    from its token IDs. Also the bytes sent."""
+    sent = options.sent_tokens(len(prompt))
+    frames = list(encode_cache(cache, sender.fingerprint, options, n_tokens=sent))
+    received = decode_frames(frames, layout_of(cache), model.fingerprint,
+                             lambda n: model.new_cache(len(prompt) + len(continuation)), max_tokens=model.max_context)
+    rest = prompt[sent:]
+    picks = top1(model, received.cache, rest + continuation)[len(rest):]
+    return picks, sum(map(len, frames))
+
+
 def codec_table(full: LocalModel, device: LocalModel | None, texts: list[tuple[str, list[int]]],
                 context: int, codecs: list[str], agree: list[str]) -> tuple[list[dict], list[dict]]:
     """Per codec: size, speed, mean and worst agreement (for the codecs in `agree`); and per
     text: each codec's agreement."""
     names = [*codecs, *(["q4 edge->cloud"] if device is not None else [])]
     measured = [n for n in names if n in agree or n == "q4 edge->cloud"]
-    rows = {name: {"codec": name, "agree": [], "bytes": 0, "fp16_bytes": 0, "enc": [], "dec": []} for name in names}
+    rows = {name: {"codec": name, "agree": [], "bytes": 0, "fp16_bytes": 0, "enc": [], "dec": [], "recomputed": 0}
+            for name in names}
     per_text = []
     for text, ids in texts:
         n = min(context, len(ids) - CONTINUATION)
         prompt, continuation = ids[:n], ids[n:n + CONTINUATION]
         exact = prefilled(full, prompt, CONTINUATION)
         reference = top1(full, copy_cache(full, exact, CONTINUATION), continuation)
-        fp16_bytes = exact.pos * exact.k.shape[0] * exact.k.shape[2] * exact.k.shape[4] * 2 * 2
+        per_position = exact.k.shape[0] * exact.k.shape[2] * exact.k.shape[4] * 2 * 2  # fp16 keys and values
         line = {"text": text, "context": n}
         for name in codecs:
             options = CODECS[name]
@@ -129,27 +147,28 @@ def codec_table(full: LocalModel, device: LocalModel | None, texts: list[tuple[s
                 enc.append(time.perf_counter() - t0)
                 target = full.new_cache(exact.pos + CONTINUATION)  # outside the timing: a re-prefill needs it too
                 t0 = time.perf_counter()
-                received = decode_frames(frames, layout_of(exact), full.fingerprint, lambda n: target,
-                                         max_tokens=full.max_context)
+                decode_frames(frames, layout_of(exact), full.fingerprint, lambda n: target, max_tokens=full.max_context)
                 dec.append(time.perf_counter() - t0)
             torch.set_num_threads(os.cpu_count() or 1)
             row = rows[name]
-            row["bytes"] += sum(map(len, frames))
-            row["fp16_bytes"] += fp16_bytes
-            row["enc"].append(fp16_bytes / min(enc))
-            row["dec"].append(fp16_bytes / min(dec))
+            row["enc"].append(exact.pos * per_position / min(enc))
+            row["dec"].append(exact.pos * per_position / min(dec))
+            picks, nbytes = received_top1(full, full, exact, prompt, continuation, options)
+            row["bytes"] += nbytes
+            row["fp16_bytes"] += options.sent_tokens(n) * per_position
+            row["recomputed"] = n - options.sent_tokens(n)
             if name in agree:
-                line[name] = float((top1(full, received.cache, continuation) == reference).float().mean())
+                line[name] = float((picks == reference).float().mean())
                 row["agree"].append(line[name])
         if device is not None:
             edge = prefilled(device, prompt, 0)
-            frames = list(encode_cache(edge, device.fingerprint, CODECS["q4"]))
-            received = decode_frames(frames, layout_of(edge), full.fingerprint,
-                                     lambda n: full.new_cache(n + CONTINUATION), max_tokens=full.max_context)
+            options = CodecOptions.for_model("q4", device.fingerprint)
+            picks, nbytes = received_top1(full, device, edge, prompt, continuation, options)
             row = rows["q4 edge->cloud"]
-            row["bytes"] += sum(map(len, frames))
-            row["fp16_bytes"] += fp16_bytes
-            line["q4 edge->cloud"] = float((top1(full, received.cache, continuation) == reference).float().mean())
+            row["bytes"] += nbytes
+            row["fp16_bytes"] += options.sent_tokens(n) * per_position
+            row["recomputed"] = n - options.sent_tokens(n)
+            line["q4 edge->cloud"] = float((picks == reference).float().mean())
             row["agree"].append(line["q4 edge->cloud"])
         per_text.append(line)
         print(f"  {text:<28}{n:>6} tokens  " + "  ".join(f"{k} {line[k] * 100:.1f}" for k in measured),
@@ -158,7 +177,7 @@ def codec_table(full: LocalModel, device: LocalModel | None, texts: list[tuple[s
     for row in rows.values():
         worst = min(range(len(row["agree"])), key=lambda i: row["agree"][i]) if row["agree"] else None
         out.append({
-            "codec": row["codec"], "bytes": row["bytes"] // len(texts),
+            "codec": row["codec"], "bytes": row["bytes"] // len(texts), "recomputed_tokens": row["recomputed"],
             "ratio_vs_fp16": row["fp16_bytes"] / row["bytes"],
             "top1_agreement": sum(row["agree"]) / len(row["agree"]) if row["agree"] else None,
             "worst_top1_agreement": row["agree"][worst] if row["agree"] else None,
@@ -294,11 +313,12 @@ def handoff_times(address: str, full: LocalModel, caches: dict[int, tuple], code
             row = {"tokens": n, "reprefill_ms": (time.perf_counter() - t0) * 1000, "kv": {}}
             for codec in codecs:
                 t0 = time.perf_counter()
-                up = client.upload_kv(ids, encode_cache(cache, full.fingerprint, CODECS[codec]), codec=codec,
-                                      reserve_tokens=1, timeout=TIMEOUT_S)
+                sent = CODECS[codec].sent_tokens(n)
+                up = client.upload_kv(ids[:sent], encode_cache(cache, full.fingerprint, CODECS[codec], n_tokens=sent),
+                                      codec=codec, reserve_tokens=n - sent + 1, timeout=TIMEOUT_S)
                 by_kv = client.resume(up.kv_handle, ids, max_new_tokens=1, timeout=TIMEOUT_S)
                 ms = (time.perf_counter() - t0) * 1000
-                assert by_kv.result.usage.cached_prompt_tokens == n - 1
+                assert by_kv.result.usage.cached_prompt_tokens == min(sent, n - 1)
                 row["kv"][codec] = {"ms": ms, "bytes": up.bytes, "same_token": by_kv.token_ids == by_ids.token_ids}
             rows.append(row)
     return rows
@@ -354,14 +374,14 @@ def main() -> int:
         codecs, per_text = codec_table(full, device, texts, args.context, table_codecs, agree)
         print(f"\nKV codecs: SmolLM2-135M, {len(texts)} texts of data/texts/{args.texts}, {args.context}-token context "
               f"where the text allows, next {CONTINUATION} tokens; MB/s of fp16-equivalent input, 1 thread")
-        print(f"{'codec':<16}{'bytes':>12}{'vs fp16':>9}{'mean agree':>12}{'worst':>8}  {'worst text':<26}"
+        print(f"{'codec':<16}{'bytes':>12}{'vs fp16':>9}{'recomp':>7}{'mean agree':>12}{'worst':>8}  {'worst text':<26}"
               f"{'enc MB/s':>9}{'dec MB/s':>9}{'rt MB/s':>9}")
         for r in codecs:
             speed = (f"{r['encode_mb_s']:>9.0f}{r['decode_mb_s']:>9.0f}{r['round_trip_mb_s']:>9.0f}"
                      if r["encode_mb_s"] else f"{'-':>9}{'-':>9}{'-':>9}")
             quality = (f"{r['top1_agreement'] * 100:>11.2f}%{r['worst_top1_agreement'] * 100:>7.2f}%  "
                        f"{r['worst_text']:<26}" if r["top1_agreement"] is not None else f"{'-':>12}{'-':>8}  {'':<26}")
-            print(f"{r['codec']:<16}{r['bytes']:>12}{r['ratio_vs_fp16']:>8.2f}x{quality}{speed}")
+            print(f"{r['codec']:<16}{r['bytes']:>12}{r['ratio_vs_fp16']:>8.2f}x{r['recomputed_tokens']:>7}{quality}{speed}")
     if args.no_handoff:
         print(json.dumps({"benchmark": "kv_handoff", "machine": platform.machine(), "cpus": os.cpu_count(),
                           "texts": args.texts, "codecs": codecs, "per_text": per_text}))

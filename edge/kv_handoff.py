@@ -48,6 +48,11 @@ def ineligible(local: LocalModel, info: cloud_pb2.InfoResponse, rules: KVHandoff
     return None
 
 
+def sent_tokens(local: LocalModel, n_cached: int, codec: str) -> int:
+    """How many of the `n_cached` positions an upload carries (q4 leaves the last ones to the cloud)."""
+    return CodecOptions.for_model(codec, local.fingerprint).sent_tokens(n_cached)
+
+
 def kv_bytes(local: LocalModel, n_tokens: int, codec: str) -> int:
     return estimate_raw_bytes(KVLayout.of(local.config), n_tokens, CodecOptions.for_model(codec, local.fingerprint))
 

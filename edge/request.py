@@ -293,11 +293,13 @@ class Request:
         fingerprints or the cloud say so (a refused upload falls back to token IDs)."""
         rules = self.policy.kv_handoff
         choice = HandoffChoice("token_ids", "kv_disabled")
+        n_sent = kv_handoff.sent_tokens(self.local, n_cached, rules.codec)
         if rules.enabled:
             info = self._info()
             choice = choose_continuation(
-                n_cached=n_cached, kv_bytes=kv_handoff.kv_bytes(self.local, n_cached, rules.codec), rules=rules,
-                speeds=self.client.speeds, ineligible=kv_handoff.ineligible(self.local, info, rules),
+                n_cached=n_cached, kv_bytes=kv_handoff.kv_bytes(self.local, n_sent, rules.codec) if n_sent else 0,
+                rules=rules, speeds=self.client.speeds, ineligible=kv_handoff.ineligible(self.local, info, rules),
+                n_recompute=n_cached - n_sent,
             )
         self._record_handoff(choice)
         if not choice.by_kv:
@@ -306,12 +308,12 @@ class Request:
         ids = list(request.token_ids)
         t0 = time.monotonic()
         try:
-            start = self.egress.message(cloud_pb2.KVStart(token_ids=ids[:n_cached], codec=rules.codec,
+            start = self.egress.message(cloud_pb2.KVStart(token_ids=ids[:n_sent], codec=rules.codec,
                                                           request_id=self.record.request_id))
             upload = transport.upload_kv(
                 list(start.token_ids),
-                lambda: map(self.egress.frame, kv_handoff.frames_of(self.local, cache, n_cached, rules.codec)),
-                codec=start.codec, reserve_tokens=request.max_new_tokens + len(ids) - n_cached,
+                lambda: map(self.egress.frame, kv_handoff.frames_of(self.local, cache, n_sent, rules.codec)),
+                codec=start.codec, reserve_tokens=request.max_new_tokens + len(ids) - n_sent,
                 request_id=start.request_id, deadline=self.deadline,
             )
             self.progress.bytes_sent += upload.bytes + start.ByteSize()

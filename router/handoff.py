@@ -5,7 +5,8 @@ produce its next token:
 
 - Continuation (edge -> cloud): token IDs cost one round trip plus the cloud's
   re-prefill of the context; a KV cache costs two round trips (upload, then
-  resume), its bytes over the link and its decoding, and no prefill.
+  resume), its bytes over the link and its decoding, and the cloud's prefill of
+  the positions the upload leaves out (q4 leaves the last few hundred).
 - Prefill offload (cloud -> edge): prefilling on the device costs the device's
   prefill; offloading costs a round trip, the cloud's prefill, the cache's bytes
   down the link and its decoding on the device.
@@ -62,16 +63,20 @@ def transfer_ms(nbytes: int, rules: KVHandoffRules) -> float:
 
 
 def choose_continuation(
-    *, n_cached: int, kv_bytes: int, rules: KVHandoffRules, speeds: PrefillSpeeds, ineligible: str | None = None
+    *, n_cached: int, kv_bytes: int, rules: KVHandoffRules, speeds: PrefillSpeeds, ineligible: str | None = None,
+    n_recompute: int = 0,
 ) -> HandoffChoice:
-    """Continue in the cloud from `n_cached` positions the edge holds: by KV or by token IDs."""
+    """Continue in the cloud from `n_cached` positions the edge holds: by KV (`kv_bytes` for all
+    but the last `n_recompute`, which the cloud prefills) or by token IDs."""
     if not rules.enabled:
         return HandoffChoice("token_ids", "kv_disabled")
     if ineligible:
         return HandoffChoice("token_ids", ineligible)
+    if n_recompute >= n_cached:
+        return HandoffChoice("token_ids", "kv_nothing_to_send")
     costs = {
         "token_ids": rules.rtt_ms + n_cached / speeds.cloud * 1000,
-        "kv": 2 * rules.rtt_ms + transfer_ms(kv_bytes, rules),
+        "kv": 2 * rules.rtt_ms + transfer_ms(kv_bytes, rules) + n_recompute / speeds.cloud * 1000,
     }
     costs = {k: round(v, 1) for k, v in costs.items()}
     kind = "kv" if costs["kv"] < costs["token_ids"] else "token_ids"

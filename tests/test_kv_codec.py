@@ -30,6 +30,7 @@ from engine.kv import (
     parse_frame,
 )
 from engine.kv import KVLayout, quant
+from engine.kv.codec import DEFAULT_RECOMPUTE_TOKENS
 from engine.kv.frame import _FIXED, check_key8
 from engine.model import KVCache
 
@@ -513,3 +514,16 @@ def test_an_int8_cache_rounds_what_it_stores_as_the_codec_does():
     assert torch.equal(scale, cache.k_scale[:, 0, :, :128].contiguous().view(torch.uint8).flatten())
     assert torch.equal(q, cache.k[:, 0, :, :128].contiguous().view(torch.uint8).flatten())
     assert cache.nbytes == cache.k.nbytes * 2 + cache.k_scale.nbytes * 2
+
+
+def test_q4_hand_offs_leave_the_last_positions_for_the_receiver_to_prefill():
+    """The next tokens attend most to the last positions: q4 sends none of them (the receiver
+    prefills them from the token IDs it gets anyway); the other codecs send every position."""
+    q4 = CodecOptions("q4")
+    assert q4.recompute_tokens == DEFAULT_RECOMPUTE_TOKENS > 0
+    assert q4.sent_tokens(2048) == 2048 - DEFAULT_RECOMPUTE_TOKENS
+    assert q4.sent_tokens(DEFAULT_RECOMPUTE_TOKENS) == 0 and q4.sent_tokens(10) == 0
+    assert CodecOptions("q4", recompute_tokens=0).sent_tokens(2048) == 2048
+    assert CodecOptions("int8").sent_tokens(2048) == CodecOptions("fp16").sent_tokens(2048) == 2048
+    with pytest.raises(ValueError, match="recompute_tokens"):
+        CodecOptions("q4", recompute_tokens=-1)

@@ -5,14 +5,17 @@ the choice between KV and token IDs (fingerprints, policy, estimate) in the deci
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from edge import TandemClient
+from engine.kv.codec import DEFAULT_RECOMPUTE_TOKENS
 from router import PrefillSpeeds, choose_continuation, choose_prefill
 from tests.cloud_fixtures import running_server
 from tests.edge_fixtures import ALWAYS_UNSURE, policy_with
 
+REPO = Path(__file__).resolve().parents[1]
 QUESTION = "Name three rivers in Europe."
 N_NEW = 12
 # Figures that make the cache the faster hand-off whatever the context length (a slow cloud
@@ -53,10 +56,23 @@ def test_continuation_by_kv_answers_exactly_as_by_token_ids(smollm2, cloud, tmp_
 
 
 def test_quantized_edge_cache_continues_in_the_full_precision_cloud(smollm2_device, cloud, tmp_path):
+    """q4 sends all but the last DEFAULT_RECOMPUTE_TOKENS positions and the cloud prefills those: a
+    prompt shorter than that window has nothing worth sending; a longer one goes up as a cache."""
     _, address = cloud
-    result = answer(smollm2_device, address, tmp_path, kv={**KV_WINS, "codec": "q4", "cross_precision": True,
-                                                          "prefill_offload": False})
+    q4 = {**KV_WINS, "codec": "q4", "cross_precision": True, "prefill_offload": False}
+    short = answer(smollm2_device, address, tmp_path, kv=q4)
+    assert short.record.handoff == "token_ids" and short.record.handoff_reason == "kv_nothing_to_send"
+    text = (REPO / "data" / "texts" / "eval" / "sotu-1863-lincoln.txt").read_text(encoding="utf-8")
+    prompt = "Summarise this address.\n\n" + " ".join(text.split()[:400])
+    n_prompt = len(smollm2_device.tokenizer.encode(prompt))
+    assert n_prompt > DEFAULT_RECOMPUTE_TOKENS + 64
+    result = answer(smollm2_device, address, tmp_path, kv=q4, prompt=prompt)
     assert result.record.handoff == "kv:q4" and result.tier == "cloud" and result.text
+    fp16_per_position = 2 * 2 * 30 * 3 * 64  # keys and values, 30 layers x 3 KV heads x 64, 2 bytes each
+    sent = result.record.bytes_sent / fp16_per_position  # positions' worth of fp16 bytes that went up
+    # q4 of the positions before the window (~3.5x smaller, plus block ranges and the token IDs),
+    # well under q4 of the whole prompt
+    assert sent < (n_prompt - DEFAULT_RECOMPUTE_TOKENS + 64) / 2 < n_prompt / 3.5
     refused = answer(smollm2_device, address, tmp_path, kv={**KV_WINS, "cross_precision": False,
                                                            "prefill_offload": False})
     assert refused.record.handoff == "token_ids"
@@ -73,7 +89,7 @@ def test_redacted_requests_never_carry_a_cache(smollm2, cloud, tmp_path):
 
 def test_token_ids_win_when_the_link_is_slow(smollm2, cloud, tmp_path):
     _, address = cloud
-    result = answer(smollm2, address, tmp_path, kv={**TOKENS_WIN, "codec": "q4"})
+    result = answer(smollm2, address, tmp_path, kv={**TOKENS_WIN, "codec": "int8"})
     assert result.record.handoff == "token_ids" and result.record.handoff_reason == "cheaper"
     assert result.record.handoff_costs_ms["kv"] > result.record.handoff_costs_ms["token_ids"]
 
@@ -116,6 +132,12 @@ def test_estimate_has_a_break_even_context_length():
     assert kind(16) == "token_ids" and kind(8000) == "kv"
     assert choose_continuation(n_cached=8000, kv_bytes=1, rules=rules, speeds=speeds,
                                ineligible="kv_incompatible_models").kind == "token_ids"
+    recompute = choose_continuation(n_cached=8000, kv_bytes=7616 * q4_bytes_per_token, rules=rules, speeds=speeds,
+                                    n_recompute=384)
+    plain = choose_continuation(n_cached=8000, kv_bytes=7616 * q4_bytes_per_token, rules=rules, speeds=speeds)
+    assert recompute.costs_ms["kv"] == pytest.approx(plain.costs_ms["kv"] + 384 / speeds.cloud * 1000, abs=0.1)
+    assert choose_continuation(n_cached=300, kv_bytes=0, rules=rules, speeds=speeds,
+                               n_recompute=300).reason == "kv_nothing_to_send"
     disabled = policy_with(kv_handoff=None).kv_handoff
     assert choose_prefill(n_prompt=8000, kv_bytes=1, rules=disabled, speeds=speeds).kind == "local_prefill"
     speeds.observe("cloud", 1000, 0.5)
