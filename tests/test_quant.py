@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from engine import kernels
 from engine.errors import ModelFormatError
-from engine.quant_linear import FORMATS, QTensor, QuantEmbedding, QuantLinear, quantize, quantized_bytes
+from engine.quant_linear import FORMATS, QTensor, QuantEmbedding, QuantLinear, quantize, quantized_bytes, repack
 from tests.conftest import REPO, relative_error
 
 # y = x W^T against x @ dequantize(W)^T. With int8 activations (the decode path)
@@ -26,7 +26,7 @@ from tests.conftest import REPO, relative_error
 # bits): then each output may be off by 2^-8 sum |x||W| (inputs) + 2^-8 |y|.
 FP32_TOL = 1e-5
 
-SHAPES = [(1, 32), (7, 96), (33, 160), (96, 576)]  # (out, in): odd row counts, one to eighteen blocks
+SHAPES = [(1, 32), (7, 96), (33, 160), (5, 224), (96, 576)]  # (out, in): odd row counts, 1 to 18 blocks
 ROWS = [1, 3, 8, 9, 33]  # the kernel switches from int8 dot products to dequantize + BLAS above 8 rows
 
 
@@ -74,6 +74,7 @@ def layer(fmt: str, n: int, k: int, *, quantize_activations: bool = True, seed: 
     q = quantize(w, fmt)
     mod = QuantLinear(k, n, fmt, quantize_activations=quantize_activations)
     mod.weight, mod.scales = q.data, q.scales
+    repack(mod)  # as a loaded model is: the 4-bit formats in the kernels' layout
     return mod
 
 
