@@ -83,7 +83,8 @@ def test_native_step_matches_the_modules(tiny, fmt, dtype):
     """Same arithmetic up to summation order and the exp polynomial, so ~1e-6; but
     an activation that lands within that of an int8 rounding boundary flips by a
     step (~1/127 of its block) on one side only, so a step or two may differ by
-    up to ~1e-2. 31 steps reach past the SIMD blocks of the attention loops. An
+    a few 1e-2 (this random model amplifies it: over prompts of seeds 0-3, one step
+    in ~4 prompts flips, by up to 3.8e-2; i8 too, at 3.2e-2). 31 steps reach past the SIMD blocks of the attention loops. An
     fp16 cache is read as it is by the step and widened by the modules: the same
     values, and the keys and values the step appends round as torch's .half() does."""
     model = quantized_model(tiny, fmt)
@@ -92,7 +93,7 @@ def test_native_step_matches_the_modules(tiny, fmt, dtype):
     errors = step_errors(model, ids, 9, dtype)
     assert len(errors) == 31
     assert sum(e < 1e-4 for e in errors) >= 28, errors
-    assert max(errors) < 2e-2, errors
+    assert max(errors) < 5e-2, errors
 
 
 def test_device_tier_decodes_natively_and_answers_the_same(smollm2_device):
