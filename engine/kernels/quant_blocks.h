@@ -251,10 +251,6 @@ inline __m256i block_nibbles(const uint8_t* nib, int64_t b, int64_t nb) {
 
 // ---- one weight row . one activation row ----------------------------------------
 
-// How far ahead of its loads a dot product asks for weight bytes (rows are contiguous,
-// so near a row's end this reaches into the next one).
-constexpr int64_t kPrefetch = 2048;
-
 // Repacked 4-bit row . int8 activations: sum_b d_b da_b dot(q_b, x_b) + m_b s_b.
 template <bool WITH_MIN>
 float dot_q4r(const uint8_t* w, const Acts& a, int64_t nb) {
@@ -264,12 +260,6 @@ float dot_q4r(const uint8_t* w, const Acts& a, int64_t nb) {
   const int64_t full = nb / 4 * 4;
   float total = 0.0f, offsets = 0.0f;  // offsets: sum of m_b s_b (Q4_1) or d_b s_b (Q4_0, times -8 at the end)
   int64_t b = 0;
-  // The scale (and minimum) planes are a second stream the hardware prefetcher misses:
-  // ask for the next row's now (rows are contiguous), a row ahead of their use.
-  const int64_t row_bytes = nb * (WITH_MIN ? 20 : 18);
-  for (int64_t at = nb * 16; at < row_bytes; at += 64) {
-    __builtin_prefetch(w + row_bytes + at);
-  }
 #if defined(TANDEM_ZMM_DOT)
   {
     // Lanes of one group's two dot products (4 int32 a lane, two lanes a block) -> its scale.
@@ -284,14 +274,12 @@ float dot_q4r(const uint8_t* w, const Acts& a, int64_t nb) {
     for (; b < full; b += 16) {
       const int64_t count = std::min<int64_t>(16, full - b);
       const __mmask16 live = static_cast<__mmask16>((1u << count) - 1);
-      const __m512 wd = _mm512_cvtph_ps(count == 16 ? load256(dw + 2 * b) : _mm256_maskz_loadu_epi16(live, dw + 2 * b));
+      const __m512 wd = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(live, dw + 2 * b));
       const __m512 sc = _mm512_mul_ps(wd, _mm512_loadu_ps(a.d + b));
       const __m512 wm = WITH_MIN ? _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(live, mw + 2 * b)) : wd;
       off = _mm512_fmadd_ps(wm, _mm512_loadu_ps(a.s + b), off);
       for (int64_t j = 0; j < count / 4; ++j) {
-        const uint8_t* at = nib + 16 * (b + 4 * j);
-        __builtin_prefetch(at + kPrefetch);
-        const __m512i q = _mm512_loadu_si512(at);
+        const __m512i q = _mm512_loadu_si512(nib + 16 * (b + 4 * j));
         const int8_t* y = a.qs + QK * (b + 4 * j);
         const __m512i plo = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_and_si512(q, mask4),
                                                 _mm512_loadu_si512(y));
