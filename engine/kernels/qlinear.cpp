@@ -3,10 +3,10 @@
 // Few rows (decode): int8 dot products, bandwidth-bound (4-bit weights repacked first). Many rows (prefill):
 // dequantize a tile of weight rows to fp32 and call the BLAS matmul, which is
 // compute-bound and faster than any int8 kernel written here for AVX2.
-// `quantize_x = false` keeps the activations in fp32 on the few-rows path too
-// (weights dequantized in registers): the output layer uses it, because its
-// logits are the router's confidence signals and int8 activations there flip
-// near-ties between the top tokens.
+// `quantize_x = false` quantizes the activations to two int8 levels on the few-rows
+// path (near-fp32: 1.6e-5 of each block's absmax, see Acts in quant_blocks.h): the
+// output layer uses it, because its logits are the router's confidence signals and
+// one int8 level there flips near-ties between the top tokens.
 
 #include <ATen/core/LegacyTypeDispatch.h>
 #include <torch/library.h>
@@ -87,22 +87,15 @@ at::Tensor qlinear(const at::Tensor& x, const at::Tensor& w, const c10::optional
   const int64_t nb = k / QK;
   const float* xp = x2.data_ptr<float>();
   float* op = out.data_ptr<float>();
-  if (!quantize_x) {
-    std::vector<float> xsum(m * nb);
-    for (int64_t i = 0; i < m * nb; ++i) {
-      float t = 0.0f;
-      for (int j = 0; j < QK; ++j) t += xp[i * QK + j];
-      xsum[i] = t;
+  const DotFn fn = dot_fn(fmt, !quantize_x);
+  ActBuffer act(m, k, !quantize_x);
+  for (int64_t i = 0; i < m; ++i) {
+    if (quantize_x) {
+      quantize_row(xp + i * k, act, i, k);
+    } else {
+      quantize_row2(xp + i * k, act, i, k);
     }
-    const DotF32Fn fn = dot_f32_fn(fmt);
-    each_output(n, m, sp, op, [&](int64_t r, int64_t i) {
-      return fn(wp + r * row_bytes, xp + i * k, xsum.data() + i * nb, nb);
-    });
-    return out.view(out_shape).to(x.scalar_type());
   }
-  const DotFn fn = dot_fn(fmt);
-  ActBuffer act(m, k);
-  for (int64_t i = 0; i < m; ++i) quantize_row(xp + i * k, act, i, k);
   each_output(n, m, sp, op, [&](int64_t r, int64_t i) { return fn(wp + r * row_bytes, act.row(i), nb); });
   return out.view(out_shape).to(x.scalar_type());
 }

@@ -80,25 +80,39 @@ inline float f16(const uint8_t* p) {
 // One row of quantized activations: block b is qs[32 b, 32 b + 32) with x ~= d[b] * qs and
 // s[b] = d[b] * sum(qs). The planes are zero-padded to a multiple of 16 blocks, so a kernel
 // may read 16 blocks' d and s, or 4 blocks' qs, past the row's end.
+//
+// Two levels (quantize_row2; the output layer, whose logits are the router's signals): the
+// block's residual after int8 rounding, quantized again to int8 on a 254x finer step, in
+// qs2. Then x ~= d[b] * (254 qs + qs2) with d[b] = (absmax / 127) / 254, and s[b] = sum(x)
+// in fp32. Level one leaves |x - 254 d qs| <= 127 d, so qs2 fits int8, and what is left
+// is at most d / 2 = absmax / (2 * 127 * 254) per element, 1.6e-5 of the block's absmax:
+// a dot over a block errs by at most that times the sum of the block's |w| (plus fp32
+// rounding, 2^-24 relative). The dots run 254 dot(w, qs) + dot(w, qs2) in int32 (at most
+// 32 * 128 * 127 * 255 < 2^31) over the same weight bytes.
 struct Acts {
   const int8_t* qs;
   const float* d;
   const float* s;
+  const int8_t* qs2;  // the residual plane of two-level rows, else null
 };
 
 class ActBuffer {
  public:
-  ActBuffer(int64_t rows, int64_t k)
-      : stride_((k / QK + 15) / 16 * 16), qs_(rows * stride_ * QK, 0), d_(rows * stride_, 0.0f),
-        s_(rows * stride_, 0.0f) {}
-  Acts row(int64_t i) const { return {qs_.data() + i * stride_ * QK, d_.data() + i * stride_, s_.data() + i * stride_}; }
+  ActBuffer(int64_t rows, int64_t k, bool two_levels = false)
+      : stride_((k / QK + 15) / 16 * 16), qs_(rows * stride_ * QK, 0), qs2_(two_levels ? qs_.size() : 0, 0),
+        d_(rows * stride_, 0.0f), s_(rows * stride_, 0.0f) {}
+  Acts row(int64_t i) const {
+    return {qs_.data() + i * stride_ * QK, d_.data() + i * stride_, s_.data() + i * stride_,
+            qs2_.empty() ? nullptr : qs2_.data() + i * stride_ * QK};
+  }
   int8_t* qs(int64_t i) { return qs_.data() + i * stride_ * QK; }
+  int8_t* qs2(int64_t i) { return qs2_.data() + i * stride_ * QK; }
   float* d(int64_t i) { return d_.data() + i * stride_; }
   float* s(int64_t i) { return s_.data() + i * stride_; }
 
  private:
   int64_t stride_;
-  std::vector<int8_t> qs_;
+  std::vector<int8_t> qs_, qs2_;
   std::vector<float> d_, s_;
 };
 
@@ -146,11 +160,44 @@ inline __m256i dot_u8s8_i32(__m256i u, __m256i s) {
 #endif
 }
 
-inline __m256 dot_u8s8(__m256i u, __m256i s) { return _mm256_cvtepi32_ps(dot_u8s8_i32(u, s)); }
+// acc + the u8 x s8 dot above.
+inline __m256i dot_u8s8_acc(__m256i acc, __m256i u, __m256i s) {
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+  return _mm256_dpbusd_epi32(acc, u, s);
+#elif defined(__AVXVNNI__)
+  return _mm256_dpbusd_avx_epi32(acc, u, s);
+#else
+  return _mm256_add_epi32(acc, dot_u8s8_i32(u, s));
+#endif
+}
 
-// sum of s8 x s8 products (moves the sign onto the second operand).
-inline __m256 dot_s8s8(__m256i a, __m256i b) {
-  return dot_u8s8(_mm256_sign_epi8(a, a), _mm256_sign_epi8(b, a));
+// 254 * lo (the two-level blocks' first level, see Acts), without a 32-bit multiply.
+inline __m256i times254(__m256i lo) { return _mm256_sub_epi32(_mm256_slli_epi32(lo, 8), _mm256_slli_epi32(lo, 1)); }
+
+// u . (activations at y): one level, or 254 u . y + u . y2 for two (y2: the residual plane).
+template <bool TWO>
+inline __m256i dot_acts(__m256i u, const int8_t* y, const int8_t* y2) {
+  const __m256i lo = dot_u8s8_i32(u, load256(y));
+  return TWO ? dot_u8s8_acc(times254(lo), u, load256(y2)) : lo;
+}
+
+// signed weights q . activations: the sign moves onto the activations (u8 x s8).
+template <bool TWO>
+inline __m256 dot_s8_acts(__m256i q, const int8_t* y, const int8_t* y2) {
+  const __m256i u = _mm256_sign_epi8(q, q);
+  const __m256i lo = dot_u8s8_i32(u, _mm256_sign_epi8(load256(y), q));
+  return _mm256_cvtepi32_ps(TWO ? dot_u8s8_acc(times254(lo), u, _mm256_sign_epi8(load256(y2), q)) : lo);
+}
+#endif
+
+#if defined(TANDEM_ZMM_DOT)
+// The 64-byte form of dot_acts.
+template <bool TWO>
+inline __m512i dot_acts512(__m512i u, const int8_t* y, const int8_t* y2) {
+  const __m512i lo = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, _mm512_loadu_si512(y));
+  if (!TWO) return lo;
+  const __m512i c = _mm512_sub_epi32(_mm512_slli_epi32(lo, 8), _mm512_slli_epi32(lo, 1));
+  return _mm512_dpbusd_epi32(c, u, _mm512_loadu_si512(y2));
 }
 #endif
 
@@ -199,6 +246,27 @@ void quantize_row(const float* x, int8_t* qs, float* dp, float* sp, int64_t k) {
 // Row i of `acts` from x (k floats).
 inline void quantize_row(const float* x, ActBuffer& acts, int64_t i, int64_t k) {
   quantize_row(x, acts.qs(i), acts.d(i), acts.s(i), k);
+}
+
+// Row i of a two-level `acts` (see Acts) from x (k floats): once per row, so plain C++.
+inline void quantize_row2(const float* x, ActBuffer& acts, int64_t i, int64_t k) {
+  int8_t* q1 = acts.qs(i);
+  int8_t* q2 = acts.qs2(i);
+  float* d = acts.d(i);
+  float* s = acts.s(i);
+  quantize_row(x, q1, d, s, k);
+  for (int64_t b = 0; b < k / QK; ++b) {
+    const float* v = x + b * QK;
+    const float d1 = d[b], id2 = d1 != 0.0f ? 254.0f / d1 : 0.0f;
+    float sum = 0.0f;
+    for (int64_t j = 0; j < QK; ++j) {
+      const float r = (v[j] - d1 * static_cast<float>(q1[b * QK + j])) * id2;
+      q2[b * QK + j] = static_cast<int8_t>(std::clamp(std::nearbyint(r), -127.0f, 127.0f));
+      sum += v[j];
+    }
+    d[b] = d1 / 254.0f;
+    s[b] = sum;
+  }
 }
 
 // ---- the repacked 4-bit layout ---------------------------------------------------
@@ -251,8 +319,8 @@ inline __m256i block_nibbles(const uint8_t* nib, int64_t b, int64_t nb) {
 
 // ---- one weight row . one activation row ----------------------------------------
 
-// Repacked 4-bit row . int8 activations: sum_b d_b da_b dot(q_b, x_b) + m_b s_b.
-template <bool WITH_MIN>
+// Repacked 4-bit row . int8 activations (TWO: two-level rows): sum_b d_b da_b dot(q_b, x_b) + m_b s_b.
+template <bool WITH_MIN, bool TWO>
 float dot_q4r(const uint8_t* w, const Acts& a, int64_t nb) {
   const uint8_t* nib = w;
   const uint8_t* dw = w + nb * 16;
@@ -280,12 +348,12 @@ float dot_q4r(const uint8_t* w, const Acts& a, int64_t nb) {
       off = _mm512_fmadd_ps(wm, _mm512_loadu_ps(a.s + b), off);
       for (int64_t j = 0; j < count / 4; ++j) {
         const __m512i q = _mm512_loadu_si512(nib + 16 * (b + 4 * j));
-        const int8_t* y = a.qs + QK * (b + 4 * j);
-        const __m512i plo = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_and_si512(q, mask4),
-                                                _mm512_loadu_si512(y));
-        const __m512i phi = _mm512_dpbusd_epi32(_mm512_setzero_si512(),
-                                                _mm512_and_si512(_mm512_srli_epi16(q, 4), mask4),
-                                                _mm512_loadu_si512(y + 64));
+        const int64_t at = QK * (b + 4 * j);
+        const int8_t* y = a.qs + at;
+        const int8_t* y2 = TWO ? a.qs2 + at : nullptr;
+        const __m512i plo = dot_acts512<TWO>(_mm512_and_si512(q, mask4), y, y2);
+        const __m512i phi = dot_acts512<TWO>(_mm512_and_si512(_mm512_srli_epi16(q, 4), mask4), y + 64,
+                                             TWO ? y2 + 64 : nullptr);
         acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(plo), _mm512_permutexvar_ps(lo_idx[j], sc), acc0);
         acc1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(phi), _mm512_permutexvar_ps(hi_idx[j], sc), acc1);
       }
@@ -306,10 +374,12 @@ float dot_q4r(const uint8_t* w, const Acts& a, int64_t nb) {
       off = _mm_fmadd_ps(wm, _mm_loadu_ps(a.s + b), off);
       const __m256i q02 = load256(nib + 16 * b), q13 = load256(nib + 16 * b + 32);
       const int8_t* y = a.qs + QK * b;
-      acc0 = _mm256_fmadd_ps(dot_u8s8(low_nibbles(q02), load256(y)), _mm256_permutevar8x32_ps(sc, lane[0]), acc0);
-      acc1 = _mm256_fmadd_ps(dot_u8s8(low_nibbles(q13), load256(y + 32)), _mm256_permutevar8x32_ps(sc, lane[1]), acc1);
-      acc0 = _mm256_fmadd_ps(dot_u8s8(high_nibbles(q02), load256(y + 64)), _mm256_permutevar8x32_ps(sc, lane[2]), acc0);
-      acc1 = _mm256_fmadd_ps(dot_u8s8(high_nibbles(q13), load256(y + 96)), _mm256_permutevar8x32_ps(sc, lane[3]), acc1);
+      const int8_t* y2 = TWO ? a.qs2 + QK * b : y;  // y2 is read only when TWO
+      auto dot = [&](__m256i u, int64_t off) { return _mm256_cvtepi32_ps(dot_acts<TWO>(u, y + off, y2 + off)); };
+      acc0 = _mm256_fmadd_ps(dot(low_nibbles(q02), 0), _mm256_permutevar8x32_ps(sc, lane[0]), acc0);
+      acc1 = _mm256_fmadd_ps(dot(low_nibbles(q13), 32), _mm256_permutevar8x32_ps(sc, lane[1]), acc1);
+      acc0 = _mm256_fmadd_ps(dot(high_nibbles(q02), 64), _mm256_permutevar8x32_ps(sc, lane[2]), acc0);
+      acc1 = _mm256_fmadd_ps(dot(high_nibbles(q13), 96), _mm256_permutevar8x32_ps(sc, lane[3]), acc1);
     }
     total = hsum(_mm256_add_ps(acc0, acc1));
     offsets = hsum128(off);
@@ -319,12 +389,16 @@ float dot_q4r(const uint8_t* w, const Acts& a, int64_t nb) {
     const float d = f16(dw + 2 * b);
     int sum = 0;
 #ifdef TANDEM_AVX2
-    sum = hsum_i32(dot_u8s8_i32(block_nibbles(nib, b, nb), load256(a.qs + QK * b)));
+    sum = hsum_i32(dot_acts<TWO>(block_nibbles(nib, b, nb), a.qs + QK * b, TWO ? a.qs2 + QK * b : a.qs));
 #else
+    int sum2 = 0;
     for (int64_t i = 0; i < QK; ++i) {
       const auto [at, high] = nibble_at(b, i, nb);
-      sum += (high ? nib[at] >> 4 : nib[at] & 0x0F) * a.qs[QK * b + i];
+      const int q = high ? nib[at] >> 4 : nib[at] & 0x0F;
+      sum += q * a.qs[QK * b + i];
+      if (TWO) sum2 += q * a.qs2[QK * b + i];
     }
+    if (TWO) sum = 254 * sum + sum2;
 #endif
     total += d * a.d[b] * static_cast<float>(sum);
     offsets += (WITH_MIN ? f16(mw + 2 * b) : d) * a.s[b];
@@ -332,29 +406,35 @@ float dot_q4r(const uint8_t* w, const Acts& a, int64_t nb) {
   return total + (WITH_MIN ? offsets : -8.0f * offsets);
 }
 
-// Q8_0 / I8 row . int8 activations (I8's per-row scale is applied by the caller).
-template <int64_t FMT>
+// Q8_0 / I8 row . int8 activations, one or two levels (I8's per-row scale is applied by the caller).
+template <int64_t FMT, bool TWO>
 float dot_q8(const uint8_t* w, const Acts& a, int64_t nb) {
   constexpr int64_t size = FMT == Q8_0 ? 34 : QK, head = FMT == Q8_0 ? 2 : 0;
   auto scale = [&](int64_t b) { return (FMT == Q8_0 ? f16(w + b * size) : 1.0f) * a.d[b]; };
 #ifdef TANDEM_AVX2
+  auto y = [&](int64_t b) { return a.qs + QK * b; };
+  auto y2 = [&](int64_t b) { return (TWO ? a.qs2 : a.qs) + QK * b; };  // read only when TWO
   __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
   int64_t b = 0;
   // two blocks per iteration on independent accumulators, for instruction-level parallelism
   for (; b + 1 < nb; b += 2) {
     const __m256i q0 = load256(w + b * size + head), q1 = load256(w + (b + 1) * size + head);
-    acc0 = _mm256_fmadd_ps(_mm256_set1_ps(scale(b)), dot_s8s8(q0, load256(a.qs + QK * b)), acc0);
-    acc1 = _mm256_fmadd_ps(_mm256_set1_ps(scale(b + 1)), dot_s8s8(q1, load256(a.qs + QK * (b + 1))), acc1);
+    acc0 = _mm256_fmadd_ps(_mm256_set1_ps(scale(b)), dot_s8_acts<TWO>(q0, y(b), y2(b)), acc0);
+    acc1 = _mm256_fmadd_ps(_mm256_set1_ps(scale(b + 1)), dot_s8_acts<TWO>(q1, y(b + 1), y2(b + 1)), acc1);
   }
-  if (b < nb) acc0 = _mm256_fmadd_ps(_mm256_set1_ps(scale(b)), dot_s8s8(load256(w + b * size + head),
-                                                                        load256(a.qs + QK * b)), acc0);
+  if (b < nb) acc0 = _mm256_fmadd_ps(_mm256_set1_ps(scale(b)), dot_s8_acts<TWO>(load256(w + b * size + head), y(b),
+                                                                                y2(b)), acc0);
   return hsum(_mm256_add_ps(acc0, acc1));
 #else
   float total = 0.0f;
   for (int64_t b = 0; b < nb; ++b) {
     const int8_t* qs = reinterpret_cast<const int8_t*>(w + b * size + head);
-    int sum = 0;
+    int sum = 0, sum2 = 0;
     for (int j = 0; j < QK; ++j) sum += qs[j] * a.qs[QK * b + j];
+    if (TWO) {
+      for (int j = 0; j < QK; ++j) sum2 += qs[j] * a.qs2[QK * b + j];
+      sum = 254 * sum + sum2;
+    }
     total += scale(b) * static_cast<float>(sum);
   }
   return total;
@@ -404,83 +484,19 @@ void dequantize_row(const uint8_t* w, float scale, float* out, int64_t k) {
   }
 }
 
-// ---- one weight row . one fp32 activation row (weights dequantized in registers) ----
-
-#ifdef TANDEM_AVX2
-// sum over 32 elements of q[i] * x[i], q given as 32 signed bytes (8 partial sums).
-inline __m256 block_dot_f32(__m256i q, const float* x) {
-  const __m128i lo = _mm256_castsi256_si128(q), hi = _mm256_extracti128_si256(q, 1);
-  __m256 acc = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo)), _mm256_loadu_ps(x));
-  acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(lo, 8))), _mm256_loadu_ps(x + 8), acc);
-  acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi)), _mm256_loadu_ps(x + 16), acc);
-  return _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8))), _mm256_loadu_ps(x + 24),
-                         acc);
-}
-#endif
-
-// `xsum[b]` is the sum of block b of x (the 4-bit formats' offsets multiply it).
-template <int64_t FMT>
-float dot_row_f32(const uint8_t* w, const float* x, const float* xsum, int64_t nb) {
-#ifdef TANDEM_AVX2
-  __m256 acc = _mm256_setzero_ps();
-  float mins = 0.0f;
-  for (int64_t b = 0; b < nb; ++b) {
-    const float* xb = x + b * QK;
-    if constexpr (repacked(FMT)) {
-      const float d = f16(w + nb * 16 + 2 * b);
-      acc = _mm256_fmadd_ps(_mm256_set1_ps(d), block_dot_f32(block_nibbles(w, b, nb), xb), acc);
-      mins += (FMT == Q4_1R ? f16(w + nb * 18 + 2 * b) : -8.0f * d) * xsum[b];
-    } else if constexpr (FMT == Q8_0) {
-      const uint8_t* blk = w + b * 34;
-      acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(blk)), block_dot_f32(load256(blk + 2), xb), acc);
-    } else {
-      acc = _mm256_add_ps(block_dot_f32(load256(w + b * QK), xb), acc);
-    }
-  }
-  return hsum(acc) + mins;
-#else
-  float total = 0.0f, row[QK];
-  for (int64_t b = 0; b < nb; ++b) {
-    if constexpr (repacked(FMT)) {
-      const float d = f16(w + nb * 16 + 2 * b);
-      const float m = FMT == Q4_1R ? f16(w + nb * 18 + 2 * b) : -8.0f * d;
-      for (int64_t i = 0; i < QK; ++i) {
-        const auto [at, high] = nibble_at(b, i, nb);
-        total += (static_cast<float>(high ? w[at] >> 4 : w[at] & 0x0F) * d + m) * x[b * QK + i];
-      }
-    } else {
-      dequantize_row<FMT>(w + b * (FMT == Q8_0 ? 34 : QK), 1.0f, row, QK);
-      for (int j = 0; j < QK; ++j) total += row[j] * x[b * QK + j];
-    }
-  }
-  (void)xsum;
-  return total;
-#endif
-}
-
 using DotFn = float (*)(const uint8_t*, const Acts&, int64_t);
 using DequantFn = void (*)(const uint8_t*, float, float*, int64_t);
-using DotF32Fn = float (*)(const uint8_t*, const float*, const float*, int64_t);
 
 const char* const kNotRepacked =
     "4-bit weights in GGML order have no dot kernel: repack them first (torch.ops.tandem.repack)";
 
-DotFn dot_fn(int64_t fmt) {
+// The dot for weight format `fmt` against one-level activation rows, or two-level ones (Acts).
+DotFn dot_fn(int64_t fmt, bool two_levels = false) {
   switch (fmt) {
-    case Q4_0R: return dot_q4r<false>;
-    case Q4_1R: return dot_q4r<true>;
-    case Q8_0: return dot_q8<Q8_0>;
-    case I8: return dot_q8<I8>;
-  }
-  TORCH_CHECK(false, kNotRepacked);
-}
-
-DotF32Fn dot_f32_fn(int64_t fmt) {
-  switch (fmt) {
-    case Q4_0R: return dot_row_f32<Q4_0R>;
-    case Q4_1R: return dot_row_f32<Q4_1R>;
-    case Q8_0: return dot_row_f32<Q8_0>;
-    case I8: return dot_row_f32<I8>;
+    case Q4_0R: return two_levels ? dot_q4r<false, true> : dot_q4r<false, false>;
+    case Q4_1R: return two_levels ? dot_q4r<true, true> : dot_q4r<true, false>;
+    case Q8_0: return two_levels ? dot_q8<Q8_0, true> : dot_q8<Q8_0, false>;
+    case I8: return two_levels ? dot_q8<I8, true> : dot_q8<I8, false>;
   }
   TORCH_CHECK(false, kNotRepacked);
 }
