@@ -108,7 +108,7 @@ for fmt in FORMATS:
             for quantize_x in (True, False):
                 got = torch.ops.tandem.qlinear(x, data, q.scales, code, k, quantize_x).double()
                 err = float(((got - want).abs() / scale.clamp_min(1e-30)).max())
-                key = f"{fmt}/{'int8' if quantize_x else 'fp32'}"
+                key = f"{fmt}/{'int8' if quantize_x else 'int8x2'}"
                 worst[key] = max(worst.get(key, 0.0), err)
         for rows in (1, 3):
             x = torch.randn(rows, k, generator=g) * torch.exp(2 * torch.randn(rows, k // 32, 1, generator=g)).repeat_interleave(32, 1).reshape(rows, k)
