@@ -4,7 +4,7 @@ For Llama-3.2-1B's and SmolLM2's layer shapes, times y = x W^T for one token wit
 each candidate kernel and prints the weight bytes it reads per second, next to
 the machine's plain read bandwidth measured in the same run (a sum over 512 MiB).
 Candidates: torch fp32/bf16 matmul, fbgemm's dynamic int8 linear, torch's int8
-and int4 packed matmuls, and Tandem's native kernels (i8, q8_0, q4_0, q4_1).
+and int4 packed matmuls, and Tandem's native kernels (i8, q8_0, q4_0, q4_1; the 4-bit ones repacked as at load).
 
     python benchmarks/kernels.py --threads 2
 """
@@ -69,7 +69,7 @@ def rotating(make: Callable[[], Callable[[], object]], nbytes: int) -> Callable[
 def candidates(n: int, k: int) -> dict[str, tuple[Callable[[], object], int]]:
     """name -> (call over cold copies, weight bytes one call reads)."""
     from engine import kernels
-    from engine.quant_linear import FORMATS, quantize
+    from engine.quant_linear import FORMATS, REPACKED, quantize
 
     w = torch.randn(n, k) * 0.02
     x, xb = torch.randn(1, k), torch.randn(1, k).bfloat16()
@@ -113,7 +113,8 @@ def candidates(n: int, k: int) -> dict[str, tuple[Callable[[], object], int]]:
 
             def native(q=q, code=FORMATS[fmt]):
                 data = q.data.clone()
-                return lambda: torch.ops.tandem.qlinear(x, data, q.scales, code, k)
+                run_code = torch.ops.tandem.repack(data, code) if q.fmt in REPACKED else code
+                return lambda: torch.ops.tandem.qlinear(x, data, q.scales, run_code, k)
 
             out[f"tandem {fmt}"] = (native, q.nbytes)
     return {name: (rotating(make, nbytes), nbytes) for name, (make, nbytes) in out.items()}

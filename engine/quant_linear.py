@@ -9,7 +9,9 @@ Formats (all group the input dimension; rows are output channels):
 
 Block formats are stored exactly as GGML lays them out, so a GGUF tensor is used
 as is. `model.py` never sees any of this: `swap_modules` replaces the layers
-named in a weights dict before the state dict is loaded.
+named in a weights dict before the state dict is loaded. Once loaded, `repack`
+rewrites the 4-bit matrices in place (same bytes) into the layout the native dot
+kernels stream (nibbles, scales and minimums in planes: kernels/quant_blocks.h).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ GROUP = 32
 FORMATS = {"q4_0": 0, "q4_1": 1, "q8_0": 2, "i8": 3}  # codes of qlinear.cpp
 BLOCK_BYTES = {"q4_0": 18, "q4_1": 20, "q8_0": 34, "i8": GROUP}
 GGML_TYPES = {"q4_0": GGMLType.Q4_0, "q4_1": GGMLType.Q4_1, "q8_0": GGMLType.Q8_0}
+REPACKED = ("q4_0", "q4_1")  # the formats `repack` rewrites for the native kernels
 
 
 @dataclass
@@ -158,7 +161,7 @@ class QuantLinear(nn.Module):
         return F.linear(x, self.dequantized().to(x.dtype))
 
     def dequantized(self) -> torch.Tensor:
-        return dequantize(self.weight, self.scales, self.fmt, (self.out_features, self.in_features))
+        return _dequantize_module(self, self.out_features, self.in_features)
 
     def extra_repr(self) -> str:
         act = "int8" if self.quantize_activations else "fp32"
@@ -177,6 +180,8 @@ class QuantEmbedding(nn.Module):
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         if kernels.available():
             return torch.ops.tandem.embedding(ids, self.weight, self.scales, self.code, self.embedding_dim)
+        if self.code != FORMATS[self.fmt]:
+            raise RuntimeError("repacked weights need the native kernels")
         flat = ids.reshape(-1)
         scales = self.scales[flat] if self.scales is not None else None
         rows = dequantize(self.weight[flat], scales, self.fmt, (len(flat), self.embedding_dim))
@@ -184,6 +189,39 @@ class QuantEmbedding(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.num_embeddings}, {self.embedding_dim}, fmt={self.fmt}"
+
+
+def _dequantize_module(module: nn.Module, n: int, k: int) -> torch.Tensor:
+    """fp32 [n, k] of a quantized module's weight, repacked (read by the native kernels) or not."""
+    if module.code == FORMATS[module.fmt]:
+        return dequantize(module.weight, module.scales, module.fmt, (n, k))
+    return torch.ops.tandem.embedding(torch.arange(n), module.weight, module.scales, module.code, k)
+
+
+def repack(model: nn.Module) -> int:
+    """Rewrite every Q4_0 / Q4_1 weight of `model` in place into the native kernels' layout.
+
+    Where the kernels are not built this does nothing (the torch fallback reads GGML
+    blocks). A buffer shared by several modules (a tied output and embedding) is
+    repacked once and every module sharing it told so. The buffers keep their bytes
+    and shape, so no second copy of the weights is made; the state dict then holds
+    the repacked bytes. Returns the number of matrices repacked."""
+    if not kernels.available():
+        return 0
+    sharing: dict[int, list[QuantLinear | QuantEmbedding]] = {}
+    for module in model.modules():
+        if isinstance(module, (QuantLinear, QuantEmbedding)) and module.fmt in REPACKED:
+            sharing.setdefault(module.weight.data_ptr(), []).append(module)
+    done = 0
+    for modules in sharing.values():
+        first = modules[0]
+        if first.code != FORMATS[first.fmt]:
+            continue
+        code = torch.ops.tandem.repack(first.weight, first.code)
+        for module in modules:
+            module.code = code
+        done += 1
+    return done
 
 
 def swap_modules(model: nn.Module, weights: dict[str, torch.Tensor | QTensor]) -> dict[str, torch.Tensor]:

@@ -22,10 +22,11 @@ decode token, weight GB/s for SmolLM2's / Llama-3.2-1B's w13). On a 2-core
 AMD EPYC (Zen 4) VM, read bandwidth 46.5 GB/s in the same run: Tandem's i8
 37.9 / 41.9, q8_0 37.9 / 42.8, q4_1 28.9 / 36.9; fbgemm's dynamic int8
 30.1 / 40.5; torch's int4pack (bf16 activations, its own packing) 28.2 / 42.9;
-fp32 matmul 15.8 / 21.0. Tandem's kernels run GGUF blocks as they are
-stored, so a user's GGUF needs no repacking, and they are what the native
-decode step (kernels/decode_step.cpp) calls; int4pack reads the 1B's 4-bit
-weights ~15 % faster and is the candidate if q4 decode must go further.
+fp32 matmul 15.8 / 21.0 (those figures predate the repacked 4-bit layout).
+Tandem's kernels store GGUF blocks as they are and rewrite the 4-bit ones in
+place at load into the layout their dot products stream (same bytes; see
+quant_linear.repack), and they are what the native decode step
+(kernels/decode_step.cpp) calls.
 
 A checkpoint written by `tandem quantize` is a Hugging Face-style
 folder (config.json, tokenizer, model.safetensors) whose safetensors metadata

@@ -23,7 +23,7 @@ from engine.errors import ContextLengthError, ModelFormatError
 from engine.fingerprint import ModelFingerprint, fingerprint
 from engine.generate import GREEDY, Sampling, TokenInfo, generate_tokens
 from engine.model import KVCache, Transformer
-from engine.quant_linear import QTensor, swap_modules
+from engine.quant_linear import QTensor, repack, swap_modules
 from engine.quantize import (
     DEVICE_RECIPE,
     PRECISIONS,
@@ -86,6 +86,7 @@ def build_transformer(config: ModelConfig, weights: Weights, dtype: torch.dtype)
         raise ModelFormatError(f"weights do not fit the config: {exc}") from exc
     if config.tie_embeddings and not isinstance(weights["output.weight"], QTensor):
         model.output.weight = model.tok_embeddings.weight
+    repack(model)
     model.decode_step = NativeDecodeStep.build(model)
     return model.eval()
 

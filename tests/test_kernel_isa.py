@@ -4,6 +4,7 @@ into their own cache entry, load, and generate what the native build generates o
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -85,15 +86,21 @@ def test_avx2_build_is_its_own_and_holds_no_avx512(runs):
 @pytest.mark.skipif(not HAS_AVX2, reason="this CPU has no AVX2/FMA/F16C")
 def test_avx2_path_matches_the_native_path(runs):
     """Decode: both paths quantize activations to int8 and sum integer dot products exactly (VNNI or
-    not), so only float accumulation order differs: the log-probs of a fixed text, token by token,
-    agree within 1e-4 (measured: equal), on the fp16 cache and on an int8 one. Prefill: the AVX2
-    path multiplies dequantized tiles in fp32, within 1e-4 of the logit range of the full-precision
-    model (measured: equal); the native one, in bf16 on this CPU, within 2e-2 (measured 1.35 % at
-    worst on this text)."""
+    not); only the float accumulation of the blocks differs (the native path sums 4 blocks a 64-byte
+    vector, the AVX2 one 1 a 32-byte vector), and an activation within that rounding of an int8
+    boundary rounds the other way and moves what follows over 30 layers. So the log-probs of a fixed
+    text are held to int8 noise, token by token <= 0.6 nats and <= 0.15 on average, the text's
+    perplexity within 3 % (measured 0.26, 0.062 and 1.4 %; the per-block kernels of before against
+    these, on the native path: 0.43, 0.080 and 1.0 %), on the fp16 cache and on an int8 one. A wrong
+    nibble or scale moves them by whole nats. Prefill: the AVX2 path multiplies dequantized tiles in fp32,
+    within 1e-4 of the logit range of the full-precision model (measured: equal); the native one, in
+    bf16 on this CPU, within 2e-2 (measured 1.35 % at worst on this text)."""
     native, avx2 = runs["native"], runs["avx2"]
     assert len(native["forced"]) == len(avx2["forced"]) > 25
-    assert max(abs(x - y) for x, y in zip(native["forced"], avx2["forced"])) <= 1e-4
-    assert max(abs(x - y) for x, y in zip(native["forced_int8"], avx2["forced_int8"])) <= 1e-4
+    for key in ("forced", "forced_int8"):
+        gaps = [abs(x - y) for x, y in zip(native[key], avx2[key])]
+        assert max(gaps) <= 0.6 and sum(gaps) / len(gaps) <= 0.15, (key, gaps)
+        assert abs(math.exp((sum(native[key]) - sum(avx2[key])) / len(gaps)) - 1) <= 0.03, key
     assert avx2["prefill_error"] <= 1e-4 * avx2["logit_range"]
     assert native["prefill_error"] <= 2e-2 * native["logit_range"]
     assert native["generated"] == avx2["generated"] == 8

@@ -14,26 +14,28 @@ import torch.nn.functional as F
 
 from engine import kernels
 from engine.errors import ModelFormatError
-from engine.quant_linear import FORMATS, QTensor, QuantEmbedding, QuantLinear, quantize, quantized_bytes
+from engine.quant_linear import FORMATS, QTensor, QuantEmbedding, QuantLinear, quantize, quantized_bytes, repack
 from tests.conftest import REPO, relative_error
 
 # y = x W^T against x @ dequantize(W)^T. With int8 activations (the decode path)
 # x is rounded per block of 32 to steps of amax/127, so each output may be off by
 # at most sum over blocks of (step / 2) * sum |W| in that block: the test asserts
-# that bound (plus float slack). fp32 activations differ only by summation
-# order: 1e-5 of max |y|. The dequantize + BLAS prefill path is fp32 too, or,
+# that bound (plus float slack). The output layer's two-level activations
+# (quantize_activations=False, up to 8 rows) have a 254x finer last step, so the
+# same bound with step amax / (127 * 254). fp32 activations (the BLAS path)
+# differ only by summation order: 1e-5 of max |y|. The dequantize + BLAS prefill path is fp32 too, or,
 # where the CPU has bf16 dot products, rounds x, W and y to bf16 (8 significant
 # bits): then each output may be off by 2^-8 sum |x||W| (inputs) + 2^-8 |y|.
 FP32_TOL = 1e-5
 
-SHAPES = [(1, 32), (7, 96), (33, 160), (96, 576)]  # (out, in): odd row counts, one to eighteen blocks
+SHAPES = [(1, 32), (7, 96), (33, 160), (5, 224), (96, 576)]  # (out, in): odd row counts, 1 to 18 blocks
 ROWS = [1, 3, 8, 9, 33]  # the kernel switches from int8 dot products to dequantize + BLAS above 8 rows
 
 
-def int8_activation_bound(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """Largest |error| per output that rounding x to int8 per block of 32 can cause."""
+def int8_activation_bound(x: torch.Tensor, w: torch.Tensor, steps: int = 127) -> torch.Tensor:
+    """Largest |error| per output that rounding x per block of 32 to amax / steps can cause."""
     k = x.shape[-1]
-    half_step = x.reshape(-1, k // 32, 32).abs().amax(-1) / 127 / 2  # [M, B]
+    half_step = x.reshape(-1, k // 32, 32).abs().amax(-1) / steps / 2  # [M, B]
     block_l1 = w.abs().reshape(w.shape[0], k // 32, 32).sum(-1)  # [N, B]
     return half_step @ block_l1.T * (1 + 1e-4) + 1e-5 * w.abs().sum(-1)
 
@@ -45,21 +47,25 @@ def bf16_bound(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 
 
 def assert_close(got: torch.Tensor, x: torch.Tensor, w: torch.Tensor, rounding: str = "fp32") -> None:
-    """`rounding` of the activations: "int8" blocks (decode), "bf16" (prefill on bf16 CPUs) or "fp32"."""
+    """`rounding` of the activations: "int8" blocks (decode), "two-level" int8 blocks (the output
+    layer's decode), "bf16" (prefill on bf16 CPUs) or "fp32"."""
     want = x @ w.T
     if rounding == "fp32":
         assert relative_error(got, want) <= FP32_TOL
         return
-    bound = int8_activation_bound(x, w) if rounding == "int8" else bf16_bound(x, w)
+    if rounding == "bf16":
+        bound = bf16_bound(x, w)
+    else:
+        bound = int8_activation_bound(x, w, 127 if rounding == "int8" else 127 * 254)
     excess = (got - want).abs().reshape(-1, w.shape[0]) - bound
     assert float(excess.max()) <= 0, float(excess.max())
 
 
 def activation_rounding(quantize_activations: bool, rows: int) -> str:
+    if rows <= 8:
+        return "int8" if quantize_activations else "two-level"
     if not quantize_activations:
         return "fp32"
-    if rows <= 8:
-        return "int8"
     return "bf16" if torch.ops.tandem.bf16_gemm() else "fp32"
 
 
@@ -74,6 +80,7 @@ def layer(fmt: str, n: int, k: int, *, quantize_activations: bool = True, seed: 
     q = quantize(w, fmt)
     mod = QuantLinear(k, n, fmt, quantize_activations=quantize_activations)
     mod.weight, mod.scales = q.data, q.scales
+    repack(mod)  # as a loaded model is: the 4-bit formats in the kernels' layout
     return mod
 
 

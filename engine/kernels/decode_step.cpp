@@ -85,7 +85,7 @@ struct Team {
 };
 
 // This thread's share of out = W x (a contiguous run of rows), x given as int8 blocks.
-void matvec(const QMatrix& m, const BlockA* x, float* out, const Team& team) {
+void matvec(const QMatrix& m, const Acts& x, float* out, const Team& team) {
   const int64_t nb = m.k / QK, r0 = m.n * team.tid / team.n, r1 = m.n * (team.tid + 1) / team.n;
   for (int64_t r = r0; r < r1; ++r) out[r] = (m.scales ? m.scales[r] : 1.0f) * m.dot(m.w + r * m.row_bytes, x, nb);
 }
@@ -414,10 +414,10 @@ void swiglu(const float* gate, const float* up, float* out, int64_t n) {
 }
 
 // RMSNorm(x) * weight, rounded to int8 blocks for the matmul that follows.
-void norm_quantize(const float* x, const float* weight, float eps, int64_t n, float* tmp, BlockA* out) {
+void norm_quantize(const float* x, const float* weight, float eps, int64_t n, float* tmp, ActBuffer& out) {
   const float inv = 1.0f / std::sqrt(dot(x, x, n) / static_cast<float>(n) + eps);
   for (int64_t i = 0; i < n; ++i) tmp[i] = x[i] * inv * weight[i];
-  quantize_row(tmp, out, n);
+  quantize_row(tmp, out, 0, n);
 }
 
 // Rotate `heads` vectors of size d in place (half-split layout; `sin` carries the sign).
@@ -493,7 +493,8 @@ at::Tensor decode_step(const at::Tensor& x, const at::Tensor& norms, at::TensorL
   float* h = out.data_ptr<float>();
   std::vector<float> tmp(widest), qkv(q_size + 2 * kv_size), attn(q_size), proj(dim), gate_up(2 * ffn);
   std::vector<float> scores(n_heads * (pos + 1));
-  std::vector<BlockA> act(widest / QK);
+  ActBuffer act(1, widest);
+  const Acts x_act = act.row(0);
   std::vector<int16_t> query_q(q_size);  // an int8 cache's rounded queries
   const float* cos_row = cos.data_ptr<float>() + pos * hd;
   const float* sin_row = sin.data_ptr<float>() + pos * hd;
@@ -510,9 +511,9 @@ at::Tensor decode_step(const at::Tensor& x, const at::Tensor& norms, at::TensorL
       const auto kc = k_base + layer_off;
       const auto vc = v_base + layer_off;
 
-      if (team.leader()) norm_quantize(h, norm, epsf, dim, tmp.data(), act.data());
+      if (team.leader()) norm_quantize(h, norm, epsf, dim, tmp.data(), act);
       team.sync();
-      matvec(w[0], act.data(), qkv.data(), team);
+      matvec(w[0], x_act, qkv.data(), team);
       team.sync();
       if (team.leader()) {
         rope(qkv.data(), n_heads + n_kv, hd, cos_row, sin_row);
@@ -532,23 +533,23 @@ at::Tensor decode_step(const at::Tensor& x, const at::Tensor& norms, at::TensorL
                query_q.data() + head * hd);
       }
       team.sync();
-      if (team.leader()) quantize_row(attn.data(), act.data(), q_size);
+      if (team.leader()) quantize_row(attn.data(), act, 0, q_size);
       team.sync();
-      matvec(w[1], act.data(), proj.data(), team);
+      matvec(w[1], x_act, proj.data(), team);
       team.sync();
       if (team.leader()) {
         for (int64_t i = 0; i < dim; ++i) h[i] += proj[i];
-        norm_quantize(h, norm + dim, epsf, dim, tmp.data(), act.data());
+        norm_quantize(h, norm + dim, epsf, dim, tmp.data(), act);
       }
       team.sync();
-      matvec(w[2], act.data(), gate_up.data(), team);
+      matvec(w[2], x_act, gate_up.data(), team);
       team.sync();
       if (team.leader()) {
         swiglu(gate_up.data(), gate_up.data() + ffn, tmp.data(), ffn);
-        quantize_row(tmp.data(), act.data(), ffn);
+        quantize_row(tmp.data(), act, 0, ffn);
       }
       team.sync();
-      matvec(w[3], act.data(), proj.data(), team);
+      matvec(w[3], x_act, proj.data(), team);
       team.sync();
       if (team.leader()) {
         for (int64_t i = 0; i < dim; ++i) h[i] += proj[i];

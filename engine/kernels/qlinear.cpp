@@ -1,12 +1,12 @@
 // The quantized matmul and embedding ops (formats and block dots: quant_blocks.h).
 //
-// Few rows (decode): int8 dot products, bandwidth-bound. Many rows (prefill):
+// Few rows (decode): int8 dot products, bandwidth-bound (4-bit weights repacked first). Many rows (prefill):
 // dequantize a tile of weight rows to fp32 and call the BLAS matmul, which is
 // compute-bound and faster than any int8 kernel written here for AVX2.
-// `quantize_x = false` keeps the activations in fp32 on the few-rows path too
-// (weights dequantized in registers): the output layer uses it, because its
-// logits are the router's confidence signals and int8 activations there flip
-// near-ties between the top tokens.
+// `quantize_x = false` quantizes the activations to two int8 levels on the few-rows
+// path (near-fp32: 1.6e-5 of each block's absmax, see Acts in quant_blocks.h): the
+// output layer uses it, because its logits are the router's confidence signals and
+// one int8 level there flips near-ties between the top tokens.
 
 #include <ATen/core/LegacyTypeDispatch.h>
 #include <torch/library.h>
@@ -87,24 +87,36 @@ at::Tensor qlinear(const at::Tensor& x, const at::Tensor& w, const c10::optional
   const int64_t nb = k / QK;
   const float* xp = x2.data_ptr<float>();
   float* op = out.data_ptr<float>();
-  if (!quantize_x) {
-    std::vector<float> xsum(m * nb);
-    for (int64_t i = 0; i < m * nb; ++i) {
-      float t = 0.0f;
-      for (int j = 0; j < QK; ++j) t += xp[i * QK + j];
-      xsum[i] = t;
+  const DotFn fn = dot_fn(fmt, !quantize_x);
+  ActBuffer act(m, k, !quantize_x);
+  for (int64_t i = 0; i < m; ++i) {
+    if (quantize_x) {
+      quantize_row(xp + i * k, act, i, k);
+    } else {
+      quantize_row2(xp + i * k, act, i, k);
     }
-    const DotF32Fn fn = dot_f32_fn(fmt);
-    each_output(n, m, sp, op, [&](int64_t r, int64_t i) {
-      return fn(wp + r * row_bytes, xp + i * k, xsum.data() + i * nb, nb);
-    });
-    return out.view(out_shape).to(x.scalar_type());
   }
-  std::vector<BlockA> act(m * nb);
-  for (int64_t i = 0; i < m; ++i) quantize_row(xp + i * k, act.data() + i * nb, k);
-  const DotFn fn = dot_fn(fmt);
-  each_output(n, m, sp, op, [&](int64_t r, int64_t i) { return fn(wp + r * row_bytes, act.data() + i * nb, nb); });
+  each_output(n, m, sp, op, [&](int64_t r, int64_t i) { return fn(wp + r * row_bytes, act.row(i), nb); });
   return out.view(out_shape).to(x.scalar_type());
+}
+
+// Rewrites Q4_0 / Q4_1 rows in place into their repacked layout (quant_blocks.h); returns
+// the repacked format's code. Same bytes: no second copy of the weights is ever held.
+int64_t repack(const at::Tensor& w, int64_t fmt) {
+  TORCH_CHECK(fmt == Q4_0 || fmt == Q4_1, "only Q4_0 and Q4_1 weights are repacked, not format ", fmt);
+  TORCH_CHECK(w.device().is_cpu() && w.scalar_type() == at::kByte && w.dim() == 2 && w.is_contiguous() &&
+                  w.size(1) > 0 && w.size(1) % block_bytes(fmt) == 0,
+              "weight must be a contiguous CPU uint8 tensor [out_features, blocks * ", block_bytes(fmt), "]");
+  const int64_t n = w.size(0), row_bytes = w.size(1), nb = row_bytes / block_bytes(fmt);
+  uint8_t* wp = w.data_ptr<uint8_t>();
+  at::parallel_for(0, n, grain(n), [&](int64_t r0, int64_t r1) {
+    std::vector<uint8_t> row(row_bytes);
+    for (int64_t r = r0; r < r1; ++r) {
+      std::memcpy(row.data(), wp + r * row_bytes, row_bytes);
+      repack_row(row.data(), wp + r * row_bytes, nb, fmt == Q4_1);
+    }
+  });
+  return fmt == Q4_0 ? Q4_0R : Q4_1R;
 }
 
 // Rows `ids` of a quantized [vocab, dim] table, as fp32 [..., dim] (embedding lookup).
@@ -134,9 +146,11 @@ TORCH_LIBRARY(tandem, m) {
   m.def("qlinear(Tensor x, Tensor w, Tensor? scales, int fmt, int in_features, bool quantize_x=True) -> Tensor");
   m.def("bf16_gemm() -> bool", &bf16_gemm);  // no tensor to dispatch on: one kernel for all
   m.def("embedding(Tensor ids, Tensor w, Tensor? scales, int fmt, int in_features) -> Tensor");
+  m.def("repack(Tensor(a!) w, int fmt) -> int");
 }
 
 TORCH_LIBRARY_IMPL(tandem, CPU, m) {
   m.impl("qlinear", qlinear);
   m.impl("embedding", embedding);
+  m.impl("repack", repack);
 }

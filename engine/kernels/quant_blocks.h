@@ -1,9 +1,9 @@
 // Quantized weight blocks and the dot products over them, shared by the ops in
 // qlinear.cpp (one matmul at a time) and decode_step.cpp (a whole decode step).
 //
-// Weights stay in GGML-style blocks, activations are quantized per 32-element
-// block to int8 (llama.cpp's q8_0 / q8_1 scheme), and each dot product runs on
-// int8 with one float scale per block.
+// Weights stay in GGML-style blocks (the 4-bit ones repacked, below), activations
+// are quantized per 32-element block to int8 (llama.cpp's q8_0 / q8_1 scheme),
+// and each dot product runs on int8 with one float scale per block.
 //
 // Weight formats (one row = K/32 blocks, rows contiguous, little-endian):
 //   Q4_0  18 B/block: fp16 d, 16 B nibbles             w = d * (q - 8)
@@ -11,6 +11,17 @@
 //   Q8_0  34 B/block: fp16 d, 32 x int8                w = d * q
 //   I8    K B/row, fp32 scale per row (scales tensor)  w = s[row] * q
 // Nibbles: byte j holds element j in its low half and element j + 16 in its high half.
+//
+// Repacked 4-bit rows (Q4_0R, Q4_1R: the same bytes per row, rewritten in place by
+// repack_row at load time) put the row's nibbles first, then its fp16 scales, then
+// (Q4_1R) its fp16 minimums, each in its own plane. The nibbles go in groups of 4
+// blocks (64 B): byte i of a group's first 32 holds element i of its block 0 (low
+// half) and of its block 2 (high half); the next 32 bytes, blocks 1 and 3. So one
+// 64-byte load, masked to its low halves, is blocks 0 and 1 in element order, and its
+// high halves blocks 2 and 3: one VNNI dot each against 64 contiguous int8
+// activations; a 32-byte load serves AVX2 the same way. A row's last nb % 4 blocks
+// go as a pair (32 B, low halves the first block) then a single (16 B, GGML order).
+// Both 4-bit formats are one sum: d * dot(q, x) + m * sum(x), m = -8 d for Q4_0.
 
 #pragma once
 
@@ -18,9 +29,11 @@
 #include <ATen/Parallel.h>
 #include <c10/util/Half.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #include <immintrin.h>
@@ -29,24 +42,23 @@
 #if defined(__AVX512F__)
 #define TANDEM_AVX512 1
 #endif
+// The repacked 4-bit dots on 64-byte vectors need AVX-512's byte ops and VNNI.
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512VNNI__)
+#define TANDEM_ZMM_DOT 1
+#endif
 #endif
 
 namespace {
 
 constexpr int64_t QK = 32;
-enum Format : int64_t { Q4_0 = 0, Q4_1 = 1, Q8_0 = 2, I8 = 3 };
+enum Format : int64_t { Q4_0 = 0, Q4_1 = 1, Q8_0 = 2, I8 = 3, Q4_0R = 4, Q4_1R = 5 };
 
-// One block of quantized activations: x ~= d * qs, s = d * sum(qs).
-struct BlockA {
-  float d;
-  float s;
-  int8_t qs[QK];
-};
+constexpr bool repacked(int64_t fmt) { return fmt == Q4_0R || fmt == Q4_1R; }
 
 int64_t block_bytes(int64_t fmt) {
   switch (fmt) {
-    case Q4_0: return 18;
-    case Q4_1: return 20;
+    case Q4_0: case Q4_0R: return 18;
+    case Q4_1: case Q4_1R: return 20;
     case Q8_0: return 34;
     case I8: return QK;
   }
@@ -63,9 +75,56 @@ inline float f16(const uint8_t* p) {
 #endif
 }
 
+// ---- activations: int8 blocks in planes ------------------------------------------
+
+// One row of quantized activations: block b is qs[32 b, 32 b + 32) with x ~= d[b] * qs and
+// s[b] = d[b] * sum(qs). The planes are zero-padded to a multiple of 16 blocks, so a kernel
+// may read 16 blocks' d and s, or 4 blocks' qs, past the row's end.
+//
+// Two levels (quantize_row2; the output layer, whose logits are the router's signals): the
+// block's residual after int8 rounding, quantized again to int8 on a 254x finer step, in
+// qs2. Then x ~= d[b] * (254 qs + qs2) with d[b] = (absmax / 127) / 254, and s[b] = sum(x)
+// in fp32. Level one leaves |x - 254 d qs| <= 127 d, so qs2 fits int8, and what is left
+// is at most d / 2 = absmax / (2 * 127 * 254) per element, 1.6e-5 of the block's absmax:
+// a dot over a block errs by at most that times the sum of the block's |w| (plus fp32
+// rounding, 2^-24 relative). The dots run 254 dot(w, qs) + dot(w, qs2) in int32 (at most
+// 32 * 128 * 127 * 255 < 2^31) over the same weight bytes.
+struct Acts {
+  const int8_t* qs;
+  const float* d;
+  const float* s;
+  const int8_t* qs2;  // the residual plane of two-level rows, else null
+};
+
+class ActBuffer {
+ public:
+  ActBuffer(int64_t rows, int64_t k, bool two_levels = false)
+      : stride_((k / QK + 15) / 16 * 16), qs_(rows * stride_ * QK, 0), qs2_(two_levels ? qs_.size() : 0, 0),
+        d_(rows * stride_, 0.0f), s_(rows * stride_, 0.0f) {}
+  Acts row(int64_t i) const {
+    return {qs_.data() + i * stride_ * QK, d_.data() + i * stride_, s_.data() + i * stride_,
+            qs2_.empty() ? nullptr : qs2_.data() + i * stride_ * QK};
+  }
+  int8_t* qs(int64_t i) { return qs_.data() + i * stride_ * QK; }
+  int8_t* qs2(int64_t i) { return qs2_.data() + i * stride_ * QK; }
+  float* d(int64_t i) { return d_.data() + i * stride_; }
+  float* s(int64_t i) { return s_.data() + i * stride_; }
+
+ private:
+  int64_t stride_;
+  std::vector<int8_t> qs_, qs2_;
+  std::vector<float> d_, s_;
+};
+
 #ifdef TANDEM_AVX2
 inline float hsum(__m256 v) {
   __m128 r = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+  r = _mm_add_ss(r, _mm_movehdup_ps(r));
+  return _mm_cvtss_f32(r);
+}
+
+inline float hsum128(__m128 r) {
   r = _mm_add_ps(r, _mm_movehl_ps(r, r));
   r = _mm_add_ss(r, _mm_movehdup_ps(r));
   return _mm_cvtss_f32(r);
@@ -78,37 +137,74 @@ inline int hsum_i32(__m256i v) {
   return _mm_cvtsi128_si32(r);
 }
 
-// 16 bytes of nibbles -> 32 bytes 0..15 in element order.
+inline __m256i load256(const void* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
+
+// 16 bytes of GGML-order nibbles -> 32 bytes 0..15 in element order.
 inline __m256i nibbles(const uint8_t* p) {
   const __m128i t = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
   const __m256i b = _mm256_set_m128i(_mm_srli_epi16(t, 4), t);
   return _mm256_and_si256(b, _mm256_set1_epi8(0x0F));
 }
 
-// sum of u8 x s8 products, as 8 floats (one VNNI instruction where the CPU has it).
-inline __m256 dot_u8s8(__m256i u, __m256i s) {
+inline __m256i low_nibbles(__m256i v) { return _mm256_and_si256(v, _mm256_set1_epi8(0x0F)); }
+inline __m256i high_nibbles(__m256i v) { return _mm256_and_si256(_mm256_srli_epi16(v, 4), _mm256_set1_epi8(0x0F)); }
+
+// sum of u8 x s8 products, as 8 int32 (one VNNI instruction where the CPU has it).
+inline __m256i dot_u8s8_i32(__m256i u, __m256i s) {
 #if defined(__AVX512VNNI__) && defined(__AVX512VL__)
-  return _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s));
+  return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s);
 #elif defined(__AVXVNNI__)
-  return _mm256_cvtepi32_ps(_mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), u, s));
+  return _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), u, s);
 #else
-  const __m256i p = _mm256_maddubs_epi16(u, s);
-  return _mm256_cvtepi32_ps(_mm256_madd_epi16(p, _mm256_set1_epi16(1)));
+  return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
 #endif
 }
 
-// sum of s8 x s8 products (moves the sign onto the second operand).
-inline __m256 dot_s8s8(__m256i a, __m256i b) {
-  return dot_u8s8(_mm256_sign_epi8(a, a), _mm256_sign_epi8(b, a));
+// acc + the u8 x s8 dot above.
+inline __m256i dot_u8s8_acc(__m256i acc, __m256i u, __m256i s) {
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+  return _mm256_dpbusd_epi32(acc, u, s);
+#elif defined(__AVXVNNI__)
+  return _mm256_dpbusd_avx_epi32(acc, u, s);
+#else
+  return _mm256_add_epi32(acc, dot_u8s8_i32(u, s));
+#endif
+}
+
+// 254 * lo (the two-level blocks' first level, see Acts), without a 32-bit multiply.
+inline __m256i times254(__m256i lo) { return _mm256_sub_epi32(_mm256_slli_epi32(lo, 8), _mm256_slli_epi32(lo, 1)); }
+
+// u . (activations at y): one level, or 254 u . y + u . y2 for two (y2: the residual plane).
+template <bool TWO>
+inline __m256i dot_acts(__m256i u, const int8_t* y, const int8_t* y2) {
+  const __m256i lo = dot_u8s8_i32(u, load256(y));
+  return TWO ? dot_u8s8_acc(times254(lo), u, load256(y2)) : lo;
+}
+
+// signed weights q . activations: the sign moves onto the activations (u8 x s8).
+template <bool TWO>
+inline __m256 dot_s8_acts(__m256i q, const int8_t* y, const int8_t* y2) {
+  const __m256i u = _mm256_sign_epi8(q, q);
+  const __m256i lo = dot_u8s8_i32(u, _mm256_sign_epi8(load256(y), q));
+  return _mm256_cvtepi32_ps(TWO ? dot_u8s8_acc(times254(lo), u, _mm256_sign_epi8(load256(y2), q)) : lo);
 }
 #endif
 
-// ---- activations -> int8 blocks ------------------------------------------------
+#if defined(TANDEM_ZMM_DOT)
+// The 64-byte form of dot_acts.
+template <bool TWO>
+inline __m512i dot_acts512(__m512i u, const int8_t* y, const int8_t* y2) {
+  const __m512i lo = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, _mm512_loadu_si512(y));
+  if (!TWO) return lo;
+  const __m512i c = _mm512_sub_epi32(_mm512_slli_epi32(lo, 8), _mm512_slli_epi32(lo, 1));
+  return _mm512_dpbusd_epi32(c, u, _mm512_loadu_si512(y2));
+}
+#endif
 
-void quantize_row(const float* x, BlockA* out, int64_t k) {
+void quantize_row(const float* x, int8_t* qs, float* dp, float* sp, int64_t k) {
   for (int64_t b = 0; b < k / QK; ++b) {
     const float* v = x + b * QK;
-    BlockA& blk = out[b];
+    int8_t* q = qs + b * QK;
 #ifdef TANDEM_AVX2
     __m256 v0 = _mm256_loadu_ps(v), v1 = _mm256_loadu_ps(v + 8);
     __m256 v2 = _mm256_loadu_ps(v + 16), v3 = _mm256_loadu_ps(v + 24);
@@ -131,105 +227,244 @@ void quantize_row(const float* x, BlockA* out, int64_t k) {
     i2 = _mm256_packs_epi32(i2, i3);
     i0 = _mm256_packs_epi16(i0, i2);
     i0 = _mm256_permutevar8x32_epi32(i0, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(blk.qs), i0);
-    blk.d = d;
-    blk.s = d * static_cast<float>(sum);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q), i0);
 #else
     float amax = 0.0f;
     for (int i = 0; i < QK; ++i) amax = std::max(amax, std::fabs(v[i]));
     const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
     int sum = 0;
     for (int i = 0; i < QK; ++i) {
-      blk.qs[i] = static_cast<int8_t>(std::nearbyint(v[i] * id));
-      sum += blk.qs[i];
+      q[i] = static_cast<int8_t>(std::nearbyint(v[i] * id));
+      sum += q[i];
     }
-    blk.d = d;
-    blk.s = d * static_cast<float>(sum);
 #endif
+    dp[b] = d;
+    sp[b] = d * static_cast<float>(sum);
   }
 }
 
+// Row i of `acts` from x (k floats).
+inline void quantize_row(const float* x, ActBuffer& acts, int64_t i, int64_t k) {
+  quantize_row(x, acts.qs(i), acts.d(i), acts.s(i), k);
+}
+
+// Row i of a two-level `acts` (see Acts) from x (k floats): once per row, so plain C++.
+inline void quantize_row2(const float* x, ActBuffer& acts, int64_t i, int64_t k) {
+  int8_t* q1 = acts.qs(i);
+  int8_t* q2 = acts.qs2(i);
+  float* d = acts.d(i);
+  float* s = acts.s(i);
+  quantize_row(x, q1, d, s, k);
+  for (int64_t b = 0; b < k / QK; ++b) {
+    const float* v = x + b * QK;
+    const float d1 = d[b], id2 = d1 != 0.0f ? 254.0f / d1 : 0.0f;
+    float sum = 0.0f;
+    for (int64_t j = 0; j < QK; ++j) {
+      const float r = (v[j] - d1 * static_cast<float>(q1[b * QK + j])) * id2;
+      q2[b * QK + j] = static_cast<int8_t>(std::clamp(std::nearbyint(r), -127.0f, 127.0f));
+      sum += v[j];
+    }
+    d[b] = d1 / 254.0f;
+    s[b] = sum;
+  }
+}
+
+// ---- the repacked 4-bit layout ---------------------------------------------------
+
+// Where element i (0..31) of block b of a repacked row of nb blocks lies in its nibble
+// plane: the byte, and whether in its high half.
+inline std::pair<int64_t, bool> nibble_at(int64_t b, int64_t i, int64_t nb) {
+  const int64_t full = nb / 4 * 4;
+  if (b < full) {
+    const int64_t t = b % 4;
+    return {b / 4 * 64 + (t % 2) * 32 + i, t >= 2};
+  }
+  if (nb - full >= 2 && b < full + 2) return {full * 16 + i, b == full + 1};
+  return {nb * 16 - 16 + i % 16, i >= 16};
+}
+
+// One GGML row of Q4_0 / Q4_1 blocks -> its repacked form (same bytes, `out` distinct).
+void repack_row(const uint8_t* row, uint8_t* out, int64_t nb, bool with_min) {
+  const int64_t size = with_min ? 20 : 18, head = with_min ? 4 : 2;
+  std::memset(out, 0, nb * 16);
+  for (int64_t b = 0; b < nb; ++b) {
+    const uint8_t* blk = row + b * size;
+    std::memcpy(out + nb * 16 + b * 2, blk, 2);
+    if (with_min) std::memcpy(out + nb * 18 + b * 2, blk + 2, 2);
+    for (int64_t i = 0; i < QK; ++i) {
+      const uint8_t byte = blk[head + i % 16];
+      const uint8_t q = i < 16 ? byte & 0x0F : byte >> 4;
+      const auto [at, high] = nibble_at(b, i, nb);
+      out[at] |= high ? q << 4 : q;
+    }
+  }
+}
+
+#ifdef TANDEM_AVX2
+// The 32 nibbles (0..15, element order) of block b of a repacked row of nb blocks.
+inline __m256i block_nibbles(const uint8_t* nib, int64_t b, int64_t nb) {
+  const int64_t full = nb / 4 * 4;
+  if (b < full) {
+    const int64_t t = b % 4;
+    const __m256i v = load256(nib + b / 4 * 64 + (t % 2) * 32);
+    return t >= 2 ? high_nibbles(v) : low_nibbles(v);
+  }
+  if (nb - full >= 2 && b < full + 2) {
+    const __m256i v = load256(nib + full * 16);
+    return b == full + 1 ? high_nibbles(v) : low_nibbles(v);
+  }
+  return nibbles(nib + nb * 16 - 16);
+}
+#endif
+
 // ---- one weight row . one activation row ----------------------------------------
 
-template <int64_t FMT>
-float dot_row(const uint8_t* w, const BlockA* a, int64_t nb) {
-#ifdef TANDEM_AVX2
-  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-  float mins = 0.0f;
+// Repacked 4-bit row . int8 activations (TWO: two-level rows): sum_b d_b da_b dot(q_b, x_b) + m_b s_b.
+template <bool WITH_MIN, bool TWO>
+float dot_q4r(const uint8_t* w, const Acts& a, int64_t nb) {
+  const uint8_t* nib = w;
+  const uint8_t* dw = w + nb * 16;
+  const uint8_t* mw = dw + nb * 2;  // Q4_1R only
+  const int64_t full = nb / 4 * 4;
+  float total = 0.0f, offsets = 0.0f;  // offsets: sum of m_b s_b (Q4_1) or d_b s_b (Q4_0, times -8 at the end)
   int64_t b = 0;
+#if defined(TANDEM_ZMM_DOT)
+  {
+    // Lanes of one group's two dot products (4 int32 a lane, two lanes a block) -> its scale.
+    __m512i lo_idx[4], hi_idx[4];
+    for (int j = 0; j < 4; ++j) {
+      lo_idx[j] = _mm512_setr_epi32(4 * j, 4 * j, 4 * j, 4 * j, 4 * j, 4 * j, 4 * j, 4 * j, 4 * j + 1, 4 * j + 1,
+                                    4 * j + 1, 4 * j + 1, 4 * j + 1, 4 * j + 1, 4 * j + 1, 4 * j + 1);
+      hi_idx[j] = _mm512_add_epi32(lo_idx[j], _mm512_set1_epi32(2));
+    }
+    const __m512i mask4 = _mm512_set1_epi8(0x0F);
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps(), off = _mm512_setzero_ps();
+    for (; b < full; b += 16) {
+      const int64_t count = std::min<int64_t>(16, full - b);
+      const __mmask16 live = static_cast<__mmask16>((1u << count) - 1);
+      const __m512 wd = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(live, dw + 2 * b));
+      const __m512 sc = _mm512_mul_ps(wd, _mm512_loadu_ps(a.d + b));
+      const __m512 wm = WITH_MIN ? _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(live, mw + 2 * b)) : wd;
+      off = _mm512_fmadd_ps(wm, _mm512_loadu_ps(a.s + b), off);
+      for (int64_t j = 0; j < count / 4; ++j) {
+        const __m512i q = _mm512_loadu_si512(nib + 16 * (b + 4 * j));
+        const int64_t at = QK * (b + 4 * j);
+        const int8_t* y = a.qs + at;
+        const int8_t* y2 = TWO ? a.qs2 + at : nullptr;
+        const __m512i plo = dot_acts512<TWO>(_mm512_and_si512(q, mask4), y, y2);
+        const __m512i phi = dot_acts512<TWO>(_mm512_and_si512(_mm512_srli_epi16(q, 4), mask4), y + 64,
+                                             TWO ? y2 + 64 : nullptr);
+        acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(plo), _mm512_permutexvar_ps(lo_idx[j], sc), acc0);
+        acc1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(phi), _mm512_permutexvar_ps(hi_idx[j], sc), acc1);
+      }
+    }
+    b = full;
+    total = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+    offsets = _mm512_reduce_add_ps(off);
+  }
+#elif defined(TANDEM_AVX2)
+  {
+    const __m256i lane[4] = {_mm256_set1_epi32(0), _mm256_set1_epi32(1), _mm256_set1_epi32(2), _mm256_set1_epi32(3)};
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    __m128 off = _mm_setzero_ps();
+    for (; b < full; b += 4) {
+      const __m128 wd = _mm_cvtph_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(dw + 2 * b)));
+      const __m256 sc = _mm256_castps128_ps256(_mm_mul_ps(wd, _mm_loadu_ps(a.d + b)));
+      const __m128 wm = WITH_MIN ? _mm_cvtph_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(mw + 2 * b))) : wd;
+      off = _mm_fmadd_ps(wm, _mm_loadu_ps(a.s + b), off);
+      const __m256i q02 = load256(nib + 16 * b), q13 = load256(nib + 16 * b + 32);
+      const int8_t* y = a.qs + QK * b;
+      const int8_t* y2 = TWO ? a.qs2 + QK * b : y;  // y2 is read only when TWO
+      auto dot = [&](__m256i u, int64_t off) { return _mm256_cvtepi32_ps(dot_acts<TWO>(u, y + off, y2 + off)); };
+      acc0 = _mm256_fmadd_ps(dot(low_nibbles(q02), 0), _mm256_permutevar8x32_ps(sc, lane[0]), acc0);
+      acc1 = _mm256_fmadd_ps(dot(low_nibbles(q13), 32), _mm256_permutevar8x32_ps(sc, lane[1]), acc1);
+      acc0 = _mm256_fmadd_ps(dot(high_nibbles(q02), 64), _mm256_permutevar8x32_ps(sc, lane[2]), acc0);
+      acc1 = _mm256_fmadd_ps(dot(high_nibbles(q13), 96), _mm256_permutevar8x32_ps(sc, lane[3]), acc1);
+    }
+    total = hsum(_mm256_add_ps(acc0, acc1));
+    offsets = hsum128(off);
+  }
+#endif
+  for (; b < nb; ++b) {
+    const float d = f16(dw + 2 * b);
+    int sum = 0;
+#ifdef TANDEM_AVX2
+    sum = hsum_i32(dot_acts<TWO>(block_nibbles(nib, b, nb), a.qs + QK * b, TWO ? a.qs2 + QK * b : a.qs));
+#else
+    int sum2 = 0;
+    for (int64_t i = 0; i < QK; ++i) {
+      const auto [at, high] = nibble_at(b, i, nb);
+      const int q = high ? nib[at] >> 4 : nib[at] & 0x0F;
+      sum += q * a.qs[QK * b + i];
+      if (TWO) sum2 += q * a.qs2[QK * b + i];
+    }
+    if (TWO) sum = 254 * sum + sum2;
+#endif
+    total += d * a.d[b] * static_cast<float>(sum);
+    offsets += (WITH_MIN ? f16(mw + 2 * b) : d) * a.s[b];
+  }
+  return total + (WITH_MIN ? offsets : -8.0f * offsets);
+}
+
+// Q8_0 / I8 row . int8 activations, one or two levels (I8's per-row scale is applied by the caller).
+template <int64_t FMT, bool TWO>
+float dot_q8(const uint8_t* w, const Acts& a, int64_t nb) {
+  constexpr int64_t size = FMT == Q8_0 ? 34 : QK, head = FMT == Q8_0 ? 2 : 0;
+  auto scale = [&](int64_t b) { return (FMT == Q8_0 ? f16(w + b * size) : 1.0f) * a.d[b]; };
+#ifdef TANDEM_AVX2
+  auto y = [&](int64_t b) { return a.qs + QK * b; };
+  auto y2 = [&](int64_t b) { return (TWO ? a.qs2 : a.qs) + QK * b; };  // read only when TWO
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  int64_t b = 0;
+#if defined(TANDEM_ZMM_DOT)
+  {
+    // Two blocks a 64-byte vector, two vectors an iteration; the weights' sign moves onto the activations.
+    auto pair = [&](int64_t c) {
+      const __m512i q = _mm512_inserti64x4(_mm512_castsi256_si512(load256(w + c * size + head)),
+                                           load256(w + (c + 1) * size + head), 1);
+      const __mmask64 neg = _mm512_movepi8_mask(q);
+      const __m512i u = _mm512_abs_epi8(q), zero = _mm512_setzero_si512();
+      const __m512i y1 = _mm512_loadu_si512(y(c));
+      __m512i i = _mm512_dpbusd_epi32(zero, u, _mm512_mask_sub_epi8(y1, neg, zero, y1));
+      if (TWO) {
+        const __m512i y2v = _mm512_loadu_si512(y2(c));
+        i = _mm512_dpbusd_epi32(_mm512_sub_epi32(_mm512_slli_epi32(i, 8), _mm512_slli_epi32(i, 1)), u,
+                                _mm512_mask_sub_epi8(y2v, neg, zero, y2v));
+      }
+      const __m512 sc = _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(scale(c)), _mm512_set1_ps(scale(c + 1)));
+      return std::pair<__m512i, __m512>{i, sc};
+    };
+    __m512 z0 = _mm512_setzero_ps(), z1 = _mm512_setzero_ps();
+    for (; b + 3 < nb; b += 4) {
+      const auto [i0, s0] = pair(b);
+      const auto [i1, s1] = pair(b + 2);
+      z0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i0), s0, z0);
+      z1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i1), s1, z1);
+    }
+    const __m512 z = _mm512_add_ps(z0, z1);
+    acc0 = _mm256_add_ps(_mm512_castps512_ps256(z), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(z), 1)));
+  }
+#endif
   // two blocks per iteration on independent accumulators, for instruction-level parallelism
   for (; b + 1 < nb; b += 2) {
-    const BlockA& a0 = a[b];
-    const BlockA& a1 = a[b + 1];
-    const __m256i y0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a0.qs));
-    const __m256i y1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a1.qs));
-    if constexpr (FMT == Q4_0) {
-      const uint8_t* w0 = w + b * 18;
-      const uint8_t* w1 = w0 + 18;
-      const __m256i off = _mm256_set1_epi8(8);
-      acc0 = _mm256_fmadd_ps(_mm256_set1_ps(f16(w0) * a0.d), dot_s8s8(_mm256_sub_epi8(nibbles(w0 + 2), off), y0), acc0);
-      acc1 = _mm256_fmadd_ps(_mm256_set1_ps(f16(w1) * a1.d), dot_s8s8(_mm256_sub_epi8(nibbles(w1 + 2), off), y1), acc1);
-    } else if constexpr (FMT == Q4_1) {
-      const uint8_t* w0 = w + b * 20;
-      const uint8_t* w1 = w0 + 20;
-      acc0 = _mm256_fmadd_ps(_mm256_set1_ps(f16(w0) * a0.d), dot_u8s8(nibbles(w0 + 4), y0), acc0);
-      acc1 = _mm256_fmadd_ps(_mm256_set1_ps(f16(w1) * a1.d), dot_u8s8(nibbles(w1 + 4), y1), acc1);
-      mins += f16(w0 + 2) * a0.s + f16(w1 + 2) * a1.s;
-    } else if constexpr (FMT == Q8_0) {
-      const uint8_t* w0 = w + b * 34;
-      const uint8_t* w1 = w0 + 34;
-      const __m256i q0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w0 + 2));
-      const __m256i q1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w1 + 2));
-      acc0 = _mm256_fmadd_ps(_mm256_set1_ps(f16(w0) * a0.d), dot_s8s8(q0, y0), acc0);
-      acc1 = _mm256_fmadd_ps(_mm256_set1_ps(f16(w1) * a1.d), dot_s8s8(q1, y1), acc1);
-    } else {
-      const __m256i q0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + b * QK));
-      const __m256i q1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + (b + 1) * QK));
-      acc0 = _mm256_fmadd_ps(_mm256_set1_ps(a0.d), dot_s8s8(q0, y0), acc0);
-      acc1 = _mm256_fmadd_ps(_mm256_set1_ps(a1.d), dot_s8s8(q1, y1), acc1);
-    }
+    const __m256i q0 = load256(w + b * size + head), q1 = load256(w + (b + 1) * size + head);
+    acc0 = _mm256_fmadd_ps(_mm256_set1_ps(scale(b)), dot_s8_acts<TWO>(q0, y(b), y2(b)), acc0);
+    acc1 = _mm256_fmadd_ps(_mm256_set1_ps(scale(b + 1)), dot_s8_acts<TWO>(q1, y(b + 1), y2(b + 1)), acc1);
   }
-  for (; b < nb; ++b) {
-    const BlockA& a0 = a[b];
-    const __m256i y0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a0.qs));
-    if constexpr (FMT == Q4_0) {
-      const uint8_t* w0 = w + b * 18;
-      const __m256i q = _mm256_sub_epi8(nibbles(w0 + 2), _mm256_set1_epi8(8));
-      acc0 = _mm256_fmadd_ps(_mm256_set1_ps(f16(w0) * a0.d), dot_s8s8(q, y0), acc0);
-    } else if constexpr (FMT == Q4_1) {
-      const uint8_t* w0 = w + b * 20;
-      acc0 = _mm256_fmadd_ps(_mm256_set1_ps(f16(w0) * a0.d), dot_u8s8(nibbles(w0 + 4), y0), acc0);
-      mins += f16(w0 + 2) * a0.s;
-    } else if constexpr (FMT == Q8_0) {
-      const uint8_t* w0 = w + b * 34;
-      const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w0 + 2));
-      acc0 = _mm256_fmadd_ps(_mm256_set1_ps(f16(w0) * a0.d), dot_s8s8(q, y0), acc0);
-    } else {
-      const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + b * QK));
-      acc0 = _mm256_fmadd_ps(_mm256_set1_ps(a0.d), dot_s8s8(q, y0), acc0);
-    }
-  }
-  return hsum(_mm256_add_ps(acc0, acc1)) + mins;
+  if (b < nb) acc0 = _mm256_fmadd_ps(_mm256_set1_ps(scale(b)), dot_s8_acts<TWO>(load256(w + b * size + head), y(b),
+                                                                                y2(b)), acc0);
+  return hsum(_mm256_add_ps(acc0, acc1));
 #else
   float total = 0.0f;
   for (int64_t b = 0; b < nb; ++b) {
-    const BlockA& ab = a[b];
-    int sum = 0;
-    if constexpr (FMT == Q4_0 || FMT == Q4_1) {
-      const int64_t size = FMT == Q4_0 ? 18 : 20;
-      const uint8_t* qs = w + b * size + (FMT == Q4_0 ? 2 : 4);
-      const int off = FMT == Q4_0 ? 8 : 0;
-      for (int j = 0; j < 16; ++j) {
-        sum += ((qs[j] & 0x0F) - off) * ab.qs[j] + ((qs[j] >> 4) - off) * ab.qs[j + 16];
-      }
-      total += f16(w + b * size) * ab.d * static_cast<float>(sum);
-      if constexpr (FMT == Q4_1) total += f16(w + b * size + 2) * ab.s;
-    } else {
-      const uint8_t* blk = FMT == Q8_0 ? w + b * 34 : w + b * QK;
-      const int8_t* qs = reinterpret_cast<const int8_t*>(FMT == Q8_0 ? blk + 2 : blk);
-      for (int j = 0; j < QK; ++j) sum += qs[j] * ab.qs[j];
-      total += (FMT == Q8_0 ? f16(blk) : 1.0f) * ab.d * static_cast<float>(sum);
+    const int8_t* qs = reinterpret_cast<const int8_t*>(w + b * size + head);
+    int sum = 0, sum2 = 0;
+    for (int j = 0; j < QK; ++j) sum += qs[j] * a.qs[QK * b + j];
+    if (TWO) {
+      for (int j = 0; j < QK; ++j) sum2 += qs[j] * a.qs2[QK * b + j];
+      sum = 254 * sum + sum2;
     }
+    total += scale(b) * static_cast<float>(sum);
   }
   return total;
 #endif
@@ -239,9 +474,28 @@ float dot_row(const uint8_t* w, const BlockA* a, int64_t nb) {
 
 template <int64_t FMT>
 void dequantize_row(const uint8_t* w, float scale, float* out, int64_t k) {
-  for (int64_t b = 0; b < k / QK; ++b) {
+  const int64_t nb = k / QK;
+  for (int64_t b = 0; b < nb; ++b) {
     float* o = out + b * QK;
-    if constexpr (FMT == Q4_0 || FMT == Q4_1) {
+    if constexpr (repacked(FMT)) {
+      const float d = f16(w + nb * 16 + 2 * b);
+      const float m = FMT == Q4_1R ? f16(w + nb * 18 + 2 * b) : -8.0f * d;
+#ifdef TANDEM_AVX2
+      const __m256i q = block_nibbles(w, b, nb);
+      const __m256 vd = _mm256_set1_ps(d), vm = _mm256_set1_ps(m);
+      for (int part = 0; part < 4; ++part) {
+        const __m128i bytes = part < 2 ? _mm256_castsi256_si128(q) : _mm256_extracti128_si256(q, 1);
+        const __m128i eight = part % 2 ? _mm_srli_si128(bytes, 8) : bytes;
+        const __m256 v = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(eight));
+        _mm256_storeu_ps(o + 8 * part, _mm256_fmadd_ps(v, vd, vm));
+      }
+#else
+      for (int64_t i = 0; i < QK; ++i) {
+        const auto [at, high] = nibble_at(b, i, nb);
+        o[i] = static_cast<float>(high ? w[at] >> 4 : w[at] & 0x0F) * d + m;
+      }
+#endif
+    } else if constexpr (FMT == Q4_0 || FMT == Q4_1) {
       const uint8_t* blk = w + b * (FMT == Q4_0 ? 18 : 20);
       const float d = f16(blk);
       const float m = FMT == Q4_1 ? f16(blk + 2) : -8.0f * d;
@@ -259,78 +513,21 @@ void dequantize_row(const uint8_t* w, float scale, float* out, int64_t k) {
   }
 }
 
-// ---- one weight row . one fp32 activation row (weights dequantized in registers) ----
-
-#ifdef TANDEM_AVX2
-// sum over 32 elements of q[i] * x[i], q given as 32 signed bytes (8 partial sums).
-inline __m256 block_dot_f32(__m256i q, const float* x) {
-  const __m128i lo = _mm256_castsi256_si128(q), hi = _mm256_extracti128_si256(q, 1);
-  __m256 acc = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo)), _mm256_loadu_ps(x));
-  acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(lo, 8))), _mm256_loadu_ps(x + 8), acc);
-  acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi)), _mm256_loadu_ps(x + 16), acc);
-  return _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8))), _mm256_loadu_ps(x + 24),
-                         acc);
-}
-#endif
-
-// `xsum[b]` is the sum of block b of x (Q4_1's offsets multiply it).
-template <int64_t FMT>
-float dot_row_f32(const uint8_t* w, const float* x, const float* xsum, int64_t nb) {
-#ifdef TANDEM_AVX2
-  __m256 acc = _mm256_setzero_ps();
-  float mins = 0.0f;
-  for (int64_t b = 0; b < nb; ++b) {
-    const float* xb = x + b * QK;
-    if constexpr (FMT == Q4_0) {
-      const uint8_t* blk = w + b * 18;
-      const __m256i q = _mm256_sub_epi8(nibbles(blk + 2), _mm256_set1_epi8(8));
-      acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(blk)), block_dot_f32(q, xb), acc);
-    } else if constexpr (FMT == Q4_1) {
-      const uint8_t* blk = w + b * 20;
-      acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(blk)), block_dot_f32(nibbles(blk + 4), xb), acc);
-      mins += f16(blk + 2) * xsum[b];
-    } else if constexpr (FMT == Q8_0) {
-      const uint8_t* blk = w + b * 34;
-      const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 2));
-      acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(blk)), block_dot_f32(q, xb), acc);
-    } else {
-      const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + b * QK));
-      acc = _mm256_add_ps(block_dot_f32(q, xb), acc);
-    }
-  }
-  return hsum(acc) + mins;
-#else
-  constexpr int64_t size = FMT == Q4_0 ? 18 : FMT == Q4_1 ? 20 : FMT == Q8_0 ? 34 : QK;
-  float total = 0.0f, row[QK];
-  for (int64_t b = 0; b < nb; ++b) {
-    dequantize_row<FMT>(w + b * size, 1.0f, row, QK);
-    for (int j = 0; j < QK; ++j) total += row[j] * x[b * QK + j];
-  }
-  (void)xsum;
-  return total;
-#endif
-}
-
-using DotFn = float (*)(const uint8_t*, const BlockA*, int64_t);
+using DotFn = float (*)(const uint8_t*, const Acts&, int64_t);
 using DequantFn = void (*)(const uint8_t*, float, float*, int64_t);
-using DotF32Fn = float (*)(const uint8_t*, const float*, const float*, int64_t);
 
-DotFn dot_fn(int64_t fmt) {
-  switch (fmt) {
-    case Q4_0: return dot_row<Q4_0>;
-    case Q4_1: return dot_row<Q4_1>;
-    case Q8_0: return dot_row<Q8_0>;
-    default: return dot_row<I8>;
-  }
-}
+const char* const kNotRepacked =
+    "4-bit weights in GGML order have no dot kernel: repack them first (torch.ops.tandem.repack)";
 
-DotF32Fn dot_f32_fn(int64_t fmt) {
+// The dot for weight format `fmt` against one-level activation rows, or two-level ones (Acts).
+DotFn dot_fn(int64_t fmt, bool two_levels = false) {
   switch (fmt) {
-    case Q4_0: return dot_row_f32<Q4_0>;
-    case Q4_1: return dot_row_f32<Q4_1>;
-    case Q8_0: return dot_row_f32<Q8_0>;
-    default: return dot_row_f32<I8>;
+    case Q4_0R: return two_levels ? dot_q4r<false, true> : dot_q4r<false, false>;
+    case Q4_1R: return two_levels ? dot_q4r<true, true> : dot_q4r<true, false>;
+    case Q8_0: return two_levels ? dot_q8<Q8_0, true> : dot_q8<Q8_0, false>;
+    case I8: return two_levels ? dot_q8<I8, true> : dot_q8<I8, false>;
   }
+  TORCH_CHECK(false, kNotRepacked);
 }
 
 DequantFn dequant_fn(int64_t fmt) {
@@ -338,12 +535,14 @@ DequantFn dequant_fn(int64_t fmt) {
     case Q4_0: return dequantize_row<Q4_0>;
     case Q4_1: return dequantize_row<Q4_1>;
     case Q8_0: return dequantize_row<Q8_0>;
+    case Q4_0R: return dequantize_row<Q4_0R>;
+    case Q4_1R: return dequantize_row<Q4_1R>;
     default: return dequantize_row<I8>;
   }
 }
 
 void check_weight(const at::Tensor& w, const c10::optional<at::Tensor>& scales, int64_t fmt, int64_t k) {
-  TORCH_CHECK(fmt >= Q4_0 && fmt <= I8, "unknown weight format ", fmt);
+  TORCH_CHECK(fmt >= Q4_0 && fmt <= Q4_1R, "unknown weight format ", fmt);
   TORCH_CHECK(k > 0 && k % QK == 0, "in_features must be a positive multiple of 32, got ", k);
   TORCH_CHECK(w.device().is_cpu() && w.scalar_type() == at::kByte && w.dim() == 2 && w.is_contiguous(),
               "weight must be a contiguous CPU uint8 tensor [out_features, row_bytes]");

@@ -1,0 +1,149 @@
+"""The repacked 4-bit layout (kernels/quant_blocks.h): made in place at load, read by every
+dot kernel, and equal to the GGML blocks' arithmetic on each instruction set the kernels
+compile for (AVX-512 + VNNI here, AVX2 via TANDEM_KERNEL_ISA, and the portable C++ path)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn as nn
+
+from engine import kernels
+from engine.kernels import cpu_flags
+from engine.quant_linear import FORMATS, QuantEmbedding, QuantLinear, quantize, quantized_bytes, repack
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HAS_AVX2 = all(f in cpu_flags().split() for f in ("avx2", "fma", "f16c"))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def native_kernels():
+    if not kernels.available():
+        pytest.fail("the native kernels did not build (a C++ compiler is part of the set-up)")
+
+
+def test_repacking_rewrites_the_rows_in_place_and_keeps_the_matrix():
+    for fmt, size in (("q4_0", 18), ("q4_1", 20)):
+        q = quantize(torch.randn(9, 7 * 32, generator=torch.Generator().manual_seed(1)), fmt)
+        data, reference = q.data.clone(), q.dequantize()
+        pointer = data.data_ptr()
+        code = torch.ops.tandem.repack(data, FORMATS[fmt])
+        assert code != FORMATS[fmt] and data.data_ptr() == pointer and data.shape == q.data.shape
+        assert not torch.equal(data, q.data)
+        blocks = q.data.reshape(9, 7, size)
+        # the scales' plane follows the 7 blocks' 16-byte nibbles; Q4_1's minimums follow the scales
+        assert torch.equal(data[:, 7 * 16 : 7 * 18], blocks[:, :, 0:2].reshape(9, 14))
+        if fmt == "q4_1":
+            assert torch.equal(data[:, 7 * 18 :], blocks[:, :, 2:4].reshape(9, 14))
+        rows = torch.ops.tandem.embedding(torch.arange(9), data, None, code, 7 * 32)
+        assert torch.equal(rows, reference)
+
+
+def test_unrepacked_4bit_weights_are_refused_by_the_dot_kernels():
+    q = quantize(torch.randn(4, 64), "q4_0")
+    with pytest.raises(RuntimeError, match="repack them first"):
+        torch.ops.tandem.qlinear(torch.randn(1, 64), q.data, None, FORMATS["q4_0"], 64)
+    with pytest.raises(RuntimeError, match="only Q4_0 and Q4_1"):
+        torch.ops.tandem.repack(quantize(torch.randn(4, 64), "q8_0").data, FORMATS["q8_0"])
+
+
+def test_a_tied_embedding_and_output_share_one_repacked_buffer():
+    """One buffer, repacked once, every module that reads it told so: no second copy."""
+    q = quantize(torch.randn(50, 96, generator=torch.Generator().manual_seed(2)), "q4_1")
+    reference = q.dequantize()
+    model = nn.Module()
+    model.emb, model.out = QuantEmbedding(50, 96, "q4_1"), QuantLinear(96, 50, "q4_1", quantize_activations=False)
+    model.emb.weight = model.out.weight = q.data
+    before = quantized_bytes(model)
+    assert repack(model) == 1 and repack(model) == 0
+    assert model.emb.code == model.out.code != FORMATS["q4_1"]
+    assert quantized_bytes(model) == before and model.emb.weight.data_ptr() == model.out.weight.data_ptr()
+    ids = torch.tensor([[0, 49, 7]])
+    assert torch.equal(model.emb(ids), reference[ids])
+    x = torch.randn(2, 96, dtype=torch.float64)
+    want = x @ reference.double().T
+    # the output layer's two-level activations: within their bound (quant_blocks.h, Acts)
+    amax = x.reshape(2, 3, 32).abs().amax(-1)
+    bound = amax @ reference.abs().double().reshape(50, 3, 32).sum(-1).T / (2 * 127 * 254)
+    assert bool(((model.out(x.float()) - want).abs() <= bound + 2e-6 * (x.abs() @ reference.abs().double().T)).all())
+
+
+# The dots, compiled for one ISA: activations built as exact int8 blocks (a +-127 in every block, a
+# power-of-two step), so the kernel's only rounding is float32 accumulation, against a float64
+# reference over the GGML blocks' dequantized weights. Worst case relative to sum |x||w|: K float32
+# additions of terms that are exact (int products below 2^24 times a scale) give <= K * 2^-24; the
+# bound is 2e-6 (K <= 2144 here; measured <= 1.4e-7 on every ISA). Both the int8 path (every format)
+# and the two-level path (the output layer's, quantize_x=False) run; on these exact blocks the second
+# level is zero.
+#
+# Then the two-level path on ordinary fp32 activations (gaussian, blocks of widely different scale, an
+# outlier per row) against its stated bound (quant_blocks.h, Acts): per block, the activations' absmax
+# / (2 * 127 * 254) times the sum of the block's |w|, plus float32 rounding (2e-6 of sum |x||w|, as
+# above). "two/" is the worst error as a fraction of that bound: at most 1 on every ISA.
+RUN = """
+import json, torch
+from engine import kernels
+from engine.quant_linear import FORMATS, REPACKED, quantize
+ISA_FLAGS
+assert kernels.available()
+g = torch.Generator().manual_seed(0)
+worst = {}
+for fmt in FORMATS:
+    for n, k in [(37, 32), (5, 64), (9, 96), (17, 160), (3, 224), (33, 608), (6, 2144)]:
+        q = quantize(torch.randn(n, k, generator=g) * 0.05, fmt)
+        ref = q.dequantize().double()
+        data, code = q.data.clone(), FORMATS[fmt]
+        if fmt in REPACKED:
+            code = torch.ops.tandem.repack(data, code)
+        for rows in (1, 3):
+            steps = torch.randint(-127, 128, (rows, k // 32, 32), generator=g)
+            steps[:, :, 5] = 127
+            x = (steps * 2.0 ** -9).reshape(rows, k)
+            want, scale = x.double() @ ref.T, x.double().abs() @ ref.abs().T
+            for quantize_x in (True, False):
+                got = torch.ops.tandem.qlinear(x, data, q.scales, code, k, quantize_x).double()
+                err = float(((got - want).abs() / scale.clamp_min(1e-30)).max())
+                key = f"{fmt}/{'int8' if quantize_x else 'int8x2'}"
+                worst[key] = max(worst.get(key, 0.0), err)
+        for rows in (1, 3):
+            x = torch.randn(rows, k, generator=g) * torch.exp(2 * torch.randn(rows, k // 32, 1, generator=g)).repeat_interleave(32, 1).reshape(rows, k)
+            x[:, 3] = 40.0
+            xd = x.double()
+            want = xd @ ref.T
+            amax = xd.reshape(rows, k // 32, 32).abs().amax(-1)
+            wabs = ref.abs().reshape(-1, k // 32, 32).sum(-1)
+            bound = amax @ wabs.T / (2 * 127 * 254) + 2e-6 * (xd.abs() @ ref.abs().T)
+            got = torch.ops.tandem.qlinear(x, data, q.scales, code, k, False).double()
+            err = float(((got - want).abs() / bound).max())
+            worst[f"two/{fmt}"] = max(worst.get(f"two/{fmt}", 0.0), err)
+print(json.dumps({"isa": kernels.isa(), "worst": worst}))
+"""
+
+
+def run(isa: str) -> dict:
+    # "portable" is the plain C++ path of a CPU without AVX2, built here for x86-64 (SSE2) on purpose.
+    flags = 'kernels.ISAS["portable"] = (["-march=x86-64"], ())' if isa == "portable" else ""
+    env = {**os.environ, "TANDEM_KERNEL_ISA": isa, "PYTHONPATH": REPO}
+    proc = subprocess.run([sys.executable, "-c", RUN.replace("ISA_FLAGS", flags)], capture_output=True, text=True,
+                          env=env, cwd=REPO, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("isa", ["native", "avx2", "portable"])
+def test_repacked_dots_equal_the_reference_blocks_on_each_isa(isa):
+    if isa != "native" and not HAS_AVX2 and isa == "avx2":
+        pytest.skip("this CPU has no AVX2/FMA/F16C")
+    if isa == "portable" and os.uname().machine != "x86_64":
+        pytest.skip("the portable build is compiled with -march=x86-64")
+    result = run(isa)
+    assert result["isa"] == isa
+    assert len(result["worst"]) == 3 * len(FORMATS)
+    exact = {key: err for key, err in result["worst"].items() if not key.startswith("two/")}
+    assert max(exact.values()) <= 2e-6, result
+    assert max(err for key, err in result["worst"].items() if key.startswith("two/")) <= 1.0, result
