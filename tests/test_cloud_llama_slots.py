@@ -215,14 +215,15 @@ def _chunks(ids: list[int], frames: list[bytes]):
 
 
 def test_the_sdk_hands_its_cache_to_llama_server(gateway, smollm2_device, tmp_path):
+    """int8: a prompt this short is under q4's recomputed window, so q4 would send token IDs."""
     _, port = gateway
     kv = {"enabled": True, "link_mbps": 10000, "rtt_ms": 0, "cloud_prefill_tokens_per_s": 1,
-          "edge_prefill_tokens_per_s": 1, "prefill_offload": False, "codec": "q4"}
+          "edge_prefill_tokens_per_s": 1, "prefill_offload": False, "codec": "int8"}
     policy = policy_with(kv_handoff=kv, confidence=ALWAYS_UNSURE)
     with TandemClient(smollm2_device, cloud=f"127.0.0.1:{port}", policy=policy,
                       audit_log=tmp_path / "a.jsonl") as client:
         result = client.complete(PROMPTS[2], max_new_tokens=8)
-    assert result.tier == "cloud" and result.record.handoff == "kv:q4" and result.text
+    assert result.tier == "cloud" and result.record.handoff == "kv:int8" and result.text
 
 
 def test_bad_frames_are_clear_errors_and_keep_nothing(gateway, backend, smollm2_device):
