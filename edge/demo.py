@@ -38,8 +38,8 @@ SCENARIOS = (
     Scenario("too long for the device -> cloud", f"{DOCUMENT}\n\nIn one sentence, what is this speech about?"),
     Scenario("unsure on the device -> cloud", "What was the name of the third wife of the 14th king of Norway?"),
     Scenario("pinned to the device (card number)",
-             "My card 4111 1111 1111 1111 was charged twice. What was the name of the third wife of the 14th "
-             "king of Norway?"),
+             "What was the name of the third wife of the 14th king of Norway? My card 4111 1111 1111 1111 was "
+             "charged twice."),
     Scenario("redacted egress (e-mail)",
              f"{DOCUMENT}\n\nWho should receive a summary of this speech? Answer: jane.doe@example.com. Now write "
              "the e-mail, starting with 'Dear jane.doe@example.com,'"),
