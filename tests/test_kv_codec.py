@@ -416,6 +416,21 @@ def test_quantizers_take_the_sizes_they_declare():
         assert sum(s.numel() for s in sections) == size, fmt
 
 
+@pytest.mark.parametrize("shape", [(2, 3, 4, 32, 64), (1, 3, 128, 16, 1), (1, 2, 3, 5, 8)])
+def test_q4_packs_the_same_bytes_with_and_without_the_word_at_a_time_path(shape, monkeypatch):
+    """The fast path (pairs of codes as one int16 word, folded group ranges) against the
+    byte-strided one a big-endian host takes and torch's own reductions."""
+    x = torch.randn(shape) * 3 + 1
+    fast = torch.cat(quant.q4c_encode(x))
+    low, high = quant._group_range(x)
+    assert torch.equal(low, x.amin(dim=3, keepdim=True)) and torch.equal(high, x.amax(dim=3, keepdim=True))
+    monkeypatch.setattr(quant, "LITTLE_ENDIAN", False)
+    assert torch.equal(torch.cat(quant.q4c_encode(x)), fast)
+    strided = quant.q4c_decode(quant.Reader(fast), shape)
+    monkeypatch.setattr(quant, "LITTLE_ENDIAN", True)
+    assert torch.equal(quant.q4c_decode(quant.Reader(fast), shape), strided)
+
+
 def test_constant_blocks_decode_exactly_in_q4():
     x = torch.zeros(1, 2, 64, 64)
     x[0, 1] = 3.5
