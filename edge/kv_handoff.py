@@ -23,7 +23,7 @@ from engine.kv import (
 )
 from engine.model import KVCache
 from engine.runtime import LocalModel
-from router import KVHandoffRules
+from router import KVHandoffRules, KVOffer
 from tandem_rpc.v1 import cloud_pb2
 
 
@@ -35,7 +35,7 @@ def ineligible(local: LocalModel, info: cloud_pb2.InfoResponse, rules: KVHandoff
         caps = info.capabilities
         if not (caps.kv_import if direction == "up" else caps.kv_export):
             return f"kv_not_offered_by_engine:{caps.engine or 'unknown'}"
-    if rules.codec not in info.kv_codecs:
+    if not any(codec in info.kv_codecs for codec in rules.codecs(direction)):
         return "kv_codec_not_offered"
     cloud = fingerprint_from(info.model_fingerprint)
     if incompatibility(local.fingerprint, cloud, allow_cross_precision=True) is not None:
@@ -46,6 +46,19 @@ def ineligible(local: LocalModel, info: cloud_pb2.InfoResponse, rules: KVHandoff
         if not info.kv_limits.cross_precision:
             return "kv_cross_precision_refused_by_cloud"
     return None
+
+
+def offers(local: LocalModel, info: cloud_pb2.InfoResponse, rules: KVHandoffRules, n_tokens: int, *,
+           direction: str = "up") -> list[KVOffer]:
+    """What each codec the policy allows and the cloud offers would send of `n_tokens` positions:
+    an upload leaves q4's last positions to the cloud; a download carries every position."""
+    out = []
+    for codec in rules.codecs(direction):
+        if codec not in info.kv_codecs:
+            continue
+        n_sent = sent_tokens(local, n_tokens, codec) if direction == "up" else n_tokens
+        out.append(KVOffer(codec, kv_bytes(local, n_sent, codec) if n_sent else 0, n_tokens - n_sent))
+    return out
 
 
 def sent_tokens(local: LocalModel, n_cached: int, codec: str) -> int:

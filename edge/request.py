@@ -293,26 +293,27 @@ class Request:
         fingerprints or the cloud say so (a refused upload falls back to token IDs)."""
         rules = self.policy.kv_handoff
         choice = HandoffChoice("token_ids", "kv_disabled")
-        n_sent = kv_handoff.sent_tokens(self.local, n_cached, rules.codec)
         if rules.enabled:
             info = self._info()
+            reason = kv_handoff.ineligible(self.local, info, rules)
             choice = choose_continuation(
-                n_cached=n_cached, kv_bytes=kv_handoff.kv_bytes(self.local, n_sent, rules.codec) if n_sent else 0,
-                rules=rules, speeds=self.client.speeds, ineligible=kv_handoff.ineligible(self.local, info, rules),
-                n_recompute=n_cached - n_sent,
+                n_cached=n_cached, offers=[] if reason else kv_handoff.offers(self.local, info, rules, n_cached),
+                rules=rules, speeds=self.client.speeds, ineligible=reason,
             )
         self._record_handoff(choice)
         if not choice.by_kv:
             return self._open(request)
+        codec = choice.codec
+        n_sent = kv_handoff.sent_tokens(self.local, n_cached, codec)
         transport = self.client.transport
         ids = list(request.token_ids)
         t0 = time.monotonic()
         try:
-            start = self.egress.message(cloud_pb2.KVStart(token_ids=ids[:n_sent], codec=rules.codec,
+            start = self.egress.message(cloud_pb2.KVStart(token_ids=ids[:n_sent], codec=codec,
                                                           request_id=self.record.request_id))
             upload = transport.upload_kv(
                 list(start.token_ids),
-                lambda: map(self.egress.frame, kv_handoff.frames_of(self.local, cache, n_sent, rules.codec)),
+                lambda: map(self.egress.frame, kv_handoff.frames_of(self.local, cache, n_sent, codec)),
                 codec=start.codec, reserve_tokens=request.max_new_tokens + len(ids) - n_sent,
                 request_id=start.request_id, deadline=self.deadline,
             )
@@ -349,8 +350,9 @@ class Request:
         reason = ("redacted_or_local_only" if info is None
                   else kv_handoff.ineligible(self.local, info, rules, direction="down"))
         choice = choose_prefill(
-            n_prompt=n_prompt, kv_bytes=kv_handoff.kv_bytes(self.local, n_prompt, rules.codec), rules=rules,
-            speeds=self.client.speeds, ineligible=reason,
+            n_prompt=n_prompt, offers=[] if reason else kv_handoff.offers(self.local, info, rules, n_prompt,
+                                                                          direction="down"),
+            rules=rules, speeds=self.client.speeds, ineligible=reason,
         )
         self._record_handoff(choice)
         if not choice.by_kv:
@@ -359,7 +361,7 @@ class Request:
         t0 = time.monotonic()
         try:
             prefill = self.egress.message(cloud_pb2.PrefillKVRequest(
-                request_id=self.record.request_id, token_ids=ids, codec=rules.codec,
+                request_id=self.record.request_id, token_ids=ids, codec=choice.codec,
                 receiver=fingerprint_message(self.local.fingerprint), allow_cross_precision=rules.cross_precision,
             ))
             chunks = transport.prefill_kv(
@@ -386,8 +388,7 @@ class Request:
         return self.client.transport.check_handoff(tok.fingerprint, tok.vocab_size, deadline=self.deadline)
 
     def _record_handoff(self, choice: HandoffChoice) -> None:
-        codec = self.policy.kv_handoff.codec
-        self.record.handoff = f"{choice.kind}:{codec}" if choice.by_kv else choice.kind
+        self.record.handoff = f"{choice.kind}:{choice.codec}" if choice.by_kv else choice.kind
         self.record.handoff_reason = choice.reason
         self.record.handoff_costs_ms = dict(choice.costs_ms)
 

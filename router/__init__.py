@@ -10,7 +10,7 @@ from router.audit import AuditLog, DecisionRecord
 from router.decide import Decision, Reason, Route, decide
 from router.detectors import DETECTORS, Finding, detect
 from router.errors import PolicyError, Problem
-from router.handoff import HandoffChoice, PrefillSpeeds, choose_continuation, choose_prefill
+from router.handoff import HandoffChoice, KVOffer, PrefillSpeeds, choose_continuation, choose_prefill
 from router.loader import load_policy, parse_policy
 from router.monitor import MonitorVerdict, StreamMonitor
 from router.policy import (
@@ -47,6 +47,7 @@ __all__ = [
     "Finding",
     "HandoffChoice",
     "KVHandoffRules",
+    "KVOffer",
     "MonitorVerdict",
     "Policy",
     "PolicyError",

@@ -46,12 +46,24 @@ class PrefillSpeeds:
 
 
 @dataclass(frozen=True)
+class KVOffer:
+    """One way a cache could cross: its codec, the bytes that codec sends, and the positions it
+    leaves for the receiver to prefill from the token IDs (q4 leaves the last few hundred)."""
+
+    codec: str
+    kv_bytes: int
+    n_recompute: int = 0
+
+
+@dataclass(frozen=True)
 class HandoffChoice:
-    """`kind`: token_ids | kv (continuation), local_prefill | kv_prefill (offload)."""
+    """`kind`: token_ids | kv (continuation), local_prefill | kv_prefill (offload); `codec` the
+    cache's, when it goes by KV. `costs_ms` holds every option weighed ("kv:<codec>" for caches)."""
 
     kind: str
     reason: str
     costs_ms: dict[str, float] = field(default_factory=dict)
+    codec: str | None = None
 
     @property
     def by_kv(self) -> bool:
@@ -62,41 +74,46 @@ def transfer_ms(nbytes: int, rules: KVHandoffRules) -> float:
     return nbytes * 8 / (rules.link_mbps * 1e6) * 1000 + nbytes / DECODE_BYTES_PER_S * 1000
 
 
+def _cheapest(plain: str, plain_ms: float, kind: str, offers: dict[str, float]) -> HandoffChoice:
+    """The cheapest of the plain hand-off and each offer (a tie keeps the earlier one)."""
+    costs = {plain: round(plain_ms, 1), **{f"kv:{codec}": round(ms, 1) for codec, ms in offers.items()}}
+    best = min(costs, key=costs.__getitem__)
+    if best == plain:
+        return HandoffChoice(plain, "cheaper", costs)
+    return HandoffChoice(kind, "cheaper", costs, codec=best.removeprefix("kv:"))
+
+
 def choose_continuation(
-    *, n_cached: int, kv_bytes: int, rules: KVHandoffRules, speeds: PrefillSpeeds, ineligible: str | None = None,
-    n_recompute: int = 0,
+    *, n_cached: int, offers: list[KVOffer], rules: KVHandoffRules, speeds: PrefillSpeeds,
+    ineligible: str | None = None,
 ) -> HandoffChoice:
-    """Continue in the cloud from `n_cached` positions the edge holds: by KV (`kv_bytes` for all
-    but the last `n_recompute`, which the cloud prefills) or by token IDs."""
+    """Continue in the cloud from `n_cached` positions the edge holds: by token IDs or by one of
+    the `offers` (its bytes, plus the cloud's prefill of the positions it leaves out)."""
     if not rules.enabled:
         return HandoffChoice("token_ids", "kv_disabled")
     if ineligible:
         return HandoffChoice("token_ids", ineligible)
-    if n_recompute >= n_cached:
+    offers = [o for o in offers if o.n_recompute < n_cached]
+    if not offers:
         return HandoffChoice("token_ids", "kv_nothing_to_send")
-    costs = {
-        "token_ids": rules.rtt_ms + n_cached / speeds.cloud * 1000,
-        "kv": 2 * rules.rtt_ms + transfer_ms(kv_bytes, rules) + n_recompute / speeds.cloud * 1000,
-    }
-    costs = {k: round(v, 1) for k, v in costs.items()}
-    kind = "kv" if costs["kv"] < costs["token_ids"] else "token_ids"
-    return HandoffChoice(kind, "cheaper", costs)
+    return _cheapest("token_ids", rules.rtt_ms + n_cached / speeds.cloud * 1000, "kv", {
+        o.codec: 2 * rules.rtt_ms + transfer_ms(o.kv_bytes, rules) + o.n_recompute / speeds.cloud * 1000
+        for o in offers
+    })
 
 
 def choose_prefill(
-    *, n_prompt: int, kv_bytes: int, rules: KVHandoffRules, speeds: PrefillSpeeds, ineligible: str | None = None
+    *, n_prompt: int, offers: list[KVOffer], rules: KVHandoffRules, speeds: PrefillSpeeds,
+    ineligible: str | None = None,
 ) -> HandoffChoice:
-    """Prefill a prompt on the device, or in the cloud with its cache shipped down."""
+    """Prefill a prompt on the device, or in the cloud with its cache shipped down by one of the
+    `offers`."""
     if not (rules.enabled and rules.prefill_offload):
         return HandoffChoice("local_prefill", "offload_disabled")
     if n_prompt < rules.min_offload_tokens:
         return HandoffChoice("local_prefill", "short_prompt")
     if ineligible:
         return HandoffChoice("local_prefill", ineligible)
-    costs = {
-        "local_prefill": n_prompt / speeds.edge * 1000,
-        "kv_prefill": rules.rtt_ms + n_prompt / speeds.cloud * 1000 + transfer_ms(kv_bytes, rules),
-    }
-    costs = {k: round(v, 1) for k, v in costs.items()}
-    kind = "kv_prefill" if costs["kv_prefill"] < costs["local_prefill"] else "local_prefill"
-    return HandoffChoice(kind, "cheaper", costs)
+    return _cheapest("local_prefill", n_prompt / speeds.edge * 1000, "kv_prefill", {
+        o.codec: rules.rtt_ms + n_prompt / speeds.cloud * 1000 + transfer_ms(o.kv_bytes, rules) for o in offers
+    })

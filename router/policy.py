@@ -135,6 +135,12 @@ class CloudRules:
 
 
 KV_CODECS = ("fp16", "int8", "q4")  # engine.kv's codecs (router/ never imports the engine)
+AUTO_CODEC = "auto"
+# What `auto` weighs per hand-off: the codecs that meet the fidelity goal (>= 99 % mean, >= 98 %
+# worst-text top-1 agreement on the report texts, README). q4 meets it only with the receiver
+# prefilling its last positions, which the edge -> cloud continuation does and the cloud's
+# prefill shipped down does not, so a download weighs int8 alone.
+AUTO_CODECS = {"up": ("int8", "q4"), "down": ("int8",)}
 
 
 @dataclass(frozen=True)
@@ -143,7 +149,7 @@ class KVHandoffRules:
     estimate starts from (the SDK refines the prefill speeds by measuring)."""
 
     enabled: bool = False
-    codec: str = "int8"
+    codec: str = AUTO_CODEC  # one of KV_CODECS, or auto: the cheapest of AUTO_CODECS by the estimate
     cross_precision: bool = False
     prefill_offload: bool = False
     min_offload_tokens: int = 1024
@@ -151,6 +157,11 @@ class KVHandoffRules:
     rtt_ms: float = 40.0
     edge_prefill_tokens_per_s: float = 400.0
     cloud_prefill_tokens_per_s: float = 2000.0
+
+    def codecs(self, direction: str = "up") -> tuple[str, ...]:
+        """The codecs a hand-off in this direction ("up": edge -> cloud, "down": the cloud's
+        prefill shipped down) may use: the policy's one, or what `auto` weighs."""
+        return AUTO_CODECS[direction] if self.codec == AUTO_CODEC else (self.codec,)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from router.policy import BUILTIN_DETECTORS, KV_CODECS, EscalationAction, Fallback, KVHandoffRules, Signal, TagAction
+from router.policy import AUTO_CODEC, BUILTIN_DETECTORS, KV_CODECS, EscalationAction, Fallback, KVHandoffRules, Signal, TagAction
 
 SCHEMA_ID = "https://tandem.dev/schemas/policy.schema.json"
 PUBLISHED_PATH = Path(__file__).resolve().parents[1] / "policies" / "policy.schema.json"
@@ -242,9 +242,11 @@ SCHEMA: dict[str, Any] = {
             "properties": {
                 "enabled": {"type": "boolean", "default": _KV.enabled,
                             "description": "Edge -> cloud continuations may carry the edge's KV cache."},
-                "codec": {"enum": list(KV_CODECS), "default": _KV.codec,
-                          "description": "fp16: exact to half precision; int8: ~2x smaller, near lossless; q4: "
-                          "KIVI-style 4 bit, ~3.7x smaller (benchmarks/kv_handoff.py measures its top-1 agreement)."},
+                "codec": {"enum": [AUTO_CODEC, *KV_CODECS], "default": _KV.codec,
+                          "description": "auto: per hand-off, whichever of int8 and q4 the estimate says is "
+                          "faster; fp16: exact to half precision; int8: ~2x smaller, near lossless; q4: 3.5x "
+                          "smaller, the cloud prefills the last 384 positions itself (benchmarks/kv_handoff.py "
+                          "measures the top-1 agreement)."},
                 "cross_precision": {
                     "type": "boolean", "default": _KV.cross_precision,
                     "description": "A cache made by the quantized edge model may seed the full-precision cloud "

@@ -11,7 +11,7 @@ import pytest
 
 from edge import TandemClient
 from engine.kv.codec import DEFAULT_RECOMPUTE_TOKENS
-from router import PrefillSpeeds, choose_continuation, choose_prefill
+from router import KVOffer, PrefillSpeeds, choose_continuation, choose_prefill
 from tests.cloud_fixtures import running_server
 from tests.edge_fixtures import ALWAYS_UNSURE, policy_with
 
@@ -50,7 +50,7 @@ def test_continuation_by_kv_answers_exactly_as_by_token_ids(smollm2, cloud, tmp_
     assert by_kv.tier == by_ids.tier == "cloud"
     assert by_kv.text == by_ids.text
     assert by_kv.record.bytes_sent > 20 * by_ids.record.bytes_sent  # the cache went up
-    assert set(by_kv.record.handoff_costs_ms) == {"kv", "token_ids"}
+    assert set(by_kv.record.handoff_costs_ms) == {"kv:fp16", "token_ids"}
     assert by_kv.record.latencies_ms["kv_upload_ms"] > 0
     assert len(server.servicer.backend.kv.store) == 0  # the uploaded cache was used and dropped
 
@@ -79,6 +79,25 @@ def test_quantized_edge_cache_continues_in_the_full_precision_cloud(smollm2_devi
     assert refused.record.handoff_reason == "kv_cross_precision_not_allowed"
 
 
+def test_auto_sends_q4_over_a_slow_link_and_int8_over_a_fast_one(smollm2, cloud, tmp_path):
+    """codec: auto weighs both codecs on the real cache sizes: over a slow link q4's fewer bytes
+    outweigh the cloud's prefill of the positions it leaves out; over a fast one int8 wins."""
+    _, address = cloud
+    text = (REPO / "data" / "texts" / "eval" / "sotu-1941-roosevelt.txt").read_text(encoding="utf-8")
+    prompt = "Summarise this address.\n\n" + " ".join(text.split()[:700])
+    base = {"enabled": True, "codec": "auto", "rtt_ms": 0, "prefill_offload": False}
+    slow = answer(smollm2, address, tmp_path, prompt=prompt,
+                  kv={**base, "link_mbps": 1, "cloud_prefill_tokens_per_s": 12})
+    fast = answer(smollm2, address, tmp_path, prompt=prompt,
+                  kv={**base, "link_mbps": 10000, "cloud_prefill_tokens_per_s": 12})
+    for result, codec in ((slow, "q4"), (fast, "int8")):
+        costs = result.record.handoff_costs_ms
+        assert set(costs) == {"token_ids", "kv:int8", "kv:q4"}
+        assert result.record.handoff == f"kv:{codec}" and min(costs, key=costs.get) == f"kv:{codec}"
+        assert result.tier == "cloud" and result.text
+    assert slow.record.bytes_sent < fast.record.bytes_sent / 2
+
+
 def test_redacted_requests_never_carry_a_cache(smollm2, cloud, tmp_path):
     _, address = cloud
     result = answer(smollm2, address, tmp_path, kv=KV_WINS, prompt="Write to jane.doe@example.com about rivers.")
@@ -91,7 +110,7 @@ def test_token_ids_win_when_the_link_is_slow(smollm2, cloud, tmp_path):
     _, address = cloud
     result = answer(smollm2, address, tmp_path, kv={**TOKENS_WIN, "codec": "int8"})
     assert result.record.handoff == "token_ids" and result.record.handoff_reason == "cheaper"
-    assert result.record.handoff_costs_ms["kv"] > result.record.handoff_costs_ms["token_ids"]
+    assert result.record.handoff_costs_ms["kv:int8"] > result.record.handoff_costs_ms["token_ids"]
 
 
 def test_prefill_offload_decodes_on_the_device_exactly_as_a_local_prefill(smollm2, cloud, tmp_path):
@@ -127,18 +146,48 @@ def test_estimate_has_a_break_even_context_length():
     q4_bytes_per_token = 6300
 
     def kind(n):
-        return choose_continuation(n_cached=n, kv_bytes=n * q4_bytes_per_token, rules=rules, speeds=speeds).kind
+        return choose_continuation(n_cached=n, offers=[KVOffer("q4", n * q4_bytes_per_token)], rules=rules,
+                                   speeds=speeds).kind
 
     assert kind(16) == "token_ids" and kind(8000) == "kv"
-    assert choose_continuation(n_cached=8000, kv_bytes=1, rules=rules, speeds=speeds,
+    assert choose_continuation(n_cached=8000, offers=[KVOffer("q4", 1)], rules=rules, speeds=speeds,
                                ineligible="kv_incompatible_models").kind == "token_ids"
-    recompute = choose_continuation(n_cached=8000, kv_bytes=7616 * q4_bytes_per_token, rules=rules, speeds=speeds,
-                                    n_recompute=384)
-    plain = choose_continuation(n_cached=8000, kv_bytes=7616 * q4_bytes_per_token, rules=rules, speeds=speeds)
-    assert recompute.costs_ms["kv"] == pytest.approx(plain.costs_ms["kv"] + 384 / speeds.cloud * 1000, abs=0.1)
-    assert choose_continuation(n_cached=300, kv_bytes=0, rules=rules, speeds=speeds,
-                               n_recompute=300).reason == "kv_nothing_to_send"
+    recompute = choose_continuation(n_cached=8000, offers=[KVOffer("q4", 7616 * q4_bytes_per_token, 384)],
+                                    rules=rules, speeds=speeds)
+    plain = choose_continuation(n_cached=8000, offers=[KVOffer("q4", 7616 * q4_bytes_per_token)], rules=rules,
+                                speeds=speeds)
+    assert recompute.costs_ms["kv:q4"] == pytest.approx(plain.costs_ms["kv:q4"] + 384 / speeds.cloud * 1000, abs=0.1)
+    assert choose_continuation(n_cached=300, offers=[KVOffer("q4", 0, 300)], rules=rules,
+                               speeds=speeds).reason == "kv_nothing_to_send"
     disabled = policy_with(kv_handoff=None).kv_handoff
-    assert choose_prefill(n_prompt=8000, kv_bytes=1, rules=disabled, speeds=speeds).kind == "local_prefill"
+    assert choose_prefill(n_prompt=8000, offers=[KVOffer("int8", 1)], rules=disabled,
+                          speeds=speeds).kind == "local_prefill"
     speeds.observe("cloud", 1000, 0.5)
     assert 500 < speeds.cloud < 2000
+
+
+def test_auto_weighs_int8_against_q4_by_link_and_cloud_prefill_speed():
+    """The fewer bytes of q4 against the positions it leaves for the cloud to prefill: q4 on a
+    slow link to a fast cloud, int8 on a fast link or to a slow cloud; a context inside q4's
+    window goes as int8."""
+    rules = policy_with(kv_handoff={"enabled": True, "codec": "auto", "link_mbps": 50, "rtt_ms": 40}).kv_handoff
+    assert rules.codecs("up") == ("int8", "q4") and rules.codecs("down") == ("int8",)
+    n, window = 2048, DEFAULT_RECOMPUTE_TOKENS
+    offers = [KVOffer("int8", n * 10_400), KVOffer("q4", (n - window) * 6_500, window)]
+
+    def pick(link_mbps, cloud_tokens_per_s, offers=offers, n=n):
+        r = policy_with(kv_handoff={"enabled": True, "link_mbps": link_mbps, "rtt_ms": 40}).kv_handoff
+        choice = choose_continuation(n_cached=n, offers=offers, rules=r, speeds=PrefillSpeeds(400, cloud_tokens_per_s))
+        assert set(choice.costs_ms) == {"token_ids", "kv:int8", "kv:q4"} or n <= window
+        return choice.codec if choice.by_kv else choice.kind
+
+    assert pick(50, 600) == "q4"
+    assert pick(10_000, 600) == "int8"
+    assert pick(50, 20_000) == "token_ids"  # a cloud that fast re-prefills sooner than any cache arrives
+    assert pick(50, 150) == "int8"
+    short = [KVOffer("int8", 300 * 10_400), KVOffer("q4", 0, 300)]
+    assert pick(50, 150, short, 300) == "int8"
+    explicit = policy_with(kv_handoff={"enabled": True, "codec": "q4"}).kv_handoff
+    assert explicit.codecs("up") == explicit.codecs("down") == ("q4",)
+
+

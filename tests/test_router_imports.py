@@ -29,7 +29,7 @@ def test_public_surface_is_pinned_and_sorted():
     assert router.__all__ == [
         "AuditLog", "AuditSettings", "BUILTIN_DETECTORS", "CloudRules", "ConfidenceRule", "CustomDetector",
         "DETECTORS", "Decision", "DecisionRecord", "EdgeLimits", "EscalationAction", "Fallback", "Finding",
-        "HandoffChoice", "KVHandoffRules", "MonitorVerdict", "Policy", "PolicyError", "PrefillSpeeds",
+        "HandoffChoice", "KVHandoffRules", "KVOffer", "MonitorVerdict", "Policy", "PolicyError", "PrefillSpeeds",
         "PrivacyRules", "Problem", "Reason", "Redaction", "Restorer",
         "Route", "SCHEMA", "Signal", "StreamMonitor", "TagAction", "choose_continuation", "choose_prefill", "decide", "detect", "load_policy", "parse_policy",
     ]
