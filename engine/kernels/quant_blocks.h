@@ -339,7 +339,12 @@ float dot_q4r(const uint8_t* w, const Acts& a, int64_t nb) {
     }
     const __m512i mask4 = _mm512_set1_epi8(0x0F);
     __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps(), off = _mm512_setzero_ps();
+    // The row reads three planes at once (nibbles, scales, minimums), which the hardware
+    // prefetcher does not follow: fetch the next row (rows are contiguous) as this one goes.
+    constexpr int64_t kBlockBytes = WITH_MIN ? 20 : 18;
+    const char* next = reinterpret_cast<const char*>(w) + nb * kBlockBytes;
     for (; b < full; b += 16) {
+      for (int64_t at = b * kBlockBytes; at < (b + 16) * kBlockBytes; at += 64) _mm_prefetch(next + at, _MM_HINT_T0);
       const int64_t count = std::min<int64_t>(16, full - b);
       const __mmask16 live = static_cast<__mmask16>((1u << count) - 1);
       const __m512 wd = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(live, dw + 2 * b));
@@ -367,7 +372,11 @@ float dot_q4r(const uint8_t* w, const Acts& a, int64_t nb) {
     const __m256i lane[4] = {_mm256_set1_epi32(0), _mm256_set1_epi32(1), _mm256_set1_epi32(2), _mm256_set1_epi32(3)};
     __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
     __m128 off = _mm_setzero_ps();
+    constexpr int64_t kBlockBytes = WITH_MIN ? 20 : 18;  // the next row's bytes, as above
+    const char* next = reinterpret_cast<const char*>(w) + nb * kBlockBytes;
     for (; b < full; b += 4) {
+      _mm_prefetch(next + b * kBlockBytes, _MM_HINT_T0);
+      _mm_prefetch(next + b * kBlockBytes + 64, _MM_HINT_T0);
       const __m128 wd = _mm_cvtph_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(dw + 2 * b)));
       const __m256 sc = _mm256_castps128_ps256(_mm_mul_ps(wd, _mm_loadu_ps(a.d + b)));
       const __m128 wm = WITH_MIN ? _mm_cvtph_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(mw + 2 * b))) : wd;
