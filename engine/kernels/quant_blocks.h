@@ -319,6 +319,10 @@ inline __m256i block_nibbles(const uint8_t* nib, int64_t b, int64_t nb) {
 
 // ---- one weight row . one activation row ----------------------------------------
 
+// How far ahead the 4-bit dots prefetch: the next row, or this many bytes where rows are
+// shorter (a DRAM access takes ~100 ns, a short row's dot less).
+constexpr int64_t kPrefetchBytes = 2048;
+
 // Repacked 4-bit row . int8 activations (TWO: two-level rows): sum_b d_b da_b dot(q_b, x_b) + m_b s_b.
 template <bool WITH_MIN, bool TWO>
 float dot_q4r(const uint8_t* w, const Acts& a, int64_t nb) {
@@ -342,7 +346,7 @@ float dot_q4r(const uint8_t* w, const Acts& a, int64_t nb) {
     // The row reads three planes at once (nibbles, scales, minimums), which the hardware
     // prefetcher does not follow: fetch the next row (rows are contiguous) as this one goes.
     constexpr int64_t kBlockBytes = WITH_MIN ? 20 : 18;
-    const char* next = reinterpret_cast<const char*>(w) + nb * kBlockBytes;
+    const char* next = reinterpret_cast<const char*>(w) + std::max<int64_t>(nb * kBlockBytes, kPrefetchBytes);
     for (; b < full; b += 16) {
       for (int64_t at = b * kBlockBytes; at < (b + 16) * kBlockBytes; at += 64) _mm_prefetch(next + at, _MM_HINT_T0);
       const int64_t count = std::min<int64_t>(16, full - b);
@@ -373,7 +377,7 @@ float dot_q4r(const uint8_t* w, const Acts& a, int64_t nb) {
     __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
     __m128 off = _mm_setzero_ps();
     constexpr int64_t kBlockBytes = WITH_MIN ? 20 : 18;  // the next row's bytes, as above
-    const char* next = reinterpret_cast<const char*>(w) + nb * kBlockBytes;
+    const char* next = reinterpret_cast<const char*>(w) + std::max<int64_t>(nb * kBlockBytes, kPrefetchBytes);
     for (; b < full; b += 4) {
       _mm_prefetch(next + b * kBlockBytes, _MM_HINT_T0);
       _mm_prefetch(next + b * kBlockBytes + 64, _MM_HINT_T0);
