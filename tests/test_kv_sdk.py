@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from edge import TandemClient
 from engine.kv.codec import DEFAULT_RECOMPUTE_TOKENS
@@ -96,6 +97,35 @@ def test_auto_sends_q4_over_a_slow_link_and_int8_over_a_fast_one(smollm2, cloud,
         assert result.record.handoff == f"kv:{codec}" and min(costs, key=costs.get) == f"kv:{codec}"
         assert result.tier == "cloud" and result.text
     assert slow.record.bytes_sent < fast.record.bytes_sent / 2
+
+
+def test_q4s_recomputed_window_is_full_precision_and_the_rest_within_q4s_error(smollm2):
+    """What a q4 hand-off gives the receiver: positions before the window decoded from 4 bits,
+    the window prefilled from token IDs. Layer 0's keys and values depend on the token alone, so
+    there the window must match the sender's exact cache to float rounding, the decoded part
+    only to q4's step."""
+    from engine.generate import prefill
+    from engine.kv import CodecOptions, decode_frames, encode_cache, layout_of
+
+    text = (REPO / "data" / "texts" / "eval" / "sotu-1863-lincoln.txt").read_text(encoding="utf-8")
+    ids = smollm2.tokenizer.encode(text)[:DEFAULT_RECOMPUTE_TOKENS + 128]
+    options = CodecOptions.for_model("q4", smollm2.fingerprint)
+    sent = options.sent_tokens(len(ids))
+    with torch.inference_mode():
+        exact = smollm2.new_cache(len(ids))
+        prefill(smollm2.model, exact, ids)
+        frames = list(encode_cache(exact, smollm2.fingerprint, options, n_tokens=sent))
+        received = decode_frames(frames, layout_of(exact), smollm2.fingerprint,
+                                 lambda n: smollm2.new_cache(len(ids)), max_tokens=smollm2.max_context).cache
+        assert received.pos == sent == 128
+        prefill(smollm2.model, received, ids[sent:])
+    keys, ref = received.keys()[0, 0], exact.keys()[0, 0]  # layer 0, batch row 0: [H, T, D]
+    values, ref_v = received.values()[0, 0], exact.values()[0, 0]
+    scale = ref[:, :len(ids)].abs().max()
+    window = (keys[:, sent:len(ids)] - ref[:, sent:len(ids)]).abs().max() / scale
+    decoded = (keys[:, :sent] - ref[:, :sent]).abs().max() / scale
+    assert window < 1e-5 < 1e-3 < decoded
+    assert torch.allclose(values[:, sent:len(ids)], ref_v[:, sent:len(ids)], rtol=1e-4, atol=1e-5)
 
 
 def test_redacted_requests_never_carry_a_cache(smollm2, cloud, tmp_path):
