@@ -242,49 +242,24 @@ float exp_shifted(float* v, int64_t n, float shift) {
 }
 
 #ifdef TANDEM_AVX2
-// Eight vectors' lane sums as one vector [sum a0, ..., sum a7]: hadd pairs within the 128-bit
-// halves, then the halves added, instead of eight separate horizontal sums.
-inline __m256 hsum8(const __m256* a) {
-  const __m256 s0 = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
-  const __m256 s1 = _mm256_hadd_ps(_mm256_hadd_ps(a[4], a[5]), _mm256_hadd_ps(a[6], a[7]));
-  return _mm256_add_ps(_mm256_permute2f128_ps(s0, s1, 0x20), _mm256_permute2f128_ps(s0, s1, 0x31));
-}
-
-inline float hmax(__m256 v) {
-  __m128 r = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  r = _mm_max_ps(r, _mm_movehl_ps(r, r));
-  return _mm_cvtss_f32(_mm_max_ss(r, _mm_movehdup_ps(r)));
-}
-
-// One head's attention with its query and output held in registers (head_dim = 8 * HD8).
-// Keys are scored eight positions at a time (their sums reduced together by hsum8), values
-// weighed one position at a time into the output registers.
+// One head's attention with its query and output held in registers (head_dim = 8 * HD8):
+// the same sums in the same order as dot() and axpy() one key or value at a time, without
+// reloading the query or storing the output once per position.
 template <int HD8, typename T>
 void attend_in_registers(const float* q, const T* keys, const T* values, int64_t n, float scale, float* s,
                          float* o) {
   constexpr int64_t hd = 8 * HD8;
   __m256 qv[HD8], out[HD8];
   for (int j = 0; j < HD8; ++j) qv[j] = _mm256_loadu_ps(q + 8 * j), out[j] = _mm256_setzero_ps();
-  auto key_sum = [&](int64_t t) {
+  float top = -std::numeric_limits<float>::infinity();
+  for (int64_t t = 0; t < n; ++t) {
     const T* k = keys + t * hd;
-    __m256 acc = _mm256_mul_ps(qv[0], load8(k));
-    for (int j = 1; j < HD8; ++j) acc = _mm256_fmadd_ps(qv[j], load8(k + 8 * j), acc);
-    return acc;
-  };
-  const __m256 vscale = _mm256_set1_ps(scale);
-  __m256 vtop = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
-  int64_t t = 0;
-  for (; t + 8 <= n; t += 8) {
-    __m256 a[8];
-    for (int i = 0; i < 8; ++i) a[i] = key_sum(t + i);
-    const __m256 v = _mm256_mul_ps(hsum8(a), vscale);
-    _mm256_storeu_ps(s + t, v);
-    vtop = _mm256_max_ps(vtop, v);
+    __m256 acc = _mm256_setzero_ps();
+    for (int j = 0; j < HD8; ++j) acc = _mm256_fmadd_ps(qv[j], load8(k + 8 * j), acc);
+    top = std::max(top, s[t] = hsum(acc) * scale);
   }
-  float top = hmax(vtop);
-  for (; t < n; ++t) top = std::max(top, s[t] = hsum(key_sum(t)) * scale);
   const float inv = 1.0f / exp_shifted(s, n, top);
-  for (t = 0; t < n; ++t) {
+  for (int64_t t = 0; t < n; ++t) {
     const __m256 p = _mm256_set1_ps(s[t] * inv);
     const T* v = values + t * hd;
     for (int j = 0; j < HD8; ++j) out[j] = _mm256_fmadd_ps(p, load8(v + 8 * j), out[j]);
@@ -365,7 +340,9 @@ float score_int8(const int16_t* qq, float q_scale, I8Rows keys, int64_t n, int64
       _mm256_storeu_ps(s + t, v);
       vtop = _mm256_max_ps(vtop, v);
     }
-    top = hmax(vtop);
+    __m128 r = _mm_max_ps(_mm256_castps256_ps128(vtop), _mm256_extractf128_ps(vtop, 1));
+    r = _mm_max_ps(r, _mm_movehl_ps(r, r));
+    top = _mm_cvtss_f32(_mm_max_ss(r, _mm_movehdup_ps(r)));
     for (; t < n; ++t) {
       const float v = static_cast<float>(hsum_i32(key_sums(keys.q + t * hd))) * qs * static_cast<float>(keys.s[t]);
       top = std::max(top, s[t] = v);
