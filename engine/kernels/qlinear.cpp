@@ -47,6 +47,18 @@ constexpr bool kBf16Gemm = false;
 
 bool bf16_gemm() { return kBf16Gemm; }
 
+// fp32 -> bf16, round to nearest even (as at::Tensor::to(kBFloat16) rounds).
+void to_bf16(const float* x, at::BFloat16* out, int64_t n) {
+  int64_t i = 0;
+#if defined(__AVX512BF16__) && defined(__AVX512F__)
+  for (; i + 32 <= n; i += 32) {
+    const __m512bh v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + i + 16), _mm512_loadu_ps(x + i));
+    _mm512_storeu_si512(out + i, reinterpret_cast<const __m512i&>(v));
+  }
+#endif
+  for (; i < n; ++i) out[i] = at::BFloat16(x[i]);
+}
+
 at::Tensor qlinear(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& scales, int64_t fmt,
                    int64_t k, bool quantize_x) {
   // No autograd kernel: the ops below run beneath it (weights are frozen buffers).
@@ -66,17 +78,27 @@ at::Tensor qlinear(const at::Tensor& x, const at::Tensor& w, const c10::optional
     const bool bf16 = quantize_x && kBf16Gemm;
     const at::Tensor xa = bf16 ? x2.to(at::kBFloat16) : x2;
     const int64_t tile = std::max<int64_t>(64, kTileBytes / (k * 4));
-    at::Tensor buf = at::empty({std::min(tile, n), k}, at::kFloat);
+    at::Tensor buf = at::empty({std::min(tile, n), k}, bf16 ? at::kBFloat16 : at::kFloat);
     const DequantFn fn = dequant_fn(fmt);
     for (int64_t t0 = 0; t0 < n; t0 += tile) {
       const int64_t rows = std::min(tile, n - t0);
-      float* bp = buf.data_ptr<float>();
       at::parallel_for(0, rows, grain(rows), [&](int64_t r0, int64_t r1) {
-        for (int64_t r = r0; r < r1; ++r) fn(wp + (t0 + r) * row_bytes, sp ? sp[t0 + r] : 1.0f, bp + r * k, k);
+        std::vector<float> row(bf16 ? k : 0);
+        for (int64_t r = r0; r < r1; ++r) {
+          const uint8_t* src = wp + (t0 + r) * row_bytes;
+          const float scale = sp ? sp[t0 + r] : 1.0f;
+          if (!bf16) {
+            fn(src, scale, buf.data_ptr<float>() + r * k, k);
+            continue;
+          }
+          // one row at a time through L1 into the bf16 tile: no fp32 tile, no second pass over it
+          fn(src, scale, row.data(), k);
+          to_bf16(row.data(), buf.data_ptr<at::BFloat16>() + r * k, k);
+        }
       });
       at::Tensor dst = out.narrow(1, t0, rows);
       if (bf16) {
-        dst.copy_(at::mm(xa, buf.narrow(0, 0, rows).to(at::kBFloat16).t()));
+        dst.copy_(at::mm(xa, buf.narrow(0, 0, rows).t()));
       } else {
         at::mm_out(dst, x2, buf.narrow(0, 0, rows).t());
       }
