@@ -1,8 +1,9 @@
 // The quantized matmul and embedding ops (formats and block dots: quant_blocks.h).
 //
 // Few rows (decode): int8 dot products, bandwidth-bound (4-bit weights repacked first). Many rows (prefill):
-// dequantize a tile of weight rows to fp32 and call the BLAS matmul, which is
-// compute-bound and faster than any int8 kernel written here for AVX2.
+// dequantize a tile of weight rows (to bf16 where the CPU has bf16 dot products, else fp32)
+// and call the BLAS matmul, which is compute-bound and faster than any int8 kernel written
+// here for AVX2.
 // `quantize_x = false` quantizes the activations to two int8 levels on the few-rows
 // path (near-fp32: 1.6e-5 of each block's absmax, see Acts in quant_blocks.h): the
 // output layer uses it, because its logits are the router's confidence signals and
@@ -34,7 +35,7 @@ void each_output(int64_t n, int64_t m, const float* sp, float* op, const Dot& do
 
 // Up to this many activation rows, int8 dot products; beyond, dequantize + BLAS.
 constexpr int64_t kMaxDotRows = 8;
-// Weight rows dequantized at a time on the BLAS path (fp32 tile of ~4 MiB).
+// Weight rows dequantized at a time on the BLAS path (a tile of ~4 MiB in fp32, half that in bf16).
 constexpr int64_t kTileBytes = 4 << 20;
 // Where the CPU has bf16 dot products (-march=native says), the BLAS path runs on
 // bf16 tiles of rounded activations: 4.5x the fp32 rate on a Zen 4 core, and a
