@@ -86,15 +86,10 @@ at::Tensor qlinear(const at::Tensor& x, const at::Tensor& w, const c10::optional
       at::parallel_for(0, rows, grain(rows), [&](int64_t r0, int64_t r1) {
         std::vector<float> row(bf16 ? k : 0);
         for (int64_t r = r0; r < r1; ++r) {
-          const uint8_t* src = wp + (t0 + r) * row_bytes;
-          const float scale = sp ? sp[t0 + r] : 1.0f;
-          if (!bf16) {
-            fn(src, scale, buf.data_ptr<float>() + r * k, k);
-            continue;
-          }
-          // one row at a time through L1 into the bf16 tile: no fp32 tile, no second pass over it
-          fn(src, scale, row.data(), k);
-          to_bf16(row.data(), buf.data_ptr<at::BFloat16>() + r * k, k);
+          // bf16: one row at a time through L1 into the tile (no fp32 tile, no second pass over it)
+          float* dst = bf16 ? row.data() : buf.data_ptr<float>() + r * k;
+          fn(wp + (t0 + r) * row_bytes, sp ? sp[t0 + r] : 1.0f, dst, k);
+          if (bf16) to_bf16(dst, buf.data_ptr<at::BFloat16>() + r * k, k);
         }
       });
       at::Tensor dst = out.narrow(1, t0, rows);

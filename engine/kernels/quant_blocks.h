@@ -332,6 +332,13 @@ float dot_q4r(const uint8_t* w, const Acts& a, int64_t nb) {
   const int64_t full = nb / 4 * 4;
   float total = 0.0f, offsets = 0.0f;  // offsets: sum of m_b s_b (Q4_1) or d_b s_b (Q4_0, times -8 at the end)
   int64_t b = 0;
+#ifdef TANDEM_AVX2
+  // The row reads three planes at once (nibbles, scales, minimums), which the hardware
+  // prefetcher does not follow: the vector loops below fetch the next row (rows are
+  // contiguous), at least kPrefetchBytes ahead, as this one goes.
+  constexpr int64_t kBlockBytes = WITH_MIN ? 20 : 18;
+  const char* next = reinterpret_cast<const char*>(w) + std::max<int64_t>(nb * kBlockBytes, kPrefetchBytes);
+#endif
 #if defined(TANDEM_ZMM_DOT)
   {
     // Lanes of one group's two dot products (4 int32 a lane, two lanes a block) -> its scale.
@@ -343,10 +350,6 @@ float dot_q4r(const uint8_t* w, const Acts& a, int64_t nb) {
     }
     const __m512i mask4 = _mm512_set1_epi8(0x0F);
     __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps(), off = _mm512_setzero_ps();
-    // The row reads three planes at once (nibbles, scales, minimums), which the hardware
-    // prefetcher does not follow: fetch the next row (rows are contiguous) as this one goes.
-    constexpr int64_t kBlockBytes = WITH_MIN ? 20 : 18;
-    const char* next = reinterpret_cast<const char*>(w) + std::max<int64_t>(nb * kBlockBytes, kPrefetchBytes);
     for (; b < full; b += 16) {
       for (int64_t at = b * kBlockBytes; at < (b + 16) * kBlockBytes; at += 64) _mm_prefetch(next + at, _MM_HINT_T0);
       const int64_t count = std::min<int64_t>(16, full - b);
@@ -376,8 +379,6 @@ float dot_q4r(const uint8_t* w, const Acts& a, int64_t nb) {
     const __m256i lane[4] = {_mm256_set1_epi32(0), _mm256_set1_epi32(1), _mm256_set1_epi32(2), _mm256_set1_epi32(3)};
     __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
     __m128 off = _mm_setzero_ps();
-    constexpr int64_t kBlockBytes = WITH_MIN ? 20 : 18;  // the next row's bytes, as above
-    const char* next = reinterpret_cast<const char*>(w) + std::max<int64_t>(nb * kBlockBytes, kPrefetchBytes);
     for (; b < full; b += 4) {
       _mm_prefetch(next + b * kBlockBytes, _MM_HINT_T0);
       _mm_prefetch(next + b * kBlockBytes + 64, _MM_HINT_T0);
