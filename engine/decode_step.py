@@ -20,7 +20,7 @@ from engine.model import KVCache, Transformer
 from engine.quant_linear import QuantLinear
 
 # What the native step's attention reads directly (fp16 widened in registers; int8 keys in integer
-# dot products with the query rounded to int8, int8 values widened in registers).
+# dot products with the query rounded to int16, int8 values widened in registers).
 CACHE_DTYPES = (torch.float32, torch.float16, torch.int8)
 
 
