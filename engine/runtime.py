@@ -6,7 +6,9 @@ or a GGUF file. This is what the CLI, the edge SDK and the cloud server share.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
+import sys
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -36,6 +38,18 @@ from engine.recipes import KV_CACHES
 from engine.tokenizer import Tokenizer
 
 DEFAULT_MAX_CONTEXT = 8192
+
+
+def return_freed_heap() -> None:
+    """Give the heap pages freed since the last call back to the OS. Loading stages weights
+    in copies (read, concatenated, repacked) that glibc keeps after they are freed: 30 MiB
+    of resident memory on a 135M model, 70-80 MiB on a 1B one. Elsewhere a no-op."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # a libc without malloc_trim (musl)
+        pass
 
 
 @dataclass(frozen=True)
@@ -132,7 +146,10 @@ class LocalModel:
         context = min(config.max_seq_len, max_context)
         config = dataclasses.replace(config, max_seq_len=context)
         model = build_transformer(config, weights, dtype)
-        return cls(config, model, tok, str(ckpt.path), context, quantization, kv_cache)
+        path = str(ckpt.path)
+        del ckpt, weights  # the staging copies: freed before the heap is trimmed
+        return_freed_heap()
+        return cls(config, model, tok, path, context, quantization, kv_cache)
 
     @cached_property
     def fingerprint(self) -> ModelFingerprint:

@@ -94,7 +94,7 @@ assert kernels.available()
 g = torch.Generator().manual_seed(0)
 worst = {}
 for fmt in FORMATS:
-    for n, k in [(37, 32), (5, 64), (9, 96), (17, 160), (3, 224), (33, 608), (6, 2144)]:
+    for n, k in [(37, 32), (5, 64), (9, 96), (17, 160), (3, 224), (11, 576), (33, 608), (6, 2144)]:
         q = quantize(torch.randn(n, k, generator=g) * 0.05, fmt)
         ref = q.dequantize().double()
         data, code = q.data.clone(), FORMATS[fmt]
