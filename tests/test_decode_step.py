@@ -141,22 +141,26 @@ def test_bad_calls_are_refused_with_a_reason(tiny):
                                      cache.v, *step.rope, 0, step.n_heads, step.eps)
 
 
-def test_team_size_and_concurrent_callers_do_not_change_the_result(smollm2_device):
+@pytest.mark.parametrize("dtype", [torch.float16, torch.int8], ids=["fp16 cache", "int8 cache"])
+def test_team_size_and_concurrent_callers_do_not_change_the_result(smollm2_device, dtype):
     """Each output row and attention head is computed whole by one thread, so the step is
     bit-identical on one thread, on two, and from two Python threads at once (each call
-    forms its own team: a real server decodes sessions from several threads)."""
+    forms its own team: a real server decodes sessions from several threads). A thread
+    attends its heads of one kv head together (SmolLM2: 9 query heads on 3; one thread takes
+    them three at a time, two threads split a group), sharing the key and value loads only:
+    each head's sums stay its own, so the grouping changes nothing either."""
     import threading
 
     model = smollm2_device.model
     ids = smollm2_device.encode_prompt("Name three rivers in Europe.")
 
-    prompt = smollm2_device.new_cache(len(ids) + 8)
+    prompt = KVCache(model.config, len(ids) + 8, dtype=dtype)
     with torch.inference_mode():
         model(torch.tensor([ids]), prompt)  # prefilled once: BLAS results may vary with threads
 
     @torch.inference_mode()
     def steps(out: list | None = None) -> torch.Tensor:
-        cache = prompt.copy_into(smollm2_device.new_cache(len(ids) + 8))
+        cache = prompt.copy_into(KVCache(model.config, len(ids) + 8, dtype=dtype))
         logits = torch.stack([model(torch.tensor([[t]]), cache)[0, -1] for t in (11, 22, 33, 44)])
         if out is not None:
             out.append(logits)

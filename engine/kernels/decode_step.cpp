@@ -241,52 +241,79 @@ float exp_shifted(float* v, int64_t n, float shift) {
   return total;
 }
 
+// Query heads attended together: the heads sharing a kv head read each key and value once
+// (loaded and widened once, used by every head of the group); up to this many at a time.
+constexpr int64_t kMaxGroup = 4;
+
 #ifdef TANDEM_AVX2
-// One head's attention with its query and output held in registers (head_dim = 8 * HD8):
-// the same sums in the same order as dot() and axpy() one key or value at a time, without
-// reloading the query or storing the output once per position.
-template <int HD8, typename T>
+// G heads' attention (one kv head's) with their queries and outputs held in registers
+// (head_dim = 8 * HD8). Each head's sums are those of dot() and axpy() one key or value at a
+// time, in the same order, whatever G: only the loads are shared. q, o: G heads of hd
+// contiguous; s: G rows of n scores.
+template <int HD8, int G, typename T>
 void attend_in_registers(const float* q, const T* keys, const T* values, int64_t n, float scale, float* s,
                          float* o) {
   constexpr int64_t hd = 8 * HD8;
-  __m256 qv[HD8], out[HD8];
-  for (int j = 0; j < HD8; ++j) qv[j] = _mm256_loadu_ps(q + 8 * j), out[j] = _mm256_setzero_ps();
-  float top = -std::numeric_limits<float>::infinity();
+  __m256 qv[G][HD8], out[G][HD8];
+  float top[G], inv[G];
+  for (int g = 0; g < G; ++g) {
+    for (int j = 0; j < HD8; ++j) qv[g][j] = _mm256_loadu_ps(q + g * hd + 8 * j), out[g][j] = _mm256_setzero_ps();
+    top[g] = -std::numeric_limits<float>::infinity();
+  }
   for (int64_t t = 0; t < n; ++t) {
     const T* k = keys + t * hd;
-    __m256 acc = _mm256_setzero_ps();
-    for (int j = 0; j < HD8; ++j) acc = _mm256_fmadd_ps(qv[j], load8(k + 8 * j), acc);
-    top = std::max(top, s[t] = hsum(acc) * scale);
+    __m256 acc[G];
+    for (int g = 0; g < G; ++g) acc[g] = _mm256_setzero_ps();
+    for (int j = 0; j < HD8; ++j) {
+      const __m256 kj = load8(k + 8 * j);
+      for (int g = 0; g < G; ++g) acc[g] = _mm256_fmadd_ps(qv[g][j], kj, acc[g]);
+    }
+    for (int g = 0; g < G; ++g) top[g] = std::max(top[g], s[g * n + t] = hsum(acc[g]) * scale);
   }
-  const float inv = 1.0f / exp_shifted(s, n, top);
+  for (int g = 0; g < G; ++g) inv[g] = 1.0f / exp_shifted(s + g * n, n, top[g]);
   for (int64_t t = 0; t < n; ++t) {
-    const __m256 p = _mm256_set1_ps(s[t] * inv);
+    __m256 p[G];
+    for (int g = 0; g < G; ++g) p[g] = _mm256_set1_ps(s[g * n + t] * inv[g]);
     const T* v = values + t * hd;
-    for (int j = 0; j < HD8; ++j) out[j] = _mm256_fmadd_ps(p, load8(v + 8 * j), out[j]);
+    for (int j = 0; j < HD8; ++j) {
+      const __m256 vj = load8(v + 8 * j);
+      for (int g = 0; g < G; ++g) out[g][j] = _mm256_fmadd_ps(p[g], vj, out[g][j]);
+    }
   }
-  for (int j = 0; j < HD8; ++j) _mm256_storeu_ps(o + 8 * j, out[j]);
+  for (int g = 0; g < G; ++g) {
+    for (int j = 0; j < HD8; ++j) _mm256_storeu_ps(o + g * hd + 8 * j, out[g][j]);
+  }
+}
+
+template <int HD8, typename T>
+void attend_in_registers(int64_t heads, const float* q, const T* keys, const T* values, int64_t n, float scale,
+                         float* s, float* o) {
+  switch (heads) {
+    case 1: return attend_in_registers<HD8, 1>(q, keys, values, n, scale, s, o);
+    case 2: return attend_in_registers<HD8, 2>(q, keys, values, n, scale, s, o);
+    case 3: return attend_in_registers<HD8, 3>(q, keys, values, n, scale, s, o);
+    default: return attend_in_registers<HD8, 4>(q, keys, values, n, scale, s, o);
+  }
 }
 #endif
 
-// o = softmax(q . keys[:n] * scale) . values[:n] for one head; s: n floats of scratch.
+// o = softmax(q . keys[:n] * scale) . values[:n] for `heads` (<= kMaxGroup) query heads of one
+// kv head: q, o heads of hd contiguous, s `heads` rows of n floats of scratch. The last
+// argument (an int8 cache's query scratch) a float cache does not need.
 template <typename T>
-void attend(const float* q, const T* keys, const T* values, int64_t n, int64_t hd, float scale, float* s, float* o) {
+void attend(const float* q, const T* keys, const T* values, int64_t heads, int64_t n, int64_t hd, float scale,
+            float* s, float* o, int16_t*) {
 #ifdef TANDEM_AVX2
-  if (hd == 64) return attend_in_registers<8>(q, keys, values, n, scale, s, o);
-  if (hd == 128) return attend_in_registers<16>(q, keys, values, n, scale, s, o);
+  if (hd == 64) return attend_in_registers<8>(heads, q, keys, values, n, scale, s, o);
+  if (hd == 128) return attend_in_registers<16>(heads, q, keys, values, n, scale, s, o);
 #endif
-  float top = -std::numeric_limits<float>::infinity();
-  for (int64_t t = 0; t < n; ++t) top = std::max(top, s[t] = dot(q, keys + t * hd, hd) * scale);
-  const float inv = 1.0f / exp_shifted(s, n, top);
-  std::fill(o, o + hd, 0.0f);
-  for (int64_t t = 0; t < n; ++t) axpy(s[t] * inv, values + t * hd, o, hd);
-}
-
-// A float cache's head needs no query scratch.
-template <typename T>
-void attend(const float* q, const T* keys, const T* values, int64_t n, int64_t hd, float scale, float* s, float* o,
-            int16_t*) {
-  attend(q, keys, values, n, hd, scale, s, o);
+  for (int64_t h = 0; h < heads; ++h, q += hd, s += n, o += hd) {
+    float top = -std::numeric_limits<float>::infinity();
+    for (int64_t t = 0; t < n; ++t) top = std::max(top, s[t] = dot(q, keys + t * hd, hd) * scale);
+    const float inv = 1.0f / exp_shifted(s, n, top);
+    std::fill(o, o + hd, 0.0f);
+    for (int64_t t = 0; t < n; ++t) axpy(s[t] * inv, values + t * hd, o, hd);
+  }
 }
 
 // ---- attention over an int8 cache ------------------------------------------------------
@@ -299,104 +326,146 @@ void attend(const float* q, const T* keys, const T* values, int64_t n, int64_t h
 // are a small share of the step either way (the bytes they stream are what counts).
 constexpr float kQueryMax = 32767.0f;
 
-// Keys scored: s[t] = (qq . k_t) * q_scale * k_scale[t] * scale; returns the largest.
-// |qq| <= 32767 and |k| <= 127, so a head of up to 512 values sums within int32.
-float score_int8(const int16_t* qq, float q_scale, I8Rows keys, int64_t n, int64_t hd, float scale, float* s) {
-  float top = -std::numeric_limits<float>::infinity();
-  const float qs = q_scale * scale;
+// Keys scored for G query heads of one kv head (qq: G rows of hd int16s, q_scale one per head):
+// s[g * n + t] = (qq_g . k_t) * q_scale[g] * k_scale[t] * scale; top[g] the largest of head g.
+// |qq| <= 32767 and |k| <= 127, so a head of up to 512 values sums within int32; the integer
+// sums are exact, so sharing each key's widening between the heads changes no score.
+template <int G>
+void score_int8(const int16_t* qq, const float* q_scale, I8Rows keys, int64_t n, int64_t hd, float scale, float* s,
+                float* top) {
+  for (int g = 0; g < G; ++g) top[g] = -std::numeric_limits<float>::infinity();
   int64_t t = 0;
 #ifdef TANDEM_AVX2
   if (hd % 16 == 0 && hd <= 128) {
-    __m256i qv[8];
     const int64_t chunks = hd / 16;
-    for (int64_t j = 0; j < chunks; ++j) qv[j] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qq + 16 * j));
-    // int32 lanes of qq . k, 16 values at a time
-    auto key_sums = [&](const int8_t* k) {
-      __m256i acc = _mm256_setzero_si256();
+    __m256i qv[G][8];
+    for (int g = 0; g < G; ++g) {
+      for (int64_t j = 0; j < chunks; ++j) qv[g][j] = load256(qq + g * hd + 16 * j);
+    }
+    // int32 lanes of qq_g . k for each head, the key's 16-value chunks widened once
+    auto key_sums = [&](const int8_t* k, __m256i* acc) {
+      for (int g = 0; g < G; ++g) acc[g] = _mm256_setzero_si256();
       for (int64_t j = 0; j < chunks; ++j) {
         const __m256i kv = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(k + 16 * j)));
+        for (int g = 0; g < G; ++g) {
 #if defined(__AVX512VNNI__) && defined(__AVX512VL__)
-        acc = _mm256_dpwssd_epi32(acc, qv[j], kv);
+          acc[g] = _mm256_dpwssd_epi32(acc[g], qv[g][j], kv);
 #elif defined(__AVXVNNI__)
-        acc = _mm256_dpwssd_avx_epi32(acc, qv[j], kv);
+          acc[g] = _mm256_dpwssd_avx_epi32(acc[g], qv[g][j], kv);
 #else
-        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(qv[j], kv));
+          acc[g] = _mm256_add_epi32(acc[g], _mm256_madd_epi16(qv[g][j], kv));
 #endif
+        }
       }
-      return acc;
     };
-    __m256 vtop = _mm256_set1_ps(top);
-    const __m256 vqs = _mm256_set1_ps(qs);
-    for (; t + 8 <= n; t += 8) {
-      __m256i a[8];
-      for (int i = 0; i < 8; ++i) a[i] = key_sums(keys.q + (t + i) * hd);
-      // eight keys' lanes reduced at once: [k0 .. k7] (hadd pairs within 128-bit halves, then the halves)
-      const __m256i s0 = _mm256_hadd_epi32(_mm256_hadd_epi32(a[0], a[1]), _mm256_hadd_epi32(a[2], a[3]));
-      const __m256i s1 = _mm256_hadd_epi32(_mm256_hadd_epi32(a[4], a[5]), _mm256_hadd_epi32(a[6], a[7]));
-      const __m256i sums = _mm256_add_epi32(_mm256_permute2x128_si256(s0, s1, 0x20),
-                                            _mm256_permute2x128_si256(s0, s1, 0x31));
-      const __m256 ks = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(keys.s + t)));
-      const __m256 v = _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(sums), vqs), ks);
-      _mm256_storeu_ps(s + t, v);
-      vtop = _mm256_max_ps(vtop, v);
-    }
-    __m128 r = _mm_max_ps(_mm256_castps256_ps128(vtop), _mm256_extractf128_ps(vtop, 1));
-    r = _mm_max_ps(r, _mm_movehl_ps(r, r));
-    top = _mm_cvtss_f32(_mm_max_ss(r, _mm_movehdup_ps(r)));
-    for (; t < n; ++t) {
-      const float v = static_cast<float>(hsum_i32(key_sums(keys.q + t * hd))) * qs * static_cast<float>(keys.s[t]);
-      top = std::max(top, s[t] = v);
-    }
-    return top;
-  }
-#endif
-  for (; t < n; ++t) {
-    const int8_t* k = keys.q + t * hd;
-    int32_t sum = 0;
-    for (int64_t i = 0; i < hd; ++i) sum += static_cast<int32_t>(qq[i]) * k[i];
-    top = std::max(top, s[t] = static_cast<float>(sum) * qs * static_cast<float>(keys.s[t]));
-  }
-  return top;
-}
-
-// o = sum_t w[t] * v_t with w[t] = p[t] * v_scale[t], the int8 rows widened in registers.
-void weigh_values_int8(const float* p, I8Rows values, int64_t n, int64_t hd, float* o) {
-#ifdef TANDEM_AVX2
-  if (hd % 8 == 0 && hd <= 128) {
-    __m256 out[16];
-    const int64_t lanes = hd / 8;
-    for (int64_t j = 0; j < lanes; ++j) out[j] = _mm256_setzero_ps();
-    for (int64_t t = 0; t < n; ++t) {
-      const __m256 w = _mm256_set1_ps(p[t] * static_cast<float>(values.s[t]));
-      const int8_t* v = values.q + t * hd;
-      for (int64_t j = 0; j < lanes; ++j) {
-        const __m256i wide = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(v + 8 * j)));
-        out[j] = _mm256_fmadd_ps(w, _mm256_cvtepi32_ps(wide), out[j]);
+    __m128 vtop[G], vqs[G];
+    for (int g = 0; g < G; ++g) vtop[g] = _mm_set1_ps(top[g]), vqs[g] = _mm_set1_ps(q_scale[g] * scale);
+    for (; t + 4 <= n; t += 4) {
+      __m256i a[4][G];
+      for (int i = 0; i < 4; ++i) key_sums(keys.q + (t + i) * hd, a[i]);
+      const __m128 ks = _mm_cvtph_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(keys.s + t)));
+      for (int g = 0; g < G; ++g) {
+        // four keys' lanes reduced at once: [k0 .. k3] (hadd pairs within 128-bit halves, then the halves)
+        const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(a[0][g], a[1][g]), _mm256_hadd_epi32(a[2][g], a[3][g]));
+        const __m128i sums = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+        const __m128 v = _mm_mul_ps(_mm_mul_ps(_mm_cvtepi32_ps(sums), vqs[g]), ks);
+        _mm_storeu_ps(s + g * n + t, v);
+        vtop[g] = _mm_max_ps(vtop[g], v);
       }
     }
-    for (int64_t j = 0; j < lanes; ++j) _mm256_storeu_ps(o + 8 * j, out[j]);
+    for (int g = 0; g < G; ++g) {
+      __m128 r = _mm_max_ps(vtop[g], _mm_movehl_ps(vtop[g], vtop[g]));
+      top[g] = _mm_cvtss_f32(_mm_max_ss(r, _mm_movehdup_ps(r)));
+    }
+    for (; t < n; ++t) {
+      __m256i a[G];
+      key_sums(keys.q + t * hd, a);
+      for (int g = 0; g < G; ++g) {
+        const float v = static_cast<float>(hsum_i32(a[g])) * (q_scale[g] * scale) * static_cast<float>(keys.s[t]);
+        top[g] = std::max(top[g], s[g * n + t] = v);
+      }
+    }
     return;
   }
 #endif
-  std::fill(o, o + hd, 0.0f);
-  for (int64_t t = 0; t < n; ++t) {
-    const float w = p[t] * static_cast<float>(values.s[t]);
-    const int8_t* v = values.q + t * hd;
-    for (int64_t i = 0; i < hd; ++i) o[i] += w * static_cast<float>(v[i]);
+  for (int g = 0; g < G; ++g) {
+    const float qs = q_scale[g] * scale;
+    for (t = 0; t < n; ++t) {
+      const int8_t* k = keys.q + t * hd;
+      int32_t sum = 0;
+      for (int64_t i = 0; i < hd; ++i) sum += static_cast<int32_t>(qq[g * hd + i]) * k[i];
+      top[g] = std::max(top[g], s[g * n + t] = static_cast<float>(sum) * qs * static_cast<float>(keys.s[t]));
+    }
   }
 }
 
-// o = softmax(q . keys[:n] * scale) . values[:n] for one head over int8 rows; s: n floats, qq: hd int16s.
-void attend(const float* q, I8Rows keys, I8Rows values, int64_t n, int64_t hd, float scale, float* s, float* o,
-            int16_t* qq) {
-  float top = 0.0f;
-  for (int64_t i = 0; i < hd; ++i) top = std::max(top, std::fabs(q[i]));
-  const float q_scale = top / kQueryMax, inv_q = top == 0.0f ? 0.0f : kQueryMax / top;
-  for (int64_t i = 0; i < hd; ++i) qq[i] = static_cast<int16_t>(std::nearbyint(q[i] * inv_q));
-  const float best = score_int8(qq, q_scale, keys, n, hd, scale, s);
-  const float inv = 1.0f / exp_shifted(s, n, best);
-  for (int64_t t = 0; t < n; ++t) s[t] *= inv;
-  weigh_values_int8(s, values, n, hd, o);
+// o_g = sum_t w_g[t] * v_t with w_g[t] = p[g * n + t] * v_scale[t] for G heads, the int8 rows
+// widened in registers once for all of them.
+template <int G>
+void weigh_values_int8(const float* p, I8Rows values, int64_t n, int64_t hd, float* o) {
+#ifdef TANDEM_AVX2
+  if (hd % 8 == 0 && hd <= 128) {
+    __m256 out[G][16];
+    const int64_t lanes = hd / 8;
+    for (int g = 0; g < G; ++g) {
+      for (int64_t j = 0; j < lanes; ++j) out[g][j] = _mm256_setzero_ps();
+    }
+    for (int64_t t = 0; t < n; ++t) {
+      __m256 w[G];
+      for (int g = 0; g < G; ++g) w[g] = _mm256_set1_ps(p[g * n + t] * static_cast<float>(values.s[t]));
+      const int8_t* v = values.q + t * hd;
+      for (int64_t j = 0; j < lanes; ++j) {
+        const __m256 wide = _mm256_cvtepi32_ps(
+            _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(v + 8 * j))));
+        for (int g = 0; g < G; ++g) out[g][j] = _mm256_fmadd_ps(w[g], wide, out[g][j]);
+      }
+    }
+    for (int g = 0; g < G; ++g) {
+      for (int64_t j = 0; j < lanes; ++j) _mm256_storeu_ps(o + g * hd + 8 * j, out[g][j]);
+    }
+    return;
+  }
+#endif
+  std::fill(o, o + G * hd, 0.0f);
+  for (int g = 0; g < G; ++g) {
+    for (int64_t t = 0; t < n; ++t) {
+      const float w = p[g * n + t] * static_cast<float>(values.s[t]);
+      const int8_t* v = values.q + t * hd;
+      for (int64_t i = 0; i < hd; ++i) o[g * hd + i] += w * static_cast<float>(v[i]);
+    }
+  }
+}
+
+// G heads of one kv head over int8 rows (see the float attend below for q, s, o; qq: G rows of hd int16s).
+template <int G>
+void attend_int8(const float* q, I8Rows keys, I8Rows values, int64_t n, int64_t hd, float scale, float* s, float* o,
+                 int16_t* qq) {
+  float q_scale[G], top[G];
+  for (int g = 0; g < G; ++g) {
+    const float* qg = q + g * hd;
+    float big = 0.0f;
+    for (int64_t i = 0; i < hd; ++i) big = std::max(big, std::fabs(qg[i]));
+    q_scale[g] = big / kQueryMax;
+    const float inv_q = big == 0.0f ? 0.0f : kQueryMax / big;
+    for (int64_t i = 0; i < hd; ++i) qq[g * hd + i] = static_cast<int16_t>(std::nearbyint(qg[i] * inv_q));
+  }
+  score_int8<G>(qq, q_scale, keys, n, hd, scale, s, top);
+  for (int g = 0; g < G; ++g) {
+    float* sg = s + g * n;
+    const float inv = 1.0f / exp_shifted(sg, n, top[g]);
+    for (int64_t t = 0; t < n; ++t) sg[t] *= inv;
+  }
+  weigh_values_int8<G>(s, values, n, hd, o);
+}
+
+void attend(const float* q, I8Rows keys, I8Rows values, int64_t heads, int64_t n, int64_t hd, float scale, float* s,
+            float* o, int16_t* qq) {
+  switch (heads) {
+    case 1: return attend_int8<1>(q, keys, values, n, hd, scale, s, o, qq);
+    case 2: return attend_int8<2>(q, keys, values, n, hd, scale, s, o, qq);
+    case 3: return attend_int8<3>(q, keys, values, n, hd, scale, s, o, qq);
+    default: return attend_int8<4>(q, keys, values, n, hd, scale, s, o, qq);
+  }
 }
 
 // out[i] = silu(gate[i]) * up[i]
@@ -525,12 +594,12 @@ at::Tensor decode_step(const at::Tensor& x, const at::Tensor& norms, at::TensorL
       team.sync();
       // Each thread takes a contiguous run of heads, so the query heads that share a kv
       // head mostly share a thread and read its keys and values from that core's cache.
-      for (int64_t head = n_heads * team.tid / team.n; head < n_heads * (team.tid + 1) / team.n; ++head) {
-        const float* q = qkv.data() + head * hd;
-        const auto keys = kc + (head / group) * max_pos * hd;
-        const auto values = vc + (head / group) * max_pos * hd;
-        attend(q, keys, values, pos + 1, hd, scale, scores.data() + head * (pos + 1), attn.data() + head * hd,
-               query_q.data() + head * hd);
+      // Its heads of one kv head go together (up to kMaxGroup), reading each key and value once.
+      for (int64_t head = n_heads * team.tid / team.n, end = n_heads * (team.tid + 1) / team.n; head < end;) {
+        const int64_t kv = head / group, heads = std::min({end, (kv + 1) * group, head + kMaxGroup}) - head;
+        attend(qkv.data() + head * hd, kc + kv * max_pos * hd, vc + kv * max_pos * hd, heads, pos + 1, hd, scale,
+               scores.data() + head * (pos + 1), attn.data() + head * hd, query_q.data() + head * hd);
+        head += heads;
       }
       team.sync();
       if (team.leader()) quantize_row(attn.data(), act, 0, q_size);
