@@ -19,6 +19,7 @@
 #include <limits>
 #include <mutex>
 #include <thread>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -245,6 +246,18 @@ float exp_shifted(float* v, int64_t n, float shift) {
 // (loaded and widened once, used by every head of the group); up to this many at a time.
 constexpr int64_t kMaxGroup = 4;
 
+// f(std::integral_constant<int, G>) for G = heads (1..kMaxGroup): the grouped kernels take the
+// group's size at compile time, so its queries and outputs stay in registers.
+template <typename F>
+void with_group_size(int64_t heads, const F& f) {
+  switch (heads) {
+    case 1: return f(std::integral_constant<int, 1>{});
+    case 2: return f(std::integral_constant<int, 2>{});
+    case 3: return f(std::integral_constant<int, 3>{});
+    default: return f(std::integral_constant<int, 4>{});
+  }
+}
+
 #ifdef TANDEM_AVX2
 // G heads' attention (one kv head's) with their queries and outputs held in registers
 // (head_dim = 8 * HD8). Each head's sums are those of dot() and axpy() one key or value at a
@@ -285,16 +298,6 @@ void attend_in_registers(const float* q, const T* keys, const T* values, int64_t
   }
 }
 
-template <int HD8, typename T>
-void attend_in_registers(int64_t heads, const float* q, const T* keys, const T* values, int64_t n, float scale,
-                         float* s, float* o) {
-  switch (heads) {
-    case 1: return attend_in_registers<HD8, 1>(q, keys, values, n, scale, s, o);
-    case 2: return attend_in_registers<HD8, 2>(q, keys, values, n, scale, s, o);
-    case 3: return attend_in_registers<HD8, 3>(q, keys, values, n, scale, s, o);
-    default: return attend_in_registers<HD8, 4>(q, keys, values, n, scale, s, o);
-  }
-}
 #endif
 
 // o = softmax(q . keys[:n] * scale) . values[:n] for `heads` (<= kMaxGroup) query heads of one
@@ -304,8 +307,12 @@ template <typename T>
 void attend(const float* q, const T* keys, const T* values, int64_t heads, int64_t n, int64_t hd, float scale,
             float* s, float* o, int16_t*) {
 #ifdef TANDEM_AVX2
-  if (hd == 64) return attend_in_registers<8>(heads, q, keys, values, n, scale, s, o);
-  if (hd == 128) return attend_in_registers<16>(heads, q, keys, values, n, scale, s, o);
+  if (hd == 64) {
+    return with_group_size(heads, [&](auto g) { attend_in_registers<8, g>(q, keys, values, n, scale, s, o); });
+  }
+  if (hd == 128) {
+    return with_group_size(heads, [&](auto g) { attend_in_registers<16, g>(q, keys, values, n, scale, s, o); });
+  }
 #endif
   for (int64_t h = 0; h < heads; ++h, q += hd, s += n, o += hd) {
     float top = -std::numeric_limits<float>::infinity();
@@ -373,10 +380,7 @@ void score_int8(const int16_t* qq, const float* q_scale, I8Rows keys, int64_t n,
         vtop[g] = _mm_max_ps(vtop[g], v);
       }
     }
-    for (int g = 0; g < G; ++g) {
-      __m128 r = _mm_max_ps(vtop[g], _mm_movehl_ps(vtop[g], vtop[g]));
-      top[g] = _mm_cvtss_f32(_mm_max_ss(r, _mm_movehdup_ps(r)));
-    }
+    for (int g = 0; g < G; ++g) top[g] = hmax128(vtop[g]);
     for (; t < n; ++t) {
       __m256i a[G];
       key_sums(keys.q + t * hd, a);
@@ -460,12 +464,7 @@ void attend_int8(const float* q, I8Rows keys, I8Rows values, int64_t n, int64_t 
 
 void attend(const float* q, I8Rows keys, I8Rows values, int64_t heads, int64_t n, int64_t hd, float scale, float* s,
             float* o, int16_t* qq) {
-  switch (heads) {
-    case 1: return attend_int8<1>(q, keys, values, n, hd, scale, s, o, qq);
-    case 2: return attend_int8<2>(q, keys, values, n, hd, scale, s, o, qq);
-    case 3: return attend_int8<3>(q, keys, values, n, hd, scale, s, o, qq);
-    default: return attend_int8<4>(q, keys, values, n, hd, scale, s, o, qq);
-  }
+  with_group_size(heads, [&](auto g) { attend_int8<g>(q, keys, values, n, hd, scale, s, o, qq); });
 }
 
 // out[i] = silu(gate[i]) * up[i]
