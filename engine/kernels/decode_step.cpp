@@ -27,18 +27,10 @@
 
 namespace {
 
-struct QMatrix {
-  const uint8_t* w;
-  const float* scales;
-  DotFn dot;
-  int64_t n, k, row_bytes;
-};
-
-QMatrix matrix(const at::Tensor& w, const c10::optional<at::Tensor>& scales, int64_t fmt, int64_t n, int64_t k,
-               const char* name) {
-  check_weight(w, scales, fmt, k);
+QWeights matrix(const at::Tensor& w, const c10::optional<at::Tensor>& scales, int64_t fmt, int64_t n, int64_t k,
+                const char* name) {
   TORCH_CHECK(w.size(0) == n, name, " has ", w.size(0), " output rows, expected ", n);
-  return {w.data_ptr<uint8_t>(), fmt == I8 ? scales->data_ptr<float>() : nullptr, dot_fn(fmt), n, k, w.size(1)};
+  return weights(w, scales, fmt, k);
 }
 
 inline void pause() {
@@ -85,10 +77,10 @@ struct Team {
   bool leader() const { return tid == 0; }
 };
 
-// This thread's share of out = W x (a contiguous run of rows), x given as int8 blocks.
-void matvec(const QMatrix& m, const Acts& x, float* out, const Team& team) {
-  const int64_t nb = m.k / QK, r0 = m.n * team.tid / team.n, r1 = m.n * (team.tid + 1) / team.n;
-  for (int64_t r = r0; r < r1; ++r) out[r] = (m.scales ? m.scales[r] : 1.0f) * m.dot(m.w + r * m.row_bytes, x, nb);
+// This thread's share of out = W x (a contiguous run of rows, whole tiles), x given as int8 blocks.
+void matvec(const QWeights& m, const Acts& x, float* out, const Team& team) {
+  const auto [r0, r1] = rows_of_part(m.n, team.tid, team.n);
+  dot_rows(m, &x, 1, false, r0, r1, out, m.n);
 }
 
 // Runs body(team) on the intra-op threads in one parallel region. The team is
@@ -549,7 +541,7 @@ at::Tensor decode_step(const at::Tensor& x, const at::Tensor& norms, at::TensorL
   const int64_t ffn = weights[3].size(1) / block_bytes(fmts[3]) * QK;
   const int64_t widest = std::max({dim, q_size, ffn});
 
-  std::vector<QMatrix> mats;
+  std::vector<QWeights> mats;
   for (int64_t l = 0; l < n_layers; ++l) {
     mats.push_back(matrix(weights[4 * l], scales.get(4 * l), fmts[4 * l], q_size + 2 * kv_size, dim, "wqkv"));
     mats.push_back(matrix(weights[4 * l + 1], scales.get(4 * l + 1), fmts[4 * l + 1], dim, q_size, "wo"));
@@ -573,7 +565,7 @@ at::Tensor decode_step(const at::Tensor& x, const at::Tensor& norms, at::TensorL
   // The body is generic over the cache's rows (float*, c10::Half* or I8Rows).
   auto run = [&](auto k_base, auto v_base) { with_team([&](const Team& team) {
     for (int64_t l = 0; l < n_layers; ++l) {
-      const QMatrix* w = mats.data() + 4 * l;
+      const QWeights* w = mats.data() + 4 * l;
       const float* norm = norms_p + l * 2 * dim;
       const int64_t layer_off = l * batch * n_kv * max_pos * hd;  // batch row 0
       const auto kc = k_base + layer_off;

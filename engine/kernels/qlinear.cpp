@@ -21,18 +21,6 @@ int64_t grain(int64_t n) {
   return std::max<int64_t>(16, (n + at::get_num_threads() - 1) / at::get_num_threads());
 }
 
-// out[i, r] = scale[r] * dot(r, i) for every weight row r and activation row i, threads
-// splitting the weight rows (each row is read once while it serves every activation row).
-template <typename Dot>
-void each_output(int64_t n, int64_t m, const float* sp, float* op, const Dot& dot) {
-  at::parallel_for(0, n, grain(n), [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      const float s = sp ? sp[r] : 1.0f;
-      for (int64_t i = 0; i < m; ++i) op[i * n + r] = s * dot(r, i);
-    }
-  });
-}
-
 // Up to this many activation rows, int8 dot products; beyond, dequantize + BLAS.
 constexpr int64_t kMaxDotRows = 8;
 // Weight rows dequantized at a time on the BLAS path (a tile of ~4 MiB in fp32, half that in bf16).
@@ -64,16 +52,14 @@ at::Tensor qlinear(const at::Tensor& x, const at::Tensor& w, const c10::optional
                    int64_t k, bool quantize_x) {
   // No autograd kernel: the ops below run beneath it (weights are frozen buffers).
   at::AutoDispatchBelowADInplaceOrView below_autograd;
-  check_weight(w, scales, fmt, k);
+  const QWeights weight = weights(w, scales, fmt, k);
   TORCH_CHECK(x.device().is_cpu() && x.size(-1) == k, "input must be a CPU tensor [..., ", k, "]");
-  const int64_t n = w.size(0), row_bytes = w.size(1);
+  const int64_t n = weight.n;
   at::Tensor x2 = x.reshape({-1, k}).to(at::kFloat).contiguous();
   const int64_t m = x2.size(0);
   std::vector<int64_t> out_shape(x.sizes().begin(), x.sizes().end());
   out_shape.back() = n;
   at::Tensor out = at::empty({m, n}, at::kFloat);
-  const uint8_t* wp = w.data_ptr<uint8_t>();
-  const float* sp = fmt == I8 ? scales->data_ptr<float>() : nullptr;
 
   if (m > kMaxDotRows) {
     const bool bf16 = quantize_x && kBf16Gemm;
@@ -88,7 +74,7 @@ at::Tensor qlinear(const at::Tensor& x, const at::Tensor& w, const c10::optional
         for (int64_t r = r0; r < r1; ++r) {
           // bf16: one row at a time through L1 into the tile (no fp32 tile, no second pass over it)
           float* dst = bf16 ? row.data() : buf.data_ptr<float>() + r * k;
-          fn(wp + (t0 + r) * row_bytes, sp ? sp[t0 + r] : 1.0f, dst, k);
+          fn(weight, t0 + r, dst);
           if (bf16) to_bf16(dst, buf.data_ptr<at::BFloat16>() + r * k, k);
         }
       });
@@ -102,36 +88,51 @@ at::Tensor qlinear(const at::Tensor& x, const at::Tensor& w, const c10::optional
     return out.view(out_shape).to(x.scalar_type());
   }
 
-  const int64_t nb = k / QK;
   const float* xp = x2.data_ptr<float>();
-  float* op = out.data_ptr<float>();
-  const DotFn fn = dot_fn(fmt, !quantize_x);
   ActBuffer act(m, k, !quantize_x);
+  std::vector<Acts> rows;
   for (int64_t i = 0; i < m; ++i) {
     if (quantize_x) {
       quantize_row(xp + i * k, act, i, k);
     } else {
       quantize_row2(xp + i * k, act, i, k);
     }
+    rows.push_back(act.row(i));
   }
-  each_output(n, m, sp, op, [&](int64_t r, int64_t i) { return fn(wp + r * row_bytes, act.row(i), nb); });
+  // Threads split the weight rows (at tile boundaries): each is read once for every activation row.
+  const int64_t parts = std::min<int64_t>(at::get_num_threads(), (n + kTileRows - 1) / kTileRows);
+  at::parallel_for(0, parts, 1, [&](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p) {
+      const auto [r0, r1] = rows_of_part(n, p, parts);
+      dot_rows(weight, rows.data(), m, !quantize_x, r0, r1, out.data_ptr<float>(), n);
+    }
+  });
   return out.view(out_shape).to(x.scalar_type());
 }
 
-// Rewrites Q4_0 / Q4_1 rows in place into their repacked layout (quant_blocks.h); returns
-// the repacked format's code. Same bytes: no second copy of the weights is ever held.
+// Rewrites Q4_0 / Q4_1 rows in place into their repacked layout (quant_blocks.h): whole 16-row
+// tiles, then the remaining rows one by one; returns the repacked format's code. Same bytes: no
+// second copy of the weights is ever held (a tile's worth at a time).
 int64_t repack(const at::Tensor& w, int64_t fmt) {
   TORCH_CHECK(fmt == Q4_0 || fmt == Q4_1, "only Q4_0 and Q4_1 weights are repacked, not format ", fmt);
   TORCH_CHECK(w.device().is_cpu() && w.scalar_type() == at::kByte && w.dim() == 2 && w.is_contiguous() &&
                   w.size(1) > 0 && w.size(1) % block_bytes(fmt) == 0,
               "weight must be a contiguous CPU uint8 tensor [out_features, blocks * ", block_bytes(fmt), "]");
   const int64_t n = w.size(0), row_bytes = w.size(1), nb = row_bytes / block_bytes(fmt);
+  const int64_t tiles = n / kTileRows, units = tiles + n % kTileRows;
   uint8_t* wp = w.data_ptr<uint8_t>();
-  at::parallel_for(0, n, grain(n), [&](int64_t r0, int64_t r1) {
-    std::vector<uint8_t> row(row_bytes);
-    for (int64_t r = r0; r < r1; ++r) {
-      std::memcpy(row.data(), wp + r * row_bytes, row_bytes);
-      repack_row(row.data(), wp + r * row_bytes, nb, fmt == Q4_1);
+  at::parallel_for(0, units, 1, [&](int64_t u0, int64_t u1) {
+    std::vector<uint8_t> copy(kTileRows * row_bytes);
+    for (int64_t u = u0; u < u1; ++u) {
+      if (u < tiles) {
+        uint8_t* tile = wp + u * kTileRows * row_bytes;
+        std::memcpy(copy.data(), tile, kTileRows * row_bytes);
+        repack_tile(copy.data(), row_bytes, tile, nb, fmt == Q4_1);
+      } else {
+        uint8_t* row = wp + (tiles * kTileRows + u - tiles) * row_bytes;
+        std::memcpy(copy.data(), row, row_bytes);
+        repack_row(copy.data(), row, nb, fmt == Q4_1);
+      }
     }
   });
   return fmt == Q4_0 ? Q4_0R : Q4_1R;
@@ -140,20 +141,18 @@ int64_t repack(const at::Tensor& w, int64_t fmt) {
 // Rows `ids` of a quantized [vocab, dim] table, as fp32 [..., dim] (embedding lookup).
 at::Tensor embedding(const at::Tensor& ids, const at::Tensor& w, const c10::optional<at::Tensor>& scales, int64_t fmt,
                      int64_t k) {
-  check_weight(w, scales, fmt, k);
+  const QWeights weight = weights(w, scales, fmt, k);
   at::Tensor flat = ids.reshape({-1}).to(at::kLong).contiguous();
-  const int64_t n = flat.numel(), vocab = w.size(0), row_bytes = w.size(1);
+  const int64_t n = flat.numel(), vocab = weight.n;
   std::vector<int64_t> shape(ids.sizes().begin(), ids.sizes().end());
   shape.push_back(k);
   at::Tensor out = at::empty({n, k}, at::kFloat);
   const int64_t* idp = flat.data_ptr<int64_t>();
-  const uint8_t* wp = w.data_ptr<uint8_t>();
-  const float* sp = fmt == I8 ? scales->data_ptr<float>() : nullptr;
   const DequantFn fn = dequant_fn(fmt);
   for (int64_t i = 0; i < n; ++i) {
     const int64_t r = idp[i];
     TORCH_CHECK(r >= 0 && r < vocab, "token id ", r, " is outside the vocabulary of ", vocab);
-    fn(wp + r * row_bytes, sp ? sp[r] : 1.0f, out.data_ptr<float>() + i * k, k);
+    fn(weight, r, out.data_ptr<float>() + i * k);
   }
   return out.view(shape);
 }

@@ -12,15 +12,19 @@
 //   I8    K B/row, fp32 scale per row (scales tensor)  w = s[row] * q
 // Nibbles: byte j holds element j in its low half and element j + 16 in its high half.
 //
-// Repacked 4-bit rows (Q4_0R, Q4_1R: the same bytes per row, rewritten in place by
-// repack_row at load time) put the row's nibbles first, then its fp16 scales, then
-// (Q4_1R) its fp16 minimums, each in its own plane. The nibbles go in groups of 4
-// blocks (64 B): byte i of a group's first 32 holds element i of its block 0 (low
-// half) and of its block 2 (high half); the next 32 bytes, blocks 1 and 3. So one
-// 64-byte load, masked to its low halves, is blocks 0 and 1 in element order, and its
-// high halves blocks 2 and 3: one VNNI dot each against 64 contiguous int8
-// activations; a 32-byte load serves AVX2 the same way. A row's last nb % 4 blocks
-// go as a pair (32 B, low halves the first block) then a single (16 B, GGML order).
+// Repacked 4-bit matrices (Q4_0R, Q4_1R: the same bytes, rewritten in place by `repack` at load
+// time) go in tiles of 16 rows, so that a decode matvec reads one sequential stream and leaves
+// each row's sum in a vector lane: no per-row reduction, no per-row tail. Tile t holds rows
+// 16t..16t+15 (its 16 * row bytes); block b of the tile is 16 * 18 (Q4_1: 20) bytes: the 16 rows'
+// nibbles (256 B), their fp16 scales (32 B) and, Q4_1, their fp16 minimums (32 B). Byte 64 j + 4 r + i
+// of the nibbles is GGML byte 4 j + i of row r's block (elements 4 j + i low, 4 j + i + 16 high):
+// one 64-byte load, masked to its low halves, is four elements of each of 16 rows, which one VNNI
+// dot against four broadcast activations sums into the row's lane; its high halves, likewise.
+// The last n % 16 rows (a matrix of fewer rows, or its remainder) are repacked a row at a time:
+// the row's nibbles first, then its fp16 scales, then (Q4_1R) its minimums, each in its own plane;
+// the nibbles in groups of 4 blocks (64 B): byte i of a group's first 32 holds element i of its
+// block 0 (low half) and of its block 2 (high half); the next 32 bytes, blocks 1 and 3. A row's
+// last nb % 4 blocks go as a pair (32 B, low halves the first block) then a single (16 B, GGML order).
 // Both 4-bit formats are one sum: d * dot(q, x) + m * sum(x), m = -8 d for Q4_0.
 
 #pragma once
@@ -319,6 +323,121 @@ inline __m256i block_nibbles(const uint8_t* nib, int64_t b, int64_t nb) {
 }
 #endif
 
+// Rows a repacked tile holds (the int32 lanes of one 64-byte vector).
+constexpr int64_t kTileRows = 16;
+
+// 16 GGML rows of Q4_0 / Q4_1 blocks, `row_bytes` apart -> one repacked tile at `out` (distinct).
+void repack_tile(const uint8_t* rows, int64_t row_bytes, uint8_t* out, int64_t nb, bool with_min) {
+  const int64_t size = with_min ? 20 : 18, head = with_min ? 4 : 2;
+  for (int64_t b = 0; b < nb; ++b) {
+    uint8_t* o = out + b * kTileRows * size;
+    for (int64_t r = 0; r < kTileRows; ++r) {
+      const uint8_t* blk = rows + r * row_bytes + b * size;
+      for (int64_t j = 0; j < 4; ++j) std::memcpy(o + 64 * j + 4 * r, blk + head + 4 * j, 4);
+      std::memcpy(o + 256 + 2 * r, blk, 2);
+      if (with_min) std::memcpy(o + 288 + 2 * r, blk + 2, 2);
+    }
+  }
+}
+
+// Row `lane`'s 16 GGML nibble bytes of one tile block `p`.
+inline void tile_row_nibbles(const uint8_t* p, int64_t lane, uint8_t* out) {
+  for (int64_t j = 0; j < 4; ++j) std::memcpy(out + 4 * j, p + 64 * j + 4 * lane, 4);
+}
+
+// Four activation bytes as one int32, to broadcast against four elements of 16 rows.
+inline int32_t quad(const int8_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
+// out[r] = row r of a repacked tile . int8 activations, r < 16 (TWO: two-level rows). Each row
+// sums its blocks in order in its own lane: sum_b d_b da_b dot(q_b, x_b) + m_b s_b.
+template <bool WITH_MIN, bool TWO>
+void dot_tile_q4(const uint8_t* t, const Acts& a, int64_t nb, float* out) {
+  constexpr int64_t kStride = kTileRows * (WITH_MIN ? 20 : 18);
+#if defined(TANDEM_ZMM_DOT)
+  const __m512i mask4 = _mm512_set1_epi8(0x0F);
+  __m512 acc = _mm512_setzero_ps(), off = _mm512_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b) {
+    const uint8_t* p = t + b * kStride;
+    __m512i u[8];
+    for (int j = 0; j < 4; ++j) {
+      const __m512i v = _mm512_loadu_si512(p + 64 * j);
+      u[j] = _mm512_and_si512(v, mask4);
+      u[4 + j] = _mm512_and_si512(_mm512_srli_epi16(v, 4), mask4);
+    }
+    auto dot = [&](const int8_t* y) {
+      __m512i lo = _mm512_setzero_si512(), hi = _mm512_setzero_si512();
+      for (int j = 0; j < 4; ++j) {
+        lo = _mm512_dpbusd_epi32(lo, u[j], _mm512_set1_epi32(quad(y + 4 * j)));
+        hi = _mm512_dpbusd_epi32(hi, u[4 + j], _mm512_set1_epi32(quad(y + 16 + 4 * j)));
+      }
+      return _mm512_add_epi32(lo, hi);
+    };
+    __m512i i = dot(a.qs + QK * b);
+    if (TWO) i = _mm512_add_epi32(_mm512_sub_epi32(_mm512_slli_epi32(i, 8), _mm512_slli_epi32(i, 1)), dot(a.qs2 + QK * b));
+    const __m512 d = _mm512_cvtph_ps(load256(p + 256));
+    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), _mm512_mul_ps(d, _mm512_set1_ps(a.d[b])), acc);
+    off = _mm512_fmadd_ps(WITH_MIN ? _mm512_cvtph_ps(load256(p + 288)) : d, _mm512_set1_ps(a.s[b]), off);
+  }
+  _mm512_storeu_ps(out, WITH_MIN ? _mm512_add_ps(acc, off) : _mm512_fnmadd_ps(_mm512_set1_ps(8.0f), off, acc));
+#elif defined(TANDEM_AVX2)
+  const __m256i mask4 = _mm256_set1_epi8(0x0F);
+  __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()}, off[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+  for (int64_t b = 0; b < nb; ++b) {
+    const uint8_t* p = t + b * kStride;
+    for (int h = 0; h < 2; ++h) {  // rows 8 h .. 8 h + 7: the second 32 bytes of each 64
+      __m256i u[8];
+      for (int j = 0; j < 4; ++j) {
+        const __m256i v = load256(p + 64 * j + 32 * h);
+        u[j] = _mm256_and_si256(v, mask4);
+        u[4 + j] = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask4);
+      }
+      auto dot = [&](const int8_t* y) {
+        __m256i lo = _mm256_setzero_si256(), hi = _mm256_setzero_si256();
+        for (int j = 0; j < 4; ++j) {
+          lo = dot_u8s8_acc(lo, u[j], _mm256_set1_epi32(quad(y + 4 * j)));
+          hi = dot_u8s8_acc(hi, u[4 + j], _mm256_set1_epi32(quad(y + 16 + 4 * j)));
+        }
+        return _mm256_add_epi32(lo, hi);
+      };
+      __m256i i = dot(a.qs + QK * b);
+      if (TWO) i = _mm256_add_epi32(times254(i), dot(a.qs2 + QK * b));
+      const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 256 + 16 * h)));
+      const __m256 m =
+          WITH_MIN ? _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 288 + 16 * h))) : d;
+      acc[h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), _mm256_mul_ps(d, _mm256_set1_ps(a.d[b])), acc[h]);
+      off[h] = _mm256_fmadd_ps(m, _mm256_set1_ps(a.s[b]), off[h]);
+    }
+  }
+  for (int h = 0; h < 2; ++h) {
+    _mm256_storeu_ps(out + 8 * h, WITH_MIN ? _mm256_add_ps(acc[h], off[h])
+                                           : _mm256_fnmadd_ps(_mm256_set1_ps(8.0f), off[h], acc[h]));
+  }
+#else
+  for (int64_t r = 0; r < kTileRows; ++r) {
+    float total = 0.0f, offsets = 0.0f;
+    for (int64_t b = 0; b < nb; ++b) {
+      const uint8_t* p = t + b * kStride;
+      uint8_t q[16];
+      tile_row_nibbles(p, r, q);
+      int sum = 0, sum2 = 0;
+      for (int64_t i = 0; i < 16; ++i) {
+        sum += (q[i] & 0x0F) * a.qs[QK * b + i] + (q[i] >> 4) * a.qs[QK * b + i + 16];
+        if (TWO) sum2 += (q[i] & 0x0F) * a.qs2[QK * b + i] + (q[i] >> 4) * a.qs2[QK * b + i + 16];
+      }
+      if (TWO) sum = 254 * sum + sum2;
+      const float d = f16(p + 256 + 2 * r);
+      total += d * a.d[b] * static_cast<float>(sum);
+      offsets += (WITH_MIN ? f16(p + 288 + 2 * r) : d) * a.s[b];
+    }
+    out[r] = total + (WITH_MIN ? offsets : -8.0f * offsets);
+  }
+#endif
+}
+
 // ---- one weight row . one activation row ----------------------------------------
 
 // How far ahead the 4-bit dots prefetch: the next row, or this many bytes where rows are
@@ -486,19 +605,54 @@ float dot_q8(const uint8_t* w, const Acts& a, int64_t nb) {
 #endif
 }
 
+// ---- a whole matrix -------------------------------------------------------------
+
+// A quantized weight matrix [n, k] as the kernels read it (scales: I8's per-row fp32 scales).
+struct QWeights {
+  const uint8_t* w;
+  const float* scales;
+  int64_t fmt, n, k, row_bytes;
+
+  int64_t nb() const { return k / QK; }
+  // Rows held in 16-row tiles (the repacked formats' whole tiles); the rest are rows of their own.
+  int64_t tiled_rows() const { return repacked(fmt) ? n / kTileRows * kTileRows : 0; }
+  const uint8_t* row(int64_t r) const { return w + r * row_bytes; }
+  float scale(int64_t r) const { return scales ? scales[r] : 1.0f; }
+};
+
+// Rows [r0, r1) of part `part` of `parts` of an n-row matrix, cut at tile boundaries (the last
+// part takes the rows after the last whole tile).
+inline std::pair<int64_t, int64_t> rows_of_part(int64_t n, int64_t part, int64_t parts) {
+  const int64_t units = (n + kTileRows - 1) / kTileRows;
+  return {std::min(n, units * part / parts * kTileRows), std::min(n, units * (part + 1) / parts * kTileRows)};
+}
+
 // ---- dequantize rows to fp32 -----------------------------------------------------
 
 template <int64_t FMT>
-void dequantize_row(const uint8_t* w, float scale, float* out, int64_t k) {
-  const int64_t nb = k / QK;
+void dequantize_row(const QWeights& m, int64_t r, float* out) {
+  const int64_t nb = m.nb();
+  const uint8_t* w = m.row(r);
   for (int64_t b = 0; b < nb; ++b) {
     float* o = out + b * QK;
     if constexpr (repacked(FMT)) {
-      const float d = f16(w + nb * 16 + 2 * b);
-      const float m = FMT == Q4_1R ? f16(w + nb * 18 + 2 * b) : -8.0f * d;
+      constexpr int64_t size = FMT == Q4_1R ? 20 : 18;
+      float d, mn;
+      uint8_t tiled[16];  // a tiled row's block in GGML order
+      const bool in_tile = r < m.tiled_rows();
+      if (in_tile) {
+        const uint8_t* p = m.w + (r / kTileRows * nb + b) * kTileRows * size;
+        const int64_t lane = r % kTileRows;
+        tile_row_nibbles(p, lane, tiled);
+        d = f16(p + 256 + 2 * lane);
+        mn = FMT == Q4_1R ? f16(p + 288 + 2 * lane) : -8.0f * d;
+      } else {
+        d = f16(w + nb * 16 + 2 * b);
+        mn = FMT == Q4_1R ? f16(w + nb * 18 + 2 * b) : -8.0f * d;
+      }
 #ifdef TANDEM_AVX2
-      const __m256i q = block_nibbles(w, b, nb);
-      const __m256 vd = _mm256_set1_ps(d), vm = _mm256_set1_ps(m);
+      const __m256i q = in_tile ? nibbles(tiled) : block_nibbles(w, b, nb);
+      const __m256 vd = _mm256_set1_ps(d), vm = _mm256_set1_ps(mn);
       for (int part = 0; part < 4; ++part) {
         const __m128i bytes = part < 2 ? _mm256_castsi256_si128(q) : _mm256_extracti128_si256(q, 1);
         const __m128i eight = part % 2 ? _mm_srli_si128(bytes, 8) : bytes;
@@ -507,22 +661,28 @@ void dequantize_row(const uint8_t* w, float scale, float* out, int64_t k) {
       }
 #else
       for (int64_t i = 0; i < QK; ++i) {
-        const auto [at, high] = nibble_at(b, i, nb);
-        o[i] = static_cast<float>(high ? w[at] >> 4 : w[at] & 0x0F) * d + m;
+        int q;
+        if (in_tile) {
+          q = i < 16 ? tiled[i] & 0x0F : tiled[i - 16] >> 4;
+        } else {
+          const auto [at, high] = nibble_at(b, i, nb);
+          q = high ? w[at] >> 4 : w[at] & 0x0F;
+        }
+        o[i] = static_cast<float>(q) * d + mn;
       }
 #endif
     } else if constexpr (FMT == Q4_0 || FMT == Q4_1) {
       const uint8_t* blk = w + b * (FMT == Q4_0 ? 18 : 20);
       const float d = f16(blk);
-      const float m = FMT == Q4_1 ? f16(blk + 2) : -8.0f * d;
+      const float mn = FMT == Q4_1 ? f16(blk + 2) : -8.0f * d;
       const uint8_t* qs = blk + (FMT == Q4_0 ? 2 : 4);
       for (int j = 0; j < 16; ++j) {
-        o[j] = static_cast<float>(qs[j] & 0x0F) * d + m;
-        o[j + 16] = static_cast<float>(qs[j] >> 4) * d + m;
+        o[j] = static_cast<float>(qs[j] & 0x0F) * d + mn;
+        o[j + 16] = static_cast<float>(qs[j] >> 4) * d + mn;
       }
     } else {
       const uint8_t* blk = FMT == Q8_0 ? w + b * 34 : w + b * QK;
-      const float d = FMT == Q8_0 ? f16(blk) : scale;
+      const float d = FMT == Q8_0 ? f16(blk) : m.scale(r);
       const int8_t* qs = reinterpret_cast<const int8_t*>(FMT == Q8_0 ? blk + 2 : blk);
       for (int j = 0; j < QK; ++j) o[j] = static_cast<float>(qs[j]) * d;
     }
@@ -530,12 +690,13 @@ void dequantize_row(const uint8_t* w, float scale, float* out, int64_t k) {
 }
 
 using DotFn = float (*)(const uint8_t*, const Acts&, int64_t);
-using DequantFn = void (*)(const uint8_t*, float, float*, int64_t);
+using TileDotFn = void (*)(const uint8_t*, const Acts&, int64_t, float*);
+using DequantFn = void (*)(const QWeights&, int64_t, float*);
 
 const char* const kNotRepacked =
     "4-bit weights in GGML order have no dot kernel: repack them first (torch.ops.tandem.repack)";
 
-// The dot for weight format `fmt` against one-level activation rows, or two-level ones (Acts).
+// The dot for one row of weight format `fmt` against one-level activation rows, or two-level ones (Acts).
 DotFn dot_fn(int64_t fmt, bool two_levels = false) {
   switch (fmt) {
     case Q4_0R: return two_levels ? dot_q4r<false, true> : dot_q4r<false, false>;
@@ -544,6 +705,33 @@ DotFn dot_fn(int64_t fmt, bool two_levels = false) {
     case I8: return two_levels ? dot_q8<I8, true> : dot_q8<I8, false>;
   }
   TORCH_CHECK(false, kNotRepacked);
+}
+
+// The dot for one tile of a repacked format (null for the formats without tiles).
+TileDotFn tile_dot_fn(int64_t fmt, bool two_levels) {
+  switch (fmt) {
+    case Q4_0R: return two_levels ? dot_tile_q4<false, true> : dot_tile_q4<false, false>;
+    case Q4_1R: return two_levels ? dot_tile_q4<true, true> : dot_tile_q4<true, false>;
+  }
+  return nullptr;
+}
+
+// out[i * ld + r] = row r of `m` . acts[i] for rows [r0, r1) (cut at tile boundaries: rows_of_part)
+// and the m_rows activation rows. Each tile is read once for all of them.
+void dot_rows(const QWeights& m, const Acts* acts, int64_t m_rows, bool two_levels, int64_t r0, int64_t r1,
+              float* out, int64_t ld) {
+  const int64_t nb = m.nb(), tiled = std::min(r1, m.tiled_rows());
+  int64_t r = r0;
+  if (r < tiled) {
+    const TileDotFn tile = tile_dot_fn(m.fmt, two_levels);
+    for (; r < tiled; r += kTileRows) {
+      for (int64_t i = 0; i < m_rows; ++i) tile(m.row(r), acts[i], nb, out + i * ld + r);
+    }
+  }
+  const DotFn dot = dot_fn(m.fmt, two_levels);
+  for (; r < r1; ++r) {
+    for (int64_t i = 0; i < m_rows; ++i) out[i * ld + r] = m.scale(r) * dot(m.row(r), acts[i], nb);
+  }
 }
 
 DequantFn dequant_fn(int64_t fmt) {
@@ -569,6 +757,12 @@ void check_weight(const at::Tensor& w, const c10::optional<at::Tensor>& scales, 
                     scales->numel() == w.size(0),
                 "int8 per-channel weights need fp32 scales [out_features]");
   }
+}
+
+// The checked matrix of a weight tensor [n, row bytes].
+QWeights weights(const at::Tensor& w, const c10::optional<at::Tensor>& scales, int64_t fmt, int64_t k) {
+  check_weight(w, scales, fmt, k);
+  return {w.data_ptr<uint8_t>(), fmt == I8 ? scales->data_ptr<float>() : nullptr, fmt, w.size(0), k, w.size(1)};
 }
 
 }  // namespace
