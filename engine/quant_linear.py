@@ -29,7 +29,7 @@ GROUP = 32
 FORMATS = {"q4_0": 0, "q4_1": 1, "q8_0": 2, "i8": 3}  # codes of qlinear.cpp
 BLOCK_BYTES = {"q4_0": 18, "q4_1": 20, "q8_0": 34, "i8": GROUP}
 GGML_TYPES = {"q4_0": GGMLType.Q4_0, "q4_1": GGMLType.Q4_1, "q8_0": GGMLType.Q8_0}
-REPACKED = ("q4_0", "q4_1")  # the formats `repack` rewrites for the native kernels
+REPACKED = ("q4_0", "q4_1", "q8_0")  # the formats `repack` rewrites for the native kernels
 
 
 @dataclass

@@ -44,12 +44,32 @@ def test_repacking_rewrites_the_rows_in_place_and_keeps_the_matrix():
         assert torch.equal(rows, reference)
 
 
+@pytest.mark.parametrize("fmt", ["q4_0", "q4_1", "q8_0"])
+def test_repacking_puts_whole_16_row_tiles_first_and_keeps_the_remaining_rows(fmt):
+    """Rows 0..31 go in two tiles (per block: 16 rows' values, then their scales), rows 32..36 as rows."""
+    size, values = {"q4_0": (18, 16), "q4_1": (20, 16), "q8_0": (34, 32)}[fmt]
+    q = quantize(torch.randn(37, 5 * 32, generator=torch.Generator().manual_seed(3)), fmt)
+    data, reference = q.data.clone(), q.dequantize()
+    code = torch.ops.tandem.repack(data, FORMATS[fmt])
+    assert code != FORMATS[fmt] and data.shape == q.data.shape
+    blocks = q.data.reshape(37, 5, size)
+    tiles = data[:32].reshape(2, 5, 16 * size)  # tile, block, bytes
+    for t in range(2):
+        # each block: the 16 rows' values (4 bytes of a row, then the next row's 4), then their 16 scales
+        assert torch.equal(tiles[t, :, 16 * values : 16 * values + 32],
+                           blocks[16 * t : 16 * t + 16, :, 0:2].transpose(0, 1).reshape(5, 32))
+    if fmt == "q8_0":
+        assert torch.equal(data[32:], q.data[32:])  # the rows after the last tile stay GGML rows
+    rows = torch.ops.tandem.embedding(torch.arange(37), data, None, code, 5 * 32)
+    assert torch.equal(rows, reference)
+
+
 def test_unrepacked_4bit_weights_are_refused_by_the_dot_kernels():
     q = quantize(torch.randn(4, 64), "q4_0")
     with pytest.raises(RuntimeError, match="repack them first"):
         torch.ops.tandem.qlinear(torch.randn(1, 64), q.data, None, FORMATS["q4_0"], 64)
-    with pytest.raises(RuntimeError, match="only Q4_0 and Q4_1"):
-        torch.ops.tandem.repack(quantize(torch.randn(4, 64), "q8_0").data, FORMATS["q8_0"])
+    with pytest.raises(RuntimeError, match="only Q4_0, Q4_1 and Q8_0"):
+        torch.ops.tandem.repack(quantize(torch.randn(4, 64), "i8").data, FORMATS["i8"])
 
 
 def test_a_tied_embedding_and_output_share_one_repacked_buffer():

@@ -122,8 +122,9 @@ def test_empty_prompt_is_refused(smollm2):
 
 
 # Loading stages weights in copies (read, concatenated, repacked); freed, glibc keeps their pages
-# unless told to hand them back. Without that the device model held ~38 MiB of heap above its
-# tensors after loading; with it ~13 (the tokenizer, Python objects).
+# unless told to hand them back. Every tensor is resident once loaded (the repacking writes each in
+# place); above them the packaged device model holds ~42 MiB of heap with the trim (the tokenizer
+# alone is ~40) and ~68 without it.
 LOAD_RESIDUE = """
 import json, sys
 from engine import kernels
@@ -144,4 +145,4 @@ def test_loading_keeps_no_staging_copies_resident(smollm2_path):
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     got = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert got["growth"] <= got["tensors"] + 24, got
+    assert got["growth"] <= got["tensors"] + 54, got

@@ -110,16 +110,17 @@ at::Tensor qlinear(const at::Tensor& x, const at::Tensor& w, const c10::optional
   return out.view(out_shape).to(x.scalar_type());
 }
 
-// Rewrites Q4_0 / Q4_1 rows in place into their repacked layout (quant_blocks.h): whole 16-row
-// tiles, then the remaining rows one by one; returns the repacked format's code. Same bytes: no
-// second copy of the weights is ever held (a tile's worth at a time).
+// Rewrites Q4_0 / Q4_1 / Q8_0 rows in place into their repacked layout (quant_blocks.h): whole
+// 16-row tiles, then the remaining rows one by one (Q8_0's stay as they are); returns the repacked
+// format's code. Same bytes: no second copy of the weights is ever held (a tile's worth at a time).
 int64_t repack(const at::Tensor& w, int64_t fmt) {
-  TORCH_CHECK(fmt == Q4_0 || fmt == Q4_1, "only Q4_0 and Q4_1 weights are repacked, not format ", fmt);
+  TORCH_CHECK(fmt == Q4_0 || fmt == Q4_1 || fmt == Q8_0, "only Q4_0, Q4_1 and Q8_0 weights are repacked, not format ",
+              fmt);
   TORCH_CHECK(w.device().is_cpu() && w.scalar_type() == at::kByte && w.dim() == 2 && w.is_contiguous() &&
                   w.size(1) > 0 && w.size(1) % block_bytes(fmt) == 0,
               "weight must be a contiguous CPU uint8 tensor [out_features, blocks * ", block_bytes(fmt), "]");
   const int64_t n = w.size(0), row_bytes = w.size(1), nb = row_bytes / block_bytes(fmt);
-  const int64_t tiles = n / kTileRows, units = tiles + n % kTileRows;
+  const int64_t tiles = n / kTileRows, units = fmt == Q8_0 ? tiles : tiles + n % kTileRows;
   uint8_t* wp = w.data_ptr<uint8_t>();
   at::parallel_for(0, units, 1, [&](int64_t u0, int64_t u1) {
     std::vector<uint8_t> copy(kTileRows * row_bytes);
@@ -127,7 +128,11 @@ int64_t repack(const at::Tensor& w, int64_t fmt) {
       if (u < tiles) {
         uint8_t* tile = wp + u * kTileRows * row_bytes;
         std::memcpy(copy.data(), tile, kTileRows * row_bytes);
-        repack_tile(copy.data(), row_bytes, tile, nb, fmt == Q4_1);
+        if (fmt == Q8_0) {
+          repack_tile_q8(copy.data(), row_bytes, tile, nb);
+        } else {
+          repack_tile(copy.data(), row_bytes, tile, nb, fmt == Q4_1);
+        }
       } else {
         uint8_t* row = wp + (tiles * kTileRows + u - tiles) * row_bytes;
         std::memcpy(copy.data(), row, row_bytes);
@@ -135,7 +140,7 @@ int64_t repack(const at::Tensor& w, int64_t fmt) {
       }
     }
   });
-  return fmt == Q4_0 ? Q4_0R : Q4_1R;
+  return fmt == Q4_0 ? Q4_0R : fmt == Q4_1 ? Q4_1R : Q8_0R;
 }
 
 // Rows `ids` of a quantized [vocab, dim] table, as fp32 [..., dim] (embedding lookup).

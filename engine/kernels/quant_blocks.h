@@ -26,6 +26,10 @@
 // block 0 (low half) and of its block 2 (high half); the next 32 bytes, blocks 1 and 3. A row's
 // last nb % 4 blocks go as a pair (32 B, low halves the first block) then a single (16 B, GGML order).
 // Both 4-bit formats are one sum: d * dot(q, x) + m * sum(x), m = -8 d for Q4_0.
+// Repacked Q8_0 (Q8_0R) tiles the same way: block b of a tile is 16 * 34 bytes, the 16 rows'
+// int8 values (512 B: byte 64 j + 4 r + i is element 4 j + i of row r, j < 8) stored as q + 128,
+// which VNNI multiplies as unsigned (the dot subtracts 128 * sum(x) once a block), then their
+// fp16 scales (32 B). Its rows after the last whole tile stay GGML Q8_0 rows.
 
 #pragma once
 
@@ -55,15 +59,15 @@
 namespace {
 
 constexpr int64_t QK = 32;
-enum Format : int64_t { Q4_0 = 0, Q4_1 = 1, Q8_0 = 2, I8 = 3, Q4_0R = 4, Q4_1R = 5 };
+enum Format : int64_t { Q4_0 = 0, Q4_1 = 1, Q8_0 = 2, I8 = 3, Q4_0R = 4, Q4_1R = 5, Q8_0R = 6 };
 
-constexpr bool repacked(int64_t fmt) { return fmt == Q4_0R || fmt == Q4_1R; }
+constexpr bool repacked(int64_t fmt) { return fmt == Q4_0R || fmt == Q4_1R || fmt == Q8_0R; }
 
 int64_t block_bytes(int64_t fmt) {
   switch (fmt) {
     case Q4_0: case Q4_0R: return 18;
     case Q4_1: case Q4_1R: return 20;
-    case Q8_0: return 34;
+    case Q8_0: case Q8_0R: return 34;
     case I8: return QK;
   }
   TORCH_CHECK(false, "unknown weight format ", fmt);
@@ -81,14 +85,14 @@ inline float f16(const uint8_t* p) {
 
 // ---- activations: int8 blocks in planes ------------------------------------------
 
-// One row of quantized activations: block b is qs[32 b, 32 b + 32) with x ~= d[b] * qs and
-// s[b] = d[b] * sum(qs). The planes are zero-padded to a multiple of 16 blocks, so a kernel
+// One row of quantized activations: block b is qs[32 b, 32 b + 32) with x ~= d[b] * qs,
+// s[b] = d[b] * sum(qs) and sq[b] = sum(qs) (what an offset weight byte's dot subtracts). The planes are zero-padded to a multiple of 16 blocks, so a kernel
 // may read 16 blocks' d and s, or 4 blocks' qs, past the row's end.
 //
 // Two levels (quantize_row2; the output layer, whose logits are the router's signals): the
 // block's residual after int8 rounding, quantized again to int8 on a 254x finer step, in
 // qs2. Then x ~= d[b] * (254 qs + qs2) with d[b] = (absmax / 127) / 254, and s[b] = sum(x)
-// in fp32. Level one leaves |x - 254 d qs| <= 127 d, so qs2 fits int8, and what is left
+// in fp32, sq[b] = 254 sum(qs) + sum(qs2). Level one leaves |x - 254 d qs| <= 127 d, so qs2 fits int8, and what is left
 // is at most d / 2 = absmax / (2 * 127 * 254) per element, 1.6e-5 of the block's absmax:
 // a dot over a block errs by at most that times the sum of the block's |w| (plus fp32
 // rounding, 2^-24 relative). The dots run 254 dot(w, qs) + dot(w, qs2) in int32 (at most
@@ -97,6 +101,7 @@ struct Acts {
   const int8_t* qs;
   const float* d;
   const float* s;
+  const int32_t* sq;
   const int8_t* qs2;  // the residual plane of two-level rows, else null
 };
 
@@ -104,20 +109,22 @@ class ActBuffer {
  public:
   ActBuffer(int64_t rows, int64_t k, bool two_levels = false)
       : stride_((k / QK + 15) / 16 * 16), qs_(rows * stride_ * QK, 0), qs2_(two_levels ? qs_.size() : 0, 0),
-        d_(rows * stride_, 0.0f), s_(rows * stride_, 0.0f) {}
+        d_(rows * stride_, 0.0f), s_(rows * stride_, 0.0f), sq_(rows * stride_, 0) {}
   Acts row(int64_t i) const {
     return {qs_.data() + i * stride_ * QK, d_.data() + i * stride_, s_.data() + i * stride_,
-            qs2_.empty() ? nullptr : qs2_.data() + i * stride_ * QK};
+            sq_.data() + i * stride_, qs2_.empty() ? nullptr : qs2_.data() + i * stride_ * QK};
   }
   int8_t* qs(int64_t i) { return qs_.data() + i * stride_ * QK; }
   int8_t* qs2(int64_t i) { return qs2_.data() + i * stride_ * QK; }
   float* d(int64_t i) { return d_.data() + i * stride_; }
   float* s(int64_t i) { return s_.data() + i * stride_; }
+  int32_t* sq(int64_t i) { return sq_.data() + i * stride_; }
 
  private:
   int64_t stride_;
   std::vector<int8_t> qs_, qs2_;
   std::vector<float> d_, s_;
+  std::vector<int32_t> sq_;
 };
 
 #ifdef TANDEM_AVX2
@@ -210,7 +217,7 @@ inline __m512i dot_acts512(__m512i u, const int8_t* y, const int8_t* y2) {
 }
 #endif
 
-void quantize_row(const float* x, int8_t* qs, float* dp, float* sp, int64_t k) {
+void quantize_row(const float* x, int8_t* qs, float* dp, float* sp, int32_t* sqp, int64_t k) {
   for (int64_t b = 0; b < k / QK; ++b) {
     const float* v = x + b * QK;
     int8_t* q = qs + b * QK;
@@ -246,12 +253,13 @@ void quantize_row(const float* x, int8_t* qs, float* dp, float* sp, int64_t k) {
 #endif
     dp[b] = d;
     sp[b] = d * static_cast<float>(sum);
+    sqp[b] = sum;
   }
 }
 
 // Row i of `acts` from x (k floats).
 inline void quantize_row(const float* x, ActBuffer& acts, int64_t i, int64_t k) {
-  quantize_row(x, acts.qs(i), acts.d(i), acts.s(i), k);
+  quantize_row(x, acts.qs(i), acts.d(i), acts.s(i), acts.sq(i), k);
 }
 
 // Row i of a two-level `acts` (see Acts) from x (k floats): once per row, so plain C++.
@@ -260,18 +268,22 @@ inline void quantize_row2(const float* x, ActBuffer& acts, int64_t i, int64_t k)
   int8_t* q2 = acts.qs2(i);
   float* d = acts.d(i);
   float* s = acts.s(i);
-  quantize_row(x, q1, d, s, k);
+  int32_t* sq = acts.sq(i);
+  quantize_row(x, q1, d, s, sq, k);
   for (int64_t b = 0; b < k / QK; ++b) {
     const float* v = x + b * QK;
     const float d1 = d[b], id2 = d1 != 0.0f ? 254.0f / d1 : 0.0f;
     float sum = 0.0f;
+    int32_t sum2 = 0;
     for (int64_t j = 0; j < QK; ++j) {
       const float r = (v[j] - d1 * static_cast<float>(q1[b * QK + j])) * id2;
       q2[b * QK + j] = static_cast<int8_t>(std::clamp(std::nearbyint(r), -127.0f, 127.0f));
       sum += v[j];
+      sum2 += q2[b * QK + j];
     }
     d[b] = d1 / 254.0f;
     s[b] = sum;
+    sq[b] = 254 * sq[b] + sum2;
   }
 }
 
@@ -434,6 +446,101 @@ void dot_tile_q4(const uint8_t* t, const Acts& a, int64_t nb, float* out) {
       offsets += (WITH_MIN ? f16(p + 288 + 2 * r) : d) * a.s[b];
     }
     out[r] = total + (WITH_MIN ? offsets : -8.0f * offsets);
+  }
+#endif
+}
+
+// 16 GGML rows of Q8_0 blocks, `row_bytes` apart -> one repacked tile at `out` (distinct).
+void repack_tile_q8(const uint8_t* rows, int64_t row_bytes, uint8_t* out, int64_t nb) {
+  for (int64_t b = 0; b < nb; ++b) {
+    uint8_t* o = out + b * kTileRows * 34;
+    for (int64_t r = 0; r < kTileRows; ++r) {
+      const uint8_t* blk = rows + r * row_bytes + b * 34;
+      for (int64_t e = 0; e < QK; ++e) o[e / 4 * 64 + 4 * r + e % 4] = blk[2 + e] ^ 0x80;
+      std::memcpy(o + 512 + 2 * r, blk, 2);
+    }
+  }
+}
+
+#ifdef TANDEM_AVX2
+#if (defined(__AVX512VNNI__) && defined(__AVX512VL__)) || defined(__AVXVNNI__)
+constexpr bool kOffsetBytes = true;  // u8 x s8 dots take the q + 128 bytes as they are
+#else
+constexpr bool kOffsetBytes = false;
+#endif
+
+// acc + sum of (v - 128) x over 8 lanes of 4 (Q8_0R bytes v): where VNNI is not there, the bytes
+// go back to signed q and the sign moves onto the activations (maddubs saturates beyond 127 * 255).
+// With VNNI it adds sum of v x: the caller subtracts 128 * sum(x).
+inline __m256i dot_q8r_acc(__m256i acc, __m256i v, __m256i x) {
+  if constexpr (kOffsetBytes) return dot_u8s8_acc(acc, v, x);
+  const __m256i q = _mm256_xor_si256(v, _mm256_set1_epi8(static_cast<char>(0x80)));
+  return _mm256_add_epi32(acc, dot_u8s8_i32(_mm256_sign_epi8(q, q), _mm256_sign_epi8(x, q)));
+}
+#endif
+
+// out[r] = row r of a repacked Q8_0 tile . int8 activations, r < 16 (TWO: two-level rows).
+template <bool TWO>
+void dot_tile_q8(const uint8_t* t, const Acts& a, int64_t nb, float* out) {
+  constexpr int64_t kStride = kTileRows * 34;
+#if defined(TANDEM_ZMM_DOT)
+  __m512 acc = _mm512_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b) {
+    const uint8_t* p = t + b * kStride;
+    __m512i u[8];
+    for (int j = 0; j < 8; ++j) u[j] = _mm512_loadu_si512(p + 64 * j);
+    auto dot = [&](const int8_t* y) {
+      __m512i s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512();
+      for (int j = 0; j < 8; j += 2) {
+        s0 = _mm512_dpbusd_epi32(s0, u[j], _mm512_set1_epi32(quad(y + 4 * j)));
+        s1 = _mm512_dpbusd_epi32(s1, u[j + 1], _mm512_set1_epi32(quad(y + 4 * j + 4)));
+      }
+      return _mm512_add_epi32(s0, s1);
+    };
+    __m512i i = dot(a.qs + QK * b);
+    if (TWO) i = _mm512_add_epi32(_mm512_sub_epi32(_mm512_slli_epi32(i, 8), _mm512_slli_epi32(i, 1)), dot(a.qs2 + QK * b));
+    i = _mm512_sub_epi32(i, _mm512_set1_epi32(128 * a.sq[b]));
+    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), _mm512_mul_ps(_mm512_cvtph_ps(load256(p + 512)), _mm512_set1_ps(a.d[b])), acc);
+  }
+  _mm512_storeu_ps(out, acc);
+#elif defined(TANDEM_AVX2)
+  __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+  for (int64_t b = 0; b < nb; ++b) {
+    const uint8_t* p = t + b * kStride;
+    for (int h = 0; h < 2; ++h) {  // rows 8 h .. 8 h + 7: the second 32 bytes of each 64
+      __m256i u[8];
+      for (int j = 0; j < 8; ++j) u[j] = load256(p + 64 * j + 32 * h);
+      auto dot = [&](const int8_t* y) {
+        __m256i s0 = _mm256_setzero_si256(), s1 = _mm256_setzero_si256();
+        for (int j = 0; j < 8; j += 2) {
+          s0 = dot_q8r_acc(s0, u[j], _mm256_set1_epi32(quad(y + 4 * j)));
+          s1 = dot_q8r_acc(s1, u[j + 1], _mm256_set1_epi32(quad(y + 4 * j + 4)));
+        }
+        return _mm256_add_epi32(s0, s1);
+      };
+      __m256i i = dot(a.qs + QK * b);
+      if (TWO) i = _mm256_add_epi32(times254(i), dot(a.qs2 + QK * b));
+      if (kOffsetBytes) i = _mm256_sub_epi32(i, _mm256_set1_epi32(128 * a.sq[b]));
+      const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 512 + 16 * h)));
+      acc[h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), _mm256_mul_ps(d, _mm256_set1_ps(a.d[b])), acc[h]);
+    }
+  }
+  for (int h = 0; h < 2; ++h) _mm256_storeu_ps(out + 8 * h, acc[h]);
+#else
+  for (int64_t r = 0; r < kTileRows; ++r) {
+    float total = 0.0f;
+    for (int64_t b = 0; b < nb; ++b) {
+      const uint8_t* p = t + b * kStride;
+      int sum = 0, sum2 = 0;
+      for (int64_t e = 0; e < QK; ++e) {
+        const int q = static_cast<int>(p[e / 4 * 64 + 4 * r + e % 4]) - 128;
+        sum += q * a.qs[QK * b + e];
+        if (TWO) sum2 += q * a.qs2[QK * b + e];
+      }
+      if (TWO) sum = 254 * sum + sum2;
+      total += f16(p + 512 + 2 * r) * a.d[b] * static_cast<float>(sum);
+    }
+    out[r] = total;
   }
 #endif
 }
@@ -635,7 +742,7 @@ void dequantize_row(const QWeights& m, int64_t r, float* out) {
   const uint8_t* w = m.row(r);
   for (int64_t b = 0; b < nb; ++b) {
     float* o = out + b * QK;
-    if constexpr (repacked(FMT)) {
+    if constexpr (FMT == Q4_0R || FMT == Q4_1R) {
       constexpr int64_t size = FMT == Q4_1R ? 20 : 18;
       float d, mn;
       uint8_t tiled[16];  // a tiled row's block in GGML order
@@ -680,6 +787,18 @@ void dequantize_row(const QWeights& m, int64_t r, float* out) {
         o[j] = static_cast<float>(qs[j] & 0x0F) * d + mn;
         o[j + 16] = static_cast<float>(qs[j] >> 4) * d + mn;
       }
+    } else if constexpr (FMT == Q8_0R) {
+      if (r < m.tiled_rows()) {
+        const uint8_t* p = m.w + (r / kTileRows * nb + b) * kTileRows * 34;
+        const int64_t lane = r % kTileRows;
+        const float d = f16(p + 512 + 2 * lane);
+        for (int64_t e = 0; e < QK; ++e) {
+          o[e] = static_cast<float>(static_cast<int>(p[e / 4 * 64 + 4 * lane + e % 4]) - 128) * d;
+        }
+      } else {
+        dequantize_row<Q8_0>(m, r, out);  // a GGML Q8_0 row: the whole row at once
+        return;
+      }
     } else {
       const uint8_t* blk = FMT == Q8_0 ? w + b * 34 : w + b * QK;
       const float d = FMT == Q8_0 ? f16(blk) : m.scale(r);
@@ -701,7 +820,7 @@ DotFn dot_fn(int64_t fmt, bool two_levels = false) {
   switch (fmt) {
     case Q4_0R: return two_levels ? dot_q4r<false, true> : dot_q4r<false, false>;
     case Q4_1R: return two_levels ? dot_q4r<true, true> : dot_q4r<true, false>;
-    case Q8_0: return two_levels ? dot_q8<Q8_0, true> : dot_q8<Q8_0, false>;
+    case Q8_0: case Q8_0R: return two_levels ? dot_q8<Q8_0, true> : dot_q8<Q8_0, false>;
     case I8: return two_levels ? dot_q8<I8, true> : dot_q8<I8, false>;
   }
   TORCH_CHECK(false, kNotRepacked);
@@ -712,6 +831,7 @@ TileDotFn tile_dot_fn(int64_t fmt, bool two_levels) {
   switch (fmt) {
     case Q4_0R: return two_levels ? dot_tile_q4<false, true> : dot_tile_q4<false, false>;
     case Q4_1R: return two_levels ? dot_tile_q4<true, true> : dot_tile_q4<true, false>;
+    case Q8_0R: return two_levels ? dot_tile_q8<true> : dot_tile_q8<false>;
   }
   return nullptr;
 }
@@ -741,12 +861,13 @@ DequantFn dequant_fn(int64_t fmt) {
     case Q8_0: return dequantize_row<Q8_0>;
     case Q4_0R: return dequantize_row<Q4_0R>;
     case Q4_1R: return dequantize_row<Q4_1R>;
+    case Q8_0R: return dequantize_row<Q8_0R>;
     default: return dequantize_row<I8>;
   }
 }
 
 void check_weight(const at::Tensor& w, const c10::optional<at::Tensor>& scales, int64_t fmt, int64_t k) {
-  TORCH_CHECK(fmt >= Q4_0 && fmt <= Q4_1R, "unknown weight format ", fmt);
+  TORCH_CHECK(fmt >= Q4_0 && fmt <= Q8_0R, "unknown weight format ", fmt);
   TORCH_CHECK(k > 0 && k % QK == 0, "in_features must be a positive multiple of 32, got ", k);
   TORCH_CHECK(w.device().is_cpu() && w.scalar_type() == at::kByte && w.dim() == 2 && w.is_contiguous(),
               "weight must be a contiguous CPU uint8 tensor [out_features, row_bytes]");
