@@ -364,6 +364,27 @@ inline int32_t quad(const int8_t* p) {
   return v;
 }
 
+#if defined(TANDEM_ZMM_DOT)
+// Block b's 32 activations against 16 rows' values u (as unsigned bytes): u[j] holds four values
+// of each row, element 4 j.. (EVEN = 8) or, EVEN = 4, 4 j.. (low nibbles) and 16 + 4 j.. (u[4 + j]).
+// The same as u[j] pairs with every 4 activations in element order. Two levels: 254 * first +
+// second, each weight vector used for both while it is in a register.
+template <bool TWO, int EVEN>
+inline __m512i dot_tile512(const __m512i* u, const Acts& a, int64_t b) {
+  const int8_t* y = a.qs + QK * b;
+  const int8_t* y2 = TWO ? a.qs2 + QK * b : y;
+  __m512i s[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()}, t[2] = {s[0], s[1]};
+  for (int j = 0; j < 8; ++j) {
+    const int e = EVEN == 8 ? 4 * j : (j < 4 ? 4 * j : 16 + 4 * (j - 4));  // u[j]'s first element
+    s[j % 2] = _mm512_dpbusd_epi32(s[j % 2], u[j], _mm512_set1_epi32(quad(y + e)));
+    if (TWO) t[j % 2] = _mm512_dpbusd_epi32(t[j % 2], u[j], _mm512_set1_epi32(quad(y2 + e)));
+  }
+  const __m512i lo = _mm512_add_epi32(s[0], s[1]);
+  if (!TWO) return lo;
+  return _mm512_add_epi32(_mm512_sub_epi32(_mm512_slli_epi32(lo, 8), _mm512_slli_epi32(lo, 1)), _mm512_add_epi32(t[0], t[1]));
+}
+#endif
+
 // out[r] = row r of a repacked tile . int8 activations, r < 16 (TWO: two-level rows). Each row
 // sums its blocks in order in its own lane: sum_b d_b da_b dot(q_b, x_b) + m_b s_b.
 template <bool WITH_MIN, bool TWO>
@@ -380,16 +401,7 @@ void dot_tile_q4(const uint8_t* t, const Acts& a, int64_t nb, float* out) {
       u[j] = _mm512_and_si512(v, mask4);
       u[4 + j] = _mm512_and_si512(_mm512_srli_epi16(v, 4), mask4);
     }
-    auto dot = [&](const int8_t* y) {
-      __m512i lo = _mm512_setzero_si512(), hi = _mm512_setzero_si512();
-      for (int j = 0; j < 4; ++j) {
-        lo = _mm512_dpbusd_epi32(lo, u[j], _mm512_set1_epi32(quad(y + 4 * j)));
-        hi = _mm512_dpbusd_epi32(hi, u[4 + j], _mm512_set1_epi32(quad(y + 16 + 4 * j)));
-      }
-      return _mm512_add_epi32(lo, hi);
-    };
-    __m512i i = dot(a.qs + QK * b);
-    if (TWO) i = _mm512_add_epi32(_mm512_sub_epi32(_mm512_slli_epi32(i, 8), _mm512_slli_epi32(i, 1)), dot(a.qs2 + QK * b));
+    __m512i i = dot_tile512<TWO, 4>(u, a, b);
     const __m512 d = _mm512_cvtph_ps(load256(p + 256));
     acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), _mm512_mul_ps(d, _mm512_set1_ps(a.d[b])), acc);
     off = _mm512_fmadd_ps(WITH_MIN ? _mm512_cvtph_ps(load256(p + 288)) : d, _mm512_set1_ps(a.s[b]), off);
@@ -489,17 +501,7 @@ void dot_tile_q8(const uint8_t* t, const Acts& a, int64_t nb, float* out) {
     const uint8_t* p = t + b * kStride;
     __m512i u[8];
     for (int j = 0; j < 8; ++j) u[j] = _mm512_loadu_si512(p + 64 * j);
-    auto dot = [&](const int8_t* y) {
-      __m512i s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512();
-      for (int j = 0; j < 8; j += 2) {
-        s0 = _mm512_dpbusd_epi32(s0, u[j], _mm512_set1_epi32(quad(y + 4 * j)));
-        s1 = _mm512_dpbusd_epi32(s1, u[j + 1], _mm512_set1_epi32(quad(y + 4 * j + 4)));
-      }
-      return _mm512_add_epi32(s0, s1);
-    };
-    __m512i i = dot(a.qs + QK * b);
-    if (TWO) i = _mm512_add_epi32(_mm512_sub_epi32(_mm512_slli_epi32(i, 8), _mm512_slli_epi32(i, 1)), dot(a.qs2 + QK * b));
-    i = _mm512_sub_epi32(i, _mm512_set1_epi32(128 * a.sq[b]));
+    const __m512i i = _mm512_sub_epi32(dot_tile512<TWO, 8>(u, a, b), _mm512_set1_epi32(128 * a.sq[b]));
     acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), _mm512_mul_ps(_mm512_cvtph_ps(load256(p + 512)), _mm512_set1_ps(a.d[b])), acc);
   }
   _mm512_storeu_ps(out, acc);
