@@ -37,6 +37,12 @@ class NativeDecodeStep:
         self.scales = [m.scales for m in matrices]
         self.fmts = [m.code for m in matrices]
         self.rope = (model.rope_cos, model.rope_sin)
+        # The final norm and the output layer join the step when the output layer is quantized with
+        # near-fp32 activations (as `swap_modules` makes it): one parallel region a token, not three ops.
+        out = model.output
+        self.head = None
+        if isinstance(out, QuantLinear) and not out.quantize_activations and model.norm.weight.dtype == torch.float32:
+            self.head = (model.norm.weight.detach().contiguous(), out)
 
     @classmethod
     def build(cls, model: Transformer) -> "NativeDecodeStep | None":
@@ -56,6 +62,17 @@ class NativeDecodeStep:
 
     def __call__(self, x: torch.Tensor, cache: KVCache) -> torch.Tensor:
         """Hidden state [1, 1, dim] after every layer; appends the token to `cache` (not its pos)."""
+        return torch.ops.tandem.decode_step(*self._step_args(x, cache))
+
+    def logits(self, x: torch.Tensor, cache: KVCache) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits [1, 1, vocab], normed hidden state [1, 1, dim]) after every layer, the final norm and
+        the output layer (`head` must be set); appends the token to `cache` (not its pos)."""
+        norm, out = self.head
+        normed, logits = torch.ops.tandem.decode_logits(*self._step_args(x, cache), norm, out.weight, out.scales,
+                                                        out.code)
+        return logits.view(1, 1, -1), normed.view(1, 1, -1)
+
+    def _step_args(self, x: torch.Tensor, cache: KVCache) -> tuple:
         cos, sin = self.rope
-        return torch.ops.tandem.decode_step(x, self.norms, self.weights, self.scales, self.fmts, cache.k, cache.v,
-                                            cos, sin, cache.pos, self.n_heads, self.eps, cache.k_scale, cache.v_scale)
+        return (x, self.norms, self.weights, self.scales, self.fmts, cache.k, cache.v, cos, sin, cache.pos,
+                self.n_heads, self.eps, cache.k_scale, cache.v_scale)

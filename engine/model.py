@@ -228,7 +228,12 @@ class Transformer(nn.Module):
             # Queries at start..end-1 see every cached position plus the causal part.
             mask = torch.ones(seqlen, end, dtype=torch.bool, device=tokens.device).tril(diagonal=start)
         x = self.tok_embeddings(tokens)
-        if self.decode_step is not None and self.decode_step.runs(tokens, cache):
+        native = self.decode_step is not None and self.decode_step.runs(tokens, cache)
+        if native and self.decode_step.head is not None:
+            logits, normed = self.decode_step.logits(x, cache)
+            cache.pos = end
+            return (logits, normed) if with_hidden else logits
+        if native:
             x = self.decode_step(x, cache)
         else:
             for i, layer in enumerate(self.layers):

@@ -96,6 +96,32 @@ def test_native_step_matches_the_modules(tiny, fmt, dtype):
     assert max(errors) < 5e-2, errors
 
 
+@pytest.mark.parametrize("fmt", list(FORMATS))
+def test_the_final_norm_and_output_layer_join_the_step(tiny, fmt):
+    """With a quantized output layer (near-fp32 activations, as loaded models have it) the step ends in
+    logits: they and the normed hidden state the judge reads match the modules' up to the norm's
+    summation order (the output layer's two int8 levels leave ~1e-5 of a block's absmax)."""
+    weights = {name: quantize(w, fmt) if name.endswith(MATRICES) or name == "output.weight" else w
+               for name, w in tiny.weights.items()}
+    if "output.weight" not in weights:
+        weights["output.weight"] = quantize(weights["tok_embeddings.weight"], fmt)
+    model = build_transformer(dataclasses.replace(tiny.config, tie_embeddings=False), weights, torch.float32)
+    assert model.decode_step.head is not None
+    ids = torch.randint(0, tiny.config.vocab_size, (40,), generator=torch.Generator().manual_seed(1)).tolist()
+    errors = step_errors(model, ids, 9)
+    assert sum(e < 1e-4 for e in errors) >= 28, errors
+    assert max(errors) < 5e-2, errors
+    with torch.inference_mode():
+        cache = KVCache(model.config, 16)
+        model(torch.tensor([ids[:9]]), cache)
+        twin = cache.copy_into(KVCache(model.config, 16))
+        logits, hidden = model(torch.tensor([[ids[9]]]), twin, with_hidden=True)
+        with modules_only(model):
+            want_logits, want_hidden = model(torch.tensor([[ids[9]]]), cache, with_hidden=True)
+    assert logits.shape == want_logits.shape and hidden.shape == want_hidden.shape
+    assert relative_error(hidden, want_hidden) < 1e-5 and twin.pos == cache.pos == 10
+
+
 def test_device_tier_decodes_natively_and_answers_the_same(smollm2_device):
     """On the real model int8 activation rounding can amplify ulp-level differences
     after many layers, so the check is the user-visible one: the same greedy text,

@@ -77,10 +77,11 @@ struct Team {
   bool leader() const { return tid == 0; }
 };
 
-// This thread's share of out = W x (a contiguous run of rows, whole tiles), x given as int8 blocks.
-void matvec(const QWeights& m, const Acts& x, float* out, const Team& team) {
+// This thread's share of out = W x (a contiguous run of rows, whole tiles), x given as int8 blocks
+// (two levels: see Acts).
+void matvec(const QWeights& m, const Acts& x, float* out, const Team& team, bool two_levels = false) {
   const auto [r0, r1] = rows_of_part(m.n, team.tid, team.n);
-  dot_rows(m, &x, 1, false, r0, r1, out, m.n);
+  dot_rows(m, &x, 1, two_levels, r0, r1, out, m.n);
 }
 
 // Runs body(team) on the intra-op threads in one parallel region. The team is
@@ -473,12 +474,28 @@ void swiglu(const float* gate, const float* up, float* out, int64_t n) {
   for (; i < n; ++i) out[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
 }
 
+// out = RMSNorm(x) * weight
+void rms_norm(const float* x, const float* weight, float eps, int64_t n, float* out) {
+  const float inv = 1.0f / std::sqrt(dot(x, x, n) / static_cast<float>(n) + eps);
+  for (int64_t i = 0; i < n; ++i) out[i] = x[i] * inv * weight[i];
+}
+
 // RMSNorm(x) * weight, rounded to int8 blocks for the matmul that follows.
 void norm_quantize(const float* x, const float* weight, float eps, int64_t n, float* tmp, ActBuffer& out) {
-  const float inv = 1.0f / std::sqrt(dot(x, x, n) / static_cast<float>(n) + eps);
-  for (int64_t i = 0; i < n; ++i) tmp[i] = x[i] * inv * weight[i];
+  rms_norm(x, weight, eps, n, tmp);
   quantize_row(tmp, out, 0, n);
 }
+
+// The final norm and output layer, when the step ends in logits: the normed hidden state
+// [dim] and the logits [vocab] are written to `normed` and `logits`. The output layer's
+// activations go in two int8 levels (near-fp32), as its qlinear call rounds them: its logits
+// are the router's confidence signals.
+struct Head {
+  const float* norm = nullptr;
+  QWeights w{};
+  float* normed = nullptr;
+  float* logits = nullptr;
+};
 
 // Rotate `heads` vectors of size d in place (half-split layout; `sin` carries the sign).
 void rope(float* x, int64_t heads, int64_t d, const float* cos, const float* sin) {
@@ -498,11 +515,11 @@ void rope(float* x, int64_t heads, int64_t d, const float* cos, const float* sin
 // (batch row 0 is used), fp32, fp16 or int8 with fp16 row scales k_scale, v_scale
 // [L, B, Hkv, S]; cos/sin [S, 1, D]. Appends the token's keys and values at `pos`
 // and returns the hidden state after the last layer.
-at::Tensor decode_step(const at::Tensor& x, const at::Tensor& norms, at::TensorList weights,
-                       const c10::List<c10::optional<at::Tensor>>& scales, at::IntArrayRef fmts,
-                       const at::Tensor& k_cache, const at::Tensor& v_cache, const at::Tensor& cos,
-                       const at::Tensor& sin, int64_t pos, int64_t n_heads, double eps,
-                       const c10::optional<at::Tensor>& k_scale, const c10::optional<at::Tensor>& v_scale) {
+at::Tensor run_step(const at::Tensor& x, const at::Tensor& norms, at::TensorList weights,
+                    const c10::List<c10::optional<at::Tensor>>& scales, at::IntArrayRef fmts, const at::Tensor& k_cache,
+                    const at::Tensor& v_cache, const at::Tensor& cos, const at::Tensor& sin, int64_t pos,
+                    int64_t n_heads, double eps, const c10::optional<at::Tensor>& k_scale,
+                    const c10::optional<at::Tensor>& v_scale, const Head& head) {
   for (const at::Tensor* t : {&x, &norms, &cos, &sin}) {
     TORCH_CHECK(t->device().is_cpu() && t->scalar_type() == at::kFloat && t->is_contiguous(),
                 "decode_step takes contiguous fp32 CPU tensors");
@@ -553,7 +570,7 @@ at::Tensor decode_step(const at::Tensor& x, const at::Tensor& norms, at::TensorL
   float* h = out.data_ptr<float>();
   std::vector<float> tmp(widest), qkv(q_size + 2 * kv_size), attn(q_size), proj(dim), gate_up(2 * ffn);
   std::vector<float> scores(n_heads * (pos + 1));
-  ActBuffer act(1, widest);
+  ActBuffer act(1, widest), head_act(1, head.logits ? dim : 0, true);
   const Acts x_act = act.row(0);
   std::vector<int16_t> query_q(q_size);  // an int8 cache's rounded queries
   const float* cos_row = cos.data_ptr<float>() + pos * hd;
@@ -615,6 +632,14 @@ at::Tensor decode_step(const at::Tensor& x, const at::Tensor& norms, at::TensorL
         for (int64_t i = 0; i < dim; ++i) h[i] += proj[i];
       }
     }
+    if (head.logits) {
+      if (team.leader()) {
+        rms_norm(h, head.norm, epsf, dim, head.normed);
+        quantize_row2(head.normed, head_act, 0, dim);
+      }
+      team.sync();
+      matvec(head.w, head_act.row(0), head.logits, team, true);
+    }
   }); };
   if (int8) {
     run(I8Rows{k_cache.data_ptr<int8_t>(), k_scale->data_ptr<c10::Half>(), hd},
@@ -625,6 +650,34 @@ at::Tensor decode_step(const at::Tensor& x, const at::Tensor& norms, at::TensorL
     run(k_cache.data_ptr<float>(), v_cache.data_ptr<float>());
   }
   return out;
+}
+
+at::Tensor decode_step(const at::Tensor& x, const at::Tensor& norms, at::TensorList weights,
+                       const c10::List<c10::optional<at::Tensor>>& scales, at::IntArrayRef fmts,
+                       const at::Tensor& k_cache, const at::Tensor& v_cache, const at::Tensor& cos,
+                       const at::Tensor& sin, int64_t pos, int64_t n_heads, double eps,
+                       const c10::optional<at::Tensor>& k_scale, const c10::optional<at::Tensor>& v_scale) {
+  return run_step(x, norms, weights, scales, fmts, k_cache, v_cache, cos, sin, pos, n_heads, eps, k_scale, v_scale,
+                  Head{});
+}
+
+// decode_step, then the final norm (weight final_norm [dim]) and the output layer (w, in
+// format fmt, I8's scales): (normed hidden state [dim], logits [vocab]), in one parallel region.
+std::tuple<at::Tensor, at::Tensor> decode_logits(
+    const at::Tensor& x, const at::Tensor& norms, at::TensorList weights,
+    const c10::List<c10::optional<at::Tensor>>& scales, at::IntArrayRef fmts, const at::Tensor& k_cache,
+    const at::Tensor& v_cache, const at::Tensor& cos, const at::Tensor& sin, int64_t pos, int64_t n_heads, double eps,
+    const c10::optional<at::Tensor>& k_scale, const c10::optional<at::Tensor>& v_scale, const at::Tensor& final_norm,
+    const at::Tensor& w, const c10::optional<at::Tensor>& w_scales, int64_t fmt) {
+  const int64_t dim = norms.size(-1);
+  TORCH_CHECK(final_norm.device().is_cpu() && final_norm.scalar_type() == at::kFloat && final_norm.is_contiguous() &&
+                  final_norm.numel() == dim,
+              "the final norm must be a contiguous fp32 CPU tensor of ", dim, " values");
+  at::Tensor normed = at::empty({dim}, at::kFloat), logits = at::empty({w.size(0)}, at::kFloat);
+  const Head head{final_norm.data_ptr<float>(), matrix(w, w_scales, fmt, w.size(0), dim, "the output layer"), normed.data_ptr<float>(),
+                  logits.data_ptr<float>()};
+  run_step(x, norms, weights, scales, fmts, k_cache, v_cache, cos, sin, pos, n_heads, eps, k_scale, v_scale, head);
+  return {normed, logits};
 }
 
 // ---- the confidence signals of one token's distribution ----------------------------
@@ -766,10 +819,15 @@ TORCH_LIBRARY_FRAGMENT(tandem, m) {
       "decode_step(Tensor x, Tensor norms, Tensor[] weights, Tensor?[] scales, int[] fmts, Tensor(a!) k_cache, "
       "Tensor(b!) v_cache, Tensor cos, Tensor sin, int pos, int n_heads, float eps, Tensor(c!)? k_scale=None, "
       "Tensor(d!)? v_scale=None) -> Tensor");
+  m.def(
+      "decode_logits(Tensor x, Tensor norms, Tensor[] weights, Tensor?[] scales, int[] fmts, Tensor(a!) k_cache, "
+      "Tensor(b!) v_cache, Tensor cos, Tensor sin, int pos, int n_heads, float eps, Tensor(c!)? k_scale, "
+      "Tensor(d!)? v_scale, Tensor final_norm, Tensor w, Tensor? w_scales, int fmt) -> (Tensor, Tensor)");
   m.def("token_signals(Tensor logits) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(tandem, CPU, m) {
   m.impl("decode_step", decode_step);
+  m.impl("decode_logits", decode_logits);
   m.impl("token_signals", token_signals);
 }
