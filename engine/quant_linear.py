@@ -10,8 +10,8 @@ Formats (all group the input dimension; rows are output channels):
 Block formats are stored exactly as GGML lays them out, so a GGUF tensor is used
 as is. `model.py` never sees any of this: `swap_modules` replaces the layers
 named in a weights dict before the state dict is loaded. Once loaded, `repack`
-rewrites the 4-bit matrices in place (same bytes) into the layout the native dot
-kernels stream (nibbles, scales and minimums in planes: kernels/quant_blocks.h).
+rewrites the block-quantized matrices in place (same bytes) into the layout the
+native dot kernels stream (16-row tiles: kernels/quant_blocks.h).
 """
 
 from __future__ import annotations
@@ -199,7 +199,7 @@ def _dequantize_module(module: nn.Module, n: int, k: int) -> torch.Tensor:
 
 
 def repack(model: nn.Module) -> int:
-    """Rewrite every Q4_0 / Q4_1 weight of `model` in place into the native kernels' layout.
+    """Rewrite every Q4_0 / Q4_1 / Q8_0 weight of `model` in place into the native kernels' layout.
 
     Where the kernels are not built this does nothing (the torch fallback reads GGML
     blocks). A buffer shared by several modules (a tied output and embedding) is

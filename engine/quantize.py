@@ -23,7 +23,7 @@ AMD EPYC (Zen 4) VM, read bandwidth 46.5 GB/s in the same run: Tandem's i8
 37.9 / 41.9, q8_0 37.9 / 42.8, q4_1 28.9 / 36.9; fbgemm's dynamic int8
 30.1 / 40.5; torch's int4pack (bf16 activations, its own packing) 28.2 / 42.9;
 fp32 matmul 15.8 / 21.0 (those figures predate the repacked 4-bit layout).
-Tandem's kernels store GGUF blocks as they are and rewrite the 4-bit ones in
+Tandem's kernels store GGUF blocks as they are and rewrite the Q4/Q8 ones in
 place at load into the layout their dot products stream (same bytes; see
 quant_linear.repack), and they are what the native decode step
 (kernels/decode_step.cpp) calls.

@@ -365,10 +365,10 @@ inline int32_t quad(const int8_t* p) {
 }
 
 #if defined(TANDEM_ZMM_DOT)
-// Block b's 32 activations against 16 rows' values u (as unsigned bytes): u[j] holds four values
-// of each row, element 4 j.. (EVEN = 8) or, EVEN = 4, 4 j.. (low nibbles) and 16 + 4 j.. (u[4 + j]).
-// The same as u[j] pairs with every 4 activations in element order. Two levels: 254 * first +
-// second, each weight vector used for both while it is in a register.
+// The int32 dots of block b's 32 activations with 16 rows' values u (unsigned bytes, four of each
+// row a vector): u[j] holds elements 4 j.. of each row (Q8_0, EVEN = 8), or for 4-bit tiles (EVEN =
+// 4) u[j] elements 4 j.. and u[4 + j] elements 16 + 4 j.. (low and high nibbles of load j). Two
+// levels: 254 * first + second, each weight vector used for both while it is in a register.
 template <bool TWO, int EVEN>
 inline __m512i dot_tile512(const __m512i* u, const Acts& a, int64_t b) {
   const int8_t* y = a.qs + QK * b;
