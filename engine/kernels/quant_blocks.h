@@ -385,6 +385,45 @@ inline __m512i dot_tile512(const __m512i* u, const Acts& a, int64_t b) {
 }
 #endif
 
+#ifdef TANDEM_AVX2
+#if (defined(__AVX512VNNI__) && defined(__AVX512VL__)) || defined(__AVXVNNI__)
+constexpr bool kOffsetBytes = true;  // u8 x s8 dots take the q + 128 bytes as they are
+#else
+constexpr bool kOffsetBytes = false;
+#endif
+
+// acc + sum of (v - 128) x over 8 lanes of 4 (Q8_0R bytes v): where VNNI is not there, the bytes
+// go back to signed q and the sign moves onto the activations (maddubs saturates beyond 127 * 255).
+// With VNNI it adds sum of v x: the caller subtracts 128 * sum(x).
+inline __m256i dot_q8r_acc(__m256i acc, __m256i v, __m256i x) {
+  if constexpr (kOffsetBytes) return dot_u8s8_acc(acc, v, x);
+  const __m256i q = _mm256_xor_si256(v, _mm256_set1_epi8(static_cast<char>(0x80)));
+  return _mm256_add_epi32(acc, dot_u8s8_i32(_mm256_sign_epi8(q, q), _mm256_sign_epi8(x, q)));
+}
+#endif
+
+#if defined(TANDEM_AVX2) && !defined(TANDEM_ZMM_DOT)
+// dot_tile512's 8-row form for AVX2 (rows 0-7 or 8-15 of a tile: half of each 64-byte load). Q8:
+// Q8_0R's q + 128 bytes (dot_q8r_acc), else 4-bit values as they are.
+template <bool TWO, int EVEN, bool Q8>
+inline __m256i dot_tile256(const __m256i* u, const Acts& a, int64_t b) {
+  const int8_t* y = a.qs + QK * b;
+  const int8_t* y2 = TWO ? a.qs2 + QK * b : y;
+  auto acc = [](__m256i sum, __m256i v, const int8_t* x) {
+    const __m256i xs = _mm256_set1_epi32(quad(x));
+    return Q8 ? dot_q8r_acc(sum, v, xs) : dot_u8s8_acc(sum, v, xs);
+  };
+  __m256i s[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()}, t[2] = {s[0], s[1]};
+  for (int j = 0; j < 8; ++j) {
+    const int e = EVEN == 8 ? 4 * j : (j < 4 ? 4 * j : 16 + 4 * (j - 4));  // u[j]'s first element
+    s[j % 2] = acc(s[j % 2], u[j], y + e);
+    if (TWO) t[j % 2] = acc(t[j % 2], u[j], y2 + e);
+  }
+  const __m256i lo = _mm256_add_epi32(s[0], s[1]);
+  return TWO ? _mm256_add_epi32(times254(lo), _mm256_add_epi32(t[0], t[1])) : lo;
+}
+#endif
+
 // out[r] = row r of a repacked tile . int8 activations, r < 16 (TWO: two-level rows). Each row
 // sums its blocks in order in its own lane: sum_b d_b da_b dot(q_b, x_b) + m_b s_b.
 template <bool WITH_MIN, bool TWO>
@@ -419,16 +458,7 @@ void dot_tile_q4(const uint8_t* t, const Acts& a, int64_t nb, float* out) {
         u[j] = _mm256_and_si256(v, mask4);
         u[4 + j] = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask4);
       }
-      auto dot = [&](const int8_t* y) {
-        __m256i lo = _mm256_setzero_si256(), hi = _mm256_setzero_si256();
-        for (int j = 0; j < 4; ++j) {
-          lo = dot_u8s8_acc(lo, u[j], _mm256_set1_epi32(quad(y + 4 * j)));
-          hi = dot_u8s8_acc(hi, u[4 + j], _mm256_set1_epi32(quad(y + 16 + 4 * j)));
-        }
-        return _mm256_add_epi32(lo, hi);
-      };
-      __m256i i = dot(a.qs + QK * b);
-      if (TWO) i = _mm256_add_epi32(times254(i), dot(a.qs2 + QK * b));
+      const __m256i i = dot_tile256<TWO, 4, false>(u, a, b);
       const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 256 + 16 * h)));
       const __m256 m =
           WITH_MIN ? _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 288 + 16 * h))) : d;
@@ -474,23 +504,6 @@ void repack_tile_q8(const uint8_t* rows, int64_t row_bytes, uint8_t* out, int64_
   }
 }
 
-#ifdef TANDEM_AVX2
-#if (defined(__AVX512VNNI__) && defined(__AVX512VL__)) || defined(__AVXVNNI__)
-constexpr bool kOffsetBytes = true;  // u8 x s8 dots take the q + 128 bytes as they are
-#else
-constexpr bool kOffsetBytes = false;
-#endif
-
-// acc + sum of (v - 128) x over 8 lanes of 4 (Q8_0R bytes v): where VNNI is not there, the bytes
-// go back to signed q and the sign moves onto the activations (maddubs saturates beyond 127 * 255).
-// With VNNI it adds sum of v x: the caller subtracts 128 * sum(x).
-inline __m256i dot_q8r_acc(__m256i acc, __m256i v, __m256i x) {
-  if constexpr (kOffsetBytes) return dot_u8s8_acc(acc, v, x);
-  const __m256i q = _mm256_xor_si256(v, _mm256_set1_epi8(static_cast<char>(0x80)));
-  return _mm256_add_epi32(acc, dot_u8s8_i32(_mm256_sign_epi8(q, q), _mm256_sign_epi8(x, q)));
-}
-#endif
-
 // out[r] = row r of a repacked Q8_0 tile . int8 activations, r < 16 (TWO: two-level rows).
 template <bool TWO>
 void dot_tile_q8(const uint8_t* t, const Acts& a, int64_t nb, float* out) {
@@ -512,16 +525,7 @@ void dot_tile_q8(const uint8_t* t, const Acts& a, int64_t nb, float* out) {
     for (int h = 0; h < 2; ++h) {  // rows 8 h .. 8 h + 7: the second 32 bytes of each 64
       __m256i u[8];
       for (int j = 0; j < 8; ++j) u[j] = load256(p + 64 * j + 32 * h);
-      auto dot = [&](const int8_t* y) {
-        __m256i s0 = _mm256_setzero_si256(), s1 = _mm256_setzero_si256();
-        for (int j = 0; j < 8; j += 2) {
-          s0 = dot_q8r_acc(s0, u[j], _mm256_set1_epi32(quad(y + 4 * j)));
-          s1 = dot_q8r_acc(s1, u[j + 1], _mm256_set1_epi32(quad(y + 4 * j + 4)));
-        }
-        return _mm256_add_epi32(s0, s1);
-      };
-      __m256i i = dot(a.qs + QK * b);
-      if (TWO) i = _mm256_add_epi32(times254(i), dot(a.qs2 + QK * b));
+      __m256i i = dot_tile256<TWO, 8, true>(u, a, b);
       if (kOffsetBytes) i = _mm256_sub_epi32(i, _mm256_set1_epi32(128 * a.sq[b]));
       const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 512 + 16 * h)));
       acc[h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), _mm256_mul_ps(d, _mm256_set1_ps(a.d[b])), acc[h]);
@@ -726,6 +730,10 @@ struct QWeights {
   // Rows held in 16-row tiles (the repacked formats' whole tiles); the rest are rows of their own.
   int64_t tiled_rows() const { return repacked(fmt) ? n / kTileRows * kTileRows : 0; }
   const uint8_t* row(int64_t r) const { return w + r * row_bytes; }
+  // Block b of the tile holding row r (r < tiled_rows()), tile blocks of `block` bytes a row.
+  const uint8_t* tile_block(int64_t r, int64_t b, int64_t block) const {
+    return w + r / kTileRows * kTileRows * row_bytes + b * kTileRows * block;
+  }
   float scale(int64_t r) const { return scales ? scales[r] : 1.0f; }
 };
 
@@ -740,6 +748,9 @@ inline std::pair<int64_t, int64_t> rows_of_part(int64_t n, int64_t part, int64_t
 
 template <int64_t FMT>
 void dequantize_row(const QWeights& m, int64_t r, float* out) {
+  if constexpr (FMT == Q8_0R) {
+    if (r >= m.tiled_rows()) return dequantize_row<Q8_0>(m, r, out);  // the rows after the tiles: GGML rows
+  }
   const int64_t nb = m.nb();
   const uint8_t* w = m.row(r);
   for (int64_t b = 0; b < nb; ++b) {
@@ -750,7 +761,7 @@ void dequantize_row(const QWeights& m, int64_t r, float* out) {
       uint8_t tiled[16];  // a tiled row's block in GGML order
       const bool in_tile = r < m.tiled_rows();
       if (in_tile) {
-        const uint8_t* p = m.w + (r / kTileRows * nb + b) * kTileRows * size;
+        const uint8_t* p = m.tile_block(r, b, size);
         const int64_t lane = r % kTileRows;
         tile_row_nibbles(p, lane, tiled);
         d = f16(p + 256 + 2 * lane);
@@ -790,16 +801,11 @@ void dequantize_row(const QWeights& m, int64_t r, float* out) {
         o[j + 16] = static_cast<float>(qs[j] >> 4) * d + mn;
       }
     } else if constexpr (FMT == Q8_0R) {
-      if (r < m.tiled_rows()) {
-        const uint8_t* p = m.w + (r / kTileRows * nb + b) * kTileRows * 34;
-        const int64_t lane = r % kTileRows;
-        const float d = f16(p + 512 + 2 * lane);
-        for (int64_t e = 0; e < QK; ++e) {
-          o[e] = static_cast<float>(static_cast<int>(p[e / 4 * 64 + 4 * lane + e % 4]) - 128) * d;
-        }
-      } else {
-        dequantize_row<Q8_0>(m, r, out);  // a GGML Q8_0 row: the whole row at once
-        return;
+      const uint8_t* p = m.tile_block(r, b, 34);
+      const int64_t lane = r % kTileRows;
+      const float d = f16(p + 512 + 2 * lane);
+      for (int64_t e = 0; e < QK; ++e) {
+        o[e] = static_cast<float>(static_cast<int>(p[e / 4 * 64 + 4 * lane + e % 4]) - 128) * d;
       }
     } else {
       const uint8_t* blk = FMT == Q8_0 ? w + b * 34 : w + b * QK;
