@@ -1,9 +1,10 @@
 // The quantized matmul and embedding ops (formats and block dots: quant_blocks.h).
 //
-// Few rows (decode): int8 dot products, bandwidth-bound (4-bit weights repacked first). Many rows (prefill):
-// dequantize a tile of weight rows (to bf16 where the CPU has bf16 dot products, else fp32)
-// and call the BLAS matmul, which is compute-bound and faster than any int8 kernel written
-// here for AVX2.
+// Activations are rounded to int8 blocks and the matmul runs as int8 dot products over the
+// weight blocks: a few rows (decode) bandwidth-bound, many rows (prefill) on a repacked matrix
+// compute-bound, kBatchRows activation rows per unpacked tile (gemm_tile). Many rows of the other
+// formats (int8 per-channel, the portable build) dequantize a tile of weight rows (to bf16 where
+// the CPU has bf16 dot products, else fp32) and call the BLAS matmul.
 // `quantize_x = false` quantizes the activations to two int8 levels on the few-rows
 // path (near-fp32: 1.6e-5 of each block's absmax, see Acts in quant_blocks.h): the
 // output layer uses it, because its logits are the router's confidence signals and
@@ -21,7 +22,8 @@ int64_t grain(int64_t n) {
   return std::max<int64_t>(16, (n + at::get_num_threads() - 1) / at::get_num_threads());
 }
 
-// Up to this many activation rows, int8 dot products; beyond, dequantize + BLAS.
+// Up to this many activation rows, int8 dot products whatever the format; beyond, those formats
+// without a batched tile dot dequantize + BLAS.
 constexpr int64_t kMaxDotRows = 8;
 // Weight rows dequantized at a time on the BLAS path (a tile of ~4 MiB in fp32, half that in bf16).
 constexpr int64_t kTileBytes = 4 << 20;
@@ -61,7 +63,10 @@ at::Tensor qlinear(const at::Tensor& x, const at::Tensor& w, const c10::optional
   out_shape.back() = n;
   at::Tensor out = at::empty({m, n}, at::kFloat);
 
-  if (m > kMaxDotRows) {
+  // Many rows of a matrix of whole tiles go through the batched tile dot, their activations mixed
+  // (two int8 levels for the outlier blocks: Acts), near the bf16 path's rounding.
+  const bool batched = m > kMaxDotRows && quantize_x && gemm_tile_fn(fmt) != nullptr && weight.tiled_rows() == n;
+  if (m > kMaxDotRows && !batched) {
     const bool bf16 = quantize_x && kBf16Gemm;
     const at::Tensor xa = bf16 ? x2.to(at::kBFloat16) : x2;
     const int64_t tile = std::max<int64_t>(64, kTileBytes / (k * 4));
@@ -89,16 +94,20 @@ at::Tensor qlinear(const at::Tensor& x, const at::Tensor& w, const c10::optional
   }
 
   const float* xp = x2.data_ptr<float>();
-  ActBuffer act(m, k, !quantize_x);
-  std::vector<Acts> rows;
-  for (int64_t i = 0; i < m; ++i) {
-    if (quantize_x) {
-      quantize_row(xp + i * k, act, i, k);
-    } else {
-      quantize_row2(xp + i * k, act, i, k);
+  ActBuffer act(m, k, !quantize_x || batched);
+  at::parallel_for(0, m, std::max<int64_t>(kMaxDotRows, m / at::get_num_threads()), [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      if (batched) {
+        quantize_row_mixed(xp + i * k, act, i, k);
+      } else if (quantize_x) {
+        quantize_row(xp + i * k, act, i, k);
+      } else {
+        quantize_row2(xp + i * k, act, i, k);
+      }
     }
-    rows.push_back(act.row(i));
-  }
+  });
+  std::vector<Acts> rows;
+  for (int64_t i = 0; i < m; ++i) rows.push_back(act.row(i));
   // Threads split the weight rows (at tile boundaries): each is read once for every activation row.
   const int64_t parts = std::min<int64_t>(at::get_num_threads(), (n + kTileRows - 1) / kTileRows);
   at::parallel_for(0, parts, 1, [&](int64_t p0, int64_t p1) {

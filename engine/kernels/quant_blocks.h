@@ -97,34 +97,48 @@ inline float f16(const uint8_t* p) {
 // a dot over a block errs by at most that times the sum of the block's |w| (plus fp32
 // rounding, 2^-24 relative). The dots run 254 dot(w, qs) + dot(w, qs2) in int32 (at most
 // 32 * 128 * 127 * 255 < 2^31) over the same weight bytes.
+//
+// Mixed rows (quantize_row_mixed; the prompt's matmuls): one level where it is enough, and a
+// second only for the blocks whose absmax stands out of the row's (an outlier channel, which
+// would leave the rest of its block a few int8 steps). Such a block keeps the first level's d,
+// sq and qs, and adds x's residual in qs2 on the step d / 254, with sq2[b] = sum(qs2) and
+// two[b] = 1; s[b] = sum(x) there. Only the batched tile dot (gemm_tile) reads the second level.
 struct Acts {
   const int8_t* qs;
   const float* d;
   const float* s;
   const int32_t* sq;
-  const int8_t* qs2;  // the residual plane of two-level rows, else null
+  const int8_t* qs2;   // the residual plane of two-level and mixed rows, else null
+  const int32_t* sq2;  // mixed rows: the residual's integer block sums
+  const uint8_t* two;  // mixed rows: 1 where a block has a second level (null: none has)
 };
 
 class ActBuffer {
  public:
   ActBuffer(int64_t rows, int64_t k, bool two_levels = false)
       : stride_((k / QK + 15) / 16 * 16), qs_(rows * stride_ * QK, 0), qs2_(two_levels ? qs_.size() : 0, 0),
-        d_(rows * stride_, 0.0f), s_(rows * stride_, 0.0f), sq_(rows * stride_, 0) {}
+        d_(rows * stride_, 0.0f), s_(rows * stride_, 0.0f), sq_(rows * stride_, 0),
+        sq2_(two_levels ? sq_.size() : 0, 0), two_(two_levels ? sq_.size() : 0, 0) {}
   Acts row(int64_t i) const {
+    const bool second = !qs2_.empty();
     return {qs_.data() + i * stride_ * QK, d_.data() + i * stride_, s_.data() + i * stride_,
-            sq_.data() + i * stride_, qs2_.empty() ? nullptr : qs2_.data() + i * stride_ * QK};
+            sq_.data() + i * stride_, second ? qs2_.data() + i * stride_ * QK : nullptr,
+            second ? sq2_.data() + i * stride_ : nullptr, second ? two_.data() + i * stride_ : nullptr};
   }
   int8_t* qs(int64_t i) { return qs_.data() + i * stride_ * QK; }
   int8_t* qs2(int64_t i) { return qs2_.data() + i * stride_ * QK; }
   float* d(int64_t i) { return d_.data() + i * stride_; }
   float* s(int64_t i) { return s_.data() + i * stride_; }
   int32_t* sq(int64_t i) { return sq_.data() + i * stride_; }
+  int32_t* sq2(int64_t i) { return sq2_.data() + i * stride_; }
+  uint8_t* two(int64_t i) { return two_.data() + i * stride_; }
 
  private:
   int64_t stride_;
   std::vector<int8_t> qs_, qs2_;
   std::vector<float> d_, s_;
-  std::vector<int32_t> sq_;
+  std::vector<int32_t> sq_, sq2_;
+  std::vector<uint8_t> two_;
 };
 
 #ifdef TANDEM_AVX2
@@ -284,6 +298,43 @@ inline void quantize_row2(const float* x, ActBuffer& acts, int64_t i, int64_t k)
     d[b] = d1 / 254.0f;
     s[b] = sum;
     sq[b] = 254 * sq[b] + sum2;
+  }
+}
+
+// A block gets a second level (mixed rows) when its absmax is this many times the row's median
+// block absmax. On SmolLM2's prompts (chat template, ten questions; the prompt's matmuls emulated in
+// fp32 with the activations rounded) the first token's distribution moved from the fp32
+// activations' by a mean KL of 0.0041 with one level everywhere, 0.0007 at 2x (15 % of blocks with
+// two levels), 0.0005 at 1.5x (24 %), 0.00035 with bf16 activations; at 2x the device tier's
+// first token on "What is the capital of France?" (a 0.08-nat margin in the fp32 twin) flipped.
+constexpr float kOutlierBlock = 1.5f;
+
+// Row i of a mixed `acts` (see Acts) from x (k floats): one level, then the outlier blocks' second.
+inline void quantize_row_mixed(const float* x, ActBuffer& acts, int64_t i, int64_t k) {
+  quantize_row(x, acts, i, k);
+  const int64_t nb = k / QK;
+  float* d = acts.d(i);
+  std::vector<float> sorted(d, d + nb);  // the lower median (of an even count, the smaller middle one)
+  std::nth_element(sorted.begin(), sorted.begin() + (nb - 1) / 2, sorted.end());
+  const float limit = kOutlierBlock * sorted[(nb - 1) / 2];
+  const int8_t* q1 = acts.qs(i);
+  int8_t* q2 = acts.qs2(i);
+  uint8_t* two = acts.two(i);
+  for (int64_t b = 0; b < nb; ++b) {
+    two[b] = d[b] > limit;
+    if (!two[b]) continue;
+    const float* v = x + b * QK;
+    const float id2 = 254.0f / d[b];
+    float sum = 0.0f;
+    int32_t sum2 = 0;
+    for (int64_t j = 0; j < QK; ++j) {
+      const float r = (v[j] - d[b] * static_cast<float>(q1[b * QK + j])) * id2;
+      q2[b * QK + j] = static_cast<int8_t>(std::clamp(std::nearbyint(r), -127.0f, 127.0f));
+      sum += v[j];
+      sum2 += q2[b * QK + j];
+    }
+    acts.s(i)[b] = sum;
+    acts.sq2(i)[b] = sum2;
   }
 }
 
@@ -550,6 +601,105 @@ void dot_tile_q8(const uint8_t* t, const Acts& a, int64_t nb, float* out) {
   }
 #endif
 }
+
+// ---- many activation rows against one tile (prefill) -----------------------------
+
+// Activation rows a batched tile dot takes at once: each unpacked weight vector serves all of
+// them while it is in a register (AVX-512: 8 weight vectors and 8 accumulators of 32 registers;
+// AVX2 has 16, so half as many rows).
+#if defined(TANDEM_ZMM_DOT)
+constexpr int64_t kBatchRows = 8;
+#else
+constexpr int64_t kBatchRows = 4;
+#endif
+
+// out[i * ld + r] = row r of a repacked tile (format FMT) . one-level activation row a[i], for
+// r < 16 and i < kBatchRows: the prompt's matmuls as int8 dot products, the weights unpacked once
+// for kBatchRows rows. Each output keeps one fp32 sum over the blocks: the Q4_0 and Q8_0R offsets
+// go into the integer sums (-8 or -128 times the block's integer sum of x), Q4_1's minimum adds a
+// second multiply-add. Only the SIMD builds have it (gemm_tile_fn).
+#if defined(TANDEM_AVX2)
+// A mixed row's second level as a one-level row of its own (its blocks' values qs2).
+inline Acts second_level(const Acts& a) { return {a.qs2, a.d, a.s, a.sq2, nullptr, nullptr, nullptr}; }
+
+template <int64_t FMT>
+void gemm_tile(const uint8_t* t, const Acts* a, int64_t nb, float* out, int64_t ld) {
+  constexpr bool Q8 = FMT == Q8_0R, MIN = FMT == Q4_1R;
+  constexpr int64_t kStride = kTileRows * (Q8 ? 34 : MIN ? 20 : 18), kScales = Q8 ? 512 : 256;
+  constexpr int EVEN = Q8 ? 8 : 4;
+  constexpr int32_t kOffset = Q8 ? 128 : 8;
+  constexpr int T = kBatchRows;
+#if defined(TANDEM_ZMM_DOT)
+  const __m512i mask4 = _mm512_set1_epi8(0x0F);
+  __m512 acc[T];
+  for (int i = 0; i < T; ++i) acc[i] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b) {
+    const uint8_t* p = t + b * kStride;
+    __m512i u[8];
+    for (int j = 0; j < (Q8 ? 8 : 4); ++j) {
+      const __m512i v = _mm512_loadu_si512(p + 64 * j);
+      if (Q8) {
+        u[j] = v;
+      } else {
+        u[j] = _mm512_and_si512(v, mask4);
+        u[4 + j] = _mm512_and_si512(_mm512_srli_epi16(v, 4), mask4);
+      }
+    }
+    const __m512 d = _mm512_cvtph_ps(load256(p + kScales));
+    const __m512 mn = MIN ? _mm512_cvtph_ps(load256(p + 288)) : d;
+    for (int i = 0; i < T; ++i) {
+      __m512i s = dot_tile512<false, EVEN>(u, a[i], b);
+      if (!MIN) s = _mm512_sub_epi32(s, _mm512_set1_epi32(kOffset * a[i].sq[b]));
+      acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(d, _mm512_set1_ps(a[i].d[b])), acc[i]);
+      if (a[i].two && a[i].two[b]) {
+        __m512i s2 = dot_tile512<false, EVEN>(u, second_level(a[i]), b);
+        if (!MIN) s2 = _mm512_sub_epi32(s2, _mm512_set1_epi32(kOffset * a[i].sq2[b]));
+        acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s2), _mm512_mul_ps(d, _mm512_set1_ps(a[i].d[b] / 254.0f)), acc[i]);
+      }
+      if (MIN) acc[i] = _mm512_fmadd_ps(mn, _mm512_set1_ps(a[i].s[b]), acc[i]);
+    }
+  }
+  for (int i = 0; i < T; ++i) _mm512_storeu_ps(out + i * ld, acc[i]);
+#else
+  const __m256i mask4 = _mm256_set1_epi8(0x0F);
+  // Without VNNI, Q8_0R's bytes go back to signed in the dot (dot_q8r_acc): no offset to take off.
+  constexpr bool kSubtract = Q8 ? kOffsetBytes : !MIN;
+  for (int h = 0; h < 2; ++h) {  // rows 8 h .. 8 h + 7: the second 32 bytes of each 64
+    __m256 acc[T];
+    for (int i = 0; i < T; ++i) acc[i] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; ++b) {
+      const uint8_t* p = t + b * kStride;
+      __m256i u[8];
+      for (int j = 0; j < (Q8 ? 8 : 4); ++j) {
+        const __m256i v = load256(p + 64 * j + 32 * h);
+        if (Q8) {
+          u[j] = v;
+        } else {
+          u[j] = _mm256_and_si256(v, mask4);
+          u[4 + j] = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask4);
+        }
+      }
+      const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + kScales + 16 * h)));
+      for (int i = 0; i < T; ++i) {
+        __m256i s = dot_tile256<false, EVEN, Q8>(u, a[i], b);
+        if (kSubtract) s = _mm256_sub_epi32(s, _mm256_set1_epi32(kOffset * a[i].sq[b]));
+        acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(d, _mm256_set1_ps(a[i].d[b])), acc[i]);
+        if (a[i].two && a[i].two[b]) {
+          __m256i s2 = dot_tile256<false, EVEN, Q8>(u, second_level(a[i]), b);
+          if (kSubtract) s2 = _mm256_sub_epi32(s2, _mm256_set1_epi32(kOffset * a[i].sq2[b]));
+          acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s2), _mm256_mul_ps(d, _mm256_set1_ps(a[i].d[b] / 254.0f)), acc[i]);
+        }
+        if (MIN) {
+          const __m256 mn = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 288 + 16 * h)));
+          acc[i] = _mm256_fmadd_ps(mn, _mm256_set1_ps(a[i].s[b]), acc[i]);
+        }
+      }
+    }
+    for (int i = 0; i < T; ++i) _mm256_storeu_ps(out + i * ld + 8 * h, acc[i]);
+  }
+#endif
+}
+#endif
 
 // ---- one weight row . one activation row ----------------------------------------
 
@@ -844,16 +994,57 @@ TileDotFn tile_dot_fn(int64_t fmt, bool two_levels) {
   return nullptr;
 }
 
+using GemmTileFn = void (*)(const uint8_t*, const Acts*, int64_t, float*, int64_t);
+
+// The batched tile dot of a repacked format (null where there is none: other formats, the
+// portable build).
+GemmTileFn gemm_tile_fn(int64_t fmt) {
+#if defined(TANDEM_AVX2)
+  switch (fmt) {
+    case Q4_0R: return gemm_tile<Q4_0R>;
+    case Q4_1R: return gemm_tile<Q4_1R>;
+    case Q8_0R: return gemm_tile<Q8_0R>;
+  }
+#endif
+  return nullptr;
+}
+
+// Weight bytes of the tiles a batched pass takes through every activation row before moving on:
+// they stay in the core's L2 while the activations stream past.
+constexpr int64_t kTileGroupBytes = 256 << 10;
+
 // out[i * ld + r] = row r of `m` . acts[i] for rows [r0, r1) (cut at tile boundaries: rows_of_part)
-// and the m_rows activation rows. Each tile is read once for all of them.
+// and the m_rows activation rows. Each tile is read from memory once for all of them: one-level
+// and mixed rows go kBatchRows at a time through the batched dot where the format has one (mixed
+// rows only there: a caller passes them for kBatchRows rows or more of a matrix of whole tiles).
 void dot_rows(const QWeights& m, const Acts* acts, int64_t m_rows, bool two_levels, int64_t r0, int64_t r1,
               float* out, int64_t ld) {
   const int64_t nb = m.nb(), tiled = std::min(r1, m.tiled_rows());
   int64_t r = r0;
   if (r < tiled) {
     const TileDotFn tile = tile_dot_fn(m.fmt, two_levels);
-    for (; r < tiled; r += kTileRows) {
-      for (int64_t i = 0; i < m_rows; ++i) tile(m.row(r), acts[i], nb, out + i * ld + r);
+    const GemmTileFn gemm = two_levels ? nullptr : gemm_tile_fn(m.fmt);
+    const int64_t batched = gemm ? m_rows / kBatchRows * kBatchRows : 0;
+    // The rows after the last whole batch go through the batched dot too, as one padded batch
+    // (repeats of the last row, their sums written to `spare`), so that every row of a mixed
+    // matmul gets the same arithmetic; fewer rows than a batch take the one-row tile dot.
+    const int64_t left = batched ? m_rows - batched : 0;
+    Acts padded[kBatchRows];
+    for (int64_t j = 0; j < kBatchRows; ++j) padded[j] = acts[std::min(batched + j, m_rows - 1)];
+    float spare[kBatchRows * kTileRows];
+    const int64_t group = kTileRows * std::max<int64_t>(1, kTileGroupBytes / (kTileRows * m.row_bytes));
+    for (; r < tiled; r = std::min(tiled, r + group)) {
+      const int64_t end = std::min(tiled, r + group);
+      for (int64_t i = 0; i < batched; i += kBatchRows) {
+        for (int64_t t = r; t < end; t += kTileRows) gemm(m.row(t), acts + i, nb, out + i * ld + t, ld);
+      }
+      for (int64_t t = r; left && t < end; t += kTileRows) {
+        gemm(m.row(t), padded, nb, spare, kTileRows);
+        for (int64_t j = 0; j < left; ++j) std::memcpy(out + (batched + j) * ld + t, spare + j * kTileRows, sizeof(spare) / kBatchRows);
+      }
+      for (int64_t i = batched + left; i < m_rows; ++i) {
+        for (int64_t t = r; t < end; t += kTileRows) tile(m.row(t), acts[i], nb, out + i * ld + t);
+      }
     }
   }
   const DotFn dot = dot_fn(m.fmt, two_levels);
