@@ -2,8 +2,8 @@
 
 On held-out public-domain text (benchmarks/data, sources in SOURCES.md), each
 quantized tier of SmolLM2-135M is scored through both of its paths, decoded
-token by token (int8 activation blocks) and prefilled in one forward (bf16
-matmuls where the CPU has them), against the full-precision twin, which here
+token by token (int8 activation blocks) and prefilled in one forward (mixed
+int8 blocks: a second level for outlier blocks), against the full-precision twin, which here
 is the GGUF's Q4_1 weights dequantized to fp32: the bf16 original is not
 available offline, so what Q4_1 costs against it cannot be measured here.
 Each tier runs with the KV cache it would use (fp16 on the native decode
