@@ -438,10 +438,11 @@ inline __m512i dot_tile512(const __m512i* u, const Acts& a, int64_t b) {
 
 #ifdef TANDEM_AVX2
 #if (defined(__AVX512VNNI__) && defined(__AVX512VL__)) || defined(__AVXVNNI__)
-constexpr bool kOffsetBytes = true;  // u8 x s8 dots take the q + 128 bytes as they are
+constexpr bool kVnni256 = true;  // u8 x s8 dots in one instruction (dot_u8s8_acc)
 #else
-constexpr bool kOffsetBytes = false;
+constexpr bool kVnni256 = false;
 #endif
+constexpr bool kOffsetBytes = kVnni256;  // u8 x s8 dots take Q8_0R's q + 128 bytes as they are
 
 // acc + sum of (v - 128) x over 8 lanes of 4 (Q8_0R bytes v): where VNNI is not there, the bytes
 // go back to signed q and the sign moves onto the activations (maddubs saturates beyond 127 * 255).
@@ -460,6 +461,18 @@ template <bool TWO, int EVEN, bool Q8>
 inline __m256i dot_tile256(const __m256i* u, const Acts& a, int64_t b) {
   const int8_t* y = a.qs + QK * b;
   const int8_t* y2 = TWO ? a.qs2 + QK * b : y;
+  if constexpr (!Q8 && !kVnni256) {
+    // 4-bit values (<= 15) times int8: a maddubs pair is at most 2 * 15 * 127, the block's eight
+    // at most 30,480, so they add up in int16 and widen once (one madd, not eight)
+    __m256i s16 = _mm256_setzero_si256(), t16 = s16;
+    for (int j = 0; j < 8; ++j) {
+      const int e = j < 4 ? 4 * j : 16 + 4 * (j - 4);  // u[j]'s first element
+      s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(u[j], _mm256_set1_epi32(quad(y + e))));
+      if (TWO) t16 = _mm256_add_epi16(t16, _mm256_maddubs_epi16(u[j], _mm256_set1_epi32(quad(y2 + e))));
+    }
+    const __m256i ones = _mm256_set1_epi16(1), lo = _mm256_madd_epi16(s16, ones);
+    return TWO ? _mm256_add_epi32(times254(lo), _mm256_madd_epi16(t16, ones)) : lo;
+  }
   auto acc = [](__m256i sum, __m256i v, const int8_t* x) {
     const __m256i xs = _mm256_set1_epi32(quad(x));
     return Q8 ? dot_q8r_acc(sum, v, xs) : dot_u8s8_acc(sum, v, xs);
