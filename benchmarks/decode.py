@@ -7,7 +7,8 @@
    (one warm-up, then --repeats); Tandem runs the same files and its checkpoint, each in a fresh process,
    timed through `LocalModel.stream` (the generation path every request takes: per-token log-prob,
    entropy and top-2 signals, detokenization; stop tokens cleared so every run decodes the same count),
-   with the same warm-up and repetitions. Measured: prefill of --prompt-tokens; decode after a 1-token
+   with the same warm-up and repetitions; --rounds N runs it all N times, every other round in reverse
+   order, and pools the samples (this VM's speed drifts within minutes). Measured: prefill of --prompt-tokens; decode after a 1-token
    prompt; decode after --prompt-tokens (where the KV cache is read too); mean, standard deviation, min
    and max of each; ratios against llama.cpp on Q4_0, its fastest format here. The read bandwidth is
    measured in the same run and gives each file's decode bound (weight bytes one token reads). Memory:
@@ -209,6 +210,12 @@ def tandem_worker(path: Path, argv: list[str], isa: str) -> dict:
 # ---- part 1 ------------------------------------------------------------------------------
 
 
+def pool(first: dict, later: dict) -> dict:
+    """One engine and file over rounds: the speed samples pooled; memory from the first round."""
+    return {**first, **{key: stats(first[key]["samples"] + later[key]["samples"])
+                        for key in ("prefill", "decode", "decode_long")}}
+
+
 def cell(s: dict) -> str:
     return f"{s['mean']:.1f} ±{s['stdev']:.1f} [{s['min']:.1f}-{s['max']:.1f}]"
 
@@ -236,10 +243,15 @@ def part_speed(args) -> dict:
         files = {"smollm2": bench_files.smollm2_files, "llama-1b": bench_files.llama_1b_files}[model](root)
         bandwidth = read_bandwidth()  # per model, right before its runs
         rows: dict[str, dict] = {}
-        for fmt in FORMATS:
-            if binary is not None and fmt != "tandem q4":
-                rows[f"llama.cpp {fmt}"] = llama_bench(binary, files[fmt], args)
-            rows[f"Tandem {fmt}"] = tandem_worker(files[fmt], argv, args.isa)
+        for round_ in range(args.rounds):
+            # odd rounds run the files and engines in reverse, so that drift within a run
+            # weighs on both engines alike
+            runs = [(f"{engine} {fmt}", fmt) for fmt in FORMATS for engine in ("llama.cpp", "Tandem")
+                    if engine == "Tandem" or (binary is not None and fmt != "tandem q4")]
+            for name, fmt in runs[::-1] if round_ % 2 else runs:
+                result = (llama_bench(binary, files[fmt], args) if name.startswith("llama.cpp")
+                          else tandem_worker(files[fmt], argv, args.isa))
+                rows[name] = pool(rows[name], result) if name in rows else result
         ratios = report(model, rows, bandwidth, args)
         out["models"][model] = {"files": {k: str(v) for k, v in files.items()}, "read_gbps": bandwidth,
                                 "rows": rows, "ratios": ratios}
@@ -250,7 +262,8 @@ def report(model: str, rows: dict[str, dict], bandwidth: float, args) -> dict:
     """Print the speed table, the ratios against llama.cpp on Q4_0 and the memory table; return the ratios."""
     n = args.prompt_tokens
     print(f"\n{model}: {args.threads} threads, prefill {n} tokens, decode {args.new_tokens} tokens after a 1-token "
-          f"prompt and after {n}, mean ±stdev [min-max] of {args.repeats} runs after a warm-up; llama-bench -fa on; "
+          f"prompt and after {n}, mean ±stdev [min-max] of {args.repeats} runs after a warm-up in each of "
+          f"{args.rounds} round(s); llama-bench -fa on; "
           f"Tandem kernels: {next(r['kernels'] for k, r in rows.items() if k.startswith('Tandem'))}; "
           f"read bandwidth {bandwidth:.1f} GB/s")
     print(f"{'engine, file':<20}{'prefill tok/s':>30}{'decode tok/s':>30}{f'decode@{n} tok/s':>30}"
@@ -381,6 +394,8 @@ def main() -> None:
     parser.add_argument("--prompt-tokens", type=int, default=1000)
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run every engine and file this many times, in alternating order, pooling the samples")
     parser.add_argument("--isa", choices=["native", "avx2"], default="native",
                         help="avx2: Tandem's kernels with TANDEM_KERNEL_ISA=avx2 against `make engines-avx2`'s llama-bench")
     parser.add_argument("--quick", action="store_true", help="part 1 only: 256-token prompt, 32 tokens, 2 runs")
@@ -393,7 +408,7 @@ def main() -> None:
         print(json.dumps(run_tandem(args)))
         return
     out = {"benchmark": "decode", "cpu": cpu_name(), "threads": args.threads, "prompt_tokens": args.prompt_tokens,
-           "new_tokens": args.new_tokens, "repeats": args.repeats, "isa": args.isa}
+           "new_tokens": args.new_tokens, "repeats": args.repeats, "rounds": args.rounds, "isa": args.isa}
     print(f"{out['cpu']}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
     if args.part in ("all", "speed"):
         out["speed"] = part_speed(args)

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from engine import kernels
 from engine.gguf_file import GGMLType, dequantize as dequantize_blocks
+from engine.huge_pages import huge_page_buffer
 
 GROUP = 32
 FORMATS = {"q4_0": 0, "q4_1": 1, "q8_0": 2, "i8": 3}  # codes of qlinear.cpp
@@ -203,25 +204,29 @@ def repack(model: nn.Module) -> int:
 
     Where the kernels are not built this does nothing (the torch fallback reads GGML
     blocks). A buffer shared by several modules (a tied output and embedding) is
-    repacked once and every module sharing it told so. The buffers keep their bytes
-    and shape, so no second copy of the weights is made; the state dict then holds
-    the repacked bytes. Returns the number of matrices repacked."""
+    repacked once and every module sharing it told so. The matrices move into one map
+    of huge pages (the decode step streams them: engine/huge_pages.py), one at a time,
+    each keeping its bytes and shape; the state dict then holds the repacked bytes.
+    Returns the number of matrices repacked."""
     if not kernels.available():
         return 0
     sharing: dict[int, list[QuantLinear | QuantEmbedding]] = {}
     for module in model.modules():
         if isinstance(module, (QuantLinear, QuantEmbedding)) and module.fmt in REPACKED:
             sharing.setdefault(module.weight.data_ptr(), []).append(module)
-    done = 0
-    for modules in sharing.values():
+    todo = [modules for modules in sharing.values() if modules[0].code == FORMATS[modules[0].fmt]]
+    # every matrix moves into one map of huge pages (engine/huge_pages.py), 64-byte aligned each
+    sizes = [(modules[0].weight.nbytes + 63) // 64 * 64 for modules in todo]
+    arena, offset = huge_page_buffer(sum(sizes)), 0
+    for modules, size in zip(todo, sizes):
         first = modules[0]
-        if first.code != FORMATS[first.fmt]:
-            continue
-        code = torch.ops.tandem.repack(first.weight, first.code)
+        weight = arena[offset:offset + first.weight.nbytes].view(first.weight.shape)
+        offset += size
+        weight.copy_(first.weight)
+        code = torch.ops.tandem.repack(weight, first.code)
         for module in modules:
-            module.code = code
-        done += 1
-    return done
+            module.weight, module.code = weight, code
+    return len(todo)
 
 
 def swap_modules(model: nn.Module, weights: dict[str, torch.Tensor | QTensor]) -> dict[str, torch.Tensor]:
