@@ -31,3 +31,40 @@ def huge_page_buffer(nbytes: int) -> torch.Tensor:
     whole = torch.frombuffer(region, dtype=torch.uint8)
     start = -whole.data_ptr() % HUGE_PAGE
     return whole[start:start + nbytes]
+
+
+def _file_ranges() -> list[tuple[int, int]]:
+    """This process's file-backed mappings (start, end) from /proc/self/maps (empty elsewhere)."""
+    try:
+        lines = open("/proc/self/maps").read().splitlines()
+    except OSError:
+        return []
+    ranges = []
+    for line in lines:
+        fields = line.split(maxsplit=5)
+        if len(fields) == 6 and fields[4] != "0" and fields[5].startswith("/"):
+            lo, hi = fields[0].split("-")
+            ranges.append((int(lo, 16), int(hi, 16)))
+    return ranges
+
+
+def drop_file_pages(tensors: list[torch.Tensor]) -> None:
+    """Take the pages of `tensors` that lie in a file's memory map out of this process (their
+    whole pages only). A loader's map may outlive the matrices copied out of it (other tensors
+    are views of it), and the pages the copy read would stay resident: a second copy of the
+    weights. Only file-backed pages are dropped: touched again, they are read from the file."""
+    ranges = _file_ranges()
+    if not ranges or not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    page = mmap.PAGESIZE
+    for t in tensors:
+        lo = t.data_ptr()
+        hi = lo + t.nbytes
+        if not any(a <= lo and hi <= b for a, b in ranges):
+            continue
+        start, end = -(-lo // page) * page, hi // page * page
+        if end > start:
+            libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), mmap.MADV_DONTNEED)

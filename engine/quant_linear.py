@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from engine import kernels
 from engine.gguf_file import GGMLType, dequantize as dequantize_blocks
-from engine.huge_pages import huge_page_buffer
+from engine.huge_pages import drop_file_pages, huge_page_buffer
 
 GROUP = 32
 FORMATS = {"q4_0": 0, "q4_1": 1, "q8_0": 2, "i8": 3}  # codes of qlinear.cpp
@@ -223,6 +223,7 @@ def repack(model: nn.Module) -> int:
         weight = arena[offset:offset + first.weight.nbytes].view(first.weight.shape)
         offset += size
         weight.copy_(first.weight)
+        drop_file_pages([first.weight])
         code = torch.ops.tandem.repack(weight, first.code)
         for module in modules:
             module.weight, module.code = weight, code
