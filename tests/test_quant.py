@@ -235,6 +235,15 @@ def test_quantize_writes_a_checkpoint_whose_matrices_load_into_huge_pages(hf_che
     vma = maps[start:next((i for i in heads if i > start), len(maps))]
     flags = next(line for line in vma if line.startswith("VmFlags:")).split()
     assert vma[0].split()[3:5] == ["00:00", "0"] and "hg" in flags, vma
+    # ... and the file's pages they were copied from are not held besides (the map stays open for the
+    # norms, which are views of it): what stays resident of it is a small part of the file
+    path = str((dst / "model.safetensors").resolve())
+    resident = 0
+    for i in heads:
+        if maps[i].endswith(path):
+            end = next((j for j in heads if j > i), len(maps))
+            resident += next(int(line.split()[1]) for line in maps[i:end] if line.startswith("Rss:")) * 1024
+    assert resident < 0.2 * (dst / "model.safetensors").stat().st_size, resident
 
     cloud = LocalModel.load(dst, precision="full")
     assert not any(isinstance(m, QuantLinear) for m in cloud.model.modules())
