@@ -33,7 +33,7 @@ def huge_page_buffer(nbytes: int) -> torch.Tensor:
     return whole[start:start + nbytes]
 
 
-def _file_ranges() -> list[tuple[int, int]]:
+def file_ranges() -> list[tuple[int, int]]:
     """This process's file-backed mappings (start, end) from /proc/self/maps (empty elsewhere)."""
     try:
         lines = open("/proc/self/maps").read().splitlines()
@@ -48,23 +48,19 @@ def _file_ranges() -> list[tuple[int, int]]:
     return ranges
 
 
-def drop_file_pages(tensors: list[torch.Tensor]) -> None:
-    """Take the pages of `tensors` that lie in a file's memory map out of this process (their
-    whole pages only). A loader's map may outlive the matrices copied out of it (other tensors
-    are views of it), and the pages the copy read would stay resident: a second copy of the
-    weights. Only file-backed pages are dropped: touched again, they are read from the file."""
-    ranges = _file_ranges()
-    if not ranges or not hasattr(mmap, "MADV_DONTNEED"):
+def drop_file_pages(t: torch.Tensor, ranges: list[tuple[int, int]]) -> None:
+    """Take the pages of `t` that lie in a file's memory map (one of `ranges`, from file_ranges())
+    out of this process (its whole pages only). A loader's map may outlive the matrices copied out
+    of it (other tensors are views of it), and the pages the copy read would stay resident: a
+    second copy of the weights. Only file-backed pages are dropped: touched again, they are read
+    from the file."""
+    lo = t.data_ptr()
+    hi = lo + t.nbytes
+    if not hasattr(mmap, "MADV_DONTNEED") or not any(a <= lo and hi <= b for a, b in ranges):
         return
     import ctypes
 
-    libc = ctypes.CDLL(None, use_errno=True)
     page = mmap.PAGESIZE
-    for t in tensors:
-        lo = t.data_ptr()
-        hi = lo + t.nbytes
-        if not any(a <= lo and hi <= b for a, b in ranges):
-            continue
-        start, end = -(-lo // page) * page, hi // page * page
-        if end > start:
-            libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), mmap.MADV_DONTNEED)
+    start, end = -(-lo // page) * page, hi // page * page
+    if end > start:
+        ctypes.CDLL(None).madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), mmap.MADV_DONTNEED)

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from engine import kernels
 from engine.gguf_file import GGMLType, dequantize as dequantize_blocks
-from engine.huge_pages import drop_file_pages, huge_page_buffer
+from engine.huge_pages import drop_file_pages, file_ranges, huge_page_buffer
 
 GROUP = 32
 FORMATS = {"q4_0": 0, "q4_1": 1, "q8_0": 2, "i8": 3}  # codes of qlinear.cpp
@@ -218,12 +218,13 @@ def repack(model: nn.Module) -> int:
     # every matrix moves into one map of huge pages (engine/huge_pages.py), 64-byte aligned each
     sizes = [(modules[0].weight.nbytes + 63) // 64 * 64 for modules in todo]
     arena, offset = huge_page_buffer(sum(sizes)), 0
+    loader_maps = file_ranges()  # read once: the loop maps nothing new
     for modules, size in zip(todo, sizes):
         first = modules[0]
         weight = arena[offset:offset + first.weight.nbytes].view(first.weight.shape)
         offset += size
         weight.copy_(first.weight)
-        drop_file_pages([first.weight])
+        drop_file_pages(first.weight, loader_maps)
         code = torch.ops.tandem.repack(weight, first.code)
         for module in modules:
             module.weight, module.code = weight, code

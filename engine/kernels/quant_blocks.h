@@ -277,6 +277,21 @@ inline void quantize_row(const float* x, ActBuffer& acts, int64_t i, int64_t k) 
 }
 
 // Row i of a two-level `acts` (see Acts) from x (k floats): once per row, so plain C++.
+// One block's second level: the residual of v (32 floats) after the first level q1 on step d1,
+// rounded to int8 on the step d1 / 254 into q2. Returns sum(q2); `sum` gets sum(v).
+inline int32_t second_level_block(const float* v, float d1, const int8_t* q1, int8_t* q2, float& sum) {
+  const float id2 = d1 != 0.0f ? 254.0f / d1 : 0.0f;
+  int32_t sum2 = 0;
+  sum = 0.0f;
+  for (int64_t j = 0; j < QK; ++j) {
+    const float r = (v[j] - d1 * static_cast<float>(q1[j])) * id2;
+    q2[j] = static_cast<int8_t>(std::clamp(std::nearbyint(r), -127.0f, 127.0f));
+    sum += v[j];
+    sum2 += q2[j];
+  }
+  return sum2;
+}
+
 inline void quantize_row2(const float* x, ActBuffer& acts, int64_t i, int64_t k) {
   int8_t* q1 = acts.qs(i);
   int8_t* q2 = acts.qs2(i);
@@ -285,18 +300,8 @@ inline void quantize_row2(const float* x, ActBuffer& acts, int64_t i, int64_t k)
   int32_t* sq = acts.sq(i);
   quantize_row(x, q1, d, s, sq, k);
   for (int64_t b = 0; b < k / QK; ++b) {
-    const float* v = x + b * QK;
-    const float d1 = d[b], id2 = d1 != 0.0f ? 254.0f / d1 : 0.0f;
-    float sum = 0.0f;
-    int32_t sum2 = 0;
-    for (int64_t j = 0; j < QK; ++j) {
-      const float r = (v[j] - d1 * static_cast<float>(q1[b * QK + j])) * id2;
-      q2[b * QK + j] = static_cast<int8_t>(std::clamp(std::nearbyint(r), -127.0f, 127.0f));
-      sum += v[j];
-      sum2 += q2[b * QK + j];
-    }
-    d[b] = d1 / 254.0f;
-    s[b] = sum;
+    const int32_t sum2 = second_level_block(x + b * QK, d[b], q1 + b * QK, q2 + b * QK, s[b]);
+    d[b] /= 254.0f;
     sq[b] = 254 * sq[b] + sum2;
   }
 }
@@ -322,19 +327,7 @@ inline void quantize_row_mixed(const float* x, ActBuffer& acts, int64_t i, int64
   uint8_t* two = acts.two(i);
   for (int64_t b = 0; b < nb; ++b) {
     two[b] = d[b] > limit;
-    if (!two[b]) continue;
-    const float* v = x + b * QK;
-    const float id2 = 254.0f / d[b];
-    float sum = 0.0f;
-    int32_t sum2 = 0;
-    for (int64_t j = 0; j < QK; ++j) {
-      const float r = (v[j] - d[b] * static_cast<float>(q1[b * QK + j])) * id2;
-      q2[b * QK + j] = static_cast<int8_t>(std::clamp(std::nearbyint(r), -127.0f, 127.0f));
-      sum += v[j];
-      sum2 += q2[b * QK + j];
-    }
-    acts.s(i)[b] = sum;
-    acts.sq2(i)[b] = sum2;
+    if (two[b]) acts.sq2(i)[b] = second_level_block(x + b * QK, d[b], q1 + b * QK, q2 + b * QK, acts.s(i)[b]);
   }
 }
 
@@ -693,6 +686,7 @@ void gemm_tile(const uint8_t* t, const Acts* a, int64_t nb, float* out, int64_t 
         }
       }
       const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + kScales + 16 * h)));
+      const __m256 mn = MIN ? _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 288 + 16 * h))) : d;
       for (int i = 0; i < T; ++i) {
         __m256i s = dot_tile256<false, EVEN, Q8>(u, a[i], b);
         if (kSubtract) s = _mm256_sub_epi32(s, _mm256_set1_epi32(kOffset * a[i].sq[b]));
@@ -702,10 +696,7 @@ void gemm_tile(const uint8_t* t, const Acts* a, int64_t nb, float* out, int64_t 
           if (kSubtract) s2 = _mm256_sub_epi32(s2, _mm256_set1_epi32(kOffset * a[i].sq2[b]));
           acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s2), _mm256_mul_ps(d, _mm256_set1_ps(a[i].d[b] / 254.0f)), acc[i]);
         }
-        if (MIN) {
-          const __m256 mn = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 288 + 16 * h)));
-          acc[i] = _mm256_fmadd_ps(mn, _mm256_set1_ps(a[i].s[b]), acc[i]);
-        }
+        if (MIN) acc[i] = _mm256_fmadd_ps(mn, _mm256_set1_ps(a[i].s[b]), acc[i]);
       }
     }
     for (int i = 0; i < T; ++i) _mm256_storeu_ps(out + i * ld + 8 * h, acc[i]);
