@@ -23,7 +23,15 @@ case "$VARIANT" in
         DEST=$ROOT/llama.cpp-$VERSION
         TARGETS=(llama-server llama-bench)
         ISA_FLAGS=()
-        stamp_value() { cpu_flags; }   # GGML_NATIVE: another CPU rebuilds, as the kernels do
+        # On a CPU with AMX, GGML_NATIVE compiles llama.cpp's AMX matmul, and in this version it dies
+        # with SIGILL at its first tile load (the tile config it builds on the stack is optimized away;
+        # upstream PR ggml-org/llama.cpp#26954): every prompt of more than a few tokens crashes. Built
+        # without AMX, llama.cpp runs its repacked AVX-512 VNNI kernels, its best path that works.
+        if cpu_flags | grep -qw amx_int8; then
+            NO_AMX="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+            ISA_FLAGS=("-DCMAKE_C_FLAGS=$NO_AMX" "-DCMAKE_CXX_FLAGS=$NO_AMX")
+        fi
+        stamp_value() { cpu_flags; echo "${NO_AMX:-}"; }   # GGML_NATIVE: another CPU rebuilds, as the kernels do
         ;;
     avx2)
         DEST=$ROOT/llama.cpp-$VERSION-avx2

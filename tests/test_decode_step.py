@@ -96,6 +96,31 @@ def test_native_step_matches_the_modules(tiny, fmt, dtype):
     assert max(errors) < 5e-2, errors
 
 
+@pytest.fixture(scope="module", params=[(384, 6, 2), (512, 4, 1)], ids=["hd64 3 per kv", "hd128 4 per kv"])
+def wide(request, hf_checkpoint_factory):
+    """Two random layers with the head sizes the SIMD attention kernels take (64: SmolLM2,
+    Llama-3.2-1B; 128: Llama 3B/8B) and their groups of query heads per kv head."""
+    dim, heads, kv_heads = request.param
+    folder = hf_checkpoint_factory(f"decode_step_{dim}", hidden_size=dim, layers=2, heads=heads, kv_heads=kv_heads,
+                                   intermediate=256, seed=5)
+    return quantized_model(read_checkpoint(folder), "q4_0")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32 cache", "fp16 cache"])
+def test_attention_over_many_runs_of_positions_matches_the_modules(wide, dtype):
+    """Past a few hundred positions the step's attention is split into runs of positions that
+    the threads share out and merges them (kChunk in decode_step.cpp); 300 prompt positions
+    and 9 steps cross three runs, the last one partial and growing. Each step within 1e-4 of
+    the modules' attention over the whole cache at once, but for an int8 activation rounding
+    flipped by summation order (a step or two, see test_native_step_matches_the_modules)."""
+    assert isinstance(wide.decode_step, NativeDecodeStep)
+    ids = torch.randint(0, wide.config.vocab_size, (309,), generator=torch.Generator().manual_seed(1)).tolist()
+    errors = step_errors(wide, ids, 300, dtype)
+    assert len(errors) == 9
+    assert sum(e < 1e-4 for e in errors) >= 7, errors
+    assert max(errors) < 5e-2, errors
+
+
 @pytest.mark.parametrize("fmt", list(FORMATS))
 def test_the_final_norm_and_output_layer_join_the_step(tiny, fmt):
     """With a quantized output layer (near-fp32 activations, as loaded models have it) the step ends in
@@ -169,16 +194,15 @@ def test_bad_calls_are_refused_with_a_reason(tiny):
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.int8], ids=["fp16 cache", "int8 cache"])
 def test_team_size_and_concurrent_callers_do_not_change_the_result(smollm2_device, dtype):
-    """Each output row and attention head is computed whole by one thread, so the step is
-    bit-identical on one thread, on two, and from two Python threads at once (each call
-    forms its own team: a real server decodes sessions from several threads). A thread
-    attends its heads of one kv head together (SmolLM2: 9 query heads on 3; one thread takes
-    them three at a time, two threads split a group), sharing the key and value loads only:
-    each head's sums stay its own, so the grouping changes nothing either."""
+    """Each output row and each attention item (a kv head's query heads over a run of
+    positions) is computed whole by one thread and the runs are merged in a fixed order, so
+    the step is bit-identical on one thread, on two, and from two Python threads at once (each
+    call forms its own team: a real server decodes sessions from several threads). An item's
+    heads share the key and value loads only: each head's sums stay its own."""
     import threading
 
     model = smollm2_device.model
-    ids = smollm2_device.encode_prompt("Name three rivers in Europe.")
+    ids = smollm2_device.encode_prompt("Name three rivers in Europe. " * 40)  # three runs of positions
 
     prompt = KVCache(model.config, len(ids) + 8, dtype=dtype)
     with torch.inference_mode():

@@ -12,7 +12,9 @@ Set TANDEM_NATIVE_KERNELS=0 to force that fallback.
 
 TANDEM_KERNEL_ISA=avx2 compiles for an AVX2-only CPU instead (-march=haswell: AVX2, FMA, F16C;
 every AVX-512 and VNNI path off), into its own cache entry, so the AVX2 path is built, tested and
-measured on an AVX-512 machine too; `isa()` says which one is in use.
+measured on an AVX-512 machine too; `isa()` says which one is in use. TANDEM_KERNEL_ISA=avx512 is
+this CPU without AMX: where AMX tiles exist the prompt's matmuls run as bf16 on them (through
+BLAS), and this build keeps them on the int8 tile dot that AVX-512 CPUs without AMX run.
 """
 
 from __future__ import annotations
@@ -37,7 +39,12 @@ HEADERS = [HERE / "quant_blocks.h"]
 COMPILER = os.environ.get("CXX", "g++")
 FLAGS = ["-O3", "-fopenmp", "-std=c++17", "-shared", "-fPIC", "-DNDEBUG", "-w"]
 # TANDEM_KERNEL_ISA -> the target flags, and the CPU features the result needs to run.
-ISAS = {"native": (["-march=native"], ()), "avx2": (["-march=haswell"], ("avx2", "fma", "f16c"))}
+NO_AMX = ["-mno-amx-tile", "-mno-amx-int8", "-mno-amx-bf16"]
+ISAS = {
+    "native": (["-march=native"], ()),
+    "avx512": (["-march=native", *NO_AMX], ("avx512f", "avx512bw", "avx512vl", "avx512_vnni")),
+    "avx2": (["-march=haswell"], ("avx2", "fma", "f16c")),
+}
 
 
 class KernelBuildError(RuntimeError):

@@ -221,7 +221,16 @@ void store_row(const float* x, I8Rows out, int64_t n) { *out.s = round_int8(x, o
 float exp_shifted(float* v, int64_t n, float shift) {
   int64_t i = 0;
   float total = 0.0f;
-#ifdef TANDEM_AVX2
+#if defined(TANDEM_AVX512)
+  const __m512 s = _mm512_set1_ps(shift);
+  __m512 acc = _mm512_setzero_ps();
+  for (; i + 16 <= n; i += 16) {
+    const __m512 e = exp16(_mm512_sub_ps(_mm512_loadu_ps(v + i), s));
+    _mm512_storeu_ps(v + i, e);
+    acc = _mm512_add_ps(acc, e);
+  }
+  total = _mm512_reduce_add_ps(acc);
+#elif defined(TANDEM_AVX2)
   const __m256 s = _mm256_set1_ps(shift);
   __m256 acc = _mm256_setzero_ps();
   for (; i + 8 <= n; i += 8) {
@@ -234,6 +243,15 @@ float exp_shifted(float* v, int64_t n, float shift) {
   for (; i < n; ++i) total += (v[i] = std::exp(v[i] - shift));
   return total;
 }
+
+// ---- attention ------------------------------------------------------------------------
+// A step's attention is cut into items: one kv head's query heads over a run of kChunk
+// positions. The threads share out the items (a long cache is read once, half by each core,
+// and 9 heads on 2 threads no longer leave one thread a head behind); each item is computed
+// whole by one thread and the runs are merged in a fixed order, so the result does not depend
+// on how many threads there are. An item leaves, per head, the largest score `top`, the sum of
+// e^(score - top) and the unnormalized output sum_t e^(score_t - top) v_t (merge_runs).
+constexpr int64_t kChunk = 128;
 
 // Query heads attended together: the heads sharing a kv head read each key and value once
 // (loaded and widened once, used by every head of the group); up to this many at a time.
@@ -251,17 +269,85 @@ void with_group_size(int64_t heads, const F& f) {
   }
 }
 
-#ifdef TANDEM_AVX2
-// G heads' attention (one kv head's) with their queries and outputs held in registers
-// (head_dim = 8 * HD8). Each head's sums are those of dot() and axpy() one key or value at a
-// time, in the same order, whatever G: only the loads are shared. q, o: G heads of hd
-// contiguous; s: G rows of n scores.
+#if defined(TANDEM_AVX512)
+inline __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
+inline __m512 load16(const c10::Half* p) {
+  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+// 16 lanes added pairwise into 8 (AVX-512F only: no DQ extract)
+inline __m256 fold(__m512 v) {
+  return _mm256_add_ps(_mm512_castps512_ps256(v), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+}
+
+// G heads' attention over one item's n positions, 16 lanes at a time (head_dim = 16 * HD16).
+// Keys are scored four at a time: each head's four 16-lane sums reduce together to one
+// 4-lane vector of scores, a quarter of the horizontal adds one key at a time would take.
+// Values go 64 lanes a pass, so the G heads' outputs stay in registers.
+template <int HD16, int G, typename T>
+void attend_zmm(const float* q, const T* keys, const T* values, int64_t n, float scale, float* s, int64_t stride,
+                float* o, float* top, float* sum) {
+  static_assert(HD16 % 4 == 0, "values are weighed 64 lanes a pass");
+  constexpr int64_t hd = 16 * HD16;
+  const __m128 vscale = _mm_set1_ps(scale);
+  __m128 vtop[G];
+  for (int g = 0; g < G; ++g) vtop[g] = _mm_set1_ps(-std::numeric_limits<float>::infinity());
+  int64_t t = 0;
+  for (; t + 4 <= n; t += 4) {
+    __m512 acc[4][G];
+    for (int i = 0; i < 4; ++i) {
+      for (int g = 0; g < G; ++g) acc[i][g] = _mm512_setzero_ps();
+    }
+    for (int j = 0; j < HD16; ++j) {
+      for (int i = 0; i < 4; ++i) {
+        const __m512 k = load16(keys + (t + i) * hd + 16 * j);
+        for (int g = 0; g < G; ++g) acc[i][g] = _mm512_fmadd_ps(_mm512_loadu_ps(q + g * hd + 16 * j), k, acc[i][g]);
+      }
+    }
+    for (int g = 0; g < G; ++g) {
+      const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(fold(acc[0][g]), fold(acc[1][g])),
+                                      _mm256_hadd_ps(fold(acc[2][g]), fold(acc[3][g])));
+      const __m128 v = _mm_mul_ps(_mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)), vscale);
+      _mm_storeu_ps(s + g * stride + t, v);
+      vtop[g] = _mm_max_ps(vtop[g], v);
+    }
+  }
+  for (int g = 0; g < G; ++g) top[g] = hmax128(vtop[g]);
+  for (; t < n; ++t) {
+    __m512 acc[G];
+    for (int g = 0; g < G; ++g) acc[g] = _mm512_setzero_ps();
+    for (int j = 0; j < HD16; ++j) {
+      const __m512 k = load16(keys + t * hd + 16 * j);
+      for (int g = 0; g < G; ++g) acc[g] = _mm512_fmadd_ps(_mm512_loadu_ps(q + g * hd + 16 * j), k, acc[g]);
+    }
+    for (int g = 0; g < G; ++g) top[g] = std::max(top[g], s[g * stride + t] = _mm512_reduce_add_ps(acc[g]) * scale);
+  }
+  for (int g = 0; g < G; ++g) sum[g] = exp_shifted(s + g * stride, n, top[g]);
+  for (int j0 = 0; j0 < HD16; j0 += 4) {
+    __m512 out[G][4];
+    for (int g = 0; g < G; ++g) {
+      for (int j = 0; j < 4; ++j) out[g][j] = _mm512_setzero_ps();
+    }
+    for (t = 0; t < n; ++t) {
+      __m512 p[G];
+      for (int g = 0; g < G; ++g) p[g] = _mm512_set1_ps(s[g * stride + t]);
+      for (int j = 0; j < 4; ++j) {
+        const __m512 v = load16(values + t * hd + 16 * (j0 + j));
+        for (int g = 0; g < G; ++g) out[g][j] = _mm512_fmadd_ps(p[g], v, out[g][j]);
+      }
+    }
+    for (int g = 0; g < G; ++g) {
+      for (int j = 0; j < 4; ++j) _mm512_storeu_ps(o + g * hd + 16 * (j0 + j), out[g][j]);
+    }
+  }
+}
+#elif defined(TANDEM_AVX2)
+// G heads' attention over one item's n positions with their queries and outputs held in
+// registers (head_dim = 8 * HD8); only the loads of keys and values are shared.
 template <int HD8, int G, typename T>
 void attend_in_registers(const float* q, const T* keys, const T* values, int64_t n, float scale, float* s,
-                         float* o) {
+                         int64_t stride, float* o, float* top, float* sum) {
   constexpr int64_t hd = 8 * HD8;
   __m256 qv[G][HD8], out[G][HD8];
-  float top[G], inv[G];
   for (int g = 0; g < G; ++g) {
     for (int j = 0; j < HD8; ++j) qv[g][j] = _mm256_loadu_ps(q + g * hd + 8 * j), out[g][j] = _mm256_setzero_ps();
     top[g] = -std::numeric_limits<float>::infinity();
@@ -274,12 +360,12 @@ void attend_in_registers(const float* q, const T* keys, const T* values, int64_t
       const __m256 kj = load8(k + 8 * j);
       for (int g = 0; g < G; ++g) acc[g] = _mm256_fmadd_ps(qv[g][j], kj, acc[g]);
     }
-    for (int g = 0; g < G; ++g) top[g] = std::max(top[g], s[g * n + t] = hsum(acc[g]) * scale);
+    for (int g = 0; g < G; ++g) top[g] = std::max(top[g], s[g * stride + t] = hsum(acc[g]) * scale);
   }
-  for (int g = 0; g < G; ++g) inv[g] = 1.0f / exp_shifted(s + g * n, n, top[g]);
+  for (int g = 0; g < G; ++g) sum[g] = exp_shifted(s + g * stride, n, top[g]);
   for (int64_t t = 0; t < n; ++t) {
     __m256 p[G];
-    for (int g = 0; g < G; ++g) p[g] = _mm256_set1_ps(s[g * n + t] * inv[g]);
+    for (int g = 0; g < G; ++g) p[g] = _mm256_set1_ps(s[g * stride + t]);
     const T* v = values + t * hd;
     for (int j = 0; j < HD8; ++j) {
       const __m256 vj = load8(v + 8 * j);
@@ -290,29 +376,37 @@ void attend_in_registers(const float* q, const T* keys, const T* values, int64_t
     for (int j = 0; j < HD8; ++j) _mm256_storeu_ps(o + g * hd + 8 * j, out[g][j]);
   }
 }
-
 #endif
 
-// o = softmax(q . keys[:n] * scale) . values[:n] for `heads` (<= kMaxGroup) query heads of one
-// kv head: q, o heads of hd contiguous, s `heads` rows of n floats of scratch. The last
-// argument (an int8 cache's query scratch) a float cache does not need.
+// One item of a float cache: `heads` (<= kMaxGroup) query heads of one kv head over n positions.
+// q, o: heads rows of hd; s: heads rows of n scores, `stride` apart; top, sum: one per head (see
+// kChunk). The last two arguments (an int8 cache's rounded queries) a float cache does not need.
 template <typename T>
 void attend(const float* q, const T* keys, const T* values, int64_t heads, int64_t n, int64_t hd, float scale,
-            float* s, float* o, int16_t*) {
-#ifdef TANDEM_AVX2
+            float* s, int64_t stride, float* o, float* top, float* sum, const int16_t*, const float*) {
+#if defined(TANDEM_AVX512)
   if (hd == 64) {
-    return with_group_size(heads, [&](auto g) { attend_in_registers<8, g>(q, keys, values, n, scale, s, o); });
+    return with_group_size(heads, [&](auto g) { attend_zmm<4, g>(q, keys, values, n, scale, s, stride, o, top, sum); });
   }
   if (hd == 128) {
-    return with_group_size(heads, [&](auto g) { attend_in_registers<16, g>(q, keys, values, n, scale, s, o); });
+    return with_group_size(heads, [&](auto g) { attend_zmm<8, g>(q, keys, values, n, scale, s, stride, o, top, sum); });
+  }
+#elif defined(TANDEM_AVX2)
+  if (hd == 64) {
+    return with_group_size(
+        heads, [&](auto g) { attend_in_registers<8, g>(q, keys, values, n, scale, s, stride, o, top, sum); });
+  }
+  if (hd == 128) {
+    return with_group_size(
+        heads, [&](auto g) { attend_in_registers<16, g>(q, keys, values, n, scale, s, stride, o, top, sum); });
   }
 #endif
-  for (int64_t h = 0; h < heads; ++h, q += hd, s += n, o += hd) {
-    float top = -std::numeric_limits<float>::infinity();
-    for (int64_t t = 0; t < n; ++t) top = std::max(top, s[t] = dot(q, keys + t * hd, hd) * scale);
-    const float inv = 1.0f / exp_shifted(s, n, top);
+  for (int64_t h = 0; h < heads; ++h, q += hd, s += stride, o += hd) {
+    top[h] = -std::numeric_limits<float>::infinity();
+    for (int64_t t = 0; t < n; ++t) top[h] = std::max(top[h], s[t] = dot(q, keys + t * hd, hd) * scale);
+    sum[h] = exp_shifted(s, n, top[h]);
     std::fill(o, o + hd, 0.0f);
-    for (int64_t t = 0; t < n; ++t) axpy(s[t] * inv, values + t * hd, o, hd);
+    for (int64_t t = 0; t < n; ++t) axpy(s[t], values + t * hd, o, hd);
   }
 }
 
@@ -326,13 +420,25 @@ void attend(const float* q, const T* keys, const T* values, int64_t heads, int64
 // are a small share of the step either way (the bytes they stream are what counts).
 constexpr float kQueryMax = 32767.0f;
 
+// Each head's query rounded to int16 (qq: heads rows of hd) with its scale, once a step, before
+// the items share them out.
+void round_queries(const float* q, int64_t heads, int64_t hd, int16_t* qq, float* q_scale) {
+  for (int64_t h = 0; h < heads; ++h, q += hd, qq += hd) {
+    float big = 0.0f;
+    for (int64_t i = 0; i < hd; ++i) big = std::max(big, std::fabs(q[i]));
+    q_scale[h] = big / kQueryMax;
+    const float inv_q = big == 0.0f ? 0.0f : kQueryMax / big;
+    for (int64_t i = 0; i < hd; ++i) qq[i] = static_cast<int16_t>(std::nearbyint(q[i] * inv_q));
+  }
+}
+
 // Keys scored for G query heads of one kv head (qq: G rows of hd int16s, q_scale one per head):
-// s[g * n + t] = (qq_g . k_t) * q_scale[g] * k_scale[t] * scale; top[g] the largest of head g.
+// s[g * stride + t] = (qq_g . k_t) * q_scale[g] * k_scale[t] * scale; top[g] the largest of head g.
 // |qq| <= 32767 and |k| <= 127, so a head of up to 512 values sums within int32; the integer
 // sums are exact, so sharing each key's widening between the heads changes no score.
 template <int G>
 void score_int8(const int16_t* qq, const float* q_scale, I8Rows keys, int64_t n, int64_t hd, float scale, float* s,
-                float* top) {
+                int64_t stride, float* top) {
   for (int g = 0; g < G; ++g) top[g] = -std::numeric_limits<float>::infinity();
   int64_t t = 0;
 #ifdef TANDEM_AVX2
@@ -369,7 +475,7 @@ void score_int8(const int16_t* qq, const float* q_scale, I8Rows keys, int64_t n,
         const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(a[0][g], a[1][g]), _mm256_hadd_epi32(a[2][g], a[3][g]));
         const __m128i sums = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
         const __m128 v = _mm_mul_ps(_mm_mul_ps(_mm_cvtepi32_ps(sums), vqs[g]), ks);
-        _mm_storeu_ps(s + g * n + t, v);
+        _mm_storeu_ps(s + g * stride + t, v);
         vtop[g] = _mm_max_ps(vtop[g], v);
       }
     }
@@ -379,7 +485,7 @@ void score_int8(const int16_t* qq, const float* q_scale, I8Rows keys, int64_t n,
       key_sums(keys.q + t * hd, a);
       for (int g = 0; g < G; ++g) {
         const float v = static_cast<float>(hsum_i32(a[g])) * (q_scale[g] * scale) * static_cast<float>(keys.s[t]);
-        top[g] = std::max(top[g], s[g * n + t] = v);
+        top[g] = std::max(top[g], s[g * stride + t] = v);
       }
     }
     return;
@@ -389,17 +495,17 @@ void score_int8(const int16_t* qq, const float* q_scale, I8Rows keys, int64_t n,
     const float qs = q_scale[g] * scale;
     for (t = 0; t < n; ++t) {
       const int8_t* k = keys.q + t * hd;
-      int32_t sum = 0;
-      for (int64_t i = 0; i < hd; ++i) sum += static_cast<int32_t>(qq[g * hd + i]) * k[i];
-      top[g] = std::max(top[g], s[g * n + t] = static_cast<float>(sum) * qs * static_cast<float>(keys.s[t]));
+      int32_t total = 0;
+      for (int64_t i = 0; i < hd; ++i) total += static_cast<int32_t>(qq[g * hd + i]) * k[i];
+      top[g] = std::max(top[g], s[g * stride + t] = static_cast<float>(total) * qs * static_cast<float>(keys.s[t]));
     }
   }
 }
 
-// o_g = sum_t w_g[t] * v_t with w_g[t] = p[g * n + t] * v_scale[t] for G heads, the int8 rows
-// widened in registers once for all of them.
+// o_g = sum_t w_g[t] * v_t with w_g[t] = p[g * stride + t] * v_scale[t] for G heads, the int8
+// rows widened in registers once for all of them.
 template <int G>
-void weigh_values_int8(const float* p, I8Rows values, int64_t n, int64_t hd, float* o) {
+void weigh_values_int8(const float* p, int64_t stride, I8Rows values, int64_t n, int64_t hd, float* o) {
 #ifdef TANDEM_AVX2
   if (hd % 8 == 0 && hd <= 128) {
     __m256 out[G][16];
@@ -409,7 +515,7 @@ void weigh_values_int8(const float* p, I8Rows values, int64_t n, int64_t hd, flo
     }
     for (int64_t t = 0; t < n; ++t) {
       __m256 w[G];
-      for (int g = 0; g < G; ++g) w[g] = _mm256_set1_ps(p[g * n + t] * static_cast<float>(values.s[t]));
+      for (int g = 0; g < G; ++g) w[g] = _mm256_set1_ps(p[g * stride + t] * static_cast<float>(values.s[t]));
       const int8_t* v = values.q + t * hd;
       for (int64_t j = 0; j < lanes; ++j) {
         const __m256 wide = _mm256_cvtepi32_ps(
@@ -426,38 +532,38 @@ void weigh_values_int8(const float* p, I8Rows values, int64_t n, int64_t hd, flo
   std::fill(o, o + G * hd, 0.0f);
   for (int g = 0; g < G; ++g) {
     for (int64_t t = 0; t < n; ++t) {
-      const float w = p[g * n + t] * static_cast<float>(values.s[t]);
+      const float w = p[g * stride + t] * static_cast<float>(values.s[t]);
       const int8_t* v = values.q + t * hd;
       for (int64_t i = 0; i < hd; ++i) o[g * hd + i] += w * static_cast<float>(v[i]);
     }
   }
 }
 
-// G heads of one kv head over int8 rows (see the float attend below for q, s, o; qq: G rows of hd int16s).
-template <int G>
-void attend_int8(const float* q, I8Rows keys, I8Rows values, int64_t n, int64_t hd, float scale, float* s, float* o,
-                 int16_t* qq) {
-  float q_scale[G], top[G];
-  for (int g = 0; g < G; ++g) {
-    const float* qg = q + g * hd;
-    float big = 0.0f;
-    for (int64_t i = 0; i < hd; ++i) big = std::max(big, std::fabs(qg[i]));
-    q_scale[g] = big / kQueryMax;
-    const float inv_q = big == 0.0f ? 0.0f : kQueryMax / big;
-    for (int64_t i = 0; i < hd; ++i) qq[g * hd + i] = static_cast<int16_t>(std::nearbyint(qg[i] * inv_q));
-  }
-  score_int8<G>(qq, q_scale, keys, n, hd, scale, s, top);
-  for (int g = 0; g < G; ++g) {
-    float* sg = s + g * n;
-    const float inv = 1.0f / exp_shifted(sg, n, top[g]);
-    for (int64_t t = 0; t < n; ++t) sg[t] *= inv;
-  }
-  weigh_values_int8<G>(s, values, n, hd, o);
+// One item over int8 rows (arguments as the float attend's; qq, q_scale: round_queries' for these heads).
+void attend(const float*, I8Rows keys, I8Rows values, int64_t heads, int64_t n, int64_t hd, float scale, float* s,
+            int64_t stride, float* o, float* top, float* sum, const int16_t* qq, const float* q_scale) {
+  with_group_size(heads, [&](auto g) {
+    constexpr int G = decltype(g)::value;
+    score_int8<G>(qq, q_scale, keys, n, hd, scale, s, stride, top);
+    for (int h = 0; h < G; ++h) sum[h] = exp_shifted(s + h * stride, n, top[h]);
+    weigh_values_int8<G>(s, stride, values, n, hd, o);
+  });
 }
 
-void attend(const float* q, I8Rows keys, I8Rows values, int64_t heads, int64_t n, int64_t hd, float scale, float* s,
-            float* o, int16_t* qq) {
-  with_group_size(heads, [&](auto g) { attend_int8<g>(q, keys, values, n, hd, scale, s, o, qq); });
+// Each head's runs merged: o = sum_r e^(top_r - M) o_r / sum_r e^(top_r - M) sum_r with M the
+// largest top. parts: [runs, heads, hd] unnormalized outputs; top, sum: [runs, heads].
+void merge_runs(const float* parts, const float* top, const float* sum, int64_t runs, int64_t heads, int64_t hd,
+                float* o) {
+  for (int64_t h = 0; h < heads; ++h, o += hd) {
+    float m = -std::numeric_limits<float>::infinity();
+    for (int64_t r = 0; r < runs; ++r) m = std::max(m, top[r * heads + h]);
+    float total = 0.0f;
+    for (int64_t r = 0; r < runs; ++r) total += std::exp(top[r * heads + h] - m) * sum[r * heads + h];
+    std::fill(o, o + hd, 0.0f);
+    for (int64_t r = 0; r < runs; ++r) {
+      axpy(std::exp(top[r * heads + h] - m) / total, parts + (r * heads + h) * hd, o, hd);
+    }
+  }
 }
 
 // out[i] = silu(gate[i]) * up[i]
@@ -569,10 +675,12 @@ at::Tensor run_step(const at::Tensor& x, const at::Tensor& norms, at::TensorList
   at::Tensor out = x.clone();
   float* h = out.data_ptr<float>();
   std::vector<float> tmp(widest), qkv(q_size + 2 * kv_size), attn(q_size), proj(dim), gate_up(2 * ffn);
-  std::vector<float> scores(n_heads * (pos + 1));
+  const int64_t n = pos + 1, runs = (n + kChunk - 1) / kChunk, items = n_kv * runs;
+  std::vector<float> scores(n_heads * n), parts(runs * q_size), tops(runs * n_heads), sums(runs * n_heads);
   ActBuffer act(1, widest), head_act(1, head.logits ? dim : 0, true);
   const Acts x_act = act.row(0);
-  std::vector<int16_t> query_q(q_size);  // an int8 cache's rounded queries
+  std::vector<int16_t> query_q(q_size);  // an int8 cache's rounded queries and their scales
+  std::vector<float> query_scale(n_heads);
   const float* cos_row = cos.data_ptr<float>() + pos * hd;
   const float* sin_row = sin.data_ptr<float>() + pos * hd;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
@@ -598,19 +706,28 @@ at::Tensor run_step(const at::Tensor& x, const at::Tensor& norms, at::TensorList
           store_row(qkv.data() + q_size + g * hd, kc + (g * max_pos + pos) * hd, hd);
           store_row(qkv.data() + q_size + kv_size + g * hd, vc + (g * max_pos + pos) * hd, hd);
         }
+        if constexpr (std::is_same_v<std::decay_t<decltype(kc)>, I8Rows>) {
+          round_queries(qkv.data(), n_heads, hd, query_q.data(), query_scale.data());
+        }
       }
       team.sync();
-      // Each thread takes a contiguous run of heads, so the query heads that share a kv
-      // head mostly share a thread and read its keys and values from that core's cache.
-      // Its heads of one kv head go together (up to kMaxGroup), reading each key and value once.
-      for (int64_t head = n_heads * team.tid / team.n, end = n_heads * (team.tid + 1) / team.n; head < end;) {
-        const int64_t kv = head / group, heads = std::min({end, (kv + 1) * group, head + kMaxGroup}) - head;
-        attend(qkv.data() + head * hd, kc + kv * max_pos * hd, vc + kv * max_pos * hd, heads, pos + 1, hd, scale,
-               scores.data() + head * (pos + 1), attn.data() + head * hd, query_q.data() + head * hd);
-        head += heads;
+      // Each thread takes a contiguous share of the items (kv head-major, so a thread's runs
+      // mostly share a kv head); an item's query heads go together (up to kMaxGroup), reading
+      // each key and value once.
+      for (int64_t item = items * team.tid / team.n, end = items * (team.tid + 1) / team.n; item < end; ++item) {
+        const int64_t kv = item / runs, run = item % runs, t0 = run * kChunk, len = std::min(kChunk, n - t0);
+        for (int64_t head = kv * group; head < (kv + 1) * group; head += kMaxGroup) {
+          const int64_t heads = std::min(kMaxGroup, (kv + 1) * group - head), part = run * n_heads + head;
+          attend(qkv.data() + head * hd, kc + (kv * max_pos + t0) * hd, vc + (kv * max_pos + t0) * hd, heads, len,
+                 hd, scale, scores.data() + head * n + t0, n, parts.data() + part * hd, tops.data() + part,
+                 sums.data() + part, query_q.data() + head * hd, query_scale.data() + head);
+        }
       }
       team.sync();
-      if (team.leader()) quantize_row(attn.data(), act, 0, q_size);
+      if (team.leader()) {
+        merge_runs(parts.data(), tops.data(), sums.data(), runs, n_heads, hd, attn.data());
+        quantize_row(attn.data(), act, 0, q_size);
+      }
       team.sync();
       matvec(w[1], x_act, proj.data(), team);
       team.sync();

@@ -3,8 +3,9 @@
 // Activations are rounded to int8 blocks and the matmul runs as int8 dot products over the
 // weight blocks: a few rows (decode) bandwidth-bound, many rows (prefill) on a repacked matrix
 // compute-bound, kBatchRows activation rows per unpacked tile (gemm_tile). Many rows of the other
-// formats (int8 per-channel, the portable build) dequantize a tile of weight rows (to bf16 where
-// the CPU has bf16 dot products, else fp32) and call the BLAS matmul.
+// formats (int8 per-channel, the portable build), and of every format on a CPU with AMX, dequantize
+// a tile of weight rows (to bf16 where the CPU has bf16 dot products, else fp32) and call the BLAS
+// matmul.
 // `quantize_x = false` quantizes the activations to two int8 levels on the few-rows
 // path (near-fp32: 1.6e-5 of each block's absmax, see Acts in quant_blocks.h): the
 // output layer uses it, because its logits are the router's confidence signals and
@@ -38,6 +39,18 @@ constexpr bool kBf16Gemm = false;
 
 bool bf16_gemm() { return kBf16Gemm; }
 
+// On a CPU with AMX tiles (Sapphire Rapids and later), the BLAS path's bf16 matmul runs on them:
+// with the weights dequantized for every call it still did 1.1-4.6x the int8 tile dot's rate on
+// the 135M and 1B shapes (measured on a 2-core Xeon VM, 228-1000 prompt rows), so there the prompt
+// takes it. Everywhere else the int8 tile dot is the faster one.
+#if defined(__AMX_BF16__) && defined(__AVX512BF16__)
+constexpr bool kTileGemm = false;
+#else
+constexpr bool kTileGemm = true;
+#endif
+
+bool tile_gemm() { return kTileGemm; }
+
 // fp32 -> bf16, round to nearest even (as at::Tensor::to(kBFloat16) rounds).
 void to_bf16(const float* x, at::BFloat16* out, int64_t n) {
   int64_t i = 0;
@@ -65,7 +78,8 @@ at::Tensor qlinear(const at::Tensor& x, const at::Tensor& w, const c10::optional
 
   // Many rows of a matrix of whole tiles go through the batched tile dot, their activations mixed
   // (two int8 levels for the outlier blocks: Acts), near the bf16 path's rounding.
-  const bool batched = m > kMaxDotRows && quantize_x && gemm_tile_fn(fmt) != nullptr && weight.tiled_rows() == n;
+  const bool batched =
+      m > kMaxDotRows && quantize_x && kTileGemm && gemm_tile_fn(fmt) != nullptr && weight.tiled_rows() == n;
   if (m > kMaxDotRows && !batched) {
     const bool bf16 = quantize_x && kBf16Gemm;
     const at::Tensor xa = bf16 ? x2.to(at::kBFloat16) : x2;
@@ -176,6 +190,7 @@ at::Tensor embedding(const at::Tensor& ids, const at::Tensor& w, const c10::opti
 TORCH_LIBRARY(tandem, m) {
   m.def("qlinear(Tensor x, Tensor w, Tensor? scales, int fmt, int in_features, bool quantize_x=True) -> Tensor");
   m.def("bf16_gemm() -> bool", &bf16_gemm);  // no tensor to dispatch on: one kernel for all
+  m.def("tile_gemm() -> bool", &tile_gemm);  // whether many rows of a repacked matrix take the int8 tile dot
   m.def("embedding(Tensor ids, Tensor w, Tensor? scales, int fmt, int in_features) -> Tensor");
   m.def("repack(Tensor(a!) w, int fmt) -> int");
 }
