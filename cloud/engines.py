@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from engine.kernels import cpu_flags
+from engine.kernels import NO_AMX, cpu_flags
 
 LLAMA_CPP_VERSION = "0.3.36"  # the llama-cpp-python source package whose vendored llama.cpp is built
 BUILD_HINT = "run `make engines` (builds llama.cpp's llama-server and llama-bench once, ~20 min on 2 cores)"
@@ -30,6 +30,12 @@ def engines_dir() -> Path:
 AVX2_STAMP = "avx2 fma f16c"  # what scripts/build_engines.sh writes for its VARIANT=avx2 build
 
 
+def native_stamp(flags: str) -> str:
+    """What scripts/build_engines.sh writes for a native build on a CPU of `flags`: the flags, and on a
+    CPU with AMX the compiler flags that leave llama.cpp's AMX matmul out (it crashes; see the script)."""
+    return flags.strip() + ("\n" + " ".join(NO_AMX) if "amx_int8" in flags.split() else "")
+
+
 def llama_cpp_binary(name: str, *, variant: str = "native") -> Path | None:
     """A binary `make engines` built (`llama-server`, `llama-bench`), or with
     variant "avx2" the llama-bench of `make engines-avx2`; None when it is not built for this CPU."""
@@ -42,7 +48,7 @@ def llama_cpp_binary(name: str, *, variant: str = "native") -> Path | None:
     # A native build (GGML_NATIVE) may die of an illegal instruction on another CPU, and the AVX2 one on
     # a CPU without AVX2; the stamp says what it was built for, and `make engines` rebuilds.
     flags = cpu_flags()
-    wanted = flags.strip() if variant == "native" else AVX2_STAMP
+    wanted = native_stamp(flags) if variant == "native" else AVX2_STAMP
     try:
         stamp = (dest / "cpu-flags").read_text().strip()
     except OSError:

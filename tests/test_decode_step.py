@@ -110,14 +110,17 @@ def wide(request, hf_checkpoint_factory):
 def test_attention_over_many_runs_of_positions_matches_the_modules(wide, dtype):
     """Past a few hundred positions the step's attention is split into runs of positions that
     the threads share out and merges them (kChunk in decode_step.cpp); 300 prompt positions
-    and 9 steps cross three runs, the last one partial and growing. Each step within 1e-4 of
-    the modules' attention over the whole cache at once, but for an int8 activation rounding
-    flipped by summation order (a step or two, see test_native_step_matches_the_modules)."""
+    and 9 steps cross three runs, the last one partial and growing. Each step within 1e-3 of
+    the modules' attention over the whole cache at once (measured <= 2e-4: in these wider layers
+    an int8 activation rounding flipped by summation order moves a step by 1e-5-1e-4, and the
+    prompt's rounding, bf16 on an AMX CPU, decides how many sit near a boundary), but for a
+    bigger flip (a step or two, see test_native_step_matches_the_modules). Runs merged with a
+    wrong weight miss by ~1."""
     assert isinstance(wide.decode_step, NativeDecodeStep)
     ids = torch.randint(0, wide.config.vocab_size, (309,), generator=torch.Generator().manual_seed(1)).tolist()
     errors = step_errors(wide, ids, 300, dtype)
     assert len(errors) == 9
-    assert sum(e < 1e-4 for e in errors) >= 7, errors
+    assert sum(e < 1e-3 for e in errors) >= 7, errors
     assert max(errors) < 5e-2, errors
 
 
