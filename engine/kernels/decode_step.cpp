@@ -269,16 +269,10 @@ void with_group_size(int64_t heads, const F& f) {
   }
 }
 
-// Software prefetch of `bytes` from p (whole 64-byte lines) into L1 (Level 3) or L2 (Level 2). A
-// cache row is 64-256 bytes and the hardware streamer stops at every 4 KiB, so attention asks
-// ahead itself: keys kAhead rows ahead of the scores, each value row into L2 as its key is scored,
-// and into L1 kAhead rows ahead of the weighing (fp16 cache of SmolLM2 at 1,000 positions: the
-// attention's share of a step 1.31 -> 0.84 ms, ~the read bandwidth).
-template <int Level>
-inline void prefetch(const void* p, int64_t bytes) {
-  const char* c = static_cast<const char*>(p);
-  for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(c + off, 0, Level);
-}
+// Attention asks for its rows ahead (prefetch, quant_blocks.h): keys kAhead rows ahead of the
+// scores, each value row into L2 as its key is scored, and into L1 kAhead rows ahead of the
+// weighing (fp16 cache of SmolLM2 at 1,000 positions: the attention's share of a step 1.31 ->
+// 0.84 ms, ~the read bandwidth).
 constexpr int64_t kAhead = 16;
 
 #if defined(TANDEM_AVX512)

@@ -401,6 +401,19 @@ inline void tile_row_nibbles(const uint8_t* p, int64_t lane, uint8_t* out) {
   for (int64_t j = 0; j < 4; ++j) std::memcpy(out + 4 * j, p + 64 * j + 4 * lane, 4);
 }
 
+// Software prefetch of `bytes` from p (whole 64-byte lines) into L1 (Level 3) or L2 (Level 2): the
+// hardware streamers stop at every 4 KiB and keep few lines in flight per core, and on a Xeon VM a
+// core's DRAM stream stalled at ~10 GB/s without these requests.
+template <int Level>
+inline void prefetch(const void* p, int64_t bytes) {
+  const char* c = static_cast<const char*>(p);
+  for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(c + off, 0, Level);
+}
+
+// How far ahead of a matvec's tile stream the weights are asked for, into L2: 1B shapes' Q4_0
+// decode step, interleaved runs on the Xeon VM, 22.6-25.6 tok/s without, 33-35 with 4-16 KiB.
+constexpr int64_t kStreamAhead = 8192;
+
 // Four activation bytes as one int32, to broadcast against four elements of 16 rows.
 inline int32_t quad(const int8_t* p) {
   int32_t v;
@@ -491,6 +504,7 @@ void dot_tile_q4(const uint8_t* t, const Acts& a, int64_t nb, float* out) {
   __m512 acc = _mm512_setzero_ps(), off = _mm512_setzero_ps();
   for (int64_t b = 0; b < nb; ++b) {
     const uint8_t* p = t + b * kStride;
+    prefetch<2>(p + kStreamAhead, kStride);
     __m512i u[8];
     for (int j = 0; j < 4; ++j) {
       const __m512i v = _mm512_loadu_si512(p + 64 * j);
@@ -508,6 +522,7 @@ void dot_tile_q4(const uint8_t* t, const Acts& a, int64_t nb, float* out) {
   __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()}, off[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
   for (int64_t b = 0; b < nb; ++b) {
     const uint8_t* p = t + b * kStride;
+    prefetch<2>(p + kStreamAhead, kStride);
     for (int h = 0; h < 2; ++h) {  // rows 8 h .. 8 h + 7: the second 32 bytes of each 64
       __m256i u[8];
       for (int j = 0; j < 4; ++j) {
@@ -569,6 +584,7 @@ void dot_tile_q8(const uint8_t* t, const Acts& a, int64_t nb, float* out) {
   __m512 acc = _mm512_setzero_ps();
   for (int64_t b = 0; b < nb; ++b) {
     const uint8_t* p = t + b * kStride;
+    prefetch<2>(p + kStreamAhead, kStride);
     __m512i u[8];
     for (int j = 0; j < 8; ++j) u[j] = _mm512_loadu_si512(p + 64 * j);
     const __m512i i = _mm512_sub_epi32(dot_tile512<TWO, 8>(u, a, b), _mm512_set1_epi32(128 * a.sq[b]));
@@ -579,6 +595,7 @@ void dot_tile_q8(const uint8_t* t, const Acts& a, int64_t nb, float* out) {
   __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
   for (int64_t b = 0; b < nb; ++b) {
     const uint8_t* p = t + b * kStride;
+    prefetch<2>(p + kStreamAhead, kStride);
     for (int h = 0; h < 2; ++h) {  // rows 8 h .. 8 h + 7: the second 32 bytes of each 64
       __m256i u[8];
       for (int j = 0; j < 8; ++j) u[j] = load256(p + 64 * j + 32 * h);
