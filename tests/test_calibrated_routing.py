@@ -145,7 +145,16 @@ def test_prompt_the_probe_rejects_never_starts_device_decoding(smollm2_device, c
 
 
 def test_tandem_calibrate_fits_a_judge_from_accepted_answers_and_from_the_cloud(smollm2_device, cloud, tmp_path):
-    rows = [r for r in questions() if r["split"] == "fit"][::45][:20]
+    # Both runs need right and wrong labels whatever the kernels' rounding does to 8-token answers. By
+    # accepted answers: one row the device answers right, one no answer can match. By the cloud (the
+    # same model in fp32): its sums now follow fp32 so closely that all 20 sampled rows agreed, so
+    # four rows where the Q4_1 device's answer differs from fp32's under both the int8 tile prefill
+    # and AMX's bf16 one, and under the attention before and after its split (scan of the fit split).
+    anchors = [{"prompt": "What is the capital of France?", "answers": ["Paris"]},
+               {"prompt": "What is two plus two?", "answers": ["xylophone quartet"]}]
+    fragile = [{"prompt": f"What is {q}? Answer in a few words.", "answers": [a]}
+               for q, a in (("8 plus 5", "13"), ("7 plus 7", "14"), ("11 minus 4", "7"), ("63 minus 9", "54"))]
+    rows = anchors + fragile + [r for r in questions() if r["split"] == "fit"][::45][:14]
     data = tmp_path / "traffic.jsonl"
     data.write_text("".join(json.dumps({"prompt": r["prompt"], "answers": r["answers"]}) + "\n" for r in rows))
     address, _ = cloud

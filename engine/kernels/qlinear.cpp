@@ -31,7 +31,7 @@ constexpr int64_t kTileBytes = 4 << 20;
 // Where the CPU has bf16 dot products (-march=native says), the BLAS path runs on
 // bf16 tiles of rounded activations: 4.5x the fp32 rate on a Zen 4 core, and a
 // rounding (2^-9 relative) of the order of the int8 blocks of the decode path.
-#if defined(__AVX512BF16__) || defined(__AMXBF16__)
+#if defined(__AVX512BF16__) || defined(__AMX_BF16__)
 constexpr bool kBf16Gemm = true;
 #else
 constexpr bool kBf16Gemm = false;
