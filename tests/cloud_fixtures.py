@@ -7,8 +7,9 @@ import re
 import shutil
 import subprocess
 import threading
+import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import grpc
 import pytest
@@ -28,6 +29,16 @@ def running_server(model, **kwargs) -> Iterator[tuple[CloudServer, int]]:
     finally:
         if not server.stop(None).wait(timeout=30):
             pytest.fail("server did not stop within 30 s")
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> bool:
+    """Poll `condition` until it holds or `timeout` seconds pass; its last value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.01)
+    return condition()
 
 
 def client_for(port: int, **kwargs) -> CloudClient:

@@ -14,18 +14,9 @@ from cloud.admission import MIN_RETRY_AFTER_MS, Abandoned, Admission, Overloaded
 from cloud.client import generate_request
 from cloud.config import ServerConfig
 from cloud.servicer import RETRY_AFTER_KEY
-from tests.cloud_fixtures import RPC_TIMEOUT_S, client_for, running_server
+from tests.cloud_fixtures import RPC_TIMEOUT_S, client_for, running_server, wait_until
 
 JOIN_S = 10.0
-
-
-def wait_until(predicate, timeout: float = JOIN_S) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return predicate()
 
 
 def requests_ended(server, code: str) -> float:
