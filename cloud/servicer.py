@@ -151,11 +151,14 @@ class CloudInferenceServicer(cloud_pb2_grpc.CloudInferenceServicer):
             options = kv.check_prefill(request)
             ids = list(request.token_ids)
             clock.admitted = self.admission.acquire(call.cancelled)
+            self.metrics.queue_seconds.observe(clock.admitted - clock.arrived)
             try:
                 done = kv.prefill(ids, self._should_stop(call))
                 if done is None:
                     return call.gone()
                 cache, prefill_s = done
+                self.metrics.prompt_tokens.inc(len(ids))
+                self.metrics.prefill_seconds.observe(prefill_s)
             finally:
                 self.admission.release(self._clock() - clock.admitted)
             yield from kv.send(cache, options, request_id=request.request_id, token_ids=ids, prefill_s=prefill_s)

@@ -120,7 +120,10 @@ class StreamLimits:
         try:
             await self._write_all(context, call, next_message)
         finally:
-            self.pool.submit(_close_after, pending[0] if pending else None, body)
+            try:
+                self.pool.submit(_close_after, pending[0] if pending else None, body)
+            except RuntimeError:  # the pool is shut (server stopped): the body's `finally` runs when it is dropped
+                pass
 
     async def _write_all(self, context: grpc.aio.ServicerContext, call: Call, get: Callable) -> None:
         self.open += 1
