@@ -444,6 +444,83 @@ void round_queries(const float* q, int64_t heads, int64_t hd, int16_t* qq, float
   }
 }
 
+#ifdef TANDEM_ZMM_DOT
+// score_int8's AVX-512 body for head_dim = 32 * HD32: a key's 32-value halves widened to int16
+// once for the G heads' vpdpwssd, four keys reduced together. The integer sums are exact and the
+// float steps are score_int8's, so the scores are bit for bit the 256-bit ones.
+template <int HD32, int G>
+void score_int8_zmm(const int16_t* qq, const float* q_scale, I8Rows keys, const int8_t* values, int64_t n,
+                    float scale, float* s, int64_t stride, float* top) {
+  constexpr int64_t hd = 32 * HD32;
+  auto key_sums = [&](const int8_t* k, __m512i* acc) {
+    for (int g = 0; g < G; ++g) acc[g] = _mm512_setzero_si512();
+    for (int j = 0; j < HD32; ++j) {
+      const __m512i kv = _mm512_cvtepi8_epi16(load256(k + 32 * j));
+      for (int g = 0; g < G; ++g) acc[g] = _mm512_dpwssd_epi32(acc[g], _mm512_loadu_si512(qq + g * hd + 32 * j), kv);
+    }
+  };
+  auto halves = [](__m512i v) { return _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1)); };
+  __m128 vtop[G], vqs[G];
+  for (int g = 0; g < G; ++g) {
+    vtop[g] = _mm_set1_ps(-std::numeric_limits<float>::infinity());
+    vqs[g] = _mm_set1_ps(q_scale[g] * scale);
+  }
+  int64_t t = 0;
+  for (; t + 4 <= n; t += 4) {
+    if (t + kAhead + 4 <= n) prefetch<3>(keys.q + (t + kAhead) * hd, 4 * hd);
+    prefetch<2>(values + t * hd, 4 * hd);
+    __m512i a[4][G];
+    for (int i = 0; i < 4; ++i) key_sums(keys.q + (t + i) * hd, a[i]);
+    const __m128 ks = _mm_cvtph_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(keys.s + t)));
+    for (int g = 0; g < G; ++g) {
+      const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(halves(a[0][g]), halves(a[1][g])),
+                                          _mm256_hadd_epi32(halves(a[2][g]), halves(a[3][g])));
+      const __m128i sums = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+      const __m128 v = _mm_mul_ps(_mm_mul_ps(_mm_cvtepi32_ps(sums), vqs[g]), ks);
+      _mm_storeu_ps(s + g * stride + t, v);
+      vtop[g] = _mm_max_ps(vtop[g], v);
+    }
+  }
+  for (int g = 0; g < G; ++g) top[g] = hmax128(vtop[g]);
+  for (; t < n; ++t) {
+    __m512i a[G];
+    key_sums(keys.q + t * hd, a);
+    for (int g = 0; g < G; ++g) {
+      const float v = static_cast<float>(_mm512_reduce_add_epi32(a[g])) * (q_scale[g] * scale) *
+                      static_cast<float>(keys.s[t]);
+      top[g] = std::max(top[g], s[g * stride + t] = v);
+    }
+  }
+}
+
+// weigh_values_int8's AVX-512 body for head_dim = 16 * HD16: 16 values a load, widened to fp32,
+// 64 lanes a pass so the G heads' outputs stay in registers; each lane sums in the 256-bit order.
+template <int HD16, int G>
+void weigh_values_int8_zmm(const float* p, int64_t stride, I8Rows values, int64_t n, float* o) {
+  constexpr int64_t hd = 16 * HD16;
+  for (int j0 = 0; j0 < HD16; j0 += 4) {
+    __m512 out[G][4];
+    for (int g = 0; g < G; ++g) {
+      for (int j = 0; j < 4; ++j) out[g][j] = _mm512_setzero_ps();
+    }
+    for (int64_t t = 0; t < n; ++t) {
+      __m512 w[G];
+      for (int g = 0; g < G; ++g) w[g] = _mm512_set1_ps(p[g * stride + t] * static_cast<float>(values.s[t]));
+      const int8_t* v = values.q + t * hd + 16 * j0;
+      if (t + kAhead < n) prefetch<3>(v + kAhead * hd, 64);
+      for (int j = 0; j < 4; ++j) {
+        const __m512 wide =
+            _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(v + 16 * j))));
+        for (int g = 0; g < G; ++g) out[g][j] = _mm512_fmadd_ps(w[g], wide, out[g][j]);
+      }
+    }
+    for (int g = 0; g < G; ++g) {
+      for (int j = 0; j < 4; ++j) _mm512_storeu_ps(o + g * hd + 16 * (j0 + j), out[g][j]);
+    }
+  }
+}
+#endif
+
 // Keys scored for G query heads of one kv head (qq: G rows of hd int16s, q_scale one per head;
 // the value rows are brought into L2 on the way):
 // s[g * stride + t] = (qq_g . k_t) * q_scale[g] * k_scale[t] * scale; top[g] the largest of head g.
@@ -452,6 +529,10 @@ void round_queries(const float* q, int64_t heads, int64_t hd, int16_t* qq, float
 template <int G>
 void score_int8(const int16_t* qq, const float* q_scale, I8Rows keys, const int8_t* values, int64_t n, int64_t hd,
                 float scale, float* s, int64_t stride, float* top) {
+#ifdef TANDEM_ZMM_DOT
+  if (hd == 64) return score_int8_zmm<2, G>(qq, q_scale, keys, values, n, scale, s, stride, top);
+  if (hd == 128) return score_int8_zmm<4, G>(qq, q_scale, keys, values, n, scale, s, stride, top);
+#endif
   for (int g = 0; g < G; ++g) top[g] = -std::numeric_limits<float>::infinity();
   int64_t t = 0;
 #ifdef TANDEM_AVX2
@@ -521,6 +602,10 @@ void score_int8(const int16_t* qq, const float* q_scale, I8Rows keys, const int8
 // rows widened in registers once for all of them.
 template <int G>
 void weigh_values_int8(const float* p, int64_t stride, I8Rows values, int64_t n, int64_t hd, float* o) {
+#ifdef TANDEM_ZMM_DOT
+  if (hd == 64) return weigh_values_int8_zmm<4, G>(p, stride, values, n, o);
+  if (hd == 128) return weigh_values_int8_zmm<8, G>(p, stride, values, n, o);
+#endif
 #ifdef TANDEM_AVX2
   if (hd % 8 == 0 && hd <= 128) {
     __m256 out[G][16];
