@@ -11,7 +11,9 @@
    order, and pools the samples (this VM's speed drifts within minutes). Measured: prefill of --prompt-tokens; decode after a 1-token
    prompt; decode after --prompt-tokens (where the KV cache is read too); mean, standard deviation, min
    and max of each; ratios against llama.cpp on Q4_0, its fastest format here. The read bandwidth is
-   measured in the same run and gives each file's decode bound (weight bytes one token reads). Memory:
+   measured in the same run and gives each file's decode bound (weight bytes one token reads); the
+   "bytes cap" is the decode@N/short share a step would reach if it took only its reads (weights, then
+   weights plus the KV cache's rows) at one bandwidth. Memory:
    Tandem's RSS by phase (runtime floor: Python, torch, the kernels and the tokenizer; weights; KV cache;
    prefill transients; decode), next to llama-bench's peak RSS on the same file and context.
 2. Two device-tier sessions decoding at once on two Python threads, against the same two one
@@ -184,6 +186,7 @@ def run_tandem(args) -> dict:
     mem["above_floor"] = mem["peak"] - mem["floor"]
     return {"prefill": stats([p for p, _ in long]), "decode": stats(short), "decode_long": stats([d for _, d in long]),
             "memory_mb": mem, "weight_bytes_read_per_token": decode_bytes(model.model),
+            "kv_bytes_per_position": kv_mb * 2**20 / n_ctx,
             "kernels": kernels.isa() if kernels.available() else "torch fallback"}
 
 
@@ -266,15 +269,19 @@ def report(model: str, rows: dict[str, dict], bandwidth: float, args) -> dict:
           f"{args.rounds} round(s); llama-bench -fa on; "
           f"Tandem kernels: {next(r['kernels'] for k, r in rows.items() if k.startswith('Tandem'))}; "
           f"read bandwidth {bandwidth:.1f} GB/s")
+    # bytes cap: what decode@n/short would be if a step took only its reads (weights, plus the KV
+    # cache's rows at the positions decoded after n) at one bandwidth
     print(f"{'engine, file':<20}{'prefill tok/s':>30}{'decode tok/s':>30}{f'decode@{n} tok/s':>30}"
-          f"{f'@{n}/short':>10}{'% of bound':>11}{'peak MiB':>10}")
+          f"{f'@{n}/short':>10}{'bytes cap':>10}{'% of bound':>11}{'peak MiB':>10}")
     for name, r in rows.items():
         fmt = name.split(" ", 1)[1]
         weights = rows[f"Tandem {fmt}"]["weight_bytes_read_per_token"]
+        kv = rows[f"Tandem {fmt}"]["kv_bytes_per_position"] * (n + args.new_tokens / 2)
         bound = bandwidth * 1e9 / weights
         peak = r["peak_rss_mb"] if "peak_rss_mb" in r else r["memory_mb"]["peak"]
         print(f"{name:<20}{cell(r['prefill']):>30}{cell(r['decode']):>30}{cell(r['decode_long']):>30}"
-              f"{r['decode_long']['mean'] / r['decode']['mean']:>10.2f}{r['decode']['mean'] / bound:>11.0%}{peak:>10.0f}")
+              f"{r['decode_long']['mean'] / r['decode']['mean']:>10.2f}{weights / (weights + kv):>10.2f}"
+              f"{r['decode']['mean'] / bound:>11.0%}{peak:>10.0f}")
     ratios: dict[str, dict] = {}
     peer = rows.get(f"llama.cpp {BASELINE}")
     if peer:
