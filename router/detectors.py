@@ -14,9 +14,11 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Callable, Iterator, Sequence
+from itertools import chain
 from dataclasses import dataclass
 
 from router.credentials import find_secrets
+from router.labelled import find_labelled
 from router.normalize import digit_view, text_view
 from router.national_ids import IdWords
 from router.phones import find_phones
@@ -31,9 +33,13 @@ DETECTORS: dict[str, Detector] = {
     "card": find_cards,
     "iban": find_ibans,
     "national_id": find_national_ids,
+    "bank_account": lambda text: find_labelled(text, ("bank_account",)),
+    "birth_date": lambda text: find_labelled(text, ("birth_date",)),
     "ip_address": find_ip_addresses,
     "secret": find_secrets,
 }
+# Government document numbers that only a label names (passport, driving licence) count as national IDs.
+_LABELLED_IDS = ("passport", "drivers_license")
 
 
 @dataclass(frozen=True, order=True)
@@ -53,7 +59,7 @@ _CLAIMING_DIGITS = ("card", "iban", "national_id")
 _ORDER = {name: index for index, name in enumerate(("card", "iban", "national_id", *DETECTORS, "phone"))}
 # Detectors of numbers and codes read the digit view (separators unified, upper case);
 # the others read the text view (see router.normalize).
-_ON_DIGIT_VIEW = frozenset({"card", "iban", "national_id", "phone"})
+_ON_DIGIT_VIEW = frozenset({"card", "iban", "national_id", "phone", "bank_account", "birth_date"})
 
 
 def detect(text: str, privacy: PrivacyRules | None = None) -> list[Finding]:
@@ -71,7 +77,7 @@ def detect(text: str, privacy: PrivacyRules | None = None) -> list[Finding]:
     for name in sorted(enabled, key=_ORDER.get):
         source = digits if name in _ON_DIGIT_VIEW else view
         if name == "national_id":
-            spans = find_national_ids(source.text, id_words, claimed)
+            spans = chain(find_national_ids(source.text, id_words, claimed), find_labelled(source.text, _LABELLED_IDS))
         elif name == "phone":
             spans = find_phones(source.text, claimed, id_words)
         else:

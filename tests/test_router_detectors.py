@@ -36,10 +36,11 @@ GENERATED = [json.loads(line) for line in (DATA / "generated_cases.jsonl").read_
 POSITIVES = CASES["positives"] + TRICKY["positives"] + [c for c in GENERATED if c["entities"] and "text" in c]
 NEGATIVES = CASES["negatives"] + TRICKY["negatives"] + [c["text"] for c in GENERATED if not c["entities"]]
 SPLIT = [c for c in GENERATED if "messages" in c]  # a value split across two chat messages
-# Kinds found by context (a keyword, a header, a command line) or, for phones, by
+# Kinds found by context (a keyword, a label, a header, a command line) or, for phones, by
 # numbering plans that accept many digit strings: held to 0.95. Every kind with a
 # checksum or a fixed format is held to 0.99.
-HEURISTIC_KINDS = {"credential", "cli_credential", "auth_header", "url_credential", "phone"}
+HEURISTIC_KINDS = {"credential", "cli_credential", "auth_header", "url_credential", "phone", "passport",
+                   "drivers_license", "bank_account", "birth_date"}
 VALIDATORS = {  # each on the digits (and letters) alone, as the detectors read them
     "card": lambda v: luhn.is_valid(_ascii(v, r"\D")),
     "iban": lambda v: iban.is_valid(_ascii(v, r"[\s._/|-]").upper()),

@@ -1,0 +1,84 @@
+"""Values that only their label makes private: a passport's or driving licence's number, a bank
+account's number, a date of birth. (A routing or sort code names a bank, not a person: none.)
+
+None has a check digit or a shape of its own (a passport number is nine digits, as is any
+count; a birth date is a date), so each counts only right after a word that names it
+("passport no.", "acct #", "Kontonummer", "DOB:", "date de naissance"), in the languages the ID
+keywords cover, with at most a few characters and no digit between. A number needs at least six
+letters and digits, four of them digits; a date needs a day, a month and a year.
+
+Runs on the digit view (router.normalize: upper case, separators unified), one RE2 pass per
+kind of label (linear time, whatever the text).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+from router.linear_regex import char_offsets, compile_linear
+
+Span = tuple[str, int, int]
+
+_S = r"[ _./:-]*"  # between the words of a label: "driver's licence", "acct_no", "konto-nr"
+_NO = rf"(?:{_S}(?:number|numbers|num|nr|no|n°|#|id|code))?"
+_LABELS: dict[str, str] = {
+    "passport": rf"(?:passport|pasaporte|passeport|reisepass|passaporto|paspoort|passaporte){_NO}",
+    "drivers_license": (
+        rf"(?:(?:driver'?s?|driving){_S}licen[cs]e|licen[cs]e{_S}(?:number|no|nr|#)|d/?l{_S}(?:number|no|#)|"
+        rf"f[üu]hrerschein|permis{_S}de{_S}conduire|licencia{_S}de{_S}conduc(?:ir|ción|cion)|"
+        rf"patente{_S}di{_S}guida|rijbewijs|carteira{_S}de{_S}motorista|carta{_S}de{_S}condução){_NO}"),
+    "bank_account": (
+        rf"(?:(?:bank|checking|cheque|chequing|savings|current|deposit){_S}account{_NO}|account{_S}(?:number|num|nr|no|#)|"
+        rf"acct{_NO}|a/c{_NO}|kontonummer|konto{_S}nr|bankverbindung|num[ée]ro{_S}de{_S}compte|n°{_S}de{_S}compte|"
+        rf"n[úu]mero{_S}de{_S}cuenta|numero{_S}di{_S}conto|rekeningnummer|n[úu]mero{_S}da{_S}conta)"),
+    "birth_date": (
+        rf"(?:date{_S}of{_S}birth|birth{_S}date|birthdate|birthday|d\.?o\.?b\.?|born(?:{_S}on)?|"
+        rf"geburtsdatum|geboren(?:{_S}am)?|date{_S}de{_S}naissance|n[ée]e?{_S}le|fecha{_S}de{_S}nacimiento|"
+        rf"nacid[oa]{_S}el|data{_S}di{_S}nascita|nat[oa]{_S}il|geboortedatum|data{_S}de{_S}nascimento)"),
+}
+# A number: groups of letters and digits, each holding a digit, single spaces or dashes between
+# (a group of letters alone is a word: "12345678 and", not part of the number).
+_GROUP = r"[0-9A-Z]*[0-9][0-9A-Z]*"
+_NUMBER = rf"{_GROUP}(?:[ -]{_GROUP})*"
+_MONTH = (r"(?:JAN|FEB|MAR|APR|MAY|JUN|JUL|AUG|SEP|OCT|NOV|DEC|JANV|FÉVR|FEVR|AVR|MAI|JUIN|JUIL|AOÛT|AOUT|"
+          r"SEPT|DÉC|ENE|ABR|AGO|DIC|GEN|MAG|GIU|LUG|SETT|OTT|MÄR|MRZ|OKT|DEZ|MEI|OKT)[A-ZÀ-Ý]*\.?")
+_DAY = r"[0-9]{1,2}(?:ST|ND|RD|TH|ER|\.)?"
+_DATE = (rf"(?:[0-9]{{1,4}}[ ./-][0-9]{{1,2}}[ ./-][0-9]{{2,4}}|{_DAY}(?: OF| DE| DI)? {_MONTH},? (?:DE )?[0-9]{{4}}|"
+         rf"{_MONTH} {_DAY},? [0-9]{{4}})")
+_GAP = r"[^0-9\n]{0,24}?"  # "number is: ", " (mm/dd/yyyy): ", " on file - "
+_FINDERS = {kind: [compile_linear(rf"({label}){_GAP}({_DATE if kind == 'birth_date' else _NUMBER})", ignore_case=True)]
+            for kind, label in _LABELS.items()}
+# "account" alone names many things ("account balance 1234567"), so only a number right after it
+# counts: "account 31926819", "account: 31926819", "account #31926819".
+_FINDERS["bank_account"].append(compile_linear(rf"(account)[ :#=]{{0,3}}({_NUMBER})", ignore_case=True))
+_MIN_CHARS, _MIN_DIGITS = 6, 4
+# A number after a document's label that is a date with its year is the issue or expiry date
+# ("passport issued 2019 06 01"), not the number.
+_DATED = re.compile(r"[0-9]{4}[ ./-][0-9]{1,2}[ ./-][0-9]{1,2}|[0-9]{1,2}[ ./-][0-9]{1,2}[ ./-][0-9]{4}")
+
+
+def find_labelled(text: str, kinds: tuple[str, ...]) -> Iterator[Span]:
+    """Each value of one of `kinds` (keys of _LABELS) right after a word naming it, in `text`."""
+    data = text.encode("utf-8")
+    found: list[tuple[str, int, int, int, int]] = []  # kind, label's span, value's span (bytes)
+    for kind in kinds:
+        for regex in _FINDERS[kind]:
+            pos = 0
+            while (m := regex.search(data, pos)) is not None:
+                pos = m.start() + 1  # a label that is no whole word may hide one that starts inside it
+                found.append((kind, *m.span(1), *m.span(2)))
+    if not found:
+        return
+    chars = char_offsets(data, [offset for _, *offsets in found for offset in offsets]) if len(data) != len(text) \
+        else None
+    for kind, label, label_end, start, end in found:
+        if chars is not None:
+            label, label_end, start, end = chars[label], chars[label_end], chars[start], chars[end]
+        if (label and text[label - 1].isalpha()) or (label_end < len(text) and text[label_end].isalpha()):
+            continue  # whole words only: "tabular" holds no "aba", "adobe" no "dob", "borne" no "born"
+        value = text[start:end]
+        if kind == "birth_date" or (sum(c.isalnum() for c in value) >= _MIN_CHARS
+                                    and sum(c.isdigit() for c in value) >= _MIN_DIGITS
+                                    and not _DATED.fullmatch(value)):
+            yield kind, start, end
