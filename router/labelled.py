@@ -23,13 +23,15 @@ Span = tuple[str, int, int]
 _S = r"[ _./:-]*"  # between the words of a label: "driver's licence", "acct_no", "konto-nr"
 _NO = rf"(?:{_S}(?:number|numbers|num|nr|no|n°|#|id|code))?"
 _LABELS: dict[str, str] = {
-    "passport": rf"(?:passport|pasaporte|passeport|reisepass|passaporto|paspoort|passaporte){_NO}",
+    "passport": rf"(?:passport|pasaporte|passeport|reisepass|passaporto|paspoort|passaporte|passnummer|"
+                rf"pass{_S}nr){_NO}",
     "drivers_license": (
-        rf"(?:(?:driver'?s?|driving){_S}licen[cs]e|licen[cs]e{_S}(?:number|no|nr|#)|d/?l{_S}(?:number|no|#)|"
+        rf"(?:(?:driver'?s?|driving){_S}licen[cs]e|licen[cs]e{_S}(?:number|no|nr|#)|d/?l{_S}(?:number|no|#)|dl *[:#]|"
         rf"f[üu]hrerschein|permis{_S}de{_S}conduire|licencia{_S}de{_S}conduc(?:ir|ción|cion)|"
         rf"patente{_S}di{_S}guida|rijbewijs|carteira{_S}de{_S}motorista|carta{_S}de{_S}condução){_NO}"),
     "bank_account": (
-        rf"(?:(?:bank|checking|cheque|chequing|savings|current|deposit){_S}account{_NO}|account{_S}(?:number|num|nr|no|#)|"
+        rf"(?:(?:bank|checking|cheque|chequing|savings|current|deposit){_S}acc(?:oun)?t?{_NO}|"
+        rf"acc(?:oun)?t?{_S}(?:number|num|nr|no|#)|"
         rf"acct{_NO}|a/c{_NO}|kontonummer|konto{_S}nr|bankverbindung|num[ée]ro{_S}de{_S}compte|n°{_S}de{_S}compte|"
         rf"n[úu]mero{_S}de{_S}cuenta|numero{_S}di{_S}conto|rekeningnummer|n[úu]mero{_S}da{_S}conta)"),
     "birth_date": (
