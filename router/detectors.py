@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from itertools import chain
 from dataclasses import dataclass
 
+from router.addresses import find_addresses
 from router.credentials import find_secrets
 from router.labelled import find_labelled
 from router.normalize import digit_view, text_view
@@ -35,6 +36,7 @@ DETECTORS: dict[str, Detector] = {
     "national_id": find_national_ids,
     "bank_account": lambda text: find_labelled(text, ("bank_account",)),
     "birth_date": lambda text: find_labelled(text, ("birth_date",)),
+    "address": find_addresses,
     "ip_address": find_ip_addresses,
     "secret": find_secrets,
 }

@@ -32,6 +32,8 @@ BUILTIN_DETECTORS: dict[str, str] = {
     "bank_account": "bank account numbers after a word naming them (account number, acct, checking account, "
     "Kontonummer, numéro de compte, ...)",
     "birth_date": "dates of birth after a word naming them (date of birth, DOB, born on, Geburtsdatum, né le, ...)",
+    "address": "street addresses: a house number next to a street (221B Baker Street, Hauptstraße 5, 12 rue de la "
+    "Paix, Calle Mayor 10)",
     "ip_address": "IPv4 and IPv6 addresses",
     "secret": "private key blocks, vendor API keys and tokens, JWTs, auth headers, command-line and URL credentials, "
     "passwords and keys after a keyword in seven languages",

@@ -40,7 +40,7 @@ SPLIT = [c for c in GENERATED if "messages" in c]  # a value split across two ch
 # numbering plans that accept many digit strings: held to 0.95. Every kind with a
 # checksum or a fixed format is held to 0.99.
 HEURISTIC_KINDS = {"credential", "cli_credential", "auth_header", "url_credential", "phone", "passport",
-                   "drivers_license", "bank_account", "birth_date"}
+                   "drivers_license", "bank_account", "birth_date", "street_address"}
 VALIDATORS = {  # each on the digits (and letters) alone, as the detectors read them
     "card": lambda v: luhn.is_valid(_ascii(v, r"\D")),
     "iban": lambda v: iban.is_valid(_ascii(v, r"[\s._/|-]").upper()),
