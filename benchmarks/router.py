@@ -31,7 +31,7 @@ if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().p
     del sys.path[0]
 
 from router import decide, load_policy  # noqa: E402
-from router.detectors import DETECTORS  # noqa: E402
+from router.detectors import DETECTORS, ON_DIGIT_VIEW  # noqa: E402
 from router.normalize import digit_view, text_view  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -138,7 +138,7 @@ def detector_medians(text: str, repeats: int) -> dict[str, float]:
     digits = digit_view(views)
     out = {"views": round(statistics.median(_timed(lambda: digit_view(text_view(text))) for _ in range(repeats)), 1)}
     for name, find in DETECTORS.items():
-        source = digits.text if name in ("card", "iban", "national_id", "phone") else views.text
+        source = digits.text if name in ON_DIGIT_VIEW else views.text
         samples = []
         for _ in range(repeats):
             start = time.perf_counter_ns()

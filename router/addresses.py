@@ -6,7 +6,8 @@
   "Keizersgracht 123");
 - French: number, street type, name ("12 rue de la Paix", "8 bis, avenue Foch");
 - Spanish, Italian, Portuguese: street type, name, number ("Calle Mayor 10", "Via Roma, 5",
-  "Rua Augusta nº 24").
+  "Rua Augusta nº 24");
+- a post office box ("P.O. Box 1234", "Postfach 10 20 30" up to its first group).
 
 A street type or a number alone says nothing ("Route 66", "the street", "Abbey Road"): both must
 be there, next to each other. Runs on the text view (router.normalize), in RE2 (linear time).
@@ -24,17 +25,18 @@ _NUMBER = r"[0-9]{1,5}[A-Za-z]?(?:[-/][0-9]{1,4}[A-Za-z]?)?"
 _NAME = r"(?:[A-Z][A-Za-z'’.-]*|[0-9]{1,3}(?:st|nd|rd|th))"  # "O'Connell", "St.", "5th"
 _EN_TYPES = (r"Street|St|Avenue|Ave|Av|Road|Rd|Lane|Ln|Drive|Dr|Boulevard|Blvd|Court|Ct|Way|Place|Pl|Terrace|Ter|"
              r"Crescent|Cres|Close|Parkway|Pkwy|Highway|Hwy|Square|Sq|Circle|Cir|Trail|Trl|Row|Mews|Gardens|Grove|"
-             r"Walk|Hill|Parade|Esplanade|Alley|Plaza")
+             r"Walk|Hill|Parade|Esplanade|Alley|Plaza|Loop")
 _EN = (rf"{_NUMBER} (?:{_NAME} ){{1,3}}(?i:{_EN_TYPES})\b\.?(?: (?:NW|NE|SW|SE|N|S|E|W)\b\.?)?"
        rf"(?:,? (?:Apt|Apartment|Suite|Ste|Unit|Flat|Floor|Fl)\.? ?#?[0-9A-Za-z-]{{1,6}})?")
 _DE_NL = (r"[A-ZÄÖÜ][a-zäöüß]+(?:-[A-ZÄÖÜ]?[a-zäöüß]+)*(?:straße|strasse|str\.|gasse|allee|platz|damm|ufer|"
           r"chaussee|straat|laan|gracht|plein|kade|steeg|singel) [0-9]{1,4}[a-z]?")
-_FR = (r"[0-9]{1,4}(?: ?(?:bis|ter))?,? (?:rue|avenue|av\.|boulevard|bd|place|allée|chemin|impasse|quai|route|"
+_FR = (r"[0-9]{1,4}(?: ?(?:bis|ter))?,? (?i:rue|avenue|av\.|boulevard|bd|place|allée|chemin|impasse|quai|route|"
        r"cours|passage|square)\b (?:(?:de|du|des|de la|de l'|la|le|les|d'|l')\s?)?[A-ZÉÈÀ][\w'’-]*")
 _ES_IT_PT = (r"(?:[Cc]alle|C/|[Aa]venida|[Aa]vda\.|[Pp]laza|[Pp]aseo|[Cc]arrer|Via|[Vv]iale|[Pp]iazza|[Cc]orso|"
              r"[Rr]ua|[Tt]ravessa|[Ll]argo)\b (?:(?:de|del|de la|di|della|dei|da|do|dos|das)\s)?"
              r"[A-ZÁÉÍÓÚ][\w'’-]*(?: [A-ZÁÉÍÓÚ][\w'’-]*){0,2},? (?:n[º°o]\.? ?)?[0-9]{1,4}")
-_ADDRESS = compile_linear(f"(?:{_EN}|{_DE_NL}|{_FR}|{_ES_IT_PT})")
+_PO_BOX = r"(?:P\.? ?O\.? ?Box|Post(?:al)? Office Box|Postfach|Apartado(?: de correos)?|Casella postale) [0-9]{1,7}"
+_ADDRESS = compile_linear(f"(?:{_EN}|{_DE_NL}|{_FR}|{_ES_IT_PT}|{_PO_BOX})")
 
 
 def find_addresses(text: str) -> Iterator[Span]:

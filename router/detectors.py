@@ -61,7 +61,7 @@ _CLAIMING_DIGITS = ("card", "iban", "national_id")
 _ORDER = {name: index for index, name in enumerate(("card", "iban", "national_id", *DETECTORS, "phone"))}
 # Detectors of numbers and codes read the digit view (separators unified, upper case);
 # the others read the text view (see router.normalize).
-_ON_DIGIT_VIEW = frozenset({"card", "iban", "national_id", "phone", "bank_account", "birth_date"})
+ON_DIGIT_VIEW = frozenset({"card", "iban", "national_id", "phone", "bank_account", "birth_date"})
 
 
 def detect(text: str, privacy: PrivacyRules | None = None) -> list[Finding]:
@@ -72,12 +72,12 @@ def detect(text: str, privacy: PrivacyRules | None = None) -> list[Finding]:
     """
     enabled = DETECTORS.keys() if privacy is None else privacy.detectors
     view = text_view(text)
-    digits = digit_view(view) if _ON_DIGIT_VIEW & set(enabled) else view
+    digits = digit_view(view) if ON_DIGIT_VIEW & set(enabled) else view
     found: set[Finding] = set()
     claimed: list[tuple[int, int]] = []
     id_words = IdWords(digits.text)  # words naming an ID: read by the ID and the phone detectors, found once
     for name in sorted(enabled, key=_ORDER.get):
-        source = digits if name in _ON_DIGIT_VIEW else view
+        source = digits if name in ON_DIGIT_VIEW else view
         if name == "national_id":
             spans = chain(find_national_ids(source.text, id_words, claimed), find_labelled(source.text, _LABELLED_IDS))
         elif name == "phone":
