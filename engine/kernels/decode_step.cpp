@@ -445,54 +445,6 @@ void round_queries(const float* q, int64_t heads, int64_t hd, int16_t* qq, float
 }
 
 #ifdef TANDEM_ZMM_DOT
-// score_int8's AVX-512 body for head_dim = 32 * HD32: a key's 32-value halves widened to int16
-// once for the G heads' vpdpwssd, four keys reduced together. The integer sums are exact and the
-// float steps are score_int8's, so the scores are bit for bit the 256-bit ones.
-template <int HD32, int G>
-void score_int8_zmm(const int16_t* qq, const float* q_scale, I8Rows keys, const int8_t* values, int64_t n,
-                    float scale, float* s, int64_t stride, float* top) {
-  constexpr int64_t hd = 32 * HD32;
-  auto key_sums = [&](const int8_t* k, __m512i* acc) {
-    for (int g = 0; g < G; ++g) acc[g] = _mm512_setzero_si512();
-    for (int j = 0; j < HD32; ++j) {
-      const __m512i kv = _mm512_cvtepi8_epi16(load256(k + 32 * j));
-      for (int g = 0; g < G; ++g) acc[g] = _mm512_dpwssd_epi32(acc[g], _mm512_loadu_si512(qq + g * hd + 32 * j), kv);
-    }
-  };
-  auto halves = [](__m512i v) { return _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1)); };
-  __m128 vtop[G], vqs[G];
-  for (int g = 0; g < G; ++g) {
-    vtop[g] = _mm_set1_ps(-std::numeric_limits<float>::infinity());
-    vqs[g] = _mm_set1_ps(q_scale[g] * scale);
-  }
-  int64_t t = 0;
-  for (; t + 4 <= n; t += 4) {
-    if (t + kAhead + 4 <= n) prefetch<3>(keys.q + (t + kAhead) * hd, 4 * hd);
-    prefetch<2>(values + t * hd, 4 * hd);
-    __m512i a[4][G];
-    for (int i = 0; i < 4; ++i) key_sums(keys.q + (t + i) * hd, a[i]);
-    const __m128 ks = _mm_cvtph_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(keys.s + t)));
-    for (int g = 0; g < G; ++g) {
-      const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(halves(a[0][g]), halves(a[1][g])),
-                                          _mm256_hadd_epi32(halves(a[2][g]), halves(a[3][g])));
-      const __m128i sums = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
-      const __m128 v = _mm_mul_ps(_mm_mul_ps(_mm_cvtepi32_ps(sums), vqs[g]), ks);
-      _mm_storeu_ps(s + g * stride + t, v);
-      vtop[g] = _mm_max_ps(vtop[g], v);
-    }
-  }
-  for (int g = 0; g < G; ++g) top[g] = hmax128(vtop[g]);
-  for (; t < n; ++t) {
-    __m512i a[G];
-    key_sums(keys.q + t * hd, a);
-    for (int g = 0; g < G; ++g) {
-      const float v = static_cast<float>(_mm512_reduce_add_epi32(a[g])) * (q_scale[g] * scale) *
-                      static_cast<float>(keys.s[t]);
-      top[g] = std::max(top[g], s[g * stride + t] = v);
-    }
-  }
-}
-
 // weigh_values_int8's AVX-512 body for head_dim = 16 * HD16: 16 values a load, widened to fp32,
 // 64 lanes a pass so the G heads' outputs stay in registers; each lane sums in the 256-bit order.
 template <int HD16, int G>
@@ -521,11 +473,74 @@ void weigh_values_int8_zmm(const float* p, int64_t stride, I8Rows values, int64_
 }
 #endif
 
+#ifdef TANDEM_AVX2
+// The scoring loop over keys given their integer sums: key_sums(k, acc) leaves in acc[g] eight
+// int32 lanes that add up to qq_g . k. Four keys' lanes are reduced together, to one 4-lane
+// vector of scores a head.
+template <int G, typename KeySums>
+void score_rows(const KeySums& key_sums, const float* q_scale, I8Rows keys, const int8_t* values, int64_t n,
+                int64_t hd, float scale, float* s, int64_t stride, float* top) {
+  __m128 vtop[G], vqs[G];
+  for (int g = 0; g < G; ++g) {
+    vtop[g] = _mm_set1_ps(-std::numeric_limits<float>::infinity());
+    vqs[g] = _mm_set1_ps(q_scale[g] * scale);
+  }
+  int64_t t = 0;
+  for (; t + 4 <= n; t += 4) {
+    if (t + kAhead + 4 <= n) prefetch<3>(keys.q + (t + kAhead) * hd, 4 * hd);
+    prefetch<2>(values + t * hd, 4 * hd);
+    __m256i a[4][G];
+    for (int i = 0; i < 4; ++i) key_sums(keys.q + (t + i) * hd, a[i]);
+    const __m128 ks = _mm_cvtph_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(keys.s + t)));
+    for (int g = 0; g < G; ++g) {
+      // [k0 .. k3]: hadd pairs within 128-bit halves, then the halves
+      const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(a[0][g], a[1][g]), _mm256_hadd_epi32(a[2][g], a[3][g]));
+      const __m128i sums = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+      const __m128 v = _mm_mul_ps(_mm_mul_ps(_mm_cvtepi32_ps(sums), vqs[g]), ks);
+      _mm_storeu_ps(s + g * stride + t, v);
+      vtop[g] = _mm_max_ps(vtop[g], v);
+    }
+  }
+  for (int g = 0; g < G; ++g) top[g] = hmax128(vtop[g]);
+  for (; t < n; ++t) {
+    __m256i a[G];
+    key_sums(keys.q + t * hd, a);
+    for (int g = 0; g < G; ++g) {
+      const float v = static_cast<float>(hsum_i32(a[g])) * (q_scale[g] * scale) * static_cast<float>(keys.s[t]);
+      top[g] = std::max(top[g], s[g * stride + t] = v);
+    }
+  }
+}
+#endif
+
+#ifdef TANDEM_ZMM_DOT
+// score_int8 on AVX-512 for head_dim = 32 * HD32: a key's 32-value halves widened to int16 once
+// for the G heads' vpdpwssd.
+template <int HD32, int G>
+void score_int8_zmm(const int16_t* qq, const float* q_scale, I8Rows keys, const int8_t* values, int64_t n,
+                    float scale, float* s, int64_t stride, float* top) {
+  constexpr int64_t hd = 32 * HD32;
+  auto key_sums = [&](const int8_t* k, __m256i* acc) {
+    __m512i wide[G];
+    for (int g = 0; g < G; ++g) wide[g] = _mm512_setzero_si512();
+    for (int j = 0; j < HD32; ++j) {
+      const __m512i kv = _mm512_cvtepi8_epi16(load256(k + 32 * j));
+      for (int g = 0; g < G; ++g) wide[g] = _mm512_dpwssd_epi32(wide[g], _mm512_loadu_si512(qq + g * hd + 32 * j), kv);
+    }
+    for (int g = 0; g < G; ++g) {
+      acc[g] = _mm256_add_epi32(_mm512_castsi512_si256(wide[g]), _mm512_extracti64x4_epi64(wide[g], 1));
+    }
+  };
+  score_rows<G>(key_sums, q_scale, keys, values, n, hd, scale, s, stride, top);
+}
+#endif
+
 // Keys scored for G query heads of one kv head (qq: G rows of hd int16s, q_scale one per head;
 // the value rows are brought into L2 on the way):
 // s[g * stride + t] = (qq_g . k_t) * q_scale[g] * k_scale[t] * scale; top[g] the largest of head g.
 // |qq| <= 32767 and |k| <= 127, so a head of up to 512 values sums within int32; the integer
-// sums are exact, so sharing each key's widening between the heads changes no score.
+// sums are exact, so sharing each key's widening between the heads, or summing 32 values a
+// step on AVX-512 instead of 16, changes no score.
 template <int G>
 void score_int8(const int16_t* qq, const float* q_scale, I8Rows keys, const int8_t* values, int64_t n, int64_t hd,
                 float scale, float* s, int64_t stride, float* top) {
@@ -533,8 +548,6 @@ void score_int8(const int16_t* qq, const float* q_scale, I8Rows keys, const int8
   if (hd == 64) return score_int8_zmm<2, G>(qq, q_scale, keys, values, n, scale, s, stride, top);
   if (hd == 128) return score_int8_zmm<4, G>(qq, q_scale, keys, values, n, scale, s, stride, top);
 #endif
-  for (int g = 0; g < G; ++g) top[g] = -std::numeric_limits<float>::infinity();
-  int64_t t = 0;
 #ifdef TANDEM_AVX2
   if (hd % 16 == 0 && hd <= 128) {
     const int64_t chunks = hd / 16;
@@ -542,7 +555,7 @@ void score_int8(const int16_t* qq, const float* q_scale, I8Rows keys, const int8
     for (int g = 0; g < G; ++g) {
       for (int64_t j = 0; j < chunks; ++j) qv[g][j] = load256(qq + g * hd + 16 * j);
     }
-    // int32 lanes of qq_g . k for each head, the key's 16-value chunks widened once
+    // the key's 16-value chunks widened once for the G heads
     auto key_sums = [&](const int8_t* k, __m256i* acc) {
       for (int g = 0; g < G; ++g) acc[g] = _mm256_setzero_si256();
       for (int64_t j = 0; j < chunks; ++j) {
@@ -558,38 +571,13 @@ void score_int8(const int16_t* qq, const float* q_scale, I8Rows keys, const int8
         }
       }
     };
-    __m128 vtop[G], vqs[G];
-    for (int g = 0; g < G; ++g) vtop[g] = _mm_set1_ps(top[g]), vqs[g] = _mm_set1_ps(q_scale[g] * scale);
-    for (; t + 4 <= n; t += 4) {
-      if (t + kAhead + 4 <= n) prefetch<3>(keys.q + (t + kAhead) * hd, 4 * hd);
-      prefetch<2>(values + t * hd, 4 * hd);
-      __m256i a[4][G];
-      for (int i = 0; i < 4; ++i) key_sums(keys.q + (t + i) * hd, a[i]);
-      const __m128 ks = _mm_cvtph_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(keys.s + t)));
-      for (int g = 0; g < G; ++g) {
-        // four keys' lanes reduced at once: [k0 .. k3] (hadd pairs within 128-bit halves, then the halves)
-        const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(a[0][g], a[1][g]), _mm256_hadd_epi32(a[2][g], a[3][g]));
-        const __m128i sums = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
-        const __m128 v = _mm_mul_ps(_mm_mul_ps(_mm_cvtepi32_ps(sums), vqs[g]), ks);
-        _mm_storeu_ps(s + g * stride + t, v);
-        vtop[g] = _mm_max_ps(vtop[g], v);
-      }
-    }
-    for (int g = 0; g < G; ++g) top[g] = hmax128(vtop[g]);
-    for (; t < n; ++t) {
-      __m256i a[G];
-      key_sums(keys.q + t * hd, a);
-      for (int g = 0; g < G; ++g) {
-        const float v = static_cast<float>(hsum_i32(a[g])) * (q_scale[g] * scale) * static_cast<float>(keys.s[t]);
-        top[g] = std::max(top[g], s[g * stride + t] = v);
-      }
-    }
-    return;
+    return score_rows<G>(key_sums, q_scale, keys, values, n, hd, scale, s, stride, top);
   }
 #endif
   for (int g = 0; g < G; ++g) {
     const float qs = q_scale[g] * scale;
-    for (t = 0; t < n; ++t) {
+    top[g] = -std::numeric_limits<float>::infinity();
+    for (int64_t t = 0; t < n; ++t) {
       const int8_t* k = keys.q + t * hd;
       int32_t total = 0;
       for (int64_t i = 0; i < hd; ++i) total += static_cast<int32_t>(qq[g * hd + i]) * k[i];
