@@ -60,21 +60,27 @@ def teacher_forced(model, ids: list[int], n_prompt: int, dtype: torch.dtype = to
 
 
 @torch.inference_mode()
-def step_errors(model, ids: list[int], n_prompt: int, dtype: torch.dtype = torch.float32) -> list[float]:
-    """Each decode step run both ways from the same cache: the relative error of the
-    native step's logits and of the keys and values it appends."""
+def paired_steps(model, ids: list[int], n_prompt: int, dtype: torch.dtype):
+    """Prefill ids[:n_prompt] (the modules run it either way), then each later token decoded both
+    ways from the same cache: (native output, the modules', the native step's cache, the modules'
+    cache, the position both appended)."""
     cache = KVCache(model.config, len(ids), dtype=dtype)
-    model(torch.tensor([ids[:n_prompt]]), cache)  # prefill runs the modules either way
-    errors = []
+    model(torch.tensor([ids[:n_prompt]]), cache)
     for t in ids[n_prompt:]:
         twin, pos = cache.copy_into(KVCache(model.config, len(ids), dtype=dtype)), cache.pos
         got = model(torch.tensor([[t]]), twin)
         with modules_only(model):
             want = model(torch.tensor([[t]]), cache)
-        errors.append(max(relative_error(got, want),
-                          relative_error(twin.k[:, :, :, pos].float(), cache.k[:, :, :, pos].float()),
-                          relative_error(twin.v[:, :, :, pos].float(), cache.v[:, :, :, pos].float())))
-    return errors
+        yield got, want, twin, cache, pos
+
+
+def step_errors(model, ids: list[int], n_prompt: int, dtype: torch.dtype = torch.float32) -> list[float]:
+    """Each decode step run both ways from the same cache: the relative error of the
+    native step's logits and of the keys and values it appends."""
+    return [max(relative_error(got, want),
+                relative_error(twin.k[:, :, :, pos].float(), cache.k[:, :, :, pos].float()),
+                relative_error(twin.v[:, :, :, pos].float(), cache.v[:, :, :, pos].float()))
+            for got, want, twin, cache, pos in paired_steps(model, ids, n_prompt, dtype)]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32 cache", "fp16 cache"])
@@ -282,18 +288,11 @@ def test_int8_attention_over_many_runs_of_positions_matches_the_modules(wide):
     and a later layer's rows by up to 3 int8 steps; a key chunk left out or the heads' weights
     swapped in the kernel moved them by 88-165 % and 190+ steps."""
     ids = torch.randint(0, wide.config.vocab_size, (309,), generator=torch.Generator().manual_seed(1)).tolist()
-    cache = KVCache(wide.config, len(ids), dtype=torch.int8)
     logits, steps = [], []
-    with torch.inference_mode():
-        wide(torch.tensor([ids[:300]]), cache)
-        for t in ids[300:]:
-            twin, pos = cache.copy_into(KVCache(wide.config, len(ids), dtype=torch.int8)), cache.pos
-            got = wide(torch.tensor([[t]]), twin)
-            with modules_only(wide):
-                want = wide(torch.tensor([[t]]), cache)
-            logits.append(relative_error(got, want))
-            steps += [int((getattr(twin, n)[..., pos, :].int() - getattr(cache, n)[..., pos, :].int()).abs().max())
-                      for n in ("k", "v")]
+    for got, want, twin, cache, pos in paired_steps(wide, ids, 300, torch.int8):
+        logits.append(relative_error(got, want))
+        steps += [int((getattr(twin, n)[..., pos, :].int() - getattr(cache, n)[..., pos, :].int()).abs().max())
+                  for n in ("k", "v")]
     assert max(logits) < 0.15 and sum(logits) / len(logits) < 0.05, logits
     assert max(steps) <= 8, steps
 
@@ -311,20 +310,13 @@ def test_native_step_on_an_int8_cache_matches_the_modules_reading_it_in_fp32(tin
     within 1e-4 (measured 17-24, varying with the prefill's BLAS threads)."""
     model = quantized_model(tiny, fmt)
     ids = torch.randint(0, tiny.config.vocab_size, (40,), generator=torch.Generator().manual_seed(0)).tolist()
-    cache = KVCache(model.config, len(ids), dtype=torch.int8)
     errors = []
-    with torch.inference_mode():
-        model(torch.tensor([ids[:9]]), cache)
-        for t in ids[9:]:
-            twin, pos = cache.copy_into(KVCache(model.config, len(ids), dtype=torch.int8)), cache.pos
-            got = model(torch.tensor([[t]]), twin)
-            with modules_only(model):
-                want = model(torch.tensor([[t]]), cache)
-            for name in ("k", "v", "k_scale", "v_scale"):
-                assert torch.equal(getattr(twin, name)[0, :, :, pos], getattr(cache, name)[0, :, :, pos]), name
-            at = (slice(None), slice(None), slice(None), slice(pos, pos + 1))
-            rows = [relative_error(a, b) for a, b in zip(twin.read(at, torch.float32), cache.read(at, torch.float32))]
-            errors.append(max(relative_error(got, want), *rows))
+    for got, want, twin, cache, pos in paired_steps(model, ids, 9, torch.int8):
+        for name in ("k", "v", "k_scale", "v_scale"):
+            assert torch.equal(getattr(twin, name)[0, :, :, pos], getattr(cache, name)[0, :, :, pos]), name
+        at = (slice(None), slice(None), slice(None), slice(pos, pos + 1))
+        rows = [relative_error(a, b) for a, b in zip(twin.read(at, torch.float32), cache.read(at, torch.float32))]
+        errors.append(max(relative_error(got, want), *rows))
     assert len(errors) == 31
     assert sum(e < 1e-4 for e in errors) >= 11, errors
     assert max(errors) < 5e-2, errors
