@@ -7,7 +7,8 @@
 - French: number, street type, name ("12 rue de la Paix", "8 bis, avenue Foch");
 - Spanish, Italian, Portuguese: street type, name, number ("Calle Mayor 10", "Via Roma, 5",
   "Rua Augusta nº 24");
-- a post office box ("P.O. Box 1234", "Postfach 10 20 30" up to its first group).
+- a post office box ("P.O. Box 1234", "Postfach 10 20 30" up to its first group);
+- in lower case, an English address after a word announcing it ("ship to 42 elm street").
 
 A street type or a number alone says nothing ("Route 66", "the street", "Abbey Road"): both must
 be there, next to each other. Runs on the text view (router.normalize), in RE2 (linear time).
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from router.linear_regex import compile_linear, match_spans
+from router.linear_regex import char_offsets, compile_linear, match_spans
 
 Span = tuple[str, int, int]
 
@@ -37,15 +38,34 @@ _ES_IT_PT = (r"(?:[Cc]alle|C/|[Aa]venida|[Aa]vda\.|[Pp]laza|[Pp]aseo|[Cc]arrer|V
              r"[A-ZÁÉÍÓÚ][\w'’-]*(?: [A-ZÁÉÍÓÚ][\w'’-]*){0,2},? (?:n[º°o]\.? ?)?[0-9]{1,4}")
 _PO_BOX = r"(?:P\.? ?O\.? ?Box|Post(?:al)? Office Box|Postfach|Apartado(?: de correos)?|Casella postale) [0-9]{1,7}"
 _ADDRESS = compile_linear(f"(?:{_EN}|{_DE_NL}|{_FR}|{_ES_IT_PT}|{_PO_BOX})")
+# Written all in lower case ("i live at 42 elm street"), an English address needs a word that
+# announces it: "3 kids on the street" has a number, words and a street type too.
+_CUE = (r"address|addr|live at|living at|located at|ship(?:ping)? to|deliver(?:y)? to|send (?:it |this |them )?to|"
+        r"moved to|reside at|staying at|visit (?:me|us) at|mail (?:it |this )?to|meet (?:me|us) at")
+_CUED = compile_linear(rf"(?i:\b(?:{_CUE})[ :,-]{{1,3}}({_NUMBER} (?:[a-z0-9'’.-]+ ){{1,3}}(?:{_EN_TYPES})\b\.?"
+                       rf"(?: (?:nw|ne|sw|se|n|s|e|w)\b\.?)?))")
 
 
 def find_addresses(text: str) -> Iterator[Span]:
     """Each street address in `text` (the text view), as ("street_address", start, end)."""
     last_end = -1
-    for start, end in match_spans(_ADDRESS, text):
+    for start, end in sorted(match_spans(_ADDRESS, text) + _cued(text)):
         if start and (text[start - 1].isalnum() or text[start - 1] == "_"):
             continue  # "1221B Baker Street" is found from its first digit, not its second
         if end <= last_end:
             continue  # inside the address just found
         last_end = end
         yield "street_address", start, end
+
+
+def _cued(text: str) -> list[tuple[int, int]]:
+    """Spans of the addresses a cue announces, in any case."""
+    data = text.encode("utf-8")
+    spans, pos = [], 0
+    while (m := _CUED.search(data, pos)) is not None:
+        spans.append(m.span(1))
+        pos = m.end()
+    if spans and len(data) != len(text):
+        chars = char_offsets(data, [offset for span in spans for offset in span])
+        spans = [(chars[a], chars[b]) for a, b in spans]
+    return spans
