@@ -1,17 +1,25 @@
-"""Bounded concurrency with a bounded FIFO queue: past both, refuse at once.
+"""Bounded concurrency with a bounded queue, fair between callers: past both, refuse at once.
 
 A CPU or GPU host decodes a few streams well and many streams badly, so at most
-`max_active` run; up to `max_queue` more wait in arrival order; anything past
-that is refused with a retry hint instead of piling up until deadlines pass.
-A freed slot is handed straight to the oldest waiter, so late arrivals cannot
-overtake the queue.
+`max_active` run; up to `max_queue` more wait; anything past that is refused
+with a retry hint instead of piling up until deadlines pass. A freed slot goes
+straight to a waiter, so late arrivals cannot overtake the queue.
+
+Callers (principals, cloud.auth) share the server fairly, so one that sends as
+fast as it can cannot lock the others out:
+- a freed slot goes to the waiter whose caller holds the fewest slots (the
+  oldest of those), so a caller with nothing running goes first;
+- a full queue takes a newcomer anyway when its caller has fewer waiters than
+  the caller with the most, whose newest waiter is refused in its place.
+With one caller this is the plain FIFO queue.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections import deque
+from collections import Counter
+from dataclasses import dataclass
 from typing import Callable
 
 MIN_RETRY_AFTER_MS = 100
@@ -27,6 +35,15 @@ class Overloaded(Exception):
         self.retry_after_ms = retry_after_ms
 
 
+@dataclass(eq=False)
+class _Ticket:
+    """A waiter: its caller, and how its wait ended (a slot, or its place given away)."""
+
+    principal: str
+    granted: bool = False
+    bumped: str | None = None
+
+
 class Abandoned(Exception):
     """The caller gave up (cancelled, deadline) while waiting in the queue."""
 
@@ -40,8 +57,8 @@ class Admission:
         self._clock = clock
         self._cond = threading.Condition()
         self._active = 0
-        self._waiting: deque[object] = deque()
-        self._granted: set[object] = set()
+        self._held: Counter[str] = Counter()  # slots each caller holds
+        self._waiting: list[_Ticket] = []  # in arrival order
         self._draining = False
         self._mean_hold_s = 1.0  # exponentially weighted; seeds the first retry hints
 
@@ -53,44 +70,68 @@ class Admission:
     def queued(self) -> int:
         return len(self._waiting)
 
-    def acquire(self, cancelled: threading.Event) -> float:
-        """Take a slot, waiting in line if needed; returns the monotonic time it was granted.
+    def acquire(self, cancelled: threading.Event, principal: str = "") -> float:
+        """Take a slot for `principal`, waiting in line if needed; returns the monotonic time it was granted.
 
-        Raises Overloaded when the line is full or the server drains, Abandoned when
-        `cancelled` is set while waiting (call `wake()` after setting it).
+        Raises Overloaded when the line is full (or this waiter's place went to a caller with
+        fewer waiters) or the server drains, Abandoned when `cancelled` is set while waiting
+        (call `wake()` after setting it). Pass the same `principal` to `release`.
         """
         with self._cond:
             self._refuse_if_draining()
             if self._active < self.max_active and not self._waiting:
-                self._active += 1
+                self._take(principal)
                 return self._clock()
             if len(self._waiting) >= self.max_queue:
-                raise Overloaded(
-                    f"server busy: {self._active} streams running (max_concurrency {self.max_active}) and "
-                    f"{len(self._waiting)} queued (max_queue {self.max_queue})",
-                    self.retry_after_ms(),
-                )
-            ticket = object()
+                self._make_room(principal)
+            ticket = _Ticket(principal)
             self._waiting.append(ticket)
             while True:
-                if ticket in self._granted:
-                    self._granted.discard(ticket)
+                if ticket.granted:
                     return self._clock()
+                if ticket.bumped is not None:
+                    raise Overloaded(ticket.bumped, self.retry_after_ms())
                 if self._draining or cancelled.is_set():
                     self._waiting.remove(ticket)
                     self._refuse_if_draining()
                     raise Abandoned("request cancelled while queued")
                 self._cond.wait(_SAFETY_POLL_S)
 
-    def release(self, held_s: float) -> None:
-        """Give the slot back (to the oldest waiter if any); `held_s` tunes the retry hint."""
+    def release(self, held_s: float, principal: str = "") -> None:
+        """Give `principal`'s slot back (to the fairest waiter, if any); `held_s` tunes the retry hint."""
         with self._cond:
             self._mean_hold_s = 0.8 * self._mean_hold_s + 0.2 * max(held_s, 0.0)
+            self._active -= 1
+            self._held[principal] -= 1
+            if self._held[principal] <= 0:
+                del self._held[principal]
             if self._waiting:
-                self._granted.add(self._waiting.popleft())
-            else:
-                self._active -= 1
+                ticket = min(self._waiting, key=lambda t: self._held[t.principal])  # first of the least served
+                self._waiting.remove(ticket)
+                self._take(ticket.principal)
+                ticket.granted = True
             self._cond.notify_all()
+
+    def _take(self, principal: str) -> None:
+        self._active += 1
+        self._held[principal] += 1
+
+    def _make_room(self, principal: str) -> None:
+        """With the queue full: refuse the newest waiter of the caller with the most waiters when
+        `principal` has fewer, else raise Overloaded for `principal`."""
+        queued = Counter(t.principal for t in self._waiting)
+        greedy, most = queued.most_common(1)[0] if queued else (principal, 0)
+        if greedy == principal or queued[principal] + 1 >= most:
+            raise Overloaded(
+                f"server busy: {self._active} streams running (max_concurrency {self.max_active}) and "
+                f"{len(self._waiting)} queued (max_queue {self.max_queue})",
+                self.retry_after_ms(),
+            )
+        bumped = next(t for t in reversed(self._waiting) if t.principal == greedy)
+        self._waiting.remove(bumped)
+        bumped.bumped = (f"server busy: this caller's place in the queue went to another caller (this caller had "
+                         f"{most} of the {len(self._waiting) + 1} queued, max_queue {self.max_queue})")
+        self._cond.notify_all()
 
     def wake(self) -> None:
         """Make waiters recheck their cancellation now (called from RPC-done callbacks)."""

@@ -150,7 +150,7 @@ class CloudInferenceServicer(cloud_pb2_grpc.CloudInferenceServicer):
             kv = self._kv("PrefillKV", "kv_export")
             options = kv.check_prefill(request)
             ids = list(request.token_ids)
-            clock.admitted = self.admission.acquire(call.cancelled)
+            clock.admitted = self.admission.acquire(call.cancelled, call.principal)
             self.metrics.queue_seconds.observe(clock.admitted - clock.arrived)
             try:
                 done = kv.prefill(ids, self._should_stop(call))
@@ -160,7 +160,7 @@ class CloudInferenceServicer(cloud_pb2_grpc.CloudInferenceServicer):
                 self.metrics.prompt_tokens.inc(len(ids))
                 self.metrics.prefill_seconds.observe(prefill_s)
             finally:
-                self.admission.release(self._clock() - clock.admitted)
+                self.admission.release(self._clock() - clock.admitted, call.principal)
             yield from kv.send(cache, options, request_id=request.request_id, token_ids=ids, prefill_s=prefill_s)
             return "OK"
 
@@ -243,12 +243,12 @@ class CloudInferenceServicer(cloud_pb2_grpc.CloudInferenceServicer):
         """Wait for a slot, then decode (from `seed()`, the backend's imported cache, if given);
         returns the outcome for metrics."""
         self.metrics.escalations.labels(plan.escalation_reason).inc()
-        clock.admitted = self.admission.acquire(call.cancelled)
+        clock.admitted = self.admission.acquire(call.cancelled, call.principal)
         self.metrics.queue_seconds.observe(clock.admitted - clock.arrived)
         try:
             return (yield from self._decode(plan, call, clock, seed() if seed is not None else None))
         finally:
-            self.admission.release(self._clock() - clock.admitted)
+            self.admission.release(self._clock() - clock.admitted, call.principal)
 
     def _decode(
         self, plan: GenerationPlan, call: Call, clock: StreamClock, seed: object | None,

@@ -27,14 +27,14 @@ def requests_ended(server, code: str) -> float:
 
 
 def acquire_in_thread(
-    admission: Admission, cancelled: threading.Event, outcomes: list, label: str = "admitted"
+    admission: Admission, cancelled: threading.Event, outcomes: list, label: str = "admitted", principal: str = ""
 ) -> threading.Thread:
     def run() -> None:
         try:
-            admission.acquire(cancelled)
+            admission.acquire(cancelled, principal)
             outcomes.append(label)
         except (Overloaded, Abandoned) as exc:
-            outcomes.append(type(exc).__name__)
+            outcomes.append(type(exc).__name__ if label == "admitted" else f"{label} {type(exc).__name__}")
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
@@ -101,6 +101,45 @@ def test_draining_refuses_new_and_queued_requests_but_keeps_running_ones():
     assert admission.wait_idle(1.0)
 
 
+def test_a_caller_filling_the_queue_gives_its_newest_place_to_another_caller():
+    admission = Admission(max_active=1, max_queue=2)
+    admission.acquire(threading.Event(), "flood")
+    outcomes: list = []
+    floods = []
+    for i in (1, 2):  # one after the other, so that flood2 is the newer waiter
+        floods.append(acquire_in_thread(admission, threading.Event(), outcomes, f"flood{i}", "flood"))
+        assert wait_until(lambda n=i: admission.queued == n)
+    with pytest.raises(Overloaded, match="max_queue 2"):
+        admission.acquire(threading.Event(), "flood")  # its own third waiter: refused as before
+    other = acquire_in_thread(admission, threading.Event(), outcomes, "other", "other")
+    floods[1].join(JOIN_S)
+    assert outcomes == ["flood2 Overloaded"] and admission.queued == 2
+    admission.release(0.1, "flood")  # the two callers now hold nothing: the older waiter goes first
+    floods[0].join(JOIN_S)
+    admission.release(0.1, "flood")
+    other.join(JOIN_S)
+    assert outcomes == ["flood2 Overloaded", "flood1", "other"]
+    admission.release(0.1, "other")
+    assert admission.wait_idle(1.0)
+
+
+def test_a_freed_slot_goes_to_the_caller_holding_the_fewest():
+    admission = Admission(max_active=2, max_queue=4)
+    admission.acquire(threading.Event(), "flood")
+    admission.acquire(threading.Event(), "flood")
+    outcomes: list = []
+    waiters = [acquire_in_thread(admission, threading.Event(), outcomes, "flood3", "flood")]
+    assert wait_until(lambda: admission.queued == 1)
+    waiters.append(acquire_in_thread(admission, threading.Event(), outcomes, "other", "other"))
+    assert wait_until(lambda: admission.queued == 2)
+    admission.release(0.1, "flood")  # flood still holds one slot, other none: other goes first
+    waiters[1].join(JOIN_S)
+    assert outcomes == ["other"]
+    admission.release(0.1, "flood")
+    waiters[0].join(JOIN_S)
+    assert outcomes == ["other", "flood3"]
+
+
 @pytest.fixture(scope="module")
 def tight_server(smollm2):
     """One stream decoding, one waiting: the smallest server that shows every admission path."""
@@ -162,3 +201,26 @@ def test_a_passed_deadline_stops_generation_and_frees_the_slot(tight_server, smo
         follow_up = c.generate(ids, max_new_tokens=2, timeout=RPC_TIMEOUT_S)
     assert follow_up.result.timings.queue_ms < 1000
     assert wait_until(lambda: requests_ended(server, "DEADLINE_EXCEEDED") >= 1)
+
+
+def test_a_caller_flooding_the_server_cannot_lock_another_caller_out(smollm2):
+    """Two callers told apart by their tokens: one holds the slot and fills the queue with long
+    streams; the other's request still gets in line (the flood's newest waiter is refused in its
+    place, saying why) and is answered once the flood's streams end."""
+    config = ServerConfig(max_concurrency=1, max_queue=2)
+    ids = smollm2.encode_prompt("Write a long story about a dragon.")
+    with running_server(smollm2, config=config, auth_tokens=["flood-token", "victim-token"]) as (server, port), \
+            client_for(port, token="flood-token") as flood, client_for(port, token="victim-token") as victim:
+        admission = server.servicer.admission
+        floods = []
+        for n in (1, 2, 3):  # one by one, so that the last is the newest waiter
+            floods.append(flood.stream(generate_request(ids, max_new_tokens=500), timeout=RPC_TIMEOUT_S))
+            assert wait_until(lambda n=n: admission.active + admission.queued == n)
+        with ThreadPoolExecutor(1) as pool:
+            answer = pool.submit(victim.generate, ids, max_new_tokens=2, timeout=RPC_TIMEOUT_S)
+            assert wait_until(lambda: floods[2].done() and admission.queued == 2)
+            for call in floods[:2]:
+                call.cancel()
+            result = answer.result(timeout=RPC_TIMEOUT_S).result
+    assert result.usage.generated_tokens == 2
+    assert floods[2].code() == grpc.StatusCode.UNAVAILABLE and "went to another caller" in floods[2].details()
