@@ -44,7 +44,7 @@ _LABELS: dict[str, str] = {
 _GROUP = r"[0-9A-Z]*[0-9][0-9A-Z]*"
 _NUMBER = rf"{_GROUP}(?:[ -]{_GROUP})*"
 _MONTH = (r"(?:JAN|FEB|MAR|APR|MAY|JUN|JUL|AUG|SEP|OCT|NOV|DEC|JANV|FÉVR|FEVR|AVR|MAI|JUIN|JUIL|AOÛT|AOUT|"
-          r"SEPT|DÉC|ENE|ABR|AGO|DIC|GEN|MAG|GIU|LUG|SETT|OTT|MÄR|MRZ|OKT|DEZ|MEI|OKT)[A-ZÀ-Ý]*\.?")
+          r"SEPT|DÉC|ENE|ABR|AGO|DIC|GEN|MAG|GIU|LUG|SETT|OTT|MÄR|MRZ|OKT|DEZ|MEI)[A-ZÀ-Ý]*\.?")
 _DAY = r"[0-9]{1,2}(?:ST|ND|RD|TH|ER|\.)?"
 _DATE = (rf"(?:[0-9]{{1,4}}[ ./-][0-9]{{1,2}}[ ./-][0-9]{{2,4}}|{_DAY}(?: OF| DE| DI)? {_MONTH},? (?:DE )?[0-9]{{4}}|"
          rf"{_MONTH} {_DAY},? [0-9]{{4}})")
