@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from router.linear_regex import char_offsets, compile_linear, match_spans
+from router.linear_regex import compile_linear, group_spans, match_spans
 
 Span = tuple[str, int, int]
 
@@ -60,12 +60,4 @@ def find_addresses(text: str) -> Iterator[Span]:
 
 def _cued(text: str) -> list[tuple[int, int]]:
     """Spans of the addresses a cue announces, in any case."""
-    data = text.encode("utf-8")
-    spans, pos = [], 0
-    while (m := _CUED.search(data, pos)) is not None:
-        spans.append(m.span(1))
-        pos = m.end()
-    if spans and len(data) != len(text):
-        chars = char_offsets(data, [offset for span in spans for offset in span])
-        spans = [(chars[a], chars[b]) for a, b in spans]
-    return spans
+    return [address for (address,) in group_spans(_CUED, text, (1,))]

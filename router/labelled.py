@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-from router.linear_regex import char_offsets, compile_linear
+from router.linear_regex import compile_linear, group_spans
 
 Span = tuple[str, int, int]
 
@@ -62,25 +62,12 @@ _DATED = re.compile(r"[0-9]{4}[ ./-][0-9]{1,2}[ ./-][0-9]{1,2}|[0-9]{1,2}[ ./-][
 
 def find_labelled(text: str, kinds: tuple[str, ...]) -> Iterator[Span]:
     """Each value of one of `kinds` (keys of _LABELS) right after a word naming it, in `text`."""
-    data = text.encode("utf-8")
-    found: list[tuple[str, int, int, int, int]] = []  # kind, label's span, value's span (bytes)
-    for kind in kinds:
-        for regex in _FINDERS[kind]:
-            pos = 0
-            while (m := regex.search(data, pos)) is not None:
-                pos = m.start() + 1  # a label that is no whole word may hide one that starts inside it
-                found.append((kind, *m.span(1), *m.span(2)))
-    if not found:
-        return
-    chars = char_offsets(data, [offset for _, *offsets in found for offset in offsets]) if len(data) != len(text) \
-        else None
-    for kind, label, label_end, start, end in found:
-        if chars is not None:
-            label, label_end, start, end = chars[label], chars[label_end], chars[start], chars[end]
-        if (label and text[label - 1].isalpha()) or (label_end < len(text) and text[label_end].isalpha()):
-            continue  # whole words only: "tabular" holds no "aba", "adobe" no "dob", "borne" no "born"
-        value = text[start:end]
-        if kind == "birth_date" or (sum(c.isalnum() for c in value) >= _MIN_CHARS
-                                    and sum(c.isdigit() for c in value) >= _MIN_DIGITS
-                                    and not _DATED.fullmatch(value)):
-            yield kind, start, end
+    for kind, regex in ((kind, regex) for kind in kinds for regex in _FINDERS[kind]):
+        for (label, label_end), (start, end) in group_spans(regex, text, (1, 2)):
+            if (label and text[label - 1].isalpha()) or (label_end < len(text) and text[label_end].isalpha()):
+                continue  # whole words only: "tabular" holds no "aba", "adobe" no "dob", "borne" no "born"
+            value = text[start:end]
+            if kind == "birth_date" or (sum(c.isalnum() for c in value) >= _MIN_CHARS
+                                        and sum(c.isdigit() for c in value) >= _MIN_DIGITS
+                                        and not _DATED.fullmatch(value)):
+                yield kind, start, end

@@ -49,16 +49,20 @@ def found_in(regex: re2._Regexp, text: str) -> bool:
 def match_spans(regex: re2._Regexp, text: str) -> list[tuple[int, int]]:
     """Where `regex` matches in `text`, one span for each place a match starts (overlapping ones
     too: a match that turns out wrong cannot hide one that starts inside it)."""
+    return [spans[0] for spans in group_spans(regex, text, (0,))]
+
+
+def group_spans(regex: re2._Regexp, text: str, groups: tuple[int, ...]) -> list[tuple[tuple[int, int], ...]]:
+    """As `match_spans`, the spans (in characters) of each match's `groups`, which must all take part."""
     data = text.encode("utf-8")  # the str path would encode the whole text again on every search
-    spans, pos = [], 0
+    found, pos = [], 0
     while (m := regex.search(data, pos)) is not None:
-        start, end = m.span()
-        spans.append((start, end))
-        pos = start + 1
-    if len(data) != len(text):
-        chars = char_offsets(data, [offset for span in spans for offset in span])
-        spans = [(chars[a], chars[b]) for a, b in spans]
-    return spans
+        found.append(tuple(m.span(g) for g in groups))
+        pos = m.start() + 1
+    if found and len(data) != len(text):
+        chars = char_offsets(data, [offset for spans in found for span in spans for offset in span])
+        found = [tuple((chars[a], chars[b]) for a, b in spans) for spans in found]
+    return found
 
 
 def char_offsets(data: bytes, offsets: list[int]) -> dict[int, int]:
