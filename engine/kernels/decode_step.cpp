@@ -285,14 +285,49 @@ inline __m256 fold(__m512 v) {
   return _mm256_add_ps(_mm512_castps512_ps256(v), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
 }
 
+inline __m512 load16(const int8_t* p) {
+  return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+}
+
+// o_g = sum_t w_g[t] v_t for G heads over n value rows (head_dim = 16 * HD16), each row widened
+// once for all heads, 64 lanes a pass so the outputs stay in registers: w_g[t] = p[g * stride + t],
+// times the row's scale for an int8 cache (v_scale; a float cache has none).
+template <int HD16, int G, typename T>
+void weigh_values_zmm(const float* p, int64_t stride, const T* values, const c10::Half* v_scale, int64_t n,
+                      float* o) {
+  static_assert(HD16 % 4 == 0, "values are weighed 64 lanes a pass");
+  constexpr int64_t hd = 16 * HD16;
+  for (int j0 = 0; j0 < HD16; j0 += 4) {
+    __m512 out[G][4];
+    for (int g = 0; g < G; ++g) {
+      for (int j = 0; j < 4; ++j) out[g][j] = _mm512_setzero_ps();
+    }
+    for (int64_t t = 0; t < n; ++t) {
+      if (t + kAhead < n) prefetch<3>(values + (t + kAhead) * hd + 16 * j0, 64 * sizeof(T));
+      __m512 w[G];
+      for (int g = 0; g < G; ++g) {
+        float weight = p[g * stride + t];
+        if constexpr (std::is_same_v<T, int8_t>) weight *= static_cast<float>(v_scale[t]);
+        w[g] = _mm512_set1_ps(weight);
+      }
+      for (int j = 0; j < 4; ++j) {
+        const __m512 v = load16(values + t * hd + 16 * (j0 + j));
+        for (int g = 0; g < G; ++g) out[g][j] = _mm512_fmadd_ps(w[g], v, out[g][j]);
+      }
+    }
+    for (int g = 0; g < G; ++g) {
+      for (int j = 0; j < 4; ++j) _mm512_storeu_ps(o + g * hd + 16 * (j0 + j), out[g][j]);
+    }
+  }
+}
+
 // G heads' attention over one item's n positions, 16 lanes at a time (head_dim = 16 * HD16).
 // Keys are scored four at a time: each head's four 16-lane sums reduce together to one
 // 4-lane vector of scores, a quarter of the horizontal adds one key at a time would take.
-// Values go 64 lanes a pass, so the G heads' outputs stay in registers.
+// Values are weighed by weigh_values_zmm.
 template <int HD16, int G, typename T>
 void attend_zmm(const float* q, const T* keys, const T* values, int64_t n, float scale, float* s, int64_t stride,
                 float* o, float* top, float* sum) {
-  static_assert(HD16 % 4 == 0, "values are weighed 64 lanes a pass");
   constexpr int64_t hd = 16 * HD16;
   const __m128 vscale = _mm_set1_ps(scale);
   __m128 vtop[G];
@@ -330,24 +365,7 @@ void attend_zmm(const float* q, const T* keys, const T* values, int64_t n, float
     for (int g = 0; g < G; ++g) top[g] = std::max(top[g], s[g * stride + t] = _mm512_reduce_add_ps(acc[g]) * scale);
   }
   for (int g = 0; g < G; ++g) sum[g] = exp_shifted(s + g * stride, n, top[g]);
-  for (int j0 = 0; j0 < HD16; j0 += 4) {
-    __m512 out[G][4];
-    for (int g = 0; g < G; ++g) {
-      for (int j = 0; j < 4; ++j) out[g][j] = _mm512_setzero_ps();
-    }
-    for (t = 0; t < n; ++t) {
-      if (t + kAhead < n) prefetch<3>(values + (t + kAhead) * hd + 16 * j0, 64 * sizeof(T));
-      __m512 p[G];
-      for (int g = 0; g < G; ++g) p[g] = _mm512_set1_ps(s[g * stride + t]);
-      for (int j = 0; j < 4; ++j) {
-        const __m512 v = load16(values + t * hd + 16 * (j0 + j));
-        for (int g = 0; g < G; ++g) out[g][j] = _mm512_fmadd_ps(p[g], v, out[g][j]);
-      }
-    }
-    for (int g = 0; g < G; ++g) {
-      for (int j = 0; j < 4; ++j) _mm512_storeu_ps(o + g * hd + 16 * (j0 + j), out[g][j]);
-    }
-  }
+  weigh_values_zmm<HD16, G>(s, stride, values, nullptr, n, o);
 }
 #elif defined(TANDEM_AVX2)
 // G heads' attention over one item's n positions with their queries and outputs held in
@@ -443,35 +461,6 @@ void round_queries(const float* q, int64_t heads, int64_t hd, int16_t* qq, float
     for (int64_t i = 0; i < hd; ++i) qq[i] = static_cast<int16_t>(std::nearbyint(q[i] * inv_q));
   }
 }
-
-#ifdef TANDEM_ZMM_DOT
-// weigh_values_int8's AVX-512 body for head_dim = 16 * HD16: 16 values a load, widened to fp32,
-// 64 lanes a pass so the G heads' outputs stay in registers; each lane sums in the 256-bit order.
-template <int HD16, int G>
-void weigh_values_int8_zmm(const float* p, int64_t stride, I8Rows values, int64_t n, float* o) {
-  constexpr int64_t hd = 16 * HD16;
-  for (int j0 = 0; j0 < HD16; j0 += 4) {
-    __m512 out[G][4];
-    for (int g = 0; g < G; ++g) {
-      for (int j = 0; j < 4; ++j) out[g][j] = _mm512_setzero_ps();
-    }
-    for (int64_t t = 0; t < n; ++t) {
-      __m512 w[G];
-      for (int g = 0; g < G; ++g) w[g] = _mm512_set1_ps(p[g * stride + t] * static_cast<float>(values.s[t]));
-      const int8_t* v = values.q + t * hd + 16 * j0;
-      if (t + kAhead < n) prefetch<3>(v + kAhead * hd, 64);
-      for (int j = 0; j < 4; ++j) {
-        const __m512 wide =
-            _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(v + 16 * j))));
-        for (int g = 0; g < G; ++g) out[g][j] = _mm512_fmadd_ps(w[g], wide, out[g][j]);
-      }
-    }
-    for (int g = 0; g < G; ++g) {
-      for (int j = 0; j < 4; ++j) _mm512_storeu_ps(o + g * hd + 16 * (j0 + j), out[g][j]);
-    }
-  }
-}
-#endif
 
 #ifdef TANDEM_AVX2
 // The scoring loop over keys given their integer sums: key_sums(k, acc) leaves in acc[g] eight
@@ -591,8 +580,8 @@ void score_int8(const int16_t* qq, const float* q_scale, I8Rows keys, const int8
 template <int G>
 void weigh_values_int8(const float* p, int64_t stride, I8Rows values, int64_t n, int64_t hd, float* o) {
 #ifdef TANDEM_ZMM_DOT
-  if (hd == 64) return weigh_values_int8_zmm<4, G>(p, stride, values, n, o);
-  if (hd == 128) return weigh_values_int8_zmm<8, G>(p, stride, values, n, o);
+  if (hd == 64) return weigh_values_zmm<4, G>(p, stride, values.q, values.s, n, o);
+  if (hd == 128) return weigh_values_zmm<8, G>(p, stride, values.q, values.s, n, o);
 #endif
 #ifdef TANDEM_AVX2
   if (hd % 8 == 0 && hd <= 128) {
