@@ -41,6 +41,12 @@ def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> bool:
     return condition()
 
 
+def requests_ended(server: CloudServer, code: str, method: str = "Generate") -> float:
+    """How many `method` requests the server counted as ended with `code` (0 before the first)."""
+    value = server.metrics.registry.get_sample_value("tandem_cloud_requests_total", {"method": method, "code": code})
+    return value or 0.0
+
+
 def client_for(port: int, **kwargs) -> CloudClient:
     return CloudClient(f"127.0.0.1:{port}", **kwargs)
 

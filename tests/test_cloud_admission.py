@@ -14,16 +14,9 @@ from cloud.admission import MIN_RETRY_AFTER_MS, Abandoned, Admission, Overloaded
 from cloud.client import generate_request
 from cloud.config import ServerConfig
 from cloud.servicer import RETRY_AFTER_KEY
-from tests.cloud_fixtures import RPC_TIMEOUT_S, client_for, running_server, wait_until
+from tests.cloud_fixtures import RPC_TIMEOUT_S, client_for, requests_ended, running_server, wait_until
 
 JOIN_S = 10.0
-
-
-def requests_ended(server, code: str) -> float:
-    value = server.metrics.registry.get_sample_value(
-        "tandem_cloud_requests_total", {"method": "Generate", "code": code}
-    )
-    return value or 0.0
 
 
 def acquire_in_thread(

@@ -17,7 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from cloud.config import ServerConfig
 from cloud.contract import fingerprint_message
 from tandem_rpc.v1 import cloud_pb2, cloud_pb2_grpc
-from tests.cloud_fixtures import RPC_TIMEOUT_S, client_for, running_server, status_of, wait_until
+from tests.cloud_fixtures import RPC_TIMEOUT_S, client_for, requests_ended, running_server, status_of, wait_until
 from tests.conftest import REPO
 
 
@@ -86,17 +86,12 @@ def test_a_stream_nobody_reads_is_ended_after_the_stall_limit_and_frees_everythi
         (call,) = non_reading_prefills(channel, smollm2, prompt, 1)
         assert wait_until(lambda: server.servicer.streams.open == 1, timeout=20)
         assert wait_until(lambda: server.servicer.streams.open == 0, timeout=5)
-
-        def stalled() -> float | None:
-            return server.metrics.registry.get_sample_value(
-                "tandem_cloud_requests_total", {"method": "PrefillKV", "code": "STALLED"})
-
         # The outcome is counted when the body closes on a worker, just after the stream is let go.
-        wait_until(lambda: stalled() is not None, timeout=5)
+        wait_until(lambda: requests_ended(server, "STALLED", "PrefillKV") > 0, timeout=5)
         with pytest.raises(grpc.RpcError) as info:
             for _ in call:
                 pass
-    assert stalled() == 1
+    assert requests_ended(server, "STALLED", "PrefillKV") == 1
     assert info.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED and "read nothing for 1 s" in info.value.details()
 
 
