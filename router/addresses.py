@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from router.linear_regex import compile_linear, group_spans, match_spans
+from router.scan import free_before
 
 Span = tuple[str, int, int]
 
@@ -27,7 +28,8 @@ _NAME = r"(?:[A-Z][A-Za-z'’.-]*|[0-9]{1,3}(?:st|nd|rd|th))"  # "O'Connell", "S
 _EN_TYPES = (r"Street|St|Avenue|Ave|Av|Road|Rd|Lane|Ln|Drive|Dr|Boulevard|Blvd|Court|Ct|Way|Place|Pl|Terrace|Ter|"
              r"Crescent|Cres|Close|Parkway|Pkwy|Highway|Hwy|Square|Sq|Circle|Cir|Trail|Trl|Row|Mews|Gardens|Grove|"
              r"Walk|Hill|Parade|Esplanade|Alley|Plaza|Loop")
-_EN = (rf"{_NUMBER} (?:{_NAME} ){{1,3}}(?i:{_EN_TYPES})\b\.?(?: (?:NW|NE|SW|SE|N|S|E|W)\b\.?)?"
+_DIRECTION = r"(?: (?:NW|NE|SW|SE|N|S|E|W)\b\.?)?"
+_EN = (rf"{_NUMBER} (?:{_NAME} ){{1,3}}(?i:{_EN_TYPES})\b\.?{_DIRECTION}"
        rf"(?:,? (?:Apt|Apartment|Suite|Ste|Unit|Flat|Floor|Fl)\.? ?#?[0-9A-Za-z-]{{1,6}})?")
 _DE_NL = (r"[A-ZÄÖÜ][a-zäöüß]+(?:-[A-ZÄÖÜ]?[a-zäöüß]+)*(?:straße|strasse|str\.|gasse|allee|platz|damm|ufer|"
           r"chaussee|straat|laan|gracht|plein|kade|steeg|singel) [0-9]{1,4}[a-z]?")
@@ -43,14 +45,14 @@ _ADDRESS = compile_linear(f"(?:{_EN}|{_DE_NL}|{_FR}|{_ES_IT_PT}|{_PO_BOX})")
 _CUE = (r"address|addr|live at|living at|located at|ship(?:ping)? to|deliver(?:y)? to|send (?:it |this |them )?to|"
         r"moved to|reside at|staying at|visit (?:me|us) at|mail (?:it |this )?to|meet (?:me|us) at")
 _CUED = compile_linear(rf"(?i:\b(?:{_CUE})[ :,-]{{1,3}}({_NUMBER} (?:[a-z0-9'’.-]+ ){{1,3}}(?:{_EN_TYPES})\b\.?"
-                       rf"(?: (?:nw|ne|sw|se|n|s|e|w)\b\.?)?))")
+                       rf"{_DIRECTION}))")
 
 
 def find_addresses(text: str) -> Iterator[Span]:
     """Each street address in `text` (the text view), as ("street_address", start, end)."""
     last_end = -1
     for start, end in sorted(match_spans(_ADDRESS, text) + _cued(text)):
-        if start and (text[start - 1].isalnum() or text[start - 1] == "_"):
+        if not free_before(text, start):
             continue  # "1221B Baker Street" is found from its first digit, not its second
         if end <= last_end:
             continue  # inside the address just found
