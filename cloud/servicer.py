@@ -22,6 +22,7 @@ import math
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any, AsyncIterator, Callable, Iterator
 
 import grpc
@@ -150,17 +151,13 @@ class CloudInferenceServicer(cloud_pb2_grpc.CloudInferenceServicer):
             kv = self._kv("PrefillKV", "kv_export")
             options = kv.check_prefill(request)
             ids = list(request.token_ids)
-            clock.admitted = self.admission.acquire(call.cancelled, call.principal)
-            self.metrics.queue_seconds.observe(clock.admitted - clock.arrived)
-            try:
+            with self._slot(call, clock):
                 done = kv.prefill(ids, self._should_stop(call))
                 if done is None:
                     return call.gone()
                 cache, prefill_s = done
                 self.metrics.prompt_tokens.inc(len(ids))
                 self.metrics.prefill_seconds.observe(prefill_s)
-            finally:
-                self.admission.release(self._clock() - clock.admitted, call.principal)
             yield from kv.send(cache, options, request_id=request.request_id, token_ids=ids, prefill_s=prefill_s)
             return "OK"
 
@@ -243,10 +240,16 @@ class CloudInferenceServicer(cloud_pb2_grpc.CloudInferenceServicer):
         """Wait for a slot, then decode (from `seed()`, the backend's imported cache, if given);
         returns the outcome for metrics."""
         self.metrics.escalations.labels(plan.escalation_reason).inc()
+        with self._slot(call, clock):
+            return (yield from self._decode(plan, call, clock, seed() if seed is not None else None))
+
+    @contextmanager
+    def _slot(self, call: Call, clock: StreamClock) -> Iterator[None]:
+        """A decode slot for the call's caller, held for the block; its wait goes into the queue metric."""
         clock.admitted = self.admission.acquire(call.cancelled, call.principal)
         self.metrics.queue_seconds.observe(clock.admitted - clock.arrived)
         try:
-            return (yield from self._decode(plan, call, clock, seed() if seed is not None else None))
+            yield
         finally:
             self.admission.release(self._clock() - clock.admitted, call.principal)
 
