@@ -21,6 +21,7 @@ from router.addresses import find_addresses
 from router.credentials import find_secrets
 from router.labelled import find_labelled
 from router.normalize import digit_view, text_view
+from router.names import find_names
 from router.national_ids import IdWords
 from router.phones import find_phones
 from router.pii import find_cards, find_emails, find_ibans, find_ip_addresses, find_national_ids
@@ -37,6 +38,7 @@ DETECTORS: dict[str, Detector] = {
     "bank_account": lambda text: find_labelled(text, ("bank_account",)),
     "birth_date": lambda text: find_labelled(text, ("birth_date",)),
     "address": find_addresses,
+    "person_name": find_names,
     "ip_address": find_ip_addresses,
     "secret": find_secrets,
 }

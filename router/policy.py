@@ -34,6 +34,9 @@ BUILTIN_DETECTORS: dict[str, str] = {
     "birth_date": "dates of birth after a word naming them (date of birth, DOB, born on, Geburtsdatum, né le, ...)",
     "address": "street addresses: a house number next to a street (221B Baker Street, Hauptstraße 5, 12 rue de la "
     "Paix, Calle Mayor 10)",
+    "person_name": "people's names where the text marks them as one: after an honorific (Mr., Dr, Frau, Mme), an "
+    "introduction (my name is, je m'appelle, me llamo), a form field (Name:, \"first_name\":) or a salutation "
+    "(Dear Anna,)",
     "ip_address": "IPv4 and IPv6 addresses",
     "secret": "private key blocks, vendor API keys and tokens, JWTs, auth headers, command-line and URL credentials, "
     "passwords and keys after a keyword in seven languages",

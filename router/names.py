@@ -1,0 +1,339 @@
+"""People's names where the text marks them as a person's.
+
+A name has no shape of its own: a capitalised word is as often a place, a brand or the start of a
+sentence, no list of names is complete, and a question about a famous person ("When was Ada
+Lovelace born?") must still reach the cloud whole. So a name counts only where the words around
+it say it names someone in the writer's life or records:
+
+- an honorific: "Mr. Smith", "Dr Priya Raman", "Frau Müller", "mevrouw De Vries", "dott. Lombardi"
+  (not a title after it: "Mr. President", "Madam Speaker");
+- an introduction: "my name is Jane Doe", "her name is zoe", "I'm Dana Whitfield", "je m'appelle
+  Léa", "me llamo", "ik ben", "sono", "call me Ishmael", "this is Pham Thi Lan calling";
+- a relation or a role: "my son Liam", "his fiancée Meera", "my ex, jake thornton", "mi hija
+  Valentina", "meine Kollegin Sarah", "Oma Ingrid", "le patient Jean-Baptiste Moreau";
+- a form or record field, a header or a table column: "Name: Jane Doe", "Pt: Nguyen Van Thanh",
+  "assignee": "Björn Åkesson", "Attendees: Sarah Kim, Diego Ramírez", "From: Jane Doe <...>",
+  a CSV column headed "employee";
+- a letter's salutation or sign-off: "Dear Anna,", "hi sarah,", "Best regards,\\nTom Baker",
+  "Thanks so much Ifeoma!", "... - Sunita" at the end.
+
+A name is one to four capitalised words (initials and particles such as "van der" or "de la"
+inside), each ending in a lower-case letter, so acronyms are not names; where the cue is strong
+(an introduction, a relation before a comma, an honorific with its dot, a salutation before a
+comma) one or two words in any case, up to the first word that is not a name. Runs on the text
+view (router.normalize), in RE2 (linear time).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import re2
+
+from router.linear_regex import char_offsets, compile_linear, group_spans
+
+Span = tuple[str, int, int]
+
+_WORD = r"\p{Lu}['’]?\p{L}*\p{Ll}(?:-\p{L}*\p{Ll})?"  # "O'Neil", "McDonald", "García-López", "Al-Rashid"
+_INITIAL = r"\p{Lu}\."
+_PARTICLES = ("van", "von", "der", "den", "de", "del", "della", "di", "da", "du", "dos", "das", "le", "la", "al", "el",
+              "bin", "ibn", "ter", "ten", "zu", "y")
+_PARTICLE = f"(?:{'|'.join(_PARTICLES)})"
+_NAME = rf"(?:{_PARTICLE} )*(?:{_INITIAL} ?)*{_WORD}(?: (?:{_PARTICLE} )*(?:{_INITIAL} ?)*{_WORD}){{0,3}}"
+_FULL_NAME = rf"(?:{_WORD} (?:{_PARTICLE} )*(?:{_INITIAL} ?)*){{1,2}}{_WORD}"  # two or three words
+_NAMES = rf"{_NAME}(?:(?:, | and | & | und | et | y | e | en ){_NAME})*"  # "Sarah Kim, Diego Ramírez"
+_ANY_WORD = r"\p{L}[\p{L}'’-]*"
+_ANY_NAME = rf"{_ANY_WORD}(?: {_ANY_WORD})?"  # one or two words in any case, trimmed by find_names
+
+
+# (case-sensitive: a case-insensitive "ms" or "dr" before a Unicode name class blows up RE2's DFA)
+_HONORIFIC = (r"(?:Mr|Mrs|Ms|Mx|Dr|Prof|Sr|Sra|Srta|Sig|Sig\.ra|Mme|Mlle|Dhr|Mevr|Mw|Dott|Dott\.ssa|Avv)\.?|"
+              r"(?:mr|mrs|ms|dr|prof|sr|sra|dott)\.|Herr|Frau|Madame|Monsieur|Señor|Señora|Señorita|Signor|Signora|"
+              r"Signorina|Mevrouw|Meneer|mevrouw|meneer|Professor|Miss|Mister|Missus")
+_FAMILY_TITLE = (r"(?i:aunt|auntie|uncle|grandma|grandpa|granny|nana|oma|opa|tante|onkel|tía|tío|abuela|abuelo|nonna|"
+                 r"nonno|mamie|papi)")
+_INTRODUCED = (
+    r"(?:my|his|her|their|our|your)(?: [a-z]+'s| [a-z]+’s)? (?:full |real |legal |first |last |maiden )?"
+    r"name is|my name's|my name’s|name (?:on|under|for) (?:the|my|this|our) [a-z]+ is|i am called|i'm called|i’m called|"
+    r"mein name ist|ich hei(?:ß|ss)e|je m'appelle|je m’appelle|mon nom est|me llamo|mi nombre es|"
+    r"mi chiamo|il mio nome è|mijn naam is|ik heet|(?:o )?meu nome é|me chamo|chamo-me")
+# "I'm" and its kin take a first and last name: one word is as often a nationality or a mood
+# ("I'm American", "soy Médico")
+_I_AM = r"I'm|I’m|I am|(?i:ich bin|je suis|soy|sono|ik ben|eu sou|sou a|sou o|le escribe|les escribe|aquí)"
+_RELATION = (
+    r"(?:(?:my|his|her|our|their|your)(?: [a-z0-9-]+)?(?: [a-z-]+(?:'s|’s))? (?:son|daughter|kid|child|baby|wife|husband|partner|"
+    r"spouse|boyfriend|girlfriend|bf|gf|fianc[ée]e?|brother|sister|sibling|mother|father|mom|mum|dad|mama|papa|"
+    r"grandma|grandpa|grandmother|grandfather|granny|nana|grandson|granddaughter|aunt|uncle|cousin|niece|nephew|"
+    r"friend|buddy|colleague|coworker|co-worker|boss|manager|supervisor|intern|employee|assistant|teacher|tutor|"
+    r"student|doctor|dentist|therapist|nurse|neighbou?r|landlord|landlady|tenant|roommate|flatmate|housemate|ex|"
+    r"client|patient|lawyer|attorney|accountant|coach|mentor|classmate|teammate|co-?founder|caregiver|babysitter|"
+    r"nanny|stepson|stepdaughter|stepmother|stepfather|[a-z]+-in-law|ex-wife|ex-husband|ex-boyfriend|"
+    r"ex-girlfriend)|"
+    r"(?:mi|mis|tu|su) (?:hija|hijo|esposa|esposo|marido|mujer|madre|padre|mamá|papá|hermana|hermano|abuela|abuelo|"
+    r"amiga|amigo|jefe|jefa|novia|novio|tía|tío|prima|primo|compañera|compañero|vecina|vecino)|"
+    r"(?:mein|meine|meinem|meiner|meinen|sein|seine|ihr|ihre) (?:sohn|tochter|frau|mann|mutter|vater|bruder|"
+    r"schwester|oma|opa|freund|freundin|kollege|kollegin|chef|chefin|nachbar|nachbarin|tante|onkel|enkel|enkelin|"
+    r"partner|partnerin)|"
+    r"(?:mon|ma|son|sa) (?:fils|fille|femme|mari|mère|père|frère|sœur|soeur|ami|amie|collègue|patron|patronne|"
+    r"voisin|voisine|copain|copine|grand-mère|grand-père|tante|oncle)|"
+    r"(?:mijn|zijn|haar) (?:zoon|dochter|vrouw|man|moeder|vader|broer|zus|zuster|vriend|vriendin|collega|baas|"
+    r"buurman|buurvrouw|oma|opa|tante|oom)|"
+    r"(?:il mio|la mia|mio|mia) (?:figlio|figlia|moglie|marito|madre|padre|fratello|sorella|amico|amica|collega|"
+    r"capo|nonna|nonno|zia|zio|vicino|vicina)|"
+    r"(?:o meu|a minha|meu|minha) (?:filho|filha|esposa|marido|mulher|mãe|pai|irmão|irmã|amigo|amiga|colega|chefe|"
+    r"avó|avô|tia|tio|vizinho|vizinha))")
+_ROLE = (r"patient|client|customer|tenant|employee|applicant|defendant|plaintiff|claimant|witness|student|"
+         r"contractor|borrower|guarantor|user|member|driver|passenger|resident|subscriber|candidate")
+_FIELD = (
+    r"(?:full|first|last|given|family|middle|maiden|legal|patient|customer|client|employee|contact|recipient|"
+    r"sender|guest|passenger|tenant|applicant|student|child|spouse|parent|account holder|card holder|user)[ _-]?"
+    r"name|name|surname|pt|patient|patientin|patiënt|paciente|paziente|nom|prénom|nombre|apellidos?|nome|cognome|"
+    r"naam|vorname|nachname|reported by|requested by|submitted by|created by|prepared by|signed by|assigned to|"
+    r"assignee|owner|reporter|author|reviewer|approver|account holder|holder|cardholder|policyholder|beneficiary|"
+    r"payee|payer|witness|contact person|emergency contact|next of kin|guardian|physician|gp|caregiver|"
+    r"borrower|lender|insured|claimant|defendant|plaintiff|buyer|seller|landlord|signatory|attn|attention|"
+    r"kunde|kundin|ansprechpartner|ansprechpartnerin|kontoinhaber|empfänger|absender|titulaire|destinataire|"
+    r"expéditeur|titular|destinatario|remitente|titolare|mittente|klant|rekeninghouder|ontvanger|afzender|"
+    r"destinatário|remetente|firma|" + _ROLE)
+_BY = (r"witnessed by|signed by|prepared by|reported by|submitted by|requested by|approved by|reviewed by|authored by|"
+       r"written by|issued to|on behalf of|statement of|signature of|care of|c/o")
+_LIST_FIELD = r"attendees|participants|present|invitees|cc|bcc|team members|members|guests|witnesses|parties|teilnehmer"
+_SALUTATION = (r"Dear|Dearest|Hi|Hello|Hey|Liebe|Lieber|Cher|Chère|Querid[oa]|Caro|Cara|Beste|Hallo|Bonjour|Hola|Ciao|"
+               r"Olá|Salut|Coucou|Hej|Moin|Servus|Prezad[oa]|Estimad[oa]|Gentile|Egregio")
+_SIGN_OFF = (r"sincerely|regards|kind regards|best regards|warm regards|best wishes|yours truly|yours faithfully|"
+             r"cheers|signed|thanks|thank you|many thanks|best|all the best|love|take care|"
+             r"mit freundlichen grüßen|liebe grüße|viele grüße|beste grüße|lg|cordialement|bien à vous|bisous|"
+             r"saludos|atentamente|un abrazo|un saluto|cordiali saluti|saluti|atenciosamente|abraços|beijos|"
+             r"groeten|groetjes|met vriendelijke groet|met vriendelijke groeten|un abbraccio|un bacio|baci|besos|"
+             r"un beso|abrazos|grüße|gruß|hugs|xoxo|xx|att\.?|firma|unterschrift|signature|signé|assinatura")
+
+# (cue, what follows it with the value as its one group): the cue is found by a small regex of its
+# own, the rest matched from there. (Searching the whole pattern costs ~1 ms a match on 32 KB:
+# RE2's reverse DFA for the Unicode name classes outgrows its memory and it falls back to the NFA
+# over the text before the match. One regex of all the patterns ran 25x slower still.)
+_CASED = (
+    (_HONORIFIC, rf" +({_NAME})"),
+    (_FAMILY_TITLE, rf" ({_NAME})"),
+    (rf"(?i:{_INTRODUCED}|call me)", rf"[ :,]{{1,3}}({_NAME})"),
+    (_I_AM, rf" ({_FULL_NAME})"),
+    (r"(?i:this is)", rf" ({_FULL_NAME})(?i: calling| from|,? here)"),  # "this is Pham Thi Lan calling"
+    (r"(?i:(?:the|a|our|le|la|el|il|der|die|de) (?:patient|patientin|patiente|patiënt|paciente|paziente|client|"
+     r"cliente|klant|kunde|kundin|deceased|defendant|plaintiff|applicant|tenant|employee|victim|suspect|minor))",
+     rf",? ({_NAME})"),
+    # "my son David", and "my wife, Sarah," with the name set off by commas ("his wife, Behold now" is no name)
+    (rf"(?i:{_RELATION})", rf" ({_NAME})"),
+    (rf"(?i:{_RELATION})", rf", ({_NAME})(?:[,.;:!?)\n]|$)"),
+    (rf"(?i:{_RELATION})", rf" \(({_NAME})\)"),  # "Wife (Keiko)"
+    # a field's label and its value, as a form, a record or JSON writes it: `Name: `, `"assignee": "`
+    (rf"(?i:{_FIELD})", rf"[\"']?[ \t]*[:=][ \t]*[\"']?({_NAME})"),
+    (rf"(?i:{_LIST_FIELD})", rf"[ \t]*:[ \t]*({_NAMES})"),
+    (r"(?im:^(?:from|to|cc|reply-to))", rf"[ \t]*:[ \t]*({_NAMES})[ \t]*<"),  # e-mail headers
+    (r"(?im:^(?:from|to|cc))", rf"[ \t]*:[ \t]*({_NAMES})[ \t]*\n(?i:to|cc|subject|sent|date)[ \t]*:"),
+    (_SALUTATION, rf"[ \t]*(?:,[ \t]*\n?|\n| )[ \t]*({_NAMES})"),
+    (rf"(?i:{_SIGN_OFF})", rf"[ \t]*(?:,[ \t]*\n?|\n)[ \t]*({_NAME})"),
+    (r"(?i:thanks|thank you|thx|ty)", rf"(?i: so much| a lot| again)?,? ({_NAME})[!.,]"),
+    (rf"(?i:{_ROLE})", rf"[ \t]+({_FULL_NAME})"),  # "Client Rana Haddad"
+    (rf"(?i:{_ROLE})", rf"[ \t]+[\"'‘“]({_NAME})[\"'’”]"),  # employee 'Aditya Krishnamurthy'
+    (rf"(?i:{_BY})", rf"[ \t:]+({_FULL_NAME})"),  # "Witnessed by Eilidh MacLeod"
+    (r"I, ", rf"({_FULL_NAME}),"),  # "I, Mohammed Al-Khatib, hereby ..."
+)
+# (cue, value before it, as the one group of a pattern that ends with the cue)
+_CASED_BEFORE = (
+    # "Seo-yeon Park, my wife" ("Sorry, my son": none; the relation a whole word: "your points ex|pire" is none)
+    (rf"(?i:, {_RELATION})(?:[^\p{{L}}\p{{N}}]|$)", rf"({_FULL_NAME}), (?i:{_RELATION})(?:[^\p{{L}}\p{{N}}]|$)"),
+    (r"-(?i:san|sama|kun|chan|sensei)\b", rf"({_WORD})-(?i:san|sama|kun|chan|sensei)\b"),  # "Suzuki-san"
+)
+# A signature at the very end: "... next week? - Sunita"
+_SIGNATURE = compile_linear(rf"[.!?)][ \t\n]*[-–—~][ \t]*({_NAME})[ \t]*$")
+# (cue, what follows) whose value may be in any case: one or two words after a strong cue
+_ANY_CASE = (
+    (rf"(?i:{_INTRODUCED})", rf"[ :,]{{1,3}}({_ANY_NAME})"),
+    (rf"(?i:{_RELATION})", rf", ({_ANY_NAME})[,.;:!?)\n]"),
+    (r"(?i:(?:mr|mrs|ms|mx|dr|prof)\.)", rf" ?({_ANY_WORD})"),
+    (r"(?i:hi|hello|hey|dear|hola|salut|ciao|hallo)", rf" ({_ANY_WORD}),"),
+)
+# In lower case a name after a relation counts when a word that often follows one comes next:
+# "my bf ryan keeps", "my sister tanvi just got" (not "my mom always says": _NOT_NAMES, _NOT_LOWER_NAMES).
+_RELATION_NEXT = (rf"(?i:{_RELATION})", rf" ({_ANY_WORD}) ({_ANY_WORD})")
+_FOLLOWS_A_NAME = frozenset("""
+is was has had says said keeps kept just got gets told tells wants wanted needs asked called texted sent gave took
+made bought borrowed went left came will would can can't cannot didn't doesn't won't isn't wasn't hasn't
+also still always never finally recently
+""".split())
+# What a bare `name` field names when the word before it says so: not a person.
+_THING_NAMES = frozenset("""
+project product company file brand host code team domain event business app application package model variable
+field table column database server device network street city country store shop item course book song album
+film movie game pet dog cat ship group channel folder branch class function method
+module service bucket key plan org organisation organization
+""".split())
+# Words that end a lower-case name: "my name is john and ...", "my name is not important".
+_NOT_LOWER_NAMES = frozenset("""
+a an and or but so is was be been being am are in on at of for with by from as to too also just really very
+quite pretty kinda sort kind long short common unusual weird strange funny hard difficult easy unique rare
+written spelled spelt pronounced listed printed shown mentioned given missing wrong correct fine same different
+similar like irrelevant important private secret confidential anonymous hidden taken used included
+its his her their our your my me i you he she we they them him us if because since when then than has had have
+does did do will would can could should said says told wants wanted needs keeps kept is's isn't doesn't
+called sake saying being having going doing thinking asking telling
+""".split())
+# Capitalised words a cue is followed by that name no one: titles ("Mr. President"), generic
+# addressees ("Dear Customer", "Hey Siri"), days, and what follows "call me" or "I'm".
+_NOT_NAMES = frozenset("""
+president speaker chairman chairwoman chair secretary justice chief vice mayor governor senator ambassador
+minister prime commissioner director clerk deputy majority minority leader right honorable honourable editor
+chancellor sir madam madame mister sheriff judge general colonel captain major lieutenant sergeant officer
+präsident präsidentin bundeskanzler président présidente presidente ministre ministro
+customer customers team all everyone everybody friends friend colleagues colleague hiring manager members
+member valued parents parent students student sirs mom mum dad mother father god lord santa diary user users
+reader readers applicant candidate guest guests patient client tenant neighbour neighbor support sales admin
+doc folks guys gang people man dude bro sis mate pal babe y'all
+finance hr it legal marketing engineering operations accounting accounts procurement security facilities
+management department dept office republic republics state states nation nations church city
+congress senate parliament court committee board council government behold hath doth
+monday tuesday wednesday thursday friday saturday sunday january february march april may june july august
+september october november december tomorrow today tonight later maybe now soon back anytime please again
+i'm i’m i'd i'll i've it's that's there's let's we're you're he's she's they're
+the this that there here it he she they we you his her their our your my mine yes no ok okay not thanks thank
+master mistress son daughter brother sister uncle aunt doctor teacher boss coach baby honey darling sweetie
+google siri alexa cortana bixby chatgpt gemini copilot
+world male female unknown none null true false n/a who what where when which why how
+mr mrs ms mx dr prof sr sra srta sig mme mlle dhr mevr herr frau monsieur señor señora señorita signor
+signora signorina professor missus mevrouw meneer
+""".split())
+# A table's column headed by one of these holds people's names.
+_PERSON_COLUMNS = frozenset("""
+name fullname firstname lastname givenname surname employee employeename manager supervisor customer customername
+client clientname patient patientname contact contactname owner assignee student teacher member attendee guest
+tenant applicant candidate driver nurse doctor physician reviewer author reporter requester recipient sender
+parent child spouse emergencycontact person participant user username staff agent representative
+""".split())
+_CELL_NAME = compile_linear(rf"{_NAME}")
+_SEPARATORS = (",", ";", "\t", "|")
+
+
+def _word_before(text: str, index: int) -> str:
+    """The word that ends right before `index` (spaces, underscores or dashes between), lower case."""
+    end = index
+    while end > 0 and text[end - 1] in " _-":
+        end -= 1
+    start = end
+    while start > 0 and text[start - 1].isalpha():
+        start -= 1
+    return text[start:end].casefold()
+
+
+_STOP = _NOT_NAMES | _NOT_LOWER_NAMES
+_WINDOW = 320  # bytes a name and its punctuation take at most after (or before) its cue
+
+
+class _Rule:
+    """A cue, found by a small regex of its own, and the pattern matched from it (or, for a name
+    written before its cue, searched in the few bytes before it)."""
+
+    def __init__(self, cue: str, pattern: str, *, before: bool = False) -> None:
+        self.cue = compile_linear(cue if before else rf"\b(?:{cue})")  # "\b": no search stops inside "which" for "hi"
+        self.pattern = compile_linear(pattern if before else f"({cue}){pattern}")
+        self.before = before
+
+    def spans(self, data: bytes) -> Iterator[tuple[int, int, tuple[tuple[int, int], ...]]]:
+        """(cue start, cue end, the value groups' spans) in bytes, for each match."""
+        pos = 0
+        while (cue := self.cue.search(data, pos)) is not None:
+            pos = cue.start() + 1
+            if self.before:
+                m = self.pattern.search(data, max(0, cue.start() - _WINDOW), cue.end())
+                if m is not None and m.end() == cue.end():
+                    yield cue.start(), cue.end(), tuple(m.span(g) for g in range(1, self.pattern.groups + 1))
+                continue
+            if cue.start() and (data[cue.start() - 1] >= 0x80 or chr(data[cue.start() - 1]).isalnum()):
+                continue  # whole words only: "name" in "filename", "dear" in "endear"
+            end = min(len(data), cue.start() + _WINDOW)
+            m = self.pattern.match(data, cue.start(), end)
+            if m is not None and (m.end() < end or end == len(data)):  # one cut short by the window is none
+                yield m.start(1), m.end(1), tuple(m.span(g) for g in range(2, self.pattern.groups + 1))
+
+
+_CASED_RULES = (*(_Rule(cue, rest) for cue, rest in _CASED),
+                *(_Rule(cue, pattern, before=True) for cue, pattern in _CASED_BEFORE))
+_ANY_CASE_RULES = tuple(_Rule(cue, rest) for cue, rest in _ANY_CASE)
+_RELATION_NEXT_RULE = _Rule(*_RELATION_NEXT)
+# Every cue at once, in one linear pass (an RE2 set): which rules have a cue in a text at all. Most
+# texts hold a few, and only their rules search further.
+_RULES = (*_CASED_RULES, *_ANY_CASE_RULES, _RELATION_NEXT_RULE)
+_CUE_SET = re2.Set.SearchSet(re2.Options())
+for _rule in _RULES:
+    _CUE_SET.Add(_rule.cue.pattern)
+_CUE_SET.Compile()
+
+
+def _found(rules: tuple[_Rule, ...], text: str, data: bytes,
+           present: set[_Rule]) -> Iterator[tuple[int, int, list[tuple[int, int]]]]:
+    """(cue start, cue end, value spans) in characters of `text` (`data` its UTF-8)."""
+    hits = [hit for rule in rules if rule in present for hit in rule.spans(data)]
+    if len(data) != len(text):
+        chars = char_offsets(data, [o for a, b, groups in hits for o in (a, b, *(x for g in groups for x in g))])
+        hits = [(chars[a], chars[b], [(chars[x], chars[y]) for x, y in groups]) for a, b, groups in hits]
+    for cue, cue_end, groups in hits:
+        yield cue, cue_end, list(groups)
+
+
+def _cued(text: str) -> Iterator[tuple[int, int]]:
+    """Names next to a cue: capitalised ones, then lower-case ones after a strong cue."""
+    data = text.encode("utf-8")
+    present = {_RULES[i] for i in _CUE_SET.Match(data) or ()}
+    for cue, cue_end, ((start, end), *_) in _found(_CASED_RULES, text, data, present):
+        if text[cue:cue_end].casefold() == "name" and _word_before(text, cue) in _THING_NAMES:
+            continue  # "Project name: Apollo", "file name = Report"
+        if text[start:end].split(" ", 1)[0].strip(".,&").casefold() not in _NOT_NAMES:
+            yield start, end
+    for _, _, ((start, end), *_) in _found(_ANY_CASE_RULES, text, data, present):
+        words = text[start:end].split(" ")
+        kept = 0
+        while kept < len(words) and words[kept].casefold() not in _STOP:
+            kept += 1
+        while kept and words[kept - 1].casefold() in _PARTICLES:
+            kept -= 1  # "sanne de", cut off before "Jong" by the two-word limit
+        if kept:
+            yield start, start + len(" ".join(words[:kept]))
+    for _, _, ((start, end), (after, after_end)) in _found((_RELATION_NEXT_RULE,), text, data, present):
+        if text[start:end].casefold() not in _STOP and text[after:after_end].casefold() in _FOLLOWS_A_NAME:
+            yield start, end
+    for (start, end), in group_spans(_SIGNATURE, text[-_WINDOW:], (1,)):
+        yield len(text) - len(text[-_WINDOW:]) + start, len(text) - len(text[-_WINDOW:]) + end
+
+
+def _in_tables(text: str) -> Iterator[tuple[int, int]]:
+    """Cells of delimited rows under a header whose column names a person ("employee", "Name")."""
+    if "\n" not in text:
+        return
+    columns: set[int] = set()
+    sep, width, offset = "", 0, 0
+    for line in text.split("\n"):
+        row_sep = next((s for s in _SEPARATORS if s in line), "")
+        cells = line.split(row_sep) if row_sep else [line]
+        keys = {i for i, cell in enumerate(cells)
+                if "".join(c for c in cell.casefold() if c.isalpha()) in _PERSON_COLUMNS}
+        if row_sep and keys and len(cells) >= 2:
+            columns, sep, width = keys, row_sep, len(cells)
+        elif columns and row_sep == sep and len(cells) == width:
+            at = offset
+            for i, cell in enumerate(cells):
+                value = cell.strip().strip("\"'")
+                if i in columns and value and _CELL_NAME.fullmatch(value):
+                    start = at + cell.index(value)
+                    yield start, start + len(value)
+                at += len(cell) + len(sep)
+        else:
+            columns = set()
+        offset += len(line) + 1
+
+
+def find_names(text: str) -> Iterator[Span]:
+    """Each person's name in `text` (the text view) that its context marks as one, as ("person_name", start, end)."""
+    last_end = -1
+    for start, end in sorted({*_cued(text), *_in_tables(text)}, key=lambda span: (span[0], -span[1])):
+        if end <= last_end:
+            continue  # inside a name already found
+        last_end = end
+        yield "person_name", start, end
