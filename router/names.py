@@ -45,11 +45,11 @@ _NAMES = rf"{_NAME}(?:(?:, | and | & | und | et | y | e | en ){_NAME})*"  # "Sar
 _ANY_WORD = r"\p{L}[\p{L}'’-]*"
 _ANY_NAME = rf"{_ANY_WORD}(?: {_ANY_WORD})?"  # one or two words in any case, trimmed by find_names
 
-
 # (case-sensitive: a case-insensitive "ms" or "dr" before a Unicode name class blows up RE2's DFA)
 _HONORIFIC = (r"(?:Mr|Mrs|Ms|Mx|Dr|Prof|Sr|Sra|Srta|Sig|Sig\.ra|Mme|Mlle|Dhr|Mevr|Mw|Dott|Dott\.ssa|Avv)\.?|"
               r"(?:mr|mrs|ms|dr|prof|sr|sra|dott)\.|Herr|Frau|Madame|Monsieur|Señor|Señora|Señorita|Signor|Signora|"
-              r"Signorina|Mevrouw|Meneer|mevrouw|meneer|Professor|Miss|Mister|Missus")
+              r"Signorina|Mevrouw|Meneer|Professor|Miss|Mister|Missus|"
+              r"mevrouw|meneer|señor|señora|señorita|signor|signora|signorina|monsieur|madame|herr|frau")
 _FAMILY_TITLE = (r"(?i:aunt|auntie|uncle|grandma|grandpa|granny|nana|oma|opa|tante|onkel|tía|tío|abuela|abuelo|nonna|"
                  r"nonno|mamie|papi)")
 _INTRODUCED = (
@@ -197,6 +197,7 @@ i'm i’m i'd i'll i've it's that's there's let's we're you're he's she's they'r
 the this that there here it he she they we you his her their our your my mine yes no ok okay not thanks thank
 master mistress son daughter brother sister uncle aunt doctor teacher boss coach baby honey darling sweetie
 google siri alexa cortana bixby chatgpt gemini copilot
+hello hi hey dear dearest hallo hola bonjour ciao salut coucou hej moin servus olá
 world male female unknown none null true false n/a who what where when which why how
 mr mrs ms mx dr prof sr sra srta sig mme mlle dhr mevr herr frau monsieur señor señora señorita signor
 signora signorina professor missus mevrouw meneer
@@ -246,8 +247,8 @@ class _Rule:
                 if m is not None and m.end() == cue.end():
                     yield cue.start(), cue.end(), tuple(m.span(g) for g in range(1, self.pattern.groups + 1))
                 continue
-            if cue.start() and (data[cue.start() - 1] >= 0x80 or chr(data[cue.start() - 1]).isalnum()):
-                continue  # whole words only: "name" in "filename", "dear" in "endear"
+            if data[max(0, cue.start() - 4):cue.start()].decode("utf-8", "ignore")[-1:].isalnum():
+                continue  # whole words only: "name" in "filename", "dear" in "endear", not "¡Hola"
             end = min(len(data), cue.start() + _WINDOW)
             m = self.pattern.match(data, cue.start(), end)
             if m is not None and (m.end() < end or end == len(data)):  # one cut short by the window is none
@@ -331,8 +332,17 @@ def _in_tables(text: str) -> Iterator[tuple[int, int]]:
 
 def find_names(text: str) -> Iterator[Span]:
     """Each person's name in `text` (the text view) that its context marks as one, as ("person_name", start, end)."""
+    found = {*_cued(text), *_in_tables(text)}
+    # the name again elsewhere in the text, without its cue ("Dear Anna, ... Anna said"): the same person
+    for value in {text[start:end] for start, end in found}:
+        at = text.find(value)
+        while at >= 0:
+            end = at + len(value)
+            if not text[at - 1:at].isalnum() and not text[end:end + 1].isalnum():
+                found.add((at, end))
+            at = text.find(value, at + 1)
     last_end = -1
-    for start, end in sorted({*_cued(text), *_in_tables(text)}, key=lambda span: (span[0], -span[1])):
+    for start, end in sorted(found, key=lambda span: (span[0], -span[1])):
         if end <= last_end:
             continue  # inside a name already found
         last_end = end

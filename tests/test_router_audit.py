@@ -14,7 +14,7 @@ edge: {max_context_tokens: 1000, max_new_tokens: 100}
 confidence: {signal: min_prob, threshold: 0.2, window: 4, min_tokens: 2}
 privacy:
   custom: [{name: project, pattern: 'Project \\w+', tag: confidential}]
-  redact: [email, phone, ip_address, confidential]
+  redact: [email, phone, ip_address, confidential, person_name]
   local_only: [card, health]
   allow: [beta]
 cloud: {allowed: true}
@@ -42,10 +42,10 @@ def test_record_is_one_line_of_json_with_the_decision_and_the_policy():
     data = json.loads(line)
     assert data["request_id"] == "req-1" and data["route"] == "local"
     assert data["policy_version"] == "audit-test" and data["policy_hash"] == POLICY.content_hash
-    assert data["findings"] == {"email": 1, "ip_address": 1, "phone": 1, "project": 1}
+    assert data["findings"] == {"email": 1, "ip_address": 1, "person_name": 1, "phone": 1, "project": 1}
     assert data["tags"] == {"beta": "allow", "confidential": "redact", "email": "redact",
-                            "ip_address": "redact", "phone": "redact"}
-    assert data["reasons"][0] == "tag_allow:beta" and data["redactions"] == 4
+                            "ip_address": "redact", "person_name": "redact", "phone": "redact"}
+    assert data["reasons"][0] == "tag_allow:beta" and data["redactions"] == 5
     assert data["signals"]["fired_at"] == 2 and data["escalated"] is True
     assert data["timestamp"].endswith("+00:00")
 
