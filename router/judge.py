@@ -151,12 +151,17 @@ class Judge:
 
     # --- thresholds ----------------------------------------------------------------
 
-    def operating_point(self, *, escalation: float | None = None, kept_accuracy: float | None = None
-                        ) -> OperatingPoint:
-        """The point for a target escalation rate (the nearest measured one), or the lowest escalation
-        whose kept-local accuracy reaches `kept_accuracy` (the highest measured when none does)."""
-        if (escalation is None) == (kept_accuracy is None):
-            raise ValueError("name exactly one target: escalation or kept_accuracy")
+    def operating_point(self, *, escalation: float | None = None, kept_accuracy: float | None = None,
+                        min_p_correct: float | None = None) -> OperatingPoint:
+        """The point for a target escalation rate (the nearest measured one), the lowest escalation
+        whose kept-local accuracy reaches `kept_accuracy` (the highest measured when none does), or
+        the point that keeps an answer only when its P(correct) is at least `min_p_correct` (both
+        thresholds that probability: what the fit data's rate and accuracy were there is not on the
+        curve, so those two read NaN)."""
+        if sum(t is not None for t in (escalation, kept_accuracy, min_p_correct)) != 1:
+            raise ValueError("name exactly one target: escalation, kept_accuracy or min_p_correct")
+        if min_p_correct is not None:
+            return OperatingPoint(math.nan, min_p_correct, min_p_correct, math.nan)
         if escalation is not None:
             return min(self.curve, key=lambda p: (abs(p.escalation - escalation), p.escalation))
         reaching = [p for p in self.curve if p.kept_accuracy >= kept_accuracy]

@@ -185,16 +185,17 @@ def _semantic_problems(doc: Document, source: str) -> list[Problem]:
             if name in rule:
                 add(("confidence", name), f"{name} does not apply to signal calibrated: the calibration file "
                     "sets the judge's thresholds and window (name a target instead)")
-        targets = [t for t in ("target_escalation", "target_kept_accuracy") if t in rule]
+        targets = [t for t in ("target_escalation", "target_kept_accuracy", "min_p_correct") if t in rule]
         if len(targets) != 1:
-            add(("confidence",), "signal calibrated needs exactly one target: target_escalation (share of answers "
-                "sent to the cloud) or target_kept_accuracy" + (", not both" if targets else ""))
+            add(("confidence",), "signal calibrated needs exactly one target: min_p_correct (keep an answer only "
+                "when the judge's P(correct) is at least this), target_escalation (share of answers sent to the "
+                "cloud) or target_kept_accuracy" + (", not more than one" if targets else ""))
         try:
             _load_judge(rule, source)
         except JudgeError as exc:
             add(("confidence", "calibration"), str(exc))
     elif rule is not None:
-        for name in ("calibration", "target_escalation", "target_kept_accuracy", "prefill_probe"):
+        for name in ("calibration", "target_escalation", "target_kept_accuracy", "min_p_correct", "prefill_probe"):
             if name in rule:
                 add(("confidence", name), f"{name} only applies to signal calibrated, not {rule['signal']}")
         if rule["min_tokens"] > edge["max_new_tokens"]:
@@ -260,10 +261,11 @@ def _confidence_rule(rule: dict[str, Any], source: str) -> ConfidenceRule:
             hold_tokens=hold,
         )
     path, judge = _load_judge(rule, source)
-    escalation, accuracy = rule.get("target_escalation"), rule.get("target_kept_accuracy")
-    point = judge.operating_point(escalation=escalation, kept_accuracy=accuracy)
+    escalation, accuracy, min_p = (rule.get(t) for t in ("target_escalation", "target_kept_accuracy", "min_p_correct"))
+    point = judge.operating_point(escalation=escalation, kept_accuracy=accuracy, min_p_correct=min_p)
     calibration = Calibration(path, judge, point, None if escalation is None else float(escalation),
-                              None if accuracy is None else float(accuracy), bool(rule.get("prefill_probe", True)))
+                              None if accuracy is None else float(accuracy), bool(rule.get("prefill_probe", True)),
+                              None if min_p is None else float(min_p))
     return ConfidenceRule(Signal.CALIBRATED, point.judge_threshold, judge.window, 1, action, hold_tokens=hold,
                           calibration=calibration)
 

@@ -93,6 +93,7 @@ class Calibration:
     target_escalation: float | None = None
     target_kept_accuracy: float | None = None
     prefill_probe: bool = True
+    min_p_correct: float | None = None
 
 
 @dataclass(frozen=True)
@@ -232,7 +233,8 @@ def _confidence_dict(rule: ConfidenceRule) -> dict[str, Any]:
     cal = rule.calibration
     if cal is not None:
         target = ({"target_escalation": cal.target_escalation} if cal.target_escalation is not None
-                  else {"target_kept_accuracy": cal.target_kept_accuracy})
+                  else {"target_kept_accuracy": cal.target_kept_accuracy} if cal.target_kept_accuracy is not None
+                  else {"min_p_correct": cal.min_p_correct})
         return {"signal": rule.signal.value, "calibration": cal.path, **target,
                 "prefill_probe": cal.prefill_probe, **common}
     return {

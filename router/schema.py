@@ -100,7 +100,17 @@ SCHEMA: dict[str, Any] = {
                     "exclusiveMinimum": 0,
                     "exclusiveMaximum": 1,
                     "description": "Only with signal calibrated: share of answers to send to the cloud (the "
-                    "thresholds come from the calibration's measured curve). Give this or target_kept_accuracy.",
+                    "thresholds come from the calibration's measured curve). Give this, min_p_correct or "
+                    "target_kept_accuracy.",
+                },
+                "min_p_correct": {
+                    "type": "number",
+                    "exclusiveMinimum": 0,
+                    "exclusiveMaximum": 1,
+                    "description": "Only with signal calibrated: keep an answer on the device only when the "
+                    "judge's P(correct) is at least this (before decoding, the prompt probe's): 0.5 escalates "
+                    "whenever the device is more likely wrong than right. The rate follows the traffic. Give this, "
+                    "target_escalation or target_kept_accuracy.",
                 },
                 "target_kept_accuracy": {
                     "type": "number",

@@ -36,7 +36,8 @@ def cloud(smollm2):
 
 
 def calibrated(**rule):
-    base = {"signal": "calibrated", "calibration": "smollm2-135m.judge.json", "hold_tokens": 0, **rule}
+    base = {"signal": "calibrated", "calibration": "smollm2-135m.judge.json", "hold_tokens": 0,
+            "min_p_correct": None, **rule}  # the tests name their own target
     return policy_with(confidence=base)
 
 

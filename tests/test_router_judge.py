@@ -117,6 +117,18 @@ def test_operating_points_for_each_kind_of_target():
     assert low.kept_accuracy <= high.kept_accuracy
     reach = judge.operating_point(kept_accuracy=high.kept_accuracy)
     assert reach.kept_accuracy >= high.kept_accuracy and reach.escalation <= high.escalation
+    even = judge.operating_point(min_p_correct=0.5)
+    assert (even.prefill_threshold, even.judge_threshold) == (0.5, 0.5)
+    with pytest.raises(ValueError, match="exactly one target"):
+        judge.operating_point(escalation=0.2, min_p_correct=0.5)
+
+
+def test_min_p_correct_keeps_exactly_the_answers_judged_more_likely_right_than_not(tmp_path):
+    # the tiny judge's prompt probe is sigmoid(bias): 0.27 and 0.40 against 0.3 (its curve's 0.5 would fire on both)
+    for bias, fires in ((-1.0, True), (-0.4, False)):
+        monitor = monitor_for(tmp_path, tiny_judge(prompt_bias=bias), min_p_correct=0.3, target_escalation=None)
+        verdict = monitor.observe(-0.01, 0.1, 0.9, [0.0, 0.0])
+        assert verdict.escalate is fires and verdict.before_decoding is fires, bias
 
 
 # --- the policy rule ---------------------------------------------------------------------------
@@ -129,7 +141,7 @@ def test_shipped_default_policy_is_calibrated_and_validates_against_the_publishe
     jsonschema.Draft202012Validator(schema).validate(yaml.safe_load(DEFAULT.read_text()))
     rule = load_policy(DEFAULT).confidence
     assert rule.signal is Signal.CALIBRATED and rule.calibration.judge.window == rule.window
-    assert rule.calibration.point == rule.calibration.judge.operating_point(escalation=0.2)
+    assert rule.calibration.point == rule.calibration.judge.operating_point(min_p_correct=0.5)
     assert Path(rule.calibration.path) == SHIPPED.resolve()
 
 
@@ -142,6 +154,8 @@ def test_calibrated_rule_problems_name_the_field(tmp_path):
         ({"target_escalation": None}, "confidence", "exactly one target"),
         ({"calibration": "missing.json"}, "confidence.calibration", "cannot read the calibration file"),
         ({"target_escalation": 1.5}, "confidence.target_escalation", "1.5"),
+        ({"min_p_correct": 0.5}, "confidence", "exactly one target"),
+        ({"target_escalation": None, "min_p_correct": 1.0}, "confidence.min_p_correct", "1.0"),
     ]
     for change, field, message in cases:
         rule = {k: v for k, v in {"target_escalation": 0.2, **change}.items() if v is not None}
@@ -183,8 +197,8 @@ def test_content_hash_follows_the_judge_file_not_its_location(tmp_path):
 
 
 def monitor_for(tmp_path, judge: dict, *, may_escalate: bool = True, **rule) -> StreamMonitor:
-    policy = parse_policy(Path(calibrated_policy(tmp_path, judge, **{"target_escalation": 0.2, **rule})).read_text(),
-                          source=str(tmp_path / "p.yaml"))
+    rule = {k: v for k, v in {"target_escalation": 0.2, **rule}.items() if v is not None}
+    policy = parse_policy(Path(calibrated_policy(tmp_path, judge, **rule)).read_text(), source=str(tmp_path / "p.yaml"))
     return StreamMonitor(policy.confidence, may_escalate=may_escalate)
 
 
