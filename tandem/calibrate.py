@@ -271,6 +271,7 @@ def fit_judge(
     judge_oof = _oof(lambda a, b: logistic(a, b, judge_l2), z, y, folds)
     prompt_p, judge_p = _sigmoid(prompt_oof), _sigmoid(judge_oof)
     curve = operating_curve(prompt_p, judge_p, y.astype(bool), prefill_share)
+    escalated = (prompt_p < 0.5) | (judge_p < 0.5)  # what `min_p_correct: 0.5` does, out of fold
     return {
         "window": window,
         "probes": {
@@ -287,6 +288,11 @@ def fit_judge(
             "prefill_share": prefill_share,
             "l2": {"prompt_probe": prompt_probe.l2, "answer_probe": answer_probe.l2, "judge": judge_l2},
             "probe_components": PROBE_COMPONENTS,
+            "min_p_correct_0.5": {
+                "escalation": round(float(escalated.mean()), 4),
+                "kept_accuracy": round(float(y[~escalated].mean()) if (~escalated).any() else 1.0, 4),
+                "decisions_right": round(float((escalated != y.astype(bool)).mean()), 4),
+            },
             "cross_validated_auroc": {
                 "prompt_probe": round(auroc(prompt_oof, y), 4),
                 "answer_probe": round(auroc(answer_oof, y), 4),
@@ -414,6 +420,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     for point in doc["curve"]:
         if math.isclose(point["escalation"] * 10 % 1, 0, abs_tol=0.02) and 0 < point["escalation"] <= 0.6:
             print(f"  escalate {point['escalation']:.0%}: kept-local accuracy {point['kept_accuracy']:.3f}")
+    even = report["min_p_correct_0.5"]
+    print(f"  min_p_correct 0.5 (escalate when more likely wrong than right): escalates {even['escalation']:.0%}, "
+          f"kept-local accuracy {even['kept_accuracy']:.3f}, decisions right {even['decisions_right']:.3f}")
     return 0
 
 

@@ -171,7 +171,9 @@ def test_tandem_calibrate_fits_a_judge_from_accepted_answers_and_from_the_cloud(
         judge.check_model(smollm2_device.fingerprint.to_dict(), smollm2_device.tokenizer.fingerprint)
         assert judge.window == 4 and judge.report["answers"] == len(rows) and judge.curve
         assert ("cloud tier" in judge.report["labels"]) == bool(extra)
-        assert "cross-validated judge AUROC" in result.stdout
+        assert "cross-validated judge AUROC" in result.stdout and "min_p_correct 0.5" in result.stdout
+        even = judge.report["min_p_correct_0.5"]
+        assert 0 <= even["escalation"] <= 1 and 0 <= even["decisions_right"] <= 1
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "hi", "answers": ["a"]}\n{"prompt": 3}\n')
