@@ -17,6 +17,9 @@ it say it names someone in the writer's life or records:
 - a letter's salutation or sign-off: "Dear Anna,", "hi sarah,", "Best regards,\\nTom Baker",
   "Thanks so much Ifeoma!", "... - Sunita" at the end.
 
+A name found once is the same person wherever else the text writes it ("Dear Anna, ... Anna
+said"): every whole-word repeat is found too.
+
 A name is one to four capitalised words (initials and particles such as "van der" or "de la"
 inside), each ending in a lower-case letter, so acronyms are not names; where the cue is strong
 (an introduction, a relation before a comma, an honorific with its dot, a salutation before a
