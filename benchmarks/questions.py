@@ -132,7 +132,8 @@ BOOKS = [
 
 # country, accepted currency names (singular and plural)
 CURRENCIES = [
-    ("Japan", ["yen"]), ("China", ["yuan", "renminbi"]), ("India", ["rupee"]), ("the United Kingdom", ["pound", "sterling"]),
+    ("Japan", ["yen"]), ("China", ["yuan", "renminbi"]), ("India", ["rupee"]),
+    ("the United Kingdom", ["pound", "sterling"]),
     ("the United States", ["dollar"]), ("Canada", ["dollar"]), ("Australia", ["dollar"]), ("Mexico", ["peso"]),
     ("Brazil", ["real", "reais"]), ("Russia", ["ruble", "rouble"]), ("South Africa", ["rand"]),
     ("Switzerland", ["franc"]), ("Sweden", ["krona", "kronor"]), ("Norway", ["krone", "kroner"]),

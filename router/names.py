@@ -48,7 +48,7 @@ _NAMES = rf"{_NAME}(?:(?:, | and | & | und | et | y | e | en ){_NAME})*"  # "Sar
 _ANY_WORD = r"\p{L}[\p{L}'’-]*"
 _ANY_NAME = rf"{_ANY_WORD}(?: {_ANY_WORD})?"  # one or two words in any case, trimmed by find_names
 
-# (case-sensitive: a case-insensitive "ms" or "dr" before a Unicode name class blows up RE2's DFA)
+# Case-sensitive but for dotted abbreviations and whole words: "ms" is milliseconds, "miss" a verb.
 _HONORIFIC = (r"(?:Mr|Mrs|Ms|Mx|Dr|Prof|Sr|Sra|Srta|Sig|Sig\.ra|Mme|Mlle|Dhr|Mevr|Mw|Dott|Dott\.ssa|Avv)\.?|"
               r"(?:mr|mrs|ms|dr|prof|sr|sra|dott)\.|Herr|Frau|Madame|Monsieur|Señor|Señora|Señorita|Signor|Signora|"
               r"Signorina|Mevrouw|Meneer|Professor|Miss|Mister|Missus|"
@@ -57,15 +57,17 @@ _FAMILY_TITLE = (r"(?i:aunt|auntie|uncle|grandma|grandpa|granny|nana|oma|opa|tan
                  r"nonno|mamie|papi)")
 _INTRODUCED = (
     r"(?:my|his|her|their|our|your)(?: [a-z]+'s| [a-z]+’s)? (?:full |real |legal |first |last |maiden )?"
-    r"name is|my name's|my name’s|name (?:on|under|for) (?:the|my|this|our) [a-z]+ is|i am called|i'm called|i’m called|"
+    r"name is|my name's|my name’s|name (?:on|under|for) (?:the|my|this|our) [a-z]+ is|"
+    r"i am called|i'm called|i’m called|"
     r"mein name ist|ich hei(?:ß|ss)e|je m'appelle|je m’appelle|mon nom est|me llamo|mi nombre es|"
     r"mi chiamo|il mio nome è|mijn naam is|ik heet|(?:o )?meu nome é|me chamo|chamo-me")
 # "I'm" and its kin take a first and last name: one word is as often a nationality or a mood
 # ("I'm American", "soy Médico")
 _I_AM = r"I'm|I’m|I am|(?i:ich bin|je suis|soy|sono|ik ben|eu sou|sou a|sou o|le escribe|les escribe|aquí)"
 _RELATION = (
-    r"(?:(?:my|his|her|our|their|your)(?: [a-z0-9-]+)?(?: [a-z-]+(?:'s|’s))? (?:son|daughter|kid|child|baby|wife|husband|partner|"
-    r"spouse|boyfriend|girlfriend|bf|gf|fianc[ée]e?|brother|sister|sibling|mother|father|mom|mum|dad|mama|papa|"
+    r"(?:(?:my|his|her|our|their|your)(?: [a-z0-9-]+)?(?: [a-z-]+(?:'s|’s))? "
+    r"(?:son|daughter|kid|child|baby|wife|husband|partner|spouse|boyfriend|girlfriend|bf|gf|fianc[ée]e?|brother|"
+    r"sister|sibling|mother|father|mom|mum|dad|mama|papa|"
     r"grandma|grandpa|grandmother|grandfather|granny|nana|grandson|granddaughter|aunt|uncle|cousin|niece|nephew|"
     r"friend|buddy|colleague|coworker|co-worker|boss|manager|supervisor|intern|employee|assistant|teacher|tutor|"
     r"student|doctor|dentist|therapist|nurse|neighbou?r|landlord|landlady|tenant|roommate|flatmate|housemate|ex|"
