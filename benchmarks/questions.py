@@ -313,6 +313,15 @@ def _others(table: list[tuple[str, list[str]]], accepted: list[str]) -> list[str
     return sorted({a for _, answers in table for a in answers} - set(accepted))
 
 
+# kind: (a table of (key, accepted answers), the question about a key); the other rows' answers are wrong ones
+TABLE_KINDS = {
+    "author": (BOOKS, 'Who wrote "{}"?'),
+    "currency": ([(country, _plural_forms(names)) for country, names in CURRENCIES], "What is the currency of {}?"),
+    "language": (LANGUAGES, "What is the main language spoken in {}?"),
+    "young": (YOUNG, "What is a baby {} called?"),
+}
+
+
 def number_words(n: int) -> str:
     """English words for 0 <= n < 1,000,000 ("three hundred and five")."""
     units = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
@@ -408,20 +417,10 @@ def _question(kind: str, rng: random.Random) -> tuple[str, list[str], list[str],
             return f"What is the chemical symbol for {name}?", [symbol], others, 2
         others = sorted({n for n, _ in ELEMENTS} - set(names))
         return f"Which chemical element has the symbol {symbol}?", names, others, 2
-    if kind == "author":
-        title, authors = rng.choice(BOOKS)
-        return f"Who wrote \"{title}\"?", authors, _others(BOOKS, authors), 2
-    if kind == "currency":
-        country, names = rng.choice(CURRENCIES)
-        table = [(c, _plural_forms(n)) for c, n in CURRENCIES]
-        accepted = _plural_forms(names)
-        return f"What is the currency of {country}?", accepted, _others(table, accepted), 2
-    if kind == "language":
-        country, languages = rng.choice(LANGUAGES)
-        return f"What is the main language spoken in {country}?", languages, _others(LANGUAGES, languages), 2
-    if kind == "young":
-        animal, young = rng.choice(YOUNG)
-        return f"What is a baby {animal} called?", young, _others(YOUNG, young), 2
+    if kind in TABLE_KINDS:
+        table, template = TABLE_KINDS[kind]
+        key, accepted = rng.choice(table)
+        return template.format(key), accepted, _others(table, accepted), 2
     if kind == "opposite":
         word, opposites = rng.choice(OPPOSITES)
         return f"What is the opposite of \"{word}\"?", opposites, [], 1

@@ -41,6 +41,7 @@ from tandem.calibrate import (
     Observed,
     auroc,
     calibration_file,
+    escalation_outcome,
     fit_judge,
     load_observed,
     observe,
@@ -101,14 +102,6 @@ def judge_router_path(judge: Judge, o: Observed) -> tuple[float, float]:
         state.observe(o.logprobs[i], o.entropies[i], o.margins[i], o.hidden[i].tolist())
     finished = len(o.logprobs) <= judge.window and o.finish != "length"
     return state.prompt_p, state.score(finished=finished)
-
-
-def deployed(judge: Judge, o: Observed, **target: float) -> bool:
-    """Whether the two-stage rule a policy with this target (`escalation=` or `min_p_correct=`) runs
-    escalates this answer."""
-    point = judge.operating_point(**target)
-    prompt_p, judge_p = judge_router_path(judge, o)
-    return prompt_p < point.prefill_threshold or judge_p < point.judge_threshold
 
 
 def old_rule(o: Observed, *, judge_end: bool) -> bool:
@@ -198,16 +191,17 @@ def main(argv: list[str] | None = None) -> int:
     lines.append("|---|---|---|---|---|")
     rules = [(f"calibrated, target_escalation {t}", {"escalation": t}) for t in (0.1, 0.2, 0.3)]
     rules += [(f"calibrated, min_p_correct {p}", {"min_p_correct": p}) for p in (0.3, 0.5)]
-    for label, target in rules:
+    for label, target in rules:  # the two-stage rule a policy with this target runs
         point = judge.operating_point(**target)
-        pre = np.array([judge_router_path(judge, o)[0] < point.prefill_threshold for o in test_obs])
-        up = np.array([deployed(judge, o, **target) for o in test_obs])
-        lines.append(f"| {label} | {up.mean():.3f} | {pre.mean():.3f} | {y_test[~up].mean():.3f} | "
-                     f"{(up != y_test).mean():.3f} |")
+        pre = scores["prompt probe (before decoding)"] < point.prefill_threshold
+        out = escalation_outcome(pre | (scores["calibrated judge"] < point.judge_threshold), y_test)
+        lines.append(f"| {label} | {out['escalation']:.3f} | {pre.mean():.3f} | {out['kept_accuracy']:.3f} | "
+                     f"{out['decisions_right']:.3f} |")
     for judge_end, label in ((False, "previous default (quantile_prob 0.1 < 0.2, window 16, min 8)"),
                              (True, "previous default, short answers judged at their end")):
-        up = np.array([old_rule(o, judge_end=judge_end) for o in test_obs])
-        lines.append(f"| {label} | {up.mean():.3f} | 0 | {y_test[~up].mean():.3f} | {(up != y_test).mean():.3f} |")
+        out = escalation_outcome(np.array([old_rule(o, judge_end=judge_end) for o in test_obs]), y_test)
+        lines.append(f"| {label} | {out['escalation']:.3f} | 0 | {out['kept_accuracy']:.3f} | "
+                     f"{out['decisions_right']:.3f} |")
     lines.append(f"| every answer escalated | 1.000 | 1.000 | - | {1 - base:.3f} |")
     lines += unseen_kinds(rows, observed, correct, kinds)
     by_kind = {k: [c for c, r in zip(correct, rows) if r["kind"] == k] for k in kinds}
@@ -235,13 +229,14 @@ def unseen_kinds(rows: list[dict], observed: list[Observed], correct: np.ndarray
         judge = Judge.from_dict(json.loads(json.dumps(doc)), source=f"fit without {k}")
         for i in np.flatnonzero(kind == k):
             prompt_p[i], judge_p[i] = judge_router_path(judge, observed[i])
-    up = (prompt_p < 0.5) | (judge_p < 0.5)
+    even = escalation_outcome((prompt_p < 0.5) | (judge_p < 0.5), correct)  # min_p_correct 0.5
     lines = [f"\nOn kinds the fit never saw (each kind scored by a judge fitted on the other {len(kinds) - 1}; "
              f"all {len(rows)} questions pooled): calibrated judge AUROC {auroc(judge_p, correct):.3f}, "
              f"prompt probe {auroc(prompt_p, correct):.3f}; kept-local accuracy at 20 % escalated "
              f"{kept_accuracy(judge_p, correct, 0.2):.3f} (random {correct.mean():.3f}, oracle "
-             f"{min(1.0, correct.mean() / 0.8):.3f}); with min_p_correct 0.5, {up.mean():.1%} escalated, the kept "
-             f"answers right {correct[~up].mean():.3f} of the time, decisions right {(up != correct).mean():.3f} "
+             f"{min(1.0, correct.mean() / 0.8):.3f}); with min_p_correct 0.5, {even['escalation']:.1%} escalated, "
+             f"the kept answers right {even['kept_accuracy']:.3f} of the time, decisions right "
+             f"{even['decisions_right']:.3f} "
              f"(escalating all: {1 - correct.mean():.3f}). By kind (AUROC within the kind): " + ", ".join(
                  f"{k} {auroc(judge_p[kind == k], correct[kind == k]):.2f}" for k in kinds) + "."]
     return lines

@@ -29,7 +29,7 @@ view (router.normalize), in RE2 (linear time).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import re2
 
@@ -142,11 +142,11 @@ _CASED = (
     (rf"(?i:{_BY})", rf"[ \t:]+({_FULL_NAME})"),  # "Witnessed by Eilidh MacLeod"
     (r"I, ", rf"({_FULL_NAME}),"),  # "I, Mohammed Al-Khatib, hereby ..."
 )
-# (cue, value before it, as the one group of a pattern that ends with the cue)
+# (cue, the value written right before it)
 _CASED_BEFORE = (
     # "Seo-yeon Park, my wife" ("Sorry, my son": none; the relation a whole word: "your points ex|pire" is none)
-    (rf"(?i:, {_RELATION})(?:[^\p{{L}}\p{{N}}]|$)", rf"({_FULL_NAME}), (?i:{_RELATION})(?:[^\p{{L}}\p{{N}}]|$)"),
-    (r"-(?i:san|sama|kun|chan|sensei)\b", rf"({_WORD})-(?i:san|sama|kun|chan|sensei)\b"),  # "Suzuki-san"
+    (rf"(?i:, {_RELATION})(?:[^\p{{L}}\p{{N}}]|$)", _FULL_NAME),
+    (r"-(?i:san|sama|kun|chan|sensei)\b", _WORD),  # "Suzuki-san"
 )
 # A signature at the very end: "... next week? - Sunita"
 _SIGNATURE = compile_linear(rf"[.!?)][ \t\n]*[-–—~][ \t]*({_NAME})[ \t]*$")
@@ -234,12 +234,13 @@ _WINDOW = 320  # bytes a name and its punctuation take at most after (or before)
 
 
 class _Rule:
-    """A cue, found by a small regex of its own, and the pattern matched from it (or, for a name
-    written before its cue, searched in the few bytes before it)."""
+    """A cue, found by a small regex of its own, and the pattern matched from it: the cue and what
+    follows (`rest`, the value its groups), or, for a name written before its cue, the value (`rest`)
+    and the cue, searched in the few bytes before the cue."""
 
-    def __init__(self, cue: str, pattern: str, *, before: bool = False) -> None:
+    def __init__(self, cue: str, rest: str, *, before: bool = False) -> None:
         self.cue = compile_linear(cue if before else rf"\b(?:{cue})")  # "\b": no search stops inside "which" for "hi"
-        self.pattern = compile_linear(pattern if before else f"({cue}){pattern}")
+        self.pattern = compile_linear(f"({rest}){cue}" if before else f"({cue}){rest}")
         self.before = before
 
     def spans(self, data: bytes) -> Iterator[tuple[int, int, tuple[tuple[int, int], ...]]]:
@@ -261,7 +262,7 @@ class _Rule:
 
 
 _CASED_RULES = (*(_Rule(cue, rest) for cue, rest in _CASED),
-                *(_Rule(cue, pattern, before=True) for cue, pattern in _CASED_BEFORE))
+                *(_Rule(cue, value, before=True) for cue, value in _CASED_BEFORE))
 _ANY_CASE_RULES = tuple(_Rule(cue, rest) for cue, rest in _ANY_CASE)
 _RELATION_NEXT_RULE = _Rule(*_RELATION_NEXT)
 # Every cue at once, in one linear pass (an RE2 set): which rules have a cue in a text at all. Most
@@ -274,14 +275,13 @@ _CUE_SET.Compile()
 
 
 def _found(rules: tuple[_Rule, ...], text: str, data: bytes,
-           present: set[_Rule]) -> Iterator[tuple[int, int, list[tuple[int, int]]]]:
+           present: set[_Rule]) -> Iterator[tuple[int, int, Sequence[tuple[int, int]]]]:
     """(cue start, cue end, value spans) in characters of `text` (`data` its UTF-8)."""
     hits = [hit for rule in rules if rule in present for hit in rule.spans(data)]
     if len(data) != len(text):
         chars = char_offsets(data, [o for a, b, groups in hits for o in (a, b, *(x for g in groups for x in g))])
         hits = [(chars[a], chars[b], [(chars[x], chars[y]) for x, y in groups]) for a, b, groups in hits]
-    for cue, cue_end, groups in hits:
-        yield cue, cue_end, list(groups)
+    yield from hits
 
 
 def _cued(text: str) -> Iterator[tuple[int, int]]:
@@ -305,8 +305,9 @@ def _cued(text: str) -> Iterator[tuple[int, int]]:
     for _, _, ((start, end), (after, after_end)) in _found((_RELATION_NEXT_RULE,), text, data, present):
         if text[start:end].casefold() not in _STOP and text[after:after_end].casefold() in _FOLLOWS_A_NAME:
             yield start, end
-    for (start, end), in group_spans(_SIGNATURE, text[-_WINDOW:], (1,)):
-        yield len(text) - len(text[-_WINDOW:]) + start, len(text) - len(text[-_WINDOW:]) + end
+    tail = max(0, len(text) - _WINDOW)  # the signature ends the text
+    for (start, end), in group_spans(_SIGNATURE, text[tail:], (1,)):
+        yield tail + start, tail + end
 
 
 def _in_tables(text: str) -> Iterator[tuple[int, int]]:

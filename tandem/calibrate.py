@@ -271,7 +271,7 @@ def fit_judge(
     judge_oof = _oof(lambda a, b: logistic(a, b, judge_l2), z, y, folds)
     prompt_p, judge_p = _sigmoid(prompt_oof), _sigmoid(judge_oof)
     curve = operating_curve(prompt_p, judge_p, y.astype(bool), prefill_share)
-    escalated = (prompt_p < 0.5) | (judge_p < 0.5)  # what `min_p_correct: 0.5` does, out of fold
+    even = escalation_outcome((prompt_p < 0.5) | (judge_p < 0.5), y.astype(bool))  # `min_p_correct: 0.5`, out of fold
     return {
         "window": window,
         "probes": {
@@ -288,11 +288,7 @@ def fit_judge(
             "prefill_share": prefill_share,
             "l2": {"prompt_probe": prompt_probe.l2, "answer_probe": answer_probe.l2, "judge": judge_l2},
             "probe_components": PROBE_COMPONENTS,
-            "min_p_correct_0.5": {
-                "escalation": round(float(escalated.mean()), 4),
-                "kept_accuracy": round(float(y[~escalated].mean()) if (~escalated).any() else 1.0, 4),
-                "decisions_right": round(float((escalated != y.astype(bool)).mean()), 4),
-            },
+            "min_p_correct_0.5": {name: round(value, 4) for name, value in even.items()},
             "cross_validated_auroc": {
                 "prompt_probe": round(auroc(prompt_oof, y), 4),
                 "answer_probe": round(auroc(answer_oof, y), 4),
@@ -302,6 +298,16 @@ def fit_judge(
             },
         },
     }
+
+
+def escalation_outcome(escalated: np.ndarray, correct: np.ndarray) -> dict[str, float]:
+    """What escalating `escalated` does to answers that were `correct` or not: the share sent to the
+    cloud, the accuracy of those kept (1.0 when none is), and the share of decisions that were right
+    (escalated exactly when the device was wrong)."""
+    kept = ~escalated
+    return {"escalation": float(escalated.mean()),
+            "kept_accuracy": float(correct[kept].mean()) if kept.any() else 1.0,
+            "decisions_right": float((escalated != correct).mean())}
 
 
 def operating_curve(prompt_p: np.ndarray, judge_p: np.ndarray, correct: np.ndarray,
