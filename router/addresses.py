@@ -1,17 +1,30 @@
-"""Street addresses: a house number and a street, in the orders people write them.
+"""Street addresses: a house number and a street, in the orders people write them, with the
+flat or unit before it and the locality after it (city, region, postcode, country).
 
 - English: number, up to four capitalised words, a street type ("221B Baker Street",
   "1600 Pennsylvania Ave NW", "4 Privet Drive");
 - German and Dutch: a compound street name, then the number ("Hauptstraße 5",
   "Keizersgracht 123");
 - French: number, street type, name ("12 rue de la Paix", "8 bis, avenue Foch");
-- Spanish, Italian, Portuguese: street type, name, number ("Calle Mayor 10", "Via Roma, 5",
-  "Rua Augusta nº 24");
-- a post office box ("P.O. Box 1234", "Postfach 10 20 30" up to its first group);
-- in lower case, an English address after a word announcing it ("ship to 42 elm street").
+- Spanish, Italian, Portuguese, Polish: street type, name, number ("Calle Mayor 10",
+  "Via Roma, 5", "Rua Augusta nº 24", "ul. Długa 5/7");
+- Japanese block numbers ("2-14-3 Nishi-Shinjuku"), Indian house numbers ("h.no 4-1-12");
+- a post office box or rural route ("P.O. Box 1234", "Postfach 10 20 30" up to its first
+  group, "RR 2 Box 118");
+- in lower case, an English or German street that a word announces ("ship to 42 elm street")
+  or that a postcode follows ("42 elm st apt 5 boston ma 02118");
+- after a word announcing an address, any comma-separated lines that start with a number and
+  end in a postcode ("deliver to Flat 302, Sai Residency, 14th Cross, Bengaluru 560038").
 
 A street type or a number alone says nothing ("Route 66", "the street", "Abbey Road"): both must
-be there, next to each other. Runs on the text view (router.normalize), in RE2 (linear time).
+be there, next to each other. The street found, the span grows over what belongs to the same
+address: a flat or unit just before it ("Flat 2, 17 Kingsley Road") and, after it, up to five
+lines or comma-separated parts ending in a postcode, with the city or country written after
+that ("..., Springfield, IL 62704", "..., 75019 Paris", "\\nOxfordshire\\nOX7 5QT"): a street
+without its town still says who lives where, and redacting half an address leaves the other
+half in the prompt. Without a postcode the locality is not taken: nothing else tells a town
+from the next words of a sentence. Runs on the text view (router.normalize), in RE2 (linear
+time); the growing steps match anchored in a bounded window.
 """
 
 from __future__ import annotations
@@ -29,37 +42,88 @@ _EN_TYPES = (r"Street|St|Avenue|Ave|Av|Road|Rd|Lane|Ln|Drive|Dr|Boulevard|Blvd|C
              r"Crescent|Cres|Close|Parkway|Pkwy|Highway|Hwy|Square|Sq|Circle|Cir|Trail|Trl|Row|Mews|Gardens|Grove|"
              r"Walk|Hill|Parade|Esplanade|Alley|Plaza|Loop")
 _DIRECTION = r"(?: (?:NW|NE|SW|SE|N|S|E|W)\b\.?)?"
+_UNIT_WORDS = r"Apt|Apartment|Suite|Ste|Unit|Flat|Floor|Fl"
 _EN = (rf"{_NUMBER} (?:{_NAME} ){{1,3}}(?i:{_EN_TYPES})\b\.?{_DIRECTION}"
-       rf"(?:,? (?:Apt|Apartment|Suite|Ste|Unit|Flat|Floor|Fl)\.? ?#?[0-9A-Za-z-]{{1,6}})?")
-_DE_NL = (r"[A-ZÄÖÜ][a-zäöüß]+(?:-[A-ZÄÖÜ]?[a-zäöüß]+)*(?:straße|strasse|str\.|gasse|allee|platz|damm|ufer|"
-          r"chaussee|straat|laan|gracht|plein|kade|steeg|singel) [0-9]{1,4}[a-z]?")
+       rf"(?:,? (?:{_UNIT_WORDS})\.? ?#?[0-9A-Za-z-]{{1,6}})?")
+_DE_NL_TYPES = (r"straße|strasse|str\.|gasse|allee|platz|damm|ufer|chaussee|weg|ring|markt|pfad|graben|"
+                r"straat|laan|gracht|plein|kade|steeg|singel|dijk")
+_HOUSE = r"[0-9]{1,4}[a-z]?(?:[-/][0-9]{1,4}[a-z]?)?"
+_DE_NL = rf"[A-ZÄÖÜ][a-zäöüß]+(?:-[A-ZÄÖÜ]?[a-zäöüß]+)*(?:{_DE_NL_TYPES}) {_HOUSE}"
 _FR = (r"[0-9]{1,4}(?: ?(?:bis|ter))?,? (?i:rue|avenue|av\.|boulevard|bd|place|allée|chemin|impasse|quai|route|"
-       r"cours|passage|square)\b (?:(?:de|du|des|de la|de l'|la|le|les|d'|l')\s?)?[A-ZÉÈÀ][\w'’-]*")
-_ES_IT_PT = (r"(?:[Cc]alle|C/|[Aa]venida|[Aa]vda\.|[Pp]laza|[Pp]aseo|[Cc]arrer|Via|[Vv]iale|[Pp]iazza|[Cc]orso|"
-             r"[Rr]ua|[Tt]ravessa|[Ll]argo)\b (?:(?:de|del|de la|di|della|dei|da|do|dos|das)\s)?"
-             r"[A-ZÁÉÍÓÚ][\w'’-]*(?: [A-ZÁÉÍÓÚ][\w'’-]*){0,2},? (?:n[º°o]\.? ?)?[0-9]{1,4}")
-_PO_BOX = r"(?:P\.? ?O\.? ?Box|Post(?:al)? Office Box|Postfach|Apartado(?: de correos)?|Casella postale) [0-9]{1,7}"
-_ADDRESS = compile_linear(f"(?:{_EN}|{_DE_NL}|{_FR}|{_ES_IT_PT}|{_PO_BOX})")
-# Written all in lower case ("i live at 42 elm street"), an English address needs a word that
-# announces it: "3 kids on the street" has a number, words and a street type too.
-_CUE = (r"address|addr|live at|living at|located at|ship(?:ping)? to|deliver(?:y)? to|send (?:it |this |them )?to|"
-        r"moved to|reside at|staying at|visit (?:me|us) at|mail (?:it |this )?to|meet (?:me|us) at")
-_CUED = compile_linear(rf"(?i:\b(?:{_CUE})[ :,-]{{1,3}}({_NUMBER} (?:[a-z0-9'’.-]+ ){{1,3}}(?:{_EN_TYPES})\b\.?"
-                       rf"{_DIRECTION}))")
+       r"cours|passage|square)\b (?:(?:de|du|des|de la|de l'|la|le|les|d'|l')\s?)?[A-ZÉÈÀ][\pL\pN_'’-]*")
+_ES_IT_PT = (r"(?:(?:[Cc]alle|[Aa]venida|[Pp]laza|[Pp]aseo|[Cc]arrer|Via|[Vv]iale|[Pp]iazza|[Cc]orso|[Rr]ua|"
+             r"[Tt]ravessa|[Ll]argo)\b|(?:C/|[Aa]vda\.|Av\.|ul\.|al\.|os\.))"
+             r" ?(?:(?:de|del|de la|di|della|dei|da|do|dos|das)\s)?"
+             r"[A-ZÁÉÍÓÚŁŚŻŹĆŃ][\pL\pN_'’-]*(?: [A-ZÁÉÍÓÚŁŚŻŹĆŃ][\pL\pN_'’-]*){0,2},? (?:n[º°o]\.? ?)?[0-9]{1,4}"
+             r"(?:/[0-9]{1,4}[a-z]?)?(?: m\. ?[0-9]{1,4})?")
+_JP = r"[0-9]{1,2}-[0-9]{1,2}-[0-9]{1,3} [A-Z][a-z]+(?:-[A-Z]?[a-z]+)*"
+_IN = r"(?i:h\. ?no\.?|house no\.?|door no\.?|plot no\.?) ?[0-9]{1,4}(?:[-/][0-9A-Za-z]{1,4}){0,3}"
+_PO_BOX = (r"(?:P\.? ?O\.? ?Box|Post(?:al)? Office Box|Postfach|Apartado(?: de correos)?|Casella postale) [0-9]{1,7}"
+           r"|(?:RR|R\.R\.|Rural Route) ?[0-9]{1,3},? Box [0-9]{1,5}")
+_ADDRESS = compile_linear(f"(?:{_EN}|{_DE_NL}|{_FR}|{_ES_IT_PT}|{_JP}|{_IN}|{_PO_BOX})")
+# In lower case a street needs more: a word that announces it ("3 kids on the street" has a
+# number, words and a street type too) or a postcode after it (_LOWER, checked by the tail).
+_LOWER_EN = (rf"{_NUMBER} (?:[a-z0-9'’.-]+ ){{1,3}}(?:{_EN_TYPES})\b\.?{_DIRECTION}"
+             rf"(?:,? (?:{_UNIT_WORDS})\.? ?#?[0-9a-z-]{{1,6}}|,? #[0-9a-z-]{{1,6}})?")
+_LOWER = compile_linear(rf"(?i:{_LOWER_EN}|[a-zäöüß]+(?:{_DE_NL_TYPES}) {_HOUSE})")
+_CUE = (r"address|addr|adresse|adres|anschrift|wohnhaft|indirizzo|direcci[oó]n|domicilio|endere[cç]o|"
+        r"li(?:ve|ves|ving) at|located at|ship(?:ping)? to|deliver(?:y)? to|send (?:it |this |them )?to|"
+        r"moved to|reside at|staying at|visit (?:me|us) at|mail (?:it |this )?to|meet (?:me|us) at|"
+        r"(?:my|our|his|her|their) (?:place|home|house|flat|apartment)(?: is| at)?|i'?m at")
+_CUED = compile_linear(rf"(?i:\b(?:{_CUE})[ :,-]{{1,3}}({_LOWER_EN}))")
+
+# The locality after a street: parts separated by commas, semicolons or line breaks (or a
+# space), ending in a postcode, then the city or country written after it.
+_POSTCODE = (r"(?:[0-9]{5}(?:-[0-9]{3,4})?|[0-9]{4}(?: [A-Z]{2})?|[0-9]{6}|[0-9]{2}-[0-9]{3}|[0-9]{3}-[0-9]{4}|"
+             r"[0-9]{4}-[0-9]{3}|(?i:[A-Z]{1,2}[0-9][A-Z0-9]? ?[0-9][A-Z]{2}|[A-Z][0-9][A-Z] ?[0-9][A-Z][0-9]|"
+             r"[AC-FHKNPRTV-Y][0-9]{2} ?[0-9AC-FHKNPRTV-Y]{4}))\b")
+_SEP = r"(?:[ \t]*[,;][ \t,;]*\n?[ \t]*|[ \t]*\n[ \t]*|[ \t]+-[ \t]+|[ \t]+)"
+_L = r"[\pL\pN_'’.-]"  # a letter of a place name (RE2's \w is ASCII)
+_WORD = (rf"(?:\p{{Lu}}{_L}*|[0-9][\pL\pN/º°.-]*|#[0-9]{_L}*|(?:de|del|la|le|di|da|do|of|am|an|sur|bis)\b|"
+         r"(?i:apto|apt|flat|unit|suite|ste|floor|fl|piso|scala|m\.)\b)")
+_PART = rf"{_WORD}(?:[ \t]+{_WORD}){{0,3}}"
+_TOWN = (r"(?:[ \t,]+\p{Lu}[\pL'’-]*(?:[ \t]+(?:(?:de|del|la|di|am|an der|sur)[ \t]+)?\p{Lu}[\pL'’-]*){0,2})?")
+_TAIL = compile_linear(rf"(?:{_SEP}{_PART}){{0,5}}?{_SEP}(?:{_WORD}[ \t]+)?{_POSTCODE}{_TOWN}")
+_TAIL_LOWER = compile_linear(rf"(?i:(?:{_SEP}{_PART}){{0,5}}?{_SEP}(?:{_WORD}[ \t]+)?{_POSTCODE}{_TOWN})")
+_TOWN_AFTER = compile_linear(_TOWN)
+_TAIL_WINDOW = 160
+# A flat or unit written before the street ("Flat 2, 17 Kingsley Road", "Unit 5/32 Smith St").
+_UNIT_BEFORE = compile_linear(r"(?i:\b(?:flat|apt\.?|apartment|appartement|unit|suite|apto\.?)[ \t]*#?"
+                              r"(?:[0-9]{1,4}[a-z]?)?[ \t]*(?:,[ \t]*|\n[ \t]*|/)?)$")
+_UNIT_WINDOW = 24
+# A cue, then parts that start with a number and end in a postcode ("deliver to Flat 302,
+# Sai Residency, 14th Cross, Indiranagar, Bengaluru 560038").
+_CUED_PARTS = compile_linear(
+    rf"(?i:\b(?:{_CUE})[ :,-]{{1,3}}((?:flat|apt|unit|house|h\.? ?no\.?|door no\.?|plot no\.?)?[ .#]*[0-9]{_L}*"
+    rf"(?:[ \t]+[\pL\pN'’./#-]+){{0,4}}(?:{_SEP}[\pL\pN'’./#-]+(?:[ \t]+[\pL\pN'’./#-]+){{0,3}}){{0,5}}?{_SEP}"
+    rf"(?:{_L}+[ \t]+)?{_POSTCODE}))")
 
 
 def find_addresses(text: str) -> Iterator[Span]:
     """Each street address in `text` (the text view), as ("street_address", start, end)."""
+    spans = [(s, _grown(text, e, _TAIL if text[s:e] != text[s:e].lower() else _TAIL_LOWER))
+             for s, e in match_spans(_ADDRESS, text)]
+    spans += [(s, _grown(text, e, _TAIL_LOWER)) for ((s, e),) in group_spans(_CUED, text, (1,))]
+    spans += [(s, grown) for s, e in match_spans(_LOWER, text) if (grown := _grown(text, e, _TAIL_LOWER)) > e]
+    spans += [(s, _grown(text, e, _TOWN_AFTER)) for ((s, e),) in group_spans(_CUED_PARTS, text, (1,))]
     last_end = -1
-    for start, end in sorted(match_spans(_ADDRESS, text) + _cued(text)):
+    for start, end in sorted(spans, key=lambda span: (span[0], -span[1])):
         if not free_before(text, start):
             continue  # "1221B Baker Street" is found from its first digit, not its second
         if end <= last_end:
             continue  # inside the address just found
         last_end = end
-        yield "street_address", start, end
+        yield "street_address", _unit_before(text, start), end
 
 
-def _cued(text: str) -> list[tuple[int, int]]:
-    """Spans of the addresses a cue announces, in any case."""
-    return [address for (address,) in group_spans(_CUED, text, (1,))]
+def _grown(text: str, end: int, tail) -> int:
+    """Where the address that reaches `end` ends once `tail` (its locality) is taken in."""
+    m = tail.match(text[end:end + _TAIL_WINDOW])
+    return end + len(m.group(0)) if m else end
+
+
+def _unit_before(text: str, start: int) -> int:
+    """Where the address starting at `start` starts, a flat or unit written before it included."""
+    window = text[max(0, start - _UNIT_WINDOW):start]
+    m = _UNIT_BEFORE.search(window)
+    return start - len(window) + m.start() if m and m.end() > m.start() and window[m.start():].strip() else start

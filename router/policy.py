@@ -33,7 +33,7 @@ BUILTIN_DETECTORS: dict[str, str] = {
     "Kontonummer, numéro de compte, ...)",
     "birth_date": "dates of birth after a word naming them (date of birth, DOB, born on, Geburtsdatum, né le, ...)",
     "address": "street addresses: a house number next to a street (221B Baker Street, Hauptstraße 5, 12 rue de la "
-    "Paix, Calle Mayor 10)",
+    "Paix, Calle Mayor 10), with the flat before it and the town and postcode after it",
     "person_name": "people's names where the text marks them as one: after an honorific (Mr., Dr, Frau, Mme), an "
     "introduction (my name is, je m'appelle, me llamo), a form field (Name:, \"first_name\":) or a salutation "
     "(Dear Anna,)",
