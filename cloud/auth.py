@@ -42,13 +42,18 @@ def load_tokens(*, token: str | None = None, token_file: str | Path | None = Non
     return tokens
 
 
+def bearer_token(header: str) -> bytes:
+    """The token of an 'authorization: Bearer <token>' value."""
+    return header[len(_SCHEME):].strip().encode()
+
+
 def check_authorization(header: str | None, tokens: Iterable[bytes]) -> str | None:
     """None if `header` carries one of `tokens`, else the reason it is refused."""
     if header is None:
         return "missing credentials: send metadata 'authorization: Bearer <token>'"
     if not header[: len(_SCHEME)].lower() == _SCHEME:
         return "malformed credentials: the authorization metadata must be 'Bearer <token>'"
-    given = header[len(_SCHEME):].strip().encode()
+    given = bearer_token(header)
     matched = False
     for token in tokens:  # no early exit: time does not depend on which token matched
         matched |= hmac.compare_digest(given, token)
@@ -63,8 +68,7 @@ def principal_of(metadata: Sequence[tuple[str, str | bytes]] | None, peer: str, 
     """Who owns what this call caches: `token:<hash>` with auth, else `peer:<address without port>`."""
     header = _bearer(metadata) if authenticated else None
     if header is not None:
-        token = header[len(_SCHEME):].strip().encode()
-        return "token:" + hashlib.sha256(token).hexdigest()[:24]
+        return "token:" + hashlib.sha256(bearer_token(header)).hexdigest()[:24]
     kind, _, address = peer.partition(":")
     if kind in ("ipv4", "ipv6"):
         address = address.rpartition(":")[0] or address  # "[::1]:5000" -> "[::1]", "1.2.3.4:5000" -> "1.2.3.4"

@@ -20,6 +20,7 @@ shown so far to keep.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from typing import Any, Literal
 from edge.events import Done, Escalation, Fallback, Text
 from engine.generate import TOP_ALTERNATIVES, Sampling
 from router import DecisionRecord
+from router.decide import caller_tags_checked
 
 Kind = Literal["chat", "text"]
 STREAM_MODES = ("settled", "draft")
@@ -199,7 +201,12 @@ def _tags(value: Any, param: str) -> list[str]:
     items = value.split(",") if isinstance(value, str) else value
     if not isinstance(items, list) or not all(isinstance(t, str) for t in items):
         raise invalid(f"'{param}' must be a list of strings (a header: comma-separated)", param)
-    return [t.strip() for t in items if t.strip()]
+    tags = [t.strip() for t in items if t.strip()]
+    try:
+        caller_tags_checked(tags)
+    except ValueError as exc:
+        raise invalid(f"'{param}': {exc}", param) from None
+    return tags
 
 
 def _content(message: dict, i: int) -> str:
@@ -253,10 +260,25 @@ def routing(record: DecisionRecord) -> dict[str, Any]:
     }
 
 
+def caller_session(api_key: bytes, session_id: str) -> str:
+    """The cloud's name for one API key's session `session_id`. Every caller of a serve-edge reaches
+    the cloud as the server's one principal, so the id a caller chose would name the same cloud
+    session for all of them: whoever guessed another key's id could evict that conversation's cached
+    prefix and time a guess of its text against it. Derived from the key, it names that key's own."""
+    digest = hashlib.sha256(b"tandem-edge-session\0" + api_key + b"\0" + session_id.encode()).hexdigest()
+    return "s-" + digest[:40]
+
+
+def header_value(text: str) -> str:
+    """`text` as an HTTP header value can carry it (latin-1, no line breaks): anything else %-escaped
+    (a caller's tag may be "患者")."""
+    return "".join(c if " " <= c <= "~" and c != "%" else "".join(f"%{b:02X}" for b in c.encode()) for c in text)
+
+
 def routing_headers(record: DecisionRecord, *, final: bool) -> dict[str, str]:
     """X-Tandem-* headers; a stream's are sent before the answer, so they carry no tier."""
     headers = {"X-Tandem-Request-Id": record.request_id, "X-Tandem-Route": record.route,
-               "X-Tandem-Reasons": ",".join(record.reasons)}
+               "X-Tandem-Reasons": header_value(",".join(record.reasons))}
     if final:
         headers["X-Tandem-Tier"] = record.tier or ""
         headers["X-Tandem-Escalated"] = "true" if record.escalated else "false"

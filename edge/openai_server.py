@@ -26,12 +26,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from cloud.auth import check_authorization
+from cloud.auth import bearer_token, check_authorization
 from edge.async_client import AsyncStream, AsyncTandemClient
 from edge.errors import CloudRejectedError, CloudUnavailableError, HandoffRefusedError, PolicyDeniedError, TandemError
 from edge.events import Done, Escalation, Fallback, Text
-from edge.openai_api import APIError, CompletionCall, Kind, Shaper, event_note, invalid, parse_call, routing, \
-    routing_headers
+from edge.openai_api import APIError, CompletionCall, Kind, Shaper, caller_session, event_note, invalid, parse_call, \
+    routing, routing_headers
 from engine.errors import ContextLengthError, EngineError
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,9 @@ WHOLE_TEXT_EVERY_S = 1.0  # a whole answer needs its text only at the end
 # make every answer slower (and each holds a KV cache).
 DEFAULT_MAX_CONCURRENT = 8
 BUSY_RETRY_AFTER_S = 1
+# A request body larger than this is refused (413) before it is read whole: a prompt that size is far
+# over any context here, and reading, tokenizing and scanning it would cost the device seconds.
+DEFAULT_MAX_BODY_BYTES = 1 << 20
 
 
 class Admission:
@@ -71,9 +74,11 @@ class Admission:
 
 def build_app(client: AsyncTandemClient, *, model_id: str, api_keys: Sequence[str] = (),
               stream_interval_s: float = DEFAULT_STREAM_INTERVAL_S,
-              max_concurrent: int | None = DEFAULT_MAX_CONCURRENT) -> Starlette:
+              max_concurrent: int | None = DEFAULT_MAX_CONCURRENT,
+              max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> Starlette:
     """The ASGI app; `api_keys` empty leaves /v1/* open (only sensible on loopback); `stream_interval_s`
-    0 sends every token as it comes; `max_concurrent` None admits any number of requests at once."""
+    0 sends every token as it comes; `max_concurrent` None admits any number of requests at once. With
+    keys, a caller's session id names that key's session only (caller_session)."""
     keys = [k.encode() for k in api_keys]
     admission = Admission(max_concurrent)
     model_ids = [model_id] if model_id == ALIAS else [model_id, ALIAS]
@@ -97,10 +102,12 @@ def build_app(client: AsyncTandemClient, *, model_id: str, api_keys: Sequence[st
         async def endpoint(request: Request) -> Response:
             authorize(request)
             try:
-                body = await request.json()
+                body = json.loads(await _read_body(request, max_body_bytes))
             except (ValueError, UnicodeDecodeError) as exc:
                 raise invalid(f"the request body is not valid JSON: {exc}") from None
             call = parse_call(kind, body, {k.lower(): v for k, v in request.headers.items()})
+            if keys and call.session_id:
+                call.session_id = caller_session(bearer_token(request.headers["authorization"]), call.session_id)
             if call.model not in model_ids:
                 raise APIError(404, f"the model {call.model!r} does not exist here; this server offers "
                                f"{', '.join(model_ids)}", param="model", code="model_not_found")
@@ -190,6 +197,24 @@ async def _unless_disconnected(request: Request, answering: Awaitable[Response])
     return answer.result()
 
 
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, refused with a 413 once it is over `limit` bytes (by its Content-Length, or as it comes)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(limit: int) -> APIError:
+    return APIError(413, f"the request body is over {limit} bytes, this server's limit", code="request_too_large")
+
+
 async def _answer(client: AsyncTandemClient, call: CompletionCall, stream_interval_s: float) -> Response:
     if call.kind == "chat":
         stream = client.chat(call.request, **call.sdk_options())
@@ -204,8 +229,12 @@ async def _answer(client: AsyncTandemClient, call: CompletionCall, stream_interv
     if call.stream:
         held = call.stream_mode == "settled" and record.route == "local" and record.may_escalate \
             and client.sync.transport is not None
-        return EventStreamResponse(_events(stream, shaper, held=held, text_every_s=stream_interval_s),
-                                   headers=routing_headers(record, final=False))
+        try:
+            return EventStreamResponse(_events(stream, shaper, held=held, text_every_s=stream_interval_s),
+                                       headers=routing_headers(record, final=False))
+        except BaseException:
+            await stream.aclose()  # an answer nobody will read must not go on decoding past the limit
+            raise
     async with stream:
         texts: list[Text] = []
         while batch := await stream.next_batch(text_every_s=WHOLE_TEXT_EVERY_S):

@@ -21,6 +21,7 @@ own action is allow). The redaction mapping stays in `Decision.redaction`.
 
 from __future__ import annotations
 
+import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,6 +31,9 @@ from typing import Any
 from router.detectors import Finding, detect_all
 from router.policy import ACTION_STRICTNESS, Policy, TagAction
 from router.redact import Redaction
+
+MAX_CALLER_TAGS = 32
+MAX_TAG_CHARS = 64
 
 Messages = Sequence[Mapping[str, Any]]
 
@@ -94,7 +98,7 @@ def decide(
     `new_tokens` is how many the caller wants generated, if it says.
     """
     texts = _texts(request)
-    tags_in = _caller_tags(caller_tags)
+    tags_in = caller_tags_checked(caller_tags)
     for name, value in (("token_count", token_count), ("new_tokens", new_tokens)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
             raise ValueError(f"{name} must be a non-negative int, got {value!r}")
@@ -187,15 +191,24 @@ def _texts(request: str | Messages) -> list[str]:
     return texts
 
 
-def _caller_tags(caller_tags: Iterable[str]) -> list[str]:
+def caller_tags_checked(caller_tags: Iterable[str]) -> list[str]:
+    """A caller's tags, stripped, lower-cased and deduplicated; refused (ValueError) past MAX_CALLER_TAGS
+    tags, MAX_TAG_CHARS characters, or with control characters: the decision record, the audit log
+    and the serve-edge headers repeat them, and a caller must not be able to make those large."""
     if isinstance(caller_tags, str):
         raise TypeError(f"caller_tags is a collection of tags; wrap a single tag in a list: [{caller_tags!r}]")
     tags = []
     for tag in caller_tags:
         if not isinstance(tag, str) or not tag.strip():
             raise ValueError(f"caller tags must be non-empty strings, got {tag!r}")
-        if tag.strip().lower() not in tags:
-            tags.append(tag.strip().lower())
+        tag = tag.strip().lower()
+        if len(tag) > MAX_TAG_CHARS or any(unicodedata.category(c)[0] == "C" or c in "\u2028\u2029" for c in tag):
+            raise ValueError(f"a caller tag is at most {MAX_TAG_CHARS} characters, without control characters or "
+                             f"line breaks, got {tag[:80]!r}")
+        if tag not in tags:
+            tags.append(tag)
+        if len(tags) > MAX_CALLER_TAGS:
+            raise ValueError(f"at most {MAX_CALLER_TAGS} caller tags are taken")
     return tags
 
 

@@ -120,6 +120,12 @@ def test_bad_inputs_are_clear_errors():
         decide("x", token_count=-1, policy=OPEN)
     with pytest.raises(ValueError, match="caller tags"):
         decide("x", caller_tags=[""], token_count=1, policy=OPEN)
+    with pytest.raises(ValueError, match="at most 32 caller tags"):
+        decide("x", caller_tags=[f"t{i}" for i in range(33)], token_count=1, policy=OPEN)
+    for tag in ("t" * 65, "two\nlines", "bell\x07"):
+        with pytest.raises(ValueError, match="at most 64 characters"):
+            decide("x", caller_tags=[tag], token_count=1, policy=OPEN)
+    assert decide("x", caller_tags=["患者"] * 40, token_count=1, policy=OPEN).tags  # one tag, in any script
 
 
 def test_decision_names_the_policy_it_applied():

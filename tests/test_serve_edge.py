@@ -44,7 +44,7 @@ def serve_edge(model, cloud_address, policy, tmp_path, app_options=None,
     """build_app + uvicorn (what `tandem serve-edge` runs) on a free loopback port, in a thread."""
     client = AsyncTandemClient(model, cloud=cloud_address, policy=policy, audit_log=tmp_path / "audit.jsonl",
                                **kwargs)
-    app = build_app(client, model_id=MODEL, api_keys=[KEY], **(app_options or {}))
+    app = build_app(client, model_id=MODEL, **{"api_keys": [KEY], **(app_options or {})})
     server = uvicorn_server(app, host="127.0.0.1", port=0)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -292,6 +292,50 @@ def test_a_full_server_turns_the_next_request_away_with_503_and_retry_after(smol
     assert [r["fallback"] for r in records(tmp_path)] == ["abandoned_by_caller", None]
 
 
+def test_one_key_cannot_reach_another_keys_cloud_session(smollm2, cloud, tmp_path):
+    """Every caller of a serve-edge reaches the cloud as one principal: the session id a caller names
+    goes out derived from its API key, so another key naming the same id gets a session of its own
+    (it can neither evict the first key's cached prefix nor time a guess of its text against it)."""
+    address, capture, _ = cloud
+    other = "sk-other-tenant-key"
+    options = {"api_keys": [KEY, other]}
+    with serve_edge(smollm2, address, policy_with(edge=SMALL_DEVICE), tmp_path, app_options=options) as (url, _):
+        before = len(capture.of("Generate"))
+        for key in (KEY, other, KEY):
+            api(url, key=key).completions.create(model=MODEL, prompt=LONG_PROMPT, max_tokens=2,
+                                                 extra_body={"session_id": "support-42"})
+        sent = [r.session_id for r in capture.of("Generate")[before:]]
+    assert len(sent) == 3 and "support-42" not in sent
+    assert sent[0] == sent[2] != sent[1]  # one key keeps its session from turn to turn
+
+
+def test_tags_in_any_script_are_answered_and_bounded(smollm2, cloud, tmp_path):
+    """A tag in any script is a tag (its reason goes out %-escaped in X-Tandem-Reasons, which is
+    latin-1); too many or too long tags and over-large bodies are refused before any work, and no
+    refused or answered stream leaves a decode running."""
+    address, _, _ = cloud
+    body = {"model": MODEL, "messages": [{"role": "user", "content": QUESTION}], "max_tokens": 4, "tags": ["患者"]}
+    auth = {"Authorization": f"Bearer {KEY}"}
+    with serve_edge(smollm2, address, policy_with(), tmp_path, app_options={"max_body_bytes": 4096}) as (url, client):
+        whole = httpx.post(url + "/v1/chat/completions", headers=auth, json=body, timeout=60)
+        streamed = httpx.post(url + "/v1/chat/completions", headers=auth, json={**body, "stream": True}, timeout=60)
+        many = httpx.post(url + "/v1/chat/completions", headers=auth, json={**body, "tags": [f"t{i}" for i in range(40)]}, timeout=30)
+        long = httpx.post(url + "/v1/chat/completions", headers=auth, json={**body, "tags": ["x" * 100]}, timeout=30)
+        big = httpx.post(url + "/v1/chat/completions", headers=auth, timeout=30,
+                         json={**body, "messages": [{"role": "user", "content": "word " * 2000}]})
+        deadline = time.monotonic() + 30
+        while client.in_flight and time.monotonic() < deadline:
+            time.sleep(0.05)
+        journeys = client.in_flight
+    assert whole.status_code == 200 and streamed.status_code == 200 and "data: [DONE]" in streamed.text
+    assert whole.json()["tandem"]["route"] == "local_only"
+    assert "%E6%82%A3%E8%80%85" in whole.headers["x-tandem-reasons"]  # 患者
+    assert [r.status_code for r in (many, long)] == [400, 400]
+    assert many.json()["error"]["param"] == "tags" and "at most 32" in many.json()["error"]["message"]
+    assert big.status_code == 413 and big.json()["error"]["code"] == "request_too_large"
+    assert journeys == 0
+
+
 def test_a_stream_interval_groups_text_but_not_the_first_token_or_the_end(smollm2, cloud, tmp_path):
     """With a 30 s interval the first token goes out at once and the rest with the end (which is not held);
     with none, text goes out as it comes. The text is the same."""
@@ -369,6 +413,9 @@ def test_request_fields_and_headers_map_to_sdk_options():
     ({"messages": [{"role": "wizard", "content": "hi"}]}, "messages[0].role"),
     ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]}, "messages[0].content"),
     ({"tags": "health"}, None),  # a comma-separated string is accepted like the header
+    ({"tags": [f"t{i}" for i in range(33)]}, "tags"),
+    ({"tags": ["a" * 65]}, "tags"),
+    ({"tags": ["line\nbreak"]}, "tags"),
     ({"tandem_stream": "fast"}, "tandem_stream"),
     ({"stream_options": {"include_usage": True}}, "stream_options"),
     ({"model": ""}, "model"),
