@@ -19,8 +19,14 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable
+
+import grpc
+
+from cloud.contract import RequestError
 
 MIN_RETRY_AFTER_MS = 100
 MAX_RETRY_AFTER_MS = 30_000
@@ -163,3 +169,35 @@ class Admission:
     def _refuse_if_draining(self) -> None:
         if self._draining:
             raise Overloaded("server is shutting down; retry on another replica", self.retry_after_ms())
+
+
+class PerCaller:
+    """At most `limit` of one kind of thing held at once by each principal (uploads being received,
+    prefilled caches not yet read): past that, RESOURCE_EXHAUSTED at once. Fair sharing of the decode
+    slots is Admission's; this bounds what one caller can pin outside them."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._held: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def take(self, principal: str, what: str) -> None:
+        with self._lock:
+            if self._held[principal] >= self.limit:
+                raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED, f"this caller already has {self.limit} "
+                                   f"{what}, its limit; hand off by token IDs, or retry once one has ended")
+            self._held[principal] += 1
+
+    def release(self, principal: str) -> None:
+        with self._lock:
+            self._held[principal] -= 1
+            if not self._held[principal]:
+                del self._held[principal]
+
+    @contextmanager
+    def hold(self, principal: str, what: str) -> Iterator[None]:
+        self.take(principal, what)
+        try:
+            yield
+        finally:
+            self.release(principal)

@@ -57,11 +57,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--kv-ttl", type=positive_float, default=defaults.DEFAULT_KV_TTL_S,
                    help="seconds an uploaded cache waits for its resume before it is dropped")
     p.add_argument("--kv-max-uploads", type=non_negative_int, default=defaults.DEFAULT_KV_MAX_UPLOADS,
-                   help="uploads decoded at once; past it uploads get UNAVAILABLE")
+                   help="uploads decoded at once; past it uploads get RESOURCE_EXHAUSTED")
+    p.add_argument("--kv-per-caller", type=positive_int, default=defaults.DEFAULT_KV_PER_CALLER,
+                   help="uploads one caller may send at once, and prefilled caches it may leave unread")
     p.add_argument("--kv-same-precision-only", action="store_true",
                    help="refuse caches from a differently quantized twin of the model (e.g. a 4-bit edge)")
     p.add_argument("--kv-idle", type=positive_float, default=defaults.DEFAULT_KV_IDLE_S,
                    help="seconds an upload may send nothing before it is dropped")
+    p.add_argument("--kv-max-upload-s", type=positive_float, default=defaults.DEFAULT_KV_MAX_UPLOAD_S,
+                   help="seconds any one upload may take, however it is paced")
     p.add_argument("--stream-stall", type=positive_float, default=defaults.DEFAULT_STREAM_STALL_S,
                    help="seconds a stream may wait on a client that reads nothing before it is ended")
     p.add_argument("--max-stream", type=positive_float, default=defaults.DEFAULT_MAX_STREAM_S,
@@ -178,6 +182,7 @@ def cmd_serve_cloud(args: argparse.Namespace) -> int:
             kv_max_upload_bytes=args.kv_max_upload_mb << 20, kv_store_bytes=args.kv_store_mb << 20,
             kv_ttl_s=args.kv_ttl, kv_max_uploads=args.kv_max_uploads,
             kv_cross_precision=not args.kv_same_precision_only, kv_idle_s=args.kv_idle,
+            kv_max_upload_s=args.kv_max_upload_s, kv_per_caller=args.kv_per_caller,
             stream_stall_s=args.stream_stall, max_stream_s=args.max_stream,
         )
         try:

@@ -21,6 +21,8 @@ DEFAULT_KV_STORE_BYTES = 1024 * 1024 * 1024     # decoded caches waiting for the
 DEFAULT_KV_TTL_S = 120.0
 DEFAULT_KV_MAX_UPLOADS = 2                        # streams decoding an upload at once
 DEFAULT_KV_IDLE_S = 10.0          # an upload that sends nothing this long is dropped
+DEFAULT_KV_MAX_UPLOAD_S = 300.0   # nor does any upload take longer (512 MB at ~2 MB/s), dripped or not
+DEFAULT_KV_PER_CALLER = 1         # uploads one caller sends at once, and prefilled caches it has not yet read
 DEFAULT_STREAM_STALL_S = 30.0     # a stream whose client reads nothing this long is ended
 DEFAULT_MAX_STREAM_S = 900.0      # no stream lives longer (2,048 tokens on a slow CPU take a few minutes)
 DEFAULT_KEEPALIVE_S = 60.0        # the server pings an idle connection this often to find dead peers
@@ -48,6 +50,8 @@ class ServerConfig:
     kv_max_uploads: int = DEFAULT_KV_MAX_UPLOADS
     kv_cross_precision: bool = True  # accept caches from a differently quantized twin (same family)
     kv_idle_s: float = DEFAULT_KV_IDLE_S
+    kv_max_upload_s: float = DEFAULT_KV_MAX_UPLOAD_S
+    kv_per_caller: int = DEFAULT_KV_PER_CALLER
     stream_stall_s: float = DEFAULT_STREAM_STALL_S
     max_stream_s: float = DEFAULT_MAX_STREAM_S
     keepalive_s: float = DEFAULT_KEEPALIVE_S
@@ -61,7 +65,7 @@ class ServerConfig:
                 ("max_message_bytes", 1024), ("session_cache_bytes", 0), ("max_sessions", 0),
                 ("max_stop_strings", 0), ("max_stop_string_chars", 1), ("max_id_chars", 1), ("prefill_chunk", 16),
                 ("kv_max_upload_bytes", 0), ("kv_store_bytes", 0), ("kv_ttl_s", 0.001), ("kv_max_uploads", 0),
-                ("kv_idle_s", 0.01), ("stream_stall_s", 0.01), ("max_stream_s", 0.01), ("keepalive_s", 1.0),
+                ("kv_idle_s", 0.01), ("kv_max_upload_s", 0.01), ("kv_per_caller", 1), ("stream_stall_s", 0.01), ("max_stream_s", 0.01), ("keepalive_s", 1.0),
                 ("max_connection_age_s", 1.0),
             )
             if getattr(self, name) < low

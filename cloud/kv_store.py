@@ -13,7 +13,7 @@ import hmac
 import secrets
 import threading
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from typing import Callable
 
@@ -49,7 +49,10 @@ class KVStore:
         return len(self._entries)
 
     def put(self, tokens: list[int], cache: KVCache, principal: str) -> str:
-        """Keep `cache` under a new unguessable handle, evicting expired then oldest entries."""
+        """Keep `cache` under a new unguessable handle, evicting expired entries, then the oldest entry
+        of whoever holds the most bytes (with the new entry counted): one caller's uploads push out its
+        own, never those of a caller holding less. Refused (StoreFullError) when that would be this
+        entry itself."""
         if cache.nbytes > self.max_bytes:
             raise StoreFullError(f"the decoded cache takes {cache.nbytes} bytes; this server keeps at most "
                                  f"{self.max_bytes} bytes of uploaded caches")
@@ -59,8 +62,15 @@ class KVStore:
             self._entries[handle] = StoredKV(list(tokens), cache, self._clock() + self.ttl_s, principal)
             self._bytes += cache.nbytes
             while self._bytes > self.max_bytes:
-                _, old = self._entries.popitem(last=False)
-                self._bytes -= old.cache.nbytes
+                held: Counter[str] = Counter()
+                for entry in self._entries.values():
+                    held[entry.principal] += entry.cache.nbytes
+                biggest = max(held, key=lambda p: (held[p], p == principal))  # a tie: the newcomer's own
+                oldest = next(h for h, e in self._entries.items() if e.principal == biggest)
+                self._bytes -= self._entries.pop(oldest).cache.nbytes
+                if oldest == handle:
+                    raise StoreFullError(f"the uploaded caches of other callers fill this server's {self.max_bytes} "
+                                         f"bytes; hand off by token IDs, or retry once they are taken")
         return handle
 
     def take(self, handle: str, principal: str) -> StoredKV | None:

@@ -27,7 +27,7 @@ from typing import Any, AsyncIterator, Callable, Iterator
 
 import grpc
 
-from cloud.admission import Abandoned, Admission, Overloaded
+from cloud.admission import Abandoned, Admission, Overloaded, PerCaller
 from cloud.auth import principal_of
 from cloud.backends.base import Backend
 from cloud.config import ServerConfig
@@ -73,6 +73,11 @@ class CloudInferenceServicer(cloud_pb2_grpc.CloudInferenceServicer):
         self.streams = StreamLimits(self.pool, stall_s=config.stream_stall_s, max_stream_s=config.max_stream_s,
                                     on_end=self.admission.wake)
         self._uploads = threading.BoundedSemaphore(max(1, config.kv_max_uploads))
+        # What one caller may hold at once: uploads being received, prefilled caches not yet read. Each
+        # holds up to a whole decoded cache and the upload slots are everyone's, so a caller past its
+        # share is refused, not queued (it can hand off by token IDs).
+        self._uploading = PerCaller(config.kv_per_caller)
+        self._exporting = PerCaller(config.kv_per_caller)
         self.stopping = threading.Event()  # end of the shutdown grace: in-flight streams stop
         self._clock = clock
         self._info = info_response(backend, config, model_id=model_id)
@@ -106,7 +111,7 @@ class CloudInferenceServicer(cloud_pb2_grpc.CloudInferenceServicer):
                        ) -> cloud_pb2.KVUploadResult:
         """Verify and decode the frames as they arrive; keep only a complete cache, under a handle."""
         call = self._call(context)
-        chunks = self.streams.chunks(request_iterator, self.config.kv_idle_s)
+        chunks = self.streams.chunks(request_iterator, self.config.kv_idle_s, self.config.kv_max_upload_s)
         return await self.streams.unary(context, call, self._upload, chunks, call)
 
     def _call(self, context: grpc.aio.ServicerContext) -> Call:
@@ -151,14 +156,16 @@ class CloudInferenceServicer(cloud_pb2_grpc.CloudInferenceServicer):
             kv = self._kv("PrefillKV", "kv_export")
             options = kv.check_prefill(request)
             ids = list(request.token_ids)
-            with self._slot(call, clock):
-                done = kv.prefill(ids, self._should_stop(call))
-                if done is None:
-                    return call.gone()
-                cache, prefill_s = done
-                self.metrics.prompt_tokens.inc(len(ids))
-                self.metrics.prefill_seconds.observe(prefill_s)
-            yield from kv.send(cache, options, request_id=request.request_id, token_ids=ids, prefill_s=prefill_s)
+            # The slot is released after the prefill, but the cache lives until its last frame is read.
+            with self._exporting.hold(call.principal, "prefilled caches not yet read"):
+                with self._slot(call, clock):
+                    done = kv.prefill(ids, self._should_stop(call))
+                    if done is None:
+                        return call.gone()
+                    cache, prefill_s = done
+                    self.metrics.prompt_tokens.inc(len(ids))
+                    self.metrics.prefill_seconds.observe(prefill_s)
+                yield from kv.send(cache, options, request_id=request.request_id, token_ids=ids, prefill_s=prefill_s)
             return "OK"
 
         return self._guarded("PrefillKV", request.request_id, call, body())
@@ -171,10 +178,16 @@ class CloudInferenceServicer(cloud_pb2_grpc.CloudInferenceServicer):
         except RequestError as exc:
             self.metrics.requests.labels("UploadKV", exc.code.name).inc()
             raise
+        try:
+            self._uploading.take(call.principal, "KV uploads being received")
+        except RequestError as exc:
+            self.metrics.requests.labels("UploadKV", exc.code.name).inc()
+            raise
         if not self._uploads.acquire(blocking=False):
-            self.metrics.requests.labels("UploadKV", "UNAVAILABLE").inc()
-            raise RequestError(grpc.StatusCode.UNAVAILABLE, f"{self.config.kv_max_uploads} KV uploads are already "
-                               "being received; retry after 1000 ms or hand off by token IDs", 1000)
+            self._uploading.release(call.principal)
+            self.metrics.requests.labels("UploadKV", "RESOURCE_EXHAUSTED").inc()
+            raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{self.config.kv_max_uploads} KV uploads are "
+                               "already being received; hand off by token IDs, or retry after 1000 ms", 1000)
         try:
             handle, received = kv.receive(chunks, call.principal)
             outcome = "OK"
@@ -199,6 +212,7 @@ class CloudInferenceServicer(cloud_pb2_grpc.CloudInferenceServicer):
             raise internal_error("UploadKV", "") from None
         finally:
             self._uploads.release()
+            self._uploading.release(call.principal)
             self.metrics.requests.labels("UploadKV", outcome).inc()
 
     def _plan(self, request: cloud_pb2.GenerateRequest) -> GenerationPlan:

@@ -160,20 +160,25 @@ class StreamLimits:
         return RequestError(grpc.StatusCode.DEADLINE_EXCEEDED, f"stream ended: it passed this server's limit of "
                             f"{self.max_stream_s:g} s per stream; resend the prompt plus the tokens received")
 
-    def chunks(self, requests: AsyncIterator[T], idle_s: float) -> Iterator[T]:
-        """A client stream as a blocking iterator for a worker; a gap over `idle_s` ends it."""
+    def chunks(self, requests: AsyncIterator[T], idle_s: float, total_s: float) -> Iterator[T]:
+        """A client stream as a blocking iterator for a worker; a gap over `idle_s`, or a stream still
+        sending after `total_s` (one frame dripped every idle_s - 1 would hold an upload for hours),
+        ends it."""
         loop = asyncio.get_running_loop()
         stream = aiter(requests)
 
         def read() -> Iterator[T]:
+            end = time.monotonic() + total_s
             while True:
                 future = asyncio.run_coroutine_threadsafe(_next_or_end(stream), loop)
+                left = end - time.monotonic()
                 try:
-                    item = future.result(timeout=idle_s)
+                    item = future.result(timeout=max(0.0, min(idle_s, left)))
                 except concurrent.futures.TimeoutError:
                     future.cancel()
-                    raise RequestError(grpc.StatusCode.DEADLINE_EXCEEDED, f"nothing received for {idle_s:g} s; "
-                                       "the upload was dropped and its memory freed") from None
+                    why = f"nothing received for {idle_s:g} s" if left > idle_s else f"still sending after {total_s:g} s"
+                    raise RequestError(grpc.StatusCode.DEADLINE_EXCEEDED,
+                                       f"{why}; the upload was dropped and its memory freed") from None
                 if item is _END:
                     return
                 yield item

@@ -12,7 +12,7 @@ import pytest
 from cloud.client import generate_request
 from cloud.config import ServerConfig
 from cloud.contract import fingerprint_message
-from cloud.kv_store import KVStore
+from cloud.kv_store import KVStore, StoreFullError
 from engine.fingerprint import ModelFingerprint
 from engine.generate import generate_tokens
 from engine.kv import CodecOptions, KVLayout, decode_frames, encode_cache
@@ -200,6 +200,24 @@ def test_store_expires_entries_and_stays_within_its_bytes(smollm2):
     assert len(store) == 0 and store.nbytes == 0
 
 
+def test_one_callers_uploads_evict_its_own_caches_never_a_smaller_holders(smollm2):
+    """The store is full: the caller holding the most bytes loses its oldest entry, so a caller
+    uploading big caches over and over pushes out its own, and a victim's upload survives; a newcomer
+    that would itself be the one to go is refused instead."""
+    cache = smollm2.new_cache(16)
+    store = KVStore(max_bytes=3 * cache.nbytes, ttl_s=100.0)
+    victim = store.put([1], smollm2.new_cache(16), "victim")
+    flood = [store.put([2 + i], smollm2.new_cache(16), "mallory") for i in range(5)]
+    assert store.take(victim, "victim") is not None  # survived five uploads that filled the store
+    assert [store.take(h, "mallory") is not None for h in flood] == [False, False, False, True, True]
+    small = KVStore(max_bytes=2 * cache.nbytes, ttl_s=100.0)
+    small.put([1], smollm2.new_cache(16), "a")
+    small.put([2], smollm2.new_cache(16), "b")
+    with pytest.raises(StoreFullError, match="other callers"):  # a tie: the newcomer's own entry would go
+        small.put([3], smollm2.new_cache(16), "c")
+    assert len(small) == 2
+
+
 # --- hostile uploaders (issue 15) ----------------------------------------------------------------
 
 def _rss_bytes() -> int:
@@ -355,3 +373,49 @@ def test_an_int8_cloud_cache_refuses_nan_or_infinite_scales(smollm2, prompt_ids)
             assert "layer 2" in message
         with client_for(port) as client:
             assert upload(client, int8, cache, prompt_ids, codec="int8").kv_handle
+
+
+def test_a_dripped_upload_ends_at_the_time_limit_and_holds_only_its_callers_share(smollm2, prompt_ids):
+    """Mallory drips valid frames just inside the idle limit: her upload is dropped at kv_max_upload_s,
+    a second upload of hers meanwhile is RESOURCE_EXHAUSTED (one at a time per caller), and Alice
+    uploads as usual. A PrefillKV cache Mallory does not read likewise blocks only her next one."""
+    cache, _ = edge_state(smollm2, prompt_ids, 1)
+    frames = list(encode_cache(cache, smollm2.fingerprint, CodecOptions("fp16", frame_bytes=128 * 1024)))
+    assert len(frames) >= 3
+    config = ServerConfig(kv_idle_s=1.0, kv_max_upload_s=2.5, kv_max_uploads=2)
+    with running_server(smollm2, config=config, auth_tokens=["alice", "mallory"]) as (srv, port):
+        alice, mallory = client_for(port, token="alice"), client_for(port, token="mallory")
+        with alice, mallory:
+            def dripped():
+                for frame in frames * 10:
+                    yield frame
+                    time.sleep(0.7)
+
+            outcome = {}
+
+            def run():
+                try:
+                    mallory.upload_kv(prompt_ids, dripped(), codec="fp16", timeout=RPC_TIMEOUT_S)
+                except grpc.RpcError as exc:
+                    outcome["status"] = (exc.code(), exc.details(), time.monotonic() - started)
+
+            started = time.monotonic()
+            thread = threading.Thread(target=run)
+            thread.start()
+            time.sleep(0.5)
+            second, message = status_of(lambda: upload(mallory, smollm2, cache, prompt_ids))
+            assert upload(alice, smollm2, cache, prompt_ids).kv_handle
+            thread.join(30)
+            held = mallory.prefill_kv(prompt_ids, codec="fp16", receiver=fingerprint_message(smollm2.fingerprint),
+                                      timeout=RPC_TIMEOUT_S)
+            next(held)  # prefilled; the rest of the cache waits for her to read it
+            again, again_message = status_of(lambda: list(mallory.prefill_kv(
+                prompt_ids, codec="fp16", receiver=fingerprint_message(smollm2.fingerprint), timeout=RPC_TIMEOUT_S)))
+            alices = list(alice.prefill_kv(prompt_ids, codec="fp16", receiver=fingerprint_message(smollm2.fingerprint),
+                                           timeout=RPC_TIMEOUT_S))
+            held.cancel()
+    assert second is grpc.StatusCode.RESOURCE_EXHAUSTED and "KV uploads being received" in message
+    code, detail, took = outcome["status"]
+    assert code is grpc.StatusCode.DEADLINE_EXCEEDED and "still sending after 2.5 s" in detail and took < 2.5 + 2
+    assert again is grpc.StatusCode.RESOURCE_EXHAUSTED and "not yet read" in again_message
+    assert alices[0].start.token_ids == prompt_ids and len(alices) > 1
