@@ -17,6 +17,7 @@ import re
 from collections.abc import Iterator
 
 from router.linear_regex import compile_linear, group_spans
+from router.scan import unspaced
 
 Span = tuple[str, int, int]
 
@@ -35,9 +36,12 @@ _LABELS: dict[str, str] = {
         rf"acct{_NO}|a/c{_NO}|kontonummer|konto{_S}nr|bankverbindung|num[ée]ro{_S}de{_S}compte|n°{_S}de{_S}compte|"
         rf"n[úu]mero{_S}de{_S}cuenta|numero{_S}di{_S}conto|rekeningnummer|n[úu]mero{_S}da{_S}conta)"),
     "birth_date": (
-        rf"(?:date{_S}of{_S}birth|birth{_S}date|birthdate|birthday|d\.?o\.?b\.?|born(?:{_S}on)?|"
-        rf"geburtsdatum|geboren(?:{_S}am)?|date{_S}de{_S}naissance|n[ée]e?{_S}le|fecha{_S}de{_S}nacimiento|"
-        rf"nacid[oa]{_S}el|data{_S}di{_S}nascita|nat[oa]{_S}il|geboortedatum|data{_S}de{_S}nascimento)"),
+        rf"(?:date{_S}of{_S}birth|birth{_S}date|birthdate|birthday|b-?day|d\.?o\.?b\.?|born(?:{_S}on)?|"
+        rf"geburtsdatum|geburtstag|geboren(?:{_S}am)?|geb\.|date{_S}de{_S}naissance|n[ée]e?{_S}le|"
+        rf"fecha{_S}de{_S}nacimiento|nacid[oa](?:{_S}el)?|data{_S}di{_S}nascita|nat[oa]{_S}il|geboortedatum|"
+        rf"geboren{_S}op|data{_S}de{_S}nascimento|nascimento|nascid[oa](?:{_S}em)?|data{_S}urodzenia|"
+        rf"urodzon[ya](?:{_S}dnia)?|f[öo]delsedatum|f[öo]dd(?:{_S}den)?|f[øo]dselsdato|f[øo]dt|syntym[äa]aika|"
+        rf"出生日期|出生|生年月日|生日)"),
 }
 # A number: groups of letters and digits, each holding a digit, single spaces or dashes between
 # (a group of letters alone is a word: "12345678 and", not part of the number).
@@ -47,27 +51,37 @@ _MONTH = (r"(?:JAN|FEB|MAR|APR|MAY|JUN|JUL|AUG|SEP|OCT|NOV|DEC|JANV|FÉVR|FEVR|A
           r"SEPT|DÉC|ENE|ABR|AGO|DIC|GEN|MAG|GIU|LUG|SETT|OTT|MÄR|MRZ|OKT|DEZ|MEI)[A-ZÀ-Ý]*\.?")
 _DAY = r"[0-9]{1,2}(?:ST|ND|RD|TH|ER|\.)?"
 _DATE = (rf"(?:[0-9]{{1,4}}[ ./-][0-9]{{1,2}}[ ./-][0-9]{{2,4}}|{_DAY}(?: OF| DE| DI)? {_MONTH},? (?:DE )?[0-9]{{4}}|"
-         rf"{_MONTH} {_DAY},? [0-9]{{4}})")
+         rf"{_MONTH} {_DAY},? [0-9]{{4}}|[0-9]{{4}}年[0-9]{{1,2}}月[0-9]{{1,2}}日)")
 _GAP = r"[^0-9\n]{0,24}?"  # "number is: ", " (mm/dd/yyyy): ", " on file - "
 _FINDERS = {kind: [compile_linear(rf"({label}){_GAP}({_DATE if kind == 'birth_date' else _NUMBER})", ignore_case=True)]
             for kind, label in _LABELS.items()}
 # "account" alone names many things ("account balance 1234567"), so only a number right after it
 # counts: "account 31926819", "account: 31926819", "account #31926819".
-_FINDERS["bank_account"].append(compile_linear(rf"(account)[ :#=]{{0,3}}({_NUMBER})", ignore_case=True))
+# (From a digit: "Konto DE89 3704 ..." is an IBAN, found as one.)
+_FINDERS["bank_account"].append(compile_linear(rf"(account|acc|konto|compte|cuenta|conto|rekening)[ :#=]{{0,3}}"
+                                                rf"([0-9][0-9A-Z]*(?:[ -]{_GROUP})*)", ignore_case=True))
+# A date then the word: "am 3. Juli 1979 geboren", "1985-07-30 born".
+_DATE_THEN_LABEL = compile_linear(rf"({_DATE})[ ,]{{1,3}}(geboren|born|né|née|nacid[oa]|nat[oa])", ignore_case=True)
 _MIN_CHARS, _MIN_DIGITS = 6, 4
 # A number after a document's label that is a date with its year is the issue or expiry date
 # ("passport issued 2019 06 01"), not the number.
 _DATED = re.compile(r"[0-9]{4}[ ./-][0-9]{1,2}[ ./-][0-9]{1,2}|[0-9]{1,2}[ ./-][0-9]{1,2}[ ./-][0-9]{4}")
 
 
+def _letter(char: str) -> bool:
+    return char.isalpha() and not unspaced(char)  # "出生日期" ends a label as a space does
+
+
 def find_labelled(text: str, kinds: tuple[str, ...]) -> Iterator[Span]:
     """Each value of one of `kinds` (keys of _LABELS) right after a word naming it, in `text`."""
-    for kind, regex in ((kind, regex) for kind in kinds for regex in _FINDERS[kind]):
-        for (label, label_end), (start, end) in group_spans(regex, text, (1, 2)):
-            if (label and text[label - 1].isalpha()) or (label_end < len(text) and text[label_end].isalpha()):
-                continue  # whole words only: "tabular" holds no "aba", "adobe" no "dob", "borne" no "born"
-            value = text[start:end]
-            if kind == "birth_date" or (sum(c.isalnum() for c in value) >= _MIN_CHARS
-                                        and sum(c.isdigit() for c in value) >= _MIN_DIGITS
-                                        and not _DATED.fullmatch(value)):
-                yield kind, start, end
+    found = [(kind, spans) for kind in kinds for regex in _FINDERS[kind] for spans in group_spans(regex, text, (1, 2))]
+    if "birth_date" in kinds:
+        found += [("birth_date", (label, value)) for value, label in group_spans(_DATE_THEN_LABEL, text, (1, 2))]
+    for kind, ((label, label_end), (start, end)) in found:
+        if (label and _letter(text[label - 1])) or (label_end < len(text) and _letter(text[label_end])):
+            continue  # whole words only: "tabular" holds no "aba", "adobe" no "dob", "borne" no "born"
+        value = text[start:end]
+        if kind == "birth_date" or (sum(c.isalnum() for c in value) >= _MIN_CHARS
+                                    and sum(c.isdigit() for c in value) >= _MIN_DIGITS
+                                    and not _DATED.fullmatch(value)):
+            yield kind, start, end

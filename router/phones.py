@@ -18,7 +18,7 @@ import phonenumbers
 
 from router.linear_regex import compile_linear, found_in
 from router.national_ids import IdWords
-from router.scan import free_before, matches
+from router.scan import UNSPACED, free_before, matches, unspaced
 
 Span = tuple[str, int, int]
 
@@ -31,7 +31,8 @@ _BREAK = r"(?:[ \t]*\r?\n[ \t]*| ?)"
 _PHONE_CANDIDATE = re.compile(
     r"[+(0-9](?=[0-9 ().\-/\n\r\t]{6})"
     rf"(?:(?<=\+){_BREAK}(?:\(\d{{1,5}}\){_BREAK})?\d+|(?<=\()\d{{1,5}}\){_BREAK}\d+|(?<=\d)\d*)"
-    rf"(?:(?: ?[\-/]{_BREAK}|[ .])(?:\(\d{{1,5}}\){_BREAK})?\d+|\(\d{{1,5}}\){_BREAK}\d+)*(?![\w@]|[.,:/-]\d)"
+    rf"(?:(?: ?[\-/]{_BREAK}|[ .])(?:\(\d{{1,5}}\){_BREAK})?\d+|\(\d{{1,5}}\){_BREAK}\d+)*"
+    rf"(?![^\W{UNSPACED}]|@|[.,:/-]\d)"
 )
 _DATE_OR_TIME = re.compile(
     r"\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{2,4}|\d{1,2}:\d{2}|\d{1,3}(?:[.,]\d{3})+"
@@ -70,10 +71,22 @@ _NATIONAL_REGIONS = {
 _UNIX_TIME = re.compile(r"1[0-9]{9}(?:[0-9]{3})?")  # seconds or milliseconds since 1970, 2001-2286
 
 
+# An extension after the number belongs to it: "+1 212-619-3451 ext. 204", "(617) 378-3266 x331".
+_EXTENSION = re.compile(
+    r"[ \t]*,?[ \t]*(?:(?i:ext|extn|extension|poste|durchwahl|dw|int|interno)\.?:?[ \t]*#?|[xX])\d{1,6}\b")
+
+
 def find_phones(text: str, claimed: Sequence[tuple[int, int]] = (), id_words: IdWords | None = None) -> Iterator[Span]:
-    """Phone numbers in `text`, ignoring digits inside `claimed` spans (a card, IBAN
-    or national ID already found: its digits are that number, not a phone); `id_words`
-    is the text's IdWords when the caller already has them.
+    """Phone numbers in `text` (with their extension), ignoring digits inside `claimed` spans (a
+    card, IBAN or national ID already found: its digits are that number, not a phone); `id_words`
+    is the text's IdWords when the caller already has them."""
+    for kind, start, end in _find_phones(text, claimed, id_words):
+        extension = _EXTENSION.match(text, end)
+        yield kind, start, extension.end() if extension else end
+
+
+def _find_phones(text: str, claimed: Sequence[tuple[int, int]], id_words: IdWords | None) -> Iterator[Span]:
+    """find_phones without the extensions.
 
     A run that is not one number may be several side by side ("212-555-1234
     415-555-2671") or one with a neighbour ("212-555-1234 24 hours"): it is split
@@ -152,7 +165,8 @@ def _is_phone(text: str, start: int, end: int, words: IdWords) -> bool:
                 return False
     if _DATE_OR_TIME.fullmatch(candidate) or candidate.count(".") == 3 or _PERSONAL_NUMBER.fullmatch(candidate):
         return False  # a date, a time, a version; "640421-1890" is a Nordic personal number's shape
-    if not free_before(text, start, "" if candidate[0] == "+" else _NOT_BEFORE_PHONE):
+    if not free_before(text, start, "" if candidate[0] == "+" else _NOT_BEFORE_PHONE) and not (
+            text[start - 1] == ":" and start > 1 and unspaced(text[start - 2])):  # "手机:186 5006 4808"
         return False
     if _UNIX_TIME.fullmatch(candidate) or _named_as_a_thing(text, start):
         return False

@@ -20,7 +20,7 @@ from stdnum import luhn
 
 from router.linear_regex import compile_linear, found_in
 from router.national_ids import find_national_ids
-from router.scan import free_before, matches
+from router.scan import continues_word, free_before, matches
 
 Span = tuple[str, int, int]
 
@@ -38,7 +38,7 @@ def find_emails(text: str) -> Iterator[Span]:
     while at != -1:
         domain = _DOMAIN.match(text, at + 1)
         start = at
-        while start > 0 and at - start <= 64 and (text[start - 1].isalnum() or text[start - 1] in _LOCAL_PUNCTUATION):
+        while start > 0 and at - start <= 64 and (continues_word(text[start - 1]) or text[start - 1] in _LOCAL_PUNCTUATION):
             start -= 1
         while start < at and not text[start].isalnum():
             start += 1
@@ -139,7 +139,12 @@ def _mod97(candidate: str) -> bool:
 _IPV4 = re.compile(r"[0-9]\d{0,2}\.\d{1,3}\.\d{1,3}\.\d{1,3}(?![\w]|\.\d)")
 _IP_PARTS = re.compile(r"[:.]")
 _IP_SHAPE = compile_linear(r"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}|:[0-9A-Fa-f.]*:")  # RE2's DFA: keep it small
-_VERSION_BEFORE = re.compile(r"(?i)\b(?:version|ver\.?|release|build|v)\s*$")
+# A dotted quad after one of these is a version or a section number, not an address.
+_VERSION_BEFORE = re.compile(
+    r"(?i)\b(?:version|versione|versi[oó]n|vers[aã]o|ver\.?|release|build|v|firmware|fw|bootloader|kernel|driver|"
+    r"patch|update|sdk|api|app|chapter|chap\.?|section|sect\.?|§|clause|article|art\.?|paragraph|para\.?|"
+    r"step|rule|figure|fig\.?|table|appendix|item|kapitel|abschnitt|chapitre|cap[ií]tulo|capitolo)"
+    r"(?:\s+(?:is|was|no\.?|number))?\s*[:=#]?\s*$")
 _IPV6_CHARS = frozenset("0123456789abcdefABCDEF:.")
 
 
@@ -153,7 +158,7 @@ def find_ip_addresses(text: str) -> Iterator[Span]:
         return  # one linear pass: most texts hold neither a dotted quad nor two colons in hex
     if "." in text:
         for m in matches(_IPV4, text, "."):
-            if _VERSION_BEFORE.search(text[max(0, m.start() - 12):m.start()]):
+            if _VERSION_BEFORE.search(text[max(0, m.start() - 24):m.start()]):
                 continue
             try:
                 ipaddress.IPv4Address(m.group())
