@@ -33,6 +33,7 @@ from collections.abc import Iterator, Sequence
 
 import re2
 
+from router.addresses import find_addresses
 from router.linear_regex import char_offsets, compile_linear, group_spans
 
 Span = tuple[str, int, int]
@@ -46,6 +47,10 @@ _NAME = rf"(?:{_PARTICLE} )*(?:{_INITIAL} ?)*{_WORD}(?: (?:{_PARTICLE} )*(?:{_IN
 _FULL_NAME = rf"(?:{_WORD} (?:{_PARTICLE} )*(?:{_INITIAL} ?)*){{1,2}}{_WORD}"  # two or three words
 _NAMES = rf"{_NAME}(?:(?:, | and | & | und | et | y | e | en ){_NAME})*"  # "Sarah Kim, Diego Ramírez"
 _ANY_WORD = r"\p{L}[\p{L}'’-]*"
+_CAPS_WORD = r"\p{Lu}['’]?\p{Lu}+(?:-\p{Lu}+)?"
+_CAPS_NAME = rf"{_CAPS_WORD}(?: {_CAPS_WORD}){{0,3}}"
+_NAME_FIELD = (r"(?i:(?:full|first|last|given|family|middle|maiden|legal|patient|holder)[ _-]?names?|names?|surname|"
+               r"vorname|nachname|nom|prénom|nombre|apellidos?|nome|cognome|naam|achternaam|voornaam)")
 _ANY_NAME = rf"{_ANY_WORD}(?: {_ANY_WORD})?"  # one or two words in any case, trimmed by find_names
 
 # Case-sensitive but for dotted abbreviations and whole words: "ms" is milliseconds, "miss" a verb.
@@ -88,11 +93,12 @@ _RELATION = (
     r"(?:o meu|a minha|meu|minha) (?:filho|filha|esposa|marido|mulher|mãe|pai|irmão|irmã|amigo|amiga|colega|chefe|"
     r"avó|avô|tia|tio|vizinho|vizinha))")
 _ROLE = (r"patient|client|customer|tenant|employee|applicant|defendant|plaintiff|claimant|witness|student|"
-         r"contractor|borrower|guarantor|user|member|driver|passenger|resident|subscriber|candidate")
+         r"contractor|borrower|guarantor|user|member|driver|passenger|resident|subscriber|candidate|pt|new hire|"
+         r"new starter|titulaire|titular|titolare|beneficiary|payee|addressee|account holder|card ?holder")
 _FIELD = (
     r"(?:full|first|last|given|family|middle|maiden|legal|patient|customer|client|employee|contact|recipient|"
-    r"sender|guest|passenger|tenant|applicant|student|child|spouse|parent|account holder|card holder|user)[ _-]?"
-    r"name|name|surname|pt|patient|patientin|patiënt|paciente|paziente|nom|prénom|nombre|apellidos?|nome|cognome|"
+    r"sender|guest|passenger|tenant|applicant|student|child|spouse|parent|account[ _-]?holder|card[ _-]?holder|"
+    r"user)[ _-]?names?|name|surname|pt|patient|patientin|patiënt|paciente|paziente|nom|prénom|nombre|apellidos?|nome|cognome|"
     r"naam|vorname|nachname|reported by|requested by|submitted by|created by|prepared by|signed by|assigned to|"
     r"assignee|owner|reporter|author|reviewer|approver|account holder|holder|cardholder|policyholder|beneficiary|"
     r"payee|payer|witness|contact person|emergency contact|next of kin|guardian|physician|gp|caregiver|"
@@ -101,7 +107,9 @@ _FIELD = (
     r"expéditeur|titular|destinatario|remitente|titolare|mittente|klant|rekeninghouder|ontvanger|afzender|"
     r"destinatário|remetente|firma|" + _ROLE)
 _BY = (r"witnessed by|signed by|prepared by|reported by|submitted by|requested by|approved by|reviewed by|authored by|"
-       r"written by|issued to|on behalf of|statement of|signature of|care of|c/o")
+       r"written by|issued to|on behalf of|statement of|signature of|care of|c/o|reports to|reporting to|managed by|"
+       r"supervised by|in the name of|a nombre de|au nom de|auf den namen|im namen von|in nome di|em nome de|"
+       r"ten name van|ask for|asked for|speak to|speak with|talk to")
 _LIST_FIELD = r"attendees|participants|present|invitees|cc|bcc|team members|members|guests|witnesses|parties|teilnehmer"
 _SALUTATION = (r"Dear|Dearest|Hi|Hello|Hey|Liebe|Lieber|Cher|Chère|Querid[oa]|Caro|Cara|Beste|Hallo|Bonjour|Hola|Ciao|"
                r"Olá|Salut|Coucou|Hej|Moin|Servus|Prezad[oa]|Estimad[oa]|Gentile|Egregio")
@@ -132,6 +140,9 @@ _CASED = (
     # a field's label and its value, as a form, a record or JSON writes it: `Name: `, `"assignee": "`
     (rf"(?i:{_FIELD})", rf"[\"']?[ \t]*[:=][ \t]*[\"']?({_NAME})"),
     (rf"(?i:{_LIST_FIELD})", rf"[ \t]*:[ \t]*({_NAMES})"),
+    # a passport's or a form's capitals: "Surname: OKONKWO", "Given names: CHIDI EMEKA"
+    (_NAME_FIELD, rf"[\"']?[ \t]*[:=][ \t]*[\"']?({_CAPS_NAME})(?:[\"',;\n]|[ \t]*$)"),
+    (r"(?m:^FN)", rf"[:;]({_NAME})"),  # a vCard's formatted name
     (r"(?im:^(?:from|to|cc|reply-to))", rf"[ \t]*:[ \t]*({_NAMES})[ \t]*<"),  # e-mail headers
     (r"(?im:^(?:from|to|cc))", rf"[ \t]*:[ \t]*({_NAMES})[ \t]*\n(?i:to|cc|subject|sent|date)[ \t]*:"),
     (_SALUTATION, rf"[ \t]*(?:,[ \t]*\n?|\n| )[ \t]*({_NAMES})"),
@@ -144,6 +155,9 @@ _CASED = (
 )
 # (cue, the value written right before it)
 _CASED_BEFORE = (
+    # "Lena Hoffmann, geb. 04.07.1985", "Julien Lefèvre, né le 3 février 1979", "Maria Gonzalez, born 7/2/64"
+    (r"(?i:, (?:born|geboren|née?|nat[oa]|nacid[oa]|nascid[oa]|urodzon[ya]|f[öø]dd?|dob|geb\.|d\.o\.b\.))"
+     r"(?:[^\p{L}\p{N}]|$)", _FULL_NAME),
     # "Seo-yeon Park, my wife" ("Sorry, my son": none; the relation a whole word: "your points ex|pire" is none)
     (rf"(?i:, {_RELATION})(?:[^\p{{L}}\p{{N}}]|$)", _FULL_NAME),
     (r"-(?i:san|sama|kun|chan|sensei)\b", _WORD),  # "Suzuki-san"
@@ -163,6 +177,7 @@ _RELATION_NEXT = (rf"(?i:{_RELATION})", rf" ({_ANY_WORD}) ({_ANY_WORD})")
 _FOLLOWS_A_NAME = frozenset("""
 is was has had says said keeps kept just got gets told tells wants wanted needs asked called texted sent gave took
 made bought borrowed went left came will would can can't cannot didn't doesn't won't isn't wasn't hasn't
+cant didnt doesnt wont isnt wasnt hasnt couldnt wouldnt shouldnt
 also still always never finally recently
 """.split())
 # What a bare `name` field names when the word before it says so: not a person.
@@ -336,9 +351,24 @@ def _in_tables(text: str) -> Iterator[tuple[int, int]]:
         offset += len(line) + 1
 
 
+# A name written right before an address is the person who lives there: on the line above it ("Ship
+# to:\nDaniel Okafor\n2200 W Lake St") or before a comma, after the start of a line, a colon or a
+# word sending something to someone ("an Jonas Becker, Lindenweg 7").
+_BEFORE_ADDRESS = compile_linear(
+    rf"(?:^|\n|[:;(]|\b(?:to|for|attn|an|à|a|para|per|aan|voor|c/o))[ \t]*({_FULL_NAME})[ \t]*(?:,[ \t]*\n?|\n)[ \t]*$")
+
+
+def _before_addresses(text: str) -> Iterator[tuple[int, int]]:
+    for _, start, _ in find_addresses(text):
+        offset = max(0, start - 80)
+        for (name_start, name_end), in group_spans(_BEFORE_ADDRESS, text[offset:start], (1,)):
+            if text[offset + name_start:offset + name_end].split(" ", 1)[0].casefold() not in _NOT_NAMES:
+                yield offset + name_start, offset + name_end
+
+
 def find_names(text: str) -> Iterator[Span]:
     """Each person's name in `text` (the text view) that its context marks as one, as ("person_name", start, end)."""
-    found = {*_cued(text), *_in_tables(text)}
+    found = {*_cued(text), *_in_tables(text), *_before_addresses(text)}
     # the name again elsewhere in the text, without its cue ("Dear Anna, ... Anna said"): the same person
     for value in {text[start:end] for start, end in found}:
         at = text.find(value)
