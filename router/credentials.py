@@ -27,7 +27,8 @@ _RE2_OPTIONS = re2.Options()
 _RE2_OPTIONS.log_errors = False
 
 _PRIVATE_KEY = re.compile(
-    r"-----BEGIN ((?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?)-----.*?(?:-----END \1-----|(?=\n[ \t]*\n)|\Z)", re.S
+    r"-----BEGIN ((?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?)-----(?:[ \t]*\n(?:[\w-]+: [^\n]*\n)*[ \t]*\n)?"  # PGP armor
+    r".*?(?:-----END \1-----|(?=\n[ \t]*\n)|\Z)", re.S
 )
 # Vendor formats (after the vendors' documentation and the rule sets of gitleaks and
 # detect-secrets).
@@ -60,6 +61,7 @@ _VENDOR_KEYS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         ("atlassian_token", r"ATATT3[A-Za-z0-9_=-]{30,}"),
         ("square_token", r"sq0(?:atp|csp)-[A-Za-z0-9_-]{22,}"),
         ("telegram_bot_token", r"\d{8,10}:AA[A-Za-z0-9_-]{33}"),
+        ("discord_token", r"[MNO][A-Za-z0-9_-]{23,27}\.[A-Za-z0-9_-]{6}\.[A-Za-z0-9_-]{27,40}"),
         ("azure_key", r"AccountKey=[A-Za-z0-9+/=]{40,}|SharedAccessSignature=[^\s;\"']{20,}"),
     )
 )
@@ -86,17 +88,23 @@ _CLI_CREDENTIAL = re.compile(
     r"|(?:u|-user)\s*(?P<q4>['\"]?)[^\s:'\"]+:(?P<v4>[^\s'\"@]{3,})(?P=q4))"
     r"|(?:PASSWORD|PASSWD|TOKEN|SECRET|API_KEY)=(?P<q6>['\"]?)(?P<v6>[^\s'\"$]{3,})(?P=q6)"
 )
+# A user and a password after a word announcing a login: "login admin / S3cr3t!", "creds are admin:Pw0rd!24".
+_LOGIN_PAIR = re.compile(r"(?i)\b(?:log[ -]?in|log[ -]?on|sign[ -]?in|creds?|credentials|user(?:name)?\s*/\s*pass(?:word)?)"
+                         r"\b[^\n]{0,24}?(?<![\w@.-])[\w.@+-]{2,64}[ \t]*(?::|/)[ \t]*(?P<value>[^\s'\"]{4,64})(?=[\s,;)]|$)")
 # scheme://user:password@host: the password is a secret (and not an e-mail address).
 _URL_CREDENTIAL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{1,20}://[^\s:/@]{1,64}:(?P<value>[^\s/@]{1,128})@(?=[\w.-])")
 _PLACEHOLDER_VALUE = re.compile(r"(?i)^(?:\$\{?\w+\}?|<[^>]*>|\{\{?[^}]*\}\}?|\*+|x{3,}|\.{3,}|%\w+%|"
-                                r"(?:your|my)[_-]?\w*|password|passwd|secret|token|null|none|changeme|example)$")
+                                r"(?:your|my)[\w-]*|[\w-]*[_-]here|password|passwd|secret|token|null|none|changeme|"
+                                r"example|(?:[a-z]{2,8}[_-]){1,2}(?:x{4,}|\.{3,}|\*{3,}|\.\.\.))$")
+# The body of a vendor-format match that is a placeholder: one character over and over ("ghp_xxxx...").
+_FILLER = re.compile(r"^(.)\1+$")
 
 
 # Keywords in English, German, French, Spanish, Italian, Portuguese and Dutch, matched
 # on the lower-cased text; `_`, `-` and `.` count as separators (`aws_secret_access_key=`).
 _S = r"[\s_.-]?"
 _PASSWORD_WORDS = (
-    rf"pass{_S}words?|passwd|pass{_S}phrase|passcode|pwd|pw|passwort|kennwort|mot{_S}de{_S}passe|mdp|"
+    rf"pass{_S}words?|passwd|pass{_S}phrase|passcode|pwd|pw|pasword|passwrd|passowrd|paswd|pword|passwort|kennwort|mot{_S}de{_S}passe|mdp|"
     rf"contrase[ñn]a|clave(?:{_S}de{_S}acceso)?|parola{_S}d'ordine|parola{_S}chiave|senha|wachtwoord|"
     rf"codice{_S}di{_S}accesso|code{_S}d'acc[èe]s|c[óo]digo{_S}de{_S}acceso|zugangs(?:code|daten)|pin{_S}code|"
     # and the words of other languages a hostile text may switch to
@@ -106,7 +114,7 @@ _PASSWORD_WORDS = (
     rf"pass(?=[ \t]*[:=])"  # "Pass: ...", a label; the bare word is English prose
 )
 _KEY_WORDS = (
-    rf"secret|geheimnis|token|api{_S}key|apikey|access{_S}key|private{_S}key|client{_S}secret|credentials?|"
+    rf"secret|geheimnis|token|api{_S}key|apikey|access{_S}key|private{_S}key|client{_S}secret|credentials?|creds|"
     rf"auth|bearer|cl[ée]{_S}(?:d'api|api|secr[èe]te)|chiave{_S}(?:api|segreta)|chave{_S}(?:de{_S}api|api|secreta)|"
     rf"api{_S}sleutel|geheime{_S}sleutel|schl[üu]ssel"
 )
@@ -117,12 +125,16 @@ _WORDS_AFTER_KEYWORD = 16  # "password - I changed it this morning after the aud
 _HORIZON = 400  # characters after a keyword that are looked at; keeps the scan linear
 _VALUE = re.compile(r"[^\s\"'`<>(){}\[\],;]+")
 _NOT_SECRET = re.compile(r"(?i)^(?:[a-z][a-z0-9+.-]*://|www\.)|^[^@\s]+@[^@\s]+\.[a-z]{2,}$|^[\d:./-]+$")
+# Names in code, not values: `getpass.getpass`, `password-reset-flow`, `_field`, `DB_USER`.
+_IDENTIFIER = re.compile(r"^[A-Za-z_]+(?:\.[A-Za-z_]+)+$|^[-_]?[a-z]+(?:[-_][a-z]+)*$|^[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+$")
 _SEPARATORS = "-_."
 _ASSIGNMENT = re.compile(r"^[A-Za-z_][\w.-]*[:=]+(?=.)")  # `NAME=value` in one word: the value is the secret
 _SENTENCE_END = re.compile(r"[.!?](?:\s|$)|\n\s*\n")
 # Words between a password word and its value that keep it "direct" ("password is hunter2").
 _LINKING = frozenset("is ist est es è é era was war lautet = : - now jetzt maintenant ahora ora agora nu "
                      "är er on jest je je: это 是 は".split())
+# An app password as Google writes it, after a password word: "password: rqmi qcpu jtrg qomu".
+_APP_PASSWORD = re.compile(r"[ \t]*[:=]?[ \t]*(?:is[ \t]+)?[\"']?(?P<value>[a-z]{4} [a-z]{4} [a-z]{4} [a-z]{4})\b")
 _WORDS_LINKING = 8  # "Le mot de passe du wifi est Hund482": a person's password this far after the word
 _HEX_KEY = re.compile(r"[0-9a-fA-F]{32,128}")
 
@@ -135,7 +147,8 @@ def find_secrets(text: str) -> Iterator[Span]:
     for index in sorted(_VENDOR_SET.Match(text) or ()):
         kind, pattern = _VENDOR_KEYS[index]
         for m in pattern.finditer(text):
-            if free_before(text, m.start(), "-"):
+            body = re.split(r"[_-]", m.group(), maxsplit=1)[-1]
+            if free_before(text, m.start(), "-") and not _FILLER.match(body):
                 yield kind, m.start(), m.end()
     if "eyJ" in text:
         for m in _JWT.finditer(text):
@@ -163,6 +176,11 @@ def _context_secrets(text: str) -> Iterator[Span]:
             group = next(g for g in ("v1", "v2", "v3", "v4", "v6") if m.group(g) is not None)
             if not _PLACEHOLDER_VALUE.match(m.group(group)) and (group != "v2" or _password_like(m.group(group))):
                 yield "cli_credential", m.start(group), m.end(group)
+    lowered_has = "log" in lowered or "cred" in lowered or "sign" in lowered or "user" in lowered
+    for m in _LOGIN_PAIR.finditer(text) if lowered_has else ():
+        value = m.group("value")
+        if _chosen_password(value) and not (_PLACEHOLDER_VALUE.match(value) or _NOT_SECRET.search(value)):
+            yield "credential", m.start("value"), m.end("value")
     if "://" in text:
         for m in _URL_CREDENTIAL.finditer(text):
             if not _PLACEHOLDER_VALUE.match(m.group("value")):
@@ -199,14 +217,17 @@ def _keyword_secrets(text: str) -> Iterator[Span]:
         stop = _SENTENCE_END.search(text, keyword.end(), horizon)
         end = (stop.start() + (text[stop.start()] in "!?")) if stop else horizon  # "Sommer2024!" keeps its "!"
         linked = direct = keyword.group("password") is not None
+        if linked and (app := _APP_PASSWORD.match(lowered, keyword.end())):
+            yield "credential", app.start("value"), app.end("value")
+            continue
         for index, value in enumerate(_VALUE.finditer(text, keyword.end(), end)):
             if index >= _WORDS_AFTER_KEYWORD:
                 break
             if _NOT_SECRET.search(value.group()):
                 continue  # a URL, an address, a number
             token = _ASSIGNMENT.sub("", value.group()).strip(":=.")
-            if not token:
-                continue
+            if not token or _IDENTIFIER.match(token) or text[:value.start()].rstrip().endswith(("{", "${")):
+                continue  # a name in code, or a template's variable ("{{ vault_db_password }}")
             chosen = (linked and _password_like(token)) or (direct and _chosen_password(token))
             if chosen or looks_random(token) or _HEX_KEY.fullmatch(token):
                 if not _PLACEHOLDER_VALUE.match(token):

@@ -96,6 +96,9 @@ _SPELLED_DOT = re.compile(_DOT.replace("(?:" + "|".join(_DOT_WORDS) + ")", "(" +
 # An address's local part and domain, with their dots written as "." or spelled out.
 _DOT_WORD_SET = frozenset(_DOT_WORDS)
 _DOMAIN_AFTER = re.compile(rf"[\w-]+(?:(?:\.|{_DOT})[\w-]+)*(?:\.|{_DOT})[a-z]{{2,24}}\b", re.IGNORECASE)
+# "@maria.sanchez" after a space is a handle; an address written "john @gmail.com" ends in a TLD.
+_HANDLE_OR_TLD = re.compile(r"(?i).*\.(?:[a-z]{2}|com|org|net|edu|gov|mil|int|info|biz|io|ai|app|dev|me|mail|email|"
+                            r"online|site|tech|xyz|cloud|company|work|club|shop|store|live|pro|name|mobi|asia)$")
 
 
 # Cyrillic and Greek letters that look like Latin ones: read as Latin inside a word that also
@@ -184,6 +187,9 @@ def _spelled_address_edits(text: str) -> list[Edit]:
             local = _local_part(text, start, max(edits[-1][1] if edits else 0, start - 96)) if domain else None
             if local is None or domain is None:
                 continue
+            if word == "@" and text[start] != "@" and text[end - 1] == "@" and not _HANDLE_OR_TLD.match(
+                    "".join(domain.group().split())):
+                continue  # a space before "@" only, and no known TLD: "and @maria.sanchez" is a handle
             if not (bracketed or word != "at" or _plausible_spelled_address(text[local:start], domain.group())):
                 continue
             spelled = [m for span in ((local, start), domain.span()) for m in _SPELLED_DOT.finditer(text, *span)]

@@ -43,15 +43,15 @@ _NOT_A_PHONE_BEFORE = re.compile(  # matched on lower-cased text: (?i) is severa
     r"(?:\b(?:order|invoice|tracking|reference|ref|confirmation|serial|ticket|booking|case|sku|part|model|"
     r"po|transaction|receipt|isbn|issn|ean|upc|gtin|imei|imsi|iccid|patent|meeting|id|batch|lot|account|acct|"
     r"routing|iban|card|customer|member|policy|claim|contract|shipment|parcel|package|item|article|product|"
-    r"timestamp|epoch|unix|ts|build|version|"
+    r"timestamp|epoch|unix|ts|build|version|lottery|lotto|loto|tirage|ziehung|"
     r"bestellung|auftrag|rechnung|sendung|vorgang|aktenzeichen|kunde|vertrag|artikel|konto|"
     r"commande|facture|dossier|r[ée]f[ée]rence|suivi|colis|contrat|client|compte|"
     r"pedido|factura|fatura|expediente|referencia|refer[êe]ncia|seguimiento|env[íi]o|contrato|cliente|cuenta|"
     r"encomenda|protocolo|processo|ordine|fattura|pratica|riferimento|spedizione|contratto|conto|"
     r"bestelling|factuur|referentie|zending|klant|rekening)|[a-zäöüß]*(?<!tele[fp]on)(?<!ruf)(?<!handy)"
     r"(?<!mobil)(?<!fax)nummer|\bn\.?[°ºo]|\bnr)"
-    r"s?\s*(?:no\.?|nr\.?|numbers?|num\.?|n\.?[°ºo]|n\.|ids?|#|nummer|num[ée]ros?|n[úu]meros?)?\s*"
-    r"(?:(?:de|del|di|da|do|du|van|der)\s+\w+\s*)?[:#.=]?\s*$"
+    r"s?[\s_-]*(?:no\.?|nr\.?|numbers?|num\.?|n\.?[°ºo]|n\.|ids?|#|nummer|num[ée]ros?|n[úu]meros?)?\s*"
+    r"(?:(?:de|del|di|da|do|du|van|der)\s+\w+\s*)?[\"']?\s*[:#.=]?\s*[\"']?\s*$"
 )
 # The same words without the look-behinds, in RE2: one linear pass says whether any can be there
 # (Python's engine tries the whole alternation at every position of the window).
