@@ -291,3 +291,25 @@ def test_a_cancel_during_the_engines_prefill_stops_it_there(smollm2_path, smollm
     finally:
         backend.close()
         proc.stop()
+
+
+def test_the_engines_shared_prompt_cache_is_asked_for_only_while_one_caller_uses_it(engine, smollm2_path, smollm2):
+    """llama-server's prompt cache is every caller's: a second principal's prefill time would say
+    whether another caller sent a prompt it guesses. A conversation's next turn reuses its prefix
+    while one principal (here, one token) uses the gateway; from a second one on, no request asks."""
+    backend = LlamaServerBackend(engine.url, load_served_tokenizer(smollm2_path))
+    ids = smollm2.encode_prompt(PROMPTS[0])
+    with running_server(backend, auth_tokens=["alice", "bob"]) as (_, port):
+        with client_for(port, token="alice") as alice, client_for(port, token="bob") as bob:
+            first = alice.generate(ids, session_id="a", max_new_tokens=2, timeout=RPC_TIMEOUT_S)
+            asked_alone = backend.request_body(backend_plan(ids, "a"))["cache_prompt"]
+            second = bob.generate(ids, session_id="b", max_new_tokens=2, timeout=RPC_TIMEOUT_S)
+            asked_shared = backend.request_body(backend_plan(ids, "a"))["cache_prompt"]
+    backend.close()
+    assert first.token_ids == second.token_ids
+    assert (asked_alone, asked_shared, backend.shared) == (True, False, True)
+
+
+def backend_plan(ids: list[int], session_id: str):
+    request = generate_request(ids, max_new_tokens=2, session_id=session_id)
+    return plan_generation(request, vocab_size=49152, max_context=2048, config=ServerConfig())
