@@ -65,7 +65,8 @@ class ServerConfig:
                 ("max_message_bytes", 1024), ("session_cache_bytes", 0), ("max_sessions", 0),
                 ("max_stop_strings", 0), ("max_stop_string_chars", 1), ("max_id_chars", 1), ("prefill_chunk", 16),
                 ("kv_max_upload_bytes", 0), ("kv_store_bytes", 0), ("kv_ttl_s", 0.001), ("kv_max_uploads", 0),
-                ("kv_idle_s", 0.01), ("kv_max_upload_s", 0.01), ("kv_per_caller", 1), ("stream_stall_s", 0.01), ("max_stream_s", 0.01), ("keepalive_s", 1.0),
+                ("kv_idle_s", 0.01), ("kv_max_upload_s", 0.01), ("kv_per_caller", 1), ("stream_stall_s", 0.01),
+                ("max_stream_s", 0.01), ("keepalive_s", 1.0),
                 ("max_connection_age_s", 1.0),
             )
             if getattr(self, name) < low

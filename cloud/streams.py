@@ -176,7 +176,8 @@ class StreamLimits:
                     item = future.result(timeout=max(0.0, min(idle_s, left)))
                 except concurrent.futures.TimeoutError:
                     future.cancel()
-                    why = f"nothing received for {idle_s:g} s" if left > idle_s else f"still sending after {total_s:g} s"
+                    why = (f"nothing received for {idle_s:g} s" if left > idle_s
+                           else f"still sending after {total_s:g} s")
                     raise RequestError(grpc.StatusCode.DEADLINE_EXCEEDED,
                                        f"{why}; the upload was dropped and its memory freed") from None
                 if item is _END:

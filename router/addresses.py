@@ -54,7 +54,8 @@ _FR = (r"[0-9]{1,4}(?: ?(?:bis|ter))?,? (?i:rue|avenue|av\.|boulevard|bd|place|a
 _ES_IT_PT = (r"(?:(?:[Cc]alle|[Aa]venida|[Pp]laza|[Pp]aseo|[Cc]arrer|Via|[Vv]iale|[Pp]iazza|[Cc]orso|[Rr]ua|"
              r"[Tt]ravessa|[Ll]argo)\b|(?:C/|[Aa]vda\.|Av\.|ul\.|al\.|os\.))"
              r" ?(?:(?:de|del|de la|di|della|dei|da|do|dos|das)\s)?"
-             r"[A-ZÁÉÍÓÚŁŚŻŹĆŃ][\pL\pN_'’-]*(?: [A-ZÁÉÍÓÚŁŚŻŹĆŃ][\pL\pN_'’-]*){0,2},? (?:n[º°o]\.? ?)?[0-9]{1,4}"
+             r"[A-ZÁÉÍÓÚŁŚŻŹĆŃ][\pL\pN_'’-]*(?: [A-ZÁÉÍÓÚŁŚŻŹĆŃ][\pL\pN_'’-]*){0,2},? "
+             r"(?:n[º°o]\.? ?)?[0-9]{1,4}"
              r"(?:/[0-9]{1,4}[a-z]?)?(?: m\. ?[0-9]{1,4})?")
 _JP = r"[0-9]{1,2}-[0-9]{1,2}-[0-9]{1,3} [A-Z][a-z]+(?:-[A-Z]?[a-z]+)*"
 _IN = r"(?i:h\. ?no\.?|house no\.?|door no\.?|plot no\.?) ?[0-9]{1,4}(?:[-/][0-9A-Za-z]{1,4}){0,3}"

@@ -89,8 +89,9 @@ _CLI_CREDENTIAL = re.compile(
     r"|(?:PASSWORD|PASSWD|TOKEN|SECRET|API_KEY)=(?P<q6>['\"]?)(?P<v6>[^\s'\"$]{3,})(?P=q6)"
 )
 # A user and a password after a word announcing a login: "login admin / S3cr3t!", "creds are admin:Pw0rd!24".
-_LOGIN_PAIR = re.compile(r"(?i)\b(?:log[ -]?in|log[ -]?on|sign[ -]?in|creds?|credentials|user(?:name)?\s*/\s*pass(?:word)?)"
-                         r"\b[^\n]{0,24}?(?<![\w@.-])[\w.@+-]{2,64}[ \t]*(?::|/)[ \t]*(?P<value>[^\s'\"]{4,64})(?=[\s,;)]|$)")
+_LOGIN_PAIR = re.compile(
+    r"(?i)\b(?:log[ -]?in|log[ -]?on|sign[ -]?in|creds?|credentials|user(?:name)?\s*/\s*pass(?:word)?)\b"
+    r"[^\n]{0,24}?(?<![\w@.-])[\w.@+-]{2,64}[ \t]*(?::|/)[ \t]*(?P<value>[^\s'\"]{4,64})(?=[\s,;)]|$)")
 # scheme://user:password@host: the password is a secret (and not an e-mail address).
 _URL_CREDENTIAL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{1,20}://[^\s:/@]{1,64}:(?P<value>[^\s/@]{1,128})@(?=[\w.-])")
 _PLACEHOLDER_VALUE = re.compile(r"(?i)^(?:\$\{?\w+\}?|<[^>]*>|\{\{?[^}]*\}\}?|\*+|x{3,}|\.{3,}|%\w+%|"
@@ -104,7 +105,8 @@ _FILLER = re.compile(r"^(.)\1+$")
 # on the lower-cased text; `_`, `-` and `.` count as separators (`aws_secret_access_key=`).
 _S = r"[\s_.-]?"
 _PASSWORD_WORDS = (
-    rf"pass{_S}words?|passwd|pass{_S}phrase|passcode|pwd|pw|pasword|passwrd|passowrd|paswd|pword|passwort|kennwort|mot{_S}de{_S}passe|mdp|"
+    rf"pass{_S}words?|passwd|pass{_S}phrase|passcode|pwd|pw|pasword|passwrd|passowrd|paswd|pword|passwort|kennwort|"
+    rf"mot{_S}de{_S}passe|mdp|"
     rf"contrase[ñn]a|clave(?:{_S}de{_S}acceso)?|parola{_S}d'ordine|parola{_S}chiave|senha|wachtwoord|"
     rf"codice{_S}di{_S}accesso|code{_S}d'acc[èe]s|c[óo]digo{_S}de{_S}acceso|zugangs(?:code|daten)|pin{_S}code|"
     # and the words of other languages a hostile text may switch to

@@ -98,7 +98,8 @@ _ROLE = (r"patient|client|customer|tenant|employee|applicant|defendant|plaintiff
 _FIELD = (
     r"(?:full|first|last|given|family|middle|maiden|legal|patient|customer|client|employee|contact|recipient|"
     r"sender|guest|passenger|tenant|applicant|student|child|spouse|parent|account[ _-]?holder|card[ _-]?holder|"
-    r"user)[ _-]?names?|name|surname|pt|patient|patientin|patiënt|paciente|paziente|nom|prénom|nombre|apellidos?|nome|cognome|"
+    r"user)[ _-]?names?|name|surname|pt|patient|patientin|patiënt|paciente|paziente|nom|prénom|nombre|apellidos?|"
+    r"nome|cognome|"
     r"naam|vorname|nachname|reported by|requested by|submitted by|created by|prepared by|signed by|assigned to|"
     r"assignee|owner|reporter|author|reviewer|approver|account holder|holder|cardholder|policyholder|beneficiary|"
     r"payee|payer|witness|contact person|emergency contact|next of kin|guardian|physician|gp|caregiver|"

@@ -38,7 +38,8 @@ def find_emails(text: str) -> Iterator[Span]:
     while at != -1:
         domain = _DOMAIN.match(text, at + 1)
         start = at
-        while start > 0 and at - start <= 64 and (continues_word(text[start - 1]) or text[start - 1] in _LOCAL_PUNCTUATION):
+        while start > 0 and at - start <= 64 and (
+                continues_word(text[start - 1]) or text[start - 1] in _LOCAL_PUNCTUATION):
             start -= 1
         while start < at and not text[start].isalnum():
             start += 1

@@ -319,7 +319,8 @@ def test_tags_in_any_script_are_answered_and_bounded(smollm2, cloud, tmp_path):
     with serve_edge(smollm2, address, policy_with(), tmp_path, app_options={"max_body_bytes": 4096}) as (url, client):
         whole = httpx.post(url + "/v1/chat/completions", headers=auth, json=body, timeout=60)
         streamed = httpx.post(url + "/v1/chat/completions", headers=auth, json={**body, "stream": True}, timeout=60)
-        many = httpx.post(url + "/v1/chat/completions", headers=auth, json={**body, "tags": [f"t{i}" for i in range(40)]}, timeout=30)
+        many = httpx.post(url + "/v1/chat/completions", headers=auth, timeout=30,
+                          json={**body, "tags": [f"t{i}" for i in range(40)]})
         long = httpx.post(url + "/v1/chat/completions", headers=auth, json={**body, "tags": ["x" * 100]}, timeout=30)
         big = httpx.post(url + "/v1/chat/completions", headers=auth, timeout=30,
                          json={**body, "messages": [{"role": "user", "content": "word " * 2000}]})
