@@ -61,7 +61,20 @@ _JP = r"[0-9]{1,2}-[0-9]{1,2}-[0-9]{1,3} [A-Z][a-z]+(?:-[A-Z]?[a-z]+)*"
 _IN = r"(?i:h\. ?no\.?|house no\.?|door no\.?|plot no\.?) ?[0-9]{1,4}(?:[-/][0-9A-Za-z]{1,4}){0,3}"
 _PO_BOX = (r"(?:P\.? ?O\.? ?Box|Post(?:al)? Office Box|Postfach|Apartado(?: de correos)?|Casella postale) [0-9]{1,7}"
            r"|(?:RR|R\.R\.|Rural Route) ?[0-9]{1,3},? Box [0-9]{1,5}")
-_ADDRESS = compile_linear(f"(?:{_EN}|{_DE_NL}|{_FR}|{_ES_IT_PT}|{_JP}|{_IN}|{_PO_BOX})")
+# Written without spaces, from the largest place down (Chinese, Japanese, Korean), or Russian:
+# "上海市浦东新区张杨路1288弄5号602室", "〒150-0001 東京都渋谷区神宮前3丁目14-7", "서울특별시 강남구
+# 테헤란로 152, 1203호", "г. Москва, ул. Профсоюзная, д. 84/32, кв. 117, 117393".
+_CN = (r"(?:\p{Han}{2,3}省)?\p{Han}{2,3}市(?:\p{Han}{1,8}?[区县旗])*\p{Han}{1,12}?(?:路|街|道|巷|弄|胡同|大道)[0-9]+(?:号|弄)"
+       r"[0-9A-Za-z\p{Han}-]{0,24}")
+_JP_POSTAL = r"〒[0-9]{3}-[0-9]{4}[ \x{3000}]?[^\s、。，,（(]{2,40}(?:[ \x{3000}][^\s、。，,（(]{1,20})?"
+_JP_PREFECTURE = r"\p{Han}{1,3}[都道府県]\p{Han}{1,8}?[市区町村郡]\p{Han}{0,10}[0-9]+(?:[-丁目番地号の][0-9]+)+[^\s、。，,（(]{0,20}"
+_KR = (r"\p{Hangul}{2,6}(?:특별시|광역시|특별자치시|시|도) \p{Hangul}{1,6}(?:구|군|시) (?:\p{Hangul}{1,6}(?:구|동|읍|면) )?"
+       r"\p{Hangul}{1,10}(?:로|길|대로)(?: ?[0-9]+(?:번?길)?)? [0-9]+(?:-[0-9]+)?(?:, ?[0-9]+호)?")
+_RU = (r"(?:(?:г\.|город) ?\p{Lu}\p{L}+(?:-\p{L}+)?, )?(?:ул\.|улица|пр\.|просп\.|проспект|пер\.|переулок|б-р|шоссе) ?"
+       r"\p{Lu}\p{L}+(?: \p{L}+)?, (?:д\.|дом) ?[0-9]+(?:/[0-9]+)?[а-я]?(?:, (?:корп\.|стр\.) ?[0-9]+)?"
+       r"(?:, (?:кв\.|квартира|оф\.) ?[0-9]+)?(?:, [0-9]{6})?")
+_ADDRESS = compile_linear(f"(?:{_EN}|{_DE_NL}|{_FR}|{_ES_IT_PT}|{_JP}|{_IN}|{_PO_BOX}|{_CN}|{_JP_POSTAL}|{_JP_PREFECTURE}|"
+                          f"{_KR}|{_RU})")
 # In lower case a street needs more: a word that announces it ("3 kids on the street" has a
 # number, words and a street type too) or a postcode after it (_LOWER, checked by the tail).
 _LOWER_EN = (rf"{_NUMBER} (?:[a-z0-9'’.-]+ ){{1,3}}(?:{_EN_TYPES})\b\.?{_DIRECTION}"

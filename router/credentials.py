@@ -94,7 +94,7 @@ _LOGIN_PAIR = re.compile(
     r"[^\n]{0,24}?(?<![\w@.-])[\w.@+-]{2,64}[ \t]*(?::|/)[ \t]*(?P<value>[^\s'\"]{4,64})(?=[\s,;)]|$)")
 # scheme://user:password@host: the password is a secret (and not an e-mail address).
 _URL_CREDENTIAL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{1,20}://[^\s:/@]{1,64}:(?P<value>[^\s/@]{1,128})@(?=[\w.-])")
-_PLACEHOLDER_VALUE = re.compile(r"(?i)^(?:\$\{?\w+\}?|<[^>]*>|\{\{?[^}]*\}\}?|\*+|x{3,}|\.{3,}|%\w+%|"
+_PLACEHOLDER_VALUE = re.compile(r"(?i)^(?:\$\{?\w+\}?|<[^>]*>|\[[^\]]*\]|\{\{?[^}]*\}\}?|\*+|x{3,}|\.{3,}|%\w+%|"
                                 r"(?:your|my)[\w-]*|[\w-]*[_-]here|password|passwd|secret|token|null|none|changeme|"
                                 r"example|(?:[a-z]{2,8}[_-]){1,2}(?:x{4,}|\.{3,}|\*{3,}|\.\.\.))$")
 # The body of a vendor-format match that is a placeholder: one character over and over ("ghp_xxxx...").

@@ -41,7 +41,8 @@ _LABELS: dict[str, str] = {
         rf"fecha{_S}de{_S}nacimiento|nacid[oa](?:{_S}el)?|data{_S}di{_S}nascita|nat[oa]{_S}il|geboortedatum|"
         rf"geboren{_S}op|data{_S}de{_S}nascimento|nascimento|nascid[oa](?:{_S}em)?|data{_S}urodzenia|"
         rf"urodzon[ya](?:{_S}dnia)?|f[öo]delsedatum|f[öo]dd(?:{_S}den)?|f[øo]dselsdato|f[øo]dt|syntym[äa]aika|"
-        rf"出生日期|出生|生年月日|生日)"),
+        rf"дата{_S}рождения|дата{_S}народження|doğum{_S}tarihi[m]?|jenm{_S}tithi|जन्म{_S}तिथि|जन्मतिथि|"
+        rf"생년월일|출생일|出生日期|出生|生年月日|生日)"),
 }
 # A number: groups of letters and digits, each holding a digit, single spaces or dashes between
 # (a group of letters alone is a word: "12345678 and", not part of the number).

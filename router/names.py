@@ -35,6 +35,7 @@ import re2
 
 from router.addresses import find_addresses
 from router.linear_regex import char_offsets, compile_linear, group_spans
+from router.scan import continues_word
 
 Span = tuple[str, int, int]
 
@@ -65,10 +66,13 @@ _INTRODUCED = (
     r"name is|my name's|my name’s|name (?:on|under|for) (?:the|my|this|our) [a-z]+ is|"
     r"i am called|i'm called|i’m called|"
     r"mein name ist|ich hei(?:ß|ss)e|je m'appelle|je m’appelle|mon nom est|me llamo|mi nombre es|"
-    r"mi chiamo|il mio nome è|mijn naam is|ik heet|(?:o )?meu nome é|me chamo|chamo-me")
+    r"mi chiamo|il mio nome è|mijn naam is|ik heet|(?:o )?meu nome é|me chamo|chamo-me|nazywam się|mam na imię|"
+    r"jmenuji se|jag heter|mitt namn är|jeg heter|jeg hedder|mit navn er|benim adım|adım|tên tôi là|tên em là|"
+    r"nama saya|the name on (?:it|the card|the account) is")
 # "I'm" and its kin take a first and last name: one word is as often a nationality or a mood
 # ("I'm American", "soy Médico")
-_I_AM = r"I'm|I’m|I am|(?i:ich bin|je suis|soy|sono|ik ben|eu sou|sou a|sou o|le escribe|les escribe|aquí)"
+_I_AM = (r"I'm|I’m|I am|(?i:ich bin|je suis|soy|sono|ik ben|eu sou|sou a|sou o|le escribe|les escribe|aquí|ben|"
+         r"saya|em là|tôi là|anh là|chị là|jestem|это)")
 _RELATION = (
     r"(?:(?:my|his|her|our|their|your)(?: [a-z0-9-]+)?(?: [a-z-]+(?:'s|’s))? "
     r"(?:son|daughter|kid|child|baby|wife|husband|partner|spouse|boyfriend|girlfriend|bf|gf|fianc[ée]e?|brother|"
@@ -106,7 +110,7 @@ _FIELD = (
     r"borrower|lender|insured|claimant|defendant|plaintiff|buyer|seller|landlord|signatory|attn|attention|"
     r"kunde|kundin|ansprechpartner|ansprechpartnerin|kontoinhaber|empfänger|absender|titulaire|destinataire|"
     r"expéditeur|titular|destinatario|remitente|titolare|mittente|klant|rekeninghouder|ontvanger|afzender|"
-    r"destinatário|remetente|firma|" + _ROLE)
+    r"destinatário|remetente|firma|name on (?:the )?(?:account|card)|manager|mottaker|mottagare|modtager|" + _ROLE)
 _BY = (r"witnessed by|signed by|prepared by|reported by|submitted by|requested by|approved by|reviewed by|authored by|"
        r"written by|issued to|on behalf of|statement of|signature of|care of|c/o|reports to|reporting to|managed by|"
        r"supervised by|in the name of|a nombre de|au nom de|auf den namen|im namen von|in nome di|em nome de|"
@@ -148,7 +152,8 @@ _CASED = (
     (r"(?im:^(?:from|to|cc))", rf"[ \t]*:[ \t]*({_NAMES})[ \t]*\n(?i:to|cc|subject|sent|date)[ \t]*:"),
     (_SALUTATION, rf"[ \t]*(?:,[ \t]*\n?|\n| )[ \t]*({_NAMES})"),
     (rf"(?i:{_SIGN_OFF})", rf"[ \t]*(?:,[ \t]*\n?|\n)[ \t]*({_NAME})"),
-    (r"(?i:thanks|thank you|thx|ty)", rf"(?i: so much| a lot| again)?,? ({_NAME})[!.,]"),
+    (r"(?i:thanks|thank you|thx|ty|danke|merci|gracias|grazie|obrigad[oa]|dank je|tack)",
+     rf"(?i: so much| a lot| again| dir| schön| beaucoup| mille)?,? ({_NAME})(?:[!.,]|[ \t]*$)"),
     (rf"(?i:{_ROLE})", rf"[ \t]+({_FULL_NAME})"),  # "Client Rana Haddad"
     (rf"(?i:{_ROLE})", rf"[ \t]+[\"'‘“]({_NAME})[\"'’”]"),  # employee 'Aditya Krishnamurthy'
     (rf"(?i:{_BY})", rf"[ \t:]+({_FULL_NAME})"),  # "Witnessed by Eilidh MacLeod"
@@ -163,8 +168,28 @@ _CASED_BEFORE = (
     (rf"(?i:, {_RELATION})(?:[^\p{{L}}\p{{N}}]|$)", _FULL_NAME),
     (r"-(?i:san|sama|kun|chan|sensei)\b", _WORD),  # "Suzuki-san"
 )
+# Scripts without letter case (Chinese, Japanese, Korean, Arabic, Devanagari): no capital marks a
+# name, so only a cue does, and the name is as long as such names are (Han 2-5 characters, Hangul
+# 2-3 syllables, up to three Arabic words or two Devanagari ones).
+_CASELESS_NAME = (r"(?:\p{Han}{1,3}[ \x{3000}]?\p{Han}{1,3}|\p{Katakana}{2,8}(?:[ \x{3000}・]\p{Katakana}{2,8})?|"
+                  r"\p{Hangul}{2,3}|\p{Arabic}{2,}(?: \p{Arabic}{2,}){0,2}|\p{Devanagari}{2,}(?: \p{Devanagari}{2,})?)")
+_CASELESS_CUES = (
+    "姓名|收件人|收货人|联系人|开户人|持卡人|户名|患者|申请人|负责人|取件人|我叫|我的名字是|我的名字叫|名字叫|"
+    "氏名|お名前|名前|名義は?|フリガナ|担当者|私の名前は|"
+    "이름|성명|환자명|받는 ?분|보호자|담당자|예금주|고객명|저는|제 이름은|"
+    "الاسم|اسمي|أخي|أختي|زوجي|زوجتي|ابني|ابنتي|"
+    "मेरा नाम|नाम|मेरे भाई|मेरी बहन|मेरी बेटी|मेरा बेटा|मेरी पत्नी|मेरे पति")
+# Cues whose first letter is not ASCII, for which RE2's \b (ASCII's) never holds: whole words are
+# checked by the letter before them instead.
+_UNBOUNDED = (
+    (_CASELESS_CUES, rf"[ \t]*[:：]?[ \t]*({_CASELESS_NAME})"),
+    ("(?i:меня зовут|мене звати|моё имя|мое имя|получатель|получательница|отправитель|фио|имя|одержувач)",
+     rf"[ \t]*[:,]?[ \t]*({_NAME})"),
+)
+# (cue, the name before it): "佐藤美咲と申します", "田中健一様", "김민준입니다"
+_CASELESS_BEFORE = (("(?:と申します|様|さん|입니다|이에요|씨|님)", _CASELESS_NAME),)
 # A signature at the very end: "... next week? - Sunita"
-_SIGNATURE = compile_linear(rf"[.!?)][ \t\n]*[-–—~][ \t]*({_NAME})[ \t]*$")
+_SIGNATURE = compile_linear(rf"(?:[.!?)]|(?i:thx|thanks|ty|cheers))[ \t\n]*[-–—~][ \t]*({_NAME})[ \t]*$")
 # (cue, what follows) whose value may be in any case: one or two words after a strong cue
 _ANY_CASE = (
     (rf"(?i:{_INTRODUCED})", rf"[ :,]{{1,3}}({_ANY_NAME})"),
@@ -254,8 +279,9 @@ class _Rule:
     follows (`rest`, the value its groups), or, for a name written before its cue, the value (`rest`)
     and the cue, searched in the few bytes before the cue."""
 
-    def __init__(self, cue: str, rest: str, *, before: bool = False) -> None:
-        self.cue = compile_linear(cue if before else rf"\b(?:{cue})")  # "\b": no search stops inside "which" for "hi"
+    def __init__(self, cue: str, rest: str, *, before: bool = False, bounded: bool = True) -> None:
+        # "\b": no search stops inside "which" for "hi" (RE2's \b is ASCII's: caseless scripts' cues go without)
+        self.cue = compile_linear(rf"\b(?:{cue})" if bounded and not before else f"(?:{cue})")
         self.pattern = compile_linear(f"({rest}){cue}" if before else f"({cue}){rest}")
         self.before = before
 
@@ -269,8 +295,9 @@ class _Rule:
                 if m is not None and m.end() == cue.end():
                     yield cue.start(), cue.end(), tuple(m.span(g) for g in range(1, self.pattern.groups + 1))
                 continue
-            if data[max(0, cue.start() - 4):cue.start()].decode("utf-8", "ignore")[-1:].isalnum():
-                continue  # whole words only: "name" in "filename", "dear" in "endear", not "¡Hola"
+            before = data[max(0, cue.start() - 4):cue.start()].decode("utf-8", "ignore")[-1:]
+            if before and continues_word(before):
+                continue  # whole words only: "name" in "filename", "dear" in "endear", not "¡Hola", not "请寄给"
             end = min(len(data), cue.start() + _WINDOW)
             m = self.pattern.match(data, cue.start(), end)
             if m is not None and (m.end() < end or end == len(data)):  # one cut short by the window is none
@@ -278,6 +305,8 @@ class _Rule:
 
 
 _CASED_RULES = (*(_Rule(cue, rest) for cue, rest in _CASED),
+                *(_Rule(cue, rest, bounded=False) for cue, rest in _UNBOUNDED),
+                *(_Rule(cue, value, before=True) for cue, value in _CASELESS_BEFORE),
                 *(_Rule(cue, value, before=True) for cue, value in _CASED_BEFORE))
 _ANY_CASE_RULES = tuple(_Rule(cue, rest) for cue, rest in _ANY_CASE)
 _RELATION_NEXT_RULE = _Rule(*_RELATION_NEXT)
