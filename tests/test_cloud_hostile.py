@@ -43,9 +43,12 @@ def non_reading_prefills(channel: grpc.Channel, smollm2, prompt, count):
 
 def test_readers_that_never_read_cannot_starve_health_info_or_generate(smollm2):
     # A stall limit longer than the test, so every attacker stream is still held when the victim asks
-    # (ending stalled streams is the next test's business).
-    config = ServerConfig(max_concurrency=1, max_queue=2, kv_max_uploads=1, stream_stall_s=600)
-    n_attackers = 4 * config.worker_threads + 4
+    # (ending stalled streams is the next test's business), and a per-caller cap above the attacker's
+    # streams (capping them is test_kv_server's business): what is shown here is that held streams hold
+    # no thread.
+    n_attackers = 4 * ServerConfig(max_concurrency=1, max_queue=2, kv_max_uploads=1).worker_threads + 4
+    config = ServerConfig(max_concurrency=1, max_queue=2, kv_max_uploads=1, stream_stall_s=600,
+                          kv_per_caller=n_attackers + 4)
     prompt = smollm2.encode_prompt("Tell me about the sea. " * 6)
     with running_server(smollm2, config=config) as (server, port):
         servicer = server.servicer
