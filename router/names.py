@@ -174,9 +174,9 @@ _CASED_BEFORE = (
 _CASELESS_NAME = (r"(?:\p{Han}{1,3}[ \x{3000}]?\p{Han}{1,3}|\p{Katakana}{2,8}(?:[ \x{3000}・]\p{Katakana}{2,8})?|"
                   r"\p{Hangul}{2,3}|\p{Arabic}{2,}(?: \p{Arabic}{2,}){0,2}|\p{Devanagari}{2,}(?: \p{Devanagari}{2,})?)")
 _CASELESS_CUES = (
-    "姓名|收件人|收货人|联系人|开户人|持卡人|户名|患者|申请人|负责人|取件人|我叫|我的名字是|我的名字叫|名字叫|"
+    "姓名|收件人|收货人|联系人|开户人|持卡人|户名|申请人|负责人|取件人|我叫|我的名字是|我的名字叫|名字叫|"
     "氏名|お名前|名前|名義は?|フリガナ|担当者|私の名前は|"
-    "이름|성명|환자명|받는 ?분|보호자|담당자|예금주|고객명|저는|제 이름은|"
+    "이름|성명|환자명|받는 ?분|보호자|담당자|예금주|고객명|제 이름은|"
     "الاسم|اسمي|أخي|أختي|زوجي|زوجتي|ابني|ابنتي|"
     "मेरा नाम|नाम|मेरे भाई|मेरी बहन|मेरी बेटी|मेरा बेटा|मेरी पत्नी|मेरे पति")
 # Cues whose first letter is not ASCII, for which RE2's \b (ASCII's) never holds: whole words are
@@ -186,8 +186,9 @@ _UNBOUNDED = (
     ("(?i:меня зовут|мене звати|моё имя|мое имя|получатель|получательница|отправитель|фио|имя|одержувач)",
      rf"[ \t]*[:,]?[ \t]*({_NAME})"),
 )
-# (cue, the name before it): "佐藤美咲と申します", "田中健一様", "김민준입니다"
-_CASELESS_BEFORE = (("(?:と申します|様|さん|입니다|이에요|씨|님)", _CASELESS_NAME),)
+# (cue, the name before it): "佐藤美咲と申します", "田中健一様", "김민준입니다" (three syllables: most Korean
+# names have them, and "학생입니다", "I am a student", has two)
+_CASELESS_BEFORE = (("(?:と申します|様|さん|씨)", _CASELESS_NAME), ("입니다", r"\p{Hangul}{3}"))
 # A signature at the very end: "... next week? - Sunita"
 _SIGNATURE = compile_linear(rf"(?:[.!?)]|(?i:thx|thanks|ty|cheers))[ \t\n]*[-–—~][ \t]*({_NAME})[ \t]*$")
 # (cue, what follows) whose value may be in any case: one or two words after a strong cue
