@@ -35,6 +35,7 @@ import re2
 
 from router.addresses import find_addresses
 from router.linear_regex import char_offsets, compile_linear, group_spans
+from router.name_words import FOLLOWS_A_NAME, NOT_LOWER_NAMES, NOT_NAMES, PERSON_COLUMNS, THING_NAMES
 from router.scan import continues_word
 
 Span = tuple[str, int, int]
@@ -199,63 +200,8 @@ _ANY_CASE = (
     (r"(?i:hi|hello|hey|dear|hola|salut|ciao|hallo)", rf" ({_ANY_WORD}),"),
 )
 # In lower case a name after a relation counts when a word that often follows one comes next:
-# "my bf ryan keeps", "my sister tanvi just got" (not "my mom always says": _NOT_NAMES, _NOT_LOWER_NAMES).
+# "my bf ryan keeps", "my sister tanvi just got" (not "my mom always says": NOT_NAMES, NOT_LOWER_NAMES).
 _RELATION_NEXT = (rf"(?i:{_RELATION})", rf" ({_ANY_WORD}) ({_ANY_WORD})")
-_FOLLOWS_A_NAME = frozenset("""
-is was has had says said keeps kept just got gets told tells wants wanted needs asked called texted sent gave took
-made bought borrowed went left came will would can can't cannot didn't doesn't won't isn't wasn't hasn't
-cant didnt doesnt wont isnt wasnt hasnt couldnt wouldnt shouldnt
-also still always never finally recently
-""".split())
-# What a bare `name` field names when the word before it says so: not a person.
-_THING_NAMES = frozenset("""
-project product company file brand host code team domain event business app application package model variable
-field table column database server device network street city country store shop item course book song album
-film movie game pet dog cat ship group channel folder branch class function method
-module service bucket key plan org organisation organization
-""".split())
-# Words that end a lower-case name: "my name is john and ...", "my name is not important".
-_NOT_LOWER_NAMES = frozenset("""
-a an and or but so is was be been being am are in on at of for with by from as to too also just really very
-quite pretty kinda sort kind long short common unusual weird strange funny hard difficult easy unique rare
-written spelled spelt pronounced listed printed shown mentioned given missing wrong correct fine same different
-similar like irrelevant important private secret confidential anonymous hidden taken used included
-its his her their our your my me i you he she we they them him us if because since when then than has had have
-does did do will would can could should said says told wants wanted needs keeps kept is's isn't doesn't
-called sake saying being having going doing thinking asking telling
-""".split())
-# Capitalised words a cue is followed by that name no one: titles ("Mr. President"), generic
-# addressees ("Dear Customer", "Hey Siri"), days, and what follows "call me" or "I'm".
-_NOT_NAMES = frozenset("""
-president speaker chairman chairwoman chair secretary justice chief vice mayor governor senator ambassador
-minister prime commissioner director clerk deputy majority minority leader right honorable honourable editor
-chancellor sir madam madame mister sheriff judge general colonel captain major lieutenant sergeant officer
-präsident präsidentin bundeskanzler président présidente presidente ministre ministro
-customer customers team all everyone everybody friends friend colleagues colleague hiring manager members
-member valued parents parent students student sirs mom mum dad mother father god lord santa diary user users
-reader readers applicant candidate guest guests patient client tenant neighbour neighbor support sales admin
-doc folks guys gang people man dude bro sis mate pal babe y'all
-finance hr it legal marketing engineering operations accounting accounts procurement security facilities
-management department dept office republic republics state states nation nations church city
-congress senate parliament court committee board council government behold hath doth
-monday tuesday wednesday thursday friday saturday sunday january february march april may june july august
-september october november december tomorrow today tonight later maybe now soon back anytime please again
-i'm i’m i'd i'll i've it's that's there's let's we're you're he's she's they're
-the this that there here it he she they we you his her their our your my mine yes no ok okay not thanks thank
-master mistress son daughter brother sister uncle aunt doctor teacher boss coach baby honey darling sweetie
-google siri alexa cortana bixby chatgpt gemini copilot
-hello hi hey dear dearest hallo hola bonjour ciao salut coucou hej moin servus olá
-world male female unknown none null true false n/a who what where when which why how
-mr mrs ms mx dr prof sr sra srta sig mme mlle dhr mevr herr frau monsieur señor señora señorita signor
-signora signorina professor missus mevrouw meneer
-""".split())
-# A table's column headed by one of these holds people's names.
-_PERSON_COLUMNS = frozenset("""
-name fullname firstname lastname givenname surname employee employeename manager supervisor customer customername
-client clientname patient patientname contact contactname owner assignee student teacher member attendee guest
-tenant applicant candidate driver nurse doctor physician reviewer author reporter requester recipient sender
-parent child spouse emergencycontact person participant user username staff agent representative
-""".split())
 _CELL_NAME = compile_linear(rf"{_NAME}")
 _SEPARATORS = (",", ";", "\t", "|")
 
@@ -271,7 +217,7 @@ def _word_before(text: str, index: int) -> str:
     return text[start:end].casefold()
 
 
-_STOP = _NOT_NAMES | _NOT_LOWER_NAMES
+_STOP = NOT_NAMES | NOT_LOWER_NAMES
 _WINDOW = 320  # bytes a name and its punctuation take at most after (or before) its cue
 
 
@@ -335,9 +281,9 @@ def _cued(text: str) -> Iterator[tuple[int, int]]:
     data = text.encode("utf-8")
     present = {_RULES[i] for i in _CUE_SET.Match(data) or ()}
     for cue, cue_end, ((start, end), *_) in _found(_CASED_RULES, text, data, present):
-        if text[cue:cue_end].casefold() == "name" and _word_before(text, cue) in _THING_NAMES:
+        if text[cue:cue_end].casefold() == "name" and _word_before(text, cue) in THING_NAMES:
             continue  # "Project name: Apollo", "file name = Report"
-        if text[start:end].split(" ", 1)[0].strip(".,&").casefold() not in _NOT_NAMES:
+        if text[start:end].split(" ", 1)[0].strip(".,&").casefold() not in NOT_NAMES:
             yield start, end
     for _, _, ((start, end), *_) in _found(_ANY_CASE_RULES, text, data, present):
         words = text[start:end].split(" ")
@@ -349,7 +295,7 @@ def _cued(text: str) -> Iterator[tuple[int, int]]:
         if kept:
             yield start, start + len(" ".join(words[:kept]))
     for _, _, ((start, end), (after, after_end)) in _found((_RELATION_NEXT_RULE,), text, data, present):
-        if text[start:end].casefold() not in _STOP and text[after:after_end].casefold() in _FOLLOWS_A_NAME:
+        if text[start:end].casefold() not in _STOP and text[after:after_end].casefold() in FOLLOWS_A_NAME:
             yield start, end
     tail = max(0, len(text) - _WINDOW)  # the signature ends the text
     for (start, end), in group_spans(_SIGNATURE, text[tail:], (1,)):
@@ -366,7 +312,7 @@ def _in_tables(text: str) -> Iterator[tuple[int, int]]:
         row_sep = next((s for s in _SEPARATORS if s in line), "")
         cells = line.split(row_sep) if row_sep else [line]
         keys = {i for i, cell in enumerate(cells)
-                if "".join(c for c in cell.casefold() if c.isalpha()) in _PERSON_COLUMNS}
+                if "".join(c for c in cell.casefold() if c.isalpha()) in PERSON_COLUMNS}
         if row_sep and keys and len(cells) >= 2:
             columns, sep, width = keys, row_sep, len(cells)
         elif columns and row_sep == sep and len(cells) == width:
@@ -393,7 +339,7 @@ def _before_addresses(text: str) -> Iterator[tuple[int, int]]:
     for _, start, _ in find_addresses(text):
         offset = max(0, start - 80)
         for (name_start, name_end), in group_spans(_BEFORE_ADDRESS, text[offset:start], (1,)):
-            if text[offset + name_start:offset + name_end].split(" ", 1)[0].casefold() not in _NOT_NAMES:
+            if text[offset + name_start:offset + name_end].split(" ", 1)[0].casefold() not in NOT_NAMES:
                 yield offset + name_start, offset + name_end
 
 
