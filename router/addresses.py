@@ -73,8 +73,8 @@ _KR = (r"\p{Hangul}{2,6}(?:특별시|광역시|특별자치시|시|도) \p{Hangu
 _RU = (r"(?:(?:г\.|город) ?\p{Lu}\p{L}+(?:-\p{L}+)?, )?(?:ул\.|улица|пр\.|просп\.|проспект|пер\.|переулок|б-р|шоссе) ?"
        r"\p{Lu}\p{L}+(?: \p{L}+)?, (?:д\.|дом) ?[0-9]+(?:/[0-9]+)?[а-я]?(?:, (?:корп\.|стр\.) ?[0-9]+)?"
        r"(?:, (?:кв\.|квартира|оф\.) ?[0-9]+)?(?:, [0-9]{6})?")
-_ADDRESS = compile_linear(f"(?:{_EN}|{_DE_NL}|{_FR}|{_ES_IT_PT}|{_JP}|{_IN}|{_PO_BOX}|{_CN}|{_JP_POSTAL}|{_JP_PREFECTURE}|"
-                          f"{_KR}|{_RU})")
+_ADDRESS = compile_linear(f"(?:{_EN}|{_DE_NL}|{_FR}|{_ES_IT_PT}|{_JP}|{_IN}|{_PO_BOX}|{_CN}|{_JP_POSTAL}|"
+                          f"{_JP_PREFECTURE}|{_KR}|{_RU})")
 # In lower case a street needs more: a word that announces it ("3 kids on the street" has a
 # number, words and a street type too) or a postcode after it (_LOWER, checked by the tail).
 _LOWER_EN = (rf"{_NUMBER} (?:[a-z0-9'’.-]+ ){{1,3}}(?:{_EN_TYPES})\b\.?{_DIRECTION}"
