@@ -243,8 +243,13 @@ def test_jwt_needs_a_header_with_alg():
     # people's names: a cue every few bytes, each a match from it; and 2,000 distinct names, each looked for again
     "my son my son my son " * 1600, "".join(f"Dear {chr(65 + i % 26)}{chr(97 + i // 26 % 26)}{chr(97 + i // 676)}x, "
                                             for i in range(3000)),
+    # streets whose town and postcode are looked for after each; login pairs and templates after password words;
+    # cues of scripts without case or spaces
+    "12 Main Street, Springfield 62704 " * 950, "12 Main Street, Springfield " * 1150, "login a / b " * 2700,
+    "password: {{ a }} x " * 1600, "北京市海淀区学院路30号" * 1000, "我叫王晓明，田中様、" * 1100,
 ], ids=["digit-list", "phone-shaped", "digit-run", "cards", "keywords", "pem", "at-signs", "colons", "emails",
-        "relations", "salutations"])
+        "relations", "salutations", "streets-postcodes", "streets", "login-pairs", "templates", "cjk-addresses",
+        "caseless-cues"])
 def test_adversarial_32kb_inputs_take_well_under_a_second(text):
     # CPU time of this thread: on a machine shared with other jobs, wall-clock time is mostly theirs.
     start = time.thread_time()
