@@ -102,7 +102,7 @@ _TAIL = compile_linear(rf"(?:{_SEP}{_PART}){{0,5}}?{_SEP}(?:{_WORD}[ \t]+)?{_POS
 _TAIL_LOWER = compile_linear(rf"(?i:(?:{_SEP}{_PART}){{0,5}}?{_SEP}(?:{_WORD}[ \t]+)?{_POSTCODE}{_TOWN})")
 _TOWN_AFTER = compile_linear(_TOWN)
 _TAIL_WINDOW = 160
-_POSTCODE_HINT = re.compile(r"[0-9]{4}|[A-Za-z][0-9]|[0-9][A-Za-z]")
+_POSTCODE_HINT = re.compile(r"[0-9]{4}|[0-9]{2}-[0-9]{3}|[A-Za-z][0-9]|[0-9][A-Za-z]")
 # A flat or unit written before the street ("Flat 2, 17 Kingsley Road", "Unit 5/32 Smith St").
 _UNIT_BEFORE = compile_linear(r"(?i:\b(?:flat|apt\.?|apartment|appartement|unit|suite|apto\.?)[ \t]*#?"
                               r"(?:[0-9]{1,4}[a-z]?)?[ \t]*(?:,[ \t]*|\n[ \t]*|/)?)$")
@@ -142,7 +142,7 @@ def find_addresses(text: str) -> Iterator[Span]:
 
 def _grown(text: str, end: int, tail) -> int:
     """Where the address that reaches `end` ends once `tail` (its locality) is taken in. (A tail ends
-    in a postcode, which has four digits or a letter next to a digit: a window without one is not
+    in a postcode, which has four digits, NN-NNN, or a letter next to a digit: a window without one is not
     matched, which the tail's regex would take ~0.1 ms to find out.)"""
     window = text[end:end + _TAIL_WINDOW]
     if tail is not _TOWN_AFTER and not _POSTCODE_HINT.search(window):

@@ -231,10 +231,12 @@ def _keyword_secrets(text: str) -> Iterator[Span]:
             if _NOT_SECRET.search(value.group()):
                 continue  # a URL, an address, a number
             token = _ASSIGNMENT.sub("", value.group()).strip(":=.")
-            if not token or _IDENTIFIER.match(token) or text[max(0, value.start() - 4):value.start()].rstrip().endswith("{"):
-                continue  # a name in code, or a template's variable ("{{ vault_db_password }}")
+            if not token:
+                continue
+            # a name in code, or a template's variable ("{{ vault_db_password }}"), is no value
+            named = _IDENTIFIER.match(token) or text[max(0, value.start() - 4):value.start()].rstrip().endswith("{")
             chosen = (linked and _password_like(token)) or (direct and _chosen_password(token))
-            if chosen or looks_random(token) or _HEX_KEY.fullmatch(token):
+            if not named and (chosen or looks_random(token) or _HEX_KEY.fullmatch(token)):
                 if not _PLACEHOLDER_VALUE.match(token):
                     start = value.start() + value.group().index(token)
                     yield "credential", start, start + len(token)
