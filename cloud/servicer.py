@@ -175,10 +175,6 @@ class CloudInferenceServicer(cloud_pb2_grpc.CloudInferenceServicer):
         outcome = "UNKNOWN"
         try:
             kv = self._kv("UploadKV", "kv_import")
-        except RequestError as exc:
-            self.metrics.requests.labels("UploadKV", exc.code.name).inc()
-            raise
-        try:
             self._uploading.take(call.principal, "KV uploads being received")
         except RequestError as exc:
             self.metrics.requests.labels("UploadKV", exc.code.name).inc()

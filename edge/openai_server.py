@@ -220,21 +220,19 @@ async def _answer(client: AsyncTandemClient, call: CompletionCall, stream_interv
         stream = client.chat(call.request, **call.sdk_options())
     else:
         stream = client.generate(call.request, chat=False, **call.sdk_options())
+    # Until the stream is handed over (to the response, or to the loop below) a failure closes it: a
+    # refusal is still a plain HTTP error, and an answer nobody will read must not go on decoding.
     try:
-        record = await stream.opened()  # routed: a refusal here is still a plain HTTP error
+        record = await stream.opened()
+        shaper = Shaper(call, record, lambda i: client.local.tokenizer.decode([i]))
+        if call.stream:
+            held = call.stream_mode == "settled" and record.route == "local" and record.may_escalate \
+                and client.sync.transport is not None
+            return EventStreamResponse(_events(stream, shaper, held=held, text_every_s=stream_interval_s),
+                                       headers=routing_headers(record, final=False))
     except BaseException:
         await stream.aclose()
         raise
-    shaper = Shaper(call, record, lambda i: client.local.tokenizer.decode([i]))
-    if call.stream:
-        held = call.stream_mode == "settled" and record.route == "local" and record.may_escalate \
-            and client.sync.transport is not None
-        try:
-            return EventStreamResponse(_events(stream, shaper, held=held, text_every_s=stream_interval_s),
-                                       headers=routing_headers(record, final=False))
-        except BaseException:
-            await stream.aclose()  # an answer nobody will read must not go on decoding past the limit
-            raise
     async with stream:
         texts: list[Text] = []
         while batch := await stream.next_batch(text_every_s=WHOLE_TEXT_EVERY_S):

@@ -85,7 +85,8 @@ _CUE = (r"address|addr|adresse|adres|anschrift|wohnhaft|indirizzo|direcci[oó]n|
         r"li(?:ve|ves|ving) at|located at|ship(?:ping)? to|deliver(?:y)? to|send (?:it |this |them )?to|"
         r"moved to|reside at|staying at|visit (?:me|us) at|mail (?:it |this )?to|meet (?:me|us) at|"
         r"(?:my|our|his|her|their) (?:place|home|house|flat|apartment)(?: is| at)?|i'?m at")
-_CUED = compile_linear(rf"(?i:\b(?:{_CUE})[ :,-]{{1,3}}({_LOWER_EN}))")
+_AFTER_CUE = rf"\b(?:{_CUE})[ :,-]{{1,3}}"
+_CUED = compile_linear(rf"(?i:{_AFTER_CUE}({_LOWER_EN}))")
 
 # The locality after a street: parts separated by commas, semicolons or line breaks (or a
 # space), ending in a postcode, then the city or country written after it.
@@ -98,8 +99,9 @@ _WORD = (rf"(?:\p{{Lu}}{_L}*|[0-9][\pL\pN/º°.-]*|#[0-9]{_L}*|(?:de|del|la|le|d
          r"(?i:apto|apt|flat|unit|suite|ste|floor|fl|piso|scala|m\.)\b)")
 _PART = rf"{_WORD}(?:[ \t]+{_WORD}){{0,3}}"
 _TOWN = (r"(?:[ \t,]+\p{Lu}[\pL'’-]*(?:[ \t]+(?:(?:de|del|la|di|am|an der|sur)[ \t]+)?\p{Lu}[\pL'’-]*){0,2})?")
-_TAIL = compile_linear(rf"(?:{_SEP}{_PART}){{0,5}}?{_SEP}(?:{_WORD}[ \t]+)?{_POSTCODE}{_TOWN}")
-_TAIL_LOWER = compile_linear(rf"(?i:(?:{_SEP}{_PART}){{0,5}}?{_SEP}(?:{_WORD}[ \t]+)?{_POSTCODE}{_TOWN})")
+_TAIL_PATTERN = rf"(?:{_SEP}{_PART}){{0,5}}?{_SEP}(?:{_WORD}[ \t]+)?{_POSTCODE}{_TOWN}"
+_TAIL = compile_linear(_TAIL_PATTERN)
+_TAIL_LOWER = compile_linear(f"(?i:{_TAIL_PATTERN})")
 _TOWN_AFTER = compile_linear(_TOWN)
 _TAIL_WINDOW = 160
 _POSTCODE_HINT = re.compile(r"[0-9]{4}|[0-9]{2}-[0-9]{3}|[A-Za-z][0-9]|[0-9][A-Za-z]")
@@ -110,7 +112,7 @@ _UNIT_WINDOW = 24
 # A cue, then parts that start with a number and end in a postcode ("deliver to Flat 302,
 # Sai Residency, 14th Cross, Indiranagar, Bengaluru 560038").
 _CUED_PARTS = compile_linear(
-    rf"(?i:\b(?:{_CUE})[ :,-]{{1,3}}((?:flat|apt|unit|house|h\.? ?no\.?|door no\.?|plot no\.?)?[ .#]*[0-9]{_L}*"
+    rf"(?i:{_AFTER_CUE}((?:flat|apt|unit|house|h\.? ?no\.?|door no\.?|plot no\.?)?[ .#]*[0-9]{_L}*"
     rf"(?:[ \t]+[\pL\pN'’./#-]+){{0,4}}(?:{_SEP}[\pL\pN'’./#-]+(?:[ \t]+[\pL\pN'’./#-]+){{0,3}}){{0,5}}?{_SEP}"
     rf"(?:{_L}+[ \t]+)?{_POSTCODE}))")
 
@@ -124,6 +126,7 @@ def find_addresses(text: str) -> Iterator[Span]:
             grown[end, tail] = _grown(text, end, tail)
         return grown[end, tail]
 
+    # "1221B Baker Street" is found from its first digit, not its second (a cue's address starts after it)
     streets = [(s, e) for s, e in match_spans(_ADDRESS, text) if free_before(text, s)]
     spans = [(s, grow(e, _TAIL if text[s:e] != text[s:e].lower() else _TAIL_LOWER)) for s, e in streets]
     spans += [(s, grow(e, _TAIL_LOWER)) for ((s, e),) in group_spans(_CUED, text, (1,))]
@@ -132,8 +135,6 @@ def find_addresses(text: str) -> Iterator[Span]:
     spans += [(s, grow(e, _TOWN_AFTER)) for ((s, e),) in group_spans(_CUED_PARTS, text, (1,))]
     last_end = -1
     for start, end in sorted(spans, key=lambda span: (span[0], -span[1])):
-        if not free_before(text, start):
-            continue  # "1221B Baker Street" is found from its first digit, not its second
         if end <= last_end:
             continue  # inside the address just found
         last_end = end

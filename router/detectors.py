@@ -78,12 +78,18 @@ def detect(text: str, privacy: PrivacyRules | None = None) -> list[Finding]:
     found: set[Finding] = set()
     claimed: list[tuple[int, int]] = []
     id_words = IdWords(digits.text)  # words naming an ID: read by the ID and the phone detectors, found once
+    # the address detector's spans, when it runs (before the name detector, on the same view)
+    addresses: list[tuple[str, int, int]] | None = None
     for name in sorted(enabled, key=_ORDER.get):
         source = digits if name in ON_DIGIT_VIEW else view
         if name == "national_id":
             spans = chain(find_national_ids(source.text, id_words, claimed), find_labelled(source.text, _LABELLED_IDS))
         elif name == "phone":
             spans = find_phones(source.text, claimed, id_words)
+        elif name == "address":  # kept for the name detector, which looks before each address
+            spans = addresses = list(find_addresses(source.text))
+        elif name == "person_name":
+            spans = find_names(source.text, addresses)
         else:
             spans = DETECTORS[name](source.text)
         for kind, start, end in spans:

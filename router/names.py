@@ -106,11 +106,11 @@ _FIELD = (
     r"user)[ _-]?names?|name|surname|pt|patient|patientin|patiënt|paciente|paziente|nom|prénom|nombre|apellidos?|"
     r"nome|cognome|"
     r"naam|vorname|nachname|reported by|requested by|submitted by|created by|prepared by|signed by|assigned to|"
-    r"assignee|owner|reporter|author|reviewer|approver|account holder|holder|cardholder|policyholder|beneficiary|"
-    r"payee|payer|witness|contact person|emergency contact|next of kin|guardian|physician|gp|caregiver|"
+    r"assignee|owner|reporter|author|reviewer|approver|holder|cardholder|policyholder|"
+    r"payer|witness|contact person|emergency contact|next of kin|guardian|physician|gp|caregiver|"
     r"borrower|lender|insured|claimant|defendant|plaintiff|buyer|seller|landlord|signatory|attn|attention|"
-    r"kunde|kundin|ansprechpartner|ansprechpartnerin|kontoinhaber|empfänger|absender|titulaire|destinataire|"
-    r"expéditeur|titular|destinatario|remitente|titolare|mittente|klant|rekeninghouder|ontvanger|afzender|"
+    r"kunde|kundin|ansprechpartner|ansprechpartnerin|kontoinhaber|empfänger|absender|destinataire|"
+    r"expéditeur|destinatario|remitente|mittente|klant|rekeninghouder|ontvanger|afzender|"
     r"destinatário|remetente|firma|name on (?:the )?(?:account|card)|manager|mottaker|mottagare|modtager|" + _ROLE)
 _BY = (r"witnessed by|signed by|prepared by|reported by|submitted by|requested by|approved by|reviewed by|authored by|"
        r"written by|issued to|on behalf of|statement of|signature of|care of|c/o|reports to|reporting to|managed by|"
@@ -276,6 +276,11 @@ def _found(rules: tuple[_Rule, ...], text: str, data: bytes,
     yield from hits
 
 
+def _names_someone(name: str) -> bool:
+    """Whether a cued name's first word can be a name ("Mr. President", "Dear Customer": no)."""
+    return name.split(" ", 1)[0].strip(".,&").casefold() not in NOT_NAMES
+
+
 def _cued(text: str) -> Iterator[tuple[int, int]]:
     """Names next to a cue: capitalised ones, then lower-case ones after a strong cue."""
     data = text.encode("utf-8")
@@ -283,7 +288,7 @@ def _cued(text: str) -> Iterator[tuple[int, int]]:
     for cue, cue_end, ((start, end), *_) in _found(_CASED_RULES, text, data, present):
         if text[cue:cue_end].casefold() == "name" and _word_before(text, cue) in THING_NAMES:
             continue  # "Project name: Apollo", "file name = Report"
-        if text[start:end].split(" ", 1)[0].strip(".,&").casefold() not in NOT_NAMES:
+        if _names_someone(text[start:end]):
             yield start, end
     for _, _, ((start, end), *_) in _found(_ANY_CASE_RULES, text, data, present):
         words = text[start:end].split(" ")
@@ -335,17 +340,19 @@ _BEFORE_ADDRESS = compile_linear(
     rf"(?:^|\n|[:;(]|\b(?:to|for|attn|an|à|a|para|per|aan|voor|c/o))[ \t]*({_FULL_NAME})[ \t]*(?:,[ \t]*\n?|\n)[ \t]*$")
 
 
-def _before_addresses(text: str) -> Iterator[tuple[int, int]]:
-    for _, start, _ in find_addresses(text):
+def _before_addresses(text: str, addresses: Sequence[Span]) -> Iterator[tuple[int, int]]:
+    for _, start, _ in addresses:
         offset = max(0, start - 80)
         for (name_start, name_end), in group_spans(_BEFORE_ADDRESS, text[offset:start], (1,)):
-            if text[offset + name_start:offset + name_end].split(" ", 1)[0].casefold() not in NOT_NAMES:
+            if _names_someone(text[offset + name_start:offset + name_end]):
                 yield offset + name_start, offset + name_end
 
 
-def find_names(text: str) -> Iterator[Span]:
-    """Each person's name in `text` (the text view) that its context marks as one, as ("person_name", start, end)."""
-    found = {*_cued(text), *_in_tables(text), *_before_addresses(text)}
+def find_names(text: str, addresses: Sequence[Span] | None = None) -> Iterator[Span]:
+    """Each person's name in `text` (the text view) that its context marks as one, as ("person_name", start, end);
+    `addresses` are find_addresses' spans in `text` when the caller has them already."""
+    addresses = list(find_addresses(text)) if addresses is None else addresses
+    found = {*_cued(text), *_in_tables(text), *_before_addresses(text, addresses)}
     # the name again elsewhere in the text, without its cue ("Dear Anna, ... Anna said"): the same person
     for value in {text[start:end] for start, end in found}:
         at = text.find(value)
