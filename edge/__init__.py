@@ -2,7 +2,7 @@
 
     from edge import TandemClient
     with TandemClient("smollm2-135m", cloud="gpu-host:50051") as client:
-        answer = client.complete("What is the capital of France?")
+        answer = client.complete("What is the capital of France? Answer in one sentence.")
 
 `AsyncTandemClient` is the same for asyncio services (`async for`, `await`).
 

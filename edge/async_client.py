@@ -3,7 +3,7 @@
     async with AsyncTandemClient("smollm2-135m", cloud="gpu-host:50051") as client:
         async for event in client.chat([{"role": "user", "content": "..."}]):
             ...
-        answer = await client.complete("What is the capital of France?")
+        answer = await client.complete("What is the capital of France? Answer in one sentence.")
 
 There is one request journey (edge/request.py), shared with the sync client. It
 runs in a worker thread per request, so the device's prefill and decode never

@@ -3,7 +3,7 @@
     client = TandemClient("smollm2-135m", cloud="gpu-host:50051", policy="default")
     for event in client.chat([{"role": "user", "content": "..."}], tags=["health"]):
         ...
-    answer = client.complete("What is the capital of France?")
+    answer = client.complete("What is the capital of France? Answer in one sentence.")
 
 Every request follows DESIGN.md's data flow: the shared tokenizer encodes it
 once, `router.decide` routes it, the device decodes with the stream monitor

@@ -34,7 +34,7 @@ class Scenario:
 
 
 SCENARIOS = (
-    Scenario("answered on the device", "What is the capital of France?"),
+    Scenario("answered on the device", "What is the capital of France? Answer in one sentence."),
     Scenario("too long for the device -> cloud", f"{DOCUMENT}\n\nIn one sentence, what is this speech about?"),
     Scenario("unsure on the device -> cloud", "What was the name of the third wife of the 14th king of Norway?"),
     Scenario("pinned to the device (card number)",

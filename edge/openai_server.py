@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
@@ -50,37 +52,59 @@ BUSY_RETRY_AFTER_S = 1
 DEFAULT_MAX_BODY_BYTES = 1 << 20
 
 
+def default_per_key(max_concurrent: int | None, n_keys: int) -> int | None:
+    """The command's per-key cap: with more than one key, half the slots (rounded up), so one key
+    flooding the server leaves the others at least as many; with one key or none, no cap."""
+    if max_concurrent is None or n_keys < 2:
+        return None
+    return (max_concurrent + 1) // 2
+
+
 class Admission:
-    """At most `limit` completions in flight (None: no limit); one more is turned away at once with a
-    503, Retry-After and the OpenAI error shape, before any work is done for it. A slot is held from
+    """At most `limit` completions in flight (None: no limit), and at most `per_caller` of them for one
+    caller (an API key; None: no cap), so that a key sending as fast as it can leaves the other keys
+    room. One more is turned away at once, before any work is done for it, in the OpenAI error shape
+    with Retry-After: 429 when it is its caller's share that is full, else 503. A slot is held from
     admission until the answer is sent (for a stream: its last event) or the client has gone."""
 
-    def __init__(self, limit: int | None) -> None:
-        if limit is not None and limit < 1:
-            raise ValueError(f"max_concurrent must be at least 1, got {limit}")
+    def __init__(self, limit: int | None, per_caller: int | None = None) -> None:
+        for name, value in (("max_concurrent", limit), ("max_concurrent_per_key", per_caller)):
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}")
         self.limit = limit
+        self.per_caller = per_caller
         self.in_flight = 0
+        self._held: Counter[str] = Counter()
 
-    def enter(self) -> None:
+    def enter(self, caller: str = "") -> None:
+        if self.per_caller is not None and self._held[caller] >= self.per_caller:
+            raise APIError(429, f"this API key has {self._held[caller]} requests in flight, its share of the "
+                           f"server; retry after {BUSY_RETRY_AFTER_S} s", type_="requests",
+                           code="rate_limit_exceeded", retry_after_s=BUSY_RETRY_AFTER_S)
         if self.limit is not None and self.in_flight >= self.limit:
             raise APIError(503, f"the server is busy: {self.in_flight} requests in flight, its limit; retry after "
                            f"{BUSY_RETRY_AFTER_S} s", type_="server_error", code="server_busy",
                            retry_after_s=BUSY_RETRY_AFTER_S)
         self.in_flight += 1
+        self._held[caller] += 1
 
-    def leave(self) -> None:
+    def leave(self, caller: str = "") -> None:
         self.in_flight -= 1
+        self._held[caller] -= 1
+        if not self._held[caller]:
+            del self._held[caller]
 
 
 def build_app(client: AsyncTandemClient, *, model_id: str, api_keys: Sequence[str] = (),
               stream_interval_s: float = DEFAULT_STREAM_INTERVAL_S,
-              max_concurrent: int | None = DEFAULT_MAX_CONCURRENT,
+              max_concurrent: int | None = DEFAULT_MAX_CONCURRENT, max_concurrent_per_key: int | None = None,
               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> Starlette:
     """The ASGI app; `api_keys` empty leaves /v1/* open (only sensible on loopback); `stream_interval_s`
-    0 sends every token as it comes; `max_concurrent` None admits any number of requests at once. With
+    0 sends every token as it comes; `max_concurrent` None admits any number of requests at once, and
+    `max_concurrent_per_key` any number of one key's (default_per_key() is the command's default). With
     keys, a caller's session id names that key's session only (caller_session)."""
     keys = [k.encode() for k in api_keys]
-    admission = Admission(max_concurrent)
+    admission = Admission(max_concurrent, max_concurrent_per_key)
     model_ids = [model_id] if model_id == ALIAS else [model_id, ALIAS]
     created = int(time.time())
 
@@ -96,7 +120,7 @@ def build_app(client: AsyncTandemClient, *, model_id: str, api_keys: Sequence[st
 
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok", "in_flight": admission.in_flight, "max_concurrent": admission.limit,
-                             "journeys": client.in_flight})
+                             "max_concurrent_per_key": admission.per_caller, "journeys": client.in_flight})
 
     def completions(kind: Kind) -> Callable[[Request], Any]:
         async def endpoint(request: Request) -> Response:
@@ -106,21 +130,23 @@ def build_app(client: AsyncTandemClient, *, model_id: str, api_keys: Sequence[st
             except (ValueError, UnicodeDecodeError) as exc:
                 raise invalid(f"the request body is not valid JSON: {exc}") from None
             call = parse_call(kind, body, {k.lower(): v for k, v in request.headers.items()})
+            key = bearer_token(request.headers["authorization"]) if keys else b""
             if keys and call.session_id:
-                call.session_id = caller_session(bearer_token(request.headers["authorization"]), call.session_id)
+                call.session_id = caller_session(key, call.session_id)
             if call.model not in model_ids:
                 raise APIError(404, f"the model {call.model!r} does not exist here; this server offers "
                                f"{', '.join(model_ids)}", param="model", code="model_not_found")
-            admission.enter()
+            caller = hashlib.sha256(key).hexdigest()
+            admission.enter(caller)
             try:
                 response = await _unless_disconnected(request, _answer(client, call, stream_interval_s))
             except BaseException:
-                admission.leave()
+                admission.leave(caller)
                 raise
             if isinstance(response, EventStreamResponse):
-                response.on_end = admission.leave  # the slot is the stream's until its end
+                response.on_end = lambda: admission.leave(caller)  # the slot is the stream's until its end
             else:
-                admission.leave()
+                admission.leave(caller)
             return response
         return endpoint
 

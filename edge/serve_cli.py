@@ -30,6 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "(default 50; 0: every token as it comes)")
     p.add_argument("--max-concurrent", type=non_negative_int, default=None,
                    help="requests answered at once; one more gets 503 with Retry-After (default 8; 0: no limit)")
+    p.add_argument("--max-concurrent-per-key", type=non_negative_int, default=None,
+                   help="requests of one API key answered at once; one more gets 429 with Retry-After "
+                        "(default: half of --max-concurrent when there are two keys or more; 0: no cap)")
     p.set_defaults(func=cmd_serve_edge, max_context=4096)
 
 
@@ -38,7 +41,8 @@ def cmd_serve_edge(args: argparse.Namespace) -> int:
     from edge.async_client import AsyncTandemClient
     from edge.cli import _cloud_options
     from edge.client import DEFAULT_POLICY
-    from edge.openai_server import DEFAULT_MAX_CONCURRENT, DEFAULT_STREAM_INTERVAL_S, build_app, serve
+    from edge.openai_server import DEFAULT_MAX_CONCURRENT, DEFAULT_STREAM_INTERVAL_S, build_app, default_per_key, \
+        serve
     from engine.errors import EngineError
     from engine.runtime import LocalModel
     from router import PolicyError
@@ -57,8 +61,10 @@ def cmd_serve_edge(args: argparse.Namespace) -> int:
               f"{args.host} may use this endpoint", file=sys.stderr)
     interval = DEFAULT_STREAM_INTERVAL_S if args.stream_interval_ms is None else args.stream_interval_ms / 1000
     limit = DEFAULT_MAX_CONCURRENT if args.max_concurrent is None else args.max_concurrent or None
+    per_key = default_per_key(limit, len(keys)) if args.max_concurrent_per_key is None else \
+        args.max_concurrent_per_key or None
     app = build_app(client, model_id=args.model_id or args.model, api_keys=keys, stream_interval_s=interval,
-                    max_concurrent=limit)
+                    max_concurrent=limit, max_concurrent_per_key=per_key)
 
     def started(port: int) -> None:
         cloud = f", cloud {args.cloud}" if args.cloud else ", no cloud"

@@ -36,7 +36,7 @@ pins it to the device."""
 EPILOG = """\
 start here:
   tandem demo                                  every routing path, on the embedded models
-  tandem generate "What is the capital of France?"
+  tandem generate "What is the capital of France? Answer in one sentence."
   tandem serve-cloud --port 50051              then: tandem chat --cloud 127.0.0.1:50051
   tandem policy check POLICY.yaml
 `tandem COMMAND --help` describes each command."""

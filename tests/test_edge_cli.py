@@ -11,6 +11,7 @@ from edge.demo import DEMO_POLICY, SCENARIOS, TABLE_NOTE, main_with_servers, tab
 from router import DecisionRecord
 from tests.cloud_fixtures import running_server
 from tests.conftest import REPO
+from tests.test_edge_paths import QUESTION
 
 
 def test_demo_shows_every_path_and_ends_with_the_decision_table(smollm2, smollm2_device, tmp_path):
@@ -64,14 +65,14 @@ def test_chat_marks_the_tier_of_each_answer(smollm2):
         proc = subprocess.run(
             [sys.executable, "-m", "tandem", "chat", "--cloud", f"127.0.0.1:{port}", "--max-new-tokens", "16",
              "--audit-log", "/dev/null"],
-            input="What is the capital of France?\n\n", capture_output=True, text=True, cwd=REPO, timeout=300,
+            input=f"{QUESTION}\n\n", capture_output=True, text=True, cwd=REPO, timeout=300,
         )
     assert proc.returncode == 0, proc.stderr
     assert "[edge] The capital of France is Paris." in proc.stdout
     assert "(local, answered by edge," in proc.stdout
 
 
-def chat(*args: str, turns: str = "What is the capital of France?\n\n", cwd=REPO) -> subprocess.CompletedProcess:
+def chat(*args: str, turns: str = f"{QUESTION}\n\n", cwd=REPO) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "tandem", "chat", "--max-new-tokens", "16", *args], input=turns,
                           capture_output=True, text=True, cwd=cwd, timeout=300)
 

@@ -25,7 +25,11 @@ from tandem_rpc.v1 import cloud_pb2
 from tests.cloud_fixtures import client_for, running_server
 from tests.edge_fixtures import ALWAYS_UNSURE, Capture, CaptureInterceptor, policy_with
 
-QUESTION = "What is the capital of France?"
+# The bare "What is the capital of France?" is a near-tie at SmolLM2's first token ("The" 0.152 against
+# "L'" 0.140 in fp32), which the device tier's int8 activation rounding tips either way by CPU (without
+# AMX the prompt takes the int8 tile dot): "L'Étoile, la Marseur, ..." on a Zen 3. Asked for a sentence,
+# "The" leads 0.54 to 0.12 on every path.
+QUESTION = "What is the capital of France? Answer in one sentence."
 SMALL_DEVICE = {"max_context_tokens": 64, "max_new_tokens": 16}
 
 

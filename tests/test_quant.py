@@ -61,11 +61,16 @@ def assert_close(got: torch.Tensor, x: torch.Tensor, w: torch.Tensor, rounding: 
     assert float(excess.max()) <= 0, float(excess.max())
 
 
-def activation_rounding(quantize_activations: bool, rows: int) -> str:
+def activation_rounding(quantize_activations: bool, rows: int, out_features: int) -> str:
+    """How the kernel rounds `rows` rows of activations for a repacked matrix of `out_features` rows:
+    past 8 rows a matrix of whole 16-row tiles takes the int8 tile dot where the CPU has no AMX (its
+    outlier blocks get a second int8 level, so the int8 bound holds), else BLAS in bf16 or fp32."""
     if rows <= 8:
         return "int8" if quantize_activations else "two-level"
     if not quantize_activations:
         return "fp32"
+    if torch.ops.tandem.tile_gemm() and out_features % 16 == 0:
+        return "int8"
     return "bf16" if torch.ops.tandem.bf16_gemm() else "fp32"
 
 
@@ -94,7 +99,7 @@ def test_quantized_linear_matches_the_dequantized_reference(fmt, n, k):
             x = torch.randn(1, m, k, generator=torch.Generator().manual_seed(m))
             got = mod(x)
             assert got.shape == (1, m, n)
-            assert_close(got, x, reference, activation_rounding(quantize_activations, m))
+            assert_close(got, x, reference, activation_rounding(quantize_activations, m, n))
 
 
 def test_the_torch_fallback_computes_the_same_layer(monkeypatch):
@@ -165,7 +170,7 @@ def test_gguf_blocks_stay_quantized_on_the_device_tier(smollm2, smollm2_device):
 
 
 def test_device_tier_answers_like_the_full_precision_twin(smollm2, smollm2_device):
-    ids = smollm2.encode_prompt("What is the capital of France?")
+    ids = smollm2.encode_prompt("What is the capital of France? Answer in one sentence.")
     answers = []
     for model in (smollm2, smollm2_device):
         events = model.stream(ids, max_new_tokens=12)
@@ -300,7 +305,7 @@ def test_quantizing_the_gguf_keeps_its_blocks_and_answers_like_the_device_tier(s
     proc = run_tandem("quantize", str(smollm2_path), str(dst))
     assert proc.returncode == 0, proc.stderr
     loaded = LocalModel.load(dst, precision="device", max_context=256)
-    ids = torch.tensor([loaded.encode_prompt("What is the capital of France?")])
+    ids = torch.tensor([loaded.encode_prompt("What is the capital of France? Answer in one sentence.")])
     got = loaded.model(ids, loaded.new_cache(64))
     want = smollm2_device.model(ids, smollm2_device.new_cache(64))
     assert torch.equal(got, want)

@@ -85,11 +85,11 @@ def run(command: str, *, cwd: Path = REPO, timeout: float = SETUP_TIMEOUT_S) -> 
 
 
 RUN = [
-    '.venv/bin/tandem generate "What is the capital of France?"',
+    '.venv/bin/tandem generate "What is the capital of France? Answer in one sentence."',
     '.venv/bin/tandem generate "Hi" --json --max-new-tokens 3',
     ".venv/bin/tandem models",
     ".venv/bin/tandem quantize smollm2-135m smollm2-q4",
-    '.venv/bin/tandem generate "What is the capital of France?" --model smollm2-q4 --precision device',
+    '.venv/bin/tandem generate "What is the capital of France? Answer in one sentence." --model smollm2-q4 --precision device',
     ".venv/bin/tandem policy check my-policy.yaml",
     '.venv/bin/tandem policy explain my-policy.yaml --text "Email me at jane@example.com" --tokens 40',
     ".venv/bin/tandem serve-cloud --model smollm2-135m --port 50051 --max-concurrency 4 --metrics-port 9100",

@@ -222,7 +222,8 @@ def test_auth_and_bad_requests_get_openai_errors(smollm2, tmp_path):
     assert error["type"] == "invalid_request_error"
     assert two.value.body["param"] == "n" and no_messages.value.body["param"] == "messages"
     assert unknown.value.body["code"] == "model_not_found"
-    assert health == {"status": "ok", "in_flight": 0, "max_concurrent": 8, "journeys": 0}
+    assert health == {"status": "ok", "in_flight": 0, "max_concurrent": 8, "max_concurrent_per_key": None,
+                      "journeys": 0}
 
 
 def test_a_client_that_disconnects_mid_stream_frees_the_device_and_the_cloud(smollm2, cloud, tmp_path):
@@ -290,6 +291,38 @@ def test_a_full_server_turns_the_next_request_away_with_503_and_retry_after(smol
     assert info.value.status_code == 503
     assert after.choices[0].message.content and after.model_extra["tandem"]["tier"] == "edge"
     assert [r["fallback"] for r in records(tmp_path)] == ["abandoned_by_caller", None]
+
+
+def test_one_key_cannot_take_every_slot(smollm2, cloud, tmp_path):
+    """Two keys, two slots, one a key: while key A's stream holds its slot, A's next request gets 429
+    (the OpenAI rate-limit shape, Retry-After) although a slot is free, and key B is still answered."""
+    address, _, _ = cloud
+    other = "sk-other-tenant-key"
+    body = {"model": MODEL, "messages": [{"role": "user", "content": QUESTION}], "max_tokens": 4}
+    options = {"api_keys": [KEY, other], "max_concurrent": 2, "max_concurrent_per_key": 1}
+    with serve_edge(smollm2, address, policy_with(), tmp_path, app_options=options) as (url, _):
+        with api(url).chat.completions.with_streaming_response.create(
+                model=MODEL, messages=[{"role": "user", "content": LONG_PROMPT}], max_tokens=400,
+                stream=True) as held:
+            next(iter(held.parse()))  # key A's stream is open: it holds A's one slot
+            health = httpx.get(url + "/health").json()
+            refused = httpx.post(url + "/v1/chat/completions", headers={"Authorization": f"Bearer {KEY}"},
+                                 json=body, timeout=30)
+            with pytest.raises(openai.RateLimitError):
+                api(url).chat.completions.create(**body)
+            answered = api(url, other).chat.completions.create(**body)
+    assert health["in_flight"] == 1 and health["max_concurrent_per_key"] == 1
+    assert refused.status_code == 429 and refused.headers["retry-after"] == "1"
+    error = refused.json()["error"]
+    assert error["code"] == "rate_limit_exceeded" and "share" in error["message"]
+    assert answered.choices[0].message.content
+
+
+def test_the_commands_per_key_cap_is_half_the_slots_once_there_are_two_keys():
+    from edge.openai_server import default_per_key
+
+    assert [default_per_key(8, n) for n in (0, 1, 2, 5)] == [None, None, 4, 4]
+    assert default_per_key(3, 2) == 2 and default_per_key(1, 3) == 1 and default_per_key(None, 3) is None
 
 
 def test_one_key_cannot_reach_another_keys_cloud_session(smollm2, cloud, tmp_path):
