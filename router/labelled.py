@@ -42,6 +42,9 @@ _LABELS: dict[str, str] = {
         rf"geboren{_S}op|data{_S}de{_S}nascimento|nascimento|nascid[oa](?:{_S}em)?|data{_S}urodzenia|"
         rf"urodzon[ya](?:{_S}dnia)?|f[öo]delsedatum|f[öo]dd(?:{_S}den)?|f[øo]dselsdato|f[øo]dt|syntym[äa]aika|"
         rf"дата{_S}рождения|дата{_S}народження|doğum{_S}tarihi[m]?|jenm{_S}tithi|जन्म{_S}तिथि|जन्मतिथि|"
+        rf"जन्म{_S}दिनांक|जन्मदिन|জন্ম{_S}তারিখ|ng[àa]y{_S}sinh|sinh{_S}ng[àa]y|tanggal{_S}lahir|tgl\.?{_S}lahir|"
+        rf"tarikh{_S}lahir|tarehe{_S}ya{_S}kuzaliwa|ημερομηνία{_S}γέννησης|תאריך{_S}לידה|تاريخ{_S}الميلاد|"
+        rf"تاريخ{_S}الولادة|مواليد|تاریخ{_S}تولد|تاریخ{_S}پیدائش|วันเกิด|เกิดวันที่|"
         rf"생년월일|출생일|出生日期|出生|生年月日|生日)"),
 }
 # A number: groups of letters and digits, each holding a digit, single spaces or dashes between

@@ -59,3 +59,10 @@ client clientname patient patientname contact contactname owner assignee student
 tenant applicant candidate driver nurse doctor physician reviewer author reporter requester recipient sender
 parent child spouse emergencycontact person participant user username staff agent representative
 """.split())
+# Words that follow a name in scripts without case, where the cue's two-word name would take them:
+# Hindi postpositions and verbs of being ("मेरे भाई अमित से बात करो": अमित, not "अमित से"), Arabic
+# prepositions and pronouns.
+CASELESS_AFTER_NAME = frozenset("""
+से को का की के ने है हैं था थी थे और भी ही तो में पर जी वह यह कल आज अब
+في من إلى الى على عن مع هو هي كان كانت
+""".split())

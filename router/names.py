@@ -35,7 +35,8 @@ import re2
 
 from router.addresses import find_addresses
 from router.linear_regex import char_offsets, compile_linear, group_spans
-from router.name_words import FOLLOWS_A_NAME, NOT_LOWER_NAMES, NOT_NAMES, PERSON_COLUMNS, THING_NAMES
+from router.name_words import CASELESS_AFTER_NAME, FOLLOWS_A_NAME, NOT_LOWER_NAMES, NOT_NAMES, PERSON_COLUMNS, \
+    THING_NAMES
 from router.scan import continues_word
 
 Span = tuple[str, int, int]
@@ -288,6 +289,9 @@ def _cued(text: str) -> Iterator[tuple[int, int]]:
     for cue, cue_end, ((start, end), *_) in _found(_CASED_RULES, text, data, present):
         if text[cue:cue_end].casefold() == "name" and _word_before(text, cue) in THING_NAMES:
             continue  # "Project name: Apollo", "file name = Report"
+        words = text[start:end].split(" ")
+        kept = 1 + next((i for i, word in enumerate(words[1:]) if word in CASELESS_AFTER_NAME), len(words) - 1)
+        end = start + len(" ".join(words[:kept]))  # "अमित से", "أحمد في البيت": the name, not what follows it
         if _names_someone(text[start:end]):
             yield start, end
     for _, _, ((start, end), *_) in _found(_ANY_CASE_RULES, text, data, present):

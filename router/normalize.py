@@ -128,6 +128,13 @@ def _in_latin_word(text: str, at: int) -> bool:
                for i, step in ((left, -1), (right, 1)))
 
 
+def _integral_mark(text: str, at: int) -> bool:
+    """Whether the nonspacing mark at `at` is part of its letter: a vowel sign or virama of an Indic
+    or Southeast Asian script (मेरा, जन्म, วันเกิด), which the words' spelling needs, unlike an accent
+    stacked on a Latin letter ("pa\u0301ssword"), which is dropped."""
+    return at > 0 and ("\u0900" <= text[at - 1] <= "\u109f" or "\u1780" <= text[at - 1] <= "\u17ff")
+
+
 @lru_cache(maxsize=4096)
 def _fold(char: str) -> str | None:
     """What one non-ASCII character reads as, or None when it stays."""
@@ -155,6 +162,8 @@ def text_view(text: str) -> View:
     if not text.isascii():
         for m in _NON_ASCII.finditer(text):
             char = m.group()
+            if unicodedata.category(char) == "Mn" and _integral_mark(text, m.start()):
+                continue
             folded = _CONFUSABLE[char] if char in _CONFUSABLE and _in_latin_word(text, m.start()) else _fold(char)
             if folded is not None:
                 edits.append((m.start(), m.end(), folded))
