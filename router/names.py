@@ -35,8 +35,8 @@ import re2
 
 from router.addresses import find_addresses
 from router.linear_regex import char_offsets, compile_linear, group_spans
-from router.name_words import CASELESS_AFTER_NAME, FOLLOWS_A_NAME, NOT_LOWER_NAMES, NOT_NAMES, PERSON_COLUMNS, \
-    THING_NAMES
+from router.name_words import CASELESS_AFTER_NAME, FOLLOWS_A_NAME, NOT_LOWER_NAMES, NOT_NAMES, THING_NAMES
+from router.records import sql_values, table_cells
 from router.scan import continues_word
 
 Span = tuple[str, int, int]
@@ -204,7 +204,10 @@ _ANY_CASE = (
 # "my bf ryan keeps", "my sister tanvi just got" (not "my mom always says": NOT_NAMES, NOT_LOWER_NAMES).
 _RELATION_NEXT = (rf"(?i:{_RELATION})", rf" ({_ANY_WORD}) ({_ANY_WORD})")
 _CELL_NAME = compile_linear(rf"{_NAME}")
-_SEPARATORS = (",", ";", "\t", "|")
+
+
+def _is_cell_name(value: str) -> bool:
+    return _CELL_NAME.fullmatch(value) is not None
 
 
 def _word_before(text: str, index: int) -> str:
@@ -311,32 +314,6 @@ def _cued(text: str) -> Iterator[tuple[int, int]]:
         yield tail + start, tail + end
 
 
-def _in_tables(text: str) -> Iterator[tuple[int, int]]:
-    """Cells of delimited rows under a header whose column names a person ("employee", "Name")."""
-    if "\n" not in text:
-        return
-    columns: set[int] = set()
-    sep, width, offset = "", 0, 0
-    for line in text.split("\n"):
-        row_sep = next((s for s in _SEPARATORS if s in line), "")
-        cells = line.split(row_sep) if row_sep else [line]
-        keys = {i for i, cell in enumerate(cells)
-                if "".join(c for c in cell.casefold() if c.isalpha()) in PERSON_COLUMNS}
-        if row_sep and keys and len(cells) >= 2:
-            columns, sep, width = keys, row_sep, len(cells)
-        elif columns and row_sep == sep and len(cells) == width:
-            at = offset
-            for i, cell in enumerate(cells):
-                value = cell.strip().strip("\"'")
-                if i in columns and value and _CELL_NAME.fullmatch(value):
-                    start = at + cell.index(value)
-                    yield start, start + len(value)
-                at += len(cell) + len(sep)
-        else:
-            columns = set()
-        offset += len(line) + 1
-
-
 # A name written right before an address is the person who lives there: on the line above it ("Ship
 # to:\nDaniel Okafor\n2200 W Lake St") or before a comma, after the start of a line, a colon or a
 # word sending something to someone ("an Jonas Becker, Lindenweg 7").
@@ -356,7 +333,8 @@ def find_names(text: str, addresses: Sequence[Span] | None = None) -> Iterator[S
     """Each person's name in `text` (the text view) that its context marks as one, as ("person_name", start, end);
     `addresses` are find_addresses' spans in `text` when the caller has them already."""
     addresses = list(find_addresses(text)) if addresses is None else addresses
-    found = {*_cued(text), *_in_tables(text), *_before_addresses(text, addresses)}
+    found = {*_cued(text), *table_cells(text, _is_cell_name), *sql_values(text, _is_cell_name),
+             *_before_addresses(text, addresses)}
     # the name again elsewhere in the text, without its cue ("Dear Anna, ... Anna said"): the same person
     for value in {text[start:end] for start, end in found}:
         at = text.find(value)

@@ -247,9 +247,12 @@ def test_jwt_needs_a_header_with_alg():
     # cues of scripts without case or spaces
     "12 Main Street, Springfield 62704 " * 950, "12 Main Street, Springfield " * 1150, "login a / b " * 2700,
     "password: {{ a }} x " * 1600, "北京市海淀区学院路30号" * 1000, "我叫王晓明，田中様、" * 1100,
+    # SQL rows read value by value under a person's column; statements with unclosed strings; Hindi cues
+    "INSERT INTO users (name, email) VALUES " + "('Ana Souza', 'a@b.io'), " * 1300,
+    "insert into users (name) values ('" * 900, "मेरी पत्नी सुनीता से " * 1400,
 ], ids=["digit-list", "phone-shaped", "digit-run", "cards", "keywords", "pem", "at-signs", "colons", "emails",
         "relations", "salutations", "streets-postcodes", "streets", "login-pairs", "templates", "cjk-addresses",
-        "caseless-cues"])
+        "caseless-cues", "sql-rows", "sql-unclosed", "hindi-cues"])
 def test_adversarial_32kb_inputs_take_well_under_a_second(text):
     # CPU time of this thread: on a machine shared with other jobs, wall-clock time is mostly theirs.
     start = time.thread_time()
