@@ -178,8 +178,9 @@ def _context_secrets(text: str) -> Iterator[Span]:
             if m.group().startswith("-") and m.start() and not text[m.start() - 1].isspace():
                 continue  # an option stands after a space: "re-pass" is a word
             group = next(g for g in ("v1", "v2", "v3", "v4", "v6") if m.group(g) is not None)
-            if not _PLACEHOLDER_VALUE.match(m.group(group)) and (group != "v2" or _password_like(m.group(group))):
-                yield "cli_credential", m.start(group), m.end(group)
+            value = m.group(group).rstrip("`'\"")  # "`export KEY=YOUR_API_KEY`": the code span's quote ends it
+            if value and not _PLACEHOLDER_VALUE.match(value) and (group != "v2" or _password_like(value)):
+                yield "cli_credential", m.start(group), m.start(group) + len(value)
     for m in (_LOGIN_PAIR.match(text, start) for start, _ in match_spans(_LOGIN_START, lowered)):
         if m is None:
             continue
@@ -272,8 +273,9 @@ def _password_like(token: str) -> bool:
     digits = any(c.isdigit() for c in core)
     symbols = any(not c.isalnum() for c in core)
     upper = any(c.isupper() for c in core)
+    dotted_name = not digits and all(c.isalpha() or c == "." for c in core)  # "Next.js", "ASP.NET", "main.py"
     # "Sommer2024", "Soleil#23"; not "argon2id" or "iPhone", which are names of things
-    return len(core) >= 6 and letters and ((digits and (upper or symbols)) or (symbols and upper))
+    return len(core) >= 6 and letters and not dotted_name and ((digits and (upper or symbols)) or (symbols and upper))
 
 
 def shannon_entropy(token: str) -> float:

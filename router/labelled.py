@@ -17,6 +17,7 @@ import re
 from collections.abc import Iterator
 
 from router.linear_regex import compile_linear, group_spans
+from router.records import sql_values, table_cells
 from router.scan import unspaced
 
 Span = tuple[str, int, int]
@@ -72,6 +73,16 @@ _MIN_CHARS, _MIN_DIGITS = 6, 4
 _DATED = re.compile(r"[0-9]{4}[ ./-][0-9]{1,2}[ ./-][0-9]{1,2}|[0-9]{1,2}[ ./-][0-9]{1,2}[ ./-][0-9]{4}")
 
 
+# A record's column that holds dates of birth (router/records.py): letters only, lower case.
+_BIRTH_COLUMNS = frozenset("dob dateofbirth birthdate birthday born geburtsdatum datedenaissance fechadenacimiento "
+                           "datadinascita datadenascimento geboortedatum dataurodzenia".split())
+_WHOLE_DATE = compile_linear(_DATE, ignore_case=True)
+
+
+def _is_date(value: str) -> bool:
+    return _WHOLE_DATE.fullmatch(value) is not None
+
+
 def _letter(char: str) -> bool:
     return char.isalpha() and not unspaced(char)  # "出生日期" ends a label as a space does
 
@@ -81,6 +92,8 @@ def find_labelled(text: str, kinds: tuple[str, ...]) -> Iterator[Span]:
     found = [(kind, spans) for kind in kinds for regex in _FINDERS[kind] for spans in group_spans(regex, text, (1, 2))]
     if "birth_date" in kinds:
         found += [("birth_date", (label, value)) for value, label in group_spans(_DATE_THEN_LABEL, text, (1, 2))]
+        for start, end in (*table_cells(text, _BIRTH_COLUMNS, _is_date), *sql_values(text, _BIRTH_COLUMNS, _is_date)):
+            yield "birth_date", start, end
     for kind, ((label, label_end), (start, end)) in found:
         if (label and _letter(text[label - 1])) or (label_end < len(text) and _letter(text[label_end])):
             continue  # whole words only: "tabular" holds no "aba", "adobe" no "dob", "borne" no "born"

@@ -35,7 +35,8 @@ import re2
 
 from router.addresses import find_addresses
 from router.linear_regex import char_offsets, compile_linear, group_spans
-from router.name_words import CASELESS_AFTER_NAME, FOLLOWS_A_NAME, NOT_LOWER_NAMES, NOT_NAMES, THING_NAMES
+from router.name_words import CASELESS_AFTER_NAME, FOLLOWS_A_NAME, NOT_LOWER_NAMES, NOT_NAMES, PERSON_COLUMNS, \
+    THING_NAMES
 from router.records import sql_values, table_cells
 from router.scan import continues_word
 
@@ -333,8 +334,8 @@ def find_names(text: str, addresses: Sequence[Span] | None = None) -> Iterator[S
     """Each person's name in `text` (the text view) that its context marks as one, as ("person_name", start, end);
     `addresses` are find_addresses' spans in `text` when the caller has them already."""
     addresses = list(find_addresses(text)) if addresses is None else addresses
-    found = {*_cued(text), *table_cells(text, _is_cell_name), *sql_values(text, _is_cell_name),
-             *_before_addresses(text, addresses)}
+    found = {*_cued(text), *table_cells(text, PERSON_COLUMNS, _is_cell_name),
+             *sql_values(text, PERSON_COLUMNS, _is_cell_name), *_before_addresses(text, addresses)}
     # the name again elsewhere in the text, without its cue ("Dear Anna, ... Anna said"): the same person
     for value in {text[start:end] for start, end in found}:
         at = text.find(value)

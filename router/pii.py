@@ -144,9 +144,19 @@ _IP_SHAPE = compile_linear(r"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}|:[0-
 _VERSION_BEFORE = re.compile(
     r"(?i)\b(?:version|versione|versi[oó]n|vers[aã]o|ver\.?|release|build|v|firmware|fw|bootloader|kernel|driver|"
     r"patch|update|sdk|api|app|chapter|chap\.?|section|sect\.?|§|clause|article|art\.?|paragraph|para\.?|"
-    r"step|rule|figure|fig\.?|table|appendix|item|kapitel|abschnitt|chapitre|cap[ií]tulo|capitolo)"
+    r"step|rule|figure|fig\.?|table|appendix|item|kapitel|abschnitt|chapitre|cap[ií]tulo|capitolo|"
+    r"(?:introduced|fixed|added|removed|deprecated|released|changed|shipped)(?:\s+in)?)"
     r"(?:\s+(?:is|was|no\.?|number))?\s*[:=#]?\s*$")
 _IPV6_CHARS = frozenset("0123456789abcdefABCDEF:.")
+
+
+def _is_network(address: str, after: str) -> bool:
+    """Whether `address` followed by `after` is a network's prefix ("10.0.0.0/8"): its host bits all zero."""
+    prefix = re.match(r"/([0-9]{1,2})(?![0-9])", after)
+    try:
+        return prefix is not None and bool(ipaddress.IPv4Network(f"{address}/{prefix.group(1)}", strict=True))
+    except ValueError:
+        return False
 
 
 def find_ip_addresses(text: str) -> Iterator[Span]:
@@ -161,6 +171,8 @@ def find_ip_addresses(text: str) -> Iterator[Span]:
         for m in matches(_IPV4, text, "."):
             if _VERSION_BEFORE.search(text[max(0, m.start() - 24):m.start()]):
                 continue
+            if _is_network(m.group(), text[m.end():m.end() + 4]):
+                continue  # "192.168.0.0/24": a network, not a host ("192.168.0.1/24" is one)
             try:
                 ipaddress.IPv4Address(m.group())
             except ValueError:
