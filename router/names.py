@@ -63,7 +63,7 @@ _HONORIFIC = (r"(?:Mr|Mrs|Ms|Mx|Dr|Prof|Sr|Sra|Srta|Sig|Sig\.ra|Mme|Mlle|Dhr|Mev
               r"Signorina|Mevrouw|Meneer|Professor|Miss|Mister|Missus|"
               r"mevrouw|meneer|señor|señora|señorita|signor|signora|signorina|monsieur|madame|herr|frau")
 _FAMILY_TITLE = (r"(?i:aunt|auntie|uncle|grandma|grandpa|granny|nana|oma|opa|tante|onkel|tía|tío|abuela|abuelo|nonna|"
-                 r"nonno|mamie|papi)")
+                 r"nonno|mamie|papi|tita|tito|kuya|lola|lolo)")
 _INTRODUCED = (
     r"(?:my|his|her|their|our|your)(?: [a-z]+'s| [a-z]+’s)? (?:full |real |legal |first |last |maiden )?"
     r"name is|my name's|my name’s|name (?:on|under|for) (?:the|my|this|our) [a-z]+ is|"
@@ -71,11 +71,12 @@ _INTRODUCED = (
     r"mein name ist|ich hei(?:ß|ss)e|je m'appelle|je m’appelle|mon nom est|me llamo|mi nombre es|"
     r"mi chiamo|il mio nome è|mijn naam is|ik heet|(?:o )?meu nome é|me chamo|chamo-me|nazywam się|mam na imię|"
     r"jmenuji se|jag heter|mitt namn är|jeg heter|jeg hedder|mit navn er|benim adım|adım|tên tôi là|tên em là|"
-    r"nama saya|the name on (?:it|the card|the account) is")
+    r"nama saya|the name on (?:it|the card|the account) is|nimeni on|numele meu este|mă numesc|ma numesc|"
+    r"jina langu ni|ang pangalan ko ay|pangalan ko ay|меня зовут")
 # "I'm" and its kin take a first and last name: one word is as often a nationality or a mood
 # ("I'm American", "soy Médico")
 _I_AM = (r"I'm|I’m|I am|(?i:ich bin|je suis|soy|sono|ik ben|eu sou|sou a|sou o|le escribe|les escribe|aquí|ben|"
-         r"saya|em là|tôi là|anh là|chị là|jestem|это)")
+         r"saya|em là|tôi là|anh là|chị là|jestem|это|sunt|olen|mimi ni)")
 _RELATION = (
     r"(?:(?:my|his|her|our|their|your)(?: [a-z0-9-]+)?(?: [a-z-]+(?:'s|’s))? "
     r"(?:son|daughter|kid|child|baby|wife|husband|partner|spouse|boyfriend|girlfriend|bf|gf|fianc[ée]e?|brother|"
@@ -98,14 +99,17 @@ _RELATION = (
     r"(?:il mio|la mia|mio|mia) (?:figlio|figlia|moglie|marito|madre|padre|fratello|sorella|amico|amica|collega|"
     r"capo|nonna|nonno|zia|zio|vicino|vicina)|"
     r"(?:o meu|a minha|meu|minha) (?:filho|filha|esposa|marido|mulher|mãe|pai|irmão|irmã|amigo|amiga|colega|chefe|"
-    r"avó|avô|tia|tio|vizinho|vizinha))")
+    r"avó|avô|tia|tio|vizinho|vizinha)|"
+    r"annem|babam|eşim|kocam|karım|kardeşim|ablam|abim|oğlum|kızım|arkadaşım|"
+    r"(?:mama|baba|mke|mume|kaka|dada|mtoto|rafiki) (?:yangu|wangu))")
 _ROLE = (r"patient|client|customer|tenant|employee|applicant|defendant|plaintiff|claimant|witness|student|"
          r"contractor|borrower|guarantor|user|member|driver|passenger|resident|subscriber|candidate|pt|new hire|"
          r"new starter|titulaire|titular|titolare|beneficiary|payee|addressee|account holder|card ?holder")
 _FIELD = (
     r"(?:full|first|last|given|family|middle|maiden|legal|patient|customer|client|employee|contact|recipient|"
     r"sender|guest|passenger|tenant|applicant|student|child|spouse|parent|account[ _-]?holder|card[ _-]?holder|"
-    r"user)[ _-]?names?|name|surname|pt|patient|patientin|patiënt|paciente|paziente|nom|prénom|nombre|apellidos?|"
+    r"user)[ _-]?names?|name|surname|wife|husband|spouse|partner|child|children|son|daughter|mother|father|"
+    r"authori[sz]ed (?:adults?|persons?|people)|alıcı|alici|pt|patient|patientin|patiënt|paciente|paziente|nom|prénom|nombre|apellidos?|"
     r"nome|cognome|"
     r"naam|vorname|nachname|reported by|requested by|submitted by|created by|prepared by|signed by|assigned to|"
     r"assignee|owner|reporter|author|reviewer|approver|holder|cardholder|policyholder|"
@@ -148,6 +152,8 @@ _CASED = (
     # a field's label and its value, as a form, a record or JSON writes it: `Name: `, `"assignee": "`
     (rf"(?i:{_FIELD})", rf"[\"']?[ \t]*[:=][ \t]*[\"']?({_NAME})"),
     (rf"(?i:{_LIST_FIELD})", rf"[ \t]*:[ \t]*({_NAMES})"),
+    # the speaker of a timestamped line of a chat or transcript: "[00:12:04] Hannah Lee: okay so ..."
+    (r"[0-9]{1,2}:[0-9]{2}(?::[0-9]{2})?\]", rf" ?({_FULL_NAME}):"),
     # a passport's or a form's capitals: "Surname: OKONKWO", "Given names: CHIDI EMEKA"
     (_NAME_FIELD, rf"[\"']?[ \t]*[:=][ \t]*[\"']?({_CAPS_NAME})(?:[\"',;\n]|[ \t]*$)"),
     (r"(?m:^FN)", rf"[:;]({_NAME})"),  # a vCard's formatted name
@@ -175,12 +181,15 @@ _CASED_BEFORE = (
 # name, so only a cue does, and the name is as long as such names are (Han 2-5 characters, Hangul
 # 2-3 syllables, up to three Arabic words or two Devanagari ones).
 _CASELESS_NAME = (r"(?:\p{Han}{1,3}[ \x{3000}]?\p{Han}{1,3}|\p{Katakana}{2,8}(?:[ \x{3000}・]\p{Katakana}{2,8})?|"
-                  r"\p{Hangul}{2,3}|\p{Arabic}{2,}(?: \p{Arabic}{2,}){0,2}|\p{Devanagari}{2,}(?: \p{Devanagari}{2,})?)")
+                  r"\p{Hangul}{2,3}|\p{Arabic}{2,}(?: \p{Arabic}{2,}){0,2}|\p{Devanagari}{2,}(?: \p{Devanagari}{2,})?|"
+                  r"\p{Hebrew}{2,}(?: \p{Hebrew}{2,}){0,2})")
 _CASELESS_CUES = (
     "姓名|收件人|收货人|联系人|开户人|持卡人|户名|申请人|负责人|取件人|我叫|我的名字是|我的名字叫|名字叫|"
     "氏名|お名前|名前|名義は?|フリガナ|担当者|私の名前は|"
-    "이름|성명|환자명|받는 ?분|보호자|담당자|예금주|고객명|제 이름은|"
-    "الاسم|اسمي|أخي|أختي|زوجي|زوجتي|ابني|ابنتي|"
+    "이름|성명|환자명|받는 ?분|받는 ?사람|보호자|담당자|예금주|고객명|제 이름은|"
+    "我老婆|我老公|我妻子|我丈夫|我妈妈|我妈|我爸爸|我爸|我儿子|我女儿|母の|父の|妻の|夫の|息子の|娘の|"
+    "الاسم|اسمي|أخي|أختي|زوجي|زوجتي|ابني|ابنتي|السيدة|السيد|"
+    "שמי|השם שלי|אשתי|בעלי|"
     "मेरा नाम|नाम|मेरे भाई|मेरी बहन|मेरी बेटी|मेरा बेटा|मेरी पत्नी|मेरे पति")
 # Cues whose first letter is not ASCII, for which RE2's \b (ASCII's) never holds: whole words are
 # checked by the letter before them instead.
