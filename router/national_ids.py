@@ -1,4 +1,4 @@
-"""National identifiers of 23 countries, validated by python-stdnum where it has a
+"""National identifiers of 32 countries, validated by python-stdnum where it has a
 validator (check digits, embedded dates) and by format rules where it has none
 (the UK National Insurance number, India's PAN).
 
@@ -17,7 +17,10 @@ How much evidence an ID needs depends on how rare its shape is:
   German Steuer-ID, a PESEL, a Canadian SIN, ...) passes a random number's
   check one time in ten, so it counts only after a word that names it, in any
   of the spellings people write (`BSN:`, `Steuer-ID`, `aadhaar_number=`,
-  `N° de sécurité sociale`), within a few words.
+  `N° de sécurité sociale`), within a few words;
+- *own word*: after the ID's own word (not a generic "ID number") a number of
+  its shape counts even when its check fails, and IDs with no public check
+  (Vietnam's CCCD, Saudi and Kenyan IDs) count only so.
 """
 
 from __future__ import annotations
@@ -42,15 +45,22 @@ from stdnum.fr import nir
 from stdnum.ie import pps
 from stdnum.in_ import aadhaar, pan
 from stdnum.it import codicefiscale
+from stdnum.id import nik
+from stdnum.il import idnr as il_idnr
+from stdnum.jp import in_ as jp_in
+from stdnum.kr import rrn
 from stdnum.mx import curp
 from stdnum.nl import bsn
 from stdnum.no import fodselsnummer
 from stdnum.pl import pesel
 from stdnum.pt import nif
+from stdnum.ro import cnp
 from stdnum.se import personnummer
+from stdnum.tr import tckimlik
 from stdnum.us import ssn
 from stdnum.za import idnr as za_idnr
 
+from router.id_words import GENERIC, KEYWORDS
 from router.linear_regex import char_offsets, compile_linear, match_spans
 from router.scan import free_before, matches
 
@@ -103,6 +113,17 @@ _DIGIT_RULES: tuple[IdRule, ...] = (
     IdRule("ie_pps", 7, _stdnum(pps), letters="[A-W][A-IW]?"),
     IdRule("fi_hetu", 9, _stdnum(hetu), alone=((6, 3),), letters="[0-9A-Y]"),
     IdRule("fi_hetu", 10, _stdnum(hetu), alone=((6, 4),)),
+    IdRule("tr_tckimlik", 11, _stdnum(tckimlik)),
+    IdRule("kr_rrn", 13, _stdnum(rrn), alone=((6, 7),)),
+    IdRule("ro_cnp", 13, _stdnum(cnp)),
+    IdRule("il_idnr", 9, _stdnum(il_idnr)),
+    IdRule("id_nik", 16, _stdnum(nik)),
+    IdRule("jp_mynumber", 12, _stdnum(jp_in)),
+    # no public check: a number of the length after its own word only (below)
+    IdRule("vn_cccd", 12, lambda value: False),
+    IdRule("sa_id", 10, lambda value: False),
+    IdRule("ke_id", 8, lambda value: False),
+    IdRule("ke_id", 7, lambda value: False),
 )
 _BY_LENGTH: dict[int, list[IdRule]] = {}
 for _rule in _DIGIT_RULES:
@@ -147,40 +168,14 @@ _LETTER_VALIDATORS: dict[str, Callable[[str], bool]] = {
     "in_pan": _stdnum(pan), "gb_nino": _nino,
 }
 
-# Words that name an identifier, in the spellings people write: any separators
-# between words (`aadhaar_number`, `Steuer-ID`, `N° de sécurité sociale`).
-_S = r"[\s_.:/-]*"
-_KEYWORDS: dict[str, str] = {
-    "us_ssn": rf"ssn|social{_S}security|soc{_S}sec",
-    "nl_bsn": rf"bsn|burger{_S}service{_S}n(?:umme)?r|sofi(?:{_S}n(?:umme)?r)?",
-    "ca_sin": rf"sin|social{_S}insurance|n\.?a\.?s\.?|assurance{_S}sociale",
-    "pt_nif": rf"nif|contribuinte|identifica[cç][aã]o{_S}fiscal",
-    "au_tfn": rf"tfn|tax{_S}file",
-    "in_aadhaar": rf"aadhaa?r|adhaar|uidai|uid",
-    "de_idnr": rf"steuer{_S}(?:id|identifikations{_S}n(?:umme)?r|-?nr)|st{_S}id|idnr|identifikations{_S}n(?:umme)?r",
-    "pl_pesel": r"pesel",
-    "no_fodselsnummer": rf"f[øo]dsels{_S}n(?:umme)?r|personnummer",
-    "br_cpf": r"cpf",
-    "be_nn": rf"rijksregister(?:{_S}n(?:umme)?r)?|registre{_S}national|num[ée]ro{_S}national|insz|niss|rrn|national{_S}number",
-    "se_personnummer": rf"person{_S}n(?:umme)?r",
-    "dk_cpr": rf"cpr|person{_S}n(?:umme)?r",
-    "za_idnr": rf"(?:south{_S}african{_S}|sa[\s_.:/-]+)id|identity{_S}(?:number|no)",
-    "ch_ahv": rf"ahv|avs|sozialversicherungs?(?:{_S}n(?:umme)?r)?",
-    "fr_nir": rf"nir|s[ée]cu|s[ée]curit[ée]{_S}sociale|insee",
-    "cn_ric": rf"身份证|resident{_S}id",
-    "es_dni": rf"dni|nif|documento{_S}(?:nacional|de{_S}identidad)",
-    "ie_pps": rf"ppsn?|personal{_S}public{_S}service",
-    "fi_hetu": rf"hetu|henkil[öo]tunnus|personbeteckning",
-}
-_GENERIC = (rf"national{_S}id|tax{_S}(?:id|number|no)|tin|personal{_S}(?:id|number|code)|id{_S}(?:number|no|nr)|"
-            rf"identification{_S}number|identity{_S}(?:number|card)|ausweis|identifiant|identidad|identit[àa]")
-_NAMING = {kind: re.compile(rf"(?:{words}|{_GENERIC})") for kind, words in _KEYWORDS.items()}  # on one keyword
+_NAMING = {kind: re.compile(rf"(?:{words}|{GENERIC})") for kind, words in KEYWORDS.items()}  # on one keyword
+_OWN = {kind: re.compile(words) for kind, words in KEYWORDS.items()}
 # Every spelling of every ID's keyword, found in one linear pass (RE2) over the lower-cased text,
 # after no Latin, Greek or Cyrillic letter (in code too: `my_ssn=`, `aadhaar_number`; in scripts
 # without case and spaces, anywhere: `身份证号`; these ranges, not \pL, keep RE2's automaton small
 # and the scan three times faster); the longest spelling
 # that matches, so `sécu` does not hide `sécurité sociale`.
-_ANY_KEYWORD = compile_linear(rf"(?:^|[^a-z\x{{c0}}-\x{{24f}}\x{{370}}-\x{{4ff}}])((?:{'|'.join(_KEYWORDS.values())}|{_GENERIC}))", longest=True)
+_ANY_KEYWORD = compile_linear(rf"(?:^|[^a-z\x{{c0}}-\x{{24f}}\x{{370}}-\x{{4ff}}])((?:{'|'.join(KEYWORDS.values())}|{GENERIC}))", longest=True)
 _KEYWORD_WINDOW = 48  # characters before a value: "BSN van de klant is" fits
 
 
@@ -205,13 +200,14 @@ class IdWords:
             self._starts, self._ends = [a for a, _ in found], [b for _, b in found]
         return self._starts
 
-    def kinds_before(self, start: int) -> frozenset[str]:
-        """The ID kinds named by the words in the few characters before `start` (`_KEYWORD_WINDOW`)."""
+    def kinds_before(self, start: int, *, own: bool = False) -> frozenset[str]:
+        """The ID kinds named by the words in the few characters before `start` (`_KEYWORD_WINDOW`);
+        `own`: only by their own words ("PESEL"), not by a word naming any ID ("ID number")."""
         starts = self._load()
         at = bisect_left(starts, start - _KEYWORD_WINDOW)
         kinds: frozenset[str] = frozenset()
         while at < len(starts) and self._ends[at] <= start:
-            kinds |= _kinds_named(self._text[starts[at]:self._ends[at]].lower())
+            kinds |= _kinds_named(self._text[starts[at]:self._ends[at]].lower(), own)
             at += 1
         return kinds
 
@@ -264,7 +260,7 @@ def find_national_ids(
         named = words.kinds_before(m.start())
         shapes = _ALONE_SHAPES if m.group()[-1].isalpha() else _ALONE_UNLETTERED
         if named or _holds_alone_shape(tuple(map(len, _GROUP.findall(m.group()))), shapes):
-            yield from _digit_ids(text, m, named)
+            yield from _digit_ids(text, m, named, words.kinds_before(m.start(), own=True) if named else named)
     yield from _letter_ids(text)
 
 
@@ -291,8 +287,9 @@ def _letter_ids(text: str) -> Iterator[Span]:
                 done = m.end()
 
 
-def _digit_ids(text: str, m: re.Match[str], named: frozenset[str]) -> Iterator[Span]:
-    """IDs among the groups of one run, each stretch of whole groups tried, longest first."""
+def _digit_ids(text: str, m: re.Match[str], named: frozenset[str], own: frozenset[str]) -> Iterator[Span]:
+    """IDs among the groups of one run, each stretch of whole groups tried, longest first (`named`, `own`:
+    _match_rule's)."""
     run = m.group()
     groups = [(g.start(), g.end()) for g in _GROUP.finditer(run)]
     sizes = [b - a for a, b in groups]
@@ -313,7 +310,7 @@ def _digit_ids(text: str, m: re.Match[str], named: frozenset[str]) -> Iterator[S
                 end = groups[j][1]
                 letters = tail.group() if tail and j == len(groups) - 1 else ""
                 beside = run[stretch[0][0] - 1:stretch[0][0]] + run[end:end + 1] if j < len(groups) - 1 else ""
-                hit = _match_rule(run, stretch, letters, end, beside, named)
+                hit = _match_rule(run, stretch, letters, end, beside, named, own)
                 if hit:
                     found = (j, hit)
         if found:
@@ -326,9 +323,12 @@ def _digit_ids(text: str, m: re.Match[str], named: frozenset[str]) -> Iterator[S
 
 def _match_rule(
     run: str, stretch: list[tuple[int, int]], letters: str, end: int, beside: str, named: frozenset[str],
+    own: frozenset[str] = frozenset(),
 ) -> Span | None:
     """The first rule the stretch of groups satisfies; `beside` holds the separators next to it in its run,
-    `named` the ID kinds named by words before the run (most runs have none: no check runs)."""
+    `named` the ID kinds named by words before the run (most runs have none: no check runs). After an ID's
+    own word (`own`: "my PESEL is ...") a number of its shape is that ID even if its check fails: a typo
+    in one's own ID number is still one's own, and some IDs have no public check."""
     lengths = tuple(b - a for a, b in stretch)
     rules = _BY_LENGTH[sum(lengths)]
     if not named and not any(lengths in rule.alone for rule in rules):
@@ -356,7 +356,7 @@ def _match_rule(
         else:
             candidate = digits + ends_with
             value_end = end if not ends_with else len(run)
-        if rule.is_valid(candidate):
+        if rule.is_valid(candidate) or rule.kind in own:
             return rule.kind, start, value_end
     return None
 
@@ -392,6 +392,6 @@ def _short_holds_alone_shape(sizes: tuple[int, ...], shapes: frozenset[tuple[int
 
 
 @lru_cache(maxsize=1024)
-def _kinds_named(keyword: str) -> frozenset[str]:
-    """The ID kinds one keyword (lower case) names: `bsn` names a BSN, `national id` any ID."""
-    return frozenset(kind for kind, naming in _NAMING.items() if naming.fullmatch(keyword))
+def _kinds_named(keyword: str, own: bool = False) -> frozenset[str]:
+    """The ID kinds one keyword (lower case) names: `bsn` names a BSN, `national id` any ID (but not `own`)."""
+    return frozenset(kind for kind, naming in (_OWN if own else _NAMING).items() if naming.fullmatch(keyword))

@@ -26,9 +26,9 @@ BUILTIN_DETECTORS: dict[str, str] = {
     "phone": "phone numbers valid in the national numbering plans of 22 countries, or in international +CC form",
     "card": "payment card numbers (known issuer prefix, 13-19 digits, Luhn check digit)",
     "iban": "IBANs (country length and structure, mod-97 check digits)",
-    "national_id": "national identifiers of 23 countries (US, UK, DE, FR, ES, IT, NL, BE, PT, PL, SE, DK, NO, FI, CH, "
-    "IE, CA, BR, MX, IN, CN, AU, ZA; check digits where the format has them), and passport and driving licence "
-    "numbers after a word naming them",
+    "national_id": "national identifiers of 32 countries (US, UK, DE, FR, ES, IT, NL, BE, PT, PL, SE, DK, NO, FI, CH, "
+    "IE, CA, BR, MX, IN, CN, AU, ZA, TR, KR, RO, IL, ID, JP, VN, SA, KE; check digits where the format has them), and "
+    "passport and driving licence numbers after a word naming them",
     "bank_account": "bank account numbers after a word naming them (account number, acct, checking account, "
     "Kontonummer, numéro de compte, ...)",
     "birth_date": "dates of birth after a word naming them (date of birth, DOB, born on, Geburtsdatum, né le, ...)",
