@@ -109,8 +109,8 @@ _FIELD = (
     r"(?:full|first|last|given|family|middle|maiden|legal|patient|customer|client|employee|contact|recipient|"
     r"sender|guest|passenger|tenant|applicant|student|child|spouse|parent|account[ _-]?holder|card[ _-]?holder|"
     r"user)[ _-]?names?|name|surname|wife|husband|spouse|partner|child|children|son|daughter|mother|father|"
-    r"authori[sz]ed (?:adults?|persons?|people)|alıcı|alici|pt|patient|patientin|patiënt|paciente|paziente|nom|prénom|nombre|apellidos?|"
-    r"nome|cognome|"
+    r"authori[sz]ed (?:adults?|persons?|people)|alıcı|alici|pt|patient|patientin|patiënt|paciente|paziente|nom|"
+    r"prénom|nombre|apellidos?|nome|cognome|"
     r"naam|vorname|nachname|reported by|requested by|submitted by|created by|prepared by|signed by|assigned to|"
     r"assignee|owner|reporter|author|reviewer|approver|holder|cardholder|policyholder|"
     r"payer|witness|contact person|emergency contact|next of kin|guardian|physician|gp|caregiver|"
@@ -302,9 +302,9 @@ def _cued(text: str) -> Iterator[tuple[int, int]]:
     for cue, cue_end, ((start, end), *_) in _found(_CASED_RULES, text, data, present):
         if text[cue:cue_end].casefold() == "name" and _word_before(text, cue) in THING_NAMES:
             continue  # "Project name: Apollo", "file name = Report"
-        words = text[start:end].split(" ")
+        words = text[start:end].split(" ")  # "अमित से", "أحمد في البيت": the name, not what follows it
         kept = 1 + next((i for i, word in enumerate(words[1:]) if word in CASELESS_AFTER_NAME), len(words) - 1)
-        end = start + len(" ".join(words[:kept]))  # "अमित से", "أحمد في البيت": the name, not what follows it
+        end = start + len(" ".join(words[:kept]))
         if _names_someone(text[start:end]):
             yield start, end
     for _, _, ((start, end), *_) in _found(_ANY_CASE_RULES, text, data, present):

@@ -81,6 +81,9 @@ class IdRule:
 def _stdnum(module) -> Callable[[str], bool]:
     return lambda value: bool(module.is_valid(value))
 
+# IDs whose check is not published: their numbers count only after the ID's own word (_match_rule).
+_NO_PUBLIC_CHECK: Callable[[str], bool] = lambda value: False  # noqa: E731
+
 
 def _nino(value: str) -> bool:
     """UK National Insurance number (HMRC's rules; stdnum has no validator)."""
@@ -119,11 +122,10 @@ _DIGIT_RULES: tuple[IdRule, ...] = (
     IdRule("il_idnr", 9, _stdnum(il_idnr)),
     IdRule("id_nik", 16, _stdnum(nik)),
     IdRule("jp_mynumber", 12, _stdnum(jp_in)),
-    # no public check: a number of the length after its own word only (below)
-    IdRule("vn_cccd", 12, lambda value: False),
-    IdRule("sa_id", 10, lambda value: False),
-    IdRule("ke_id", 8, lambda value: False),
-    IdRule("ke_id", 7, lambda value: False),
+    IdRule("vn_cccd", 12, _NO_PUBLIC_CHECK),
+    IdRule("sa_id", 10, _NO_PUBLIC_CHECK),
+    IdRule("ke_id", 8, _NO_PUBLIC_CHECK),
+    IdRule("ke_id", 7, _NO_PUBLIC_CHECK),
 )
 _BY_LENGTH: dict[int, list[IdRule]] = {}
 for _rule in _DIGIT_RULES:
@@ -260,7 +262,8 @@ def find_national_ids(
         named = words.kinds_before(m.start())
         shapes = _ALONE_SHAPES if m.group()[-1].isalpha() else _ALONE_UNLETTERED
         if named or _holds_alone_shape(tuple(map(len, _GROUP.findall(m.group()))), shapes):
-            yield from _digit_ids(text, m, named, words.kinds_before(m.start(), own=True) if named else named)
+            own = words.kinds_before(m.start(), own=True) if named else frozenset()
+            yield from _digit_ids(text, m, named, own)
     yield from _letter_ids(text)
 
 
@@ -323,7 +326,7 @@ def _digit_ids(text: str, m: re.Match[str], named: frozenset[str], own: frozense
 
 def _match_rule(
     run: str, stretch: list[tuple[int, int]], letters: str, end: int, beside: str, named: frozenset[str],
-    own: frozenset[str] = frozenset(),
+    own: frozenset[str],
 ) -> Span | None:
     """The first rule the stretch of groups satisfies; `beside` holds the separators next to it in its run,
     `named` the ID kinds named by words before the run (most runs have none: no check runs). After an ID's
