@@ -159,7 +159,7 @@ class CloudInferenceServicer(cloud_pb2_grpc.CloudInferenceServicer):
             # The slot is released after the prefill, but the cache lives until its last frame is read.
             with self._exporting.hold(call.principal, "prefilled caches not yet read"):
                 with self._slot(call, clock):
-                    done = kv.prefill(ids, self._should_stop(call))
+                    done = kv.prefill(ids, self._should_stop(call), call.principal)
                     if done is None:
                         return call.gone()
                     cache, prefill_s = done

@@ -112,12 +112,13 @@ class AsyncTandemClient:
         stop: Sequence[str] = (),
         session_id: str = "",
         request_id: str | None = None,
+        caller: str | None = None,
     ) -> AsyncStream:
         """Stream the assistant's next turn after `messages`; see TandemClient.chat."""
         messages = [dict(m) for m in messages]
         return AsyncStream(self, lambda: self.sync.journey(
             messages, chat=True, tags=tags, max_new_tokens=max_new_tokens, sampling=sampling, stop=stop,
-            session_id=session_id, request_id=request_id))
+            session_id=session_id, request_id=request_id, caller=caller))
 
     def generate(
         self,
@@ -130,12 +131,13 @@ class AsyncTandemClient:
         stop: Sequence[str] = (),
         session_id: str = "",
         request_id: str | None = None,
+        caller: str | None = None,
     ) -> AsyncStream:
         """Stream an answer to one user turn (`chat=False`: continue raw text instead)."""
         request: str | Messages = [{"role": "user", "content": prompt}] if chat else prompt
         return AsyncStream(self, lambda: self.sync.journey(
             request, chat=chat, tags=tags, max_new_tokens=max_new_tokens, sampling=sampling, stop=stop,
-            session_id=session_id, request_id=request_id))
+            session_id=session_id, request_id=request_id, caller=caller))
 
     async def complete(self, prompt_or_messages: str | Messages, **options: Any) -> Answer:
         """The whole answer and its record."""

@@ -167,14 +167,18 @@ class TandemClient:
         stop: Sequence[str] = (),
         session_id: str = "",
         request_id: str | None = None,
+        caller: str | None = None,
     ) -> Iterator[Event]:
         """Stream the assistant's next turn after `messages` ({role, content} dicts).
 
         `tags` are caller tags for the policy (e.g. "health"); `session_id`
-        lets the cloud keep this conversation's prefix cache between turns.
+        lets the cloud keep this conversation's prefix cache between turns; `caller` names
+        whose request this is (a user, an API key): concurrent requests share the device
+        fairly between callers, not streams (None: the request counts as a caller of its own).
         """
         return self.journey([dict(m) for m in messages], chat=True, tags=tags, max_new_tokens=max_new_tokens,
-                            sampling=sampling, stop=stop, session_id=session_id, request_id=request_id).run()
+                            sampling=sampling, stop=stop, session_id=session_id, request_id=request_id,
+                            caller=caller).run()
 
     def generate(
         self,
@@ -187,13 +191,15 @@ class TandemClient:
         stop: Sequence[str] = (),
         session_id: str = "",
         request_id: str | None = None,
+        caller: str | None = None,
     ) -> Iterator[Event]:
         """Stream an answer to one user turn (`chat=False`: continue raw text instead)."""
         if chat:
             return self.chat([{"role": "user", "content": prompt}], tags=tags, max_new_tokens=max_new_tokens,
-                             sampling=sampling, stop=stop, session_id=session_id, request_id=request_id)
+                             sampling=sampling, stop=stop, session_id=session_id, request_id=request_id,
+                             caller=caller)
         return self.journey(prompt, chat=False, tags=tags, max_new_tokens=max_new_tokens, sampling=sampling,
-                            stop=stop, session_id=session_id, request_id=request_id).run()
+                            stop=stop, session_id=session_id, request_id=request_id, caller=caller).run()
 
     def journey(
         self,
@@ -206,12 +212,13 @@ class TandemClient:
         stop: Sequence[str] = (),
         session_id: str = "",
         request_id: str | None = None,
+        caller: str | None = None,
     ) -> Request:
         """The request encoded and routed, not yet run: `chat`/`generate` return its `run()`, and
         AsyncTandemClient drives the same journey from a worker thread (one implementation for both)."""
         ids = self.local.encode_chat(request) if chat else self.local.encode_prompt(request, chat=False)
         return Request(self, request, ids, chat=chat, tags=tags, max_new_tokens=max_new_tokens, sampling=sampling,
-                       stop=tuple(stop), session_id=session_id, request_id=request_id)
+                       stop=tuple(stop), session_id=session_id, request_id=request_id, caller=caller)
 
     def complete(self, prompt_or_messages: str | Messages, **options: Any) -> Answer:
         """The whole answer and its record, blocking."""

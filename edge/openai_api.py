@@ -76,10 +76,11 @@ class CompletionCall:
     tags: list[str] = field(default_factory=list)
     session_id: str = ""
     stream_mode: str = "settled"
+    caller: str | None = None  # whose request, for the device's fair turns (the API key's digest)
 
     def sdk_options(self) -> dict[str, Any]:
         return {"tags": self.tags, "max_new_tokens": self.max_new_tokens, "sampling": self.sampling,
-                "stop": self.stop, "session_id": self.session_id}
+                "stop": self.stop, "session_id": self.session_id, "caller": self.caller}
 
 
 def parse_call(kind: Kind, body: Any, headers: dict[str, str]) -> CompletionCall:

@@ -137,6 +137,7 @@ def build_app(client: AsyncTandemClient, *, model_id: str, api_keys: Sequence[st
                 raise APIError(404, f"the model {call.model!r} does not exist here; this server offers "
                                f"{', '.join(model_ids)}", param="model", code="model_not_found")
             caller = hashlib.sha256(key).hexdigest()
+            call.caller = caller if keys else None  # keys share the device's turns equally; no keys, streams do
             admission.enter(caller)
             try:
                 response = await _unless_disconnected(request, _answer(client, call, stream_interval_s))

@@ -115,6 +115,7 @@ class Request:
         stop: tuple[str, ...],
         session_id: str,
         request_id: str | None,
+        caller: str | None,
     ) -> None:
         self.client = client
         self.local = client.local
@@ -127,6 +128,7 @@ class Request:
         self.sampling = sampling
         self.stop = stop
         self.session_id = session_id
+        self.caller = caller
         self.decision = decide(request, caller_tags=tags, token_count=len(prompt_ids), policy=self.policy,
                                new_tokens=max_new_tokens)
         self.max_new_tokens = self.policy.edge.max_new_tokens if max_new_tokens is None else max_new_tokens
@@ -190,7 +192,8 @@ class Request:
         hold = self.policy.confidence.hold_tokens if self.policy.confidence else 0
         started = time.monotonic()
         stream = self.local.stream(context_ids[cached:], max_new_tokens=max_new, sampling=self.sampling,
-                                   stop_strings=self.stop, cache=cache, hidden_tokens=self.monitor.hidden_tokens)
+                                   stop_strings=self.stop, cache=cache, hidden_tokens=self.monitor.hidden_tokens,
+                                   caller=self.caller)
         try:
             for event in stream:
                 token = event.token

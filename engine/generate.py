@@ -12,8 +12,9 @@ the request right after the prefill.
 from __future__ import annotations
 
 import math
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import torch
 
@@ -54,6 +55,7 @@ class TokenInfo:
     top: tuple[tuple[int, float], ...] = ()
 
 
+Turn = Callable[[], AbstractContextManager[object]]  # held around each forward: DeviceTurns.turn(caller)
 TOP_ALTERNATIVES = 2  # pick() ranks the top two for the margin; those are all a token's alternatives
 
 
@@ -72,16 +74,18 @@ def prefill_chunk(config: ModelConfig) -> int:
 
 
 def prefill(
-    model: Transformer, cache: KVCache, ids: list[int], *, chunk: int | None = None, with_hidden: bool = False
+    model: Transformer, cache: KVCache, ids: list[int], *, chunk: int | None = None, with_hidden: bool = False,
+    turn: Turn = nullcontext,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """Run the prompt through the model, `chunk` tokens at a time; returns the next-token logits [V]
-    (and, `with_hidden`, the last position's normed hidden state [dim])."""
+    """Run the prompt through the model, `chunk` tokens at a time, each chunk a `turn` on the device;
+    returns the next-token logits [V] (and, `with_hidden`, the last position's normed hidden state [dim])."""
     if not ids:
         raise ValueError("prefill needs at least one token")
     chunk = chunk or prefill_chunk(model.config)
     for start in range(0, len(ids), chunk):
         tokens = torch.tensor([ids[start:start + chunk]], dtype=torch.long, device=cache.k.device)
-        out = model(tokens, cache, last_only=True, with_hidden=with_hidden)
+        with turn():
+            out = model(tokens, cache, last_only=True, with_hidden=with_hidden)
     return (out[0][0, -1], out[1][0, -1]) if with_hidden else out[0, -1]
 
 
@@ -186,6 +190,7 @@ def generate_tokens(
     sampling: Sampling = GREEDY,
     stop_ids: Iterable[int] = (),
     hidden_tokens: int = 0,
+    turn: Turn = nullcontext,
 ) -> Iterator[TokenInfo]:
     """Prefill `prompt_ids` after whatever `cache` holds, then decode.
 
@@ -194,14 +199,16 @@ def generate_tokens(
     is not fed, so a continuation starts by feeding it). The first token is
     yielded before any decode step, so a caller that stops there decoded nothing.
     The first `hidden_tokens` tokens carry their hidden state (a judge reads no more).
+    Every forward (a prefill chunk, a decode step) runs inside `turn()`, the device's fair share.
     """
     stops = set(stop_ids)
     generator = make_generator(sampling)
-    out = prefill(model, cache, prompt_ids, with_hidden=hidden_tokens > 0)
+    out = prefill(model, cache, prompt_ids, with_hidden=hidden_tokens > 0, turn=turn)
     for i in range(max_new_tokens):
         logits, hidden = out if i < hidden_tokens else (out, None)
         token = pick(logits, sampling, generator, hidden)
         yield token
         if token.id in stops or i == max_new_tokens - 1:
             return
-        out = decode_one_token(model, cache, token.id, with_hidden=i + 1 < hidden_tokens)
+        with turn():
+            out = decode_one_token(model, cache, token.id, with_hidden=i + 1 < hidden_tokens)

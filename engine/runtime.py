@@ -9,8 +9,9 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import sys
-from dataclasses import dataclass
-from functools import cached_property
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
@@ -36,6 +37,7 @@ from engine.quantize import (
 )
 from engine.recipes import KV_CACHES
 from engine.tokenizer import Tokenizer
+from engine.turns import DeviceTurns
 
 DEFAULT_MAX_CONTEXT = 8192
 
@@ -114,6 +116,7 @@ class LocalModel:
     max_context: int
     quantization: str = "none"
     kv_cache: str = "auto"
+    turns: DeviceTurns = field(default_factory=DeviceTurns, repr=False, compare=False)  # shared by its requests
 
     @classmethod
     def load(
@@ -190,13 +193,17 @@ class LocalModel:
         stop_strings: tuple[str, ...] = (),
         cache: KVCache | None = None,
         hidden_tokens: int = 0,
+        caller: Hashable | None = None,
     ) -> Iterator[StreamEvent]:
         """Generate after `prompt_ids`, yielding each token with the text it releases
-        (the first `hidden_tokens` with the hidden state a learned judge reads)."""
+        (the first `hidden_tokens` with the hidden state a learned judge reads). Concurrent
+        streams share the device fairly between callers (engine/turns.py): `caller` names
+        whose request this is (an API key, a user); None counts the stream as a caller of its own."""
         self.check_length(len(prompt_ids) + (cache.pos if cache else 0), max_new_tokens)
         cache = cache or self.new_cache(len(prompt_ids) + max_new_tokens)
         tokens = generate_tokens(
             self.model, cache, prompt_ids, max_new_tokens=max_new_tokens, sampling=sampling,
             stop_ids=set(self.tokenizer.stop_ids), hidden_tokens=hidden_tokens,
+            turn=partial(self.turns.turn, object() if caller is None else caller),
         )
         yield from stream_events(tokens, self.tokenizer, stop_strings, max_new_tokens)

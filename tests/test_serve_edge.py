@@ -318,6 +318,45 @@ def test_one_key_cannot_take_every_slot(smollm2, cloud, tmp_path):
     assert answered.choices[0].message.content
 
 
+def test_a_key_with_three_streams_gets_no_more_of_the_device_than_a_key_with_one(smollm2, cloud, tmp_path):
+    """Key A holds three streams while key B asks for one answer: during B's answer A's streams
+    together get about as many tokens as B does (the device's turns are shared by key, engine/turns.py),
+    not three times as many (one share a stream)."""
+    address, _, _ = cloud
+    other = "sk-other-tenant-key"
+    options = {"api_keys": [KEY, other], "max_concurrent": 4, "max_concurrent_per_key": 3, "stream_interval_s": 0}
+    stamps: list[float] = []  # when each of A's chunks came
+    stop = threading.Event()
+
+    def hold() -> None:
+        with api(url).chat.completions.create(model=MODEL, messages=[{"role": "user", "content": LONG_PROMPT}],
+                                              max_tokens=400, stream=True,
+                                              extra_body={"tandem_stream": "draft"}) as stream:
+            for _ in stream:  # draft: each token as it comes
+                stamps.append(time.perf_counter())
+                if stop.is_set():
+                    return
+
+    with serve_edge(smollm2, address, policy_with(confidence=None), tmp_path, app_options=options) as (url, _):
+        holders = [threading.Thread(target=hold, daemon=True) for _ in range(3)]
+        for t in holders:
+            t.start()
+        deadline = time.monotonic() + 120
+        while len(stamps) < 30 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        started = time.perf_counter()
+        answer = api(url, other).chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "Write a long story about a dragon."}], max_tokens=40)
+        ended = time.perf_counter()
+        a_during = sum(1 for t in stamps if started <= t <= ended)
+        stop.set()
+        for t in holders:
+            t.join(timeout=60)
+    b_tokens = answer.usage.completion_tokens
+    assert b_tokens >= 30 and answer.model_extra["tandem"]["tier"] == "edge"
+    assert a_during <= 1.6 * b_tokens, f"key A's three streams had {a_during} tokens during B's {b_tokens}"
+
+
 def test_the_commands_per_key_cap_is_half_the_slots_once_there_are_two_keys():
     from edge.openai_server import default_per_key
 

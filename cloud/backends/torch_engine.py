@@ -10,6 +10,7 @@ after at most one chunk.
 from __future__ import annotations
 
 import time
+from functools import partial
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -52,8 +53,10 @@ class TorchBackend(Backend):
         self.sessions.clear()
         self.kv.store.clear()
 
-    def prefill_chunks(self, cache: KVCache, ids: list[int], should_stop: Callable[[], bool]) -> list[int] | None:
-        """Feed all but the last chunk of a long prompt, checking `should_stop` in between.
+    def prefill_chunks(self, cache: KVCache, ids: list[int], should_stop: Callable[[], bool],
+                       principal: str) -> list[int] | None:
+        """Feed all but the last chunk of a long prompt, checking `should_stop` in between; each chunk is
+        one of `principal`'s turns on the model (engine/turns.py: callers share it fairly).
 
         Returns what is left for `stream` to prefill (it needs the last logits),
         or None when the caller went away meanwhile.
@@ -63,7 +66,7 @@ class TorchBackend(Backend):
             while len(ids) > chunk:
                 if should_stop():
                     return None
-                prefill(self.model.model, cache, ids[:chunk])
+                prefill(self.model.model, cache, ids[:chunk], turn=partial(self.model.turns.turn, principal))
                 ids = ids[chunk:]
         return ids
 
@@ -81,11 +84,11 @@ class _TorchGeneration(Generation):
         cache, reused = self.seed if self.seed is not None else self._lookup()
         self.cached_tokens = reused
         self.cache = cache = fit_cache(b.model, cache, len(plan.token_ids) + plan.max_new_tokens)
-        suffix = b.prefill_chunks(cache, plan.token_ids[reused:], self.should_stop)
+        suffix = b.prefill_chunks(cache, plan.token_ids[reused:], self.should_stop, self.principal)
         if suffix is None:
             return
         events = b.model.stream(suffix, max_new_tokens=plan.max_new_tokens, sampling=plan.sampling,
-                                stop_strings=plan.stop_strings, cache=cache)
+                                stop_strings=plan.stop_strings, cache=cache, caller=self.principal)
         try:
             for event in events:
                 self.generated.append(event.token.id)
@@ -129,15 +132,16 @@ class TorchKV:
     def check_prefill(self, request: cloud_pb2.PrefillKVRequest) -> CodecOptions:
         return check_prefill(self.backend.model, request)
 
-    def prefill(self, ids: list[int], should_stop: Callable[[], bool]) -> tuple[KVCache, float] | None:
+    def prefill(self, ids: list[int], should_stop: Callable[[], bool],
+                principal: str) -> tuple[KVCache, float] | None:
         """The prompt's cache and the seconds its prefill took, or None when stopped meanwhile."""
         cache = self.backend.model.new_cache(len(ids))
         started = self._clock()
-        rest = self.backend.prefill_chunks(cache, ids, should_stop)
+        rest = self.backend.prefill_chunks(cache, ids, should_stop, principal)
         if rest is None:
             return None
         with torch.inference_mode():
-            prefill(self.backend.model.model, cache, rest)
+            prefill(self.backend.model.model, cache, rest, turn=partial(self.backend.model.turns.turn, principal))
         return cache, self._clock() - started
 
     def send(self, cache: KVCache, options: CodecOptions, *, request_id: str, token_ids: list[int],
