@@ -21,6 +21,7 @@ import re2
 
 from router.linear_regex import compile_linear, match_spans
 from router.scan import free_before
+from router.seed_phrases import find_seed_phrases
 
 Span = tuple[str, int, int]
 _RE2_OPTIONS = re2.Options()
@@ -94,8 +95,17 @@ _LOGIN_START = compile_linear(r"\b(?:log[ -]?in|log[ -]?on|sign[ -]?in|cred|user
 _LOGIN_PAIR = re.compile(
     r"(?i)(?:log[ -]?in|log[ -]?on|sign[ -]?in|creds?|credentials|user(?:name)?\s*/\s*pass(?:word)?)\b"
     r"[^\n]{0,24}?(?<![\w@.-])[\w.@+-]{2,64}[ \t]*(?::|/)[ \t]*(?P<value>[^\s'\"]{4,64})(?=[\s,;)]|$)")
+# A cookie's value is a session's key: `Cookie: sessionid=...; csrftoken=...`, `Set-Cookie: sid=...; Path=/`,
+# `curl -b 'session=...'`, `document.cookie = "token=..."`.
+_COOKIES = re.compile(r"(?i)(?:\b(?:set-)?cookie\s*[:=]|(?<!\S)(?:-b|--cookie)\s+)\s*[\"']?(?P<pairs>[^\n\"']+)")
+_COOKIE_PAIR = re.compile(r"(?P<name>[\w.$-]+)=(?P<value>[^;,\s]+)")
+_COOKIE_ATTRIBUTES = frozenset("path domain expires max-age samesite secure httponly priority version comment".split())
+_SESSION_NAME = re.compile(r"(?i)sess|sid|token|auth|jwt|remember|login|csrf|xsrf|key")
 # scheme://user:password@host: the password is a secret (and not an e-mail address).
 _URL_CREDENTIAL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{1,20}://[^\s:/@]{1,64}:(?P<value>[^\s/@]{1,128})@(?=[\w.-])")
+# A URL's query parameter that carries a key: `?key=AIza...`, `&access_token=...`, `X-Amz-Signature=...`, `sig=...`.
+_URL_KEY_PARAM = re.compile(r"(?i)[?&;][\w.-]*(?:key|token|secret|sig|signature|password|passwd|pwd|auth|credential|"
+                            r"session|sid)[\w.-]*=(?P<value>[^&#;\s\"'<>]+)")
 _PLACEHOLDER_VALUE = re.compile(r"(?i)^(?:\$\{?\w+\}?|<[^>]*>|\[[^\]]*\]|\{\{?[^}]*\}\}?|\*+|x{3,}|\.{3,}|%\w+%|"
                                 r"(?:your|my)[\w-]*|[\w-]*[_-]here|password|passwd|secret|token|null|none|changeme|"
                                 r"example|(?:[a-z]{2,8}[_-]){1,2}(?:x{4,}|\.{3,}|\*{3,}|\.\.\.))$")
@@ -120,7 +130,7 @@ _PASSWORD_WORDS = (
 _KEY_WORDS = (
     rf"secret|geheimnis|token|api{_S}key|apikey|access{_S}key|private{_S}key|client{_S}secret|credentials?|creds|"
     rf"auth|bearer|cl[ée]{_S}(?:d'api|api|secr[èe]te)|chiave{_S}(?:api|segreta)|chave{_S}(?:de{_S}api|api|secreta)|"
-    rf"api{_S}sleutel|geheime{_S}sleutel|schl[üu]ssel"
+    rf"api{_S}sleutel|geheime{_S}sleutel|schl[üu]ssel|cookie|session{_S}id"
 )
 _KEYWORD = re.compile(rf"(?:(?P<password>{_PASSWORD_WORDS})|{_KEY_WORDS})(?![a-zà-ÿа-я])")  # boundary before: in code
 # Where any keyword may start, in one linear pass (RE2 has no look-ahead: `pass` stands for `pass:`).
@@ -160,6 +170,7 @@ def find_secrets(text: str) -> Iterator[Span]:
                 yield "jwt", m.start(), m.end()
     yield from _context_secrets(text)
     yield from _keyword_secrets(text)
+    yield from find_seed_phrases(text)
 
 
 def _context_secrets(text: str) -> Iterator[Span]:
@@ -187,10 +198,22 @@ def _context_secrets(text: str) -> Iterator[Span]:
         value = m.group("value")
         if _chosen_password(value) and not (_PLACEHOLDER_VALUE.match(value) or _NOT_SECRET.search(value)):
             yield "credential", m.start("value"), m.end("value")
+    if "cookie" in lowered or " -b " in text:
+        for m in _COOKIES.finditer(text):
+            for pair in _COOKIE_PAIR.finditer(text, m.start("pairs"), m.end("pairs")):
+                value = pair.group("value")
+                if pair.group("name").lower() not in _COOKIE_ATTRIBUTES and not _PLACEHOLDER_VALUE.match(value) and (
+                        looks_random(value) or _HEX_KEY.fullmatch(value)
+                        or (len(value) >= 12 and _SESSION_NAME.search(pair.group("name")))):
+                    yield "cookie", pair.start("value"), pair.end("value")
     if "://" in text:
         for m in _URL_CREDENTIAL.finditer(text):
             if not _PLACEHOLDER_VALUE.match(m.group("value")):
                 yield "url_credential", m.start("value"), m.end("value")
+        for m in _URL_KEY_PARAM.finditer(text):
+            value = m.group("value")
+            if not _PLACEHOLDER_VALUE.match(value) and (looks_random(value) or _HEX_KEY.fullmatch(value)):
+                yield "url_token", m.start("value"), m.end("value")
 
 
 def _basic_credentials(value: str) -> bool:
@@ -231,7 +254,7 @@ def _keyword_secrets(text: str) -> Iterator[Span]:
                 break
             if _NOT_SECRET.search(value.group()):
                 continue  # a URL, an address, a number
-            token = _ASSIGNMENT.sub("", value.group()).strip(":=.")
+            token = _ASSIGNMENT.sub("", value.group().lstrip("&?")).strip(":=.")  # "&limit=10": the next parameter
             if not token:
                 continue
             # a name in code, or a template's variable ("{{ vault_db_password }}"), is no value

@@ -4,6 +4,8 @@ separators between words) and the generic ones that name any ID ("national ID", 
 
 from __future__ import annotations
 
+import re
+
 S = r"[\s_.:/-]*"
 KEYWORDS: dict[str, str] = {
     "us_ssn": rf"ssn|social{S}security|soc{S}sec",
@@ -38,3 +40,19 @@ KEYWORDS: dict[str, str] = {
 }
 GENERIC = (rf"national{S}id|tax{S}(?:id|number|no)|tin|personal{S}(?:id|number|code)|id{S}(?:number|no|nr)|"
             rf"identification{S}number|identity{S}(?:number|card)|ausweis|identifiant|identidad|identit[àa]")
+
+# The own words of the IDs that start with letters, read only where such a value's check fails (then,
+# as for the digit IDs, it counts after them). Not in KEYWORDS: "nie" is also German and Polish for
+# "never" and "not", and a phone number after it is still a phone.
+_LETTER_ID_WORDS = {kind: re.compile(rf"(?<![^\W_])(?:{words})(?![^\W_])", re.IGNORECASE) for kind, words in {
+    "es_nie": rf"nie|n[úu]mero{S}de{S}identidad{S}de{S}extranjeros?",
+    "it_codice_fiscale": rf"codice{S}fiscale|c\.?f",
+    "mx_curp": rf"curp|clave{S}[úu]nica{S}de{S}registro{S}de{S}poblaci[óo]n",
+    "gb_nino": rf"national{S}insurance|ni{S}(?:number|no)|nino",
+}.items()}
+
+
+def names_letter_id(kind: str, before: str) -> bool:
+    """Whether `before` (the few words before a value) holds the own word of letter-led ID `kind`."""
+    words = _LETTER_ID_WORDS.get(kind)
+    return words is not None and words.search(before) is not None

@@ -18,7 +18,7 @@ How much evidence an ID needs depends on how rare its shape is:
   check one time in ten, so it counts only after a word that names it, in any
   of the spellings people write (`BSN:`, `Steuer-ID`, `aadhaar_number=`,
   `N° de sécurité sociale`), within a few words;
-- *own word*: after the ID's own word (not a generic "ID number") a number of
+- *own word*: after the ID's own word (not a generic "ID number") a value of
   its shape counts even when its check fails, and IDs with no public check
   (Vietnam's CCCD, Saudi and Kenyan IDs) count only so.
 """
@@ -60,7 +60,7 @@ from stdnum.tr import tckimlik
 from stdnum.us import ssn
 from stdnum.za import idnr as za_idnr
 
-from router.id_words import GENERIC, KEYWORDS
+from router.id_words import GENERIC, KEYWORDS, names_letter_id
 from router.linear_regex import char_offsets, compile_linear, match_spans
 from router.scan import free_before, matches
 
@@ -284,8 +284,8 @@ def _letter_ids(text: str) -> Iterator[Span]:
             continue  # "ORDER 12345": a word before a number is no ID's first letters
         m = _LETTER_IDS.match(text, start)
         if m:
-            kind = m.lastgroup or ""
-            if _LETTER_VALIDATORS[kind](m.group().replace(" ", "").replace("-", "")):
+            kind, before = m.lastgroup or "", text[max(0, m.start() - _KEYWORD_WINDOW):m.start()]
+            if _LETTER_VALIDATORS[kind](m.group().replace(" ", "").replace("-", "")) or names_letter_id(kind, before):
                 yield kind, m.start(), m.end()
                 done = m.end()
 
