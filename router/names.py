@@ -29,6 +29,7 @@ view (router.normalize), in RE2 (linear time).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 
 import re2
@@ -122,6 +123,9 @@ _BY = (r"witnessed by|signed by|prepared by|reported by|submitted by|requested b
        r"written by|issued to|on behalf of|statement of|signature of|care of|c/o|reports to|reporting to|managed by|"
        r"supervised by|in the name of|a nombre de|au nom de|auf den namen|im namen von|in nome di|em nome de|"
        r"ten name van|ask for|asked for|speak to|speak with|talk to")
+_HOLDER = (r"(?i:name on (?:the )?(?:account|card)|(?:account|card)[ _-]?holder|cardholder|kontoinhaber(?:in)?|"
+           r"karteninhaber(?:in)?|titular(?: de la (?:cuenta|tarjeta)| da conta| do cart[ãa]o)?|"
+           r"titulaire(?: du compte| de la carte)?|intestatari[oa]|rekeninghouder|beneficiary|beneficiari[oa])")
 _LIST_FIELD = r"attendees|participants|present|invitees|cc|bcc|team members|members|guests|witnesses|parties|teilnehmer"
 _SALUTATION = (r"Dear|Dearest|Hi|Hello|Hey|Liebe|Lieber|Cher|Chère|Querid[oa]|Caro|Cara|Beste|Hallo|Bonjour|Hola|Ciao|"
                r"Olá|Salut|Coucou|Hej|Moin|Servus|Prezad[oa]|Estimad[oa]|Gentile|Egregio")
@@ -150,12 +154,15 @@ _CASED = (
     (rf"(?i:{_RELATION})", rf", ({_NAME})(?:[,.;:!?)\n]|$)"),
     (rf"(?i:{_RELATION})", rf" \(({_NAME})\)"),  # "Wife (Keiko)"
     # a field's label and its value, as a form, a record or JSON writes it: `Name: `, `"assignee": "`
-    (rf"(?i:{_FIELD})", rf"[\"']?[ \t]*[:=][ \t]*[\"']?({_NAME})"),
+    (rf"(?i:{_FIELD})", rf"(?:\(s\))?[\"']?[ \t]*[:=][ \t]*[\"']?({_NAME})"),
     (rf"(?i:{_LIST_FIELD})", rf"[ \t]*:[ \t]*({_NAMES})"),
+    (rf"(?i:{_LIST_FIELD})", rf"[ \t]+(?i:for|of|at|from|in|für|pour|de|del|para|per|voor)[^:\n]{{1,40}}:[ \t]*({_NAMES})"),
+    # a holder named without a colon: "name on card KAVYA KRISHNAN", "Kontoinhaber Jürgen Hoffmann"
+    (_HOLDER, rf"[ \t]+({_FULL_NAME}|{_CAPS_WORD}(?: {_CAPS_WORD}){{1,3}})(?:[^\p{{L}}]|$)"),
     # the speaker of a timestamped line of a chat or transcript: "[00:12:04] Hannah Lee: okay so ..."
     (r"[0-9]{1,2}:[0-9]{2}(?::[0-9]{2})?\]", rf" ?({_FULL_NAME}):"),
     # a passport's or a form's capitals: "Surname: OKONKWO", "Given names: CHIDI EMEKA"
-    (_NAME_FIELD, rf"[\"']?[ \t]*[:=][ \t]*[\"']?({_CAPS_NAME})(?:[\"',;\n]|[ \t]*$)"),
+    (_NAME_FIELD, rf"(?:\(s\))?[\"']?[ \t]*[:=][ \t]*[\"']?({_CAPS_NAME})(?:[ \t]*[\"',;\n|]|[ \t]*$)"),
     (r"(?m:^FN)", rf"[:;]({_NAME})"),  # a vCard's formatted name
     (r"(?im:^(?:from|to|cc|reply-to))", rf"[ \t]*:[ \t]*({_NAMES})[ \t]*<"),  # e-mail headers
     (r"(?im:^(?:from|to|cc))", rf"[ \t]*:[ \t]*({_NAMES})[ \t]*\n(?i:to|cc|subject|sent|date)[ \t]*:"),
@@ -339,12 +346,35 @@ def _before_addresses(text: str, addresses: Sequence[Span]) -> Iterator[tuple[in
                 yield offset + name_start, offset + name_end
 
 
+# Someone named by a handle or a login written like a name ("@sarah.connolly", "@tom_becker", sshd's
+# "Failed password for dmitri.ivanov from"): not "@app.route" opening a line (a decorator), "@types/node"
+# (a package scope) or an e-mail address; "root" or "deploy" names no one.
+_HANDLE = re.compile(r"(?<![\w.+@-])@([^\W\d_]{2,}[._][^\W\d_]{2,}\d*)(?![\w@(/-]|\.\w)")
+_CODE_HANDLE = re.compile(  # "@pytest.fixture", "@app.route", "@x.setter": code, not someone
+    r"(?i)(?:pytest|app|api|router|bp|blueprint|functools|torch|tf|jax|numba|celery|click|mock|unittest|typing|abc|"
+    r"dataclasses|contextlib|self|cls|bot|client|dp|server|types|babel|vue|angular|nestjs|emotion|mui|tanstack)\.\w+|"
+    r"\w+\.(?:setter|getter|deleter|route|get|post|put|delete|patch|fixture|mark|task|command|group|option|argument|"
+    r"event|listener|cache|lru_cache|jit|register|validator|middleware|callback|handler|on|js|ts|py|io|com|dev)")
+_LOGIN = re.compile(r"(?:(?:Failed|Accepted) [\w/-]+ for (?:invalid user )?|Invalid user |session (?:opened|closed) "
+                    r"for user )([^\W\d_]{2,}[._-][^\W\d_]{2,}\d*)\b")
+
+
+def _usernames(text: str) -> Iterator[tuple[int, int]]:
+    for m in _HANDLE.finditer(text) if "@" in text else ():
+        opening = not text[text.rfind("\n", 0, m.start()) + 1:m.start()].strip()  # a decorator opens its line
+        if not opening and not _CODE_HANDLE.fullmatch(m.group(1)):
+            yield m.span(1)
+    for m in _LOGIN.finditer(text) if " for " in text or "user " in text else ():
+        yield m.span(1)
+
+
 def find_names(text: str, addresses: Sequence[Span] | None = None) -> Iterator[Span]:
     """Each person's name in `text` (the text view) that its context marks as one, as ("person_name", start, end);
     `addresses` are find_addresses' spans in `text` when the caller has them already."""
     addresses = list(find_addresses(text)) if addresses is None else addresses
     found = {*_cued(text), *table_cells(text, PERSON_COLUMNS, _is_cell_name),
-             *sql_values(text, PERSON_COLUMNS, _is_cell_name), *_before_addresses(text, addresses)}
+             *sql_values(text, PERSON_COLUMNS, _is_cell_name), *_before_addresses(text, addresses),
+             *_usernames(text)}
     # the name again elsewhere in the text, without its cue ("Dear Anna, ... Anna said"): the same person
     for value in {text[start:end] for start, end in found}:
         at = text.find(value)
