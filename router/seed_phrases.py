@@ -19,7 +19,6 @@ import re
 import unicodedata
 from collections.abc import Iterator
 from functools import cache
-from itertools import takewhile
 
 from mnemonic import Mnemonic
 
@@ -42,6 +41,7 @@ _CUE = compile_linear(
 _CUE_GAP = 30  # characters from the cue to the first word: "seed is:", "phrase (keep it safe!):"
 _MAX_WORDS = 24
 _CUED_SHARE = 0.75
+_DISTINCT_SHARE = 2 / 3
 
 
 def _fold(word: str) -> str:
@@ -93,29 +93,44 @@ def find_seed_phrases(text: str) -> Iterator[Span]:
             mask &= found
             count += 1
         else:
-            if count >= MIN_WORDS:
+            if count >= MIN_WORDS and _varied(text[start:end]):
                 yield "seed_phrase", start, end
             start, count, mask = m.start(), 1 if found else 0, found
         end = m.end()
-    if count >= MIN_WORDS:
+    if count >= MIN_WORDS and _varied(text[start:end]):
         yield "seed_phrase", start, end
+    scanned = 0
     for (_, cue_end), in group_spans(_CUE, lowered, (1,)) if _CUE.search(data) else ():
-        yield from _cued_phrase(text, cue_end, lists)
+        if cue_end >= scanned:
+            span, scanned = _cued_phrase(text, cue_end, lists)
+            if span is not None:
+                yield span
 
 
-def _cued_phrase(text: str, at: int, lists: dict[str, int]) -> Iterator[Span]:
+def _varied(run: str) -> bool:
+    """A phrase is drawn at random from 2,048 words: two in three of its words differ ("word word word ..."
+    is a test string, not a wallet)."""
+    words = [w.lower() for w in _WORD.findall(run)]
+    return len(set(words)) >= _DISTINCT_SHARE * len(words)
+
+
+def _cued_phrase(text: str, at: int, lists: dict[str, int]) -> tuple[Span | None, int]:
     """The run of short lower-case words soon after a cue ("seed is: ..."), when it has a phrase's length
-    and three in four of its words are on one list."""
+    and three in four of its words are on one list; and where the words looked at end (a cue before
+    that was looked at with this one: "seed seed seed ..." stays linear)."""
+    scanned = at
     for first in _WORD.finditer(text, at, min(len(text), at + _CUE_GAP)):
-        words = [first]
-        for m in _WORD.finditer(text, first.end()):
-            if len(words) == _MAX_WORDS or not _GAP.fullmatch(text, words[-1].end(), m.start()):
+        words: list[re.Match[str]] = []
+        for m in _WORD.finditer(text, first.start()):
+            if len(words) == _MAX_WORDS or not (m.group().islower() and 3 <= len(m.group()) <= 8) or (
+                    words and not _GAP.fullmatch(text, words[-1].end(), m.start())):
                 break
             words.append(m)
-        words = list(takewhile(lambda m: m.group().islower() and 3 <= len(m.group()) <= 8, words))
+        scanned = max(scanned, words[-1].end() if words else first.end())
         if len(words) < MIN_WORDS:
             continue
         masks = [lists.get(_fold(m.group()), 0) for m in words]
-        if max(sum(mask >> bit & 1 for mask in masks) for bit in range(len(_LANGUAGES))) >= _CUED_SHARE * len(words):
-            yield "seed_phrase", words[0].start(), words[-1].end()
-            return
+        if max(sum(mask >> bit & 1 for mask in masks) for bit in range(len(_LANGUAGES))) >= _CUED_SHARE * len(words) \
+                and _varied(text[words[0].start():words[-1].end()]):
+            return ("seed_phrase", words[0].start(), words[-1].end()), scanned
+    return None, scanned
