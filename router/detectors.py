@@ -22,6 +22,7 @@ from router.credentials import find_secrets
 from router.labelled import find_labelled
 from router.normalize import digit_view, text_view
 from router.names import find_names
+from router.health import find_health
 from router.national_ids import IdWords
 from router.phones import find_phones
 from router.pii import find_cards, find_emails, find_ibans, find_ip_addresses, find_national_ids
@@ -41,6 +42,7 @@ DETECTORS: dict[str, Detector] = {
     "person_name": find_names,
     "ip_address": find_ip_addresses,
     "secret": find_secrets,
+    "health": find_health,
 }
 # Government document numbers that only a label names (passport, driving licence) count as national IDs.
 _LABELLED_IDS = ("passport", "drivers_license")

@@ -39,7 +39,10 @@ BUILTIN_DETECTORS: dict[str, str] = {
     "(Dear Anna,)",
     "ip_address": "IPv4 and IPv6 addresses",
     "secret": "private key blocks, vendor API keys and tokens, JWTs, auth headers, command-line and URL credentials, "
-    "passwords and keys after a keyword in seven languages",
+    "passwords and keys after a keyword in seven languages, session cookies, keys in a URL's query, wallet recovery "
+    "phrases (BIP-39 words)",
+    "health": "a health condition the text ties to a person (diagnosed with ..., my dad has Parkinson's, Diagnosis: ...), "
+    "not one a question asks about",
 }
 
 

@@ -137,7 +137,18 @@ def test_health_app_policy_keeps_medical_text_local():
     decision = decide("I was diagnosed with diabetes last year, MRN 00482913", token_count=20,
                       policy=POLICIES["health-app"])
     assert decision.route is Route.LOCAL_ONLY
-    assert decision.findings == {"medical_term": 2, "mrn": 1}
+    assert decision.findings == {"health_condition": 1, "medical_term": 2, "mrn": 1}
+
+
+def test_the_default_policy_redacts_a_persons_condition_but_not_a_question_about_one():
+    """A condition tied to someone leaves only as a placeholder (restored on the device); a question about
+    an illness reaches the cloud whole."""
+    text = "My son has been diagnosed with ADHD - help me write to his school."
+    decision = decide(text, token_count=20, policy=DEFAULT)
+    assert decision.egress == "My son has been diagnosed with [HEALTH_CONDITION_1] - help me write to his school."
+    assert "detector:health_condition->redact" in decision.codes and decision.redaction.restore(decision.egress) == text
+    question = "What are the early signs of ADHD in children, and how is it diagnosed?"
+    assert decide(question, token_count=20, policy=DEFAULT).egress == question
 
 
 # --- properties -------------------------------------------------------------------
