@@ -140,15 +140,23 @@ def test_health_app_policy_keeps_medical_text_local():
     assert decision.findings == {"health_condition": 1, "medical_term": 2, "mrn": 1}
 
 
-def test_the_default_policy_redacts_a_persons_condition_but_not_a_question_about_one():
-    """A condition tied to someone leaves only as a placeholder (restored on the device); a question about
-    an illness reaches the cloud whole."""
+def test_the_default_policy_keeps_a_persons_condition_on_the_device_but_not_a_question_about_one():
+    """A condition tied to someone pins the request to the device, as a caller's `health` tag does; a
+    question about an illness may reach the cloud whole. A policy that redacts health sends a placeholder."""
     text = "My son has been diagnosed with ADHD - help me write to his school."
     decision = decide(text, token_count=20, policy=DEFAULT)
-    assert decision.egress == "My son has been diagnosed with [HEALTH_CONDITION_1] - help me write to his school."
-    assert "detector:health_condition->redact" in decision.codes and decision.redaction.restore(decision.egress) == text
+    assert (decision.route, decision.egress) == (Route.LOCAL_ONLY, None)
+    assert "detector:health_condition->local_only" in decision.codes
+    tagged = decide("What is the capital of France?", caller_tags=["health"], token_count=8, policy=DEFAULT)
+    assert (tagged.route, tagged.egress, tagged.codes[0]) == (Route.LOCAL_ONLY, None, "tag_local_only:health")
     question = "What are the early signs of ADHD in children, and how is it diagnosed?"
     assert decide(question, token_count=20, policy=DEFAULT).egress == question
+    default_text = (Path(__file__).resolve().parents[1] / "policies" / "default.yaml").read_text()
+    redacting = parse_policy(default_text.replace("bank_account, health]", "bank_account]").replace(
+        "person_name]", "person_name, health]"))
+    decision = decide(text, token_count=20, policy=redacting)
+    assert decision.egress == "My son has been diagnosed with [HEALTH_CONDITION_1] - help me write to his school."
+    assert "detector:health_condition->redact" in decision.codes and decision.redaction.restore(decision.egress) == text
 
 
 # --- properties -------------------------------------------------------------------
@@ -157,7 +165,8 @@ FILLER = ["please", "summarize", "the meeting notes", "from Tuesday", "order 582
           "for $1,299.99", "thanks!", "Hello", "and", "2024-03-15", "the report"]
 # Per example policy: texts whose detectors map to local_only there.
 LOCAL_ONLY_VALUES = {
-    "default": ["4111 1111 1111 1111", "SSN 146-25-2971", "DE89 3704 0044 0532 0130 00", "AKIALDPA6HNBEGTDNBVQ"],
+    "default": ["4111 1111 1111 1111", "SSN 146-25-2971", "DE89 3704 0044 0532 0130 00", "AKIALDPA6HNBEGTDNBVQ",
+                "diagnosed with asthma"],
     "strict-privacy": ["bob@example.com", "(212) 555-1234", "10.0.0.7", "build.corp", "4111 1111 1111 1111"],
     "health-app": ["diabetes", "MRN 00482913", "E11.9", "4111 1111 1111 1111", "AKIALDPA6HNBEGTDNBVQ"],
 }
