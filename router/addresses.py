@@ -46,7 +46,8 @@ _DIRECTION = r"(?: (?:NW|NE|SW|SE|N|S|E|W)\b\.?)?"
 _UNIT_WORDS = r"Apt|Apartment|Suite|Ste|Unit|Flat|Floor|Fl"
 _EN = (rf"{_NUMBER} (?:{_NAME} ){{1,3}}(?i:{_EN_TYPES})\b\.?{_DIRECTION}"
        rf"(?:,? (?:{_UNIT_WORDS})\.? ?#?[0-9A-Za-z-]{{1,6}})?")
-_DE_NL_TYPES = (r"straße|strasse|str\.|gasse|allee|platz|damm|ufer|chaussee|weg|ring|markt|pfad|graben|"
+# "-ring" after a consonant: "Kaiserring 12", "Ostring 5", not "During 1926", "requiring 36", "Spring 2024"
+_DE_NL_TYPES = (r"straße|strasse|str\.|gasse|allee|platz|damm|ufer|chaussee|weg|[b-df-hj-np-tv-zß]ring|markt|pfad|graben|"
                 r"straat|laan|gracht|plein|kade|steeg|singel|dijk")
 _HOUSE = r"[0-9]{1,4}[a-z]?(?:[-/][0-9]{1,4}[a-z]?)?"
 _DE_NL = rf"[A-ZÄÖÜ][a-zäöüß]+(?:-[A-ZÄÖÜ]?[a-zäöüß]+)*(?:{_DE_NL_TYPES}) {_HOUSE}"
@@ -105,6 +106,8 @@ _TAIL_LOWER = compile_linear(f"(?i:{_TAIL_PATTERN})")
 _TOWN_AFTER = compile_linear(_TOWN)
 _TAIL_WINDOW = 160
 _POSTCODE_HINT = re.compile(r"[0-9]{4}|[0-9]{2}-[0-9]{3}|[A-Za-z][0-9]|[0-9][A-Za-z]")
+# a locality does not run past a sentence's end: "the way for the next 10. Today ... in 1938" has no postcode
+_SENTENCE_END = re.compile(r"(?:[0-9]|[^\W\d_]{5,})[.!?][ \t\n]")
 # A flat or unit written before the street ("Flat 2, 17 Kingsley Road", "Unit 5/32 Smith St").
 _UNIT_BEFORE = compile_linear(r"(?i:\b(?:flat|apt\.?|apartment|appartement|unit|suite|apto\.?)[ \t]*#?"
                               r"(?:[0-9]{1,4}[a-z]?)?[ \t]*(?:,[ \t]*|\n[ \t]*|/)?)$")
@@ -146,6 +149,8 @@ def _grown(text: str, end: int, tail) -> int:
     in a postcode, which has four digits, NN-NNN, or a letter next to a digit: a window without one is not
     matched, which the tail's regex would take ~0.1 ms to find out.)"""
     window = text[end:end + _TAIL_WINDOW]
+    if (stop := _SENTENCE_END.search(window)) is not None:
+        window = window[:stop.end() - 1]  # up to the full stop
     if tail is not _TOWN_AFTER and not _POSTCODE_HINT.search(window):
         return end
     m = tail.match(window)

@@ -354,7 +354,10 @@ _CODE_HANDLE = re.compile(  # "@pytest.fixture", "@app.route", "@x.setter": code
     r"(?i)(?:pytest|app|api|router|bp|blueprint|functools|torch|tf|jax|numba|celery|click|mock|unittest|typing|abc|"
     r"dataclasses|contextlib|self|cls|bot|client|dp|server|types|babel|vue|angular|nestjs|emotion|mui|tanstack)\.\w+|"
     r"\w+\.(?:setter|getter|deleter|route|get|post|put|delete|patch|fixture|mark|task|command|group|option|argument|"
-    r"event|listener|cache|lru_cache|jit|register|validator|middleware|callback|handler|on|js|ts|py|io|com|dev)")
+    r"event|listener|cache|lru_cache|jit|register|validator|middleware|callback|handler|on|js|ts|py|io|com)|"
+    # an organisation's or a project's account, not a person's: "@tandem_dev", "@acme.support"
+    r"\w+?[._](?:dev|devs|app|official|team|hq|news|support|help|labs|inc|org|bot|studio|games|tv|fm|ai|jobs|"
+    r"careers|status|updates|community|project|lang|js|rs|py|hub|cloud|db|ui|sdk|api|cli)")
 _LOGIN = re.compile(r"(?:(?:Failed|Accepted) [\w/-]+ for (?:invalid user )?|Invalid user |session (?:opened|closed) "
                     r"for user )([^\W\d_]{2,}[._-][^\W\d_]{2,}\d*)\b")
 

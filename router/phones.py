@@ -163,6 +163,8 @@ def _is_phone(text: str, start: int, end: int, words: IdWords) -> bool:
             spaced = "-" not in candidate and "/" not in candidate
             if digits < 9 or not (spaced or (candidate[0] == "(" and min(groups[1:]) >= 3)):
                 return False
+            if max(groups) == 2:
+                return False  # nine digits or more in pairs need a trunk 0 ("06 12 34 56 78"): "81 - 46 - 48 - 38 - 89"
     if _DATE_OR_TIME.fullmatch(candidate) or candidate.count(".") == 3 or _PERSONAL_NUMBER.fullmatch(candidate):
         return False  # a date, a time, a version; "640421-1890" is a Nordic personal number's shape
     if not free_before(text, start, "" if candidate[0] == "+" else _NOT_BEFORE_PHONE) and not (

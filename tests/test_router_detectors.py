@@ -255,10 +255,12 @@ def test_jwt_needs_a_header_with_alg():
     "seed phrase: abandon " * 1500, "abandon ability able " * 1500,
     # health: a verb with its subject before every condition; a diagnosis field every few bytes
     "my dad has cancer, " * 1700, "Diagnosis: " * 3000,
+    # medicines: a verb of taking with its subject before every dose; 'she is' before every state; a meds field
+    "my mum takes 20 mg of " * 1500, "she is she's " * 2500, "Meds: " * 5000,
 ], ids=["digit-list", "phone-shaped", "digit-run", "cards", "keywords", "pem", "at-signs", "colons", "emails",
         "relations", "salutations", "streets-postcodes", "streets", "login-pairs", "templates", "cjk-addresses",
         "caseless-cues", "sql-rows", "sql-unclosed", "hindi-cues", "seed-cues",
-        "seed-words", "health-verbs", "health-fields"])
+        "seed-words", "health-verbs", "health-fields", "medicine-verbs", "states", "medicine-fields"])
 def test_adversarial_32kb_inputs_take_well_under_a_second(text):
     # CPU time of this thread: on a machine shared with other jobs, wall-clock time is mostly theirs.
     start = time.thread_time()
