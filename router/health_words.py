@@ -1,0 +1,153 @@
+"""The words router/health.py reads a person's health by: conditions, medicines and doses, the
+verbs and cues that tie them to someone, the fields and columns of medical records. Regex
+fragments (matched case-insensitively, whole words), data only, kept apart from the rules.
+"""
+
+from __future__ import annotations
+
+# Conditions people write about themselves and their family, in English and the six other
+# languages of the detectors.
+CONDITIONS = (
+    r"(?:type[ -]?[12i]{1,2} |gestational )?diabet(?:es|ic|e)|prediabetes|hypertension|high blood pressure|asthma|copd|"
+    r"(?:[^\W\d_]+ )?cancer|leuk(?:a)?emia|lymphoma|melanoma|tumou?r|hiv|aids|hepatitis(?: [abc])?|tuberculosis|"
+    r"covid(?:-?19)?|long covid|pneumonia|(?:chest|kidney|urinary tract|ear) infection|sepsis|"
+    r"(?:major |post-?natal |postpartum )?depression|(?:generali[sz]ed )?anxiety(?: disorder)?|panic (?:disorder|attacks)|"
+    r"bipolar(?: (?:i{1,2}|[12]))?(?: disorder)?|schizophrenia|c?ptsd|ocd|adhd|autism|asperger(?:'?s)?|"
+    r"suicidal (?:ideation|thoughts)|self[- ]harm(?:ing)?|burn-?out|insomnia|"
+    r"dementia|alzheimer(?:'?s)?(?: disease)?|parkinson(?:'?s)?(?: disease)?|"
+    r"epilepsy|multiple sclerosis|motor neurone disease|stroke|(?:congestive )?heart failure|heart disease|"
+    r"coronary artery disease|atrial fibrillation|a-?fib|angina|heart attack|arrhythmia|"
+    r"chlamydia|gonorrh?o?ea|syphilis|herpes|hpv|endometriosis|pcos|infertility|miscarriage|"
+    r"anorexia(?: nervosa)?|bulimia(?: nervosa)?|eating disorder|alcoholism|addiction|substance use disorder|"
+    r"migraines?|(?:[^\W\d_]+ )?allerg(?:y|ies)|"
+    r"(?:rheumatoid |psoriatic |osteo)?arthritis|lupus|crohn(?:'?s)?(?: disease)?|ulcerative colitis|coeliac disease|"
+    r"celiac disease|ibs|(?:chronic )?kidney disease|ckd|cirrhosis|hypothyroidism|hyperthyroidism|sleep apnea|"
+    r"glaucoma|osteoporosis|fibromyalgia|chronic fatigue syndrome|psoriasis|eczema|gout|sickle cell(?: disease)?|"
+    r"cystic fibrosis|down syndrome|cerebral palsy|"
+    # German, French, Spanish, Italian, Portuguese, Dutch
+    r"zucker|krebs|demenz|epilepsie|herzinsuffizienz|bluthochdruck|schlaganfall|depressionen|angststörung|"
+    r"diabète|dépression|épilepsie|insuffisance cardiaque|maladie de (?:parkinson|crohn|lyme|alzheimer)|"
+    r"sclérose en plaques|troubles? (?:anxieux|bipolaire|obsessionnel)(?: généralisé)?|"
+    r"cáncer|depresión|epilepsia|insuficiencia cardíaca|hipertensión|esclerosis múltiple|esquizofrenia|"
+    r"diabete|cancro|depressione|epilessia|sclerosi multipla|ipertensione|schizofrenia|"
+    r"câncer|depressão|esclerose múltipla|hipertensão|esquizofrenia|"
+    r"suikerziekte|kanker|depressie|hartfalen|ziekte van (?:parkinson|alzheimer|crohn|lyme)"
+)
+QUALIFIER = (r"(?:(?:poorly|well|badly|un)?-?controlled |severe |mild |moderate |chronic |acute |early[- ]onset |"
+             r"late[- ]stage |stage [0-4iv]+ |metastatic |advanced |terminal |recurrent |suspected |confirmed |"
+             r"passive |active |treatment[- ]resistant )*")
+# what follows a condition and is part of it: "COPD exacerbation", "a Crohn's flare-up"
+AFTER_CONDITION = r"(?: (?:exacerbation|flare(?:-up)?|relapse|episode))?"
+
+# Cues after which a condition is someone's, with no subject needed.
+DIAGNOSED = (
+    r"diagnosed with|diagnosis of|suffers from|suffering from|living with|lives with|history of|hx of|"
+    r"tested positive for|being treated for|treated for|recovering from|in remission from|admitted (?:with|for)|"
+    r"diagnosis (?:is|was)|dealing with|struggling with|"
+    r"presents with|presented with|presenting with|complains of|c/o|"
+    r"hospitali[sz]ed (?:with|for)|discharged (?:[\pL'’]+ ){0,5}with|came down with|"
+    r"diagnostiziert|leidet an|leidet unter|erkrankt an|diagnostiqué(?:e)? (?:avec|d'une?)|atteint(?:e)? d(?:e|'une?)|"
+    r"souffre d(?:e|'une?)|suivie? pour|en arrêt (?:maladie )?pour|"
+    r"diagnosticad[oa] con|padece(?: de)?|sufre de|diagnosticat[oa] con|soffre di|"
+    r"diagnosticad[oa] com|sofre de|gediagnosticeerd met|lijdt aan"
+)
+# Having it: a verb whose subject is checked before it. French "a" only after its subject: it is
+# English's article.
+HAS = (r"has|have|had|'s got|'ve got|reports|reported|habe|hat|tengo|tiene|tenho|tem|heeft|heb|ha|ho|j'ai|battling|fighting|"
+       r"(?:il|elle|on) a|(?:mon|ma|ta|son|sa) [a-zà-ÿ]+ a")
+# Someone's: a possessive right before a condition or a medicine ("her OCD", "my Adderall"); not a
+# word with other senses alone ("my stroke", "our anxiety for", "our depression": an economy's).
+OWNED_ONLY_QUALIFIED = r"stroke|anxiety|d[eé]pres(?:sion|ión|sione|são|sie)|addiction"
+POSSESSIVE = (r"my|his|her|their|our|mein(?:e[mnrs]?)?|sein(?:e[mnrs]?)?|ihr(?:e[mnrs]?)?|mon|ma|mes|son|sa|ses|"
+              r"su|sus|mi|mis|seu|sua|zijn|haar|mijn")
+
+# Being it: "is pregnant", "'s HIV positive", "ist schwanger", "allergic to penicillin".
+STATES = (r"pregnant|hiv[- ]?positive|hiv\+|diabetic|epileptic|autistic|bipolar|schizophrenic|anorexic|"
+          r"bulimic|asthmatic|suicidal|infertile|in (?:therapy|rehab|remission)|"
+          r"allergic to [\w-]+|allergique (?:à|aux?) [\w-]+|al[eé]rgic[oa] (?:a|al) [\w-]+|allergisch (?:gegen|voor) [\w-]+|"
+          r"schwanger|in der \d+\.[ \t]*(?:schwangerschaftswoche|ssw)|hiv-positiv|enceinte|séropositi(?:f|ve)|"
+          r"embarazada|incinta|sieropositiv[oa]|grávida|zwanger|hiv-positief")
+# First-person forms carry their subject ("Sono incinta", "Estoy embarazada").
+FIRST_PERSON_VERBS = ("am", "'m", "’m", "bin", "suis", "estoy", "estou", "sono", "ben")
+IS = (r"is|am|are|was|were|ist|bin|war|est|suis|était|está|estoy|estaba|estou|è|sono|era|ben")
+# German puts the verb last: "dass er HIV-positiv ist".
+VERB_LAST = r"ist|bin|sind|war|bist"
+
+# Medicines: common ones by name (generic and brand, as people write them), the rest by a generic
+# name's stem (-statin, -pril, ...; "atorvastatina", "omeprazol" too), or by the dose after any name.
+DRUG_NAMES = (
+    r"insulin|metformin|warfarin|lithium|aspirin|ibuprofen|paracetamol|acetaminophen|tylenol|advil|naproxen|"
+    r"prednisone|prednisolone|methotrexate|levothyroxine|thyroxine|synthroid|eltroxin|ozempic|wegovy|mounjaro|"
+    r"semaglutide|tirzepatide|adderall|ritalin|concerta|vyvanse|methylphenidate|xanax|valium|ativan|klonopin|"
+    r"diazepam|lorazepam|alprazolam|clonazepam|prozac|zoloft|lexapro|celexa|paxil|wellbutrin|bupropion|"
+    r"venlafaxine|effexor|mirtazapine|trazodone|quetiapine|seroquel|olanzapine|risperidon[ea]?|aripiprazole|abilify|"
+    r"clozapine|lamotrigine|lamictal|valproate|depakote|levetiracetam|keppra|carbamazepine|gabapentin|pregabalin|"
+    r"lyrica|tramadol|oxycodone|codeine|morphine|fentanyl|methadone|suboxone|buprenorphine|naltrexone|naloxone|"
+    r"truvada|descovy|biktarvy|prep|eliquis|xarelto|clopidogrel|plavix|digoxin|spironolactone|"
+    r"lipitor|crestor|salbutamol|albuterol|ventolin|symbicort|seretide|epipen(?: jr)?|"
+    r"antidepressants?|antipsychotics?|antibiotics|chemo(?:therapy)?|radiotherapy|dialysis|"
+    r"birth control|the pill|hrt|testosterone|estradiol|oestrogen|estrogen|progesterone|tamoxifen|letrozole|"
+    r"herceptin|keytruda|humira|enbrel|stelara|isotretinoin|accutane|finasteride|minoxidil|viagra|cialis|"
+    r"hydroxychloroquine|allopurinol|colchicine|donepezil|levodopa|carbidopa|sinemet|"
+    r"[a-z]{2,}(?:statin|pril|sartan|olol|dipin|prazol|oxetin|azepam|azolam|cillin|mycin|cyclin|floxacin|"
+    r"tidin|gliptin|gliflozin|glutid|parin|xaban|gatran|semid|thiazid|triptan|codon|morphon|setron|"
+    r"lukast|navir|tegravir|fovir|vudin|afil|umab|imab|inib)(?:e|a|o|um)?"
+)
+_AMOUNT = r"\d+(?:[.,]\d+)?(?:/\d+(?:[.,]\d+)?)?[ \t]?"
+_UNITS = r"mg|mcg|µg|μg|ml|iu|units?|mg/kg|mg/ml|milligrams?|micrograms?"
+# a medicine's dose ("20 mg", "100/25 mg", "2 puffs"); a bare unknown name needs a unit of weight or volume
+DOSE = rf"{_AMOUNT}(?:{_UNITS}|g|puffs?|tablets?|tabs?|pills?|capsules?|drops)\b"
+DOSE_OF_ANY = rf"{_AMOUNT}(?:{_UNITS})\b"
+OF = r"of|de|di|do|da|van|von"
+# Taking it: the verb, then (its subject checked before) the medicine.
+TAKES = (r"tak(?:e|es|ing)|took|started(?: on)?|starting|stopped|prescribed|injects?|injecting|"
+         r"(?:started|put|switched) (?:him|her|me|them|us) on|"
+         r"nimmt|nehme|nahm|bekommt|prend|prends|pris|toma|tomo|tomaba|prende|prendo|neemt|neem|slikt")
+ON = r"(?:is|am|are|was|were|been|be)[ \t]+(?:(?:still|now|also|currently|already)[ \t]+)?on"
+ON_AFTER_APOSTROPHE = r"(?:s|m|re)[ \t]+(?:(?:been|still|now|also|currently|already)[ \t]+)?on"
+# "20 mg of atorvastatin and 5 mg of amlodipine": the next medicine of a list
+AND = r"(?:[ \t]*,[ \t]*|[ \t]+)(?:and|plus|y|e|und|et|en|&)?[ \t]*"
+
+# Who: a person right before the verb ("my dad", "she", "the patient"), perhaps named after it ("Mi
+# padre, Ernesto Villalobos, toma"). Casual spellings too ("ive had", "shes").
+PERSON = (
+    r"\b(?:i|he|she|they|we|je|i'm|he's|she's|i've|we've|they've|ive|im|shes|hes|ich|er|sie|il|elle|ik|hij|zij|yo|él|"
+    r"ella|eu|ele|ela|io|lui|lei|patient|patientin|patiente|paciente|paziente|patiënt|pt|client|"
+    r"mum|mom|mam|dad|mother|father|grandma|grandpa|granny|nan|grandmother|grandfather|wife|husband|son|"
+    r"daughter|brother|sister|partner|boyfriend|girlfriend|gf|bf|fiancée?|baby|aunt|uncle|papa|mama|mutter|vater|"
+    r"mère|père|madre|padre|mãe|pai|moeder|vader)(?:'s|’s)?|"
+    r"\b(?:my|our|his|her|their|mein|meine|mon|ma|mes|mi|mio|mia|meu|minha|mijn|onze)\s+[^\W\d_]+(?:'s|’s)?"
+    r"(?:,?\s+[A-Z][\w'’-]+(?:\s+[A-Z][\w'’-]+){0,2},?)?"
+)
+STILL = (r"(?:(?:also|still|now|just|already|currently|recently|finally|is|am|are|was|were|has been|have been|"
+         r"had been|been|auch|jetzt|ya|también|ora|já|ook)\s+){0,2}$")
+# Not someone: the plural and generic subjects of advice ("Patients on warfarin", "Adults take").
+NOT_A_SUBJECT = (r"Patients|People|Adults|Children|Kids|Women|Men|Doctors|Everyone|Nobody|Someone|Anyone|You|It|"
+                 r"This|That|Who|Whoever|Those|Everybody|Somebody|Each|Every|All|Any|What|Which|Many|Most|Some|Users|Athletes|"
+                 r"Pregnant|Elderly|Seniors|Teens")
+
+# Fields of a record whose value is a condition, or a medicine.
+FIELDS = (r"diagnos[ie]s|diagnose|diagnostic|diagnóstico|diagnosi|dx|hx|pmhx?|medical history|"
+          r"medical conditions?|past medical history|comorbidit(?:y|ies)|krankheit|erkrankung|vorerkrankungen|"
+          r"antécédents|antecedentes|anamnese|aandoening|allerg(?:y|ies|ien)|alergias?|allergie")
+MEDICINE_FIELDS = (r"(?:current |regular |home )?(?:medications?|medicines|meds)|rx|prescriptions?|treatment|"
+                   r"medikamente|medikation|behandlung|médicaments?|traitement|medicación|medicamentos|tratamiento|"
+                   r"trattamento|tratamento|farmaci|terapia|medicatie|medicijnen|behandeling")
+# the same as a table's columns (letters only, lower case)
+CONDITION_COLUMNS = frozenset("""
+diagnosis diagnoses dx diagnose diagnostic diagnostico diagnosi medicalcondition medicalconditions medicalhistory
+pmh allergies allergy allergien alergias comorbidities
+""".split())
+MEDICINE_COLUMNS = frozenset("""
+medication medications meds currentmedications medicine medicines prescription prescriptions rx drug drugs
+medikamente medikation medicamentos medicacion medicaments farmaci medicatie
+""".split())
+# a field's value that says there is nothing: "Allergies: none", "Meds: n/a", "NKDA"
+NOTHING = (r"(?:none|nil|n/?a|-+|unknown|nkda|nka|no known\b.*|not applicable|keine|aucune?|ninguna?|nessuna?|"
+           r"nenhuma?|geen)(?:[ \t]+(?:known|reported|noted|bekannt|connue?s?))?")
+# a condition named as a thing's kind is no one's: "cancer coverage", "diabetes research"
+THING_AFTER = (r"coverage|insurance|screening|research|awareness|risk|policy|care|cent(?:er|re)|ward|unit|drugs?|"
+               r"medications?|treatments?|tests?|testing|patients|charity|foundation|clinic|specialist|rates?|levels|"
+               r"cases|statistics|prevalence|epidemic|outbreak")
+# "and" before a verb whose subject came with the finding before it: "heeft Parkinson en slikt levodopa"
+AND_THEN = r"(?:and|en|und|et|y|e)\s*$"
