@@ -49,6 +49,7 @@ master mistress son daughter brother sister uncle aunt doctor teacher boss coach
 google siri alexa cortana bixby chatgpt gemini copilot
 hello hi hey dear dearest hallo hola bonjour ciao salut coucou hej moin servus olá
 world male female unknown none null true false n/a who what where when which why how
+info warn warning error debug trace fatal critical notice system assistant bot server note update edit status log
 mr mrs ms mx dr prof sr sra srta sig mme mlle dhr mevr herr frau monsieur señor señora señorita signor
 signora signorina professor missus mevrouw meneer
 """.split())

@@ -60,14 +60,14 @@ _ANY_NAME = rf"{_ANY_WORD}(?: {_ANY_WORD})?"  # one or two words in any case, tr
 
 # Case-sensitive but for dotted abbreviations and whole words: "ms" is milliseconds, "miss" a verb.
 _HONORIFIC = (r"(?:Mr|Mrs|Ms|Mx|Dr|Prof|Sr|Sra|Srta|Sig|Sig\.ra|Mme|Mlle|Dhr|Mevr|Mw|Dott|Dott\.ssa|Avv)\.?|"
-              r"(?:mr|mrs|ms|dr|prof|sr|sra|dott)\.|Herr|Frau|Madame|Monsieur|Señor|Señora|Señorita|Signor|Signora|"
+              r"(?:mr|mrs|ms|dr|prof|sr|sra|dott)\.|M\.|Herrn?|Frau|Madame|Monsieur|Señor|Señora|Señorita|Signor|Signora|"
               r"Signorina|Mevrouw|Meneer|Professor|Miss|Mister|Missus|"
               r"mevrouw|meneer|señor|señora|señorita|signor|signora|signorina|monsieur|madame|herr|frau")
 _FAMILY_TITLE = (r"(?i:aunt|auntie|uncle|grandma|grandpa|granny|nana|oma|opa|tante|onkel|tía|tío|abuela|abuelo|nonna|"
                  r"nonno|mamie|papi|tita|tito|kuya|lola|lolo)")
 _INTRODUCED = (
     r"(?:my|his|her|their|our|your)(?: [a-z]+'s| [a-z]+’s)? (?:full |real |legal |first |last |maiden )?"
-    r"name is|my name's|my name’s|name (?:on|under|for) (?:the|my|this|our) [a-z]+ is|"
+    r"name is(?: still| actually| really| now| officially)?|my name's|my name’s|(?:i|he|she|they) (?:go|goes|went) by|name (?:on|under|for) (?:the|my|this|our) [a-z]+ is|"
     r"i am called|i'm called|i’m called|"
     r"mein name ist|ich hei(?:ß|ss)e|je m'appelle|je m’appelle|mon nom est|me llamo|mi nombre es|"
     r"mi chiamo|il mio nome è|mijn naam is|ik heet|(?:o )?meu nome é|me chamo|chamo-me|nazywam się|mam na imię|"
@@ -87,20 +87,33 @@ _RELATION = (
     r"student|doctor|dentist|therapist|nurse|neighbou?r|landlord|landlady|tenant|roommate|flatmate|housemate|ex|"
     r"client|patient|lawyer|attorney|accountant|coach|mentor|classmate|teammate|co-?founder|caregiver|babysitter|"
     r"nanny|stepson|stepdaughter|stepmother|stepfather|[a-z]+-in-law|ex-wife|ex-husband|ex-boyfriend|"
-    r"ex-girlfriend)|"
+    r"ex-girlfriend|stepbrother|stepsister|half-brother|half-sister|godmother|godfather|godson|goddaughter|"
+    r"electrician|plumber|builder|mechanic|cleaner|trainer|physio|psychiatrist|psychologist|counsell?or|"
+    r"pharmacist|surgeon|solicitor|realtor|carer|pen ?pal)|"
     r"(?:mi|mis|tu|su) (?:hija|hijo|esposa|esposo|marido|mujer|madre|padre|mamá|papá|hermana|hermano|abuela|abuelo|"
-    r"amiga|amigo|jefe|jefa|novia|novio|tía|tío|prima|primo|compañera|compañero|vecina|vecino)|"
+    r"amiga|amigo|jefe|jefa|novia|novio|tía|tío|prima|primo|compañera|compañero|vecina|vecino|suegr[oa]|"
+    r"cuñad[oa]|sobrin[oa]|niet[oa]|pareja|caser[oa]|médic[oa]|doctora|profesora?)|"
     r"(?:mein|meine|meinem|meiner|meinen|sein|seine|ihr|ihre) (?:sohn|tochter|frau|mann|mutter|vater|bruder|"
     r"schwester|oma|opa|freund|freundin|kollege|kollegin|chef|chefin|nachbar|nachbarin|tante|onkel|enkel|enkelin|"
-    r"partner|partnerin)|"
+    r"partner|partnerin|mitbewohner|mitbewohnerin|cousin|cousine|schwager|schwägerin|schwiegervater|"
+    r"schwiegermutter|neffe|nichte|vermieter|vermieterin|mieter|mieterin|arzt|ärztin|lehrer|lehrerin)|"
     r"(?:mon|ma|son|sa) (?:fils|fille|femme|mari|mère|père|frère|sœur|soeur|ami|amie|collègue|patron|patronne|"
-    r"voisin|voisine|copain|copine|grand-mère|grand-père|tante|oncle)|"
+    r"voisin|voisine|copain|copine|grand-mère|grand-père|tante|oncle|cousin|cousine|beau-père|belle-mère|"
+    r"beau-frère|belle-sœur|colocataire|coloc|propriétaire|locataire|médecin|neveu|nièce)|"
     r"(?:mijn|zijn|haar) (?:zoon|dochter|vrouw|man|moeder|vader|broer|zus|zuster|vriend|vriendin|collega|baas|"
-    r"buurman|buurvrouw|oma|opa|tante|oom)|"
+    r"buurman|buurvrouw|oma|opa|tante|oom|schoonvader|schoonmoeder|schoonzus|zwager|neef|nicht|huisgenoot|"
+    r"huisbaas|huisarts|leraar|lerares)|"
     r"(?:il mio|la mia|mio|mia) (?:figlio|figlia|moglie|marito|madre|padre|fratello|sorella|amico|amica|collega|"
-    r"capo|nonna|nonno|zia|zio|vicino|vicina)|"
+    r"capo|nonna|nonno|zia|zio|vicino|vicina|cugino|cugina|suocero|suocera|cognato|cognata|nipote|"
+    r"coinquilino|coinquilina|fidanzato|fidanzata|medico)|"
     r"(?:o meu|a minha|meu|minha) (?:filho|filha|esposa|marido|mulher|mãe|pai|irmão|irmã|amigo|amiga|colega|chefe|"
-    r"avó|avô|tia|tio|vizinho|vizinha)|"
+    r"avó|avô|tia|tio|vizinho|vizinha|sogro|sogra|cunhado|cunhada|sobrinho|sobrinha|primo|prima|namorado|"
+    r"namorada|esposo|neto|neta|senhorio)|"
+    r"(?:mój|moja|mojego|mojej|mojemu) (?:brat|siostra|mąż|żona|syn|córka|tata|ojciec|mama|matka|przyjaciel|"
+    r"przyjaciółka|kolega|koleżanka|szef|szefowa|sąsiad|sąsiadka|chłopak|dziewczyna|dziadek|babcia|wujek|ciocia|"
+    r"kuzyn|kuzynka)|"
+    r"(?:mera|meri|mere) (?:dost|bhai|behen|behan|maa|papa|pitaji|patni|pati|beta|beti|saathi|dada|dadi|nana|nani|"
+    r"chacha|chachi|mama|mami|boss)|"
     r"annem|babam|eşim|kocam|karım|kardeşim|ablam|abim|oğlum|kızım|arkadaşım|"
     r"(?:mama|baba|mke|mume|kaka|dada|mtoto|rafiki) (?:yangu|wangu))")
 _ROLE = (r"patient|client|customer|tenant|employee|applicant|defendant|plaintiff|claimant|witness|student|"
@@ -111,7 +124,7 @@ _FIELD = (
     r"sender|guest|passenger|tenant|applicant|student|child|spouse|parent|account[ _-]?holder|card[ _-]?holder|"
     r"user)[ _-]?names?|name|surname|wife|husband|spouse|partner|child|children|son|daughter|mother|father|"
     r"authori[sz]ed (?:adults?|persons?|people)|alıcı|alici|pt|patient|patientin|patiënt|paciente|paziente|nom|"
-    r"prénom|nombre|apellidos?|nome|cognome|"
+    r"prénom|nombre|apellidos?|nome|cognome|genitore|"
     r"naam|vorname|nachname|reported by|requested by|submitted by|created by|prepared by|signed by|assigned to|"
     r"assignee|owner|reporter|author|reviewer|approver|holder|cardholder|policyholder|"
     r"payer|witness|contact person|emergency contact|next of kin|guardian|physician|gp|caregiver|"
@@ -122,9 +135,10 @@ _FIELD = (
 _BY = (r"witnessed by|signed by|prepared by|reported by|submitted by|requested by|approved by|reviewed by|authored by|"
        r"written by|issued to|on behalf of|statement of|signature of|care of|c/o|reports to|reporting to|managed by|"
        r"supervised by|in the name of|a nombre de|au nom de|auf den namen|im namen von|in nome di|em nome de|"
-       r"ten name van|ask for|asked for|speak to|speak with|talk to")
+       r"ten name van|ask for|asked for|speak to|speak with|talk to|in my name|under the name|mon nom|a mi nombre|"
+       r"em meu nome|auf meinen namen|a nome mio|op mijn naam")
 _HOLDER = (r"(?i:name on (?:the )?(?:account|card)|(?:account|card)[ _-]?holder|cardholder|kontoinhaber(?:in)?|"
-           r"karteninhaber(?:in)?|titular(?: de la (?:cuenta|tarjeta)| da conta| do cart[ãa]o)?|"
+           r"karteninhaber(?:in)?|inhaber(?:in)?|titular(?: de la (?:cuenta|tarjeta)| da conta| do cart[ãa]o)?|"
            r"titulaire(?: du compte| de la carte)?|intestatari[oa]|rekeninghouder|beneficiary|beneficiari[oa])")
 _LIST_FIELD = r"attendees|participants|present|invitees|cc|bcc|team members|members|guests|witnesses|parties|teilnehmer"
 _SALUTATION = (r"Dear|Dearest|Hi|Hello|Hey|Liebe|Lieber|Cher|Chère|Querid[oa]|Caro|Cara|Beste|Hallo|Bonjour|Hola|Ciao|"
@@ -151,7 +165,7 @@ _CASED = (
      rf",? ({_NAME})"),
     # "my son David", and "my wife, Sarah," with the name set off by commas ("his wife, Behold now" is no name)
     (rf"(?i:{_RELATION})", rf" ({_NAME})"),
-    (rf"(?i:{_RELATION})", rf", ({_NAME})(?:[,.;:!?)\n]|$)"),
+    (rf"(?i:{_RELATION})", rf", ({_NAME})(?:[,.;:!?)\n]| \(|$)"),
     (rf"(?i:{_RELATION})", rf" \(({_NAME})\)"),  # "Wife (Keiko)"
     # a field's label and its value, as a form, a record or JSON writes it: `Name: `, `"assignee": "`
     (rf"(?i:{_FIELD})", rf"(?:\(s\))?[\"']?[ \t]*[:=][ \t]*[\"']?({_NAME})"),
@@ -172,7 +186,9 @@ _CASED = (
      rf"(?i: so much| a lot| again| dir| schön| beaucoup| mille)?,? ({_NAME})(?:[!.,]|[ \t]*$)"),
     (rf"(?i:{_ROLE})", rf"[ \t]+({_FULL_NAME})"),  # "Client Rana Haddad"
     (rf"(?i:{_ROLE})", rf"[ \t]+[\"'‘“]({_NAME})[\"'’”]"),  # employee 'Aditya Krishnamurthy'
-    (rf"(?i:{_BY})", rf"[ \t:]+({_FULL_NAME})"),  # "Witnessed by Eilidh MacLeod"
+    (rf"(?i:{_BY})", rf"[ \t:,]+({_FULL_NAME})"),  # "Witnessed by Eilidh MacLeod", "à mon nom, Solène Marchetti"
+    # a form's label without its colon: "nome Thiago Albuquerque Neves", "mera naam Sunita Deshpande hai"
+    (r"(?i:nome|nombre|naam|imię i nazwisko|nome completo|nombre completo|volledige naam)", rf"[ \t]+({_FULL_NAME})"),
     (r"I, ", rf"({_FULL_NAME}),"),  # "I, Mohammed Al-Khatib, hereby ..."
 )
 # (cue, the value written right before it)
@@ -216,6 +232,8 @@ _ANY_CASE = (
     (rf"(?i:{_RELATION})", rf", ({_ANY_NAME})[,.;:!?)\n]"),
     (r"(?i:(?:mr|mrs|ms|mx|dr|prof)\.)", rf" ?({_ANY_WORD})"),
     (r"(?i:hi|hello|hey|dear|hola|salut|ciao|hallo)", rf" ({_ANY_WORD}),"),
+    # a chat's speaker in lower case ("[21:05] jolene: sent"); a capitalised word is as often a topic ("[09:05] Budget:")
+    (r"[0-9]{1,2}:[0-9]{2}(?::[0-9]{2})?\]", r" ?(\p{Ll}[\p{Ll}'’-]+):"),
 )
 # In lower case a name after a relation counts when a word that often follows one comes next:
 # "my bf ryan keeps", "my sister tanvi just got" (not "my mom always says": NOT_NAMES, NOT_LOWER_NAMES).
