@@ -107,6 +107,8 @@ _TOWN_AFTER = compile_linear(_TOWN)
 _TAIL_WINDOW = 160
 _POSTCODE_HINT = re.compile(r"[0-9]{4}|[0-9]{2}-[0-9]{3}|[A-Za-z][0-9]|[0-9][A-Za-z]")
 # a locality does not run past a sentence's end: "the way for the next 10. Today ... in 1938" has no postcode
+_FULL_STOP_AFTER = re.compile(r"(?<![.\w])(?!(?i:st|ave?|rd|ln|dr|blvd|ct|pl|ter|cres|pkwy|hwy|sq|cir|trl|str)\.)"
+                              r"[^\W\d_]+\.$")  # a whole word's full stop, not an abbreviation's ("St.")
 _SENTENCE_END = re.compile(r"(?:[0-9]|[^\W\d_]{5,})[.!?][ \t\n]")
 # A flat or unit written before the street ("Flat 2, 17 Kingsley Road", "Unit 5/32 Smith St").
 _UNIT_BEFORE = compile_linear(r"(?i:\b(?:flat|apt\.?|apartment|appartement|unit|suite|apto\.?)[ \t]*#?"
@@ -133,8 +135,9 @@ def find_addresses(text: str) -> Iterator[Span]:
     streets = [(s, e) for s, e in match_spans(_ADDRESS, text) if free_before(text, s)]
     spans = [(s, grow(e, _TAIL if text[s:e] != text[s:e].lower() else _TAIL_LOWER)) for s, e in streets]
     spans += [(s, grow(e, _TAIL_LOWER)) for ((s, e),) in group_spans(_CUED, text, (1,))]
+    cased = {s for s, _ in streets}  # a street in capitals takes its locality in capitals: not "... during the War of 1812"
     spans += [(s, longer) for s, e in match_spans(_LOWER, text)
-              if free_before(text, s) and (longer := grow(e, _TAIL_LOWER)) > e]
+              if s not in cased and free_before(text, s) and (longer := grow(e, _TAIL_LOWER)) > e]
     spans += [(s, grow(e, _TOWN_AFTER)) for ((s, e),) in group_spans(_CUED_PARTS, text, (1,))]
     last_end = -1
     for start, end in sorted(spans, key=lambda span: (span[0], -span[1])):
@@ -148,6 +151,8 @@ def _grown(text: str, end: int, tail) -> int:
     """Where the address that reaches `end` ends once `tail` (its locality) is taken in. (A tail ends
     in a postcode, which has four digits, NN-NNN, or a letter next to a digit: a window without one is not
     matched, which the tail's regex would take ~0.1 ms to find out.)"""
+    if text[end - 1:end] == "." and _FULL_STOP_AFTER.search(text, max(0, end - 16), end):
+        return end - 1  # "12 Market Street. Since 1971 ...": the sentence ended with the street
     window = text[end:end + _TAIL_WINDOW]
     if (stop := _SENTENCE_END.search(window)) is not None:
         window = window[:stop.end() - 1]  # up to the full stop

@@ -252,13 +252,14 @@ def _keyword_secrets(text: str) -> Iterator[Span]:
         for index, value in enumerate(_VALUE.finditer(text, keyword.end(), end)):
             if index >= _WORDS_AFTER_KEYWORD:
                 break
-            if _NOT_SECRET.search(value.group()):
-                continue  # a URL, an address, a number
+            if _NOT_SECRET.search(value.group()) or (value.start() == keyword.end() and value.group()[0] in "@/"):
+                continue  # a URL, an address, a number; the host after a URL's "user:password@"
             token = _ASSIGNMENT.sub("", value.group().lstrip("&?")).strip(":=.")  # "&limit=10": the next parameter
             if not token:
                 continue
             # a name in code, or a template's variable ("{{ vault_db_password }}"), is no value
-            named = _IDENTIFIER.match(token) or text[max(0, value.start() - 4):value.start()].rstrip().endswith("{")
+            named = (_IDENTIFIER.match(token) or text[max(0, value.start() - 4):value.start()].rstrip().endswith("{")
+                     or text[value.end():value.end() + 1] == "(")  # a function called: `hashlib.pbkdf2_hmac(`
             chosen = (linked and _password_like(token)) or (direct and _chosen_password(token))
             if not named and (chosen or looks_random(token) or _HEX_KEY.fullmatch(token)):
                 if not _PLACEHOLDER_VALUE.match(token):

@@ -330,7 +330,7 @@ def _cued(text: str) -> Iterator[tuple[int, int]]:
         words = text[start:end].split(" ")  # "अमित से", "أحمد في البيت": the name, not what follows it
         kept = 1 + next((i for i, word in enumerate(words[1:]) if word in CASELESS_AFTER_NAME), len(words) - 1)
         end = start + len(" ".join(words[:kept]))
-        if _names_someone(text[start:end]):
+        if _names_someone(text[start:end]) and text[end:end + 1] != "(":  # `client = WeatherClient(`: code
             yield start, end
     for _, _, ((start, end), *_) in _found(_ANY_CASE_RULES, text, data, present):
         words = text[start:end].split(" ")

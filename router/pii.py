@@ -174,10 +174,11 @@ def find_ip_addresses(text: str) -> Iterator[Span]:
             if _is_network(m.group(), text[m.end():m.end() + 4]):
                 continue  # "192.168.0.0/24": a network, not a host ("192.168.0.1/24" is one)
             try:
-                ipaddress.IPv4Address(m.group())
+                address = ipaddress.IPv4Address(m.group())
             except ValueError:
                 continue
-            yield "ip_address", m.start(), m.end()
+            if not _nobodys(address):
+                yield "ip_address", m.start(), m.end()
     colon = text.find(":")
     while colon != -1:
         start, end = colon, colon
@@ -197,10 +198,18 @@ def _word_char(c: str) -> bool:
 
 def _is_ipv6(candidate: str) -> bool:
     groups = [g for g in _IP_PARTS.split(candidate) if g]
-    if candidate.count(":") < 2 or not any(c.isdigit() for c in candidate) or (len(groups) < 2 and candidate != "::1"):
+    if candidate.count(":") < 2 or not any(c.isdigit() for c in candidate) or len(groups) < 2:
         return False
     try:
-        ipaddress.IPv6Address(candidate)
+        return not _nobodys(ipaddress.IPv6Address(candidate))
     except ValueError:
         return False
-    return True
+
+
+def _nobodys(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """An address that names no host of anyone's: loopback (127.0.0.1, ::1), "any" (0.0.0.0), multicast,
+    broadcast, or a netmask (255.255.255.0). Redacting them only garbles a question about networking."""
+    if address.is_loopback or address.is_unspecified or address.is_multicast:
+        return True
+    bits = int(address)
+    return address.version == 4 and bits >> 31 == 1 and (~bits & 0xFFFFFFFF) & ((~bits & 0xFFFFFFFF) + 1) == 0

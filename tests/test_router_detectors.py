@@ -286,6 +286,23 @@ def test_real_prose_has_no_findings_but_the_people_it_names(prose):
         assert {(name, value) for name, kind, value in findings if kind == "person_name"} == NAMES_IN_SLICES
 
 
+@pytest.mark.parametrize("text, street", [
+    ("What happened at 1600 Pennsylvania Avenue during the War of 1812 when British troops burned it?",
+     "1600 Pennsylvania Avenue"),
+    ("We met at 12 Market Street. Since 1971 no general sale was held there.", "12 Market Street"),
+    ("During 1926 we shipped twelve tons; the Kaiserring 14 office stayed open.", "Kaiserring 14"),
+])
+def test_a_street_takes_no_sentence_or_year_for_its_locality(text, street):
+    """A locality is read in the street's own case and stops at a sentence's end; '-ring' after a vowel is
+    English ('During'), not a German street."""
+    assert [(f.kind, text[f.start:f.end]) for f in detect(text)] == [("street_address", street)]
+
+
+def test_addresses_of_no_one_are_not_ip_addresses():
+    text = "bind 127.0.0.1 or 0.0.0.0 (::1, ::), mask 255.255.255.0, multicast 224.0.0.251; the NAS is 192.168.1.20"
+    assert [text[f.start:f.end] for f in detect(text)] == ["192.168.1.20"]
+
+
 def test_placeholder_like_text_is_not_a_finding():
     assert detect("Hello [EMAIL_1], your code is [PHONE_2].") == []
 
