@@ -33,7 +33,7 @@ Detector = Callable[[str], Iterator[tuple[str, int, int]]]
 DETECTORS: dict[str, Detector] = {
     "email": find_emails,
     "phone": find_phones,
-    "card": find_cards,
+    "card": lambda text: chain(find_cards(text), find_labelled(text, ("card_cvv", "card_expiry"))),
     "iban": find_ibans,
     "national_id": find_national_ids,
     "bank_account": lambda text: find_labelled(text, ("bank_account",)),

@@ -21,7 +21,8 @@ are. So a condition or a medicine counts only where the words around it tie it t
   name with a dose; not advice ("Take 400 mg"), questions ("Can I take ...?") or "Patients on
   warfarin should ...";
 - a record's field or a table's column: "Diagnosis:", "Dx:", "Hx:", "PMH:", "Allergies:",
-  "Medications:", "Rx:", "Tratamiento:", a "| Diagnosis |" column; not "none", "n/a", "NKDA".
+  "Medications:", "Rx:", "Tratamiento:", a "| Diagnosis |" column; not "none", "n/a", "NKDA";
+- a patient's record number ("medical_record_number"): "MRN 00734192", "patient no. KNH-0048271".
 
 The span is the condition with the words that qualify it ("poorly controlled type 1 diabetes").
 Runs on the text view (router.normalize): RE2 finds the cues, each followed up from there with
@@ -62,6 +63,8 @@ _TAKES_CUE = compile_linear(rf"(?i)((?:^|[^\pL'’])(?:{w.TAKES}|{w.ON})|['’](
 _VERB_LAST_CUE = compile_linear(rf"(?i)(?:^|[^\pL])(?:{w.STATES})[ \t]+(?:{w.VERB_LAST})(?:[^\pL]|$)")
 _FIELD_CUE = compile_linear(rf"(?i)(?:^|[^\pL])(?:{w.FIELDS})[ \t]*[:=]")
 _MEDICINE_FIELD_CUE = compile_linear(rf"(?i)(?:^|[^\pL])(?:{w.MEDICINE_FIELDS})[ \t]*[:=]")
+_RECORD_NUMBER = compile_linear(rf"(?i)(?:^|[^\pL])(?:{w.RECORD_NUMBER_LABELS})[ \t]*[:#.=-]?[ \t]*"
+                                r"([A-Z0-9](?:[A-Z0-9/-]{2,18}[A-Z0-9])?)(?:[^\pL\pN]|$)")
 _COLUMN_HINT = compile_linear(r"(?i)diagnos|dx|pmh|allerg|alergia|comorbid|medic|meds|rx|prescri|drug|farmac|medikam")
 
 _AFTER_DIAGNOSED = re.compile(rf"(?i)[ \t:]+(?:{_ARTICLE})?(?:[^\W\d_]+[ \t]+){{0,2}}?({_CONDITION}){_NOT_AFTER}")
@@ -97,8 +100,8 @@ _CONDITION_MATCH = re.compile(rf"(?i){_CONDITION}")
 
 
 def find_health(text: str) -> Iterator[Span]:
-    """Each condition, state or medicine the text ties to a person, as ("health_condition" or
-    "medication", start, end)."""
+    """Each condition, state, medicine or record number the text ties to a person, as
+    ("health_condition", "medication" or "medical_record_number", start, end)."""
     found: dict[tuple[int, int], str] = {}
     for cue, after, subject in ((_DIAGNOSED_CUE, _AFTER_DIAGNOSED, None), (_HAS_CUE, _AFTER_HAS, "any"),
                                 (_POSSESSIVE_CUE, _AFTER_POSSESSIVE, None), (_IS_CUE, _AFTER_IS, "person"),
@@ -127,6 +130,9 @@ def find_health(text: str) -> Iterator[Span]:
             m = _FIELD_AFTER.match(text, cue_end)
             if m and _is_value(value := m.group(1).rstrip(" \t,")):
                 found.setdefault((m.start(1), m.start(1) + len(value)), kind)
+    for ((start, end),) in group_spans(_RECORD_NUMBER, text, (1,)):
+        if sum(c.isdigit() for c in text[start:end]) >= 4:
+            found.setdefault((start, end), "medical_record_number")
     for columns, kind in ((w.CONDITION_COLUMNS, _CONDITION_KIND), (w.MEDICINE_COLUMNS, _MEDICINE_KIND)):
         for span in table_cells(text, columns, _is_value) if found_in(_COLUMN_HINT, text) else ():
             found.setdefault(span, kind)

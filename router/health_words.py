@@ -151,3 +151,8 @@ THING_AFTER = (r"coverage|insurance|screening|research|awareness|risk|policy|car
                r"cases|statistics|prevalence|epidemic|outbreak")
 # "and" before a verb whose subject came with the finding before it: "heeft Parkinson en slikt levodopa"
 AND_THEN = r"(?:and|en|und|et|y|e)\s*$"
+# Labels of a patient's record number: "MRN 00734192", "patient no. KNH-0048271", "Fallnummer 2024-5531"
+RECORD_NUMBER_LABELS = (r"mrn|medical record (?:number|no\.?|#)|patient (?:id|no\.?|number|#)|hospital (?:number|no\.?)|"
+                        r"chart (?:number|no\.?|#)|case (?:number|no\.?) at|fallnummer|patientennummer|patienten-id|"
+                        r"n° de dossier|numéro de dossier|número de historia(?: clínica)?|nhc|numero di cartella|"
+                        r"número do prontuário|prontuário|patiëntnummer")

@@ -1,5 +1,5 @@
 """Values that only their label makes private: a passport's or driving licence's number, a bank
-account's number, a date of birth. (A routing or sort code names a bank, not a person: none.)
+account's number, a date of birth, a card's security code and expiry. (A routing or sort code names a bank, not a person: none.)
 
 None has a check digit or a shape of its own (a passport number is nine digits, as is any
 count; a birth date is a date), so each counts only right after a word that names it
@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-from router.linear_regex import compile_linear, group_spans
+from router.linear_regex import compile_linear, found_in, group_spans
 from router.records import sql_values, table_cells
 from router.scan import unspaced
 
@@ -48,6 +48,21 @@ _LABELS: dict[str, str] = {
         rf"تاريخ{_S}الولادة|مواليد|تاریخ{_S}تولد|تاریخ{_S}پیدائش|วันเกิด|เกิดวันที่|"
         rf"생년월일|출생일|出生日期|出生|生年月日|生日)"),
 }
+# A card's security code and expiry, which only their label tells from any three digits or a month.
+_CARD_LABELS = {
+    "card_cvv": (rf"(?:cvv2?|cvc2?|cvn|csc|card{_S}security{_S}code|security{_S}code|card{_S}verification(?:{_S}"
+                 rf"(?:code|value))?|c[óo]digo{_S}de{_S}seguridad|code{_S}de{_S}s[ée]curit[ée]|cryptogramme(?:{_S}visuel)?|"
+                 rf"kartenpr[üu]fnummer|pr[üu]fnummer|codice{_S}di{_S}sicurezza|c[óo]digo{_S}de{_S}seguran[çc]a|"
+                 rf"beveiligingscode)"),
+    "card_expiry": (rf"(?:exp(?:iry|iration|ires)?(?:{_S}date)?|valid{_S}(?:thru|through|until|till)|good{_S}thru|"
+                    rf"g[üu]ltig{_S}bis|ablaufdatum|date{_S}d'expiration|expire{_S}(?:le|fin)|fecha{_S}de{_S}"
+                    rf"(?:vencimiento|caducidad)|vencimiento|caducidad|scadenza|validade|vervaldatum|geldig{_S}tot)"),
+}
+_CARD_VALUES = {"card_cvv": r"[0-9]{3,4}", "card_expiry": r"(?:0[1-9]|1[0-2]) ?[/ .-] ?(?:20)?[0-9]{2}"}
+# an expiry counts in a text about a card: "exp 02/27" beside "card", a card number or a CVV
+_CARD_CONTEXT = compile_linear(r"(?i)card|carte|tarjeta|karte|cart[ãa]o|carta|kaart|visa|mastercard|amex|"
+                               r"cvv|cvc|[0-9]{4} [0-9]{4} [0-9]{4}")
+
 # A number: groups of letters and digits, each holding a digit, single spaces or dashes between
 # (a group of letters alone is a word: "12345678 and", not part of the number).
 _GROUP = r"[0-9A-Z]*[0-9][0-9A-Z]*"
@@ -65,6 +80,8 @@ _FINDERS = {kind: [compile_linear(rf"({label}){_GAP}({_DATE if kind == 'birth_da
 # (From a digit: "Konto DE89 3704 ..." is an IBAN, found as one.)
 _FINDERS["bank_account"].append(compile_linear(rf"(account|acc|konto|compte|cuenta|conto|rekening)[ :#=]{{0,3}}"
                                                 rf"([0-9][0-9A-Z]*(?:[ -]{_GROUP})*)", ignore_case=True))
+_FINDERS.update({kind: [compile_linear(rf"({label}){_GAP}({_CARD_VALUES[kind]})(?:[^0-9]|$)", ignore_case=True)]
+                 for kind, label in _CARD_LABELS.items()})
 # A date then the word: "am 3. Juli 1979 geboren", "1985-07-30 born".
 _DATE_THEN_LABEL = compile_linear(rf"({_DATE})[ ,]{{1,3}}(geboren|born|né|née|nacid[oa]|nat[oa])", ignore_case=True)
 _MIN_CHARS, _MIN_DIGITS = 6, 4
@@ -89,6 +106,8 @@ def _letter(char: str) -> bool:
 
 def find_labelled(text: str, kinds: tuple[str, ...]) -> Iterator[Span]:
     """Each value of one of `kinds` (keys of _LABELS) right after a word naming it, in `text`."""
+    if "card_expiry" in kinds and not found_in(_CARD_CONTEXT, text):
+        kinds = tuple(kind for kind in kinds if kind != "card_expiry")
     found = [(kind, spans) for kind in kinds for regex in _FINDERS[kind] for spans in group_spans(regex, text, (1, 2))]
     if "birth_date" in kinds:
         found += [("birth_date", (label, value)) for value, label in group_spans(_DATE_THEN_LABEL, text, (1, 2))]
@@ -98,7 +117,7 @@ def find_labelled(text: str, kinds: tuple[str, ...]) -> Iterator[Span]:
         if (label and _letter(text[label - 1])) or (label_end < len(text) and _letter(text[label_end])):
             continue  # whole words only: "tabular" holds no "aba", "adobe" no "dob", "borne" no "born"
         value = text[start:end]
-        if kind == "birth_date" or (sum(c.isalnum() for c in value) >= _MIN_CHARS
+        if kind in _CARD_LABELS or kind == "birth_date" or (sum(c.isalnum() for c in value) >= _MIN_CHARS
                                     and sum(c.isdigit() for c in value) >= _MIN_DIGITS
                                     and not _DATED.fullmatch(value)):
             yield kind, start, end

@@ -137,7 +137,7 @@ def test_health_app_policy_keeps_medical_text_local():
     decision = decide("I was diagnosed with diabetes last year, MRN 00482913", token_count=20,
                       policy=POLICIES["health-app"])
     assert decision.route is Route.LOCAL_ONLY
-    assert decision.findings == {"health_condition": 1, "medical_term": 2, "mrn": 1}
+    assert decision.findings == {"health_condition": 1, "medical_record_number": 1, "medical_term": 2, "mrn": 1}
 
 
 def test_the_default_policy_keeps_a_persons_condition_on_the_device_but_not_a_question_about_one():
