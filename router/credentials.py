@@ -19,7 +19,7 @@ from collections.abc import Iterator
 
 import re2
 
-from router.linear_regex import compile_linear, match_spans
+from router.linear_regex import compile_linear, group_spans, match_spans
 from router.scan import free_before
 from router.seed_phrases import find_seed_phrases
 
@@ -117,6 +117,7 @@ _FILLER = re.compile(r"^(.)\1+$")
 # on the lower-cased text; `_`, `-` and `.` count as separators (`aws_secret_access_key=`).
 _S = r"[\s_.-]?"
 _PASSWORD_WORDS = (
+    rf"(?:wi{_S}fi|wlan|wpa2?|network){_S}(?:key|passphrase)|"
     rf"pass{_S}words?|passwd|pass{_S}phrase|passcode|pwd|pw|pasword|passwrd|passowrd|paswd|pword|passwort|kennwort|"
     rf"mot{_S}de{_S}passe|mdp|"
     rf"contrase[ñn]a|clave(?:{_S}de{_S}acceso)?|parola{_S}d'ordine|parola{_S}chiave|senha|wachtwoord|"
@@ -151,6 +152,16 @@ _LINKING = frozenset("is ist est es è é era was war lautet = : - now jetzt mai
 _APP_PASSWORD = re.compile(r"[ \t]*[:=]?[ \t]*(?:is[ \t]+)?[\"']?(?P<value>[a-z]{4} [a-z]{4} [a-z]{4} [a-z]{4})\b")
 _WORDS_LINKING = 8  # "Le mot de passe du wifi est Hund482": a person's password this far after the word
 _HEX_KEY = re.compile(r"[0-9a-fA-F]{32,128}")
+# A PIN or an access code: its word, a few words that are not a number, then 4-8 digits.
+_ACCESS_WORDS = (r"pin(?:[ -]?(?:code|number|nummer|nr))?|pincode|pin-code|geheimzahl|code pin|c[óo]digo pin|codice pin|"
+                 r"(?:alarm|door|gate|entry|keypad|lock|safe|garage|front door|building|lockbox|key ?safe|padlock)"
+                 r"[ -]?code|combination|t[üu]rcode|alarmcode|digicode|code (?:de la porte|d'entr[ée]e|de l'alarme)|"
+                 r"c[óo]digo (?:de (?:la puerta|acceso|la alarma|entrada))|codice (?:della porta|dell'allarme|di accesso)|"
+                 r"deurcode|toegangscode")
+_ACCESS_CODE = compile_linear(rf"(?i)\b(?:{_ACCESS_WORDS})\b[^0-9\n.!?]{{0,48}}?\b([0-9]{{4,8}})(?:[^0-9A-Za-z]|$)")
+_POSTAL_PIN = re.compile(r"pin ?code|pincode|pin-code|postal")
+_YEAR_BEFORE = re.compile(r"\b(?:in|since|from|until|of|year)\s*$")
+_WIFI_QR = re.compile(r"WIFI:(?:[^;\n]*;)*?P:(?P<value>(?:\\.|[^;\\\n])+);")
 
 
 def find_secrets(text: str) -> Iterator[Span]:
@@ -170,6 +181,7 @@ def find_secrets(text: str) -> Iterator[Span]:
                 yield "jwt", m.start(), m.end()
     yield from _context_secrets(text)
     yield from _keyword_secrets(text)
+    yield from _access_codes(text)
     yield from find_seed_phrases(text)
 
 
@@ -214,6 +226,23 @@ def _context_secrets(text: str) -> Iterator[Span]:
             value = m.group("value")
             if not _PLACEHOLDER_VALUE.match(value) and (looks_random(value) or _HEX_KEY.fullmatch(value)):
                 yield "url_token", m.start("value"), m.end("value")
+
+
+def _access_codes(text: str) -> Iterator[Span]:
+    """A PIN or a code that opens something, after its word: "the debit card PIN is 4826", "alarm code
+    7391", "Türcode: 2580"; and a Wi-Fi QR string's password ("WIFI:T:WPA;S:Home;P:Marchewka#2021;;")."""
+    for ((start, end),) in group_spans(_ACCESS_CODE, text, (1,)):
+        value = text[start:end]
+        label = text[max(0, start - 64):start].lower()
+        if len(value) == 6 and _POSTAL_PIN.search(label):
+            continue  # "PIN code 560003": an Indian postcode
+        if len(value) == 4 and value[:2] in ("19", "20") and _YEAR_BEFORE.search(label):
+            continue  # "I forgot my PIN in 2024"
+        yield "pin", start, end
+    if "WIFI:" in text:
+        for m in _WIFI_QR.finditer(text):
+            if not _PLACEHOLDER_VALUE.match(m.group("value")):
+                yield "credential", m.start("value"), m.end("value")
 
 
 def _basic_credentials(value: str) -> bool:

@@ -51,7 +51,9 @@ def find_emails(text: str) -> Iterator[Span]:
 
 # --- payment cards ------------------------------------------------------------
 
-_DIGIT_GROUPS = re.compile(r"[0-9](?=[0-9 -]{12})[0-9]*(?:[ -][0-9]+)*(?![\w]|[.,-]\d)")  # 13+ characters
+# 13+ characters; a comma may stand beside them (a CSV's field: "Okoro,4492183066715427,09/26"), as no
+# thousands separator stands beside 13 digits
+_DIGIT_GROUPS = re.compile(r"[0-9](?=[0-9 -]{12})[0-9]*(?:[ -][0-9]+)*(?![\w]|[.-]\d)")
 _DIGITS = re.compile(r"[0-9]+")
 _NO_DIGITS = str.maketrans("", "", "0123456789")
 # Issuer prefixes (IIN ranges) and the lengths each network issues: a 15-digit
@@ -73,7 +75,7 @@ def find_cards(text: str) -> Iterator[Span]:
     A run of digit groups may hold a card beside other numbers ("qty 2 4111 1111
     1111 1111"), so every stretch of whole groups is tried, longest first.
     """
-    for m in matches(_DIGIT_GROUPS, text, ".,-"):
+    for m in matches(_DIGIT_GROUPS, text, ".-"):
         if len(m.group()) < 13:
             continue
         groups = [(g.start(), g.end()) for g in _DIGITS.finditer(text, m.start(), m.end())]
