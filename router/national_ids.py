@@ -54,6 +54,7 @@ from stdnum.nl import bsn
 from stdnum.no import fodselsnummer
 from stdnum.pl import pesel
 from stdnum.pt import nif
+from stdnum.my import nric as my_nric
 from stdnum.ro import cnp
 from stdnum.se import personnummer
 from stdnum.tr import tckimlik
@@ -122,6 +123,7 @@ _DIGIT_RULES: tuple[IdRule, ...] = (
     IdRule("il_idnr", 9, _stdnum(il_idnr)),
     IdRule("id_nik", 16, _stdnum(nik)),
     IdRule("jp_mynumber", 12, _stdnum(jp_in)),
+    IdRule("my_nric", 12, _stdnum(my_nric), alone=((6, 2, 4),)),
     IdRule("vn_cccd", 12, _NO_PUBLIC_CHECK),
     IdRule("sa_id", 10, _NO_PUBLIC_CHECK),
     IdRule("ke_id", 8, _NO_PUBLIC_CHECK),
