@@ -159,7 +159,9 @@ def test_the_final_norm_and_output_layer_join_the_step(tiny, fmt):
 def test_device_tier_decodes_natively_and_answers_the_same(smollm2_device):
     """On the real model int8 activation rounding can amplify ulp-level differences
     after many layers, so the check is the user-visible one: the same greedy text,
-    and logits that agree on the top token at every step."""
+    and logits that agree on the top token at every step of the answer, up to its end of
+    turn. (Past it, the 135M model's babble has near-ties that the prompt's bf16 rounding
+    on an AMX CPU flips: the logits there are still held to each other.)"""
     model = smollm2_device.model
     assert isinstance(model.decode_step, NativeDecodeStep)
     ids = smollm2_device.encode_prompt("What is the capital of France? Answer in one sentence.")
@@ -173,7 +175,11 @@ def test_device_tier_decodes_natively_and_answers_the_same(smollm2_device):
         assert native == greedy()
         by_modules = teacher_forced(model, ids + native, len(ids))
     assert "Paris" in smollm2_device.tokenizer.decode(native)
-    assert torch.equal(teacher_forced(model, ids + native, len(ids)).argmax(-1), by_modules.argmax(-1))
+    answer = next(i for i, t in enumerate(native) if t in smollm2_device.tokenizer.stop_ids) + 1
+    by_native = teacher_forced(model, ids + native, len(ids))
+    assert 4 < answer < len(native)
+    assert torch.equal(by_native[:answer].argmax(-1), by_modules[:answer].argmax(-1))
+    assert relative_error(by_native, by_modules) < 0.1
 
 
 def test_full_precision_and_batches_run_the_modules(smollm2, smollm2_device):
