@@ -32,7 +32,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-from router.linear_regex import compile_linear, group_spans, match_spans
+from router.linear_regex import found_in, compile_linear, group_spans, match_spans
 from router.scan import free_before
 
 Span = tuple[str, int, int]
@@ -122,8 +122,42 @@ _CUED_PARTS = compile_linear(
     rf"(?:{_L}+[ \t]+)?{_POSTCODE}))")
 
 
+# A place's coordinates to a metre: a latitude and a longitude with five decimals or more (a city's
+# centre is quoted with four: "37.7749, -122.4194", none), as a pair ("47.606214, -122.332071",
+# "51.50791° N, 0.08763° W") in a text about a place or with its hemispheres, not two fractions ("loss
+# 0.912345, 0.887612"), or each after its label ("lat": -26.107566).
+_DEGREES = r"-?[0-9]{1,3}\.[0-9]{5,}"
+_COORDINATE_PAIR = compile_linear(rf"(?:^|[^\w.-])({_DEGREES})°?[ \t]?([NS]?)[ \t]*[,;/ ][ \t]*({_DEGREES})°?[ \t]?([EW]?)"
+                                  r"(?:[^\w.]|\.(?:[^0-9]|$)|$)")
+_COORDINATE_LABEL = compile_linear(rf"(?i)\b(lat|latitude|lon|lng|long|longitude)[\"']?[ \t]*[:=]?[ \t]*({_DEGREES})"
+                                   r"(?:[^\w.]|\.(?:[^0-9]|$)|$)")
+_PLACE_WORDS = compile_linear(r"(?i)\b(?:lat|lon|lng|latitude|longitude|coordinates?|gps|geo|location|located|home|"
+                              r"house|place|address|live|lives|flat|apartment|cabin|maps?|pin|zone|position|parcel|"
+                              r"delivery|drop-?off|pick-?up|meet|koordinaten|standort|wohnung|haus|coordonn[ée]es|"
+                              r"maison|coordenadas|casa|coordinate|posizione|ubicaci[óo]n|woning)")
+
+
+def find_coordinates(text: str) -> Iterator[Span]:
+    """A latitude and longitude precise enough to find a house, as ("gps_coordinates", start, end)."""
+    if "." not in text:
+        return
+    pairs = []
+    about_a_place = found_in(_PLACE_WORDS, text)
+    for lat, north, lon, east in group_spans(_COORDINATE_PAIR, text, (1, 2, 3, 4)):
+        latitude, longitude = abs(float(text[lat[0]:lat[1]])), abs(float(text[lon[0]:lon[1]]))
+        hemispheres = north[1] > north[0] and east[1] > east[0]  # "43.76958° N, 11.25581° E" says what it is
+        if (about_a_place or hemispheres) and latitude <= 90 and longitude <= 180 and max(latitude, longitude) >= 1:
+            pairs.append((lat[0], east[1] if east[1] > east[0] else lon[1]))
+            yield "gps_coordinates", *pairs[-1]
+    for (label, label_end), (start, end) in group_spans(_COORDINATE_LABEL, text, (1, 2)):
+        inside = any(a <= start and end <= b for a, b in pairs)
+        if not inside and abs(float(text[start:end])) <= (90 if text[label:label_end].lower().startswith("lat") else 180):
+            yield "gps_coordinates", start, end
+
+
 def find_addresses(text: str) -> Iterator[Span]:
-    """Each street address in `text` (the text view), as ("street_address", start, end)."""
+    """Each street address in `text` (the text view), as ("street_address", start, end), and each place's
+    coordinates ("gps_coordinates")."""
     grown: dict[tuple[int, object], int] = {}  # a street found from two starts ("12", "2") grows once
 
     def grow(end: int, tail) -> int:
@@ -145,6 +179,7 @@ def find_addresses(text: str) -> Iterator[Span]:
             continue  # inside the address just found
         last_end = end
         yield "street_address", _unit_before(text, start), end
+    yield from find_coordinates(text)
 
 
 def _grown(text: str, end: int, tail) -> int:

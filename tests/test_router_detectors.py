@@ -365,7 +365,9 @@ def test_every_id_keyword_spelling_is_found_as_a_word_naming_an_id():
     # the kinds the generated cases do not cover, with the spellings people write
     more = {"tr_tckimlik": ["tc kimlik no", "t.c. kimlik numarası", "tckn"], "kr_rrn": ["주민등록번호", "주민번호"],
             "ro_cnp": ["cnp", "cod numeric personal"], "il_idnr": ["תעודת זהות", "teudat zehut"],
-            "id_nik": ["nik", "nomor induk kependudukan"], "jp_mynumber": ["マイナンバー", "個人番号"],
+            "id_nik": ["nik", "nomor induk kependudukan"],
+            "jp_mynumber": ["マイナンバー", "個人番号", "my number wa", "mai nanbaa", "kojin bangou"],
+            "my_nric": ["mykad", "nric", "no. kp", "kad pengenalan", "ic number"],
             "vn_cccd": ["cccd", "cmnd", "căn cước"], "sa_id": ["رقم الهوية", "iqama"], "ke_id": ["kitambulisho"]}
     spellings = [w for kind, words in {**KEYWORDS, **more}.items() if kind in NAMED for w in words] + [
         "national id", "tax id", "tin", "personal number", "id no", "identification number", "identity card",
