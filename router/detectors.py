@@ -23,6 +23,7 @@ from router.labelled import find_labelled
 from router.normalize import digit_view, text_view
 from router.names import find_names
 from router.health import find_health
+from router.special_categories import find_special_categories
 from router.national_ids import IdWords
 from router.phones import find_phones
 from router.pii import find_cards, find_emails, find_ibans, find_ip_addresses, find_national_ids
@@ -43,6 +44,7 @@ DETECTORS: dict[str, Detector] = {
     "ip_address": find_ip_addresses,
     "secret": find_secrets,
     "health": find_health,
+    "special_category": find_special_categories,
 }
 # Government document numbers that only a label names (passport, driving licence) count as national IDs.
 _LABELLED_IDS = ("passport", "drivers_license")

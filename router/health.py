@@ -37,6 +37,7 @@ from collections.abc import Iterator
 from router import health_words as w
 from router.linear_regex import compile_linear, found_in, group_spans, match_spans
 from router.records import table_cells
+from router.subjects import AND_THEN, WINDOW, has_subject, supposed
 
 Span = tuple[str, int, int]
 
@@ -78,21 +79,9 @@ _STATE_BEFORE = re.compile(rf"(?i)({w.STATES})")
 _FIELD_AFTER = re.compile(r"[ \t]*([^\n|;.]{2,80})")
 _NOTHING = re.compile(rf"(?i){w.NOTHING}[ \t]*$")
 _NO_LETTER = re.compile(r"[\W\d_]*")
-_AND_THEN = re.compile(rf"(?i)\b{w.AND_THEN}")
 
-_PUT_ON = re.compile(r" (?:him|her|me|them|us) on$")
-_SUBJECT_WINDOW = 60
-_SUBJECT_IN_CUE = ("il ", "elle ", "on ", "mon ", "ma ", "ta ", "son ", "sa ", "j'ai")
-# who has it: a person right before the verb, or (for "has" in a list: "..., hat") a comma or the start
-_SUBJECT = re.compile(rf"(?i)(?:{w.PERSON}|,|^)\s*{w.STILL}")
-_SUBJECT_PERSON = re.compile(rf"(?i)(?:{w.PERSON})\s*{w.STILL}")
-# or someone named: "Sarah takes", "Mr Okafor is on", "Larissa Quintela, está"
-_NAMED_SUBJECT = re.compile(rf"(?:^|[^\w'’])(?!(?:{w.NOT_A_SUBJECT})\b)[A-Z][a-zà-ÿ]+(?:'s|’s)?,?\s*{w.STILL}")
 # a word for an economy's slump too: a person's only right after the cue ("suffers from depression")
 _ECONOMIC = re.compile(r"(?i)d[eé]pres(?:sion|ión|sione|são|sie)\b")
-# "How do I know if I have diabetes?", "Can I take ibuprofen 400 mg?": a supposition, not a record.
-_SUPPOSED = re.compile(r"(?i)\b(?:if|whether|(?:might|could|would|should|can|may)(?!n?['’]t)|when|how|what if|"
-                       r"suppose)\b[^.?!\n]*$")
 
 _CONDITION_KIND, _MEDICINE_KIND = "health_condition", "medication"
 _DRUG = re.compile(rf"(?i)(?:{w.DRUG_NAMES})\b|{w.DOSE}")
@@ -108,13 +97,13 @@ def find_health(text: str) -> Iterator[Span]:
                                 (_TAKES_CUE, _AFTER_TAKES, "person")):
         for ((cue_start, cue_end),) in group_spans(cue, text, (1,)):
             m = after.match(text, cue_end)
-            if m is None or _SUPPOSED.search(text, max(0, cue_end - 80), cue_end):
+            if m is None or supposed(text, cue_end):
                 continue
             if _ECONOMIC.match(m.group(1)) and text[cue_end:m.start(1)].strip(" \t:"):
                 continue  # "recovering from the depression of 1921", "distress and depression": an economy's
-            if subject and not _has_subject(text, cue_start, cue_end, named=subject == "person") and not (
-                    _AND_THEN.search(text, max(0, cue_start - 8), cue_start + 1)
-                    and any(0 < cue_start - end < _SUBJECT_WINDOW for _, end in found)):
+            if subject and not has_subject(text, cue_start, cue_end, named=subject == "person") and not (
+                    AND_THEN.search(text, max(0, cue_start - 8), cue_start + 1)
+                    and any(0 < cue_start - end < WINDOW for _, end in found)):
                 continue  # "the car has", "Take 400 mg", "patients on warfarin": no one's
             kind = _MEDICINE_KIND if cue is _TAKES_CUE or _is_medicine(m.group(1)) else _CONDITION_KIND
             found.setdefault(m.span(1), kind)
@@ -122,7 +111,7 @@ def find_health(text: str) -> Iterator[Span]:
                 found.setdefault(m.span(1), kind)
     for start, end in match_spans(_VERB_LAST_CUE, text):
         state = _STATE_BEFORE.search(text, start, end)
-        if state and not _SUPPOSED.search(text, max(0, start - 80), start) and _has_subject(
+        if state and not supposed(text, start) and has_subject(
                 text, state.start(), state.start(), named=True):
             found.setdefault(state.span(), _CONDITION_KIND)
     for cue, kind in ((_FIELD_CUE, _CONDITION_KIND), (_MEDICINE_FIELD_CUE, _MEDICINE_KIND)):
@@ -147,17 +136,3 @@ def _is_medicine(value: str) -> bool:
 def _is_value(value: str) -> bool:
     """A field's or a cell's value that names something: not "none", "n/a", "---"."""
     return bool(value) and not _NOTHING.match(value) and not _NO_LETTER.fullmatch(value)
-
-
-def _has_subject(text: str, cue_start: int, cue_end: int, *, named: bool = False) -> bool:
-    """Whether a person has it. The French cues hold their subject ("il a", "ma mère a", "j'ai"), a
-    first-person verb is its own ("bin", "sono"), "put her on" names its person; the others need one
-    right before the verb ("my dad has", "I have", "Sarah has", "..., hat"). `named`: taking a
-    medicine or being pregnant needs a person ("Take 400 mg" is advice), not a comma or the start."""
-    verb = cue_start + (text[cue_start] not in "'’" and not text[cue_start].isalpha())
-    said = text[verb:cue_end].lower()
-    if said.startswith(_SUBJECT_IN_CUE) or said in w.FIRST_PERSON_VERBS and said != "am" or _PUT_ON.search(said):
-        return True
-    window = max(0, verb - _SUBJECT_WINDOW)
-    subject = _SUBJECT_PERSON if named else _SUBJECT
-    return bool(subject.search(text, window, verb) or _NAMED_SUBJECT.search(text, window, verb))

@@ -67,8 +67,6 @@ STATES = (r"pregnant|hiv[- ]?positive|hiv\+|diabetic|epileptic|autistic|bipolar|
           r"allergic to [\w-]+|allergique (?:à|aux?) [\w-]+|al[eé]rgic[oa] (?:a|al) [\w-]+|allergisch (?:gegen|voor) [\w-]+|"
           r"schwanger|in der \d+\.[ \t]*(?:schwangerschaftswoche|ssw)|hiv-positiv|enceinte|séropositi(?:f|ve)|"
           r"embarazada|incinta|sieropositiv[oa]|grávida|zwanger|hiv-positief")
-# First-person forms carry their subject ("Sono incinta", "Estoy embarazada").
-FIRST_PERSON_VERBS = ("am", "'m", "’m", "bin", "suis", "estoy", "estou", "sono", "ben")
 IS = (r"is|am|are|was|were|ist|bin|war|est|suis|était|está|estoy|estaba|estou|è|sono|era|ben")
 # German puts the verb last: "dass er HIV-positiv ist".
 VERB_LAST = r"ist|bin|sind|war|bist"
@@ -108,24 +106,6 @@ ON_AFTER_APOSTROPHE = r"(?:s|m|re)[ \t]+(?:(?:been|still|now|also|currently|alre
 # "20 mg of atorvastatin and 5 mg of amlodipine": the next medicine of a list
 AND = r"(?:[ \t]*,[ \t]*|[ \t]+)(?:and|plus|y|e|und|et|en|&)?[ \t]*"
 
-# Who: a person right before the verb ("my dad", "she", "the patient"), perhaps named after it ("Mi
-# padre, Ernesto Villalobos, toma"). Casual spellings too ("ive had", "shes").
-PERSON = (
-    r"\b(?:i|he|she|they|we|je|i'm|he's|she's|i've|we've|they've|ive|im|shes|hes|ich|er|sie|il|elle|ik|hij|zij|yo|él|"
-    r"ella|eu|ele|ela|io|lui|lei|patient|patientin|patiente|paciente|paziente|patiënt|pt|client|"
-    r"mum|mom|mam|dad|mother|father|grandma|grandpa|granny|nan|grandmother|grandfather|wife|husband|son|"
-    r"daughter|brother|sister|partner|boyfriend|girlfriend|gf|bf|fiancée?|baby|aunt|uncle|papa|mama|mutter|vater|"
-    r"mère|père|madre|padre|mãe|pai|moeder|vader)(?:'s|’s)?|"
-    r"\b(?:my|our|his|her|their|mein|meine|mon|ma|mes|mi|mio|mia|meu|minha|mijn|onze)\s+[^\W\d_]+(?:'s|’s)?"
-    r"(?:,?\s+[A-Z][\w'’-]+(?:\s+[A-Z][\w'’-]+){0,2},?)?"
-)
-STILL = (r"(?:(?:also|still|now|just|already|currently|recently|finally|is|am|are|was|were|has been|have been|"
-         r"had been|been|auch|jetzt|ya|también|ora|já|ook)\s+){0,2}$")
-# Not someone: the plural and generic subjects of advice ("Patients on warfarin", "Adults take").
-NOT_A_SUBJECT = (r"Patients|People|Adults|Children|Kids|Women|Men|Doctors|Everyone|Nobody|Someone|Anyone|You|It|"
-                 r"This|That|Who|Whoever|Those|Everybody|Somebody|Each|Every|All|Any|What|Which|Many|Most|Some|Users|Athletes|"
-                 r"Pregnant|Elderly|Seniors|Teens")
-
 # Fields of a record whose value is a condition, or a medicine.
 FIELDS = (r"diagnos[ie]s|diagnose|diagnostic|diagnóstico|diagnosi|dx|hx|pmhx?|medical history|"
           r"medical conditions?|past medical history|comorbidit(?:y|ies)|krankheit|erkrankung|vorerkrankungen|"
@@ -149,8 +129,6 @@ NOTHING = (r"(?:none|nil|n/?a|-+|unknown|nkda|nka|no known\b.*|not applicable|ke
 THING_AFTER = (r"coverage|insurance|screening|research|awareness|risk|policy|care|cent(?:er|re)|ward|unit|drugs?|"
                r"medications?|treatments?|tests?|testing|patients|charity|foundation|clinic|specialist|rates?|levels|"
                r"cases|statistics|prevalence|epidemic|outbreak")
-# "and" before a verb whose subject came with the finding before it: "heeft Parkinson en slikt levodopa"
-AND_THEN = r"(?:and|en|und|et|y|e)\s*$"
 # Labels of a patient's record number: "MRN 00734192", "patient no. KNH-0048271", "Fallnummer 2024-5531"
 RECORD_NUMBER_LABELS = (r"mrn|medical record (?:number|no\.?|#)|patient (?:id|no\.?|number|#)|hospital (?:number|no\.?)|"
                         r"chart (?:number|no\.?|#)|case (?:number|no\.?) at|fallnummer|patientennummer|patienten-id|"

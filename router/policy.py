@@ -26,8 +26,8 @@ BUILTIN_DETECTORS: dict[str, str] = {
     "phone": "phone numbers valid in the national numbering plans of 22 countries, or in international +CC form",
     "card": "payment card numbers (known issuer prefix, 13-19 digits, Luhn check digit)",
     "iban": "IBANs (country length and structure, mod-97 check digits)",
-    "national_id": "national identifiers of 32 countries (US, UK, DE, FR, ES, IT, NL, BE, PT, PL, SE, DK, NO, FI, CH, "
-    "IE, CA, BR, MX, IN, CN, AU, ZA, TR, KR, RO, IL, ID, JP, VN, SA, KE; check digits where the format has them), and "
+    "national_id": "national identifiers of 33 countries (US, UK, DE, FR, ES, IT, NL, BE, PT, PL, SE, DK, NO, FI, CH, "
+    "IE, CA, BR, MX, IN, CN, AU, ZA, TR, KR, RO, IL, ID, MY, JP, VN, SA, KE; check digits where the format has them), and "
     "passport and driving licence numbers after a word naming them",
     "bank_account": "bank account numbers after a word naming them (account number, acct, checking account, "
     "Kontonummer, numéro de compte, ...)",
@@ -41,8 +41,11 @@ BUILTIN_DETECTORS: dict[str, str] = {
     "secret": "private key blocks, vendor API keys and tokens, JWTs, auth headers, command-line and URL credentials, "
     "passwords and keys after a keyword in seven languages, session cookies, keys in a URL's query, wallet recovery "
     "phrases (BIP-39 words)",
-    "health": "a health condition the text ties to a person (diagnosed with ..., my dad has Parkinson's, Diagnosis: ...), "
-    "not one a question asks about",
+    "health": "a health condition, medicine or patient record number the text ties to a person (diagnosed with ..., "
+    "my dad has Parkinson's, my mum takes 20 mg of atorvastatin, Diagnosis: ..., MRN ...), not one a question asks about",
+    "special_category": "a person's sexual orientation or gender identity, religion, political opinion or trade-union "
+    "membership, where the text ties it to them (my brother is gay, she is an Orthodox Jew, he voted for the Green "
+    "Party, I'm in the union), not a question about one",
 }
 
 

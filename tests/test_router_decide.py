@@ -152,7 +152,7 @@ def test_the_default_policy_keeps_a_persons_condition_on_the_device_but_not_a_qu
     question = "What are the early signs of ADHD in children, and how is it diagnosed?"
     assert decide(question, token_count=20, policy=DEFAULT).egress == question
     default_text = (Path(__file__).resolve().parents[1] / "policies" / "default.yaml").read_text()
-    redacting = parse_policy(default_text.replace("bank_account, health]", "bank_account]").replace(
+    redacting = parse_policy(default_text.replace("bank_account, health, special_category]", "bank_account, special_category]").replace(
         "person_name]", "person_name, health]"))
     decision = decide(text, token_count=20, policy=redacting)
     assert decision.egress == "My son has been diagnosed with [HEALTH_CONDITION_1] - help me write to his school."
@@ -166,7 +166,7 @@ FILLER = ["please", "summarize", "the meeting notes", "from Tuesday", "order 582
 # Per example policy: texts whose detectors map to local_only there.
 LOCAL_ONLY_VALUES = {
     "default": ["4111 1111 1111 1111", "SSN 146-25-2971", "DE89 3704 0044 0532 0130 00", "AKIALDPA6HNBEGTDNBVQ",
-                "diagnosed with asthma"],
+                "diagnosed with asthma", "my brother is gay"],
     "strict-privacy": ["bob@example.com", "(212) 555-1234", "10.0.0.7", "build.corp", "4111 1111 1111 1111"],
     "health-app": ["diabetes", "MRN 00482913", "E11.9", "4111 1111 1111 1111", "AKIALDPA6HNBEGTDNBVQ"],
 }

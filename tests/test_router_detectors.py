@@ -258,10 +258,13 @@ def test_jwt_needs_a_header_with_alg():
     "my dad has cancer, " * 1700, "Diagnosis: " * 3000,
     # medicines: a verb of taking with its subject before every dose; 'she is' before every state; a meds field
     "my mum takes 20 mg of " * 1500, "she is she's " * 2500, "Meds: " * 5000,
+    # special categories: a subject and a verb before every state; a party's words after every vote
+    "my brother is gay and she is Muslim, " * 900, "I voted for the Green Party of " * 1000,
 ], ids=["digit-list", "phone-shaped", "digit-run", "cards", "keywords", "pem", "at-signs", "colons", "emails",
         "relations", "salutations", "streets-postcodes", "streets", "login-pairs", "templates", "cjk-addresses",
         "caseless-cues", "sql-rows", "sql-unclosed", "hindi-cues", "seed-cues",
-        "seed-words", "health-verbs", "health-fields", "medicine-verbs", "states", "medicine-fields"])
+        "seed-words", "health-verbs", "health-fields", "medicine-verbs", "states", "medicine-fields",
+        "orientation-religion", "votes"])
 def test_adversarial_32kb_inputs_take_well_under_a_second(text):
     # CPU time of this thread: on a machine shared with other jobs, wall-clock time is mostly theirs.
     start = time.thread_time()
@@ -276,13 +279,23 @@ NAMES_IN_SLICES = {("kjv-genesis.txt", "Abel"), ("kjv-genesis.txt", "Enoch"), ("
                    ("sotu-1962-kennedy.txt", "Khrushchev"), ("sotu-1995-clinton.txt", "Truman")}
 
 
+# What else the prose says of a person, read by hand (all of the 10 MB): a constituent's party in
+# 1995's address ("She ... said, 'Mr. President, I'm a Republican, but ...'"), Romans 2:29, a man
+# "sentenced to imprisonment" in Mexico (1885) and a sheriff and his deputies "indicted for murder" (1898).
+OPINIONS_IN_PROSE = {("sotu-1995-clinton.txt", "political_opinion", "Republican"),
+                     ("1995_william_j_clinton_d.txt", "political_opinion", "Republican"), ("kjv.txt", "religion", "Jew"),
+                     ("1885_grover_cleveland_d.txt", "criminal_record", "sentenced to imprisonment"),
+                     ("1898_william_mc_kinley_r.txt", "criminal_record", "indicted for murder, were tried")}
+
+
 def test_real_prose_has_no_findings_but_the_people_it_names(prose):
     """State of the Union addresses and the King James Bible (all 10 MB with
     TANDEM_SHARED_DATA): numbers, dates and money everywhere, and no personal data or secrets
-    but the names of people ("Mr. Truman", "his son Abram"); on the shipped slices, exactly the ones read by hand."""
+    but the names of people ("Mr. Truman", "his son Abram") and the two opinions read by hand; on the
+    shipped slices, exactly the names read by hand."""
     findings = [(name, f.kind, para[f.start:f.end]) for name, text in prose for para in text.split("\n")
                 for f in detect(para)]
-    assert [f for f in findings if f[1] != "person_name"] == []
+    assert {f for f in findings if f[1] != "person_name"} <= OPINIONS_IN_PROSE
     if {name for name, _ in prose} == set(PROSE_FILES):
         assert {(name, value) for name, kind, value in findings if kind == "person_name"} == NAMES_IN_SLICES
 

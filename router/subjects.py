@@ -1,0 +1,66 @@
+"""Who a sentence is about: the person right before a verb ("my dad has", "Sarah takes", "she is"), for
+the detectors that count a word only when the text ties it to someone (router/health.py,
+router/special_categories.py). "Patients on warfarin should ..." and "Take 400 mg" name no one, and a
+question or a supposition ("How do I know if I have diabetes?") is no one's record.
+"""
+
+from __future__ import annotations
+
+import re
+
+# A person right before the verb ("my dad", "she", "the patient"), perhaps named after it ("Mi
+# padre, Ernesto Villalobos, toma"). Casual spellings too ("ive had", "shes").
+PERSON = (
+    r"\b(?:i|he|she|they|we|je|i'm|he's|she's|i've|we've|they've|ive|im|shes|hes|ich|er|sie|il|elle|ik|hij|zij|yo|él|"
+    r"ella|eu|ele|ela|io|lui|lei|patient|patientin|patiente|paciente|paziente|patiënt|pt|client|"
+    r"mum|mom|mam|dad|mother|father|grandma|grandpa|granny|nan|grandmother|grandfather|wife|husband|son|"
+    r"daughter|brother|sister|partner|boyfriend|girlfriend|gf|bf|fiancée?|baby|aunt|uncle|papa|mama|mutter|vater|"
+    r"mère|père|madre|padre|mãe|pai|moeder|vader)(?:'s|’s)?|"
+    r"\b(?:my|our|his|her|their|mein|meine|mon|ma|mes|mi|mio|mia|meu|minha|mijn|onze)\s+[^\W\d_]+(?:-[^\W\d_]+)*(?:'s|’s)?"
+    r"(?:,?\s+[A-Z][\w'’-]+(?:\s+[A-Z][\w'’-]+){0,2},?)?"
+)
+STILL = (r"(?:(?:also|still|now|just|already|currently|recently|finally|is|am|are|was|were|has been|have been|"
+         r"had been|been|auch|jetzt|ya|también|ora|já|ook)\s+){0,2}$")
+# Not someone: the plural and generic subjects of advice ("Patients on warfarin", "Adults take").
+NOT_A_SUBJECT = (r"Patients|People|Adults|Children|Kids|Women|Men|Doctors|Everyone|Nobody|Someone|Anyone|You|It|"
+                 r"This|That|Who|Whoever|Those|Everybody|Somebody|Each|Every|All|Any|What|Which|Many|Most|Some|Users|Athletes|"
+                 r"Pregnant|Elderly|Seniors|Teens")
+
+# First-person forms carry their subject ("Sono incinta", "Estoy embarazada").
+FIRST_PERSON_VERBS = ("am", "'m", "’m", "bin", "suis", "estoy", "estou", "sono", "ben")
+# "and" before a verb whose subject came with the finding before it: "heeft Parkinson en slikt levodopa"
+AND_THEN = re.compile(r"(?i)\b(?:and|en|und|et|y|e)\s*$")
+# French cues that hold their subject ("il a", "ma mère a", "j'ai"); "put her on" names its person
+_SUBJECT_IN_CUE = ("il ", "elle ", "on ", "mon ", "ma ", "ta ", "son ", "sa ", "j'ai")
+_PUT_ON = re.compile(r" (?:him|her|me|them|us) on$")
+WINDOW = 60
+# who: a person right before the verb, or (for "has" in a list: "..., hat") a comma or the start
+_SUBJECT = re.compile(rf"(?i)(?:{PERSON}|,|^)\s*{STILL}")
+_SUBJECT_PERSON = re.compile(rf"(?i)(?:{PERSON})\s*{STILL}")
+# or someone named: "Sarah takes", "Mr Okafor is on", "Larissa Quintela, está"
+# (not after "the": "the Government", "the Commissioners" are no one's names)
+_NAMED_SUBJECT = re.compile(rf"(?:^|[^\w'’])(?<![Tt]he )(?<![Oo]ur )(?<![Ii]ts )(?!(?:{NOT_A_SUBJECT})\b)"
+                            rf"[A-Z][a-zà-ÿ]+(?:'s|’s)?,?\s*{STILL}")
+# "How do I know if I have diabetes?", "Can I take ibuprofen 400 mg?": a supposition, not a record.
+_SUPPOSED = re.compile(r"(?i)\b(?:if|whether|(?:might|could|would|should|can|may)(?!n?['’]t)|when|how|what if|"
+                       r"suppose)\b[^.?!\n]*$")
+
+
+def supposed(text: str, at: int) -> bool:
+    """Whether the sentence up to `at` asks or supposes rather than tells ("if I have", "Can I take")."""
+    return _SUPPOSED.search(text, max(0, at - 80), at) is not None
+
+
+def has_subject(text: str, cue_start: int, cue_end: int, *, named: bool = False) -> bool:
+    """Whether a person is the subject of the verb at `cue_start` (the character before it, when not a
+    letter or an apostrophe, is the cue's boundary). The French cues hold their subject ("il a", "ma mère
+    a", "j'ai"), a first-person verb is its own ("bin", "sono"), "put her on" names its person; the others
+    need one right before the verb ("my dad has", "I have", "Sarah has", "..., hat"). `named`: a person,
+    not a comma or the text's start ("Take 400 mg" is advice)."""
+    verb = cue_start + (text[cue_start] not in "'’" and not text[cue_start].isalpha())
+    said = text[verb:cue_end].lower()
+    if said.startswith(_SUBJECT_IN_CUE) or said in FIRST_PERSON_VERBS and said != "am" or _PUT_ON.search(said):
+        return True
+    window = max(0, verb - WINDOW)
+    subject = _SUBJECT_PERSON if named else _SUBJECT
+    return bool(subject.search(text, window, verb) or _NAMED_SUBJECT.search(text, window, verb))
