@@ -28,6 +28,7 @@ from stdnum.us import ssn
 from router import BUILTIN_DETECTORS, DETECTORS, Finding, PolicyError, detect, parse_policy
 from router.detectors import detect_all
 from router.credentials import looks_random, shannon_entropy
+from router.normalize import text_view
 from tests.conftest import PROSE_FILES
 
 DATA = Path(__file__).parent / "router_data"
@@ -62,9 +63,9 @@ _LOOK_ALIKES = str.maketrans("АЕКМНОРСТХ", "AEKMHOPCTX")  # Cyrillic l
 
 
 def _ascii(value: str, drop: str) -> str:
-    """The value as its validator reads it: Unicode digits made ASCII, look-alike letters Latin,
-    invisible characters and separators dropped."""
-    value = value.translate(_LOOK_ALIKES)
+    """The value as its validator reads it: digits spelled as words read as digits, Unicode digits made
+    ASCII, look-alike letters Latin, invisible characters and separators dropped."""
+    value = text_view(value).text.translate(_LOOK_ALIKES)
     folded = "".join(str(unicodedata.decimal(c)) if unicodedata.decimal(c, None) is not None else c for c in value)
     folded = "".join(unicodedata.normalize("NFKC", c) for c in folded if unicodedata.category(c) != "Cf")
     return re.sub(drop, "", folded)
