@@ -22,6 +22,7 @@ from router.credentials import find_secrets
 from router.labelled import find_labelled
 from router.normalize import digit_view, text_view
 from router.names import find_names
+from router.employment import find_employment
 from router.health import find_health
 from router.special_categories import find_special_categories
 from router.national_ids import IdWords
@@ -45,6 +46,7 @@ DETECTORS: dict[str, Detector] = {
     "secret": find_secrets,
     "health": find_health,
     "special_category": find_special_categories,
+    "employment": find_employment,
 }
 # Government document numbers that only a label names (passport, driving licence) count as national IDs.
 _LABELLED_IDS = ("passport", "drivers_license")

@@ -46,6 +46,8 @@ BUILTIN_DETECTORS: dict[str, str] = {
     "special_category": "a person's sexual orientation or gender identity, religion, political opinion or trade-union "
     "membership, where the text ties it to them (my brother is gay, she is an Orthodox Jew, he voted for the Green "
     "Party, I'm in the union), not a question about one",
+    "employment": "employee numbers after a word naming them (employee ID, EID, Personalnummer, matricule) or in such a "
+    "column, and someone else's pay (her salary is ..., Karim earns ..., a salary column beside names)",
 }
 
 

@@ -30,7 +30,8 @@ def table_cells(text: str, columns: frozenset[str], accept: Callable[[str], bool
     keys: set[int] = set()
     sep, width, offset = "", 0, 0
     for line in text.split("\n"):
-        row_sep = next((s for s in _SEPARATORS if s in line), "")
+        # the header's separator first: "| Ana | $187,000 |" holds a comma too
+        row_sep = sep if sep and sep in line else next((s for s in _SEPARATORS if s in line), "")
         cells = line.split(row_sep) if row_sep else [line]
         heading = {i for i, cell in enumerate(cells) if _column(cell) in columns}
         if row_sep and heading and len(cells) >= 2:

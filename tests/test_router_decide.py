@@ -153,7 +153,7 @@ def test_the_default_policy_keeps_a_persons_condition_on_the_device_but_not_a_qu
     assert decide(question, token_count=20, policy=DEFAULT).egress == question
     default_text = (Path(__file__).resolve().parents[1] / "policies" / "default.yaml").read_text()
     redacting = parse_policy(default_text.replace("bank_account, health, special_category]", "bank_account, special_category]").replace(
-        "person_name]", "person_name, health]"))
+        "person_name, employment]", "person_name, employment, health]"))
     decision = decide(text, token_count=20, policy=redacting)
     assert decision.egress == "My son has been diagnosed with [HEALTH_CONDITION_1] - help me write to his school."
     assert "detector:health_condition->redact" in decision.codes and decision.redaction.restore(decision.egress) == text

@@ -261,11 +261,13 @@ def test_jwt_needs_a_header_with_alg():
     "my mum takes 20 mg of " * 1500, "she is she's " * 2500, "Meds: " * 5000,
     # special categories: a subject and a verb before every state; a party's words after every vote
     "my brother is gay and she is Muslim, " * 900, "I voted for the Green Party of " * 1000,
+    # pay: a possessive and a pay word before every amount; an amount after every label
+    "her salary is $1,000 and " * 1300, "Salary: " * 4000,
 ], ids=["digit-list", "phone-shaped", "digit-run", "cards", "keywords", "pem", "at-signs", "colons", "emails",
         "relations", "salutations", "streets-postcodes", "streets", "login-pairs", "templates", "cjk-addresses",
         "caseless-cues", "sql-rows", "sql-unclosed", "hindi-cues", "seed-cues",
         "seed-words", "health-verbs", "health-fields", "medicine-verbs", "states", "medicine-fields",
-        "orientation-religion", "votes"])
+        "orientation-religion", "votes", "pay", "pay-labels"])
 def test_adversarial_32kb_inputs_take_well_under_a_second(text):
     # CPU time of this thread: on a machine shared with other jobs, wall-clock time is mostly theirs.
     start = time.thread_time()
