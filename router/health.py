@@ -22,7 +22,9 @@ are. So a condition or a medicine counts only where the words around it tie it t
   warfarin should ...";
 - a record's field or a table's column: "Diagnosis:", "Dx:", "Hx:", "PMH:", "Allergies:",
   "Medications:", "Rx:", "Tratamiento:", a "| Diagnosis |" column; not "none", "n/a", "NKDA";
-- a patient's record number ("medical_record_number"): "MRN 00734192", "patient no. KNH-0048271".
+- a patient's record number ("medical_record_number"): "MRN 00734192", "patient no. KNH-0048271";
+- a test's value ("lab_result") in a text about someone's results: "my dad's results: HbA1c 8.4%, LDL
+  172 mg/dL", "your CD4 count is 612" to a patient; not "Is an HbA1c of 6.5% high?".
 
 The span is the condition with the words that qualify it ("poorly controlled type 1 diabetes").
 Runs on the text view (router.normalize): RE2 finds the cues, each followed up from there with
@@ -66,6 +68,13 @@ _FIELD_CUE = compile_linear(rf"(?i)(?:^|[^\pL])(?:{w.FIELDS})[ \t]*[:=]")
 _MEDICINE_FIELD_CUE = compile_linear(rf"(?i)(?:^|[^\pL])(?:{w.MEDICINE_FIELDS})[ \t]*[:=]")
 _RECORD_NUMBER = compile_linear(rf"(?i)(?:^|[^\pL])(?:{w.RECORD_NUMBER_LABELS})[ \t]*[:#.=-]?[ \t]*"
                                 r"([A-Z0-9](?:[A-Z0-9/-]{2,18}[A-Z0-9])?)(?:[^\pL\pN]|$)")
+_LAB_VALUE = (rf"[0-9]+(?:[.,][0-9]+)?(?:/[0-9]+)?(?:[ \t]?(?:{w.LAB_UNITS}))?")
+_LAB = compile_linear(rf"(?i)(?:^|[^\pL])((?:{w.LAB_TESTS})(?:[ \t]*[:=]?[ \t]*(?:(?:is|was|of|at|von|de|di|van)[ \t]+)?|"
+                      rf"[\"'][ \t]*,[ \t]*[\"']value[\"'][ \t]*:[ \t]*[\"'])({_LAB_VALUE}))(?:[^\pL\pN]|$)")
+_OWNED_LAB = compile_linear(rf"(?i)(?:\b(?:my|his|her|their|your)|\p{{Lu}}\pL+['’]s|(?:dad|mum|mom|wife|husband)['’]s)"
+                            rf"[ \t]+(?:\pL+[ \t]+)?(?:{w.LAB_TESTS})\b")
+_RESULTS = compile_linear(rf"(?i)\b(?:{w.RESULTS_WORDS})\b")
+_PERSON_MENTION = compile_linear(rf"(?i){w.PERSON_MENTION}")
 _COLUMN_HINT = compile_linear(r"(?i)diagnos|dx|pmh|allerg|alergia|comorbid|medic|meds|rx|prescri|drug|farmac|medikam")
 
 _AFTER_DIAGNOSED = re.compile(rf"(?i)[ \t:]+(?:{_ARTICLE})?(?:[^\W\d_]+[ \t]+){{0,2}}?({_CONDITION}){_NOT_AFTER}")
@@ -89,8 +98,8 @@ _CONDITION_MATCH = re.compile(rf"(?i){_CONDITION}")
 
 
 def find_health(text: str) -> Iterator[Span]:
-    """Each condition, state, medicine or record number the text ties to a person, as
-    ("health_condition", "medication" or "medical_record_number", start, end)."""
+    """Each condition, state, medicine, lab result or record number the text ties to a person, as
+    ("health_condition", "medication", "lab_result" or "medical_record_number", start, end)."""
     found: dict[tuple[int, int], str] = {}
     for cue, after, subject in ((_DIAGNOSED_CUE, _AFTER_DIAGNOSED, None), (_HAS_CUE, _AFTER_HAS, "any"),
                                 (_POSSESSIVE_CUE, _AFTER_POSSESSIVE, None), (_IS_CUE, _AFTER_IS, "person"),
@@ -122,11 +131,25 @@ def find_health(text: str) -> Iterator[Span]:
     for ((start, end),) in group_spans(_RECORD_NUMBER, text, (1,)):
         if sum(c.isdigit() for c in text[start:end]) >= 4:
             found.setdefault((start, end), "medical_record_number")
+    for span in _lab_results(text):
+        found.setdefault(span, "lab_result")
     for columns, kind in ((w.CONDITION_COLUMNS, _CONDITION_KIND), (w.MEDICINE_COLUMNS, _MEDICINE_KIND)):
         for span in table_cells(text, columns, _is_value) if found_in(_COLUMN_HINT, text) else ():
             found.setdefault(span, kind)
     for (start, end), kind in sorted(found.items()):
         yield kind, start, end
+
+
+def _lab_results(text: str) -> Iterator[tuple[int, int]]:
+    """A test's value ("HbA1c 8.4%", "LDL 172 mg/dL", "CD4 count is 612") in a text about someone's results
+    (a person and a word for results, or the test owned: "my HbA1c is 8.4%"); not "Is an HbA1c of 6.5% high?"."""
+    labs = group_spans(_LAB, text, (1,))
+    if not labs:
+        return
+    about_someone = found_in(_OWNED_LAB, text) or (found_in(_RESULTS, text) and found_in(_PERSON_MENTION, text))
+    for ((start, end),) in labs if about_someone else ():
+        if any(c.isdigit() for c in text[start:end]) and not supposed(text, start):
+            yield start, end
 
 
 def _is_medicine(value: str) -> bool:

@@ -134,3 +134,20 @@ RECORD_NUMBER_LABELS = (r"mrn|medical record (?:number|no\.?|#)|patient (?:id|no
                         r"chart (?:number|no\.?|#)|case (?:number|no\.?) at|fallnummer|patientennummer|patienten-id|"
                         r"n° de dossier|numéro de dossier|número de historia(?: clínica)?|nhc|numero di cartella|"
                         r"número do prontuário|prontuário|patiëntnummer")
+# Laboratory tests and vital signs whose value is someone's result ("HbA1c 8.4%", "LDL 172 mg/dL")
+LAB_TESTS = (r"hba1c|a1c|(?:cholesterol |colesterolo |cholestérol )?(?:ldl|hdl)|(?:total )?cholesterol|colesterol(?:o)?|"
+             r"cholest[ée]rol|triglycerides?|(?:fasting )?(?:blood )?glucose|blood sugar|glukose|glukoza(?: na czczo)?|"
+             r"glucosa|glicemia|glyc[ée]mie|glucemia|psa|tsh|ft4|ft3|creatinine|kreatinin|créatinine|creatinina|egfr|"
+             r"alt|ast|ggt|h[ae]moglobin|hämoglobin|h[ée]moglobine|hemoglobina|emoglobina|wbc|white (?:blood )?cell count|"
+             r"platelets?|crp|esr|inr|vitamin d|ferritin[ae]?|ferritine|cd4(?: count)?|viral load|hiv-1 rna|"
+             r"oxygen saturation|spo2|blood pressure|bp|heart rate|bmi|serum (?:potassium|sodium|iron)|b12|troponin")
+LAB_UNITS = (r"%|mg/dl|mmol/l|mmol/mol|ng/ml|ng/dl|pg/ml|µ?g/l|g/dl|g/l|m?u[il]?/l|µ?iu/ml|m?ui/l|mui/ml|copies/ml|"
+             r"cells/mm3|/mm3|/µl|/ul|x ?10\^?9/l|bpm|mmhg|kg/m2|u/l|µmol/l|umol/l|ml/min(?:/1\.73 ?m2)?|iu/l")
+# A text about someone's results: "results", "bloodwork", "esami del sangue", "wyniki", "Ergebnisse"
+RESULTS_WORDS = (r"results?|bloodwork|blood ?tests?|blood ?work|labs?|lab (?:report|values)|panel|report|esami|"
+                 r"analisi|ergebnisse|blutwerte|laborwerte|r[ée]sultats|bilan sanguin|resultados|an[áa]lisis|wyniki|"
+                 r"uitslagen|bloedwaarden|exames")
+# ... and about a person: a relation, a possessive, a patient, an honorific
+PERSON_MENTION = (r"\b(?:my|his|her|their|mein(?:e[smnr]?)?|sein(?:e[smnr]?)?|ihr(?:e[smnr]?)?|mon|ma|mes|son|sa|ses|mi|mis|su|sus|mio|mia|"
+                  r"meu|minha|mijn|zijn|haar)\s+\pL+|\bpatient|\bpaciente|\bpaziente|\bpatiënt|\bclient|"
+                  r"\b(?:mr|mrs|ms|dr|herr|frau|mme|sr|sra|sig)\.?\s+\p{Lu}|\btaty\b|\bmamy\b|\b(?:dad|mum|mom)['’]s\b")
