@@ -54,7 +54,7 @@ _CARD_LABELS = {
                  rf"(?:code|value))?|c[óo]digo{_S}de{_S}seguridad|code{_S}de{_S}s[ée]curit[ée]|cryptogramme(?:{_S}visuel)?|"
                  rf"kartenpr[üu]fnummer|pr[üu]fnummer|codice{_S}di{_S}sicurezza|c[óo]digo{_S}de{_S}seguran[çc]a|"
                  rf"beveiligingscode)"),
-    "card_expiry": (rf"(?:exp(?:iry|iration|ires)?(?:{_S}date)?|valid{_S}(?:thru|through|until|till)|good{_S}thru|"
+    "card_expiry": (rf"(?:\bexp(?:iry|iration|ires)?\b(?:{_S}date)?|valid{_S}(?:thru|through|until|till)|good{_S}thru|"
                     rf"g[üu]ltig{_S}bis|ablaufdatum|date{_S}d'expiration|expire{_S}(?:le|fin)|fecha{_S}de{_S}"
                     rf"(?:vencimiento|caducidad)|vencimiento|caducidad|scadenza|validade|vervaldatum|geldig{_S}tot)"),
 }
@@ -62,6 +62,8 @@ _CARD_VALUES = {"card_cvv": r"[0-9]{3,4}", "card_expiry": r"(?:0[1-9]|1[0-2]) ?[
 _CARD_COLUMNS = {"card_cvv": frozenset("cvv cvv2 cvc cvc2 csc securitycode".split()),
                  "card_expiry": frozenset("exp expiry expiration expirydate expirationdate expdate validthru".split())}
 _CARD_CELL = {kind: re.compile(value) for kind, value in _CARD_VALUES.items()}
+_CVV_HINT = compile_linear(r"(?i)cvv|cvc|cvn|csc|security|verification|seguridad|s[ée]curit[ée]|cryptogramme|pr[üu]fnummer|"
+                           r"sicurezza|seguran[çc]a|beveiligingscode")
 _CARD_COLUMN_HINT = compile_linear(r"(?i)cvv|cvc|csc|security|exp|valid")
 # an expiry counts in a text about a card: "exp 02/27" beside "card", a card number or a CVV
 _CARD_CONTEXT = compile_linear(r"(?i)card|carte|tarjeta|karte|cart[ãa]o|carta|kaart|visa|mastercard|amex|"
@@ -112,6 +114,8 @@ def find_labelled(text: str, kinds: tuple[str, ...]) -> Iterator[Span]:
     """Each value of one of `kinds` (keys of _LABELS) right after a word naming it, in `text`."""
     if "card_expiry" in kinds and not found_in(_CARD_CONTEXT, text):
         kinds = tuple(kind for kind in kinds if kind != "card_expiry")
+    if "card_cvv" in kinds and not found_in(_CVV_HINT, text):
+        kinds = tuple(kind for kind in kinds if kind != "card_cvv")
     found = [(kind, spans) for kind in kinds for regex in _FINDERS[kind] for spans in group_spans(regex, text, (1, 2))]
     if "birth_date" in kinds:
         found += [("birth_date", (label, value)) for value, label in group_spans(_DATE_THEN_LABEL, text, (1, 2))]

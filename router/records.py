@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
+from functools import lru_cache
 
 from router.name_words import THING_NAMES
 
@@ -22,10 +23,22 @@ def _column(heading: str) -> str:
     return "".join(c for c in heading.casefold() if c.isalpha())
 
 
+@lru_cache(maxsize=4)
+def _headings(text: str) -> frozenset[str]:
+    """Every cell of every delimited line, as a column name: what a header could name. Computed once a
+    text for the detectors that each read tables (names, dates of birth, health, pay, cards)."""
+    found: set[str] = set()
+    for line in text.split("\n"):
+        for sep in _SEPARATORS:
+            if sep in line:
+                found.update(_column(cell) for cell in line.split(sep))
+    return frozenset(found)
+
+
 def table_cells(text: str, columns: frozenset[str], accept: Callable[[str], bool]) -> Iterator[Span]:
     """Cells of delimited rows under a header naming one of `columns` (letters only, lower case), in
     such a column, that `accept` takes."""
-    if "\n" not in text:
+    if "\n" not in text or columns.isdisjoint(_headings(text)):
         return
     keys: set[int] = set()
     sep, width, offset = "", 0, 0
