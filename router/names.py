@@ -37,7 +37,7 @@ import re2
 from router.addresses import find_addresses
 from router.linear_regex import char_offsets, compile_linear, group_spans
 from router.name_words import CASELESS_AFTER_NAME, FOLLOWS_A_NAME, NOT_LOWER_NAMES, NOT_NAMES, PERSON_COLUMNS, \
-    THING_NAMES
+    RELATION, THING_NAMES
 from router.records import sql_values, table_cells
 from router.scan import continues_word
 
@@ -78,44 +78,6 @@ _INTRODUCED = (
 # ("I'm American", "soy Médico")
 _I_AM = (r"I'm|I’m|I am|(?i:ich bin|je suis|soy|sono|ik ben|eu sou|sou a|sou o|le escribe|les escribe|aquí|ben|"
          r"saya|em là|tôi là|anh là|chị là|jestem|это|sunt|olen|mimi ni)")
-_RELATION = (
-    r"(?:(?:my|his|her|our|their|your)(?: [a-z0-9-]+)?(?: [a-z-]+(?:'s|’s))? "
-    r"(?:son|daughter|kid|child|baby|wife|husband|partner|spouse|boyfriend|girlfriend|bf|gf|fianc[ée]e?|brother|"
-    r"sister|sibling|mother|father|mom|mum|dad|mama|papa|"
-    r"grandma|grandpa|grandmother|grandfather|granny|nana|grandson|granddaughter|aunt|uncle|cousin|niece|nephew|"
-    r"friend|buddy|colleague|coworker|co-worker|boss|manager|supervisor|intern|employee|assistant|teacher|tutor|"
-    r"student|doctor|dentist|therapist|nurse|neighbou?r|landlord|landlady|tenant|roommate|flatmate|housemate|ex|"
-    r"client|patient|lawyer|attorney|accountant|coach|mentor|classmate|teammate|co-?founder|caregiver|babysitter|"
-    r"nanny|stepson|stepdaughter|stepmother|stepfather|[a-z]+-in-law|ex-wife|ex-husband|ex-boyfriend|"
-    r"ex-girlfriend|stepbrother|stepsister|half-brother|half-sister|godmother|godfather|godson|goddaughter|"
-    r"electrician|plumber|builder|mechanic|cleaner|trainer|physio|psychiatrist|psychologist|counsell?or|"
-    r"pharmacist|surgeon|solicitor|realtor|carer|pen ?pal)|"
-    r"(?:mi|mis|tu|su) (?:hija|hijo|esposa|esposo|marido|mujer|madre|padre|mamá|papá|hermana|hermano|abuela|abuelo|"
-    r"amiga|amigo|jefe|jefa|novia|novio|tía|tío|prima|primo|compañera|compañero|vecina|vecino|suegr[oa]|"
-    r"cuñad[oa]|sobrin[oa]|niet[oa]|pareja|caser[oa]|médic[oa]|doctora|profesora?)|"
-    r"(?:mein|meine|meinem|meiner|meinen|sein|seine|ihr|ihre) (?:sohn|tochter|frau|mann|mutter|vater|bruder|"
-    r"schwester|oma|opa|freund|freundin|kollege|kollegin|chef|chefin|nachbar|nachbarin|tante|onkel|enkel|enkelin|"
-    r"partner|partnerin|mitbewohner|mitbewohnerin|cousin|cousine|schwager|schwägerin|schwiegervater|"
-    r"schwiegermutter|neffe|nichte|vermieter|vermieterin|mieter|mieterin|arzt|ärztin|lehrer|lehrerin)|"
-    r"(?:mon|ma|son|sa) (?:fils|fille|femme|mari|mère|père|frère|sœur|soeur|ami|amie|collègue|patron|patronne|"
-    r"voisin|voisine|copain|copine|grand-mère|grand-père|tante|oncle|cousin|cousine|beau-père|belle-mère|"
-    r"beau-frère|belle-sœur|colocataire|coloc|propriétaire|locataire|médecin|neveu|nièce)|"
-    r"(?:mijn|zijn|haar) (?:zoon|dochter|vrouw|man|moeder|vader|broer|zus|zuster|vriend|vriendin|collega|baas|"
-    r"buurman|buurvrouw|oma|opa|tante|oom|schoonvader|schoonmoeder|schoonzus|zwager|neef|nicht|huisgenoot|"
-    r"huisbaas|huisarts|leraar|lerares)|"
-    r"(?:il mio|la mia|mio|mia) (?:figlio|figlia|moglie|marito|madre|padre|fratello|sorella|amico|amica|collega|"
-    r"capo|nonna|nonno|zia|zio|vicino|vicina|cugino|cugina|suocero|suocera|cognato|cognata|nipote|"
-    r"coinquilino|coinquilina|fidanzato|fidanzata|medico)|"
-    r"(?:o meu|a minha|meu|minha) (?:filho|filha|esposa|marido|mulher|mãe|pai|irmão|irmã|amigo|amiga|colega|chefe|"
-    r"avó|avô|tia|tio|vizinho|vizinha|sogro|sogra|cunhado|cunhada|sobrinho|sobrinha|primo|prima|namorado|"
-    r"namorada|esposo|neto|neta|senhorio)|"
-    r"(?:mój|moja|mojego|mojej|mojemu) (?:brat|siostra|mąż|żona|syn|córka|tata|ojciec|mama|matka|przyjaciel|"
-    r"przyjaciółka|kolega|koleżanka|szef|szefowa|sąsiad|sąsiadka|chłopak|dziewczyna|dziadek|babcia|wujek|ciocia|"
-    r"kuzyn|kuzynka)|"
-    r"(?:mera|meri|mere) (?:dost|bhai|behen|behan|maa|papa|pitaji|patni|pati|beta|beti|saathi|dada|dadi|nana|nani|"
-    r"chacha|chachi|mama|mami|boss)|"
-    r"annem|babam|eşim|kocam|karım|kardeşim|ablam|abim|oğlum|kızım|arkadaşım|"
-    r"(?:mama|baba|mke|mume|kaka|dada|mtoto|rafiki) (?:yangu|wangu))")
 _ROLE = (r"patient|client|customer|tenant|employee|applicant|defendant|plaintiff|claimant|witness|student|"
          r"contractor|borrower|guarantor|user|member|driver|passenger|resident|subscriber|candidate|pt|new hire|"
          r"new starter|titulaire|titular|titolare|beneficiary|payee|addressee|account holder|card ?holder")
@@ -164,9 +126,9 @@ _CASED = (
      r"cliente|klant|kunde|kundin|deceased|defendant|plaintiff|applicant|tenant|employee|victim|suspect|minor))",
      rf",? ({_NAME})"),
     # "my son David", and "my wife, Sarah," with the name set off by commas ("his wife, Behold now" is no name)
-    (rf"(?i:{_RELATION})", rf" ({_NAME})"),
-    (rf"(?i:{_RELATION})", rf", ({_NAME})(?:[,.;:!?)\n]| \(|$)"),
-    (rf"(?i:{_RELATION})", rf" \(({_NAME})\)"),  # "Wife (Keiko)"
+    (rf"(?i:{RELATION})", rf" ({_NAME})"),
+    (rf"(?i:{RELATION})", rf", ({_NAME})(?:[,.;:!?)\n]| \(|$)"),
+    (rf"(?i:{RELATION})", rf" \(({_NAME})\)"),  # "Wife (Keiko)"
     # a field's label and its value, as a form, a record or JSON writes it: `Name: `, `"assignee": "`
     (rf"(?i:{_FIELD})", rf"(?:\(s\))?[\"']?[ \t]*[:=][ \t]*[\"']?({_NAME})"),
     (rf"(?i:{_LIST_FIELD})", rf"[ \t]*:[ \t]*({_NAMES})"),
@@ -197,7 +159,7 @@ _CASED_BEFORE = (
     (r"(?i:, (?:born|geboren|née?|nat[oa]|nacid[oa]|nascid[oa]|urodzon[ya]|f[öø]dd?|dob|geb\.|d\.o\.b\.))"
      r"(?:[^\p{L}\p{N}]|$)", _FULL_NAME),
     # "Seo-yeon Park, my wife" ("Sorry, my son": none; the relation a whole word: "your points ex|pire" is none)
-    (rf"(?i:, {_RELATION})(?:[^\p{{L}}\p{{N}}]|$)", _FULL_NAME),
+    (rf"(?i:, {RELATION})(?:[^\p{{L}}\p{{N}}]|$)", _FULL_NAME),
     (r"-(?i:san|sama|kun|chan|sensei)\b", _WORD),  # "Suzuki-san"
 )
 # Scripts without letter case (Chinese, Japanese, Korean, Arabic, Devanagari): no capital marks a
@@ -229,7 +191,7 @@ _SIGNATURE = compile_linear(rf"(?:[.!?)]|(?i:thx|thanks|ty|cheers))[ \t\n]*[-–
 # (cue, what follows) whose value may be in any case: one or two words after a strong cue
 _ANY_CASE = (
     (rf"(?i:{_INTRODUCED})", rf"[ :,]{{1,3}}({_ANY_NAME})"),
-    (rf"(?i:{_RELATION})", rf", ({_ANY_NAME})[,.;:!?)\n]"),
+    (rf"(?i:{RELATION})", rf", ({_ANY_NAME})[,.;:!?)\n]"),
     (r"(?i:(?:mr|mrs|ms|mx|dr|prof)\.)", rf" ?({_ANY_WORD})"),
     (r"(?i:hi|hello|hey|dear|hola|salut|ciao|hallo)", rf" ({_ANY_WORD}),"),
     # a chat's speaker in lower case ("[21:05] jolene: sent"); a capitalised word is as often a topic ("[09:05] Budget:")
@@ -237,7 +199,7 @@ _ANY_CASE = (
 )
 # In lower case a name after a relation counts when a word that often follows one comes next:
 # "my bf ryan keeps", "my sister tanvi just got" (not "my mom always says": NOT_NAMES, NOT_LOWER_NAMES).
-_RELATION_NEXT = (rf"(?i:{_RELATION})", rf" ({_ANY_WORD}) ({_ANY_WORD})")
+_RELATION_NEXT = (rf"(?i:{RELATION})", rf" ({_ANY_WORD}) ({_ANY_WORD})")
 _CELL_NAME = compile_linear(rf"{_NAME}")
 
 

@@ -1,11 +1,9 @@
-"""National identifiers of 32 countries, validated by python-stdnum where it has a
+"""National identifiers of 33 countries, validated by python-stdnum where it has a
 validator (check digits, embedded dates) and by format rules where it has none
 (the UK National Insurance number, India's PAN).
 
-Runs on the digit view (router.normalize): upper case, separators unified to
-spaces or dashes. A candidate is a run of digit groups (optionally with the
-letters some IDs carry); every stretch of its groups that has an ID's length
-is tried against the IDs of that length.
+Runs on the digit view (router.normalize). A candidate is a run of digit groups (with the letters
+some IDs carry); every stretch of its groups that has an ID's length is tried against those IDs.
 
 How much evidence an ID needs depends on how rare its shape is:
 
@@ -50,11 +48,11 @@ from stdnum.il import idnr as il_idnr
 from stdnum.jp import in_ as jp_in
 from stdnum.kr import rrn
 from stdnum.mx import curp
+from stdnum.my import nric as my_nric
 from stdnum.nl import bsn
 from stdnum.no import fodselsnummer
 from stdnum.pl import pesel
 from stdnum.pt import nif
-from stdnum.my import nric as my_nric
 from stdnum.ro import cnp
 from stdnum.se import personnummer
 from stdnum.tr import tckimlik
