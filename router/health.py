@@ -34,14 +34,26 @@ Python's re, anchored. (One RE2 pattern of cue and condition together outgrew RE
 from __future__ import annotations
 
 import re
+from bisect import bisect_left
 from collections.abc import Iterator
 
 from router import health_words as w
 from router.linear_regex import compile_linear, found_in, group_spans, match_spans
+from router.normalize import without_accents
 from router.records import table_cells
 from router.subjects import AND_THEN, WINDOW, has_subject, supposed
 
 Span = tuple[str, int, int]
+
+
+def _linear(pattern: str, **options):
+    """A pattern of this module for RE2, its words without accents as the text it reads (`without_accents`)."""
+    return compile_linear(without_accents(pattern), **options)
+
+
+def _regex(pattern: str) -> re.Pattern[str]:
+    return re.compile(without_accents(pattern))
+
 
 _CONDITION = rf"{w.QUALIFIER}(?:{w.CONDITIONS}){w.AFTER_CONDITION}"
 _ARTICLE = r"(?:a|an|the|une?|de|el|la|il|lo|o|uma?|een|der|die|das|eine?r?)[ \t]+"
@@ -57,71 +69,85 @@ _BEFORE_STATE = (r"(?:(?:now|currently|also|still|already|jetzt|actuellement|aho
                  r"(?:(?:\d+|a few|two|three|four|five|six|seven|eight|nine)[ \t]+(?:weeks?|months?)[ \t]+)?")
 _DETERMINER = r"(?:a|an|the|some|daily|his|her|their|my|low[- ]dose|high[- ]dose)"
 _CONDITION_RE2, _MEDICINE_RE2 = (p.replace(r"[^\W\d_]", r"\pL") for p in (_CONDITION, _MEDICINE))  # RE2 spells it so
-_DIAGNOSED_CUE = compile_linear(rf"(?i)((?:^|[^\pL])(?:{w.DIAGNOSED}))")
-_HAS_CUE = compile_linear(rf"(?i)((?:^|[^a-z'])(?:{w.HAS}))[ \t]+(?:{_ARTICLE})?(?:{_CONDITION_RE2})")
-_POSSESSIVE_CUE = compile_linear(rf"(?i)((?:^|[^\pL'’])(?:{w.POSSESSIVE}))[ \t]+(?:{_CONDITION_RE2}|{_MEDICINE_RE2})")
-_IS_CUE = compile_linear(rf"(?i)((?:^|[^\pL'’])(?:{w.IS})|['’](?:s|m|re))[ \t]+{_BEFORE_STATE}(?:{w.STATES})")
-_TAKES_CUE = compile_linear(rf"(?i)((?:^|[^\pL'’])(?:{w.TAKES}|{w.ON})|['’](?:{w.ON_AFTER_APOSTROPHE}))"
+_DIAGNOSED_CUE = _linear(rf"(?i)((?:^|[^\pL])(?:{w.DIAGNOSED}))")
+_HAS_CUE = _linear(rf"(?i)((?:^|[^a-z'])(?:{w.HAS}))[ \t]+(?:{_ARTICLE})?(?:{_CONDITION_RE2})")
+_POSSESSIVE_CUE = _linear(rf"(?i)((?:^|[^\pL'’])(?:{w.POSSESSIVE}))[ \t]+(?:{_CONDITION_RE2}|{_MEDICINE_RE2})")
+_IS_CUE = _linear(rf"(?i)((?:^|[^\pL'’])(?:{w.IS})|['’](?:s|m|re))[ \t]+{_BEFORE_STATE}(?:{w.STATES})")
+_TAKES_CUE = _linear(rf"(?i)((?:^|[^\pL'’])(?:{w.TAKES}|{w.ON})|['’](?:{w.ON_AFTER_APOSTROPHE}))"
                             rf"[ \t]+(?:{_DETERMINER}[ \t]+)?(?:{_MEDICINE_RE2})")
-_VERB_LAST_CUE = compile_linear(rf"(?i)(?:^|[^\pL])(?:{w.STATES})[ \t]+(?:{w.VERB_LAST})(?:[^\pL]|$)")
-_FIELD_CUE = compile_linear(rf"(?i)(?:^|[^\pL])(?:{w.FIELDS})[ \t]*[:=]")
-_MEDICINE_FIELD_CUE = compile_linear(rf"(?i)(?:^|[^\pL])(?:{w.MEDICINE_FIELDS})[ \t]*[:=]")
-_RECORD_NUMBER = compile_linear(rf"(?i)(?:^|[^\pL])(?:{w.RECORD_NUMBER_LABELS})[ \t]*[:#.=-]?[ \t]*"
+_VERB_LAST_CUE = _linear(rf"(?i)(?:^|[^\pL])(?:{w.STATES})[ \t]+(?:{w.VERB_LAST})(?:[^\pL]|$)")
+_FIELD_CUE = _linear(rf"(?i)(?:^|[^\pL])(?:{w.FIELDS})[ \t]*[:=]")
+_MEDICINE_FIELD_CUE = _linear(rf"(?i)(?:^|[^\pL])(?:{w.MEDICINE_FIELDS})[ \t]*[:=]")
+_RECORD_NUMBER = _linear(rf"(?i)(?:^|[^\pL])(?:{w.RECORD_NUMBER_LABELS})[ \t]*[:#.=-]?[ \t]*"
                                 r"([A-Z0-9](?:[A-Z0-9/-]{2,18}[A-Z0-9])?)(?:[^\pL\pN]|$)")
 _LAB_VALUE = (rf"[0-9]+(?:[.,][0-9]+)?(?:/[0-9]+)?(?:[ \t]?(?:{w.LAB_UNITS}))?")
-_LAB = compile_linear(rf"(?i)(?:^|[^\pL])((?:{w.LAB_TESTS})(?:[ \t]*[:=]?[ \t]*(?:(?:is|was|of|at|von|de|di|van)[ \t]+)?|"
+_LAB = _linear(rf"(?i)(?:^|[^\pL])((?:{w.LAB_TESTS})(?:[ \t]*[:=]?[ \t]*(?:(?:is|was|of|at|von|de|di|van|a)[ \t]+)?|"
                       rf"[\"'][ \t]*,[ \t]*[\"']value[\"'][ \t]*:[ \t]*[\"'])({_LAB_VALUE}))(?:[^\pL\pN]|$)")
-_OWNED_LAB = compile_linear(rf"(?i)(?:\b(?:my|his|her|their|your)|\p{{Lu}}\pL+['’]s|(?:dad|mum|mom|wife|husband)['’]s)"
+_OWNED_LAB = _linear(rf"(?i)(?:\b(?:my|his|her|their|your)|\p{{Lu}}\pL+['’]s|(?:dad|mum|mom|wife|husband)['’]s)"
                             rf"[ \t]+(?:\pL+[ \t]+)?(?:{w.LAB_TESTS})\b")
-_RESULTS = compile_linear(rf"(?i)\b(?:{w.RESULTS_WORDS})\b")
-_PERSON_MENTION = compile_linear(rf"(?i){w.PERSON_MENTION}")
-_COLUMN_HINT = compile_linear(r"(?i)diagnos|dx|pmh|allerg|alergia|comorbid|medic|meds|rx|prescri|drug|farmac|medikam")
+_RESULTS = _linear(rf"(?i)\b(?:{w.RESULTS_WORDS})\b")
+_PERSON_MENTION = _linear(rf"(?i){w.PERSON_MENTION}")
+_RECORD = _linear(rf"(?i)(?:^|[^\pL])(?:{w.RECORD_WORDS})(?:[^\pL]|$)")
+_BARE_CONDITION = _linear(rf"(?i)(?:^|[^\pL])({_CONDITION_RE2})(?:[^\pL]|$)")
+_BARE_MEDICINE = _linear(rf"(?i)(?:^|[^\pL])((?:{w.DRUG_NAMES})(?:/(?:{w.DRUG_NAMES}))?[ \t]+{w.DOSE}|"
+                                rf"{w.DOSE}[ \t]+(?:(?:{w.OF})[ \t]+)?(?:{w.DRUG_NAMES}))")
+# words with other senses, found alone in a record only with a qualifier ("aids to navigation", "an anxiety")
+_AMBIGUOUS = _regex(rf"(?i)(?:{w.OWNED_ONLY_QUALIFIED}|miscarriage|tumou?r)\b|(?-i:aids)\b")
+_LABEL_AFTER = _regex(r"[ \t]*[:|=]")
+_NEAR = 240  # characters around a record's marker or a condition tied to someone within which others count
+_FOR_CONDITION = _regex(rf"(?i)[ \t]+(?:for|against|für|gegen|pour|contre|para|contra|per|voor|tegen)[ \t]+"
+                            rf"(?:{_ARTICLE})?({_CONDITION}){_NOT_AFTER}")
+_COLUMN_HINT = _linear(r"(?i)diagnos|dx|pmh|allerg|alergia|comorbid|medic|meds|rx|prescri|drug|farmac|medikam")
 
-_AFTER_DIAGNOSED = re.compile(rf"(?i)[ \t:]+(?:{_ARTICLE})?(?:[^\W\d_]+[ \t]+){{0,2}}?({_CONDITION}){_NOT_AFTER}")
-_AFTER_HAS = re.compile(rf"(?i)[ \t]+(?:{_ARTICLE})?({_CONDITION}){_NOT_AFTER}")
-_AFTER_POSSESSIVE = re.compile(rf"(?i)[ \t]+(?!(?:{w.OWNED_ONLY_QUALIFIED})\b(?! (?:disorder|attacks?)))"
+_AFTER_DIAGNOSED = _regex(rf"(?i)[ \t:]+(?:{_ARTICLE})?(?:[^\W\d_]+[ \t]+){{0,2}}?({_CONDITION}){_NOT_AFTER}")
+_AFTER_HAS = _regex(rf"(?i)[ \t]+(?:{_ARTICLE})?({_CONDITION}){_NOT_AFTER}")
+_AFTER_POSSESSIVE = _regex(rf"(?i)[ \t]+(?!(?:{w.OWNED_ONLY_QUALIFIED})\b(?! (?:disorder|attacks?)))"
                                rf"({_CONDITION}|{_MEDICINE}){_NOT_AFTER}")
-_AFTER_IS = re.compile(rf"(?i)[ \t]+{_BEFORE_STATE}({w.STATES})(?![^\W\d_])")
-_AFTER_TAKES = re.compile(rf"(?i)[ \t]+(?:{_DETERMINER}[ \t]+)?({_MEDICINE})(?![^\W\d_])")
-_NEXT_MEDICINE = re.compile(rf"(?i){w.AND}({_MEDICINE})(?![^\W\d_])")
-_STATE_BEFORE = re.compile(rf"(?i)({w.STATES})")
-_FIELD_AFTER = re.compile(r"[ \t]*([^\n|;.]{2,80})")
-_NOTHING = re.compile(rf"(?i){w.NOTHING}[ \t]*$")
-_NO_LETTER = re.compile(r"[\W\d_]*")
+_AFTER_IS = _regex(rf"(?i)[ \t]+{_BEFORE_STATE}({w.STATES})(?![^\W\d_])")
+_AFTER_TAKES = _regex(rf"(?i)[ \t]+(?:{_DETERMINER}[ \t]+)?({_MEDICINE})(?![^\W\d_])")
+_NEXT_MEDICINE = _regex(rf"(?i){w.AND}({_MEDICINE})(?![^\W\d_])")
+_STATE_BEFORE = _regex(rf"(?i)({w.STATES})")
+_FIELD_AFTER = _regex(r"[ \t]*([^\n|;.]{2,80})")
+_NOTHING = _regex(rf"(?i){w.NOTHING}[ \t]*$")
+_NO_LETTER = _regex(r"[\W\d_]*")
 
 # a word for an economy's slump too: a person's only right after the cue ("suffers from depression")
-_ECONOMIC = re.compile(r"(?i)d[eé]pres(?:sion|ión|sione|são|sie)\b")
+_ECONOMIC = _regex(r"(?i)d[eé]pres(?:sion|ión|sione|são|sie)\b")
 
 _CONDITION_KIND, _MEDICINE_KIND = "health_condition", "medication"
-_DRUG = re.compile(rf"(?i)(?:{w.DRUG_NAMES})\b|{w.DOSE}")
-_CONDITION_MATCH = re.compile(rf"(?i){_CONDITION}")
+_DRUG = _regex(rf"(?i)(?:{w.DRUG_NAMES})\b|{w.DOSE}")
+_CONDITION_MATCH = _regex(rf"(?i){_CONDITION}")
 
 
 def find_health(text: str) -> Iterator[Span]:
     """Each condition, state, medicine, lab result or record number the text ties to a person, as
     ("health_condition", "medication", "lab_result" or "medical_record_number", start, end)."""
+    original, text = text, without_accents(text)  # the words read without accents, the subject as written
     found: dict[tuple[int, int], str] = {}
     for cue, after, subject in ((_DIAGNOSED_CUE, _AFTER_DIAGNOSED, None), (_HAS_CUE, _AFTER_HAS, "any"),
                                 (_POSSESSIVE_CUE, _AFTER_POSSESSIVE, None), (_IS_CUE, _AFTER_IS, "person"),
                                 (_TAKES_CUE, _AFTER_TAKES, "person")):
         for ((cue_start, cue_end),) in group_spans(cue, text, (1,)):
             m = after.match(text, cue_end)
-            if m is None or supposed(text, cue_end):
+            if m is None or supposed(original, cue_end):
                 continue
             if _ECONOMIC.match(m.group(1)) and text[cue_end:m.start(1)].strip(" \t:"):
                 continue  # "recovering from the depression of 1921", "distress and depression": an economy's
-            if subject and not has_subject(text, cue_start, cue_end, named=subject == "person") and not (
+            if subject and not has_subject(original, cue_start, cue_end, named=subject == "person") and not (
                     AND_THEN.search(text, max(0, cue_start - 8), cue_start + 1)
                     and any(0 < cue_start - end < WINDOW for _, end in found)):
                 continue  # "the car has", "Take 400 mg", "patients on warfarin": no one's
             kind = _MEDICINE_KIND if cue is _TAKES_CUE or _is_medicine(m.group(1)) else _CONDITION_KIND
             found.setdefault(m.span(1), kind)
-            while kind == _MEDICINE_KIND and (m := _NEXT_MEDICINE.match(text, m.end())):
-                found.setdefault(m.span(1), kind)
+            while kind == _MEDICINE_KIND and (listed := _NEXT_MEDICINE.match(text, m.end())):
+                found.setdefault(listed.span(1), kind)
+                m = listed
+            if kind == _MEDICINE_KIND and (why := _FOR_CONDITION.match(text, m.end())):
+                found.setdefault(why.span(1), _CONDITION_KIND)  # "prescribed methylphenidate for ADHD"
     for start, end in match_spans(_VERB_LAST_CUE, text):
         state = _STATE_BEFORE.search(text, start, end)
-        if state and not supposed(text, start) and has_subject(
-                text, state.start(), state.start(), named=True):
+        if state and not supposed(original, start) and has_subject(
+                original, state.start(), state.start(), named=True):
             found.setdefault(state.span(), _CONDITION_KIND)
     for cue, kind in ((_FIELD_CUE, _CONDITION_KIND), (_MEDICINE_FIELD_CUE, _MEDICINE_KIND)):
         for _, cue_end in match_spans(cue, text):
@@ -131,8 +157,22 @@ def find_health(text: str) -> Iterator[Span]:
     for ((start, end),) in group_spans(_RECORD_NUMBER, text, (1,)):
         if sum(c.isdigit() for c in text[start:end]) >= 4:
             found.setdefault((start, end), "medical_record_number")
-    for span in _lab_results(text):
+    for span in _lab_results(text, original):
         found.setdefault(span, "lab_result")
+    anchors = sorted([*found, *match_spans(_RECORD, text)])
+    if anchors:
+        starts = [a for a, _ in anchors]
+        # near a patient record's marker (a date of birth, an age, "Pt.") or a condition already tied to
+        # someone, dosed medicines and conditions need no verb ("67 ans, insuffisance cardiaque, sous
+        # furosémide 40 mg")
+        for regex, kind in ((_BARE_MEDICINE, _MEDICINE_KIND), (_BARE_CONDITION, _CONDITION_KIND)):
+            for ((start, end),) in group_spans(regex, text, (1,)):
+                if supposed(original, start) or (kind == _CONDITION_KIND and (
+                        _AMBIGUOUS.match(text, start) or _LABEL_AFTER.match(text, end))):
+                    continue  # "aids to navigation"; a column's or a field's name ("Allergies:")
+                nearby = anchors[bisect_left(starts, start - 2 * _NEAR):bisect_left(starts, end + _NEAR)]
+                if any(start - _NEAR < b for _, b in nearby):  # (no anchor is _NEAR long)
+                    found.setdefault((start, end), kind)
     for columns, kind in ((w.CONDITION_COLUMNS, _CONDITION_KIND), (w.MEDICINE_COLUMNS, _MEDICINE_KIND)):
         for span in table_cells(text, columns, _is_value) if found_in(_COLUMN_HINT, text) else ():
             found.setdefault(span, kind)
@@ -140,15 +180,16 @@ def find_health(text: str) -> Iterator[Span]:
         yield kind, start, end
 
 
-def _lab_results(text: str) -> Iterator[tuple[int, int]]:
+def _lab_results(text: str, original: str) -> Iterator[tuple[int, int]]:
     """A test's value ("HbA1c 8.4%", "LDL 172 mg/dL", "CD4 count is 612") in a text about someone's results
     (a person and a word for results, or the test owned: "my HbA1c is 8.4%"); not "Is an HbA1c of 6.5% high?"."""
     labs = group_spans(_LAB, text, (1,))
     if not labs:
         return
-    about_someone = found_in(_OWNED_LAB, text) or (found_in(_RESULTS, text) and found_in(_PERSON_MENTION, text))
+    about_someone = found_in(_OWNED_LAB, text) or found_in(_RECORD, text) or (
+        found_in(_RESULTS, text) and found_in(_PERSON_MENTION, text))
     for ((start, end),) in labs if about_someone else ():
-        if any(c.isdigit() for c in text[start:end]) and not supposed(text, start):
+        if any(c.isdigit() for c in text[start:end]) and not supposed(original, start):
             yield start, end
 
 

@@ -8,10 +8,13 @@ from __future__ import annotations
 # Conditions people write about themselves and their family, in English and the six other
 # languages of the detectors.
 CONDITIONS = (
-    r"(?:type[ -]?[12i]{1,2} |gestational )?diabet(?:es|ic|e)|prediabetes|hypertension|high blood pressure|asthma|copd|"
+    r"(?:type[ -]?[12i]{1,2} |gestational )?diabet(?:es|ic|e)(?: type [12])?|prediabetes|hypertension|high blood pressure|asthma|copd|"
     r"(?:[^\W\d_]+ )?cancer|leuk(?:a)?emia|lymphoma|melanoma|tumou?r|hiv|aids|hepatitis(?: [abc])?|tuberculosis|"
     r"covid(?:-?19)?|long covid|pneumonia|(?:chest|kidney|urinary tract|ear) infection|sepsis|"
     r"(?:major |post-?natal |postpartum )?depression|(?:generali[sz]ed )?anxiety(?: disorder)?|panic (?:disorder|attacks)|"
+    r"ansiedad|ansia|angoisse|anxi[ée]t[ée]|angststörung|"
+    r"(?:poly)?arthrite(?: rhumato[iï]de)?|artrite(?: reumato[ij]de)?|h[ée]patite|epatite|bronchite|bronquitis|"
+    r"gastrite|gastritis|m[ée]ningite|meningitis|"
     r"bipolar(?: (?:i{1,2}|[12]))?(?: disorder)?|schizophrenia|c?ptsd|ocd|adhd|autism|asperger(?:'?s)?|"
     r"suicidal (?:ideation|thoughts)|self[- ]harm(?:ing)?|burn-?out|insomnia|"
     r"dementia|alzheimer(?:'?s)?(?: disease)?|parkinson(?:'?s)?(?: disease)?|"
@@ -21,7 +24,8 @@ CONDITIONS = (
     r"anorexia(?: nervosa)?|bulimia(?: nervosa)?|eating disorder|alcoholism|addiction|substance use disorder|"
     r"migraines?|(?:[^\W\d_]+ )?allerg(?:y|ies)|"
     r"(?:rheumatoid |psoriatic |osteo)?arthritis|lupus|crohn(?:'?s)?(?: disease)?|ulcerative colitis|coeliac disease|"
-    r"celiac disease|ibs|(?:chronic )?kidney disease|ckd|cirrhosis|hypothyroidism|hyperthyroidism|sleep apnea|"
+    r"celiac disease|ibs|(?:chronic )?kidney disease|ckd|cirrhosis|hypothyroidism|hyperthyroidism|sleep apno?ea|"
+    r"alcohol use disorder|opioid use disorder|[a-zäöü]{3,}(?:karzinom|carcinoma|itis|opathy|opathie)|"
     r"glaucoma|osteoporosis|fibromyalgia|chronic fatigue syndrome|psoriasis|eczema|gout|sickle cell(?: disease)?|"
     r"cystic fibrosis|down syndrome|cerebral palsy|"
     # German, French, Spanish, Italian, Portuguese, Dutch
@@ -31,11 +35,13 @@ CONDITIONS = (
     r"cáncer|depresión|epilepsia|insuficiencia cardíaca|hipertensión|esclerosis múltiple|esquizofrenia|"
     r"diabete|cancro|depressione|epilessia|sclerosi multipla|ipertensione|schizofrenia|"
     r"câncer|depressão|esclerose múltipla|hipertensão|esquizofrenia|"
-    r"suikerziekte|kanker|depressie|hartfalen|ziekte van (?:parkinson|alzheimer|crohn|lyme)"
+    r"suikerziekte|kanker|depressie|hartfalen|"
+    r"(?:ziekte van|doença de|enfermedad de|malattia di|morbus|maladie de) (?:parkinson|alzheimer|crohn|lyme)"
 )
 QUALIFIER = (r"(?:(?:poorly|well|badly|un)?-?controlled |severe |mild |moderate |chronic |acute |early[- ]onset |"
              r"late[- ]stage |stage [0-4iv]+ |metastatic |advanced |terminal |recurrent |suspected |confirmed |"
-             r"passive |active |treatment[- ]resistant )*")
+             r"passive |active |treatment[- ]resistant |obstructive |[a-z]+-(?:acquired|related|induced|dependent|"
+             r"resistant|onset) )*")
 # what follows a condition and is part of it: "COPD exacerbation", "a Crohn's flare-up"
 AFTER_CONDITION = r"(?: (?:exacerbation|flare(?:-up)?|relapse|episode))?"
 
@@ -43,7 +49,8 @@ AFTER_CONDITION = r"(?: (?:exacerbation|flare(?:-up)?|relapse|episode))?"
 DIAGNOSED = (
     r"diagnosed with|diagnosis of|suffers from|suffering from|living with|lives with|history of|hx of|"
     r"tested positive for|being treated for|treated for|recovering from|in remission from|admitted (?:with|for)|"
-    r"diagnosis (?:is|was)|dealing with|struggling with|"
+    r"diagnosis (?:is|was)|dealing with|struggling with|in recovery from|(?:sick )?leave for|off sick with|"
+    r"de baja por|krankgeschrieben wegen|in malattia per|en arrêt maladie pour|"
     r"presents with|presented with|presenting with|complains of|c/o|"
     r"hospitali[sz]ed (?:with|for)|discharged (?:[\pL'’]+ ){0,5}with|came down with|"
     r"diagnostiziert|leidet an|leidet unter|erkrankt an|diagnostiqué(?:e)? (?:avec|d'une?)|atteint(?:e)? d(?:e|'une?)|"
@@ -74,7 +81,7 @@ VERB_LAST = r"ist|bin|sind|war|bist"
 # Medicines: common ones by name (generic and brand, as people write them), the rest by a generic
 # name's stem (-statin, -pril, ...; "atorvastatina", "omeprazol" too), or by the dose after any name.
 DRUG_NAMES = (
-    r"insulin|metformin|warfarin|lithium|aspirin|ibuprofen|paracetamol|acetaminophen|tylenol|advil|naproxen|"
+    r"(?:insulin|metformin|warfarin|lithium|aspirin|ibuprofen|paracetamol|acetaminophen|tylenol|advil|naproxen|"
     r"prednisone|prednisolone|methotrexate|levothyroxine|thyroxine|synthroid|eltroxin|ozempic|wegovy|mounjaro|"
     r"semaglutide|tirzepatide|adderall|ritalin|concerta|vyvanse|methylphenidate|xanax|valium|ativan|klonopin|"
     r"diazepam|lorazepam|alprazolam|clonazepam|prozac|zoloft|lexapro|celexa|paxil|wellbutrin|bupropion|"
@@ -87,8 +94,9 @@ DRUG_NAMES = (
     r"birth control|the pill|hrt|testosterone|estradiol|oestrogen|estrogen|progesterone|tamoxifen|letrozole|"
     r"herceptin|keytruda|humira|enbrel|stelara|isotretinoin|accutane|finasteride|minoxidil|viagra|cialis|"
     r"hydroxychloroquine|allopurinol|colchicine|donepezil|levodopa|carbidopa|sinemet|"
-    r"[a-z]{2,}(?:statin|pril|sartan|olol|dipin|prazol|oxetin|azepam|azolam|cillin|mycin|cyclin|floxacin|"
-    r"tidin|gliptin|gliflozin|glutid|parin|xaban|gatran|semid|thiazid|triptan|codon|morphon|setron|"
+    r"(?:es)?citalopram|fluvoxamin|sertralin|amoxicillin|ceftriaxon|cef[a-z]{4,}|omeprazol)(?:e|a|o|um)?|"
+    r"[a-zà-ÿ]{2,}(?:statin|pril|sartan|olol|dipin|prazol|oxetin|azepam|azolam|cillin|mycin|cyclin|floxacin|"
+    r"tidin|gliptin|gliflozin|glutid|parin|xaban|gatran|s[eé]mid|thiazid|triptan|codon|morphon|setron|"
     r"lukast|navir|tegravir|fovir|vudin|afil|umab|imab|inib)(?:e|a|o|um)?"
 )
 _AMOUNT = r"\d+(?:[.,]\d+)?(?:/\d+(?:[.,]\d+)?)?[ \t]?"
@@ -107,7 +115,8 @@ ON_AFTER_APOSTROPHE = r"(?:s|m|re)[ \t]+(?:(?:been|still|now|also|currently|alre
 AND = r"(?:[ \t]*,[ \t]*|[ \t]+)(?:and|plus|y|e|und|et|en|&)?[ \t]*"
 
 # Fields of a record whose value is a condition, or a medicine.
-FIELDS = (r"diagnos[ie]s|diagnose|diagnostic|diagnóstico|diagnosi|dx|hx|pmhx?|medical history|"
+FIELDS = (r"diagnos[ie]s|diagnose|diagnostic|diagnóstico|diagnosi|dx|hx|pmhx?|medical history|medical(?: notes?| info)?|"
+          r"health notes?|medical conditions|befund|"
           r"medical conditions?|past medical history|comorbidit(?:y|ies)|krankheit|erkrankung|vorerkrankungen|"
           r"antécédents|antecedentes|anamnese|aandoening|allerg(?:y|ies|ien)|alergias?|allergie")
 MEDICINE_FIELDS = (r"(?:current |regular |home )?(?:medications?|medicines|meds)|rx|prescriptions?|treatment|"
@@ -140,7 +149,9 @@ LAB_TESTS = (r"hba1c|a1c|(?:cholesterol |colesterolo |cholestérol )?(?:ldl|hdl)
              r"glucosa|glicemia|glyc[ée]mie|glucemia|psa|tsh|ft4|ft3|creatinine|kreatinin|créatinine|creatinina|egfr|"
              r"alt|ast|ggt|h[ae]moglobin|hämoglobin|h[ée]moglobine|hemoglobina|emoglobina|wbc|white (?:blood )?cell count|"
              r"platelets?|crp|esr|inr|vitamin d|ferritin[ae]?|ferritine|cd4(?: count)?|viral load|hiv-1 rna|"
-             r"oxygen saturation|spo2|blood pressure|bp|heart rate|bmi|serum (?:potassium|sodium|iron)|b12|troponin")
+             r"oxygen saturation|spo2|blood pressure|bp|heart rate|bmi|serum (?:potassium|sodium|iron)|b12|troponin|"
+             r"pression art[ée]rielle|tension|blutdruck|presi[óo]n(?: arterial)?|pressione(?: arteriosa)?|"
+             r"press[ãa]o(?: arterial)?|bloeddruk")
 LAB_UNITS = (r"%|mg/dl|mmol/l|mmol/mol|ng/ml|ng/dl|pg/ml|µ?g/l|g/dl|g/l|m?u[il]?/l|µ?iu/ml|m?ui/l|mui/ml|copies/ml|"
              r"cells/mm3|/mm3|/µl|/ul|x ?10\^?9/l|bpm|mmhg|kg/m2|u/l|µmol/l|umol/l|ml/min(?:/1\.73 ?m2)?|iu/l")
 # A text about someone's results: "results", "bloodwork", "esami del sangue", "wyniki", "Ergebnisse"
@@ -151,3 +162,9 @@ RESULTS_WORDS = (r"results?|bloodwork|blood ?tests?|blood ?work|labs?|lab (?:rep
 PERSON_MENTION = (r"\b(?:my|his|her|their|mein(?:e[smnr]?)?|sein(?:e[smnr]?)?|ihr(?:e[smnr]?)?|mon|ma|mes|son|sa|ses|mi|mis|su|sus|mio|mia|"
                   r"meu|minha|mijn|zijn|haar)\s+\pL+|\bpatient|\bpaciente|\bpaziente|\bpatiënt|\bclient|"
                   r"\b(?:mr|mrs|ms|dr|herr|frau|mme|sr|sra|sig)\.?\s+\p{Lu}|\btaty\b|\bmamy\b|\b(?:dad|mum|mom)['’]s\b")
+# A patient's record (a date of birth, a record number, an age, "Pt."): its dosed medicines and its
+# conditions count with no verb ("Pt. Harriet O., DOB ..., admitted with pneumonia ... amoxicillin 1 g TID";
+# "M. Lenoir, 67 ans, insuffisance cardiaque, sous furosémide 40 mg"); so do they in a text that already
+# ties a condition to someone. The word "patient" alone is no record ("a general question, no patient").
+RECORD_WORDS = (r"pt\.|mrn|dob|d\.o\.b\.?|geb\.|née? le|nhs (?:number|no)|"
+                r"[0-9]{1,3}[ -]?(?:ans|años|anni|jahre|jaar|anos|years? old|y/?o)|[0-9]{1,3}(?-i:[MF])")

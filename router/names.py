@@ -146,7 +146,7 @@ _CASED = (
     (rf"(?i:{_SIGN_OFF})", rf"[ \t]*(?:,[ \t]*\n?|\n)[ \t]*({_NAME})"),
     (r"(?i:thanks|thank you|thx|ty|danke|merci|gracias|grazie|obrigad[oa]|dank je|tack)",
      rf"(?i: so much| a lot| again| dir| schön| beaucoup| mille)?,? ({_NAME})(?:[!.,]|[ \t]*$)"),
-    (rf"(?i:{_ROLE})", rf"[ \t]+({_FULL_NAME})"),  # "Client Rana Haddad"
+    (rf"(?i:{_ROLE})", rf"\.?[ \t]+({_FULL_NAME})"),  # "Client Rana Haddad", "Pt. Ruth Abiodun"
     (rf"(?i:{_ROLE})", rf"[ \t]+[\"'‘“]({_NAME})[\"'’”]"),  # employee 'Aditya Krishnamurthy'
     (rf"(?i:{_BY})", rf"[ \t:,]+({_FULL_NAME})"),  # "Witnessed by Eilidh MacLeod", "à mon nom, Solène Marchetti"
     # a form's label without its colon: "nome Thiago Albuquerque Neves", "mera naam Sunita Deshpande hai"

@@ -344,3 +344,15 @@ def _separator_start(text: str, at: int) -> int:
         while at and text[at - 1] in " \t\r":
             at -= 1
     return at
+
+
+# Latin letters with their accents dropped, one character for one, so positions stay: for detectors whose
+# words people type with or without accents ("diabète", "diabete", "méthotrexate", "depresion").
+_ACCENTED = "àáâãäåāąçćčèéêëēęěìíîïīłñńňòóôõöøōśšùúûüūůýÿźżž"
+_PLAIN = "aaaaaaaaccceeeeeeeiiiiilnnnooooooossuuuuuuyyzzz"
+_ACCENTS = str.maketrans(_ACCENTED + _ACCENTED.upper(), _PLAIN + _PLAIN.upper())
+
+
+def without_accents(text: str) -> str:
+    """`text` with the accents of Latin letters dropped; same length, same positions."""
+    return text.translate(_ACCENTS)

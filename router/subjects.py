@@ -17,7 +17,8 @@ PERSON = (
     r"daughter|brother|sister|partner|boyfriend|girlfriend|gf|bf|fiancée?|baby|aunt|uncle|papa|mama|mutter|vater|"
     r"mère|père|madre|padre|mãe|pai|moeder|vader)(?:'s|’s)?|"
     r"\b(?:my|our|his|her|their|mein|meine|mon|ma|mes|mi|mio|mia|meu|minha|mijn|onze)\s+[^\W\d_]+(?:-[^\W\d_]+)*(?:'s|’s)?"
-    r"(?:,?\s+[A-Z][\w'’-]+(?:\s+[A-Z][\w'’-]+){0,2},?)?"
+    r"(?:,?\s+[A-Z][\w'’-]+(?:\s+(?:[A-Z][\w'’-]+|van|der|den|de|da|di|von|le|la|del|dos|bin|binti)){0,3}"
+    r"(?:\s+\([0-9]{1,3}\))?,?)?"
 )
 STILL = (r"(?:(?:also|still|now|just|already|currently|recently|finally|is|am|are|was|were|has been|have been|"
          r"had been|been|auch|jetzt|ya|también|ora|já|ook)\s+){0,2}$")
