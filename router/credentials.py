@@ -117,7 +117,7 @@ _FILLER = re.compile(r"^(.)\1+$")
 # on the lower-cased text; `_`, `-` and `.` count as separators (`aws_secret_access_key=`).
 _S = r"[\s_.-]?"
 _PASSWORD_WORDS = (
-    rf"(?:wi{_S}fi|wlan|wpa2?|network){_S}(?:key|passphrase)|"
+    rf"(?:wi{_S}fi|wlan|wpa2?|network|wireless){_S}(?:key|passphrase)|wi{_S}fi(?:{_S}(?:pass|pw|pwd))?|"
     rf"pass{_S}words?|passwd|pass{_S}phrase|passcode|pwd|pw|pasword|passwrd|passowrd|paswd|pword|passwort|kennwort|"
     rf"mot{_S}de{_S}passe|mdp|"
     rf"contrase[ñn]a|clave(?:{_S}de{_S}acceso)?|parola{_S}d'ordine|parola{_S}chiave|senha|wachtwoord|"
@@ -154,11 +154,18 @@ _WORDS_LINKING = 8  # "Le mot de passe du wifi est Hund482": a person's password
 _HEX_KEY = re.compile(r"[0-9a-fA-F]{32,128}")
 # A PIN or an access code: its word, a few words that are not a number, then 4-8 digits.
 _ACCESS_WORDS = (r"pin(?:[ -]?(?:code|number|nummer|nr))?|pincode|pin-code|geheimzahl|code pin|c[óo]digo pin|codice pin|"
-                 r"(?:alarm|door|gate|entry|keypad|lock|safe|garage|front door|building|lockbox|key ?safe|padlock)"
-                 r"[ -]?code|combination|t[üu]rcode|alarmcode|digicode|code (?:de la porte|d'entr[ée]e|de l'alarme)|"
-                 r"c[óo]digo (?:de (?:la puerta|acceso|la alarma|entrada))|codice (?:della porta|dell'allarme|di accesso)|"
-                 r"deurcode|toegangscode")
-_ACCESS_CODE = compile_linear(rf"(?i)\b(?:{_ACCESS_WORDS})\b[^0-9\n.!?]{{0,48}}?\b([0-9]{{4,8}})(?:[^0-9A-Za-z]|$)")
+                 r"pass ?code|cid|keypad|"
+                 r"(?:alarm|door|gate|entry|keypad|lock|safe|garage|front door|building|lockbox|key ?safe|padlock|"
+                 r"access)[ -]?code|code (?:for|to|of) (?:the |my |our )?(?:door|gate|garage|alarm|keypad|building|"
+                 r"front door|safe|lockbox|house|flat|apartment)|combination|t[üu]rcode|torcode|alarmcode|digicode|"
+                 r"code (?:de la porte|du portail|de l'alarme|d'acc[èe]s|d'entr[ée]e)(?: d'entr[ée]e)?|"
+                 r"c[óo]digo (?:de la puerta|del portal|de la alarma|de acceso|de entrada|do port[ãa]o)|"
+                 r"codice (?:del portone|della porta|dell'allarme|del cancello|di accesso)|deurcode|toegangscode|"
+                 r"(?:port|dörr|larm)kod|porten har kod")
+_ACCESS_CODE = compile_linear(rf"(?i)\b(?:{_ACCESS_WORDS})\b[^0-9\n.!?]{{0,48}}?\b([A-Z]?[0-9](?:[ -]?[0-9]){{3,7}}[*#]?)"
+                              r"(?:[^0-9A-Za-z]|$)")
+_NETWORK_NAME = re.compile(r"(?i)(?:wifi:)?(?:s|ssid|t|h)[:=]")
+_MEETING = re.compile(r"(?i)meeting|zoom|webinar|conference|teams|call id")  # a meeting's passcode lets no one in anywhere
 _POSTAL_PIN = re.compile(r"pin ?code|pincode|pin-code|postal")
 _YEAR_BEFORE = re.compile(r"\b(?:in|since|from|until|of|year)\s*$")
 _WIFI_QR = re.compile(r"WIFI:(?:[^;\n]*;)*?P:(?P<value>(?:\\.|[^;\\\n])+);")
@@ -234,9 +241,11 @@ def _access_codes(text: str) -> Iterator[Span]:
     for ((start, end),) in group_spans(_ACCESS_CODE, text, (1,)):
         value = text[start:end]
         label = text[max(0, start - 64):start].lower()
-        if len(value) == 6 and _POSTAL_PIN.search(label):
+        if _MEETING.search(label):
+            continue
+        if sum(c.isdigit() for c in value) == 6 and _POSTAL_PIN.search(label):
             continue  # "PIN code 560003": an Indian postcode
-        if len(value) == 4 and value[:2] in ("19", "20") and _YEAR_BEFORE.search(label):
+        if value.isdigit() and len(value) == 4 and value[:2] in ("19", "20") and _YEAR_BEFORE.search(label):
             continue  # "I forgot my PIN in 2024"
         yield "pin", start, end
     if "WIFI:" in text:
@@ -284,8 +293,8 @@ def _keyword_secrets(text: str) -> Iterator[Span]:
             if _NOT_SECRET.search(value.group()) or (value.start() == keyword.end() and value.group()[0] in "@/"):
                 continue  # a URL, an address, a number; the host after a URL's "user:password@"
             token = _ASSIGNMENT.sub("", value.group().lstrip("&?")).strip(":=.")  # "&limit=10": the next parameter
-            if not token:
-                continue
+            if not token or _NETWORK_NAME.match(value.group()):
+                continue  # a Wi-Fi string's network name or type ("WIFI:T:WPA;S:Flat4_Guest;P:...")
             # a name in code, or a template's variable ("{{ vault_db_password }}"), is no value
             named = (_IDENTIFIER.match(token) or text[max(0, value.start() - 4):value.start()].rstrip().endswith("{")
                      or text[value.end():value.end() + 1] == "(")  # a function called: `hashlib.pbkdf2_hmac(`

@@ -14,29 +14,34 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-from router.linear_regex import compile_linear, found_in, group_spans
+from router.linear_regex import char_offsets, compile_linear, found_in, group_spans
 from router.records import table_cells
 from router.subjects import has_subject, supposed
 
 Span = tuple[str, int, int]
 
 _S = r"[ _./:-]*"
-_EMPLOYEE_LABEL = (rf"employee{_S}(?:id|no|nr|number|num|#)|emp{_S}(?:id|no|#)|eid|staff{_S}(?:id|no|number|#)|"
+_EMPLOYEE_LABEL = (rf"employee{_S}(?:id|no|nr|number|num|#)|emp{_S}(?:id|no|#)|eid|staff{_S}(?:id|no|number|#)|contractor|"
+                   rf"numer{_S}pracownika|n[úu]mero{_S}de{_S}matr[íi]cula|matricola|"
                    rf"personnel{_S}(?:number|no)|payroll{_S}(?:id|number|no)|badge{_S}(?:id|no|number)|"
                    rf"personal{_S}nummer|personalnummer|mitarbeiter{_S}(?:id|nummer|nr)|matricule|"
                    rf"n°{_S}de{_S}matricule|n[úu]mero{_S}de{_S}empleado|matricola|personeelsnummer|"
                    rf"n[úu]mero{_S}de{_S}funcion[áa]rio|id{_S}(?:de{_S})?empleado")
-_EMPLOYEE_ID = compile_linear(rf"(?i)(?:^|[^\pL])(?:{_EMPLOYEE_LABEL})\.?[ \t]*(?:[:#=-]|is|was|ist|est|es|è)?[ \t]*[\"']?"
-                              r"((?:[A-Z]{1,4}[ -]?)?[0-9][0-9-]{2,11}[0-9A-Z]?)(?:[^\pL\pN]|$)")
+_EMPLOYEE_ID = compile_linear(rf"(?i)(?:^|[^\pL])(?:{_EMPLOYEE_LABEL})\.?(?:[ \t]*(?:[:#=-]|is|was|ist|est|es|è|there|here|"
+                              r"now|at \pL+))*[ \t]*[\"']?((?:[A-Z]{1,4}[ -]?)?[0-9][0-9-]{2,11}[0-9A-Z]?)(?:[^\pL\pN]|$)|"
+                              # an employee's number in its own prefix anywhere: "EMP-08812", "(ID 118-4402)" after "Employee X"
+                              r"(?:^|[^\pL\pN])(EMP[-_ ]?[0-9]{3,8})(?:[^\pL\pN]|$)|"
+                              r"(?:employee|staff|contractor|worker)[^()\n]{1,48}\((?:ID|id|Id|#|no\.?)[ :#]*"
+                              r"([A-Z]{0,4}[0-9][0-9-]{2,11})\)")
 _EMPLOYEE_COLUMNS = frozenset("empid employeeid employeeno employeenumber eid staffid staffno personnelnumber "
                               "personalnummer matricule payrollid badgeid".split())
 _EMPLOYEE_CELL = re.compile(r"(?:[A-Z]{1,4}[ -]?)?[0-9][0-9-]{2,11}[0-9A-Z]?")
 
 # An amount of money: "$187,000", "54 300 €", "€4.250", "EUR 61,000", "95k", "£3,200 a month"
 _NBSP = "\u00a0\u202f"  # the spaces that group thousands in French and German
-_AMOUNT = (rf"(?:[$€£¥₹]|(?:usd|eur|gbp|chf|inr|rs\.?)[ \t]?)[ \t]?[0-9]{{1,3}}(?:[ .,{_NBSP}][0-9]{{3}})*"
+_AMOUNT = (rf"(?:[$€£¥₹]|(?:usd|euros?|eur|gbp|chf|inr|rs\.?)[ \t]?)[ \t]?[0-9]{{1,3}}(?:[ .,{_NBSP}][0-9]{{3}})*"
            rf"(?:[.,][0-9]{{2}})?(?:[ \t]?k\b)?|[0-9]{{1,3}}(?:[ .,{_NBSP}][0-9]{{3}})+(?:[.,][0-9]{{2}})?[ \t]?"
-           r"(?:[$€£¥₹]|usd|eur|gbp|chf|euros?|dollars?|pounds?|rupees?)|[0-9]{2,3}[ \t]?k\b")
+           r"(?:[$€£¥₹]|usd|euros?|eur|gbp|chf|dollars?|pounds?|rupees?)|[0-9]{2,3}[ \t]?k\b")
 _PAY = (r"salary|salaries|pay|wage|wages|compensation|income|earnings|bonus|salaire|r[ée]mun[ée]ration|gehalt|"
         r"bruttogehalt|lohn|einkommen|sueldo|salario|stipendio|retribuzione|sal[áa]rio|salaris|loon|inkomen")
 # someone else's (a person's own pay, "my salary is ...", is what their question is about)
@@ -49,6 +54,11 @@ _OWNED_PAY = compile_linear(
     rf"[^0-9$€£¥₹\n.!?;]{{0,24}}?({_AMOUNT})")
 # "she earns $120k", "Karim gagne 4 200 € par mois"
 # a record's field: "salaire annuel brut 54 300 €", "Gehalt: 4.200 €" (not "the average salary is ...")
+# "current salary €62,400", "RAL 38.500 euro", a W-2's "wages, tips, other comp.: $74,310.55"
+_PAY_QUALIFIED = compile_linear(
+    rf"(?i)((?:^|[^\pL])(?:(?:current|base|annual|gross|yearly|monthly|net) (?:{_PAY})|ral|jahresgehalt|"
+    rf"bruttojahresgehalt|retribuzione annua|wages, tips,? (?:and )?other comp(?:ensation|\.)?))[ \t]*[:=]?[ \t]*"
+    rf"({_AMOUNT}|[0-9]{{4,7}}(?:[.,][0-9]{{2}})?)(?:[^\pN]|$)")
 _PAY_FIELD = compile_linear(
     rf"(?i)((?:^|[^\pL])(?:{_PAY})(?:[ \t]+(?:annuel|annual|brut|gross|net|base|mensuel|monthly|yearly|jährlich|"
     rf"brutto|netto|anual|bruto|lordo|annuo|mensile|mensal))*)[ \t]*(?:[:=]|[ \t](?:annuel|annual|brut|gross|net|"
@@ -63,7 +73,17 @@ _PAY_COLUMNS = frozenset("salary salaries pay wage wages compensation basesalary
                          "salaire gehalt sueldo salario stipendio salario salaris".split())
 _AMOUNT_CELL = re.compile(rf"(?i)(?:{_AMOUNT})|[0-9]{{4,7}}(?:[.,][0-9]{{2}})?")
 _PERSON_COLUMN_HINT = compile_linear(r"(?i)name|employee|staff|person")
-_HINT = compile_linear(rf"(?i){_EMPLOYEE_LABEL}|{_PAY}|earn|make|paid|verdien|gagn|gana|guadagn|ganha")
+_HINT = compile_linear(rf"(?i){_EMPLOYEE_LABEL}|{_PAY}|employee|staff|worker|emp|ral|earn|make|paid|verdien|gagn|gana|"
+                       r"guadagn|ganha")
+
+
+def _EMPLOYEE_ID_SPANS(text: str) -> list[tuple[int, int]]:
+    data = text.encode("utf-8")
+    spans = [next(m.span(g) for g in (1, 2, 3) if m.start(g) >= 0) for m in _EMPLOYEE_ID.finditer(data)]
+    if spans and len(data) != len(text):
+        chars = char_offsets(data, [offset for span in spans for offset in span])
+        spans = [(chars[a], chars[b]) for a, b in spans]
+    return spans
 
 
 def find_employment(text: str) -> Iterator[Span]:
@@ -71,14 +91,14 @@ def find_employment(text: str) -> Iterator[Span]:
     "salary", start, end)."""
     if not found_in(_HINT, text):
         return
-    for ((start, end),) in group_spans(_EMPLOYEE_ID, text, (1,)):
-        yield "employee_id", start, end
+    for found in _EMPLOYEE_ID_SPANS(text):
+        yield "employee_id", *found
     for start, end in table_cells(text, _EMPLOYEE_COLUMNS, _EMPLOYEE_CELL.fullmatch) if "\n" in text else ():
         yield "employee_id", start, end
     for ((start, end),) in group_spans(_OWNED_PAY, text, (1,)):
         if not supposed(text, start):
             yield "salary", start, end
-    for (cue, _), (start, end) in group_spans(_PAY_FIELD, text, (1, 2)):
+    for (cue, _), (start, end) in [*group_spans(_PAY_QUALIFIED, text, (1, 2)), *group_spans(_PAY_FIELD, text, (1, 2))]:
         if not supposed(text, cue) and not _GENERAL.search(text, max(0, cue - 24), cue + 1) and not _RANGE.match(
                 text, end):  # "Salary: $75,000 - $90,000": a job's range, no one's pay
             yield "salary", start, end

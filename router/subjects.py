@@ -65,3 +65,23 @@ def has_subject(text: str, cue_start: int, cue_end: int, *, named: bool = False)
     window = max(0, verb - WINDOW)
     subject = _SUBJECT_PERSON if named else _SUBJECT
     return bool(subject.search(text, window, verb) or _NAMED_SUBJECT.search(text, window, verb))
+
+
+# someone named in the same sentence: a person word, or a name of two capitalised words ("Dominik Wacker")
+_MENTION = re.compile(
+    r"(?i:\b(?:my|our|his|her|their|your|mein\w*|mon|ma|mes|mi|mio|mia|meu|minha|mijn|onze)\s+[^\W\d_]+|"
+    r"\b(?:he|she|they|i|we|er|sie|il|elle|lui|lei|ele|ela|hij|zij)\s+(?:has|had|have|got|is|was|hat|hatte|a|ha|tem|"
+    r"tiene|heeft)\b)|"
+    r"(?<![Tt]he )(?<!of )(?<!\. )(?<!^)\b(?!(?:And|But|Or|So|Then|When|If|The|This|That|In|On|At|For|With|As|By|"
+    r"From|To|Of|After|Before|While|Since)\b)[A-Z][a-zà-ÿ'’-]+ [A-Z][a-zà-ÿ'’-]+\b(?! (?:of|Court|Party|Union|States?)\b)|"
+    r"\b(?:Mr|Mrs|Ms|Dr|Herr|Frau|M|Mme|Sr|Sra|Sig|signor|signora)\.? [A-Z]")
+_SENTENCE = re.compile(r"[.!?\n][^.!?\n]*$")
+
+
+def mentions_person(text: str, at: int) -> bool:
+    """Whether the sentence before `at` names or points at someone ("Herr Dominik Wacker hat eine Vorstrafe",
+    "my brother, charged last week with"): for records written as nouns, whose verb has no subject."""
+    start = max(0, at - 2 * WINDOW)
+    if (stop := _SENTENCE.search(text, start, at)) is not None:
+        start = stop.start() + 1
+    return _MENTION.search(text, start, at) is not None
