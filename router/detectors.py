@@ -27,6 +27,7 @@ from router.health import find_health
 from router.special_categories import find_special_categories
 from router.national_ids import IdWords
 from router.phones import find_phones
+from router.record_names import names_beside
 from router.pii import find_cards, find_emails, find_ibans, find_ip_addresses, find_national_ids
 from router.policy import PrivacyRules
 
@@ -67,6 +68,9 @@ class Finding:
 # IBAN's digits, the phone detector all three.
 _CLAIMING_DIGITS = ("card", "iban", "national_id")
 _ORDER = {name: index for index, name in enumerate(("card", "iban", "national_id", *DETECTORS, "phone"))}
+# Findings a name beside is the person's (router.record_names)
+_RECORD_TAGS = frozenset({"national_id", "phone", "email", "birth_date", "iban", "card", "bank_account"})
+_RECORD_KINDS = frozenset({"employee_id", "medical_record_number"})
 # Detectors of numbers and codes read the digit view (separators unified, upper case);
 # the others read the text view (see router.normalize).
 ON_DIGIT_VIEW = frozenset({"card", "iban", "national_id", "phone", "bank_account", "birth_date"})
@@ -103,6 +107,9 @@ def detect(text: str, privacy: PrivacyRules | None = None) -> list[Finding]:
                 found.add(Finding(kind, *source.span(start, end), name))
                 if name in _CLAIMING_DIGITS:
                     claimed.append((start, end))
+    if "person_name" in enabled:  # a name beside someone's identifiers: "Orville Nakashima, SSN ..."
+        records = [(f.start, f.end) for f in found if f.tag in _RECORD_TAGS or f.kind in _RECORD_KINDS]
+        found.update(Finding("person_name", start, end, "person_name") for start, end in names_beside(text, records))
     if privacy is not None:
         for custom in privacy.custom:
             for source in (text, view.text) if view.text != text else (text,):

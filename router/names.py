@@ -49,7 +49,7 @@ _PARTICLES = ("van", "von", "der", "den", "de", "del", "della", "di", "da", "du"
               "bin", "ibn", "ter", "ten", "zu", "y")
 _PARTICLE = f"(?:{'|'.join(_PARTICLES)})"
 _NAME = rf"(?:{_PARTICLE} )*(?:{_INITIAL} ?)*{_WORD}(?: (?:{_PARTICLE} )*(?:{_INITIAL} ?)*{_WORD}){{0,3}}"
-_FULL_NAME = rf"(?:{_WORD} (?:{_PARTICLE} )*(?:{_INITIAL} ?)*){{1,2}}{_WORD}"  # two or three words
+FULL_NAME = rf"(?:{_WORD} (?:{_PARTICLE} )*(?:{_INITIAL} ?)*){{1,2}}{_WORD}"  # two or three words
 _NAMES = rf"{_NAME}(?:(?:, | and | & | und | et | y | e | en ){_NAME})*"  # "Sarah Kim, Diego Ramírez"
 _ANY_WORD = r"\p{L}[\p{L}'’-]*"
 _CAPS_WORD = r"\p{Lu}['’]?\p{Lu}+(?:-\p{Lu}+)?"
@@ -120,8 +120,8 @@ _CASED = (
     (_HONORIFIC, rf" +({_NAME})"),
     (_FAMILY_TITLE, rf" ({_NAME})"),
     (rf"(?i:{_INTRODUCED}|call me)", rf"[ :,]{{1,3}}({_NAME})"),
-    (_I_AM, rf" ({_FULL_NAME})"),
-    (r"(?i:this is)", rf" ({_FULL_NAME})(?i: calling| from|,? here)"),  # "this is Pham Thi Lan calling"
+    (_I_AM, rf" ({FULL_NAME})"),
+    (r"(?i:this is)", rf" ({FULL_NAME})(?i: calling| from|,? here)"),  # "this is Pham Thi Lan calling"
     (r"(?i:(?:the|a|our|le|la|el|il|der|die|de) (?:patient|patientin|patiente|patiënt|paciente|paziente|client|"
      r"cliente|klant|kunde|kundin|deceased|defendant|plaintiff|applicant|tenant|employee|victim|suspect|minor))",
      rf",? ({_NAME})"),
@@ -134,9 +134,9 @@ _CASED = (
     (rf"(?i:{_LIST_FIELD})", rf"[ \t]*:[ \t]*({_NAMES})"),
     (rf"(?i:{_LIST_FIELD})", rf"[ \t]+(?i:for|of|at|from|in|für|pour|de|del|para|per|voor)[^:\n]{{1,40}}:[ \t]*({_NAMES})"),
     # a holder named without a colon: "name on card KAVYA KRISHNAN", "Kontoinhaber Jürgen Hoffmann"
-    (_HOLDER, rf"[ \t]+({_FULL_NAME}|{_CAPS_WORD}(?: {_CAPS_WORD}){{1,3}})(?:[^\p{{L}}]|$)"),
+    (_HOLDER, rf"[ \t]+({FULL_NAME}|{_CAPS_WORD}(?: {_CAPS_WORD}){{1,3}})(?:[^\p{{L}}]|$)"),
     # the speaker of a timestamped line of a chat or transcript: "[00:12:04] Hannah Lee: okay so ..."
-    (r"[0-9]{1,2}:[0-9]{2}(?::[0-9]{2})?\]", rf" ?({_FULL_NAME}):"),
+    (r"[0-9]{1,2}:[0-9]{2}(?::[0-9]{2})?\]", rf" ?({FULL_NAME}):"),
     # a passport's or a form's capitals: "Surname: OKONKWO", "Given names: CHIDI EMEKA"
     (_NAME_FIELD, rf"(?:\(s\))?[\"']?[ \t]*[:=][ \t]*[\"']?({_CAPS_NAME})(?:[ \t]*[\"',;\n|]|[ \t]*$)"),
     (r"(?m:^FN)", rf"[:;]({_NAME})"),  # a vCard's formatted name
@@ -146,20 +146,21 @@ _CASED = (
     (rf"(?i:{_SIGN_OFF})", rf"[ \t]*(?:,[ \t]*\n?|\n)[ \t]*({_NAME})"),
     (r"(?i:thanks|thank you|thx|ty|danke|merci|gracias|grazie|obrigad[oa]|dank je|tack)",
      rf"(?i: so much| a lot| again| dir| schön| beaucoup| mille)?,? ({_NAME})(?:[!.,]|[ \t]*$)"),
-    (rf"(?i:{_ROLE})", rf"\.?[ \t]+({_FULL_NAME})"),  # "Client Rana Haddad", "Pt. Ruth Abiodun"
+    (rf"(?i:{_ROLE})", rf"[ \t]+({FULL_NAME})"),  # "Client Rana Haddad"
+    (r"(?i:pt)\.", rf"[ \t]+({FULL_NAME})"),  # "Pt. Ruth Abiodun"
     (rf"(?i:{_ROLE})", rf"[ \t]+[\"'‘“]({_NAME})[\"'’”]"),  # employee 'Aditya Krishnamurthy'
-    (rf"(?i:{_BY})", rf"[ \t:,]+({_FULL_NAME})"),  # "Witnessed by Eilidh MacLeod", "à mon nom, Solène Marchetti"
+    (rf"(?i:{_BY})", rf"[ \t:,]+({FULL_NAME})"),  # "Witnessed by Eilidh MacLeod", "à mon nom, Solène Marchetti"
     # a form's label without its colon: "nome Thiago Albuquerque Neves", "mera naam Sunita Deshpande hai"
-    (r"(?i:nome|nombre|naam|imię i nazwisko|nome completo|nombre completo|volledige naam)", rf"[ \t]+({_FULL_NAME})"),
-    (r"I, ", rf"({_FULL_NAME}),"),  # "I, Mohammed Al-Khatib, hereby ..."
+    (r"(?i:nome|nombre|naam|imię i nazwisko|nome completo|nombre completo|volledige naam)", rf"[ \t]+({FULL_NAME})"),
+    (r"I, ", rf"({FULL_NAME}),"),  # "I, Mohammed Al-Khatib, hereby ..."
 )
 # (cue, the value written right before it)
 _CASED_BEFORE = (
     # "Lena Hoffmann, geb. 04.07.1985", "Julien Lefèvre, né le 3 février 1979", "Maria Gonzalez, born 7/2/64"
     (r"(?i:, (?:born|geboren|née?|nat[oa]|nacid[oa]|nascid[oa]|urodzon[ya]|f[öø]dd?|dob|geb\.|d\.o\.b\.))"
-     r"(?:[^\p{L}\p{N}]|$)", _FULL_NAME),
+     r"(?:[^\p{L}\p{N}]|$)", FULL_NAME),
     # "Seo-yeon Park, my wife" ("Sorry, my son": none; the relation a whole word: "your points ex|pire" is none)
-    (rf"(?i:, {RELATION})(?:[^\p{{L}}\p{{N}}]|$)", _FULL_NAME),
+    (rf"(?i:, {RELATION})(?:[^\p{{L}}\p{{N}}]|$)", FULL_NAME),
     (r"-(?i:san|sama|kun|chan|sensei)\b", _WORD),  # "Suzuki-san"
 )
 # Scripts without letter case (Chinese, Japanese, Korean, Arabic, Devanagari): no capital marks a
@@ -277,7 +278,7 @@ def _found(rules: tuple[_Rule, ...], text: str, data: bytes,
     yield from hits
 
 
-def _names_someone(name: str) -> bool:
+def names_someone(name: str) -> bool:
     """Whether a cued name's first word can be a name ("Mr. President", "Dear Customer": no)."""
     return name.split(" ", 1)[0].strip(".,&").casefold() not in NOT_NAMES
 
@@ -292,7 +293,7 @@ def _cued(text: str) -> Iterator[tuple[int, int]]:
         words = text[start:end].split(" ")  # "अमित से", "أحمد في البيت": the name, not what follows it
         kept = 1 + next((i for i, word in enumerate(words[1:]) if word in CASELESS_AFTER_NAME), len(words) - 1)
         end = start + len(" ".join(words[:kept]))
-        if _names_someone(text[start:end]) and text[end:end + 1] != "(":  # `client = WeatherClient(`: code
+        if names_someone(text[start:end]) and text[end:end + 1] != "(":  # `client = WeatherClient(`: code
             yield start, end
     for _, _, ((start, end), *_) in _found(_ANY_CASE_RULES, text, data, present):
         words = text[start:end].split(" ")
@@ -315,14 +316,14 @@ def _cued(text: str) -> Iterator[tuple[int, int]]:
 # to:\nDaniel Okafor\n2200 W Lake St") or before a comma, after the start of a line, a colon or a
 # word sending something to someone ("an Jonas Becker, Lindenweg 7").
 _BEFORE_ADDRESS = compile_linear(
-    rf"(?:^|\n|[:;(]|\b(?:to|for|attn|an|à|a|para|per|aan|voor|c/o))[ \t]*({_FULL_NAME})[ \t]*(?:,[ \t]*\n?|\n)[ \t]*$")
+    rf"(?:^|\n|[:;(]|\b(?:to|for|attn|an|à|a|para|per|aan|voor|c/o))[ \t]*({FULL_NAME})[ \t]*(?:,[ \t]*\n?|\n)[ \t]*$")
 
 
 def _before_addresses(text: str, addresses: Sequence[Span]) -> Iterator[tuple[int, int]]:
     for _, start, _ in addresses:
         offset = max(0, start - 80)
         for (name_start, name_end), in group_spans(_BEFORE_ADDRESS, text[offset:start], (1,)):
-            if _names_someone(text[offset + name_start:offset + name_end]):
+            if names_someone(text[offset + name_start:offset + name_end]):
                 yield offset + name_start, offset + name_end
 
 

@@ -315,6 +315,12 @@ def test_a_street_takes_no_sentence_or_year_for_its_locality(text, street):
     assert [(f.kind, text[f.start:f.end]) for f in detect(text)] == [("street_address", street)]
 
 
+def test_a_name_beside_an_identifier_is_the_persons_but_a_place_or_a_company_is_no_one():
+    text = ("Contacts: Cape Town +27 21 123 4567, Deutsche Bank service line +49 69 910 00, Rui Costa, "
+            "+351 912 345 678. Können Sie, bitte, IBAN DE89 3704 0044 0532 0130 00 prüfen?")
+    assert [text[f.start:f.end] for f in detect(text) if f.kind == "person_name"] == ["Rui Costa"]
+
+
 def test_addresses_of_no_one_are_not_ip_addresses():
     text = "bind 127.0.0.1 or 0.0.0.0 (::1, ::), mask 255.255.255.0, multicast 224.0.0.251; the NAS is 192.168.1.20"
     assert [text[f.start:f.end] for f in detect(text)] == ["192.168.1.20"]
