@@ -39,7 +39,7 @@ DETECTORS: dict[str, Detector] = {
     "card": lambda text: chain(find_cards(text), find_labelled(text, ("card_cvv", "card_expiry"))),
     "iban": find_ibans,
     "national_id": find_national_ids,
-    "bank_account": lambda text: find_labelled(text, ("bank_account",)),
+    "bank_account": lambda text: find_labelled(text, ("bank_account", "insurance_policy")),
     "birth_date": lambda text: find_labelled(text, ("birth_date",)),
     "address": find_addresses,
     "person_name": find_names,
@@ -49,8 +49,9 @@ DETECTORS: dict[str, Detector] = {
     "special_category": find_special_categories,
     "employment": find_employment,
 }
-# Government document numbers that only a label names (passport, driving licence) count as national IDs.
-_LABELLED_IDS = ("passport", "drivers_license")
+# Government document numbers that only a label names (passport, driving licence, a vehicle's plate) count as
+# national IDs.
+_LABELLED_IDS = ("passport", "drivers_license", "licence_plate")
 
 
 @dataclass(frozen=True, order=True)

@@ -69,6 +69,23 @@ _CARD_COLUMN_HINT = compile_linear(r"(?i)cvv|cvc|csc|security|exp|valid")
 _CARD_CONTEXT = compile_linear(r"(?i)card|carte|tarjeta|karte|cart[ãa]o|carta|kaart|visa|mastercard|amex|"
                                r"cvv|cvc|[0-9]{4} [0-9]{4} [0-9]{4}")
 
+# A vehicle's plate and an insurance policy's number, after their words: letters and digits in a few
+# groups ("plate 8KXM271", "Kennzeichen M-KL 4827", "policy HX-4471-290358", "member ID ... XEP918273641").
+_OTHER_LABELS = {
+    "licence_plate": (rf"(?:licen[cs]e{_S})?plates?(?:{_S}number)?|vehicle{_S}registration|registration{_S}(?:number|no)|"
+                      rf"reg{_S}no|kfz{_S}kennzeichen|kennzeichen|plaque(?:{_S}d'immatriculation)?|immatriculation|"
+                      rf"matr[íi]cula|targa|kenteken|placa|numer{_S}rejestracyjny|registreringsnummer|plaka"),
+    "insurance_policy": (rf"(?:(?:insurance|life|home|travel|auto|car|health|dental){_S})?policy(?:{_S}(?:number|no|#))?|"
+                         rf"member{_S}id|membership{_S}(?:number|no)|subscriber{_S}id|versicherungs{_S}(?:nummer|schein)|"
+                         rf"n°{_S}de{_S}police|num[ée]ro{_S}de{_S}police|n[úu]mero{_S}de{_S}p[óo]liza|p[óo]liza|"
+                         rf"polizza|ap[óo]lice|polisnummer"),
+}
+_OTHER_VALUES = {"licence_plate": r"(?:[A-Z]{1,4}[ -]){0,2}[A-Z0-9]*[0-9][A-Z0-9]*(?:[ -][A-Z0-9]{1,4}){0,2}",
+                 "insurance_policy": r"(?:[A-Z]{1,6}[ -]?)?[0-9][0-9A-Z]*(?:[ -][0-9A-Z]{1,8}){0,3}"}
+_WORDS_NOT_IN_A_PLATE = frozenset("IN THE AND ON OF FOR TO IS AT MY OUR A AN IT BY AS OR WAS ARE DE VAN HET IST UND "
+                                   "EST ET ES Y E EL LA LE DER DIE DAS EN ES".split())
+_PLATE_GROUP = re.compile(r"[0-9A-Z]+")
+
 # A number: groups of letters and digits, each holding a digit, single spaces or dashes between
 # (a group of letters alone is a word: "12345678 and", not part of the number).
 _GROUP = r"[0-9A-Z]*[0-9][0-9A-Z]*"
@@ -88,6 +105,8 @@ _FINDERS["bank_account"].append(compile_linear(rf"(account|acc|konto|compte|cuen
                                                 rf"([0-9][0-9A-Z]*(?:[ -]{_GROUP})*)", ignore_case=True))
 _FINDERS.update({kind: [compile_linear(rf"({label}){_GAP}({_CARD_VALUES[kind]})(?:[^0-9]|$)", ignore_case=True)]
                  for kind, label in _CARD_LABELS.items()})
+_FINDERS.update({kind: [compile_linear(rf"({label})[^0-9\n.;]{{0,48}}?\b({_OTHER_VALUES[kind]})(?:[^0-9A-Z]|$)",
+                                       ignore_case=True)] for kind, label in _OTHER_LABELS.items()})
 # A date then the word: "am 3. Juli 1979 geboren", "1985-07-30 born".
 _DATE_THEN_LABEL = compile_linear(rf"({_DATE})[ ,]{{1,3}}(geboren|born|né|née|nacid[oa]|nat[oa])", ignore_case=True)
 _MIN_CHARS, _MIN_DIGITS = 6, 4
@@ -110,6 +129,16 @@ def _letter(char: str) -> bool:
     return char.isalpha() and not unspaced(char)  # "出生日期" ends a label as a space does
 
 
+def _without_words(text: str, start: int, end: int) -> tuple[int, int]:
+    """The span without the words of a sentence at either end ("IS 4-KTR-82" -> "4-KTR-82")."""
+    groups = [m.span() for m in _PLATE_GROUP.finditer(text, start, end)]
+    while groups and text[slice(*groups[0])] in _WORDS_NOT_IN_A_PLATE:
+        groups.pop(0)
+    while groups and text[slice(*groups[-1])] in _WORDS_NOT_IN_A_PLATE:
+        groups.pop()
+    return (groups[0][0], groups[-1][1]) if groups else (start, start)
+
+
 def find_labelled(text: str, kinds: tuple[str, ...]) -> Iterator[Span]:
     """Each value of one of `kinds` (keys of _LABELS) right after a word naming it, in `text`."""
     if "card_expiry" in kinds and not found_in(_CARD_CONTEXT, text):
@@ -128,6 +157,15 @@ def find_labelled(text: str, kinds: tuple[str, ...]) -> Iterator[Span]:
         if (label and _letter(text[label - 1])) or (label_end < len(text) and _letter(text[label_end])):
             continue  # whole words only: "tabular" holds no "aba", "adobe" no "dob", "borne" no "born"
         value = text[start:end]
+        if kind in _OTHER_LABELS:
+            start, end = _without_words(text, start, end)  # "IS 4-KTR-82", "XEP918273641 AND": the digit view's capitals
+            value = text[start:end]
+            digits, letters = sum(c.isdigit() for c in value), sum(c.isalpha() for c in value)
+            if digits >= (5 if kind == "insurance_policy" else 1) and (letters or kind == "insurance_policy") and (
+                    4 <= len(value.replace(" ", "").replace("-", "")) <= 20) and not _DATED.fullmatch(value) and (
+                    _WORDS_NOT_IN_A_PLATE.isdisjoint(value.replace("-", " ").split())):
+                yield kind, start, end
+            continue
         if kind in _CARD_LABELS or kind == "birth_date" or (sum(c.isalnum() for c in value) >= _MIN_CHARS
                                     and sum(c.isdigit() for c in value) >= _MIN_DIGITS
                                     and not _DATED.fullmatch(value)):

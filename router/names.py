@@ -343,6 +343,22 @@ _LOGIN = re.compile(r"(?:(?:Failed|Accepted) [\w/-]+ for (?:invalid user )?|Inva
                     r"for user )([^\W\d_]{2,}[._-][^\W\d_]{2,}\d*)\b")
 
 
+# An account's name after its word, in a log's key, as someone logs in, or quoted after "user": "My username is
+# msz_bakes", "user=kpaterniti", "logs into the laptop as kenji.w", "users 'velvetmoth'", "Benutzer hroemer58".
+_ACCOUNT_NAME = compile_linear(
+    r"(?i)(?:\b(?:user ?name|user ?id|benutzer(?:name)?|usu[áa]rio|utilisateur|nom d'utilisateur|"
+    r"gebruikersnaam|kullanıcı adı)(?:[ \t]+(?:is|was|ist|est|es|é|è|there is))?[ \t]*[:=]?[ \t]*[\"'`“]?|"
+    r"\blogin(?: name)?(?:[ \t]*[:=]|[ \t]+(?:is|was))[ \t]*[\"'`“]?|"
+    r"\buser(?:name)?=|\blogs? ?(?:in|on)(?:to [\w ]{1,30}?)? as[ \t]+|\busers?[ \t]+[\"'“])([\w][\w.@-]{2,31})"
+    r"(?:[^\w.@-]|\.(?:[^\w]|$)|$)")
+_NOT_AN_ACCOUNT = frozenset("and the for with from that this your admin root user guest test demo none null name "
+                            "password email required invalid field box page button prompt screen form column format "
+                            "here below above must should can cannot please changed reset forgot incorrect wrong "
+                            # system accounts name no one
+                            "deploy ubuntu ec2-user postgres mysql www-data nobody service system jenkins git docker "
+                            "pi administrator sa".split())
+
+
 def _usernames(text: str) -> Iterator[tuple[int, int]]:
     for m in _HANDLE.finditer(text) if "@" in text else ():
         opening = not text[text.rfind("\n", 0, m.start()) + 1:m.start()].strip()  # a decorator opens its line
@@ -350,6 +366,10 @@ def _usernames(text: str) -> Iterator[tuple[int, int]]:
             yield m.span(1)
     for m in _LOGIN.finditer(text) if " for " in text or "user " in text else ():
         yield m.span(1)
+    for ((start, end),) in group_spans(_ACCOUNT_NAME, text, (1,)):
+        value = text[start:end]
+        if any(c.isalpha() for c in value) and value.lower() not in _NOT_AN_ACCOUNT and "<" not in value:
+            yield start, end
 
 
 def find_names(text: str, addresses: Sequence[Span] | None = None) -> Iterator[Span]:
