@@ -137,9 +137,12 @@ _PLACE_WORDS = compile_linear(r"(?i)\b(?:lat|lon|lng|latitude|longitude|coordina
                               r"maison|coordenadas|casa|coordinate|posizione|ubicaci[óo]n|woning)")
 
 
+_FIVE_DECIMALS = re.compile(r"[0-9]\.[0-9]{5}")
+
+
 def find_coordinates(text: str) -> Iterator[Span]:
     """A latitude and longitude precise enough to find a house, as ("gps_coordinates", start, end)."""
-    if "." not in text:
+    if "." not in text or not _FIVE_DECIMALS.search(text):
         return
     pairs = []
     about_a_place = found_in(_PLACE_WORDS, text)

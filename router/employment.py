@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-from router.linear_regex import char_offsets, compile_linear, found_in, group_spans
+from router.linear_regex import RegexSet, char_offsets, compile_linear, found_in, group_spans
 from router.records import table_cells
 from router.subjects import has_subject, supposed
 
@@ -77,6 +77,9 @@ _HINT = compile_linear(rf"(?i){_EMPLOYEE_LABEL}|{_PAY}|employee|staff|worker|emp
                        r"guadagn|ganha")
 
 
+_CUES = RegexSet([_EMPLOYEE_ID, _OWNED_PAY, _PAY_QUALIFIED, _PAY_FIELD, _EARNS, _HINT])
+
+
 def _EMPLOYEE_ID_SPANS(text: str) -> list[tuple[int, int]]:
     data = text.encode("utf-8")
     spans = [next(m.span(g) for g in (1, 2, 3) if m.start(g) >= 0) for m in _EMPLOYEE_ID.finditer(data)]
@@ -89,20 +92,22 @@ def _EMPLOYEE_ID_SPANS(text: str) -> list[tuple[int, int]]:
 def find_employment(text: str) -> Iterator[Span]:
     """Each employee number and each person's pay in `text` (the text view), as ("employee_id" or
     "salary", start, end)."""
-    if not found_in(_HINT, text):
+    present = _CUES.present(text)
+    if not present:
         return
-    for found in _EMPLOYEE_ID_SPANS(text):
+    for found in _EMPLOYEE_ID_SPANS(text) if _EMPLOYEE_ID in present else ():
         yield "employee_id", *found
     for start, end in table_cells(text, _EMPLOYEE_COLUMNS, _EMPLOYEE_CELL.fullmatch) if "\n" in text else ():
         yield "employee_id", start, end
-    for ((start, end),) in group_spans(_OWNED_PAY, text, (1,)):
+    for ((start, end),) in group_spans(_OWNED_PAY, text, (1,)) if _OWNED_PAY in present else ():
         if not supposed(text, start):
             yield "salary", start, end
-    for (cue, _), (start, end) in [*group_spans(_PAY_QUALIFIED, text, (1, 2)), *group_spans(_PAY_FIELD, text, (1, 2))]:
+    fields = [regex for regex in (_PAY_QUALIFIED, _PAY_FIELD) if regex in present]
+    for (cue, _), (start, end) in [spans for regex in fields for spans in group_spans(regex, text, (1, 2))]:
         if not supposed(text, cue) and not _GENERAL.search(text, max(0, cue - 24), cue + 1) and not _RANGE.match(
                 text, end):  # "Salary: $75,000 - $90,000": a job's range, no one's pay
             yield "salary", start, end
-    for (cue, cue_end), (start, end) in group_spans(_EARNS, text, (1, 2)):
+    for (cue, cue_end), (start, end) in group_spans(_EARNS, text, (1, 2)) if _EARNS in present else ():
         if not supposed(text, cue) and has_subject(text, cue, cue_end, named=True) and not _FIRST_PERSON.search(
                 text, max(0, cue - 12), cue + 1):
             yield "salary", start, end

@@ -38,7 +38,7 @@ from bisect import bisect_left
 from collections.abc import Iterator
 
 from router import health_words as w
-from router.linear_regex import compile_linear, found_in, group_spans, match_spans
+from router.linear_regex import RegexSet, compile_linear, found_in, group_spans
 from router.normalize import without_accents
 from router.records import table_cells
 from router.subjects import AND_THEN, WINDOW, has_subject, supposed
@@ -91,6 +91,8 @@ _RECORD = _linear(rf"(?i)(?:^|[^\pL])(?:{w.RECORD_WORDS})(?:[^\pL]|$)")
 _BARE_CONDITION = _linear(rf"(?i)(?:^|[^\pL])({_CONDITION_RE2})(?:[^\pL]|$)")
 _BARE_MEDICINE = _linear(rf"(?i)(?:^|[^\pL])((?:{w.DRUG_NAMES})(?:/(?:{w.DRUG_NAMES}))?[ \t]+{w.DOSE}|"
                                 rf"{w.DOSE}[ \t]+(?:(?:{w.OF})[ \t]+)?(?:{w.DRUG_NAMES}))")
+_CUES = RegexSet([_DIAGNOSED_CUE, _HAS_CUE, _POSSESSIVE_CUE, _IS_CUE, _TAKES_CUE, _VERB_LAST_CUE, _FIELD_CUE,
+                  _MEDICINE_FIELD_CUE, _RECORD_NUMBER, _RECORD, _BARE_CONDITION, _BARE_MEDICINE, _LAB])
 # words with other senses, found alone in a record only with a qualifier ("aids to navigation", "an anxiety")
 _AMBIGUOUS = _regex(rf"(?i)(?:{w.OWNED_ONLY_QUALIFIED}|miscarriage|tumou?r)\b|(?-i:aids)\b")
 _LABEL_AFTER = _regex(r"[ \t]*[:|=]")
@@ -123,11 +125,16 @@ def find_health(text: str) -> Iterator[Span]:
     """Each condition, state, medicine, lab result or record number the text ties to a person, as
     ("health_condition", "medication", "lab_result" or "medical_record_number", start, end)."""
     original, text = text, without_accents(text)  # the words read without accents, the subject as written
+    present = _CUES.present(text)  # one pass: most texts hold no cue at all
+
+    def spans(regex, groups=(1,)):
+        return group_spans(regex, text, groups) if regex in present else []
+
     found: dict[tuple[int, int], str] = {}
     for cue, after, subject in ((_DIAGNOSED_CUE, _AFTER_DIAGNOSED, None), (_HAS_CUE, _AFTER_HAS, "any"),
                                 (_POSSESSIVE_CUE, _AFTER_POSSESSIVE, None), (_IS_CUE, _AFTER_IS, "person"),
                                 (_TAKES_CUE, _AFTER_TAKES, "person")):
-        for ((cue_start, cue_end),) in group_spans(cue, text, (1,)):
+        for ((cue_start, cue_end),) in spans(cue):
             m = after.match(text, cue_end)
             if m is None or supposed(original, cue_end):
                 continue
@@ -144,29 +151,29 @@ def find_health(text: str) -> Iterator[Span]:
                 m = listed
             if kind == _MEDICINE_KIND and (why := _FOR_CONDITION.match(text, m.end())):
                 found.setdefault(why.span(1), _CONDITION_KIND)  # "prescribed methylphenidate for ADHD"
-    for start, end in match_spans(_VERB_LAST_CUE, text):
+    for (start, end), in spans(_VERB_LAST_CUE, (0,)):
         state = _STATE_BEFORE.search(text, start, end)
         if state and not supposed(original, start) and has_subject(
                 original, state.start(), state.start(), named=True):
             found.setdefault(state.span(), _CONDITION_KIND)
     for cue, kind in ((_FIELD_CUE, _CONDITION_KIND), (_MEDICINE_FIELD_CUE, _MEDICINE_KIND)):
-        for _, cue_end in match_spans(cue, text):
+        for ((_, cue_end),) in spans(cue, (0,)):
             m = _FIELD_AFTER.match(text, cue_end)
             if m and _is_value(value := m.group(1).rstrip(" \t,")):
                 found.setdefault((m.start(1), m.start(1) + len(value)), kind)
-    for ((start, end),) in group_spans(_RECORD_NUMBER, text, (1,)):
+    for ((start, end),) in spans(_RECORD_NUMBER):
         if sum(c.isdigit() for c in text[start:end]) >= 4:
             found.setdefault((start, end), "medical_record_number")
-    for span in _lab_results(text, original):
+    for span in _lab_results(text, original) if _LAB in present else ():
         found.setdefault(span, "lab_result")
-    anchors = sorted([*found, *match_spans(_RECORD, text)])
+    anchors = sorted([*found, *(span for span, in spans(_RECORD, (0,)))])
     if anchors:
         starts = [a for a, _ in anchors]
         # near a patient record's marker (a date of birth, an age, "Pt.") or a condition already tied to
         # someone, dosed medicines and conditions need no verb ("67 ans, insuffisance cardiaque, sous
         # furosémide 40 mg")
         for regex, kind in ((_BARE_MEDICINE, _MEDICINE_KIND), (_BARE_CONDITION, _CONDITION_KIND)):
-            for ((start, end),) in group_spans(regex, text, (1,)):
+            for ((start, end),) in spans(regex):
                 if supposed(original, start) or (kind == _CONDITION_KIND and (
                         _AMBIGUOUS.match(text, start) or _LABEL_AFTER.match(text, end))):
                     continue  # "aids to navigation"; a column's or a field's name ("Allergies:")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-from router.linear_regex import compile_linear, found_in, group_spans
+from router.linear_regex import RegexSet, compile_linear, found_in, group_spans
 from router.records import sql_values, table_cells
 from router.scan import unspaced
 
@@ -62,8 +62,6 @@ _CARD_VALUES = {"card_cvv": r"[0-9]{3,4}", "card_expiry": r"(?:0[1-9]|1[0-2]) ?[
 _CARD_COLUMNS = {"card_cvv": frozenset("cvv cvv2 cvc cvc2 csc securitycode".split()),
                  "card_expiry": frozenset("exp expiry expiration expirydate expirationdate expdate validthru".split())}
 _CARD_CELL = {kind: re.compile(value) for kind, value in _CARD_VALUES.items()}
-_CVV_HINT = compile_linear(r"(?i)cvv|cvc|cvn|csc|security|verification|seguridad|s[ée]curit[ée]|cryptogramme|pr[üu]fnummer|"
-                           r"sicurezza|seguran[çc]a|beveiligingscode")
 _CARD_COLUMN_HINT = compile_linear(r"(?i)cvv|cvc|csc|security|exp|valid")
 # an expiry counts in a text about a card: "exp 02/27" beside "card", a card number or a CVV
 _CARD_CONTEXT = compile_linear(r"(?i)card|carte|tarjeta|karte|cart[ãa]o|carta|kaart|visa|mastercard|amex|"
@@ -109,6 +107,7 @@ _FINDERS.update({kind: [compile_linear(rf"({label})[^0-9\n.;]{{0,48}}?\b({_OTHER
                                        ignore_case=True)] for kind, label in _OTHER_LABELS.items()})
 # A date then the word: "am 3. Juli 1979 geboren", "1985-07-30 born".
 _DATE_THEN_LABEL = compile_linear(rf"({_DATE})[ ,]{{1,3}}(geboren|born|né|née|nacid[oa]|nat[oa])", ignore_case=True)
+_ALL_FINDERS = RegexSet([*(regex for finders in _FINDERS.values() for regex in finders), _DATE_THEN_LABEL])
 _MIN_CHARS, _MIN_DIGITS = 6, 4
 # A number after a document's label that is a date with its year is the issue or expiry date
 # ("passport issued 2019 06 01"), not the number.
@@ -141,13 +140,14 @@ def _without_words(text: str, start: int, end: int) -> tuple[int, int]:
 
 def find_labelled(text: str, kinds: tuple[str, ...]) -> Iterator[Span]:
     """Each value of one of `kinds` (keys of _LABELS) right after a word naming it, in `text`."""
-    if "card_expiry" in kinds and not found_in(_CARD_CONTEXT, text):
+    present = _ALL_FINDERS.present(text)  # one pass: which finders match at all (most texts: none)
+    if "card_expiry" in kinds and _FINDERS["card_expiry"][0] in present and not found_in(_CARD_CONTEXT, text):
         kinds = tuple(kind for kind in kinds if kind != "card_expiry")
-    if "card_cvv" in kinds and not found_in(_CVV_HINT, text):
-        kinds = tuple(kind for kind in kinds if kind != "card_cvv")
-    found = [(kind, spans) for kind in kinds for regex in _FINDERS[kind] for spans in group_spans(regex, text, (1, 2))]
-    if "birth_date" in kinds:
+    found = [(kind, spans) for kind in kinds for regex in _FINDERS[kind] if regex in present
+             for spans in group_spans(regex, text, (1, 2))]
+    if "birth_date" in kinds and _DATE_THEN_LABEL in present:
         found += [("birth_date", (label, value)) for value, label in group_spans(_DATE_THEN_LABEL, text, (1, 2))]
+    if "birth_date" in kinds:
         for start, end in (*table_cells(text, _BIRTH_COLUMNS, _is_date), *sql_values(text, _BIRTH_COLUMNS, _is_date)):
             yield "birth_date", start, end
     for kind in set(kinds) & _CARD_COLUMNS.keys() if "\n" in text and found_in(_CARD_COLUMN_HINT, text) else ():

@@ -46,6 +46,22 @@ def found_in(regex: re2._Regexp, text: str) -> bool:
     return regex.search(text.encode("ascii") if text.isascii() else text) is not None
 
 
+class RegexSet:
+    """Several compiled patterns asked in one linear pass which of them match anywhere in a text: a detector
+    with many cues searches further only with those whose cue occurs (most texts hold few)."""
+
+    def __init__(self, regexes: list[re2._Regexp]) -> None:
+        self._regexes = regexes
+        self._set = re2.Set.SearchSet(re2.Options())
+        for regex in regexes:  # (a pattern compiled to ignore case keeps doing so in the set)
+            self._set.Add(regex.pattern if regex.options.case_sensitive else f"(?i:{regex.pattern})")
+        self._set.Compile()
+
+    def present(self, text: str) -> set[re2._Regexp]:
+        """The patterns that match somewhere in `text`."""
+        return {self._regexes[i] for i in self._set.Match(text.encode("utf-8")) or ()}
+
+
 def match_spans(regex: re2._Regexp, text: str) -> list[tuple[int, int]]:
     """Where `regex` matches in `text`, one span for each place a match starts (overlapping ones
     too: a match that turns out wrong cannot hide one that starts inside it)."""

@@ -366,7 +366,10 @@ def _usernames(text: str) -> Iterator[tuple[int, int]]:
             yield m.span(1)
     for m in _LOGIN.finditer(text) if " for " in text or "user " in text else ():
         yield m.span(1)
-    for ((start, end),) in group_spans(_ACCOUNT_NAME, text, (1,)):
+    lowered = text.lower()
+    accounts = any(word in lowered for word in ("user", "login", "log in", "logs in", "benutzer", "usu", "utilisateur",
+                                                "gebruiker", "kullan"))
+    for ((start, end),) in group_spans(_ACCOUNT_NAME, text, (1,)) if accounts else ():
         value = text[start:end]
         if any(c.isalpha() for c in value) and value.lower() not in _NOT_AN_ACCOUNT and "<" not in value:
             yield start, end

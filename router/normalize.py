@@ -350,9 +350,13 @@ def _separator_start(text: str, at: int) -> int:
 # words people type with or without accents ("diabète", "diabete", "méthotrexate", "depresion").
 _ACCENTED = "àáâãäåāąçćčèéêëēęěìíîïīłñńňòóôõöøōśšùúûüūůýÿźżž"
 _PLAIN = "aaaaaaaaccceeeeeeeiiiiilnnnooooooossuuuuuuyyzzz"
-_ACCENTS = str.maketrans(_ACCENTED + _ACCENTED.upper(), _PLAIN + _PLAIN.upper())
+_UNACCENTED = dict(zip(_ACCENTED + _ACCENTED.upper(), _PLAIN + _PLAIN.upper()))
+_ACCENTED_LETTER = re.compile(f"[{_ACCENTED}{_ACCENTED.upper()}]")
 
 
 def without_accents(text: str) -> str:
-    """`text` with the accents of Latin letters dropped; same length, same positions."""
-    return text.translate(_ACCENTS)
+    """`text` with the accents of Latin letters dropped; same length, same positions. (A regex finds the
+    few accented letters: `str.translate` looks every character up, 1.7 ms on 32 KB.)"""
+    if text.isascii():
+        return text
+    return _ACCENTED_LETTER.sub(lambda m: _UNACCENTED[m.group()], text)

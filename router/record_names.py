@@ -21,6 +21,7 @@ _LABEL_WORDS = r"(?:[\pL'’/#°.-]+[ \t]+){0,5}?"
 _NAME_BEFORE = compile_linear(rf"(?:^|[^\pL'’-])({FULL_NAME})[ \t]*[,;:(–-]?[ \t]*{_LABEL_WORDS}$")
 _NAME_AFTER = compile_linear(rf"^[ \t]*[,;:)–-]?[ \t]*(?:[\pL'’/#°.-]+[ \t]+){{0,4}}?({FULL_NAME})(?:[^\pL'’-]|$)")
 _WINDOW = 72
+_TWO_CAPITALS = re.compile(r"[^\W\d_][^\W\d_]*[ \t]+(?:\w+[ \t]+)?[A-ZÀ-Þ]")  # a cheap look before RE2's
 # an organisation's or a place's words: no one's name
 _NOT_A_PERSON = re.compile(
     r"\b(?:Bank|Banco|Banque|Sparkasse|Administration|Office|Services?|Department|University|Universit[äéà]t?|"
@@ -43,10 +44,10 @@ def names_beside(text: str, records: Iterable[Span]) -> Iterator[Span]:
         before = text[max(0, start - _WINDOW):start]
         if (cut := max(before.rfind("\n"), before.rfind(". "))) >= 0:
             before = before[cut + 1:]
-        for ((a, b),) in group_spans(_NAME_BEFORE, before, (1,))[-1:]:
+        for ((a, b),) in group_spans(_NAME_BEFORE, before, (1,))[-1:] if _TWO_CAPITALS.search(before) else ():
             yield from _someone(text, start - len(before) + a, start - len(before) + b)
         after = text[end:end + _WINDOW].split("\n", 1)[0].split(". ", 1)[0]
-        for ((a, b),) in group_spans(_NAME_AFTER, after, (1,))[:1]:
+        for ((a, b),) in group_spans(_NAME_AFTER, after, (1,))[:1] if _TWO_CAPITALS.search(after) else ():
             yield from _someone(text, end + a, end + b)
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-from router.linear_regex import compile_linear, group_spans
+from router.linear_regex import RegexSet, compile_linear, group_spans
 from router.subjects import AND_THEN, WINDOW, has_subject, mentions_person, supposed
 
 Span = tuple[str, int, int]
@@ -131,9 +131,18 @@ _PARTY = re.compile(rf"(?i)\b(?:{_UNION_NAMES}|party|partei|parti|partido|partit
                     r"|\b(?:SPD|CDU|CSU|AfD|FDP|PSOE|PP|RN|LFI|PD|PVV|VVD|GOP|SNP|ANC|BJP)\b")
 
 
+_CUES = RegexSet([_STATE_CUE, _JOIN_CUE, _UNION_ROLE, _PARTY_ROLE, _RECORD_BEFORE, _STATE_THEN_VERB, _STATE_IN_BRACKETS,
+                  _CAME_OUT, _CONVICTED])
+
+
 def find_special_categories(text: str) -> Iterator[Span]:
     """Each orientation, religion, political opinion, union membership or criminal record the text ties
     to a person, as (kind, start, end)."""
+    present = _CUES.present(text)  # one pass: most texts hold no cue at all
+
+    def spans(regex, groups):
+        return group_spans(regex, text, groups) if regex in present else []
+
     found: dict[tuple[int, int], str] = {}
 
     def someones(cue_start: int, cue_end: int, *, noun: bool = False) -> bool:
@@ -144,11 +153,11 @@ def find_special_categories(text: str) -> Iterator[Span]:
             AND_THEN.search(text, max(0, cue_start - 8), cue_start + 1) is not None
             and any(0 < cue_start - end < WINDOW for _, end in found))
 
-    for ((cue_start, cue_end),) in group_spans(_STATE_CUE, text, (1,)):
+    for ((cue_start, cue_end),) in spans(_STATE_CUE, (1,)):
         m = _STATE_AFTER.match(text, cue_end)
         if m and not supposed(text, cue_end) and someones(cue_start, cue_end):
             found.setdefault(m.span(m.lastgroup), m.lastgroup)
-    for ((cue_start, cue_end),) in group_spans(_JOIN_CUE, text, (1,)):
+    for ((cue_start, cue_end),) in spans(_JOIN_CUE, (1,)):
         m = _JOIN_AFTER.match(text, cue_end)
         voted = _VOTED.search(text, cue_start, cue_end) is not None
         if m is None or supposed(text, cue_end) or not (
@@ -157,25 +166,25 @@ def find_special_categories(text: str) -> Iterator[Span]:
         end = m.start() + len(_TRAILING_WORDS.sub("", m.group()))  # "the Green Party and": not "and"
         if text[m.start():end] not in ("", "the") and someones(cue_start, cue_start, noun=True):
             found.setdefault((m.start(), end), "trade_union" if _UNION.search(m.group()) else "political_opinion")
-    for ((start, end),) in group_spans(_UNION_ROLE, text, (1,)):
+    for ((start, end),) in spans(_UNION_ROLE, (1,)):
         found.setdefault((start, end), "trade_union")
-    for ((start, end),) in group_spans(_PARTY_ROLE, text, (1,)):
+    for ((start, end),) in spans(_PARTY_ROLE, (1,)):
         if _PARTY.search(text, start, end) and not supposed(text, start) and mentions_person(text, start):
             found.setdefault((start, end), "trade_union" if _UNION.search(text[start:end]) else "political_opinion")
-    for ((start, end),) in group_spans(_RECORD_BEFORE, text, (1,)):
+    for ((start, end),) in spans(_RECORD_BEFORE, (1,)):
         if not supposed(text, start) and mentions_person(text, start):
             found.setdefault((start, end), "criminal_record")
-    for (state_start, state_end), (verb, _) in group_spans(_STATE_THEN_VERB, text, (1, 2)):
+    for (state_start, state_end), (verb, _) in spans(_STATE_THEN_VERB, (1, 2)):
         m = _STATE_AFTER.match(" " + text[state_start:state_end])  # "dass sie jüdisch ist"
         if m and not supposed(text, state_start) and has_subject(text, state_start, state_start, named=True):
             found.setdefault((state_start, state_end), m.lastgroup)
-    for ((start, end),) in group_spans(_STATE_IN_BRACKETS, text, (1,)):
+    for ((start, end),) in spans(_STATE_IN_BRACKETS, (1,)):
         if (m := _STATE_AFTER.match(" " + text[start:end])) is not None:
             found.setdefault((start, end), m.lastgroup)
-    for (_, (start, end)) in group_spans(_CAME_OUT, text, (1, 2)):
+    for (_, (start, end)) in spans(_CAME_OUT, (1, 2)):
         if not supposed(text, start):
             found.setdefault((start, end), "sexual_orientation")
-    for ((cue_start, cue_end),) in group_spans(_CONVICTED, text, (1,)):
+    for ((cue_start, cue_end),) in spans(_CONVICTED, (1,)):
         m = _OFFENCE.match(text, cue_end)
         verb = _CONVICTION_VERB.search(text, cue_start, cue_end)
         if verb.group().lower().startswith("charged") and not _CHARGED_AFTER.search(text, max(0, verb.start() - 12),

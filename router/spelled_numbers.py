@@ -26,9 +26,11 @@ _NUMBER_WORDS = {
 _REPEAT = {"double": 2, "triple": 3, "doppel": 2, "dreifach": 3, "doble": 2, "doppio": 2, "dubbel": 2}
 _NUMBER_TOKEN = re.compile(r"[^\W\d_]+|[0-9]+")
 _NUMBER_WORD = "|".join(sorted([*_NUMBER_WORDS, *_REPEAT], key=len, reverse=True))
-# three tokens or more, words or digit groups, a space, a dash or a comma between each two
-_NUMBER_RUN = compile_linear(rf"(?i)(?:^|[^\pL\pN_])((?:(?:{_NUMBER_WORD}|[0-9]+)(?:[ \t]*[,-][ \t]*|[ \t]+)){{2,}}"
-                             rf"(?:{_NUMBER_WORD}|[0-9]+))(?:[^\pL\pN_]|$)")
+_SEP = r"(?:[ \t]*[,-][ \t]*|[ \t]+)"
+# tokens, words or digit groups, a space, a dash or a comma between each two, a word among them (digits alone,
+# "4111 1111 1111 1111", are no run: most texts' numbers are passed over in RE2)
+_NUMBER_RUN = compile_linear(rf"(?i)(?:^|[^\pL\pN_])((?:(?:{_NUMBER_WORD}|[0-9]+){_SEP})*(?:{_NUMBER_WORD})"
+                             rf"(?:{_SEP}(?:{_NUMBER_WORD}|[0-9]+))*)(?:[^\pL\pN_]|$)")
 _MIN_WORDS, _MIN_DIGITS = 3, 7
 
 
