@@ -290,7 +290,8 @@ def _keyword_secrets(text: str) -> Iterator[Span]:
         for index, value in enumerate(_VALUE.finditer(text, keyword.end(), end)):
             if index >= _WORDS_AFTER_KEYWORD:
                 break
-            if _NOT_SECRET.search(value.group()) or (value.start() == keyword.end() and value.group()[0] in "@/"):
+            if _NOT_SECRET.search(value.group()) or value.group()[0] == "@" or (
+                    value.start() == keyword.end() and value.group()[0] == "/"):
                 continue  # a URL, an address, a number; the host after a URL's "user:password@"
             token = _ASSIGNMENT.sub("", value.group().lstrip("&?")).strip(":=.")  # "&limit=10": the next parameter
             if not token or _NETWORK_NAME.match(value.group()):

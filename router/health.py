@@ -40,6 +40,7 @@ from collections.abc import Iterator
 from router import health_words as w
 from router.linear_regex import RegexSet, compile_linear, found_in, group_spans
 from router.normalize import without_accents
+from router.name_words import RELATION
 from router.records import table_cells
 from router.subjects import AND_THEN, WINDOW, has_subject, supposed
 
@@ -87,12 +88,17 @@ _OWNED_LAB = _linear(rf"(?i)(?:\b(?:my|his|her|their|your)|\p{{Lu}}\pL+['’]s|(
                             rf"[ \t]+(?:\pL+[ \t]+)?(?:{w.LAB_TESTS})\b")
 _RESULTS = _linear(rf"(?i)\b(?:{w.RESULTS_WORDS})\b")
 _PERSON_MENTION = _linear(rf"(?i){w.PERSON_MENTION}")
+# someone a dosed medicine near them is taken by: a relation ("my dad", "mia nonna"), an honorific and a name, a
+# client or a patient by name, "I'm Delphine" (not "my essay", "patients on warfarin")
+_SOMEONE = _linear(rf"(?i)(?:^|[^\pL])(?:{RELATION}|(?:mr|mrs|ms|dr|herr|frau|mme|sr|sra|sig)\.?[ \t]+(?-i:\p{{Lu}})|"
+                   rf"(?:client|patient|patientin|patiente|paciente|paziente|pt\.?)[ \t]+(?-i:\p{{Lu}})|"
+                   rf"i['’]?m[ \t]+(?-i:\p{{Lu}}\pL+))")
 _RECORD = _linear(rf"(?i)(?:^|[^\pL])(?:{w.RECORD_WORDS})(?:[^\pL]|$)")
 _BARE_CONDITION = _linear(rf"(?i)(?:^|[^\pL])({_CONDITION_RE2})(?:[^\pL]|$)")
-_BARE_MEDICINE = _linear(rf"(?i)(?:^|[^\pL])((?:{w.DRUG_NAMES})(?:/(?:{w.DRUG_NAMES}))?[ \t]+{w.DOSE}|"
-                                rf"{w.DOSE}[ \t]+(?:(?:{w.OF})[ \t]+)?(?:{w.DRUG_NAMES}))")
+_BARE_MEDICINE = _linear(rf"(?i)(?:^|[^\pL])((?:{w.DRUG_NAMES})(?:/(?:{w.DRUG_NAMES}))?(?: [a-z]+)?[ \t]+{w.DOSE}|"
+                         rf"{w.DOSE}[ \t]+(?:(?:{w.OF})[ \t]+)?(?:{w.DRUG_NAMES})|(?-i:\p{{Lu}}\pL{{2,}})[ \t]+{w.DOSE_OF_ANY})")
 _CUES = RegexSet([_DIAGNOSED_CUE, _HAS_CUE, _POSSESSIVE_CUE, _IS_CUE, _TAKES_CUE, _VERB_LAST_CUE, _FIELD_CUE,
-                  _MEDICINE_FIELD_CUE, _RECORD_NUMBER, _RECORD, _BARE_CONDITION, _BARE_MEDICINE, _LAB])
+                  _MEDICINE_FIELD_CUE, _RECORD_NUMBER, _RECORD, _BARE_CONDITION, _BARE_MEDICINE, _LAB, _SOMEONE])
 # words with other senses, found alone in a record only with a qualifier ("aids to navigation", "an anxiety")
 _AMBIGUOUS = _regex(rf"(?i)(?:{w.OWNED_ONLY_QUALIFIED}|miscarriage|tumou?r)\b|(?-i:aids)\b")
 _LABEL_AFTER = _regex(r"[ \t]*[:|=]")
@@ -108,6 +114,7 @@ _AFTER_POSSESSIVE = _regex(rf"(?i)[ \t]+(?!(?:{w.OWNED_ONLY_QUALIFIED})\b(?! (?:
 _AFTER_IS = _regex(rf"(?i)[ \t]+{_BEFORE_STATE}({w.STATES})(?![^\W\d_])")
 _AFTER_TAKES = _regex(rf"(?i)[ \t]+(?:{_DETERMINER}[ \t]+)?({_MEDICINE})(?![^\W\d_])")
 _NEXT_MEDICINE = _regex(rf"(?i){w.AND}({_MEDICINE})(?![^\W\d_])")
+_NEXT_CONDITION = _regex(rf"(?i){w.AND}({_CONDITION}){_NOT_AFTER}")
 _STATE_BEFORE = _regex(rf"(?i)({w.STATES})")
 _FIELD_AFTER = _regex(r"[ \t]*([^\n|;.]{2,80})")
 _NOTHING = _regex(rf"(?i){w.NOTHING}[ \t]*$")
@@ -146,7 +153,8 @@ def find_health(text: str) -> Iterator[Span]:
                 continue  # "the car has", "Take 400 mg", "patients on warfarin": no one's
             kind = _MEDICINE_KIND if cue is _TAKES_CUE or _is_medicine(m.group(1)) else _CONDITION_KIND
             found.setdefault(m.span(1), kind)
-            while kind == _MEDICINE_KIND and (listed := _NEXT_MEDICINE.match(text, m.end())):
+            following = _NEXT_MEDICINE if kind == _MEDICINE_KIND else _NEXT_CONDITION
+            while listed := following.match(text, m.end()):  # "diagnosed with autism and dyslexia"
                 found.setdefault(listed.span(1), kind)
                 m = listed
             if kind == _MEDICINE_KIND and (why := _FOR_CONDITION.match(text, m.end())):
@@ -167,8 +175,10 @@ def find_health(text: str) -> Iterator[Span]:
     for span in _lab_results(text, original) if _LAB in present else ():
         found.setdefault(span, "lab_result")
     anchors = sorted([*found, *(span for span, in spans(_RECORD, (0,)))])
-    if anchors:
+    mentions = sorted(span for span, in spans(_SOMEONE, (0,)))  # "my dad", "client Leah", "Mr Gallagher"
+    if anchors or mentions:
         starts = [a for a, _ in anchors]
+        mention_starts = [a for a, _ in mentions]
         # near a patient record's marker (a date of birth, an age, "Pt.") or a condition already tied to
         # someone, dosed medicines and conditions need no verb ("67 ans, insuffisance cardiaque, sous
         # furosémide 40 mg")
@@ -178,6 +188,9 @@ def find_health(text: str) -> Iterator[Span]:
                         _AMBIGUOUS.match(text, start) or _LABEL_AFTER.match(text, end))):
                     continue  # "aids to navigation"; a column's or a field's name ("Allergies:")
                 nearby = anchors[bisect_left(starts, start - 2 * _NEAR):bisect_left(starts, end + _NEAR)]
+                if kind == _MEDICINE_KIND:  # a dosed medicine near someone mentioned: "his pickup is ready - warfarin 5 mg"
+                    nearby += mentions[bisect_left(mention_starts, start - 2 * _NEAR):bisect_left(mention_starts,
+                                                                                                   end + _NEAR)]
                 if any(start - _NEAR < b for _, b in nearby):  # (no anchor is _NEAR long)
                     found.setdefault((start, end), kind)
     for columns, kind in ((w.CONDITION_COLUMNS, _CONDITION_KIND), (w.MEDICINE_COLUMNS, _MEDICINE_KIND)):

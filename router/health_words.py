@@ -25,7 +25,10 @@ CONDITIONS = (
     r"migraines?|(?:[^\W\d_]+ )?allerg(?:y|ies)|"
     r"(?:rheumatoid |psoriatic |osteo)?arthritis|lupus|crohn(?:'?s)?(?: disease)?|ulcerative colitis|coeliac disease|"
     r"celiac disease|ibs|(?:chronic )?kidney disease|ckd|cirrhosis|hypothyroidism|hyperthyroidism|sleep apno?ea|"
-    r"alcohol use disorder|opioid use disorder|[a-zäöü]{3,}(?:karzinom|carcinoma|itis|opathy|opathie)|"
+    r"alcohol use disorder|opioid use disorder|vorhofflimmern|avc(?: isqu[eê]mico| isch[ée]mique)?|ivf|"
+    r"(?:alcohol |drug |addiction )?rehab(?: program(?:me)?)?|manic episode|(?:major )?depressive episode|"
+    r"depressive[nr]? episode|(?:hip|knee) replacement|dyslexia|dyspraxia|autism spectrum disorder|asd|"
+    r"rupture des ligaments crois[ée]s|torn acl|[a-zäöü]{3,}(?:karzinom|carcinoma|itis|opathy|opathie)|"
     r"glaucoma|osteoporosis|fibromyalgia|chronic fatigue syndrome|psoriasis|eczema|gout|sickle cell(?: disease)?|"
     r"cystic fibrosis|down syndrome|cerebral palsy|"
     # German, French, Spanish, Italian, Portuguese, Dutch

@@ -83,6 +83,7 @@ _OTHER_VALUES = {"licence_plate": r"(?:[A-Z]{1,4}[ -]){0,2}[A-Z0-9]*[0-9][A-Z0-9
 _WORDS_NOT_IN_A_PLATE = frozenset("IN THE AND ON OF FOR TO IS AT MY OUR A AN IT BY AS OR WAS ARE DE VAN HET IST UND "
                                    "EST ET ES Y E EL LA LE DER DIE DAS EN ES".split())
 _PLATE_GROUP = re.compile(r"[0-9A-Z]+")
+_EXAMPLE = re.compile(r"\b(?:LIKE|E\.G|SUCH AS|FOR EXAMPLE|FORMAT|EXAMPLE|Z\.B|PAR EXEMPLE|POR EJEMPLO)\b")
 
 # A number: groups of letters and digits, each holding a digit, single spaces or dashes between
 # (a group of letters alone is a word: "12345678 and", not part of the number).
@@ -158,6 +159,8 @@ def find_labelled(text: str, kinds: tuple[str, ...]) -> Iterator[Span]:
             continue  # whole words only: "tabular" holds no "aba", "adobe" no "dob", "borne" no "born"
         value = text[start:end]
         if kind in _OTHER_LABELS:
+            if _EXAMPLE.search(text, label_end, start):
+                continue  # "a UK number plate like 'AB12 CDE'": a format's example, no one's
             start, end = _without_words(text, start, end)  # "IS 4-KTR-82", "XEP918273641 AND": the digit view's capitals
             value = text[start:end]
             digits, letters = sum(c.isdigit() for c in value), sum(c.isalpha() for c in value)

@@ -49,10 +49,12 @@ _STATE_THEN_VERB = compile_linear(rf"(?i)(?:^|[^\pL])((?:{_ALL_STATES}))[ \t]+((
 _STATE_IN_BRACKETS = compile_linear(rf"(?i)(?-i:\p{{Lu}}\pL+) \(((?:{_ALL_STATES}))[,;)]")
 _JOINS = (r"(?:an? )?(?:active |paying |founding |long-time |registered |card-carrying |lifelong |proud )?"
           r"(?:member|supporter|volunteer|activist|candidate|organi[sz]er|donor|delegate) (?:of|for|to|in)|"
-          r"votes? for|voted for|voting for|campaigns? for|campaigned for|joined|mitglied (?:der|im|in der)|"
+          r"votes? for|voted for|voting for|campaigns? for|campaigned for|canvass(?:es|ed|ing)? for|joined|"
+          r"mitglied (?:der|im|in der)|"
           r"membre (?:du|de la|des)|(?:afiliad[oa]|militante) (?:al|a la|del)|iscritt[oa] (?:al|alla|a)|"
           r"filiad[oa] (?:ao|à)|lid van|vot(?:a|o|é|ó|amos|aba|ei|ou|erà|ato) (?:a|al|por|per|para|no|na|em|in)|"
-          r"vote pour|wählt|gewählt|militante? (?:de|du|d')|adh[ée]rente? (?:de|du|au)|lid van|"
+          r"vote pour|wählt|gewählt|militante? (?:de|du|d'|di|del|della)|adh[ée]rente? (?:de|du|au)|lid van|"
+          r"afiliad[oa] a|iscritt[oa] a|"
           r"registered as(?: an?)?")
 _ARTICLE = r"(?:the|der|die|das|du|de la|des|del|al|el|la|le|les|il|lo|los|o|a|ao|à|de|het)[ \t]+"
 _PARTY_OR_UNION = (r"(?:(?:far|extreme|hard|radical|alt)[- ](?:right|left))|(?:\p{Lu}[\pL'’.-]*|of|the|for|and|de|la|del|der|die)(?:[ \t]+(?:\p{Lu}[\pL'’.-]*|of|the|for|"
@@ -118,17 +120,22 @@ _CHARGED_AFTER = re.compile(r"(?i)(?:\b(?:was|were|been|being|is|got)|,)\s*$")
 # "a misdemeanor shoplifting conviction", "a registered Green Party member": the record before its noun
 _RECORD_BEFORE = compile_linear(r"(?i)(?:^|[^\pL])((?:misdemeanou?r|felony|dui|dwi|drink[- ]driving|assault|fraud|theft|"
                                 r"drugs?|possession|burglary|shoplifting)(?: [\pL]+){0,2} convictions?)(?:[^\pL]|$)")
-_PARTY_ROLE = compile_linear(r"(?i)(?:^|[^\pL])((?-i:\p{Lu}[\pL'’-]+(?: \p{Lu}[\pL'’-]+){0,3})(?: party)? "
+_PARTY_ROLE = compile_linear(r"(?i)(?:^|[^\pL])((?-i:\p{Lu}[\pL'’-]+(?: (?:\p{Lu}[\pL'’-]+|UK|US)){0,3})(?: party)? "
                              r"(?:members?|supporters?|voters?|activists?|donors?|candidates?))(?:[^\pL]|$)")
 # what for, not a duty or a place ("charged with the conduct of", "arrested on the high seas")
 _OFFENCE = re.compile(r"[ \t]+(?!(?:the|its|their|our|his|her|my|your|this|that|these|those|an)\b)[^.;\n?!]{2,80}?(?=[.;\n?!]|$|,? (?:and|but|so|because|which|who|est-ce|posso|can)\b)")
 # a party member by role or a registered voter: any name will do ("militant de La France insoumise")
-_BY_ROLE = re.compile(r"(?i)militant|adh[ée]rent|registered as")
+_BY_ROLE = re.compile(r"(?i)militant|adh[ée]rent|registered as|afiliad|canvass")
 _VOTED = re.compile(r"(?i)vot(?:e|es|ed|ing|a|o|é|ó|amos|aba|ei|ou|erà|ato)\b|wählt|gewählt")  # a person's vote is an opinion whatever for
 _PARTY = re.compile(rf"(?i)\b(?:{_UNION_NAMES}|party|partei|parti|partido|partito|partij|democrats?|republicans?|labour|tory|tories|"
                     r"conservatives?|greens?|liberals?|socialists?|communists?|union|(?:far|extreme|hard|radical|alt)[- ]"
                     r"(?:right|left)|gewerkschaft|syndicat|sindicato|sindacato|vakbond|teamsters)\b"
-                    r"|\b(?:SPD|CDU|CSU|AfD|FDP|PSOE|PP|RN|LFI|PD|PVV|VVD|GOP|SNP|ANC|BJP)\b")
+                    r"|\b(?:SPD|CDU|CSU|AfD|FDP|BSW|PSOE|PP|RN|LFI|PD|PVV|VVD|GOP|SNP|ANC|BJP|DSA|PiS|KO|CDA|D66|PvdA)\b"
+                    # parties by name
+                    r"|(?i:reform uk|lib ?dems?|liberal democrats|plaid cymru|sinn f[ée]in|fine gael|fianna f[áa]il|"
+                    r"die linke|gr[üu]nen?|renaissance|les r[ée]publicains|reconqu[êe]te|la france insoumise|vox|"
+                    r"podemos|sumar|fratelli d'italia|lega|movimento 5 stelle|forza italia|groenlinks|chega|"
+                    r"democratic socialists)")
 
 
 _CUES = RegexSet([_STATE_CUE, _JOIN_CUE, _UNION_ROLE, _PARTY_ROLE, _RECORD_BEFORE, _STATE_THEN_VERB, _STATE_IN_BRACKETS,

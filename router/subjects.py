@@ -43,8 +43,10 @@ _SUBJECT_PERSON = re.compile(rf"(?i)(?:{PERSON})\s*{STILL}")
 _NAMED_SUBJECT = re.compile(rf"(?:^|[^\w'’])(?<![Tt]he )(?<![Oo]ur )(?<![Ii]ts )(?!(?:{NOT_A_SUBJECT})\b)"
                             rf"[A-Z][a-zà-ÿ]+(?:'s|’s)?,?\s*{STILL}")
 # "How do I know if I have diabetes?", "Can I take ibuprofen 400 mg?": a supposition, not a record.
-_SUPPOSED = re.compile(r"(?i)\b(?:if|whether|(?:might|could|would|should|can|may)(?!n?['’]t)|when|how|what if|"
-                       r"suppose)\b[^.?!\n]*$")
+# ("Can you write to my GP ...?" asks for help; it supposes nothing)
+_SUPPOSED = re.compile(r"(?i)\b(?:if|whether|(?:might|could|would|should|can|may)(?!n?['’]t)(?! (?:you|u)\b)|what if|suppose|"
+                       r"how (?:do|can|would|could|should) (?:i|you|we|one) (?:know|tell|find out) (?:if|whether))\b"
+                       r"[^.?!\n]*$")
 
 
 def supposed(text: str, at: int) -> bool:
