@@ -81,7 +81,7 @@ RELATION = (
     r"ex-girlfriend|stepbrother|stepsister|half-brother|half-sister|godmother|godfather|godson|goddaughter|"
     r"electrician|plumber|builder|mechanic|cleaner|trainer|physio|psychiatrist|psychologist|counsell?or|"
     r"pharmacist|surgeon|solicitor|realtor|carer|pen ?pal)|"
-    r"(?:mi|mis|tu|su) (?:hija|hijo|esposa|esposo|marido|mujer|madre|padre|mamá|papá|hermana|hermano|abuela|abuelo|"
+    r"(?:mi|mis|tu|su) (?:hija|hijo|esposa|esposo|marido|mujer|madre|padre|mamá|papá|hermana|hermano|abuela|abuelo|ex|"
     r"amiga|amigo|jefe|jefa|novia|novio|tía|tío|prima|primo|compañera|compañero|vecina|vecino|suegr[oa]|"
     r"cuñad[oa]|sobrin[oa]|niet[oa]|pareja|caser[oa]|médic[oa]|doctora|profesora?)|"
     r"(?:mein|meine|meinem|meiner|meinen|sein|seine|ihr|ihre) (?:sohn|tochter|frau|mann|mutter|vater|bruder|"
@@ -107,3 +107,9 @@ RELATION = (
     r"chacha|chachi|mama|mami|boss)|"
     r"annem|babam|eşim|kocam|karım|kardeşim|ablam|abim|oğlum|kızım|arkadaşım|"
     r"(?:mama|baba|mke|mume|kaka|dada|mtoto|rafiki) (?:yangu|wangu))")
+# A person's role in a record, before their name ("Client Rana Haddad", "taxpayer Friederike Ostermann").
+ROLE = (r"patient|client|customer|tenant|employee|applicant|defendant|plaintiff|claimant|witness|student|"
+       r"contractor|borrower|guarantor|user|member|driver|passenger|resident|subscriber|candidate|pt|new hire|"
+       r"new starter|titulaire|titular|titolare|beneficiary|payee|addressee|account holder|card ?holder|paciente|"
+       r"paziente|patiente|patientin|medewerker|mitarbeiter(?:in)?|employée?|empleado|dipendente|taxpayer|"
+       r"policyholder|insured|traveller|traveler|registered keeper")

@@ -37,7 +37,7 @@ import re2
 from router.addresses import find_addresses
 from router.linear_regex import char_offsets, compile_linear, group_spans
 from router.name_words import CASELESS_AFTER_NAME, FOLLOWS_A_NAME, NOT_LOWER_NAMES, NOT_NAMES, PERSON_COLUMNS, \
-    RELATION, THING_NAMES
+    RELATION, ROLE, THING_NAMES
 from router.records import sql_values, table_cells
 from router.scan import continues_word
 
@@ -78,13 +78,10 @@ _INTRODUCED = (
 # ("I'm American", "soy Médico")
 _I_AM = (r"I'm|I’m|I am|(?i:ich bin|je suis|soy|sono|ik ben|eu sou|sou a|sou o|le escribe|les escribe|aquí|ben|"
          r"saya|em là|tôi là|anh là|chị là|jestem|это|sunt|olen|mimi ni)")
-_ROLE = (r"patient|client|customer|tenant|employee|applicant|defendant|plaintiff|claimant|witness|student|"
-         r"contractor|borrower|guarantor|user|member|driver|passenger|resident|subscriber|candidate|pt|new hire|"
-         r"new starter|titulaire|titular|titolare|beneficiary|payee|addressee|account holder|card ?holder")
 _FIELD = (
     r"(?:full|first|last|given|family|middle|maiden|legal|patient|customer|client|employee|contact|recipient|"
     r"sender|guest|passenger|tenant|applicant|student|child|spouse|parent|account[ _-]?holder|card[ _-]?holder|"
-    r"user)[ _-]?names?|name|surname|wife|husband|spouse|partner|child|children|son|daughter|mother|father|"
+    r"user|real|display)[ _-]?names?|name|surname|wife|husband|spouse|partner|child|children|son|daughter|mother|father|"
     r"authori[sz]ed (?:adults?|persons?|people)|alıcı|alici|pt|patient|patientin|patiënt|paciente|paziente|nom|"
     r"prénom|nombre|apellidos?|nome|cognome|genitore|"
     r"naam|vorname|nachname|reported by|requested by|submitted by|created by|prepared by|signed by|assigned to|"
@@ -93,7 +90,7 @@ _FIELD = (
     r"borrower|lender|insured|claimant|defendant|plaintiff|buyer|seller|landlord|signatory|attn|attention|"
     r"kunde|kundin|ansprechpartner|ansprechpartnerin|kontoinhaber|empfänger|absender|destinataire|"
     r"expéditeur|destinatario|remitente|mittente|klant|rekeninghouder|ontvanger|afzender|"
-    r"destinatário|remetente|firma|name on (?:the )?(?:account|card)|manager|mottaker|mottagare|modtager|" + _ROLE)
+    r"destinatário|remetente|firma|name on (?:the )?(?:account|card)|manager|mottaker|mottagare|modtager|" + ROLE)
 _BY = (r"witnessed by|signed by|prepared by|reported by|submitted by|requested by|approved by|reviewed by|authored by|"
        r"written by|issued to|on behalf of|statement of|signature of|care of|c/o|reports to|reporting to|managed by|"
        r"supervised by|in the name of|a nombre de|au nom de|auf den namen|im namen von|in nome di|em nome de|"
@@ -136,7 +133,7 @@ _CASED = (
     # a holder named without a colon: "name on card KAVYA KRISHNAN", "Kontoinhaber Jürgen Hoffmann"
     (_HOLDER, rf"[ \t]+({FULL_NAME}|{_CAPS_WORD}(?: {_CAPS_WORD}){{1,3}})(?:[^\p{{L}}]|$)"),
     # the speaker of a timestamped line of a chat or transcript: "[00:12:04] Hannah Lee: okay so ..."
-    (r"[0-9]{1,2}:[0-9]{2}(?::[0-9]{2})?\]", rf" ?({FULL_NAME}):"),
+    (r"[0-9]{1,2}:[0-9]{2}(?::[0-9]{2})?\]?", rf" ?({FULL_NAME}):"),
     # a passport's or a form's capitals: "Surname: OKONKWO", "Given names: CHIDI EMEKA"
     (_NAME_FIELD, rf"(?:\(s\))?[\"']?[ \t]*[:=][ \t]*[\"']?({_CAPS_NAME})(?:[ \t]*[\"',;\n|]|[ \t]*$)"),
     (r"(?m:^FN)", rf"[:;]({_NAME})"),  # a vCard's formatted name
@@ -146,12 +143,16 @@ _CASED = (
     (rf"(?i:{_SIGN_OFF})", rf"[ \t]*(?:,[ \t]*\n?|\n)[ \t]*({_NAME})"),
     (r"(?i:thanks|thank you|thx|ty|danke|merci|gracias|grazie|obrigad[oa]|dank je|tack)",
      rf"(?i: so much| a lot| again| dir| schön| beaucoup| mille)?,? ({_NAME})(?:[!.,]|[ \t]*$)"),
-    (rf"(?i:{_ROLE})", rf"[ \t]+({FULL_NAME})"),  # "Client Rana Haddad"
+    (rf"(?i:{ROLE})", rf"[ \t]+({FULL_NAME})"),  # "Client Rana Haddad"
     (r"(?i:pt)\.", rf"[ \t]+({FULL_NAME})"),  # "Pt. Ruth Abiodun"
-    (rf"(?i:{_ROLE})", rf"[ \t]+[\"'‘“]({_NAME})[\"'’”]"),  # employee 'Aditya Krishnamurthy'
+    (rf"(?i:{ROLE})", rf"[ \t]+[\"'‘“]({_NAME})[\"'’”]"),  # employee 'Aditya Krishnamurthy'
     (rf"(?i:{_BY})", rf"[ \t:,]+({FULL_NAME})"),  # "Witnessed by Eilidh MacLeod", "à mon nom, Solène Marchetti"
     # a form's label without its colon: "nome Thiago Albuquerque Neves", "mera naam Sunita Deshpande hai"
-    (r"(?i:nome|nombre|naam|imię i nazwisko|nome completo|nombre completo|volledige naam)", rf"[ \t]+({FULL_NAME})"),
+    (r"(?i:name|nome|nombre|naam|imię i nazwisko|nome completo|nombre completo|volledige naam)", rf"[ \t]+({FULL_NAME})"),
+    # "a guy named Tomasz", "I (Shauna Pettigrew)"
+    (r"(?i:(?:guy|girl|man|woman|boy|lady|person|friend|someone|somebody|colleague|coworker|kid|child|son|daughter|"
+     r"baby|teacher|doctor|nurse|student) (?:named|called))", rf" ({_NAME})"),
+    (r"I \(", rf"({FULL_NAME})\)"),
     (r"I, ", rf"({FULL_NAME}),"),  # "I, Mohammed Al-Khatib, hereby ..."
 )
 # (cue, the value written right before it)
@@ -194,7 +195,7 @@ _ANY_CASE = (
     (rf"(?i:{_INTRODUCED})", rf"[ :,]{{1,3}}({_ANY_NAME})"),
     (rf"(?i:{RELATION})", rf", ({_ANY_NAME})[,.;:!?)\n]"),
     (r"(?i:(?:mr|mrs|ms|mx|dr|prof)\.)", rf" ?({_ANY_WORD})"),
-    (r"(?i:hi|hello|hey|dear|hola|salut|ciao|hallo)", rf" ({_ANY_WORD}),"),
+    (r"(?i:hi|hello|hey|dear|hola|salut|ciao|hallo)", rf" ({_ANY_WORD})[,!]"),
     # a chat's speaker in lower case ("[21:05] jolene: sent"); a capitalised word is as often a topic ("[09:05] Budget:")
     (r"[0-9]{1,2}:[0-9]{2}(?::[0-9]{2})?\]", r" ?(\p{Ll}[\p{Ll}'’-]+):"),
 )
