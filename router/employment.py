@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-from router.linear_regex import RegexSet, char_offsets, compile_linear, found_in, group_spans
+from router.linear_regex import RegexSet, compile_linear, first_group_spans, found_in, group_spans
 from router.records import table_cells
 from router.subjects import has_subject, supposed
 
@@ -22,7 +22,7 @@ Span = tuple[str, int, int]
 
 _S = r"[ _./:-]*"
 _EMPLOYEE_LABEL = (rf"employee{_S}(?:id|no|nr|number|num|#)|emp{_S}(?:id|no|#)|eid|staff{_S}(?:id|no|number|#)|contractor|"
-                   rf"numer{_S}pracownika|n[úu]mero{_S}de{_S}matr[íi]cula|matricola|"
+                   rf"numer{_S}pracownika|n[úu]mero{_S}de{_S}matr[íi]cula|"
                    rf"personnel{_S}(?:number|no)|payroll{_S}(?:id|number|no)|badge{_S}(?:id|no|number)|"
                    rf"personal{_S}nummer|personalnummer|mitarbeiter{_S}(?:id|nummer|nr)|matricule|"
                    rf"n°{_S}de{_S}matricule|n[úu]mero{_S}de{_S}empleado|matricola|personeelsnummer|"
@@ -67,10 +67,10 @@ _GENERAL = re.compile(r"(?i)\b(?:the|a|an|average|median|typical|mean|minimum|st
                       r"market|le|la|el|il|der|die|das|de|het|o|um|uma|salaire moyen|durchschnitt\w*)\W*$")
 _RANGE = re.compile(rf"(?i)[ \t]*(?:-|–|to|bis|à|a|tot)[ \t]*(?:{_AMOUNT})")
 _EARNS = compile_linear(rf"(?i)((?:^|[^\pL])(?:earns?|earning|makes|is paid|gets paid|verdient|gagne|gana|guadagna|"
-                        rf"ganha|verdient))[ \t]+(?:about |around |roughly |over |almost |nearly |ungefähr |environ )?"
+                        rf"ganha))[ \t]+(?:about |around |roughly |over |almost |nearly |ungefähr |environ )?"
                         rf"({_AMOUNT})")
 _PAY_COLUMNS = frozenset("salary salaries pay wage wages compensation basesalary annualsalary grosssalary income "
-                         "salaire gehalt sueldo salario stipendio salario salaris".split())
+                         "salaire gehalt sueldo salario stipendio salaris".split())
 _AMOUNT_CELL = re.compile(rf"(?i)(?:{_AMOUNT})|[0-9]{{4,7}}(?:[.,][0-9]{{2}})?")
 _PERSON_COLUMN_HINT = compile_linear(r"(?i)name|employee|staff|person")
 _HINT = compile_linear(rf"(?i){_EMPLOYEE_LABEL}|{_PAY}|employee|staff|worker|emp|ral|earn|make|paid|verdien|gagn|gana|"
@@ -80,24 +80,15 @@ _HINT = compile_linear(rf"(?i){_EMPLOYEE_LABEL}|{_PAY}|employee|staff|worker|emp
 _CUES = RegexSet([_EMPLOYEE_ID, _OWNED_PAY, _PAY_QUALIFIED, _PAY_FIELD, _EARNS, _HINT])
 
 
-def _EMPLOYEE_ID_SPANS(text: str) -> list[tuple[int, int]]:
-    data = text.encode("utf-8")
-    spans = [next(m.span(g) for g in (1, 2, 3) if m.start(g) >= 0) for m in _EMPLOYEE_ID.finditer(data)]
-    if spans and len(data) != len(text):
-        chars = char_offsets(data, [offset for span in spans for offset in span])
-        spans = [(chars[a], chars[b]) for a, b in spans]
-    return spans
-
-
 def find_employment(text: str) -> Iterator[Span]:
     """Each employee number and each person's pay in `text` (the text view), as ("employee_id" or
     "salary", start, end)."""
     present = _CUES.present(text)
     if not present:
         return
-    for found in _EMPLOYEE_ID_SPANS(text) if _EMPLOYEE_ID in present else ():
-        yield "employee_id", *found
-    for start, end in table_cells(text, _EMPLOYEE_COLUMNS, _EMPLOYEE_CELL.fullmatch) if "\n" in text else ():
+    for start, end in first_group_spans(_EMPLOYEE_ID, text, (1, 2, 3)) if _EMPLOYEE_ID in present else ():
+        yield "employee_id", start, end
+    for start, end in table_cells(text, _EMPLOYEE_COLUMNS, _EMPLOYEE_CELL.fullmatch):
         yield "employee_id", start, end
     for ((start, end),) in group_spans(_OWNED_PAY, text, (1,)) if _OWNED_PAY in present else ():
         if not supposed(text, start):
@@ -111,6 +102,6 @@ def find_employment(text: str) -> Iterator[Span]:
         if not supposed(text, cue) and has_subject(text, cue, cue_end, named=True) and not _FIRST_PERSON.search(
                 text, max(0, cue - 12), cue + 1):
             yield "salary", start, end
-    if "\n" in text and found_in(_PERSON_COLUMN_HINT, text):
+    if found_in(_PERSON_COLUMN_HINT, text):
         for start, end in table_cells(text, _PAY_COLUMNS, _AMOUNT_CELL.fullmatch):
             yield "salary", start, end

@@ -42,7 +42,7 @@ from router.linear_regex import RegexSet, compile_linear, found_in, group_spans
 from router.normalize import without_accents
 from router.name_words import RELATION
 from router.records import table_cells
-from router.subjects import AND_THEN, WINDOW, has_subject, supposed
+from router.subjects import follows_a_finding, has_subject, supposed
 
 Span = tuple[str, int, int]
 
@@ -105,7 +105,6 @@ _LABEL_AFTER = _regex(r"[ \t]*[:|=]")
 _NEAR = 240  # characters around a record's marker or a condition tied to someone within which others count
 _FOR_CONDITION = _regex(rf"(?i)[ \t]+(?:for|against|für|gegen|pour|contre|para|contra|per|voor|tegen)[ \t]+"
                             rf"(?:{_ARTICLE})?({_CONDITION}){_NOT_AFTER}")
-_COLUMN_HINT = _linear(r"(?i)diagnos|dx|pmh|allerg|alergia|comorbid|medic|meds|rx|prescri|drug|farmac|medikam")
 
 _AFTER_DIAGNOSED = _regex(rf"(?i)[ \t:]+(?:{_ARTICLE})?(?:[^\W\d_]+[ \t]+){{0,2}}?({_CONDITION}){_NOT_AFTER}")
 _AFTER_HAS = _regex(rf"(?i)[ \t]+(?:{_ARTICLE})?({_CONDITION}){_NOT_AFTER}")
@@ -148,8 +147,7 @@ def find_health(text: str) -> Iterator[Span]:
             if _ECONOMIC.match(m.group(1)) and text[cue_end:m.start(1)].strip(" \t:"):
                 continue  # "recovering from the depression of 1921", "distress and depression": an economy's
             if subject and not has_subject(original, cue_start, cue_end, named=subject == "person") and not (
-                    AND_THEN.search(text, max(0, cue_start - 8), cue_start + 1)
-                    and any(0 < cue_start - end < WINDOW for _, end in found)):
+                    follows_a_finding(text, cue_start, (end for _, end in found))):
                 continue  # "the car has", "Take 400 mg", "patients on warfarin": no one's
             kind = _MEDICINE_KIND if cue is _TAKES_CUE or _is_medicine(m.group(1)) else _CONDITION_KIND
             found.setdefault(m.span(1), kind)
@@ -172,7 +170,7 @@ def find_health(text: str) -> Iterator[Span]:
     for ((start, end),) in spans(_RECORD_NUMBER):
         if sum(c.isdigit() for c in text[start:end]) >= 4:
             found.setdefault((start, end), "medical_record_number")
-    for span in _lab_results(text, original) if _LAB in present else ():
+    for span in _lab_results(text, original, _RECORD in present) if _LAB in present else ():
         found.setdefault(span, "lab_result")
     anchors = sorted([*found, *(span for span, in spans(_RECORD, (0,)))])
     mentions = sorted(span for span, in spans(_SOMEONE, (0,)))  # "my dad", "client Leah", "Mr Gallagher"
@@ -194,19 +192,20 @@ def find_health(text: str) -> Iterator[Span]:
                 if any(start - _NEAR < b for _, b in nearby):  # (no anchor is _NEAR long)
                     found.setdefault((start, end), kind)
     for columns, kind in ((w.CONDITION_COLUMNS, _CONDITION_KIND), (w.MEDICINE_COLUMNS, _MEDICINE_KIND)):
-        for span in table_cells(text, columns, _is_value) if found_in(_COLUMN_HINT, text) else ():
+        for span in table_cells(text, columns, _is_value):
             found.setdefault(span, kind)
     for (start, end), kind in sorted(found.items()):
         yield kind, start, end
 
 
-def _lab_results(text: str, original: str) -> Iterator[tuple[int, int]]:
+def _lab_results(text: str, original: str, record: bool) -> Iterator[tuple[int, int]]:
     """A test's value ("HbA1c 8.4%", "LDL 172 mg/dL", "CD4 count is 612") in a text about someone's results
-    (a person and a word for results, or the test owned: "my HbA1c is 8.4%"); not "Is an HbA1c of 6.5% high?"."""
+    (a patient's `record`, a person and a word for results, or the test owned: "my HbA1c is 8.4%"); not "Is an
+    HbA1c of 6.5% high?"."""
     labs = group_spans(_LAB, text, (1,))
     if not labs:
         return
-    about_someone = found_in(_OWNED_LAB, text) or found_in(_RECORD, text) or (
+    about_someone = record or found_in(_OWNED_LAB, text) or (
         found_in(_RESULTS, text) and found_in(_PERSON_MENTION, text))
     for ((start, end),) in labs if about_someone else ():
         if any(c.isdigit() for c in text[start:end]) and not supposed(original, start):

@@ -62,7 +62,6 @@ _CARD_VALUES = {"card_cvv": r"[0-9]{3,4}", "card_expiry": r"(?:0[1-9]|1[0-2]) ?[
 _CARD_COLUMNS = {"card_cvv": frozenset("cvv cvv2 cvc cvc2 csc securitycode".split()),
                  "card_expiry": frozenset("exp expiry expiration expirydate expirationdate expdate validthru".split())}
 _CARD_CELL = {kind: re.compile(value) for kind, value in _CARD_VALUES.items()}
-_CARD_COLUMN_HINT = compile_linear(r"(?i)cvv|cvc|csc|security|exp|valid")
 # an expiry counts in a text about a card: "exp 02/27" beside "card", a card number or a CVV
 _CARD_CONTEXT = compile_linear(r"(?i)card|carte|tarjeta|karte|cart[ãa]o|carta|kaart|visa|mastercard|amex|"
                                r"cvv|cvc|[0-9]{4} [0-9]{4} [0-9]{4}")
@@ -151,7 +150,7 @@ def find_labelled(text: str, kinds: tuple[str, ...]) -> Iterator[Span]:
     if "birth_date" in kinds:
         for start, end in (*table_cells(text, _BIRTH_COLUMNS, _is_date), *sql_values(text, _BIRTH_COLUMNS, _is_date)):
             yield "birth_date", start, end
-    for kind in set(kinds) & _CARD_COLUMNS.keys() if "\n" in text and found_in(_CARD_COLUMN_HINT, text) else ():
+    for kind in set(kinds) & _CARD_COLUMNS.keys():
         for start, end in table_cells(text, _CARD_COLUMNS[kind], _CARD_CELL[kind].fullmatch):
             yield kind, start, end
     for kind, ((label, label_end), (start, end)) in found:

@@ -75,6 +75,19 @@ def group_spans(regex: re2._Regexp, text: str, groups: tuple[int, ...]) -> list[
     while (m := regex.search(data, pos)) is not None:
         found.append(tuple(m.span(g) for g in groups))
         pos = m.start() + 1
+    return _in_characters(data, text, found)
+
+
+def first_group_spans(regex: re2._Regexp, text: str, groups: tuple[int, ...]) -> list[tuple[int, int]]:
+    """The span (in characters) of the first of `groups` that takes part in each match, matches not
+    overlapping: for a pattern of alternatives that each capture their value in a group of their own."""
+    data = text.encode("utf-8")
+    found = [(next(m.span(g) for g in groups if m.start(g) >= 0),) for m in regex.finditer(data)]
+    return [spans[0] for spans in _in_characters(data, text, found)]
+
+
+def _in_characters(data: bytes, text: str, found: list[tuple[tuple[int, int], ...]]) -> list[tuple[tuple[int, int], ...]]:
+    """Spans in the UTF-8 bytes `data` of `text` as spans in its characters."""
     if found and len(data) != len(text):
         chars = char_offsets(data, [offset for spans in found for span in spans for offset in span])
         found = [tuple((chars[a], chars[b]) for a, b in spans) for spans in found]

@@ -28,7 +28,7 @@ _NOT_A_PERSON = re.compile(
     r"Hospital|Clinic|Insurance|Ltd|Limited|GmbH|Inc|Corp|Company|Group|Team|Support|Cloud|Street|Road|Avenue|Tax|"
     r"Revenue|Agency|Ministry|Council|Court|Police|Airlines?|Bureau|Cent(?:er|re)|School|College|Holdings|Partners|"
     r"Capital|Studio|Card|Account|Express|Pay|Number|Code|Date|Name|Address|Email|Phone|Mobile|Social|Security|"
-    r"National|Insurance|Health|Service|Republic|Kingdom|States|Union|Party|Street|Crescent|Lane|Drive|"
+    r"National|Health|Republic|Kingdom|States|Union|Party|Crescent|Lane|Drive|"
     # places ("Cape Town +27 21 ...", "São Paulo")
     r"Town|City|York|Paulo|Angeles|Francisco|Kong|Aires|Janeiro|Lumpur|Dhabi|Domingo|Petersburg|Zealand|Africa|"
     r"African|American|British|German|French|Coast|Beach|Springs|Valley|Islands?|Bay|Heights|Club|Hotel|Airport|"

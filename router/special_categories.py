@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterator
 
 from router.linear_regex import RegexSet, compile_linear, group_spans
-from router.subjects import AND_THEN, WINDOW, has_subject, mentions_person, supposed
+from router.subjects import follows_a_finding, has_subject, mentions_person, supposed
 
 Span = tuple[str, int, int]
 
@@ -157,8 +157,7 @@ def find_special_categories(text: str) -> Iterator[Span]:
         ("es testigo de Jehová y vota a Podemos"); for a record written as a noun ("a conviction for",
         "Mitglied der"), someone named in the sentence before it."""
         return has_subject(text, cue_start, cue_end, named=True) or (noun and mentions_person(text, cue_start)) or (
-            AND_THEN.search(text, max(0, cue_start - 8), cue_start + 1) is not None
-            and any(0 < cue_start - end < WINDOW for _, end in found))
+            follows_a_finding(text, cue_start, (end for _, end in found)))
 
     for ((cue_start, cue_end),) in spans(_STATE_CUE, (1,)):
         m = _STATE_AFTER.match(text, cue_end)

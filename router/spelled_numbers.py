@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 
-from router.linear_regex import char_offsets, compile_linear
+from router.linear_regex import compile_linear, first_group_spans
 
 Edit = tuple[int, int, str]  # start, end (in the text edited), replacement
 
@@ -40,12 +40,7 @@ def spelled_number_edits(text: str) -> list[Edit]:
     needs three words or more and seven digits in all (with any digit groups in it), so "one or two" and
     "three, two, one, go" stay words."""
     edits: list[Edit] = []
-    data = text.encode("utf-8")
-    runs = [m.span(1) for m in _NUMBER_RUN.finditer(data)]
-    if runs and len(data) != len(text):
-        chars = char_offsets(data, [offset for run in runs for offset in run])
-        runs = [(chars[a], chars[b]) for a, b in runs]
-    for run_start, run_end in runs:
+    for run_start, run_end in first_group_spans(_NUMBER_RUN, text, (1,)):
         run, repeat, start = [], 1, None
         for m in _NUMBER_TOKEN.finditer(text, run_start, run_end):
             word = m.group().lower()

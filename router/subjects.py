@@ -7,6 +7,7 @@ question or a supposition ("How do I know if I have diabetes?") is no one's reco
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 # A person right before the verb ("my dad", "she", "the patient"), perhaps named after it ("Mi
 # padre, Ernesto Villalobos, toma"). Casual spellings too ("ive had", "shes").
@@ -52,6 +53,12 @@ _SUPPOSED = re.compile(r"(?i)\b(?:if|whether|(?:might|could|would|should|can|may
 def supposed(text: str, at: int) -> bool:
     """Whether the sentence up to `at` asks or supposes rather than tells ("if I have", "Can I take")."""
     return _SUPPOSED.search(text, max(0, at - 80), at) is not None
+
+
+def follows_a_finding(text: str, at: int, ends: Iterable[int]) -> bool:
+    """Whether the verb at `at` follows "and" right after another finding of its sentence (ending at one of
+    `ends`), whose subject it shares: "heeft Parkinson en slikt levodopa", "es testigo de Jehová y vota a"."""
+    return AND_THEN.search(text, max(0, at - 8), at + 1) is not None and any(0 < at - end < WINDOW for end in ends)
 
 
 def has_subject(text: str, cue_start: int, cue_end: int, *, named: bool = False) -> bool:
