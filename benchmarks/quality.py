@@ -6,8 +6,8 @@ token by token (int8 activation blocks) and prefilled in one forward (mixed
 int8 blocks: a second level for outlier blocks), against the full-precision twin, which here
 is the GGUF's Q4_1 weights dequantized to fp32: the bf16 original is not
 available offline, so what Q4_1 costs against it cannot be measured here.
-Each tier runs with the KV cache it would use (fp16 on the native decode
-path unless --kv-cache fp32), so that cache's rounding counts too.
+Each tier runs with the KV cache it would use (int8 rows on the native
+decode path unless --kv-cache says otherwise), so that cache's rounding counts too.
 
     python benchmarks/quality.py --tokens 256
 """
@@ -35,7 +35,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=256)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--kv-cache", default="auto", choices=KV_CACHES,
-                        help="the tiers' KV cache (default auto: fp16 where the native decode step runs)")
+                        help="the tiers' KV cache (default auto: int8 where the native decode step runs)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 

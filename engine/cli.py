@@ -27,9 +27,9 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, precision: str = "fu
                         help=f"weights in memory (default {precision}): stored as the file holds them, full float, "
                         "device (quantized; float weights get the q4 recipe), or the int8 / q4 recipe")
     parser.add_argument("--kv-cache", default="auto", choices=KV_CACHES,
-                        help="KV cache precision (default auto: fp16 where the native decode step runs, i.e. the "
-                        "quantized device tier, else the model's dtype); fp32 keeps full precision; int8 keeps "
-                        "int8 values with an fp16 scale per head and position (a little over half fp16's bytes)")
+                        help="KV cache precision (default auto: int8 where the native decode step runs, i.e. the "
+                        "quantized device tier, else the model's dtype): int8 values with an fp16 scale per head "
+                        "and position (a little over half fp16's bytes); fp16 or fp32 keep wider values")
 
 
 def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:

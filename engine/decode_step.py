@@ -6,9 +6,9 @@ module that is ~3,000 small ops, and their dispatch cost a third of the step.
 (kernels/decode_step.cpp) when every layer's matmuls are quantized with int8
 activations and the native kernels are built; otherwise `build` returns None
 and the model runs its modules. Both compute the same thing: the step's test
-holds one to the other. The KV cache may be fp16 (half the bytes attention
-streams per token) or int8 rows with an fp16 scale each (a little over a
-quarter); the step reads either directly.
+holds one to the other. The KV cache may be int8 rows with an fp16 scale each
+(the device tier's default: a little over a quarter of the bytes attention
+streams per token in fp32), fp16 or fp32; the step reads each directly.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from engine.model import KVCache, Transformer
 from engine.quant_linear import QuantLinear
 
 # What the native step's attention reads directly (fp16 widened in registers; int8 keys in integer
-# dot products with the query rounded to int16, int8 values widened in registers).
+# dot products with the query rounded to int16, int8 values too on AVX-512 VNNI, with the weights
+# rounded to int16, else widened in registers).
 CACHE_DTYPES = (torch.float32, torch.float16, torch.int8)
 
 

@@ -4,7 +4,7 @@ The quantized model is scored through either path it runs: token by token as
 decoding does (int8 activation blocks), or in one forward as a prompt's prefill
 does (mixed int8 blocks, a second level for outlier blocks), so the activation rounding each
 path uses counts, not only the weights, and with the KV cache type the tier
-runs (fp16 on the device tier). The reference scores the same tokens with one
+runs (int8 rows on the device tier). The reference scores the same tokens with one
 full-precision forward and an fp32 cache.
 """
 

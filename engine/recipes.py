@@ -16,8 +16,8 @@ RECIPES: dict[str, dict[str, str]] = {
 # weights as stored, float weights quantized with DEVICE_RECIPE (the edge tier); or a recipe.
 DEVICE_RECIPE = "q4"
 PRECISIONS = ("stored", "full", "device", *RECIPES)
-# The KV cache's element type: "auto" is fp16 where the native decode step runs the model
-# (the device tier: half the bytes attention reads per token, quality measured in
-# benchmarks/quality.py), else the model's own dtype; int8 keeps int8 rows with an fp16 scale
-# per (layer, KV head, position) vector, the KV codec's int8 format.
+# The KV cache's element type: "auto" is int8 where the native decode step runs the model (the
+# device tier: int8 rows with an fp16 scale per (layer, KV head, position) vector, the KV codec's
+# int8 format, a little over a quarter of the bytes attention reads per token in fp32; quality
+# measured in benchmarks/quality.py), else the model's own dtype.
 KV_CACHES = ("auto", "fp16", "fp32", "int8")

@@ -171,7 +171,7 @@ class LocalModel:
     def cache_dtype(self) -> torch.dtype:
         if self.kv_cache == "auto":
             native = self.model.decode_step is not None
-            return torch.float16 if native else self.model.norm.weight.dtype
+            return torch.int8 if native else self.model.norm.weight.dtype
         return {"fp16": torch.float16, "fp32": torch.float32, "int8": torch.int8}[self.kv_cache]
 
     def new_cache(self, n_positions: int | None = None) -> KVCache:

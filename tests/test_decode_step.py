@@ -158,10 +158,11 @@ def test_the_final_norm_and_output_layer_join_the_step(tiny, fmt):
 
 def test_device_tier_decodes_natively_and_answers_the_same(smollm2_device):
     """On the real model int8 activation rounding can amplify ulp-level differences
-    after many layers, so the check is the user-visible one: the same greedy text,
-    and logits that agree on the top token at every step of the answer, up to its end of
-    turn. (Past it, the 135M model's babble has near-ties that the prompt's bf16 rounding
-    on an AMX CPU flips: the logits there are still held to each other.)"""
+    after many layers, so the check is the user-visible one: the same greedy text up to its
+    end of turn, and logits that agree on the top token at every step of it. (Past it, the
+    135M model's babble has near-ties that the prompt's bf16 rounding on an AMX CPU, or the
+    int8 cache's query rounding against the modules' fp32 attention, flips (measured: the
+    20th token of 32): the logits there are still held to each other.)"""
     model = smollm2_device.model
     assert isinstance(model.decode_step, NativeDecodeStep)
     ids = smollm2_device.encode_prompt("What is the capital of France? Answer in one sentence.")
@@ -171,11 +172,11 @@ def test_device_tier_decodes_natively_and_answers_the_same(smollm2_device):
         return [t.id for t in generate_tokens(model, cache, ids, max_new_tokens=32)]
 
     native = greedy()
-    with modules_only(model):
-        assert native == greedy()
-        by_modules = teacher_forced(model, ids + native, len(ids))
-    assert "Paris" in smollm2_device.tokenizer.decode(native)
     answer = next(i for i, t in enumerate(native) if t in smollm2_device.tokenizer.stop_ids) + 1
+    with modules_only(model):
+        assert greedy()[:answer] == native[:answer]
+        by_modules = teacher_forced(model, ids + native, len(ids))
+    assert "Paris" in smollm2_device.tokenizer.decode(native[:answer])
     by_native = teacher_forced(model, ids + native, len(ids))
     assert 4 < answer < len(native)
     assert torch.equal(by_native[:answer].argmax(-1), by_modules[:answer].argmax(-1))
@@ -217,7 +218,7 @@ def test_team_size_and_concurrent_callers_do_not_change_the_result(smollm2_devic
     import threading
 
     model = smollm2_device.model
-    ids = smollm2_device.encode_prompt("Name three rivers in Europe. " * 40)  # three runs of positions
+    ids = smollm2_device.encode_prompt("Name three rivers in Europe. " * 90)  # three runs of positions
 
     prompt = KVCache(model.config, len(ids) + 8, dtype=dtype)
     with torch.inference_mode():
@@ -249,15 +250,15 @@ def test_team_size_and_concurrent_callers_do_not_change_the_result(smollm2_devic
     assert len(results) == 2 and all(torch.equal(r, two) for r in results)
 
 
-def test_the_device_tier_keeps_its_kv_cache_in_fp16_unless_told(smollm2_path, smollm2_device):
+def test_the_device_tier_keeps_its_kv_cache_in_int8_unless_told(smollm2_path, smollm2_device):
     from engine.runtime import LocalModel
 
-    assert smollm2_device.cache_dtype == torch.float16
-    assert smollm2_device.new_cache(4).k.dtype == torch.float16
-    assert dataclasses.replace(smollm2_device, kv_cache="fp32").new_cache(4).k.dtype == torch.float32
-    int8 = dataclasses.replace(smollm2_device, kv_cache="int8").new_cache(4)
+    assert smollm2_device.cache_dtype == torch.int8
+    int8 = smollm2_device.new_cache(4)
     assert int8.k.dtype == torch.int8 and int8.v_scale.dtype == torch.float16
     assert smollm2_device.model.decode_step.runs(torch.tensor([[1]]), int8)
+    assert dataclasses.replace(smollm2_device, kv_cache="fp16").new_cache(4).k.dtype == torch.float16
+    assert dataclasses.replace(smollm2_device, kv_cache="fp32").new_cache(4).k.dtype == torch.float32
     with pytest.raises(ValueError, match="unknown KV cache type 'int4'"):
         LocalModel.load(smollm2_path, precision="device", kv_cache="int4")
 

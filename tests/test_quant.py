@@ -182,7 +182,7 @@ def test_device_tier_answers_like_the_full_precision_twin(smollm2, smollm2_devic
 def test_quality_on_held_out_text_stays_within_the_bounds(smollm2, smollm2_path):
     """int8 <= +1 % perplexity, 4-bit <= +5 %, through both paths (decode: int8
     activations; prefill: bf16 matmuls where the CPU has them) and with the KV cache
-    each tier runs (fp16 on the native decode path) against the full-precision
+    each tier runs (int8 rows on the native decode path) against the full-precision
     twin, on a short held-out slice."""
     from engine.quality import compare
     from engine.runtime import LocalModel

@@ -245,13 +245,82 @@ float exp_shifted(float* v, int64_t n, float shift) {
 }
 
 // ---- attention ------------------------------------------------------------------------
+// The query of an attention over an int8 cache is rounded to int16 (see score_int8).
+// 32639 = 127 * 256 + 127: the largest int16 whose two signed bytes (q = 256 qh + ql, ql the low
+// byte read as signed) both fit in int8, for the AVX-512 kernel's byte dot products.
+constexpr float kQueryMax = 32639.0f;
+
+// Each head's query rounded to int16 with its scale, once a step, before the items share them
+// out; and, for score_int8_t, the same integers as two signed bytes each (hi, lo) with each head's
+// bias = 128 * sum(q) (what the keys' +128 offset adds to q . k).
+struct RoundedQueries {
+  std::vector<int16_t> q;
+  std::vector<float> scale;
+  std::vector<int8_t> hi, lo;
+  std::vector<int32_t> bias;
+  int64_t hd;
+
+  RoundedQueries(int64_t heads, int64_t hd) : q(heads * hd), scale(heads), hi(heads * hd), lo(heads * hd),
+                                              bias(heads), hd(hd) {}
+
+  void round(const float* x, int64_t heads) {
+    for (int64_t h = 0; h < heads; ++h, x += hd) {
+      float big = 0.0f;
+      for (int64_t i = 0; i < hd; ++i) big = std::max(big, std::fabs(x[i]));
+      scale[h] = big / kQueryMax;
+      const float inv_q = big == 0.0f ? 0.0f : kQueryMax / big;
+      int32_t total = 0;
+      for (int64_t i = h * hd; i < (h + 1) * hd; ++i) {
+        q[i] = static_cast<int16_t>(std::nearbyint(x[i - h * hd] * inv_q));
+        lo[i] = static_cast<int8_t>(q[i] & 0xff);
+        hi[i] = static_cast<int8_t>((q[i] - lo[i]) / 256);
+        total += q[i];
+      }
+      bias[h] = 128 * total;
+    }
+  }
+};
+
+// The rounded queries of the heads from `head` on.
+struct QueryView {
+  const int16_t* q;
+  const float* scale;
+  const int8_t* hi;
+  const int8_t* lo;
+  const int32_t* bias;
+
+  QueryView(const RoundedQueries& r, int64_t head)
+      : q(r.q.data() + head * r.hd), scale(r.scale.data() + head), hi(r.hi.data() + head * r.hd),
+        lo(r.lo.data() + head * r.hd), bias(r.bias.data() + head) {}
+};
+
 // A step's attention is cut into items: one kv head's query heads over a run of kChunk
 // positions. The threads share out the items (a long cache is read once, half by each core,
 // and 9 heads on 2 threads no longer leave one thread a head behind); each item is computed
 // whole by one thread and the runs are merged in a fixed order, so the result does not depend
 // on how many threads there are. An item leaves, per head, the largest score `top`, the sum of
 // e^(score - top) and the unnormalized output sum_t e^(score_t - top) v_t (merge_runs).
-constexpr int64_t kChunk = 128;
+constexpr int64_t kChunk = 256;
+
+// The next item's keys (this thread's next run), asked into L2 a slice at a time while an item
+// weighs its values, which is arithmetic on rows already near: its scoring then starts on keys
+// that have arrived instead of waiting on each (SmolLM2, int8 cache at 1,000 positions: the
+// attention's share of a step 0.42 -> 0.39 ms).
+struct Ahead {
+  const char* p = nullptr;
+  int64_t bytes = 0;
+
+  static Ahead rows(const float* r, int64_t values) { return {reinterpret_cast<const char*>(r), values * 4}; }
+  static Ahead rows(const c10::Half* r, int64_t values) { return {reinterpret_cast<const char*>(r), values * 2}; }
+  static Ahead rows(I8Rows r, int64_t values) { return {reinterpret_cast<const char*>(r.q), values}; }
+
+  // Slice i of `steps`.
+  void step(int64_t i, int64_t steps) const {
+    if (bytes == 0) return;
+    const int64_t per = (bytes / steps + 64) & ~int64_t{63}, off = i * per;
+    if (off < bytes) prefetch<2>(p + off, std::min(per, bytes - off));
+  }
+};
 
 // Query heads attended together: the heads sharing a kv head read each key and value once
 // (loaded and widened once, used by every head of the group); up to this many at a time.
@@ -285,16 +354,10 @@ inline __m256 fold(__m512 v) {
   return _mm256_add_ps(_mm512_castps512_ps256(v), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
 }
 
-inline __m512 load16(const int8_t* p) {
-  return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
-}
-
 // o_g = sum_t w_g[t] v_t for G heads over n value rows (head_dim = 16 * HD16), each row widened
-// once for all heads, 64 lanes a pass so the outputs stay in registers: w_g[t] = p[g * stride + t],
-// times the row's scale for an int8 cache (v_scale; a float cache has none).
+// once for all heads, 64 lanes a pass so the outputs stay in registers: w_g[t] = p[g * stride + t].
 template <int HD16, int G, typename T>
-void weigh_values_zmm(const float* p, int64_t stride, const T* values, const c10::Half* v_scale, int64_t n,
-                      float* o) {
+void weigh_values_zmm(const float* p, int64_t stride, const T* values, int64_t n, float* o, const Ahead& ahead) {
   static_assert(HD16 % 4 == 0, "values are weighed 64 lanes a pass");
   constexpr int64_t hd = 16 * HD16;
   for (int j0 = 0; j0 < HD16; j0 += 4) {
@@ -304,12 +367,9 @@ void weigh_values_zmm(const float* p, int64_t stride, const T* values, const c10
     }
     for (int64_t t = 0; t < n; ++t) {
       if (t + kAhead < n) prefetch<3>(values + (t + kAhead) * hd + 16 * j0, 64 * sizeof(T));
+      if (j0 == 0) ahead.step(t, n);
       __m512 w[G];
-      for (int g = 0; g < G; ++g) {
-        float weight = p[g * stride + t];
-        if constexpr (std::is_same_v<T, int8_t>) weight *= static_cast<float>(v_scale[t]);
-        w[g] = _mm512_set1_ps(weight);
-      }
+      for (int g = 0; g < G; ++g) w[g] = _mm512_set1_ps(p[g * stride + t]);
       for (int j = 0; j < 4; ++j) {
         const __m512 v = load16(values + t * hd + 16 * (j0 + j));
         for (int g = 0; g < G; ++g) out[g][j] = _mm512_fmadd_ps(w[g], v, out[g][j]);
@@ -327,7 +387,7 @@ void weigh_values_zmm(const float* p, int64_t stride, const T* values, const c10
 // Values are weighed by weigh_values_zmm.
 template <int HD16, int G, typename T>
 void attend_zmm(const float* q, const T* keys, const T* values, int64_t n, float scale, float* s, int64_t stride,
-                float* o, float* top, float* sum) {
+                float* o, float* top, float* sum, const Ahead& ahead) {
   constexpr int64_t hd = 16 * HD16;
   const __m128 vscale = _mm_set1_ps(scale);
   __m128 vtop[G];
@@ -365,14 +425,14 @@ void attend_zmm(const float* q, const T* keys, const T* values, int64_t n, float
     for (int g = 0; g < G; ++g) top[g] = std::max(top[g], s[g * stride + t] = _mm512_reduce_add_ps(acc[g]) * scale);
   }
   for (int g = 0; g < G; ++g) sum[g] = exp_shifted(s + g * stride, n, top[g]);
-  weigh_values_zmm<HD16, G>(s, stride, values, nullptr, n, o);
+  weigh_values_zmm<HD16, G>(s, stride, values, n, o, ahead);
 }
 #elif defined(TANDEM_AVX2)
 // G heads' attention over one item's n positions with their queries and outputs held in
 // registers (head_dim = 8 * HD8); only the loads of keys and values are shared.
 template <int HD8, int G, typename T>
 void attend_in_registers(const float* q, const T* keys, const T* values, int64_t n, float scale, float* s,
-                         int64_t stride, float* o, float* top, float* sum) {
+                         int64_t stride, float* o, float* top, float* sum, const Ahead& ahead) {
   constexpr int64_t hd = 8 * HD8;
   __m256 qv[G][HD8], out[G][HD8];
   for (int g = 0; g < G; ++g) {
@@ -397,6 +457,7 @@ void attend_in_registers(const float* q, const T* keys, const T* values, int64_t
     for (int g = 0; g < G; ++g) p[g] = _mm256_set1_ps(s[g * stride + t]);
     const T* v = values + t * hd;
     if (t + kAhead < n) prefetch<3>(v + kAhead * hd, hd * sizeof(T));
+    ahead.step(t, n);
     for (int j = 0; j < HD8; ++j) {
       const __m256 vj = load8(v + 8 * j);
       for (int g = 0; g < G; ++g) out[g][j] = _mm256_fmadd_ps(p[g], vj, out[g][j]);
@@ -410,25 +471,25 @@ void attend_in_registers(const float* q, const T* keys, const T* values, int64_t
 
 // One item of a float cache: `heads` (<= kMaxGroup) query heads of one kv head over n positions.
 // q, o: heads rows of hd; s: heads rows of n scores, `stride` apart; top, sum: one per head (see
-// kChunk). The last two arguments (an int8 cache's rounded queries) a float cache does not need.
+// kChunk); qv, an int8 cache's rounded queries, a float cache does not need; ahead: see Ahead.
 template <typename T>
 void attend(const float* q, const T* keys, const T* values, int64_t heads, int64_t n, int64_t hd, float scale,
-            float* s, int64_t stride, float* o, float* top, float* sum, const int16_t*, const float*) {
+            float* s, int64_t stride, float* o, float* top, float* sum, const QueryView&, const Ahead& ahead) {
 #if defined(TANDEM_AVX512)
   if (hd == 64) {
-    return with_group_size(heads, [&](auto g) { attend_zmm<4, g>(q, keys, values, n, scale, s, stride, o, top, sum); });
+    return with_group_size(heads, [&](auto g) { attend_zmm<4, g>(q, keys, values, n, scale, s, stride, o, top, sum, ahead); });
   }
   if (hd == 128) {
-    return with_group_size(heads, [&](auto g) { attend_zmm<8, g>(q, keys, values, n, scale, s, stride, o, top, sum); });
+    return with_group_size(heads, [&](auto g) { attend_zmm<8, g>(q, keys, values, n, scale, s, stride, o, top, sum, ahead); });
   }
 #elif defined(TANDEM_AVX2)
   if (hd == 64) {
     return with_group_size(
-        heads, [&](auto g) { attend_in_registers<8, g>(q, keys, values, n, scale, s, stride, o, top, sum); });
+        heads, [&](auto g) { attend_in_registers<8, g>(q, keys, values, n, scale, s, stride, o, top, sum, ahead); });
   }
   if (hd == 128) {
     return with_group_size(
-        heads, [&](auto g) { attend_in_registers<16, g>(q, keys, values, n, scale, s, stride, o, top, sum); });
+        heads, [&](auto g) { attend_in_registers<16, g>(q, keys, values, n, scale, s, stride, o, top, sum, ahead); });
   }
 #endif
   for (int64_t h = 0; h < heads; ++h, q += hd, s += stride, o += hd) {
@@ -448,20 +509,6 @@ void attend(const float* q, const T* keys, const T* values, int64_t heads, int64
 // a widening per 16 keys' values but put a 1/254 rounding of the query into every score, which
 // doubled the step's error against the fp32 reference on the test model; the keys' dot products
 // are a small share of the step either way (the bytes they stream are what counts).
-constexpr float kQueryMax = 32767.0f;
-
-// Each head's query rounded to int16 (qq: heads rows of hd) with its scale, once a step, before
-// the items share them out.
-void round_queries(const float* q, int64_t heads, int64_t hd, int16_t* qq, float* q_scale) {
-  for (int64_t h = 0; h < heads; ++h, q += hd, qq += hd) {
-    float big = 0.0f;
-    for (int64_t i = 0; i < hd; ++i) big = std::max(big, std::fabs(q[i]));
-    q_scale[h] = big / kQueryMax;
-    const float inv_q = big == 0.0f ? 0.0f : kQueryMax / big;
-    for (int64_t i = 0; i < hd; ++i) qq[i] = static_cast<int16_t>(std::nearbyint(q[i] * inv_q));
-  }
-}
-
 #ifdef TANDEM_AVX2
 // The scoring loop over keys given their integer sums: key_sums(k, acc) leaves in acc[g] eight
 // int32 lanes that add up to qq_g . k. Four keys' lanes are reduced together, to one 4-lane
@@ -524,6 +571,93 @@ void score_int8_zmm(const int16_t* qq, const float* q_scale, I8Rows keys, const 
 }
 #endif
 
+#ifdef TANDEM_ZMM_DOT
+// 16 rows of 16 dwords transposed in registers: afterwards r[j] holds dword j of every row, row i
+// in lane i (three rounds of unpacks within 128-bit lanes, then the lanes across registers).
+inline void transpose16(__m512i* r) {
+  __m512i t[16];
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 16; i += 4) {  // u[i + k] lane L: rows i..i+3, dword 4L + k
+    r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+    r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+    r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+    r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+  }
+  for (int k = 0; k < 4; ++k) {
+    const __m512i v0 = _mm512_shuffle_i32x4(r[k], r[4 + k], 0x44), v1 = _mm512_shuffle_i32x4(r[k], r[4 + k], 0xee);
+    const __m512i v2 = _mm512_shuffle_i32x4(r[8 + k], r[12 + k], 0x44);
+    const __m512i v3 = _mm512_shuffle_i32x4(r[8 + k], r[12 + k], 0xee);
+    t[k] = _mm512_shuffle_i32x4(v0, v2, 0x88);
+    t[4 + k] = _mm512_shuffle_i32x4(v0, v2, 0xdd);
+    t[8 + k] = _mm512_shuffle_i32x4(v1, v3, 0x88);
+    t[12 + k] = _mm512_shuffle_i32x4(v1, v3, 0xdd);
+  }
+  for (int j = 0; j < 16; ++j) r[j] = t[j];
+}
+
+inline __m512i broadcast_dword(const int8_t* p) {
+  int32_t d;
+  std::memcpy(&d, p, sizeof d);
+  return _mm512_set1_epi32(d);
+}
+
+// Keys scored 16 at a time for G heads (head_dim = HD: 64 or 128), each 16 keys' rows transposed
+// in registers so that a lane is one key and no sum crosses lanes (the 4-key kernel spent most of
+// its time on horizontal adds): the keys offset to unsigned bytes (k + 128) meet each 4-value
+// slice of the query as two signed bytes (vpdpbusd), the high bytes' sums shifted 8 bits up
+// before the low bytes' are added and the offset's 128 sum(q) taken off, which leaves exactly
+// the integer q . k of the other paths (|qh|, |ql| <= 128, so every partial sum fits in int32),
+// scaled in the same order: scores bit for bit theirs. Tails shorter than 16 keys go to score_int8_zmm.
+constexpr int64_t kKeysAhead = 64;
+template <int HD, int G>
+void score_int8_t(const QueryView& qv, I8Rows keys, const int8_t* values, int64_t n, float scale, float* s,
+                  int64_t stride, float* top) {
+  constexpr int kBlocks = HD / 64;  // 16-dword column blocks of a row
+  const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
+  __m512 vqs[G], vtop[G];
+  __m512i bias[G];
+  for (int g = 0; g < G; ++g) {
+    vqs[g] = _mm512_set1_ps(qv.scale[g] * scale);
+    vtop[g] = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+    bias[g] = _mm512_set1_epi32(qv.bias[g]);
+  }
+  int64_t t = 0;
+  for (; t + 16 <= n; t += 16) {
+    if (t + 32 <= n) prefetch<3>(keys.q + (t + 16) * HD, 16 * HD);
+    if (t + 16 + kKeysAhead <= n) prefetch<2>(keys.q + (t + kKeysAhead) * HD, 16 * HD);
+    prefetch<2>(values + t * HD, 16 * HD);
+    __m512i hi[G], lo[G];
+    for (int g = 0; g < G; ++g) hi[g] = lo[g] = _mm512_setzero_si512();
+    for (int b = 0; b < kBlocks; ++b) {
+      __m512i r[16];
+      for (int i = 0; i < 16; ++i) r[i] = _mm512_xor_si512(_mm512_loadu_si512(keys.q + (t + i) * HD + 64 * b), flip);
+      transpose16(r);
+      for (int g = 0; g < G; ++g) {
+        const int8_t* qh = qv.hi + g * HD + 64 * b;
+        const int8_t* ql = qv.lo + g * HD + 64 * b;
+        for (int j = 0; j < 16; ++j) {
+          hi[g] = _mm512_dpbusd_epi32(hi[g], r[j], broadcast_dword(qh + 4 * j));
+          lo[g] = _mm512_dpbusd_epi32(lo[g], r[j], broadcast_dword(ql + 4 * j));
+        }
+      }
+    }
+    const __m512 ks = _mm512_cvtph_ps(load256(keys.s + t));
+    for (int g = 0; g < G; ++g) {
+      const __m512i dot = _mm512_sub_epi32(_mm512_add_epi32(_mm512_slli_epi32(hi[g], 8), lo[g]), bias[g]);
+      const __m512 v = _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(dot), vqs[g]), ks);
+      _mm512_storeu_ps(s + g * stride + t, v);
+      vtop[g] = _mm512_max_ps(vtop[g], v);
+    }
+  }
+  float rest[G];
+  score_int8_zmm<HD / 32, G>(qv.q, qv.scale, keys + t * HD, values + t * HD, n - t, scale, s + t, stride, rest);
+  for (int g = 0; g < G; ++g) top[g] = std::max(_mm512_reduce_max_ps(vtop[g]), rest[g]);
+}
+#endif
+
 // Keys scored for G query heads of one kv head (qq: G rows of hd int16s, q_scale one per head;
 // the value rows are brought into L2 on the way):
 // s[g * stride + t] = (qq_g . k_t) * q_scale[g] * k_scale[t] * scale; top[g] the largest of head g.
@@ -531,11 +665,13 @@ void score_int8_zmm(const int16_t* qq, const float* q_scale, I8Rows keys, const 
 // sums are exact, so sharing each key's widening between the heads, or summing 32 values a
 // step on AVX-512 instead of 16, changes no score.
 template <int G>
-void score_int8(const int16_t* qq, const float* q_scale, I8Rows keys, const int8_t* values, int64_t n, int64_t hd,
-                float scale, float* s, int64_t stride, float* top) {
+void score_int8(const QueryView& qv, I8Rows keys, const int8_t* values, int64_t n, int64_t hd, float scale, float* s,
+                int64_t stride, float* top) {
+  const int16_t* qq = qv.q;
+  const float* q_scale = qv.scale;
 #ifdef TANDEM_ZMM_DOT
-  if (hd == 64) return score_int8_zmm<2, G>(qq, q_scale, keys, values, n, scale, s, stride, top);
-  if (hd == 128) return score_int8_zmm<4, G>(qq, q_scale, keys, values, n, scale, s, stride, top);
+  if (hd == 64) return score_int8_t<64, G>(qv, keys, values, n, scale, s, stride, top);
+  if (hd == 128) return score_int8_t<128, G>(qv, keys, values, n, scale, s, stride, top);
 #endif
 #ifdef TANDEM_AVX2
   if (hd % 16 == 0 && hd <= 128) {
@@ -575,13 +711,83 @@ void score_int8(const int16_t* qq, const float* q_scale, I8Rows keys, const int8
   }
 }
 
+#ifdef TANDEM_ZMM_DOT
+// weigh_values_int8 in integer dot products (head_dim = HD: 64 or 128): each head's weights
+// w[t] = p[t] * v_scale[t] rounded to int16 on a grid of their largest (w_max / 32767: ~1e-5 of
+// the largest weight, against the values' own 1/254), two positions' values interleaved as int16
+// pairs for vpdpwssd against the pair of weights, 64 channels a pass; the int32 sums hold 32767 *
+// 127 * kChunk. Three times the fp32 loop's speed, where widening each value to fp32 and one FMA
+// per head and 16 values took most of the attention's time at long contexts.
+template <int HD, int G>
+void weigh_values_i16(const float* p, int64_t stride, I8Rows values, int64_t n, float* o, const Ahead& ahead) {
+  alignas(64) int16_t w16[G][kChunk + 16];
+  float unit[G];
+  for (int g = 0; g < G; ++g) {
+    const float* pg = p + g * stride;
+    __m512 big = _mm512_setzero_ps();
+    int64_t t = 0;
+    for (; t + 16 <= n; t += 16) {
+      big = _mm512_max_ps(big, _mm512_mul_ps(_mm512_loadu_ps(pg + t), _mm512_cvtph_ps(load256(values.s + t))));
+    }
+    float top = _mm512_reduce_max_ps(big);
+    for (int64_t r = t; r < n; ++r) top = std::max(top, pg[r] * static_cast<float>(values.s[r]));
+    unit[g] = top / 32767.0f;
+    const float inv = top == 0.0f ? 0.0f : 32767.0f / top;
+    const __m512 vinv = _mm512_set1_ps(inv);
+    for (t = 0; t + 16 <= n; t += 16) {
+      const __m512 w = _mm512_mul_ps(_mm512_mul_ps(_mm512_loadu_ps(pg + t), _mm512_cvtph_ps(load256(values.s + t))), vinv);
+      _mm256_store_si256(reinterpret_cast<__m256i*>(w16[g] + t), _mm512_cvtepi32_epi16(_mm512_cvtps_epi32(w)));
+    }
+    for (; t < n; ++t) w16[g][t] = static_cast<int16_t>(std::nearbyint(pg[t] * static_cast<float>(values.s[t]) * inv));
+    w16[g][n] = 0;  // an odd run's last pair
+  }
+  const __m256i zero = _mm256_setzero_si256();
+  for (int c0 = 0; c0 < HD; c0 += 64) {
+    __m512i acc[G][4];
+    for (int g = 0; g < G; ++g) {
+      for (int k = 0; k < 4; ++k) acc[g][k] = _mm512_setzero_si512();
+    }
+    for (int64_t t = 0; t < n; t += 2) {
+      const int8_t* a = values.q + t * HD + c0;
+      if (t + kAhead < n) prefetch<3>(a + kAhead * HD, 128);
+      if (c0 == 0) ahead.step(t / 2, (n + 1) / 2);
+      const bool pair = t + 1 < n;
+      const __m512i a0 = _mm512_cvtepi8_epi16(load256(a)), a1 = _mm512_cvtepi8_epi16(load256(a + 32));
+      const __m512i b0 = _mm512_cvtepi8_epi16(pair ? load256(a + HD) : zero);
+      const __m512i b1 = _mm512_cvtepi8_epi16(pair ? load256(a + HD + 32) : zero);
+      // dword (lane L, m): channel 8L + m of each 32, then 8L + 4 + m
+      const __m512i v[4] = {_mm512_unpacklo_epi16(a0, b0), _mm512_unpackhi_epi16(a0, b0),
+                            _mm512_unpacklo_epi16(a1, b1), _mm512_unpackhi_epi16(a1, b1)};
+      for (int g = 0; g < G; ++g) {
+        int32_t wpair;
+        std::memcpy(&wpair, w16[g] + t, sizeof wpair);
+        const __m512i w = _mm512_set1_epi32(wpair);
+        for (int k = 0; k < 4; ++k) acc[g][k] = _mm512_dpwssd_epi32(acc[g][k], v[k], w);
+      }
+    }
+    for (int g = 0; g < G; ++g) {
+      alignas(64) int32_t sums[4][16];
+      for (int k = 0; k < 4; ++k) _mm512_store_si512(sums[k], acc[g][k]);
+      float* out = o + g * HD + c0;
+      for (int k = 0; k < 4; ++k) {
+        for (int lane = 0; lane < 16; ++lane) {
+          const int channel = 32 * (k / 2) + 8 * (lane / 4) + 4 * (k % 2) + lane % 4;
+          out[channel] = static_cast<float>(sums[k][lane]) * unit[g];
+        }
+      }
+    }
+  }
+}
+#endif
+
 // o_g = sum_t w_g[t] * v_t with w_g[t] = p[g * stride + t] * v_scale[t] for G heads, the int8
 // rows widened in registers once for all of them.
 template <int G>
-void weigh_values_int8(const float* p, int64_t stride, I8Rows values, int64_t n, int64_t hd, float* o) {
+void weigh_values_int8(const float* p, int64_t stride, I8Rows values, int64_t n, int64_t hd, float* o,
+                       const Ahead& ahead) {
 #ifdef TANDEM_ZMM_DOT
-  if (hd == 64) return weigh_values_zmm<4, G>(p, stride, values.q, values.s, n, o);
-  if (hd == 128) return weigh_values_zmm<8, G>(p, stride, values.q, values.s, n, o);
+  if (hd == 64) return weigh_values_i16<64, G>(p, stride, values, n, o, ahead);
+  if (hd == 128) return weigh_values_i16<128, G>(p, stride, values, n, o, ahead);
 #endif
 #ifdef TANDEM_AVX2
   if (hd % 8 == 0 && hd <= 128) {
@@ -595,6 +801,7 @@ void weigh_values_int8(const float* p, int64_t stride, I8Rows values, int64_t n,
       for (int g = 0; g < G; ++g) w[g] = _mm256_set1_ps(p[g * stride + t] * static_cast<float>(values.s[t]));
       const int8_t* v = values.q + t * hd;
       if (t + kAhead < n) prefetch<3>(v + kAhead * hd, hd);
+      ahead.step(t, n);
       for (int64_t j = 0; j < lanes; ++j) {
         const __m256 wide = _mm256_cvtepi32_ps(
             _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(v + 8 * j))));
@@ -617,14 +824,14 @@ void weigh_values_int8(const float* p, int64_t stride, I8Rows values, int64_t n,
   }
 }
 
-// One item over int8 rows (arguments as the float attend's; qq, q_scale: round_queries' for these heads).
+// One item over int8 rows (arguments as the float attend's; qv: the rounded queries of these heads).
 void attend(const float*, I8Rows keys, I8Rows values, int64_t heads, int64_t n, int64_t hd, float scale, float* s,
-            int64_t stride, float* o, float* top, float* sum, const int16_t* qq, const float* q_scale) {
+            int64_t stride, float* o, float* top, float* sum, const QueryView& qv, const Ahead& ahead) {
   with_group_size(heads, [&](auto g) {
     constexpr int G = decltype(g)::value;
-    score_int8<G>(qq, q_scale, keys, values.q, n, hd, scale, s, stride, top);
+    score_int8<G>(qv, keys, values.q, n, hd, scale, s, stride, top);
     for (int h = 0; h < G; ++h) sum[h] = exp_shifted(s + h * stride, n, top[h]);
-    weigh_values_int8<G>(s, stride, values, n, hd, o);
+    weigh_values_int8<G>(s, stride, values, n, hd, o, ahead);
   });
 }
 
@@ -757,8 +964,7 @@ at::Tensor run_step(const at::Tensor& x, const at::Tensor& norms, at::TensorList
   std::vector<float> scores(n_heads * n), parts(runs * q_size), tops(runs * n_heads), sums(runs * n_heads);
   ActBuffer act(1, widest), head_act(1, head.logits ? dim : 0, true);
   const Acts x_act = act.row(0);
-  std::vector<int16_t> query_q(q_size);  // an int8 cache's rounded queries and their scales
-  std::vector<float> query_scale(n_heads);
+  RoundedQueries queries(n_heads, hd);  // an int8 cache's
   const float* cos_row = cos.data_ptr<float>() + pos * hd;
   const float* sin_row = sin.data_ptr<float>() + pos * hd;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
@@ -785,20 +991,25 @@ at::Tensor run_step(const at::Tensor& x, const at::Tensor& norms, at::TensorList
           store_row(qkv.data() + q_size + kv_size + g * hd, vc + (g * max_pos + pos) * hd, hd);
         }
         if constexpr (std::is_same_v<std::decay_t<decltype(kc)>, I8Rows>) {
-          round_queries(qkv.data(), n_heads, hd, query_q.data(), query_scale.data());
+          queries.round(qkv.data(), n_heads);
         }
       }
       team.sync();
-      // Each thread takes a contiguous share of the items (kv head-major, so a thread's runs
-      // mostly share a kv head); an item's query heads go together (up to kMaxGroup), reading
-      // each key and value once.
+      // Each thread takes a contiguous share of the items (kv head-major, so a thread reads one
+      // run after another of the same rows; claiming them one at a time instead was slower); an
+      // item's query heads go together (up to kMaxGroup), reading each key and value once.
       for (int64_t item = items * team.tid / team.n, end = items * (team.tid + 1) / team.n; item < end; ++item) {
         const int64_t kv = item / runs, run = item % runs, t0 = run * kChunk, len = std::min(kChunk, n - t0);
+        Ahead ahead;
+        if (item + 1 < end) {
+          const int64_t kv1 = (item + 1) / runs, t1 = (item + 1) % runs * kChunk;
+          ahead = Ahead::rows(kc + (kv1 * max_pos + t1) * hd, std::min(kChunk, n - t1) * hd);
+        }
         for (int64_t head = kv * group; head < (kv + 1) * group; head += kMaxGroup) {
           const int64_t heads = std::min(kMaxGroup, (kv + 1) * group - head), part = run * n_heads + head;
           attend(qkv.data() + head * hd, kc + (kv * max_pos + t0) * hd, vc + (kv * max_pos + t0) * hd, heads, len,
                  hd, scale, scores.data() + head * n + t0, n, parts.data() + part * hd, tops.data() + part,
-                 sums.data() + part, query_q.data() + head * hd, query_scale.data() + head);
+                 sums.data() + part, QueryView(queries, head), ahead);
         }
       }
       team.sync();
