@@ -28,7 +28,7 @@ import torch  # noqa: E402
 from engine.int8_rows import quantize  # noqa: E402
 from engine.kv import quant  # noqa: E402
 from engine.model import KVCache  # noqa: E402
-from engine.quality import perplexity  # noqa: E402
+from engine.quality import decode_logits, perplexity  # noqa: E402
 from engine.runtime import LocalModel  # noqa: E402
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -105,11 +105,8 @@ CANDIDATES = {
 }
 
 
-@torch.inference_mode()
 def decode_perplexity(model: LocalModel, ids: list[int], candidate: tuple) -> float:
-    cache = RoundedCache(model.config, len(ids), *candidate)
-    logits = torch.stack([model.model(torch.tensor([[t]]), cache)[0, -1].float() for t in ids[:-1]])
-    return perplexity(logits, ids)
+    return perplexity(decode_logits(model.model, ids, cache=RoundedCache(model.config, len(ids), *candidate)), ids)
 
 
 def main() -> None:

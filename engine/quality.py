@@ -38,9 +38,12 @@ def prefill_logits(model: Transformer, ids: list[int], cache_dtype: torch.dtype 
 
 
 @torch.inference_mode()
-def decode_logits(model: Transformer, ids: list[int], cache_dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Next-token logits [T-1, V], feeding one token at a time as generation does."""
-    cache = KVCache(model.config, len(ids), dtype=cache_dtype)
+def decode_logits(model: Transformer, ids: list[int], cache_dtype: torch.dtype = torch.float32,
+                  cache: KVCache | None = None) -> torch.Tensor:
+    """Next-token logits [T-1, V], feeding one token at a time as generation does (into `cache`,
+    or a new `cache_dtype` one)."""
+    if cache is None:
+        cache = KVCache(model.config, len(ids), dtype=cache_dtype)
     return torch.stack([model(torch.tensor([[t]]), cache)[0, -1].float() for t in ids[:-1]])
 
 

@@ -269,14 +269,17 @@ struct RoundedQueries {
       for (int64_t i = 0; i < hd; ++i) big = std::max(big, std::fabs(x[i]));
       scale[h] = big / kQueryMax;
       const float inv_q = big == 0.0f ? 0.0f : kQueryMax / big;
+      int16_t* qh = q.data() + h * hd;
+      for (int64_t i = 0; i < hd; ++i) qh[i] = static_cast<int16_t>(std::nearbyint(x[i] * inv_q));
+#ifdef TANDEM_ZMM_DOT
       int32_t total = 0;
       for (int64_t i = h * hd; i < (h + 1) * hd; ++i) {
-        q[i] = static_cast<int16_t>(std::nearbyint(x[i - h * hd] * inv_q));
         lo[i] = static_cast<int8_t>(q[i] & 0xff);
         hi[i] = static_cast<int8_t>((q[i] - lo[i]) / 256);
         total += q[i];
       }
       bias[h] = 128 * total;
+#endif
     }
   }
 };
@@ -502,13 +505,13 @@ void attend(const float* q, const T* keys, const T* values, int64_t heads, int64
 }
 
 // ---- attention over an int8 cache ------------------------------------------------------
-// The query is rounded to int16 once per head (one scale, absmax / 32767), so q . k is an
-// integer dot product of int16 lanes with the int8 keys widened to int16 (VNNI's vpdpwssd where
-// the CPU has it, else vpmaddwd), times the two scales; values are widened to fp32 in registers,
-// weighted by probability * their row's scale. An int8 query (llama.cpp's q8_0 one) would save
-// a widening per 16 keys' values but put a 1/254 rounding of the query into every score, which
-// doubled the step's error against the fp32 reference on the test model; the keys' dot products
-// are a small share of the step either way (the bytes they stream are what counts).
+// The query is rounded to int16 once per head (one scale, absmax / kQueryMax), so q . k is an
+// integer dot product with the int8 keys (score_int8_t's byte dot products on AVX-512 VNNI; the
+// keys widened to int16 for vpdpwssd or vpmaddwd elsewhere), times the two scales. The values are
+// weighed by probability * their row's scale: in int16 dot products on AVX-512 VNNI
+// (weigh_values_i16), widened to fp32 in registers elsewhere. An int8 query (llama.cpp's q8_0
+// one) would halve the keys' dot products but put a 1/254 rounding of the query into every
+// score, which doubled the step's error against the fp32 reference on the test model.
 #ifdef TANDEM_AVX2
 // The scoring loop over keys given their integer sums: key_sums(k, acc) leaves in acc[g] eight
 // int32 lanes that add up to qq_g . k. Four keys' lanes are reduced together, to one 4-lane
@@ -572,6 +575,9 @@ void score_int8_zmm(const int16_t* qq, const float* q_scale, I8Rows keys, const 
 #endif
 
 #ifdef TANDEM_ZMM_DOT
+// How many key rows ahead score_int8_t asks for keys into L2 (4 KiB of a 64-value head).
+constexpr int64_t kKeysAhead = 64;
+
 // 16 rows of 16 dwords transposed in registers: afterwards r[j] holds dword j of every row, row i
 // in lane i (three rounds of unpacks within 128-bit lanes, then the lanes across registers).
 inline void transpose16(__m512i* r) {
@@ -611,7 +617,6 @@ inline __m512i broadcast_dword(const int8_t* p) {
 // before the low bytes' are added and the offset's 128 sum(q) taken off, which leaves exactly
 // the integer q . k of the other paths (|qh|, |ql| <= 128, so every partial sum fits in int32),
 // scaled in the same order: scores bit for bit theirs. Tails shorter than 16 keys go to score_int8_zmm.
-constexpr int64_t kKeysAhead = 64;
 template <int HD, int G>
 void score_int8_t(const QueryView& qv, I8Rows keys, const int8_t* values, int64_t n, float scale, float* s,
                   int64_t stride, float* top) {
@@ -1009,7 +1014,7 @@ at::Tensor run_step(const at::Tensor& x, const at::Tensor& norms, at::TensorList
           const int64_t heads = std::min(kMaxGroup, (kv + 1) * group - head), part = run * n_heads + head;
           attend(qkv.data() + head * hd, kc + (kv * max_pos + t0) * hd, vc + (kv * max_pos + t0) * hd, heads, len,
                  hd, scale, scores.data() + head * n + t0, n, parts.data() + part * hd, tops.data() + part,
-                 sums.data() + part, QueryView(queries, head), ahead);
+                 sums.data() + part, QueryView(queries, head), head == kv * group ? ahead : Ahead{});
         }
       }
       team.sync();
