@@ -8,7 +8,11 @@ the moment a field is added to the proto without one):
 
 - `text`: free text (stop strings, request and session ids, the escalation
   detail, fingerprint names): the detectors run on it; a local_only finding
-  refuses the message, a redact finding becomes the request's placeholder;
+  refuses the message, a redact finding becomes the request's placeholder.
+  A value the SDK issued itself (the random request id it makes up when the
+  caller gives none) holds nothing of the request and passes as it is: random
+  hex can look like a checksummed ID to a detector, and a request must not
+  fail by the luck of its id;
 - `token_ids` (the prompt and the kept draft, already built from the redacted
   request): decoded and checked the same way; anything left to redact refuses them;
 - `kv_frame`: a compressed KV cache can be neither read nor redacted, so it
@@ -81,8 +85,10 @@ class EgressFilter:
         decode: Callable[[Sequence[int]], str],
         redact_all: bool = False,
         frames_allowed: bool = False,
+        issued: frozenset[str] = frozenset(),
     ) -> None:
         self.policy = policy
+        self.issued = issued
         self.redaction = redaction
         self.decode = decode
         self.redact_all = redact_all
@@ -104,6 +110,8 @@ class EgressFilter:
 
     def text(self, text: str, where: str = "text") -> str:
         """`text` with what the policy redacts replaced; refused when it holds something local_only."""
+        if text in self.issued:
+            return text
         privacy = self.policy.privacy
         spans = []
         for finding in detect(text, privacy):

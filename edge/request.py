@@ -144,6 +144,7 @@ class Request:
             self.policy, self.decision.redaction, decode=self.local.tokenizer.decode,
             redact_all=any(self.decision.tags.get(t) is TagAction.REDACT for t in self.caller_tags),
             frames_allowed=self.decision.may_escalate and self.decision.egress == request,
+            issued=frozenset() if request_id else frozenset({self.record.request_id}),
         )
 
     def run(self) -> Iterator[Event]:

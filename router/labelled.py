@@ -154,9 +154,12 @@ def find_labelled(text: str, kinds: tuple[str, ...]) -> Iterator[Span]:
         for start, end in table_cells(text, _CARD_COLUMNS[kind], _CARD_CELL[kind].fullmatch):
             yield kind, start, end
     for kind, ((label, label_end), (start, end)) in found:
-        if (label and _letter(text[label - 1])) or (label_end < len(text) and _letter(text[label_end])):
-            continue  # whole words only: "tabular" holds no "aba", "adobe" no "dob", "borne" no "born"
+        if (label and (_letter(text[label - 1]) or text[label - 1].isdigit())) or (
+                label_end < len(text) and _letter(text[label_end])):
+            continue  # whole words only: "tabular" holds no "aba", "adobe" no "dob", hex "83acc3cc4" no "acc"
         value = text[start:end]
+        if start == label_end and any("A" <= c <= "Z" for c in value.split(" ")[0]):
+            continue  # a word glued to letters and digits is one token, a code or a hash: "acc7ae9f35c6"
         if kind in _OTHER_LABELS:
             if _EXAMPLE.search(text, label_end, start):
                 continue  # "a UK number plate like 'AB12 CDE'": a format's example, no one's

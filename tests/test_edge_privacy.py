@@ -173,6 +173,19 @@ def test_token_ids_that_hold_a_private_value_are_refused(field_name):
     assert _filter().message(harmless) == harmless
 
 
+def test_an_id_the_sdk_issued_leaves_as_it_is_but_the_same_text_from_a_caller_is_checked():
+    """A random hex id can read as a checksummed ID (this one holds a valid French NIR); the id the
+    SDK makes up for a request carries nothing of it, so a request must not fail by its id's luck."""
+    lucky = "254992788777419a817d2bbd6dccb8f3"
+    message = cloud_pb2.GenerateRequest(request_id=lucky)
+    assert _filter(issued=frozenset({lucky})).message(message) == message
+    with pytest.raises(EgressRefusedError, match="request_id holds a fr_nir"):
+        _filter().message(message)
+    issued_elsewhere = cloud_pb2.GenerateRequest(request_id=lucky, stop_strings=[lucky + " my SSN is 146-25-2971"])
+    with pytest.raises(EgressRefusedError):  # only the exact issued value passes unread
+        _filter(issued=frozenset({lucky})).message(issued_elsewhere)
+
+
 def test_kv_frames_leave_only_when_the_cache_may():
     chunk = cloud_pb2.KVChunk(frame=b"\x00\x01")
     with pytest.raises(EgressRefusedError):

@@ -4,10 +4,13 @@ edge cases each detector exists to get right."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import random
 import re
 import time
 import unicodedata
+import uuid
 from collections import Counter
 from pathlib import Path
 
@@ -203,6 +206,18 @@ def test_overlapping_findings_are_all_reported():
 ])
 def test_version_strings_times_and_code_are_not_ip_addresses(text):
     assert [f for f in detect(text) if f.kind == "ip_address"] == []
+
+
+def test_hex_digests_and_uuids_hold_no_account_numbers_and_almost_no_ids():
+    """Machine ids (uuid4 hex, SHA digests) are random letters a-f and digits: "83acc3cc4..." is no
+    "acc" label before a number, and a checksummed ID shape turns up in well under 1 in 1,000."""
+    rng = random.Random(19)
+    ids = [uuid.UUID(int=rng.getrandbits(128), version=4).hex for _ in range(4000)]
+    ids += [hashlib.sha256(rng.randbytes(16)).hexdigest() for _ in range(1000)]
+    findings = [f for text in ids for f in detect(text)]
+    assert [f for f in findings if f.kind == "bank_account"] == []
+    assert len(findings) <= len(ids) // 1000
+    assert [f.kind for f in detect("acc 31926819 and acct# 40917263")] == ["bank_account", "bank_account"]
 
 
 def test_card_numbers_need_luhn_and_an_issuer_prefix():
