@@ -6,8 +6,10 @@ token by token (int8 activation blocks) and prefilled in one forward (mixed
 int8 blocks: a second level for outlier blocks), against the full-precision twin, which here
 is the GGUF's Q4_1 weights dequantized to fp32: the bf16 original is not
 available offline, so what Q4_1 costs against it cannot be measured here.
-Each tier runs with the KV cache it would use (int8 rows on the native
-decode path unless --kv-cache says otherwise), so that cache's rounding counts too.
+Each tier runs with the KV cache it would use (on the native decode path int8
+rows, whose finished groups of 64 positions the 4-bit tiers read in 4 bits on
+AVX-512 VNNI builds, unless --kv-cache says otherwise), so that cache's rounding
+counts too.
 
     python benchmarks/quality.py --tokens 256
 """
@@ -50,7 +52,8 @@ def main() -> None:
         model = LocalModel.load(args.model, precision=precision, max_context=args.tokens + 8, kv_cache=args.kv_cache)
         for path in PATHS:
             for name, ids in texts.items():
-                q = compare(model.model, reference.model, ids, path=path, cache_dtype=model.cache_dtype)
+                q = compare(model.model, reference.model, ids, path=path, cache_dtype=model.cache_dtype,
+                            packed=model.packs_cache)
                 results[f"{precision}/{path}/{name}"] = q.__dict__ | {"increase": q.perplexity_increase}
                 print(f"{label:<22}{path:<9}{name:<14}{q.reference_perplexity:>10.3f}{q.perplexity:>10.3f}"
                       f"{q.perplexity_increase:>+10.2%}{BOUNDS[precision]:>+8.0%}{q.top1_agreement:>13.1%}")

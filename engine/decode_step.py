@@ -8,7 +8,9 @@ activations and the native kernels are built; otherwise `build` returns None
 and the model runs its modules. Both compute the same thing: the step's test
 holds one to the other. The KV cache may be int8 rows with an fp16 scale each
 (the device tier's default: a little over a quarter of the bytes attention
-streams per token in fp32), fp16 or fp32; the step reads each directly.
+streams per token in fp32), fp16 or fp32; the step reads each directly. An int8
+cache may also keep its finished groups of positions in 4 bits
+(engine/packed_kv.py), which the step reads instead of their rows.
 """
 
 from __future__ import annotations
@@ -63,17 +65,26 @@ class NativeDecodeStep:
 
     def __call__(self, x: torch.Tensor, cache: KVCache) -> torch.Tensor:
         """Hidden state [1, 1, dim] after every layer; appends the token to `cache` (not its pos)."""
-        return torch.ops.tandem.decode_step(*self._step_args(x, cache))
+        return torch.ops.tandem.decode_step(*self._step_args(x, cache), *self._packed_args(cache))
 
     def logits(self, x: torch.Tensor, cache: KVCache) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits [1, 1, vocab], normed hidden state [1, 1, dim]) after every layer, the final norm and
         the output layer (`head` must be set); appends the token to `cache` (not its pos)."""
         norm, out = self.head
         normed, logits = torch.ops.tandem.decode_logits(*self._step_args(x, cache), norm, out.weight, out.scales,
-                                                        out.code)
+                                                        out.code, *self._packed_args(cache))
         return logits.view(1, 1, -1), normed.view(1, 1, -1)
 
     def _step_args(self, x: torch.Tensor, cache: KVCache) -> tuple:
         cos, sin = self.rope
         return (x, self.norms, self.weights, self.scales, self.fmts, cache.k, cache.v, cos, sin, cache.pos,
                 self.n_heads, self.eps, cache.k_scale, cache.v_scale)
+
+    @staticmethod
+    def _packed_args(cache: KVCache) -> tuple:
+        """The cache's 4-bit groups, brought up to the positions before this step (none: empty)."""
+        packed = cache.packed
+        if packed is None:
+            return (None, None, None, None, 0)
+        packed.update(cache.keys(), cache.values(), cache.pos)
+        return (packed.keys, packed.key_stats, packed.values, packed.value_stats, packed.groups)

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from engine.config import ModelConfig, RopeScaling
 from engine.huge_pages import HUGE_PAGE, huge_page_buffer
 from engine.int8_rows import Int8Rows, assign
+from engine.packed_kv import PackedKV
 
 
 def _zeros(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device | str) -> torch.Tensor:
@@ -37,7 +38,9 @@ class KVCache:
     `dtype` may be below the model's (fp16 under fp32 weights): attention widens what it reads.
     An int8 cache also holds one fp16 scale per vector, k_scale, v_scale: [n_layers, B,
     n_kv_heads, max_seq_len] (engine/int8_rows.py: the KV codec's int8 format); float caches
-    hold None there.
+    hold None there. With `packed`, an int8 cache also keeps its finished groups of positions in
+    4 bits for the native decode step to read (engine/packed_kv.py); rewinding `pos` or storing
+    over a group drops that group's copy, and the step packs it again from the rows.
     """
 
     def __init__(
@@ -48,9 +51,12 @@ class KVCache:
         batch_size: int = 1,
         dtype: torch.dtype = torch.float32,
         device: torch.device | str = "cpu",
+        packed: bool = False,
     ) -> None:
         if not (dtype.is_floating_point or dtype == torch.int8):
             raise ValueError(f"a KV cache holds floats or int8 rows, not {dtype}")
+        if packed and (dtype != torch.int8 or torch.device(device).type != "cpu"):
+            raise ValueError("4-bit groups are kept for an int8 cache on the CPU only")
         self.max_seq_len = min(max_seq_len or config.max_seq_len, config.max_seq_len)
         shape = (config.n_layers, batch_size, config.n_kv_heads, self.max_seq_len, config.head_dim)
         self.k = _zeros(shape, dtype, device)
@@ -59,7 +65,19 @@ class KVCache:
         if dtype == torch.int8:
             self.k_scale = _zeros(shape[:-1], torch.float16, device)
             self.v_scale = _zeros(shape[:-1], torch.float16, device)
+        self.packed = PackedKV(shape) if packed else None
         self.pos = 0
+
+    @property
+    def pos(self) -> int:
+        """How many positions are valid."""
+        return self._pos
+
+    @pos.setter
+    def pos(self, pos: int) -> None:
+        if self.packed is not None:
+            self.packed.forget_from(pos)
+        self._pos = pos
 
     @property
     def dtype(self) -> torch.dtype:
@@ -74,6 +92,9 @@ class KVCache:
 
     def store(self, index: tuple, k: torch.Tensor | Int8Rows, v: torch.Tensor | Int8Rows) -> None:
         """Write keys and values at `index` (over the leading dims), rounded to the cache's type."""
+        if self.packed is not None:
+            span = index[3] if len(index) > 3 and isinstance(index[3], slice) else slice(None)
+            self.packed.forget_from(span.start or 0)
         assign(self.keys()[index], k)
         assign(self.values()[index], v)
 
@@ -118,7 +139,7 @@ class KVCache:
     @property
     def nbytes(self) -> int:
         scales = 0 if self.k_scale is None else self.k_scale.nbytes + self.v_scale.nbytes
-        return self.k.nbytes + self.v.nbytes + scales
+        return self.k.nbytes + self.v.nbytes + scales + (0 if self.packed is None else self.packed.nbytes)
 
 
 class RMSNorm(nn.Module):

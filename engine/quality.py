@@ -4,7 +4,7 @@ The quantized model is scored through either path it runs: token by token as
 decoding does (int8 activation blocks), or in one forward as a prompt's prefill
 does (mixed int8 blocks, a second level for outlier blocks), so the activation rounding each
 path uses counts, not only the weights, and with the KV cache type the tier
-runs (int8 rows on the device tier). The reference scores the same tokens with one
+runs (int8 rows on the device tier, with their 4-bit groups where the decode step reads them). The reference scores the same tokens with one
 full-precision forward and an fp32 cache.
 """
 
@@ -31,9 +31,11 @@ class Quality:
 
 
 @torch.inference_mode()
-def prefill_logits(model: Transformer, ids: list[int], cache_dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def prefill_logits(model: Transformer, ids: list[int], cache_dtype: torch.dtype = torch.float32,
+                   cache: KVCache | None = None) -> torch.Tensor:
     """Next-token logits [T-1, V] for every prefix of `ids`, in one forward."""
-    cache = KVCache(model.config, len(ids), dtype=cache_dtype)
+    if cache is None:
+        cache = KVCache(model.config, len(ids), dtype=cache_dtype)
     return model(torch.tensor([ids[:-1]]), cache)[0].float()
 
 
@@ -58,12 +60,12 @@ PATHS = {"decode": decode_logits, "prefill": prefill_logits}
 
 def compare(
     model: Transformer, reference: Transformer, ids: list[int], *, path: str = "decode",
-    cache_dtype: torch.dtype = torch.float32,
+    cache_dtype: torch.dtype = torch.float32, packed: bool = False,
 ) -> Quality:
-    """`model` through its `path` ("decode" or "prefill") with a `cache_dtype` KV cache against
-    `reference` in one forward, on the same IDs."""
+    """`model` through its `path` ("decode" or "prefill") with a `cache_dtype` KV cache (`packed`: with
+    4-bit groups, engine/packed_kv.py) against `reference` in one forward, on the same IDs."""
     ref = prefill_logits(reference, ids)
-    got = PATHS[path](model, ids, cache_dtype)
+    got = PATHS[path](model, ids, cache=KVCache(model.config, len(ids), dtype=cache_dtype, packed=packed))
     return Quality(
         perplexity=perplexity(got, ids),
         reference_perplexity=perplexity(ref, ids),

@@ -19,5 +19,8 @@ PRECISIONS = ("stored", "full", "device", *RECIPES)
 # The KV cache's element type: "auto" is int8 where the native decode step runs the model (the
 # device tier: int8 rows with an fp16 scale per (layer, KV head, position) vector, the KV codec's
 # int8 format, a little over a quarter of the bytes attention reads per token in fp32; quality
-# measured in benchmarks/quality.py), else the model's own dtype.
-KV_CACHES = ("auto", "fp16", "fp32", "int8")
+# measured in benchmarks/quality.py), else the model's own dtype. "int4" is int8 rows whose finished
+# groups of 64 positions are also kept in 4 bits for the native decode step to read (engine/packed_kv.py,
+# AVX-512 VNNI builds; elsewhere the rows alone); "auto" picks it for 4-bit weights (the int8 recipe,
+# held to 1 % perplexity, keeps its int8 rows alone).
+KV_CACHES = ("auto", "fp16", "fp32", "int8", "int4")

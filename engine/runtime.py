@@ -17,6 +17,7 @@ from typing import Iterable, Iterator, Sequence
 
 import torch
 
+from engine import packed_kv
 from engine.chat import Message, render_chat
 from engine.checkpoint import read_checkpoint
 from engine.config import ModelConfig
@@ -172,11 +173,19 @@ class LocalModel:
         if self.kv_cache == "auto":
             native = self.model.decode_step is not None
             return torch.int8 if native else self.model.norm.weight.dtype
-        return {"fp16": torch.float16, "fp32": torch.float32, "int8": torch.int8}[self.kv_cache]
+        return {"fp16": torch.float16, "fp32": torch.float32, "int8": torch.int8, "int4": torch.int8}[self.kv_cache]
+
+    @property
+    def packs_cache(self) -> bool:
+        """Whether new caches keep 4-bit groups (KV_CACHES: "int4", or "auto" with 4-bit weights), where the
+        native decode step runs and reads them."""
+        wanted = self.kv_cache == "int4" or (self.kv_cache == "auto" and self.quantization != "int8")
+        return (wanted and self.cache_dtype == torch.int8 and self.model.decode_step is not None
+                and self.model.norm.weight.device.type == "cpu" and packed_kv.supported(self.config.head_dim))
 
     def new_cache(self, n_positions: int | None = None) -> KVCache:
         return KVCache(self.config, n_positions or self.max_context, dtype=self.cache_dtype,
-                       device=self.model.norm.weight.device)
+                       device=self.model.norm.weight.device, packed=self.packs_cache)
 
     def check_length(self, n_prompt: int, max_new_tokens: int) -> None:
         if n_prompt == 0:

@@ -18,6 +18,7 @@
 #include <atomic>
 #include <limits>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <type_traits>
 #include <utility>
@@ -840,6 +841,193 @@ void attend(const float*, I8Rows keys, I8Rows values, int64_t heads, int64_t n, 
   });
 }
 
+// ---- attention over the 4-bit groups of an int8 cache ---------------------------------
+// Reading a long int8 cache was most of a step's time above the short prompt's (SmolLM2 at 1,000
+// positions: 11.9 MB a token against 88 MB of weights). Each finished group of kQ4Group positions
+// of a kv head also lives in 4 bits (engine/packed_kv.py builds it from the int8 rows, which stay
+// for prefill, the hand-off and the unfinished group): keys per channel over the group's positions
+// (KIVI's layout: a key channel's range is steady along positions, a position's is not), values
+// per position over 32 channels, each with an fp16 scale and minimum. 76 bytes a position and kv
+// head of 64 values instead of 132.
+constexpr int64_t kQ4Group = 64;
+
+// One kv head's 4-bit groups from some group on (engine/packed_kv.py's layout):
+// keys [groups, 32 * HD] bytes: per group 4 blocks of 16 positions, each HD / 8 vectors of 64
+//   bytes in which dword lane i is position i and byte j holds channel 8m + j in its low nibble,
+//   8m + 4 + j in its high one (vector m): the nibbles meet the query with no transposing;
+// key_stats [groups, 2, HD] fp16: each channel's scale, then its minimum;
+// values [positions / 2, HD] bytes: per pair of positions and 64-channel block, dword lane L
+//   holds channels L, 16 + L (low, high nibble of byte 0: the first position; byte 2: the
+//   second), 32 + L and 48 + L (bytes 1 and 3), so that masks and shifts leave int16 pairs;
+// value_stats [groups, HD / 32, 2, kQ4Group] fp16: each 32-channel group's scales, then minimums.
+struct Q4Rows {
+  const uint8_t* keys;
+  const c10::Half* key_stats;
+  const uint8_t* values;
+  const c10::Half* value_stats;
+};
+
+// The 4-bit groups of a whole cache ([n_layers, batch, kv_heads, ...], batch row 0 used): the
+// first `groups` groups of every kv head are current.
+struct Q4Cache {
+  const uint8_t* keys;
+  const c10::Half* key_stats;
+  const uint8_t* values;
+  const c10::Half* value_stats;
+  int64_t heads_per_layer, max_groups, hd, groups;
+
+  Q4Rows at(int64_t layer, int64_t kv, int64_t t0) const {
+    const int64_t row = layer * heads_per_layer + kv, g = row * max_groups + t0 / kQ4Group;
+    return {keys + g * 32 * hd, key_stats + g * 2 * hd, values + (row * max_groups * kQ4Group + t0) / 2 * hd,
+            value_stats + g * (hd / 32) * 2 * kQ4Group};
+  }
+};
+
+#ifdef TANDEM_ZMM_DOT
+// Scores of n positions (a multiple of kQ4Group) for G heads: per group, each head's query times
+// the keys' channel scales rounded to int8 (one scale a head: the keys' own 4-bit rounding is
+// ~16 times coarser), q . min added once, and the nibbles' dot products in vpdpbusd.
+template <int HD, int G>
+void score_q4(const float* q, Q4Rows r, int64_t n, float scale, float* s, int64_t stride, float* top) {
+  const __m512i mask4 = _mm512_set1_epi8(0x0F);
+  __m512 vtop[G];
+  for (int g = 0; g < G; ++g) vtop[g] = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+  alignas(64) int8_t qq[G][HD];
+  float qs[G], bias[G];
+  for (int64_t gi = 0; gi < n / kQ4Group; ++gi) {
+    const c10::Half* stats = r.key_stats + gi * 2 * HD;
+    const uint8_t* kb = r.keys + gi * 32 * HD;
+    if (gi + 1 < n / kQ4Group) prefetch<2>(kb + 32 * HD, 32 * HD);
+    prefetch<2>(r.values + gi * 32 * HD, 32 * HD);
+    for (int g = 0; g < G; ++g) {
+      alignas(64) float scaled[HD];
+      __m512 big = _mm512_setzero_ps(), b = _mm512_setzero_ps();
+      for (int c = 0; c < HD; c += 16) {
+        const __m512 qv = _mm512_loadu_ps(q + g * HD + c);
+        const __m512 p = _mm512_mul_ps(qv, _mm512_cvtph_ps(load256(stats + c)));
+        _mm512_store_ps(scaled + c, p);
+        big = _mm512_max_ps(big, _mm512_abs_ps(p));
+        b = _mm512_fmadd_ps(qv, _mm512_cvtph_ps(load256(stats + HD + c)), b);
+      }
+      const float m = _mm512_reduce_max_ps(big);
+      qs[g] = m / 127.0f * scale;
+      bias[g] = _mm512_reduce_add_ps(b) * scale;
+      const __m512 inv = _mm512_set1_ps(m == 0.0f ? 0.0f : 127.0f / m);
+      for (int c = 0; c < HD; c += 16) {
+        _mm_store_si128(reinterpret_cast<__m128i*>(qq[g] + c),
+                        _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(_mm512_load_ps(scaled + c), inv))));
+      }
+    }
+    for (int blk = 0; blk < kQ4Group / 16; ++blk) {
+      __m512i acc[G];
+      for (int g = 0; g < G; ++g) acc[g] = _mm512_setzero_si512();
+      for (int m = 0; m < HD / 8; ++m) {
+        const __m512i v = _mm512_loadu_si512(kb + (blk * HD / 8 + m) * 64);
+        const __m512i lo = _mm512_and_si512(v, mask4), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), mask4);
+        for (int g = 0; g < G; ++g) {
+          acc[g] = _mm512_dpbusd_epi32(acc[g], lo, broadcast_dword(qq[g] + 8 * m));
+          acc[g] = _mm512_dpbusd_epi32(acc[g], hi, broadcast_dword(qq[g] + 8 * m + 4));
+        }
+      }
+      for (int g = 0; g < G; ++g) {
+        const __m512 v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[g]), _mm512_set1_ps(qs[g]), _mm512_set1_ps(bias[g]));
+        _mm512_storeu_ps(s + g * stride + gi * kQ4Group + 16 * blk, v);
+        vtop[g] = _mm512_max_ps(vtop[g], v);
+      }
+    }
+  }
+  for (int g = 0; g < G; ++g) top[g] = _mm512_reduce_max_ps(vtop[g]);
+}
+
+// o_g = sum_t p_g[t] (scale_t v_t + min_t) over 4-bit values: the weights p * scale of each
+// 32-channel group rounded to int16 on a grid of the head's largest (as weigh_values_i16), a pair
+// of positions' nibbles against a pair of weights in vpdpwssd, sum_t p_g[t] min_t added once.
+template <int HD, int G>
+void weigh_q4(const float* p, int64_t stride, Q4Rows r, int64_t n, float* o, const Ahead& ahead) {
+  constexpr int NG = HD / 32;  // value groups a position
+  alignas(64) float wf[G][NG][kChunk];
+  alignas(64) int16_t w16[G][NG][kChunk];
+  float unit[G], mins[G][NG];
+  for (int g = 0; g < G; ++g) {
+    const float* pg = p + g * stride;
+    __m512 big = _mm512_setzero_ps(), msum[NG];
+    for (int j = 0; j < NG; ++j) msum[j] = _mm512_setzero_ps();
+    for (int64_t t = 0; t < n; t += 16) {
+      const c10::Half* st = r.value_stats + (t / kQ4Group) * NG * 2 * kQ4Group + t % kQ4Group;
+      const __m512 pv = _mm512_loadu_ps(pg + t);
+      for (int j = 0; j < NG; ++j) {
+        const __m512 w = _mm512_mul_ps(pv, _mm512_cvtph_ps(load256(st + 2 * j * kQ4Group)));
+        _mm512_store_ps(wf[g][j] + t, w);
+        big = _mm512_max_ps(big, w);
+        msum[j] = _mm512_fmadd_ps(pv, _mm512_cvtph_ps(load256(st + (2 * j + 1) * kQ4Group)), msum[j]);
+      }
+    }
+    const float m = _mm512_reduce_max_ps(big);
+    unit[g] = m / 32767.0f;
+    const __m512 inv = _mm512_set1_ps(m == 0.0f ? 0.0f : 32767.0f / m);
+    for (int j = 0; j < NG; ++j) {
+      mins[g][j] = _mm512_reduce_add_ps(msum[j]);
+      for (int64_t t = 0; t < n; t += 16) {
+        _mm256_store_si256(reinterpret_cast<__m256i*>(w16[g][j] + t),
+                           _mm512_cvtepi32_epi16(_mm512_cvtps_epi32(_mm512_mul_ps(_mm512_load_ps(wf[g][j] + t), inv))));
+      }
+    }
+  }
+  const __m512i mask = _mm512_set1_epi32(0x000F000F);
+  for (int blk = 0; blk < HD / 64; ++blk) {
+    __m512i acc[G][4];
+    for (int g = 0; g < G; ++g) {
+      for (int k = 0; k < 4; ++k) acc[g][k] = _mm512_setzero_si512();
+    }
+    for (int64_t t = 0; t < n; t += 2) {
+      const uint8_t* a = r.values + (t / 2) * HD + 64 * blk;
+      if (t + kAhead < n) prefetch<3>(a + kAhead / 2 * HD, 64);
+      if (blk == 0) ahead.step(t / 2, n / 2);
+      const __m512i v = _mm512_loadu_si512(a);
+      const __m512i x[4] = {_mm512_and_si512(v, mask), _mm512_and_si512(_mm512_srli_epi32(v, 4), mask),
+                            _mm512_and_si512(_mm512_srli_epi32(v, 8), mask),
+                            _mm512_and_si512(_mm512_srli_epi32(v, 12), mask)};
+      for (int g = 0; g < G; ++g) {
+        int32_t lo, hi;
+        std::memcpy(&lo, w16[g][2 * blk] + t, sizeof lo);
+        std::memcpy(&hi, w16[g][2 * blk + 1] + t, sizeof hi);
+        const __m512i wl = _mm512_set1_epi32(lo), wh = _mm512_set1_epi32(hi);
+        acc[g][0] = _mm512_dpwssd_epi32(acc[g][0], x[0], wl);
+        acc[g][1] = _mm512_dpwssd_epi32(acc[g][1], x[1], wl);
+        acc[g][2] = _mm512_dpwssd_epi32(acc[g][2], x[2], wh);
+        acc[g][3] = _mm512_dpwssd_epi32(acc[g][3], x[3], wh);
+      }
+    }
+    for (int g = 0; g < G; ++g) {
+      for (int k = 0; k < 4; ++k) {
+        const __m512 out = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[g][k]), _mm512_set1_ps(unit[g]),
+                                           _mm512_set1_ps(mins[g][2 * blk + k / 2]));
+        _mm512_storeu_ps(o + g * HD + 64 * blk + 16 * k, out);
+      }
+    }
+  }
+}
+
+// One item over 4-bit groups (n a multiple of kQ4Group; arguments as the float attend's).
+void attend_q4(const float* q, Q4Rows rows, int64_t heads, int64_t n, int64_t hd, float scale, float* s,
+               int64_t stride, float* o, float* top, float* sum, const Ahead& ahead) {
+  with_group_size(heads, [&](auto g) {
+    constexpr int G = decltype(g)::value;
+    if (hd == 64) {
+      score_q4<64, G>(q, rows, n, scale, s, stride, top);
+    } else {
+      score_q4<128, G>(q, rows, n, scale, s, stride, top);
+    }
+    for (int h = 0; h < G; ++h) sum[h] = exp_shifted(s + h * stride, n, top[h]);
+    if (hd == 64) {
+      weigh_q4<64, G>(s, stride, rows, n, o, ahead);
+    } else {
+      weigh_q4<128, G>(s, stride, rows, n, o, ahead);
+    }
+  });
+}
+#endif
+
 // Each head's runs merged: o = sum_r e^(top_r - M) o_r / sum_r e^(top_r - M) sum_r with M the
 // largest top. parts: [runs, heads, hd] unnormalized outputs; top, sum: [runs, heads].
 void merge_runs(const float* parts, const float* top, const float* sum, int64_t runs, int64_t heads, int64_t hd,
@@ -915,7 +1103,7 @@ at::Tensor run_step(const at::Tensor& x, const at::Tensor& norms, at::TensorList
                     const c10::List<c10::optional<at::Tensor>>& scales, at::IntArrayRef fmts, const at::Tensor& k_cache,
                     const at::Tensor& v_cache, const at::Tensor& cos, const at::Tensor& sin, int64_t pos,
                     int64_t n_heads, double eps, const c10::optional<at::Tensor>& k_scale,
-                    const c10::optional<at::Tensor>& v_scale, const Head& head) {
+                    const c10::optional<at::Tensor>& v_scale, const Head& head, const Q4Cache* q4) {
   for (const at::Tensor* t : {&x, &norms, &cos, &sin}) {
     TORCH_CHECK(t->device().is_cpu() && t->scalar_type() == at::kFloat && t->is_contiguous(),
                 "decode_step takes contiguous fp32 CPU tensors");
@@ -965,7 +1153,14 @@ at::Tensor run_step(const at::Tensor& x, const at::Tensor& norms, at::TensorList
   at::Tensor out = x.clone();
   float* h = out.data_ptr<float>();
   std::vector<float> tmp(widest), qkv(q_size + 2 * kv_size), attn(q_size), proj(dim), gate_up(2 * ffn);
-  const int64_t n = pos + 1, runs = (n + kChunk - 1) / kChunk, items = n_kv * runs;
+  // Runs of kChunk positions: first over the 4-bit groups (if any), then over the int8 rows after them.
+  const int64_t n = pos + 1, packed = q4 ? q4->groups * kQ4Group : 0;
+  const int64_t packed_runs = (packed + kChunk - 1) / kChunk, runs = packed_runs + (n - packed + kChunk - 1) / kChunk;
+  const int64_t items = n_kv * runs;
+  auto span = [&](int64_t r) -> std::pair<int64_t, int64_t> {  // (first position, length) of run r
+    const int64_t t0 = r < packed_runs ? r * kChunk : packed + (r - packed_runs) * kChunk;
+    return {t0, std::min(kChunk, (r < packed_runs ? packed : n) - t0)};
+  };
   std::vector<float> scores(n_heads * n), parts(runs * q_size), tops(runs * n_heads), sums(runs * n_heads);
   ActBuffer act(1, widest), head_act(1, head.logits ? dim : 0, true);
   const Acts x_act = act.row(0);
@@ -1004,14 +1199,25 @@ at::Tensor run_step(const at::Tensor& x, const at::Tensor& norms, at::TensorList
       // run after another of the same rows; claiming them one at a time instead was slower); an
       // item's query heads go together (up to kMaxGroup), reading each key and value once.
       for (int64_t item = items * team.tid / team.n, end = items * (team.tid + 1) / team.n; item < end; ++item) {
-        const int64_t kv = item / runs, run = item % runs, t0 = run * kChunk, len = std::min(kChunk, n - t0);
+        const int64_t kv = item / runs, run = item % runs;
+        const auto [t0, len] = span(run);
         Ahead ahead;
         if (item + 1 < end) {
-          const int64_t kv1 = (item + 1) / runs, t1 = (item + 1) % runs * kChunk;
-          ahead = Ahead::rows(kc + (kv1 * max_pos + t1) * hd, std::min(kChunk, n - t1) * hd);
+          const int64_t kv1 = (item + 1) / runs, r1 = (item + 1) % runs;
+          const auto [t1, len1] = span(r1);
+          ahead = r1 < packed_runs ? Ahead{reinterpret_cast<const char*>(q4->at(l, kv1, t1).keys), len1 * hd / 2}
+                                   : Ahead::rows(kc + (kv1 * max_pos + t1) * hd, len1 * hd);
         }
         for (int64_t head = kv * group; head < (kv + 1) * group; head += kMaxGroup) {
           const int64_t heads = std::min(kMaxGroup, (kv + 1) * group - head), part = run * n_heads + head;
+#ifdef TANDEM_ZMM_DOT
+          if (run < packed_runs) {
+            attend_q4(qkv.data() + head * hd, q4->at(l, kv, t0), heads, len, hd, scale, scores.data() + head * n + t0,
+                      n, parts.data() + part * hd, tops.data() + part, sums.data() + part,
+                      head == kv * group ? ahead : Ahead{});
+            continue;
+          }
+#endif
           attend(qkv.data() + head * hd, kc + (kv * max_pos + t0) * hd, vc + (kv * max_pos + t0) * hd, heads, len,
                  hd, scale, scores.data() + head * n + t0, n, parts.data() + part * hd, tops.data() + part,
                  sums.data() + part, QueryView(queries, head), head == kv * group ? ahead : Ahead{});
@@ -1063,13 +1269,55 @@ at::Tensor run_step(const at::Tensor& x, const at::Tensor& norms, at::TensorList
   return out;
 }
 
+// The 4-bit groups passed with an int8 cache (engine/packed_kv.py), checked against it; none when
+// `groups` is 0.
+std::optional<Q4Cache> q4_cache(const at::Tensor& k_cache, int64_t pos, const c10::optional<at::Tensor>& keys,
+                                const c10::optional<at::Tensor>& key_stats, const c10::optional<at::Tensor>& values,
+                                const c10::optional<at::Tensor>& value_stats, int64_t groups) {
+  if (groups == 0) return std::nullopt;
+#ifndef TANDEM_ZMM_DOT
+  TORCH_CHECK(false, "4-bit cache groups are read only by AVX-512 VNNI builds (see packed_kv_supported)");
+#endif
+  TORCH_CHECK(keys && key_stats && values && value_stats, "4-bit cache groups need keys, key_stats, values, value_stats");
+  TORCH_CHECK(k_cache.scalar_type() == at::kChar, "4-bit cache groups go with an int8 cache");
+  const int64_t layers = k_cache.size(0), batch = k_cache.size(1), heads = k_cache.size(2), hd = k_cache.size(4);
+  TORCH_CHECK(hd == 64 || hd == 128, "4-bit cache groups take heads of 64 or 128 values, not ", hd);
+  const int64_t max_groups = keys->dim() == 5 ? keys->size(3) : -1;
+  const std::vector<std::pair<const at::Tensor*, std::vector<int64_t>>> expected = {
+      {&*keys, {layers, batch, heads, max_groups, 32 * hd}},
+      {&*key_stats, {layers, batch, heads, max_groups, 2, hd}},
+      {&*values, {layers, batch, heads, max_groups * kQ4Group / 2, hd}},
+      {&*value_stats, {layers, batch, heads, max_groups, hd / 32, 2, kQ4Group}}};
+  for (const auto& [t, sizes] : expected) {
+    TORCH_CHECK(t->device().is_cpu() && t->is_contiguous() && t->sizes() == at::IntArrayRef(sizes) &&
+                    t->scalar_type() == (t == &*keys || t == &*values ? at::kByte : at::kHalf),
+                "4-bit cache groups have the wrong shape or type: ", t->sizes(), " ", t->scalar_type());
+  }
+  TORCH_CHECK(groups > 0 && groups <= max_groups && groups * kQ4Group <= pos,
+              "4-bit cache groups (", groups, ") must end at or before position ", pos);
+  return Q4Cache{keys->data_ptr<uint8_t>(), key_stats->data_ptr<c10::Half>(), values->data_ptr<uint8_t>(),
+                 value_stats->data_ptr<c10::Half>(), batch * heads, max_groups, hd, groups};
+}
+
 at::Tensor decode_step(const at::Tensor& x, const at::Tensor& norms, at::TensorList weights,
                        const c10::List<c10::optional<at::Tensor>>& scales, at::IntArrayRef fmts,
                        const at::Tensor& k_cache, const at::Tensor& v_cache, const at::Tensor& cos,
                        const at::Tensor& sin, int64_t pos, int64_t n_heads, double eps,
-                       const c10::optional<at::Tensor>& k_scale, const c10::optional<at::Tensor>& v_scale) {
+                       const c10::optional<at::Tensor>& k_scale, const c10::optional<at::Tensor>& v_scale,
+                       const c10::optional<at::Tensor>& k4, const c10::optional<at::Tensor>& k4_stats,
+                       const c10::optional<at::Tensor>& v4, const c10::optional<at::Tensor>& v4_stats,
+                       int64_t groups4) {
+  const auto q4 = q4_cache(k_cache, pos, k4, k4_stats, v4, v4_stats, groups4);
   return run_step(x, norms, weights, scales, fmts, k_cache, v_cache, cos, sin, pos, n_heads, eps, k_scale, v_scale,
-                  Head{});
+                  Head{}, q4 ? &*q4 : nullptr);
+}
+
+bool packed_kv_supported() {
+#ifdef TANDEM_ZMM_DOT
+  return true;
+#else
+  return false;
+#endif
 }
 
 // decode_step, then the final norm (weight final_norm [dim]) and the output layer (w, in
@@ -1079,7 +1327,10 @@ std::tuple<at::Tensor, at::Tensor> decode_logits(
     const c10::List<c10::optional<at::Tensor>>& scales, at::IntArrayRef fmts, const at::Tensor& k_cache,
     const at::Tensor& v_cache, const at::Tensor& cos, const at::Tensor& sin, int64_t pos, int64_t n_heads, double eps,
     const c10::optional<at::Tensor>& k_scale, const c10::optional<at::Tensor>& v_scale, const at::Tensor& final_norm,
-    const at::Tensor& w, const c10::optional<at::Tensor>& w_scales, int64_t fmt) {
+    const at::Tensor& w, const c10::optional<at::Tensor>& w_scales, int64_t fmt, const c10::optional<at::Tensor>& k4,
+    const c10::optional<at::Tensor>& k4_stats, const c10::optional<at::Tensor>& v4,
+    const c10::optional<at::Tensor>& v4_stats, int64_t groups4) {
+  const auto q4 = q4_cache(k_cache, pos, k4, k4_stats, v4, v4_stats, groups4);
   const int64_t dim = norms.size(-1);
   TORCH_CHECK(final_norm.device().is_cpu() && final_norm.scalar_type() == at::kFloat && final_norm.is_contiguous() &&
                   final_norm.numel() == dim,
@@ -1087,7 +1338,8 @@ std::tuple<at::Tensor, at::Tensor> decode_logits(
   at::Tensor normed = at::empty({dim}, at::kFloat), logits = at::empty({w.size(0)}, at::kFloat);
   const Head head{final_norm.data_ptr<float>(), matrix(w, w_scales, fmt, w.size(0), dim, "the output layer"), normed.data_ptr<float>(),
                   logits.data_ptr<float>()};
-  run_step(x, norms, weights, scales, fmts, k_cache, v_cache, cos, sin, pos, n_heads, eps, k_scale, v_scale, head);
+  run_step(x, norms, weights, scales, fmts, k_cache, v_cache, cos, sin, pos, n_heads, eps, k_scale, v_scale, head,
+           q4 ? &*q4 : nullptr);
   return {normed, logits};
 }
 
@@ -1229,12 +1481,15 @@ TORCH_LIBRARY_FRAGMENT(tandem, m) {
   m.def(
       "decode_step(Tensor x, Tensor norms, Tensor[] weights, Tensor?[] scales, int[] fmts, Tensor(a!) k_cache, "
       "Tensor(b!) v_cache, Tensor cos, Tensor sin, int pos, int n_heads, float eps, Tensor(c!)? k_scale=None, "
-      "Tensor(d!)? v_scale=None) -> Tensor");
+      "Tensor(d!)? v_scale=None, Tensor? k4=None, Tensor? k4_stats=None, Tensor? v4=None, Tensor? v4_stats=None, "
+      "int groups4=0) -> Tensor");
   m.def(
       "decode_logits(Tensor x, Tensor norms, Tensor[] weights, Tensor?[] scales, int[] fmts, Tensor(a!) k_cache, "
       "Tensor(b!) v_cache, Tensor cos, Tensor sin, int pos, int n_heads, float eps, Tensor(c!)? k_scale, "
-      "Tensor(d!)? v_scale, Tensor final_norm, Tensor w, Tensor? w_scales, int fmt) -> (Tensor, Tensor)");
+      "Tensor(d!)? v_scale, Tensor final_norm, Tensor w, Tensor? w_scales, int fmt, Tensor? k4=None, "
+      "Tensor? k4_stats=None, Tensor? v4=None, Tensor? v4_stats=None, int groups4=0) -> (Tensor, Tensor)");
   m.def("token_signals(Tensor logits) -> Tensor");
+  m.def("packed_kv_supported() -> bool", &packed_kv_supported);
 }
 
 TORCH_LIBRARY_IMPL(tandem, CPU, m) {
