@@ -256,9 +256,10 @@ def test_the_device_tier_keeps_its_kv_cache_in_int8_unless_told(smollm2_path, sm
     assert smollm2_device.cache_dtype == torch.int8
     int8 = smollm2_device.new_cache(4)
     assert int8.k.dtype == torch.int8 and int8.v_scale.dtype == torch.float16
-    assert (int8.packed is not None) == packed_kv.supported(smollm2_device.config.head_dim)  # 4-bit weights: groups too
+    assert int8.packed is None
     assert smollm2_device.model.decode_step.runs(torch.tensor([[1]]), int8)
-    assert dataclasses.replace(smollm2_device, kv_cache="int8").new_cache(4).packed is None
+    int4 = dataclasses.replace(smollm2_device, kv_cache="int4").new_cache(4)
+    assert int4.k.dtype == torch.int8 and (int4.packed is not None) == packed_kv.supported(64)
     assert dataclasses.replace(smollm2_device, kv_cache="fp16").new_cache(4).k.dtype == torch.float16
     assert dataclasses.replace(smollm2_device, kv_cache="fp32").new_cache(4).k.dtype == torch.float32
     with pytest.raises(ValueError, match="unknown KV cache type 'int2'"):
@@ -458,6 +459,7 @@ def test_a_rewound_cache_packs_its_groups_again(smollm2_device):
     """A cache that decoded past a group's end (its group packed), rewound into that group and fed other
     tokens, decodes exactly as the same prompt's cache rewound before it ever reached that group: the
     stale 4-bit copy is dropped and rebuilt from the new rows."""
+    smollm2_device = dataclasses.replace(smollm2_device, kv_cache="int4")
     ids = smollm2_device.tokenizer.encode((REPO / "benchmarks" / "data" / "kjv-slice.txt").read_text())[:270]
     model = smollm2_device.model
     with torch.inference_mode():
@@ -480,7 +482,7 @@ def test_a_rewound_cache_packs_its_groups_again(smollm2_device):
 @needs_packed_kernels
 def test_the_device_tier_with_4bit_groups_keeps_its_quality(smollm2, smollm2_device):
     """Decoded natively over 256 tokens of held-out text against the full-precision twin, with the 4-bit
-    groups the device tier reads by default: within 3 % perplexity of the fp32 cache's and >= 92 %
+    groups (--kv-cache int4): within 3 % perplexity of the fp32 cache's and >= 92 %
     top-1 agreement (measured on a Zen 4: perplexity -0.04 % vs the twin, agreement 94.9 %; int8 rows
     alone: +0.26 %, 98 %)."""
     from engine.quality import compare
