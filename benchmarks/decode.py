@@ -126,6 +126,7 @@ def run_tandem(args) -> dict:
     from engine.checkpoint import read_checkpoint  # noqa: F401 (the loaders' imports belong to the floor)
     from engine.gguf_file import GGUFFile
     from engine.gguf_loader import is_gguf_file
+    from engine.packed_kv import GROUP
     from engine.runtime import LocalModel
     from engine.tokenizer import load_gguf_tokenizer, load_tokenizer
 
@@ -140,12 +141,14 @@ def run_tandem(args) -> dict:
     gc.collect()
 
     n_ctx = args.prompt_tokens + args.new_tokens
-    model = LocalModel.load(path, precision="device", max_context=n_ctx)
+    model = LocalModel.load(path, precision="device", max_context=n_ctx, kv_cache=args.kv_cache)
     model.tokenizer.stop_ids = []  # every run decodes --new-tokens tokens, as llama-bench does
     loaded = memory()
     cache = model.new_cache(n_ctx)
     # its tensors' bytes: zeroed pages may only become resident as prefill writes them
-    kv_mb = sum(t.nbytes for t in vars(cache).values() if isinstance(t, torch.Tensor)) / 2**20
+    kv_mb = cache.nbytes / 2**20
+    # what a step reads per cached position: the 4-bit groups where the cache keeps them, else the rows
+    kv_read = cache.packed.nbytes / (cache.packed.max_groups * GROUP) if cache.packed else cache.nbytes / n_ctx
 
     def timed(prompt: list[int], cache=None) -> tuple[float, float]:
         """(prefill tok/s, decode tok/s) of one stream: the first token's wait, then the rest's pace."""
@@ -186,7 +189,7 @@ def run_tandem(args) -> dict:
     mem["above_floor"] = mem["peak"] - mem["floor"]
     return {"prefill": stats([p for p, _ in long]), "decode": stats(short), "decode_long": stats([d for _, d in long]),
             "memory_mb": mem, "weight_bytes_read_per_token": decode_bytes(model.model),
-            "kv_bytes_per_position": kv_mb * 2**20 / n_ctx,
+            "kv_bytes_per_position": kv_read,
             "kernels": kernels.isa() if kernels.available() else "torch fallback"}
 
 
@@ -238,7 +241,7 @@ def part_speed(args) -> dict:
         print(f"llama-bench ({variant}) is not built: {hint}; Tandem alone below")
     torch.set_num_threads(args.threads)
     root = bench_files.cache_dir()
-    argv = ["--threads", str(args.threads), "--prompt-tokens", str(args.prompt_tokens),
+    argv = ["--threads", str(args.threads), "--kv-cache", args.kv_cache, "--prompt-tokens", str(args.prompt_tokens),
             "--new-tokens", str(args.new_tokens), "--repeats", str(args.repeats)]
     out = {"read_gbps": read_bandwidth(), "llama_bench": str(binary) if binary else None, "models": {}}
     for model in args.models.split(","):
@@ -405,6 +408,7 @@ def main() -> None:
                         help="run every engine and file this many times, in alternating order, pooling the samples")
     parser.add_argument("--isa", choices=["native", "avx2"], default="native",
                         help="avx2: Tandem's kernels with TANDEM_KERNEL_ISA=avx2 against `make engines-avx2`'s llama-bench")
+    parser.add_argument("--kv-cache", default="auto", help="Tandem's KV cache (engine/recipes.py KV_CACHES)")
     parser.add_argument("--quick", action="store_true", help="part 1 only: 256-token prompt, 32 tokens, 2 runs")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -271,6 +271,8 @@ class Transformer(nn.Module):
             for i, layer in enumerate(self.layers):
                 x = layer(x, rope, cache, i, mask)
         cache.pos = end
+        if cache.packed is not None and seqlen > 1:  # the prompt's finished groups, while it is still prefill
+            cache.packed.update(cache.keys(), cache.values(), end)
         if last_only:
             x = x[:, -1:]
         normed = self.norm(x)

@@ -12,9 +12,10 @@ position and head of 64 values instead of 132):
 
 each code with an fp16 scale and minimum (x = min + scale * code). The int8 rows stay the cache:
 prefill reads them, the hand-off codec ships them, and the unfinished group is read from them.
-A group is packed from its int8 rows when the decode step first needs it (`update`), and forgotten
-when the cache is rewound below it. Layouts are the kernels' (kernels/decode_step.cpp, Q4Rows):
-keys pre-transposed in blocks of 16 positions, values interleaved by pairs of positions.
+A prompt's groups are packed at the end of its prefill, a later group when the decode step first
+needs it (`update`, natively); a group is forgotten when the cache is rewound into it. Layouts are
+the kernels' (kernels/decode_step.cpp, Q4Rows): keys pre-transposed in blocks of 16 positions, values
+interleaved by pairs of positions.
 """
 
 from __future__ import annotations
@@ -116,19 +117,28 @@ class PackedKV:
         self.groups = 0
 
     def update(self, k_rows, v_rows, pos: int) -> None:
-        """Pack the groups finished before position `pos` from the int8 rows (Int8Rows of the cache)."""
+        """Pack the groups finished before position `pos` from the int8 rows (Int8Rows of the cache):
+        natively where the kernels are built (kernels/decode_step.cpp, pack_kv_groups: the same bytes),
+        else with `pack_keys` and `pack_values`."""
         done = min(pos // GROUP, self.max_groups)
         if done <= self.groups:
             return
-        first, span = self.groups, slice(self.groups * GROUP, done * GROUP)
-        rows = (slice(None), slice(None), slice(None), span)
+        first = self.groups
+        if kernels.available():
+            torch.ops.tandem.pack_kv_groups(k_rows.q, k_rows.scale, v_rows.q, v_rows.scale, self.keys,
+                                            self.key_stats, self.values, self.value_stats, first, done)
+        else:
+            self._pack_in_torch(k_rows, v_rows, first, done)
+        self.groups = done
+
+    def _pack_in_torch(self, k_rows, v_rows, first: int, done: int) -> None:
+        rows = (slice(None), slice(None), slice(None), slice(first * GROUP, done * GROUP))
         keys, key_stats = pack_keys(k_rows[rows].dequantize(torch.float32))
         values, value_stats = pack_values(v_rows[rows].dequantize(torch.float32))
         self.keys[:, :, :, first:done] = keys
         self.key_stats[:, :, :, first:done] = key_stats
         self.values[:, :, :, first * GROUP // 2:done * GROUP // 2] = values
         self.value_stats[:, :, :, first:done] = value_stats
-        self.groups = done
 
     def forget_from(self, pos: int) -> None:
         """Positions from `pos` on are rewritten or gone: the groups holding them are no longer current."""

@@ -24,6 +24,12 @@ REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "policies" / "smollm2-135m.judge.json"
 # A short answer the device model gets wrong ("The number three is actually 3.", checked below).
 SHORT_WRONG = "What number comes right after three hundred and six? Answer in a few words."
+# The device's greedy text depends on the CPU (its int8 roundings: AMX tiles or VNNI), so a test that
+# needs a short wrong answer takes the first of these that gets one here.
+SHORT_WRONG_CANDIDATES = {SHORT_WRONG: "307"} | {
+    f"What number comes right after {words}? Answer in a few words.": answer for words, answer in [
+        ("five hundred and three", "504"), ("seven hundred and forty-one", "742"),
+        ("four hundred and twelve", "413"), ("three hundred and nine", "310")]}
 # A question the shipped prompt probe rates low: the device does not know it.
 PROBE_REJECTS = "What number comes right after fifty-six? Answer in a few words."
 
@@ -91,16 +97,25 @@ def test_calibration_for_another_model_is_refused(llama3_small):
         TandemClient(llama3_small, policy=load_policy(REPO / "policies" / "default.yaml"), audit_log=None)
 
 
+def short_wrong_answer(model, window: int) -> tuple[str, list]:
+    """(prompt, the device's answer) for the first candidate it answers wrongly in under `window` tokens."""
+    texts = []
+    for prompt, right in SHORT_WRONG_CANDIDATES.items():
+        events = device_answer(model, prompt)
+        texts.append("".join(e.text for e in events))
+        if len(events) < window and not is_correct(texts[-1], [right]):
+            return prompt, events
+    pytest.fail(f"no candidate gets a short wrong answer from the device on this CPU: {texts}")
+
+
 def test_short_wrong_answer_is_judged_and_withdrawn(smollm2_device, cloud, tmp_path):
-    events = device_answer(smollm2_device, SHORT_WRONG)
-    text = "".join(e.text for e in events)
     judge = Judge.load(SHIPPED)
-    assert len(events) < judge.window and not is_correct(text, ["307"]), text  # short and wrong
+    prompt, events = short_wrong_answer(smollm2_device, judge.window)
     address, capture = cloud
     before = len(capture.of("Generate"))
     policy = calibrated(target_escalation=0.3, prefill_probe=False)
     with TandemClient(smollm2_device, cloud=address, policy=policy, audit_log=None) as client:
-        shown = list(client.generate(SHORT_WRONG, max_new_tokens=24))
+        shown = list(client.generate(prompt, max_new_tokens=24))
     (escalation,) = [e for e in shown if isinstance(e, Escalation)]
     first_edge = next(i for i, e in enumerate(shown) if isinstance(e, Text) and e.tier == "edge")
     assert first_edge < shown.index(escalation), "hold_tokens 0: the device's answer was shown first"
@@ -113,7 +128,7 @@ def test_short_wrong_answer_is_judged_and_withdrawn(smollm2_device, cloud, tmp_p
 
     held = calibrated(target_escalation=0.3, prefill_probe=False, hold_tokens=16)
     with TandemClient(smollm2_device, cloud=address, policy=held, audit_log=None) as client:
-        shown = list(client.generate(SHORT_WRONG, max_new_tokens=24))
+        shown = list(client.generate(prompt, max_new_tokens=24))
     assert not any(isinstance(e, Text) and e.tier == "edge" for e in shown), "held back, then withdrawn unseen"
     assert shown[-1].tier == "cloud"
 

@@ -59,3 +59,24 @@ def test_only_finished_groups_are_packed_and_a_rewind_forgets_them():
     assert packed.groups == 1
     with pytest.raises(ValueError, match="heads of 64 or 128 values"):
         PackedKV((1, 1, 2, GROUP, 96))
+
+
+def test_native_packing_writes_the_bytes_the_torch_packing_does():
+    """kernels/decode_step.cpp's pack_kv_groups against pack_keys / pack_values on the same int8 rows:
+    identical codes, scales and minimums (the same fp32 products and roundings), heads of 64 and 128."""
+    from engine import kernels
+    from engine.int8_rows import quantize
+
+    if not kernels.available():
+        pytest.fail("the native kernels did not build (a C++ compiler is part of the set-up)")
+    for d in (64, 128):
+        gen = torch.Generator().manual_seed(d)
+        k = quantize(torch.randn(2, 1, 3, 3 * GROUP + 5, d, generator=gen) * torch.linspace(0.1, 8, d))
+        v = quantize(torch.randn(2, 1, 3, 3 * GROUP + 5, d, generator=gen))
+        native, reference = PackedKV(k.shape), PackedKV(k.shape)
+        native.update(k, v, GROUP + 1)
+        native.update(k, v, 3 * GROUP + 2)  # a second call packs the groups after the first's
+        reference._pack_in_torch(k, v, 0, 3)
+        assert native.groups == 3
+        for name in ("keys", "key_stats", "values", "value_stats"):
+            assert torch.equal(getattr(native, name), getattr(reference, name)), (d, name)

@@ -1028,6 +1028,98 @@ void attend_q4(const float* q, Q4Rows rows, int64_t heads, int64_t n, int64_t hd
 }
 #endif
 
+// ---- packing an int8 cache's finished groups into 4 bits ---------------------------------
+// engine/packed_kv.py's pack_keys / pack_values from the int8 rows, bit for bit (the same fp32
+// products, fp16 roundings and round-half-even codes), without the torch temporaries: SmolLM2's 15
+// groups at 1,000 positions took those ~60-75 ms, a group ~10 ms.
+
+// 4-bit codes of n values x[i * stride] (x ~ min + scale * code), their fp16 scale and minimum.
+void round_4bit(const float* x, int64_t n, int64_t stride, uint8_t* codes, c10::Half* scale, c10::Half* low) {
+  float lo = std::numeric_limits<float>::infinity(), hi = -lo;
+  for (int64_t i = 0; i < n; ++i) lo = std::min(lo, x[i * stride]), hi = std::max(hi, x[i * stride]);
+  *low = c10::Half(std::min(65504.0f, std::max(-65504.0f, lo)));
+  const float l = static_cast<float>(*low);
+  *scale = c10::Half(std::min(65504.0f, (hi - l) / 15.0f));
+  const float s = static_cast<float>(*scale), d = s > 0.0f ? s : 1.0f;
+  for (int64_t i = 0; i < n; ++i) {
+    codes[i] = static_cast<uint8_t>(std::min(15.0f, std::max(0.0f, std::nearbyint((x[i * stride] - l) / d))));
+  }
+}
+
+// Groups [first, last) of every layer and kv head (batch rows too) of an int8 cache into its 4-bit tensors.
+void pack_kv_groups(const at::Tensor& k, const at::Tensor& k_scale, const at::Tensor& v, const at::Tensor& v_scale,
+                    at::Tensor& k4, at::Tensor& k4_stats, at::Tensor& v4, at::Tensor& v4_stats, int64_t first,
+                    int64_t last) {
+  TORCH_CHECK(k.scalar_type() == at::kChar && v.scalar_type() == at::kChar && k.dim() == 5 && k.sizes() == v.sizes() &&
+                  k.is_contiguous() && v.is_contiguous() && k_scale.is_contiguous() && v_scale.is_contiguous(),
+              "pack_kv_groups takes a contiguous int8 cache [layers, batch, heads, positions, head_dim]");
+  const int64_t rows = k.size(0) * k.size(1) * k.size(2), positions = k.size(3), hd = k.size(4);
+  const int64_t max_groups = k4.size(3);
+  TORCH_CHECK((hd == 64 || hd == 128) && 0 <= first && first <= last && last <= max_groups &&
+                  last * kQ4Group <= positions && k4.is_contiguous() && k4_stats.is_contiguous() &&
+                  v4.is_contiguous() && v4_stats.is_contiguous() && k4.numel() == rows * max_groups * 32 * hd,
+              "pack_kv_groups: groups ", first, "..", last, " do not fit these tensors");
+  const int8_t* kq = k.data_ptr<int8_t>();
+  const int8_t* vq = v.data_ptr<int8_t>();
+  const c10::Half* ks = k_scale.data_ptr<c10::Half>();
+  const c10::Half* vs = v_scale.data_ptr<c10::Half>();
+  uint8_t* k_out = k4.data_ptr<uint8_t>();
+  uint8_t* v_out = v4.data_ptr<uint8_t>();
+  c10::Half* k_stats = k4_stats.data_ptr<c10::Half>();
+  c10::Half* v_stats = v4_stats.data_ptr<c10::Half>();
+  const int64_t ng = hd / 32, groups = last - first;
+  at::parallel_for(0, rows * groups, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> x(kQ4Group * hd);
+    std::vector<uint8_t> codes(kQ4Group * hd), column(kQ4Group);
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t row = item / groups, g = first + item % groups, t0 = g * kQ4Group;
+      const int64_t at = row * positions + t0, slot = row * max_groups + g;
+      // keys: per channel over the group's positions
+      for (int64_t t = 0; t < kQ4Group; ++t) {
+        const float scale = static_cast<float>(ks[at + t]);
+        for (int64_t c = 0; c < hd; ++c) x[t * hd + c] = static_cast<float>(kq[(at + t) * hd + c]) * scale;
+      }
+      c10::Half* stats = k_stats + slot * 2 * hd;
+      for (int64_t c = 0; c < hd; ++c) {
+        round_4bit(x.data() + c, kQ4Group, hd, column.data(), stats + c, stats + hd + c);
+        for (int64_t t = 0; t < kQ4Group; ++t) codes[t * hd + c] = column[t];
+      }
+      uint8_t* out = k_out + slot * 32 * hd;
+      for (int64_t blk = 0; blk < kQ4Group / 16; ++blk) {
+        for (int64_t m = 0; m < hd / 8; ++m) {
+          for (int64_t i = 0; i < 16; ++i) {
+            const uint8_t* c = codes.data() + (16 * blk + i) * hd + 8 * m;
+            for (int64_t j = 0; j < 4; ++j) out[(blk * hd / 8 + m) * 64 + 4 * i + j] = c[j] | (c[4 + j] << 4);
+          }
+        }
+      }
+      // values: per position over 32 channels
+      for (int64_t t = 0; t < kQ4Group; ++t) {
+        const float scale = static_cast<float>(vs[at + t]);
+        for (int64_t c = 0; c < hd; ++c) x[t * hd + c] = static_cast<float>(vq[(at + t) * hd + c]) * scale;
+      }
+      stats = v_stats + slot * ng * 2 * kQ4Group;
+      for (int64_t t = 0; t < kQ4Group; ++t) {
+        for (int64_t j = 0; j < ng; ++j) {
+          round_4bit(x.data() + t * hd + 32 * j, 32, 1, codes.data() + t * hd + 32 * j,
+                     stats + (2 * j) * kQ4Group + t, stats + (2 * j + 1) * kQ4Group + t);
+        }
+      }
+      out = v_out + (row * max_groups * kQ4Group + t0) / 2 * hd;
+      for (int64_t pair = 0; pair < kQ4Group / 2; ++pair) {
+        for (int64_t blk = 0; blk < hd / 64; ++blk) {
+          for (int64_t lane = 0; lane < 16; ++lane) {
+            for (int64_t b = 0; b < 4; ++b) {  // byte b: position 2 pair + b / 2, channels 64 blk + 32 (b % 2) + lane
+              const uint8_t* c = codes.data() + (2 * pair + b / 2) * hd + 64 * blk + 32 * (b % 2) + lane;
+              out[pair * hd + 64 * blk + 4 * lane + b] = c[0] | (c[16] << 4);
+            }
+          }
+        }
+      }
+    }
+  });
+}
+
 // Each head's runs merged: o = sum_r e^(top_r - M) o_r / sum_r e^(top_r - M) sum_r with M the
 // largest top. parts: [runs, heads, hd] unnormalized outputs; top, sum: [runs, heads].
 void merge_runs(const float* parts, const float* top, const float* sum, int64_t runs, int64_t heads, int64_t hd,
@@ -1278,7 +1370,8 @@ std::optional<Q4Cache> q4_cache(const at::Tensor& k_cache, int64_t pos, const c1
 #ifndef TANDEM_ZMM_DOT
   TORCH_CHECK(false, "4-bit cache groups are read only by AVX-512 VNNI builds (see packed_kv_supported)");
 #endif
-  TORCH_CHECK(keys && key_stats && values && value_stats, "4-bit cache groups need keys, key_stats, values, value_stats");
+  TORCH_CHECK(keys && key_stats && values && value_stats,
+              "4-bit cache groups need keys, key_stats, values, value_stats");
   TORCH_CHECK(k_cache.scalar_type() == at::kChar, "4-bit cache groups go with an int8 cache");
   const int64_t layers = k_cache.size(0), batch = k_cache.size(1), heads = k_cache.size(2), hd = k_cache.size(4);
   TORCH_CHECK(hd == 64 || hd == 128, "4-bit cache groups take heads of 64 or 128 values, not ", hd);
@@ -1490,10 +1583,14 @@ TORCH_LIBRARY_FRAGMENT(tandem, m) {
       "Tensor? k4_stats=None, Tensor? v4=None, Tensor? v4_stats=None, int groups4=0) -> (Tensor, Tensor)");
   m.def("token_signals(Tensor logits) -> Tensor");
   m.def("packed_kv_supported() -> bool", &packed_kv_supported);
+  m.def(
+      "pack_kv_groups(Tensor k, Tensor k_scale, Tensor v, Tensor v_scale, Tensor(a!) k4, Tensor(b!) k4_stats, "
+      "Tensor(c!) v4, Tensor(d!) v4_stats, int first, int last) -> ()");
 }
 
 TORCH_LIBRARY_IMPL(tandem, CPU, m) {
   m.impl("decode_step", decode_step);
   m.impl("decode_logits", decode_logits);
   m.impl("token_signals", token_signals);
+  m.impl("pack_kv_groups", pack_kv_groups);
 }
