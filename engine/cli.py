@@ -28,7 +28,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, precision: str = "fu
                         "device (quantized; float weights get the q4 recipe), or the int8 / q4 recipe")
     parser.add_argument("--kv-cache", default="auto", choices=KV_CACHES,
                         help="KV cache precision (default auto: int8 where the native decode step runs, i.e. the "
-                        "quantized device tier, else the model's dtype): int8 values "
+                        "quantized device tier, with int4 for 4-bit weights, else the model's dtype): int8 values "
                         "with an fp16 scale per head and position (a little over half fp16's bytes); int4: int8 "
                         "rows whose finished groups of 64 positions the decode step reads in 4 bits (AVX-512 VNNI "
                         "builds); fp16 or fp32 keep wider values")

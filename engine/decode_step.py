@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from engine import kernels
+from engine import kernels, packed_kv
 from engine.model import KVCache, Transformer
 from engine.quant_linear import QuantLinear
 
@@ -40,6 +40,7 @@ class NativeDecodeStep:
         self.scales = [m.scales for m in matrices]
         self.fmts = [m.code for m in matrices]
         self.rope = (model.rope_cos, model.rope_sin)
+        self.reads_packed = packed_kv.supported(model.config.head_dim)  # else a packed cache is read by its rows
         # The final norm and the output layer join the step when the output layer is quantized with
         # near-fp32 activations (as `swap_modules` makes it): one parallel region a token, not three ops.
         out = model.output
@@ -80,11 +81,10 @@ class NativeDecodeStep:
         return (x, self.norms, self.weights, self.scales, self.fmts, cache.k, cache.v, cos, sin, cache.pos,
                 self.n_heads, self.eps, cache.k_scale, cache.v_scale)
 
-    @staticmethod
-    def _packed_args(cache: KVCache) -> tuple:
+    def _packed_args(self, cache: KVCache) -> tuple:
         """The cache's 4-bit groups, brought up to the positions before this step (none: empty)."""
         packed = cache.packed
-        if packed is None:
+        if packed is None or not self.reads_packed:
             return (None, None, None, None, 0)
         packed.update(cache.keys(), cache.values(), cache.pos)
         return (packed.keys, packed.key_stats, packed.values, packed.value_stats, packed.groups)

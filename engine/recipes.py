@@ -21,7 +21,6 @@ PRECISIONS = ("stored", "full", "device", *RECIPES)
 # int8 format, a little over a quarter of the bytes attention reads per token in fp32; quality
 # measured in benchmarks/quality.py), else the model's own dtype. "int4" is int8 rows whose finished
 # groups of 64 positions are also kept in 4 bits for the native decode step to read (engine/packed_kv.py,
-# AVX-512 VNNI builds; elsewhere the rows alone). Not yet "auto"'s choice: the groups are packed by torch
-# ops, ~60 ms for a 1,000-token prompt and ~10 ms at each group's end (SmolLM2, Zen 4), which costs more
-# in a stream than the faster steps save.
+# AVX-512 VNNI builds; elsewhere the rows alone); "auto" picks it for 4-bit weights (the int8 recipe,
+# held to 1 % perplexity, keeps its rows alone).
 KV_CACHES = ("auto", "fp16", "fp32", "int8", "int4")

@@ -177,9 +177,10 @@ class LocalModel:
 
     @property
     def packs_cache(self) -> bool:
-        """Whether new caches keep 4-bit groups (KV_CACHES: "int4"), where the native decode step runs and
-        reads them."""
-        return (self.kv_cache == "int4" and self.cache_dtype == torch.int8 and self.model.decode_step is not None
+        """Whether new caches keep 4-bit groups (KV_CACHES: "int4", or "auto" with 4-bit weights), where the
+        native decode step runs and reads them."""
+        wanted = self.kv_cache == "int4" or (self.kv_cache == "auto" and self.quantization != "int8")
+        return (wanted and self.cache_dtype == torch.int8 and self.model.decode_step is not None
                 and self.model.norm.weight.device.type == "cpu" and packed_kv.supported(self.config.head_dim))
 
     def new_cache(self, n_positions: int | None = None) -> KVCache:

@@ -256,8 +256,9 @@ def test_the_device_tier_keeps_its_kv_cache_in_int8_unless_told(smollm2_path, sm
     assert smollm2_device.cache_dtype == torch.int8
     int8 = smollm2_device.new_cache(4)
     assert int8.k.dtype == torch.int8 and int8.v_scale.dtype == torch.float16
-    assert int8.packed is None
+    assert (int8.packed is not None) == packed_kv.supported(64)  # 4-bit weights: 4-bit groups where read
     assert smollm2_device.model.decode_step.runs(torch.tensor([[1]]), int8)
+    assert dataclasses.replace(smollm2_device, kv_cache="int8").new_cache(4).packed is None
     int4 = dataclasses.replace(smollm2_device, kv_cache="int4").new_cache(4)
     assert int4.k.dtype == torch.int8 and (int4.packed is not None) == packed_kv.supported(64)
     assert dataclasses.replace(smollm2_device, kv_cache="fp16").new_cache(4).k.dtype == torch.float16
