@@ -9,10 +9,10 @@ the moment a field is added to the proto without one):
 - `text`: free text (stop strings, request and session ids, the escalation
   detail, fingerprint names): the detectors run on it; a local_only finding
   refuses the message, a redact finding becomes the request's placeholder.
-  A value the SDK issued itself (the random request id it makes up when the
-  caller gives none) holds nothing of the request and passes as it is: random
-  hex can look like a checksummed ID to a detector, and a request must not
-  fail by the luck of its id;
+  A request id the SDK issued itself (the random one it makes up when the
+  caller gives none) holds nothing of the request and passes as it is in the
+  request_id fields: random hex can look like a checksummed ID to a detector,
+  and a request must not fail by the luck of its id;
 - `token_ids` (the prompt and the kept draft, already built from the redacted
   request): decoded and checked the same way; anything left to redact refuses them;
 - `kv_frame`: a compressed KV cache can be neither read nor redacted, so it
@@ -110,7 +110,7 @@ class EgressFilter:
 
     def text(self, text: str, where: str = "text") -> str:
         """`text` with what the policy redacts replaced; refused when it holds something local_only."""
-        if text in self.issued:
+        if text in self.issued and where.endswith(".request_id"):
             return text
         privacy = self.policy.privacy
         spans = []

@@ -254,8 +254,8 @@ def find_national_ids(
     words = id_words or IdWords(text)
     claimed = sorted(claimed)
     for m in matches(_DIGIT_RUN, text, "-+"):
-        if m.end() - m.start() < _SHORTEST:
-            continue  # most runs are a year, a price, a count
+        if m.end() - m.start() < _SHORTEST or text[m.end():m.end() + 1] in _UPPER:
+            continue  # most runs are a year, a price, a count; one glued to letters is a token's (a hash's)
         at = bisect_right(claimed, (m.start(), len(text))) - 1
         if at >= 0 and claimed[at][1] >= m.end():
             continue

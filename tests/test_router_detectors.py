@@ -210,13 +210,15 @@ def test_version_strings_times_and_code_are_not_ip_addresses(text):
 
 def test_hex_digests_and_uuids_hold_no_account_numbers_and_almost_no_ids():
     """Machine ids (uuid4 hex, SHA digests) are random letters a-f and digits: "83acc3cc4..." is no
-    "acc" label before a number, and a checksummed ID shape turns up in well under 1 in 1,000."""
+    "acc" label before a number, and a checksummed ID's digits glued to the letters after them
+    ("254992788777419a817d...", a valid French NIR) are part of the token (before: ~6 in 200,000 uuids)."""
     rng = random.Random(19)
     ids = [uuid.UUID(int=rng.getrandbits(128), version=4).hex for _ in range(4000)]
     ids += [hashlib.sha256(rng.randbytes(16)).hexdigest() for _ in range(1000)]
     findings = [f for text in ids for f in detect(text)]
-    assert [f for f in findings if f.kind == "bank_account"] == []
-    assert len(findings) <= len(ids) // 1000
+    assert findings == []
+    assert detect("254992788777419a817d2bbd6dccb8f3") == []
+    assert [f.kind for f in detect("NIR 2549927887774 19, SSN 146-25-2971")] == ["fr_nir", "us_ssn"]
     assert [f.kind for f in detect("acc 31926819 and acct# 40917263")] == ["bank_account", "bank_account"]
 
 
