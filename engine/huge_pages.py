@@ -9,6 +9,7 @@ tok/s decoding from the loader's pages, 42-51 from huge pages (whole-process, ta
 
 from __future__ import annotations
 
+import math
 import mmap
 
 import torch
@@ -31,6 +32,16 @@ def huge_page_buffer(nbytes: int) -> torch.Tensor:
     whole = torch.frombuffer(region, dtype=torch.uint8)
     start = -whole.data_ptr() % HUGE_PAGE
     return whole[start:start + nbytes]
+
+
+def zeros(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device | str = "cpu") -> torch.Tensor:
+    """A zeroed tensor that a decode step streams (a KV cache's): on the CPU, from 2 MiB up, in huge
+    pages (SmolLM2, int8 cache at 1,000 positions, 2-core Xeon VM: the step's time above the short
+    prompt's 0.39-0.42 -> 0.36-0.38 ms, three pairs)."""
+    nbytes = math.prod(shape) * dtype.itemsize
+    if torch.device(device).type != "cpu" or nbytes < HUGE_PAGE:
+        return torch.zeros(shape, dtype=dtype, device=device)
+    return huge_page_buffer(nbytes).view(dtype).view(shape)
 
 
 def file_ranges() -> list[tuple[int, int]]:

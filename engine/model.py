@@ -16,19 +16,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from engine.config import ModelConfig, RopeScaling
-from engine.huge_pages import HUGE_PAGE, huge_page_buffer
+from engine.huge_pages import zeros
 from engine.int8_rows import Int8Rows, assign
 from engine.packed_kv import PackedKV
-
-
-def _zeros(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device | str) -> torch.Tensor:
-    """A zeroed cache tensor; on the CPU, from 2 MiB up, in huge pages (engine/huge_pages.py): a decode
-    step at a long context streams every row of it (SmolLM2, int8 cache at 1,000 positions, 2-core
-    Xeon VM: the step's time above the short prompt's 0.39-0.42 -> 0.36-0.38 ms, three pairs)."""
-    nbytes = math.prod(shape) * dtype.itemsize
-    if torch.device(device).type != "cpu" or nbytes < HUGE_PAGE:
-        return torch.zeros(shape, dtype=dtype, device=device)
-    return huge_page_buffer(nbytes).view(dtype).view(shape)
 
 
 class KVCache:
@@ -59,12 +49,12 @@ class KVCache:
             raise ValueError("4-bit groups are kept for an int8 cache on the CPU only")
         self.max_seq_len = min(max_seq_len or config.max_seq_len, config.max_seq_len)
         shape = (config.n_layers, batch_size, config.n_kv_heads, self.max_seq_len, config.head_dim)
-        self.k = _zeros(shape, dtype, device)
-        self.v = _zeros(shape, dtype, device)
+        self.k = zeros(shape, dtype, device)
+        self.v = zeros(shape, dtype, device)
         self.k_scale = self.v_scale = None
         if dtype == torch.int8:
-            self.k_scale = _zeros(shape[:-1], torch.float16, device)
-            self.v_scale = _zeros(shape[:-1], torch.float16, device)
+            self.k_scale = zeros(shape[:-1], torch.float16, device)
+            self.v_scale = zeros(shape[:-1], torch.float16, device)
         self.packed = PackedKV(shape) if packed else None
         self.pos = 0
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 
 from engine import kernels
-from engine.huge_pages import HUGE_PAGE, huge_page_buffer
+from engine.huge_pages import zeros
 
 GROUP = 64  # positions of a key group (kernels/decode_step.cpp: kQ4Group)
 CHANNELS = 32  # channels of a value group
@@ -33,13 +33,6 @@ HEAD_DIMS = (64, 128)  # what the kernels read
 def supported(head_dim: int) -> bool:
     """Whether this build's decode step reads 4-bit groups (AVX-512 VNNI) for heads of `head_dim`."""
     return head_dim in HEAD_DIMS and kernels.available() and torch.ops.tandem.packed_kv_supported()
-
-
-def _zeros(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
-    nbytes = torch.Size(shape).numel() * dtype.itemsize
-    if nbytes < HUGE_PAGE:
-        return torch.zeros(shape, dtype=dtype)
-    return huge_page_buffer(nbytes).view(dtype).view(shape)
 
 
 def quantize_4bit(x: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -110,10 +103,10 @@ class PackedKV:
         if d not in HEAD_DIMS:
             raise ValueError(f"4-bit cache groups take heads of {' or '.join(map(str, HEAD_DIMS))} values, not {d}")
         lead, self.max_groups = (layers, batch, heads), positions // GROUP
-        self.keys = _zeros((*lead, self.max_groups, 32 * d), torch.uint8)
-        self.key_stats = _zeros((*lead, self.max_groups, 2, d), torch.float16)
-        self.values = _zeros((*lead, self.max_groups * GROUP // 2, d), torch.uint8)
-        self.value_stats = _zeros((*lead, self.max_groups, d // CHANNELS, 2, GROUP), torch.float16)
+        self.keys = zeros((*lead, self.max_groups, 32 * d), torch.uint8)
+        self.key_stats = zeros((*lead, self.max_groups, 2, d), torch.float16)
+        self.values = zeros((*lead, self.max_groups * GROUP // 2, d), torch.uint8)
+        self.value_stats = zeros((*lead, self.max_groups, d // CHANNELS, 2, GROUP), torch.float16)
         self.groups = 0
 
     def update(self, k_rows, v_rows, pos: int) -> None:

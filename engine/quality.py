@@ -4,8 +4,9 @@ The quantized model is scored through either path it runs: token by token as
 decoding does (int8 activation blocks), or in one forward as a prompt's prefill
 does (mixed int8 blocks, a second level for outlier blocks), so the activation rounding each
 path uses counts, not only the weights, and with the KV cache type the tier
-runs (int8 rows on the device tier, with their 4-bit groups where the decode step reads them). The reference scores the same tokens with one
-full-precision forward and an fp32 cache.
+runs (int8 rows on the device tier, with their 4-bit groups where the decode step
+reads them). The reference scores the same tokens with one full-precision forward
+and an fp32 cache.
 """
 
 from __future__ import annotations
@@ -31,21 +32,16 @@ class Quality:
 
 
 @torch.inference_mode()
-def prefill_logits(model: Transformer, ids: list[int], cache_dtype: torch.dtype = torch.float32,
-                   cache: KVCache | None = None) -> torch.Tensor:
-    """Next-token logits [T-1, V] for every prefix of `ids`, in one forward."""
-    if cache is None:
-        cache = KVCache(model.config, len(ids), dtype=cache_dtype)
-    return model(torch.tensor([ids[:-1]]), cache)[0].float()
+def prefill_logits(model: Transformer, ids: list[int], cache: KVCache | None = None) -> torch.Tensor:
+    """Next-token logits [T-1, V] for every prefix of `ids`, in one forward (into `cache`, or an fp32 one)."""
+    return model(torch.tensor([ids[:-1]]), cache if cache is not None else KVCache(model.config, len(ids)))[0].float()
 
 
 @torch.inference_mode()
-def decode_logits(model: Transformer, ids: list[int], cache_dtype: torch.dtype = torch.float32,
-                  cache: KVCache | None = None) -> torch.Tensor:
-    """Next-token logits [T-1, V], feeding one token at a time as generation does (into `cache`,
-    or a new `cache_dtype` one)."""
-    if cache is None:
-        cache = KVCache(model.config, len(ids), dtype=cache_dtype)
+def decode_logits(model: Transformer, ids: list[int], cache: KVCache | None = None) -> torch.Tensor:
+    """Next-token logits [T-1, V], feeding one token at a time as generation does (into `cache`, or an
+    fp32 one)."""
+    cache = cache if cache is not None else KVCache(model.config, len(ids))
     return torch.stack([model(torch.tensor([[t]]), cache)[0, -1].float() for t in ids[:-1]])
 
 

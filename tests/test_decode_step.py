@@ -405,18 +405,21 @@ needs_packed_kernels = pytest.mark.skipif(not packed_kv.supported(64), reason="4
                                           "AVX-512 VNNI builds only; on this CPU the device tier keeps int8 rows alone")
 
 
-def as_the_step_reads_it(cache: KVCache, config) -> KVCache:
+def as_floats(cache: KVCache, config, groups: bool = True) -> KVCache:
     """An fp32 cache holding what the step reads from `cache` (int8 rows with 4-bit groups): the
-    groups' values, then the rows after them, dequantized."""
-    packed, pos = cache.packed, cache.pos
-    packed.update(cache.keys(), cache.values(), pos)
+    rows dequantized, with `groups` the groups' values over theirs."""
+    pos = cache.pos
     out = KVCache(config, cache.max_seq_len)
     upto = (slice(None), slice(None), slice(None), slice(0, pos))
     out.k[upto], out.v[upto] = cache.read(upto, torch.float32)
+    out.pos = pos
+    if not groups:
+        return out
+    packed = cache.packed
+    packed.update(cache.keys(), cache.values(), pos)
     g, n = packed.groups, packed.groups * packed_kv.GROUP
     out.k[:, :, :, :n] = packed_kv.unpack_keys(packed.keys[:, :, :, :g], packed.key_stats[:, :, :, :g])
     out.v[:, :, :, :n] = packed_kv.unpack_values(packed.values[:, :, :, :n // 2], packed.value_stats[:, :, :, :g])
-    out.pos = pos
     return out
 
 
@@ -431,21 +434,17 @@ def test_native_step_reads_the_4bit_groups_of_an_int8_cache(wide):
     groups' nibbles swapped move the logits by over 0.5 more than that: the step reads them."""
     ids = torch.randint(0, wide.config.vocab_size, (309,), generator=torch.Generator().manual_seed(1)).tolist()
     cache = KVCache(wide.config, len(ids) + 1, dtype=torch.int8, packed=True)
-    upto = (slice(None), slice(None), slice(None), slice(0, 300))
     errors, format_effect = [], []
     with torch.inference_mode():
         wide(torch.tensor([ids[:300]]), cache)
         for t in ids[300:]:
-            groups, rows = as_the_step_reads_it(cache, wide.config), KVCache(wide.config, cache.max_seq_len)
-            upto = (slice(None), slice(None), slice(None), slice(0, cache.pos))
-            rows.k[upto], rows.v[upto] = cache.read(upto, torch.float32)
-            rows.pos = cache.pos
+            groups, rows = as_floats(cache, wide.config), as_floats(cache, wide.config, groups=False)
             with modules_only(wide):
                 want, want_rows = wide(torch.tensor([[t]]), groups), wide(torch.tensor([[t]]), rows)
             errors.append(relative_error(wide(torch.tensor([[t]]), cache), want))
             format_effect.append(relative_error(want, want_rows))
         assert cache.packed.groups == 4
-        groups = as_the_step_reads_it(cache, wide.config)
+        groups = as_floats(cache, wide.config)
         with modules_only(wide):
             want = wide(torch.tensor([[ids[0]]]), groups)
         cache.packed.keys[:] = (cache.packed.keys >> 4) | (cache.packed.keys << 4)

@@ -867,19 +867,17 @@ struct Q4Rows {
   const c10::Half* value_stats;
 };
 
-// The 4-bit groups of a whole cache ([n_layers, batch, kv_heads, ...], batch row 0 used): the
-// first `groups` groups of every kv head are current.
+// The 4-bit groups of a whole cache (`base`: [n_layers, batch, kv_heads, ...], batch row 0 used):
+// the first `groups` groups of every kv head are current.
 struct Q4Cache {
-  const uint8_t* keys;
-  const c10::Half* key_stats;
-  const uint8_t* values;
-  const c10::Half* value_stats;
+  Q4Rows base;
   int64_t heads_per_layer, max_groups, hd, groups;
 
   Q4Rows at(int64_t layer, int64_t kv, int64_t t0) const {
     const int64_t row = layer * heads_per_layer + kv, g = row * max_groups + t0 / kQ4Group;
-    return {keys + g * 32 * hd, key_stats + g * 2 * hd, values + (row * max_groups * kQ4Group + t0) / 2 * hd,
-            value_stats + g * (hd / 32) * 2 * kQ4Group};
+    return {base.keys + g * 32 * hd, base.key_stats + g * 2 * hd,
+            base.values + (row * max_groups * kQ4Group + t0) / 2 * hd,
+            base.value_stats + g * (hd / 32) * 2 * kQ4Group};
   }
 };
 
@@ -1388,8 +1386,9 @@ std::optional<Q4Cache> q4_cache(const at::Tensor& k_cache, int64_t pos, const c1
   }
   TORCH_CHECK(groups > 0 && groups <= max_groups && groups * kQ4Group <= pos,
               "4-bit cache groups (", groups, ") must end at or before position ", pos);
-  return Q4Cache{keys->data_ptr<uint8_t>(), key_stats->data_ptr<c10::Half>(), values->data_ptr<uint8_t>(),
-                 value_stats->data_ptr<c10::Half>(), batch * heads, max_groups, hd, groups};
+  const Q4Rows base{keys->data_ptr<uint8_t>(), key_stats->data_ptr<c10::Half>(), values->data_ptr<uint8_t>(),
+                    value_stats->data_ptr<c10::Half>()};
+  return Q4Cache{base, batch * heads, max_groups, hd, groups};
 }
 
 at::Tensor decode_step(const at::Tensor& x, const at::Tensor& norms, at::TensorList weights,
