@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from engine import prefill_attention
 from engine.config import ModelConfig, RopeScaling
 from engine.huge_pages import zeros
 from engine.int8_rows import Int8Rows, assign
@@ -96,17 +97,13 @@ class KVCache:
     def append(self, layer: int, start: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store k, v [B, Hkv, T, D] at positions start.. of `layer`; return the keys and values of
         positions 0..start+T for attention, in k's dtype. A float cache gives back what it holds
-        (fp16 widened). An int8 cache gives its earlier positions dequantized and, for a prefill
-        chunk (T > 1), the chunk's own as given: every position of a prompt attends its prompt
-        through the rounding otherwise, which cost the int8 recipe ~0.3-0.5 points of prefill
-        perplexity (README). A decode step reads its own row back rounded, as the native step does."""
+        (fp16 widened), an int8 cache its rows dequantized, the new ones included: a prompt attends
+        through the rounding as its decode steps do, and as the native prompt attention reads the
+        rows (engine/prefill_attention.py), which this is the reference of."""
         bsz, seqlen = k.shape[0], k.shape[2]
         end = start + seqlen
         self.store((layer, slice(0, bsz), slice(None), slice(start, end)), k, v)
-        keys, values = self.read((layer, slice(0, bsz), slice(None), slice(0, end)), k.dtype)
-        if self.k_scale is not None and seqlen > 1:
-            keys[:, :, start:], values[:, :, start:] = k, v
-        return keys, values
+        return self.read((layer, slice(0, bsz), slice(None), slice(0, end)), k.dtype)
 
     def reset(self) -> None:
         self.pos = 0
@@ -169,6 +166,10 @@ class Attention(nn.Module):
         # q: [B, H, T, D]; k, v: [B, Hkv, T, D]
         q, k = (t.transpose(1, 2) for t in qk.split([self.n_heads, self.n_kv_heads], dim=2))
         v = v.view(bsz, seqlen, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        if seqlen > 1 and prefill_attention.runs(cache, bsz):  # a prompt over an int8 cache: read as it is
+            cache.store((layer, slice(0, 1), slice(None), slice(start, start + seqlen)), k, v)
+            out = prefill_attention.attend(qk[0, :, : self.n_heads], cache, layer, start)
+            return self.wo(out.view(1, seqlen, self.q_size))
 
         # A cache kept at lower precision (fp16 or int8 rows on the device tier) is widened
         # here, in prefill and the fallback path; the native decode step reads it as it is.

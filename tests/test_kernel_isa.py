@@ -22,10 +22,11 @@ HAS_AVX2 = all(f in cpu_flags().split() for f in ("avx2", "fma", "f16c"))
 # dot products on both paths, reading the tier's fp16 KV cache, and again an int8 one: integer
 # query . key products, vpdpwssd or vpmaddwd), and the prefill's logits on an fp32 cache
 # next to the full-precision model's (the path beyond 8 rows: the batched tile dot on mixed int8
-# activations, quant_blocks.h; the fp16 cache's own rounding is bounded in test_decode_step).
+# activations, quant_blocks.h; the fp16 cache's own rounding is bounded in test_decode_step), and a
+# prompt over an int8 cache, its attention native (engine/prefill_attention.py) and through torch.
 RUN = """
 import json, torch
-from engine import kernels
+from engine import kernels, prefill_attention
 from engine.generate import decode_one_token, prefill
 from engine.model import KVCache
 from engine.runtime import LocalModel
@@ -47,6 +48,10 @@ with torch.inference_mode():
     long_packed = forced_logprobs(KVCache(model.config, len(long), dtype=torch.int8, packed=True), long)
     exact_cache = KVCache(model.config, len(text), dtype=torch.float32)  # the matmuls alone: no fp16 rounding
     prefill_logits = model.model(torch.tensor([text]), exact_cache)[0]
+    prompt_int8 = model.model(torch.tensor([text]), KVCache(model.config, len(text), dtype=torch.int8))[0]
+    native_attention, prefill_attention.runs = prefill_attention.runs, lambda cache, batch: False
+    prompt_torch = model.model(torch.tensor([text]), KVCache(model.config, len(text), dtype=torch.int8))[0]
+    prefill_attention.runs = native_attention
     full = LocalModel.load("smollm2-135m", precision="full", max_context=256)
     reference = full.model(torch.tensor([text]), full.new_cache(len(text)))[0]
 events = list(model.stream(model.encode_prompt("Name three rivers of Europe."), max_new_tokens=8))
@@ -56,6 +61,7 @@ print(json.dumps({"isa": kernels.isa(), "native": kernels.available(), "library"
                   "reads_packed": torch.ops.tandem.packed_kv_supported(),
                   "forced_full": torch.log_softmax(reference[:-1].float(), -1).gather(-1, torch.tensor(text[1:])[:, None]).squeeze(-1).tolist(),
                   "prefill_error": (prefill_logits - reference).abs().max().item(),
+                  "prompt_int8_agreement": (prompt_int8.argmax(-1) == prompt_torch.argmax(-1)).float().mean().item(),
                   "logit_range": (reference.max() - reference.min()).item(), "generated": len(events)}))
 """
 
@@ -123,6 +129,8 @@ def test_avx2_path_matches_the_native_path(runs):
     for run in (native, avx2):
         assert run["prefill_error"] <= 2e-2 * native["logit_range"], run["prefill_error"]
     assert native["generated"] == avx2["generated"] == 8
+    for run in (native, avx2):  # a prompt over an int8 cache: the native attention against the torch path
+        assert run["prompt_int8_agreement"] >= 0.9, run["isa"]
 
 
 @pytest.mark.skipif(not HAS_AVX2, reason="this CPU has no AVX2/FMA/F16C")

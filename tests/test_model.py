@@ -131,23 +131,29 @@ def test_cache_copy_keeps_the_valid_positions_and_refuses_a_smaller_target(smoll
         cache.copy_into(KVCache(smollm2.config, 4))
 
 
-def test_an_int8_cache_prefills_on_its_chunks_exact_rows_and_decodes_on_its_rounded_ones(smollm2):
-    """A prompt's one forward attends its own keys and values as computed (the int8 rows are for
-    later steps), so its logits are the fp32 cache's; the rows it stores are the int8 rounding of
-    the fp32 cache's, and the next step reads them back."""
+def test_an_int8_cache_is_attended_through_its_rows_by_a_prompt_and_its_steps(smollm2, monkeypatch):
+    """A prompt over an int8 cache attends its rows as its decode steps will (natively where the
+    kernels are built, else through the torch path that is its reference): its first layer stores
+    the int8 rounding of the fp32 cache's keys, and its logits move off the fp32 cache's, a little."""
+    from engine import kernels, prefill_attention
     from engine.int8_rows import quantize
 
     ids = smollm2.tokenizer.encode("The quick brown fox jumps over the lazy dog because it was late.")
+    n = len(ids)
     exact, int8 = KVCache(smollm2.config, 32), KVCache(smollm2.config, 32, dtype=torch.int8)
     with torch.inference_mode():
         want, got = smollm2.model(torch.tensor([ids]), exact), smollm2.model(torch.tensor([ids]), int8)
-        assert torch.equal(got, want)
-        n = len(ids)
-        rows = quantize(exact.k[:, :, :, :n])
-        assert torch.equal(int8.k[:, :, :, :n], rows.q) and torch.equal(int8.k_scale[:, :, :, :n], rows.scale)
+        rows = quantize(exact.k[0, :, :, :n])
+        assert torch.equal(int8.k[0, :, :, :n], rows.q) and torch.equal(int8.k_scale[0, :, :, :n], rows.scale)
+        assert not torch.equal(got, want) and float((got - want).abs().max()) < 1.0
+        assert (got.argmax(-1) == want.argmax(-1)).float().mean() > 0.8
         step_exact, step_int8 = smollm2.model(torch.tensor([[11]]), exact), smollm2.model(torch.tensor([[11]]), int8)
-    assert not torch.equal(step_int8, step_exact)
-    assert float((step_int8 - step_exact).abs().max()) < 1.0
+        assert not torch.equal(step_int8, step_exact) and float((step_int8 - step_exact).abs().max()) < 1.0
+        if kernels.available():  # the native prompt attention against its torch reference
+            monkeypatch.setattr(prefill_attention, "runs", lambda cache, batch: False)
+            reference = smollm2.model(torch.tensor([ids]), KVCache(smollm2.config, 32, dtype=torch.int8))
+            # the two differ in the op's own int16 roundings, which flip a few later int8 rows
+            assert float((got - reference).abs().mean()) < float((reference - want).abs().mean())
 
 
 def test_a_kv_cache_holds_floats_or_int8_rows(smollm2):

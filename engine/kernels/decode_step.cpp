@@ -1437,6 +1437,67 @@ std::tuple<at::Tensor, at::Tensor> decode_logits(
 
 // ---- the confidence signals of one token's distribution ----------------------------
 
+// ---- a prompt's attention over the int8 cache ------------------------------------------
+// Prefill attended with torch's fp32 SDPA over the cache dequantized back to floats: on SmolLM2's
+// 1,000-token prompt ~30 % of prefill. Each prompt position is here what a decode step at that
+// position computes (the same query rounding, int8 dot products and int16 value weights, runs of
+// kChunk merged in order), so a prompt and its decoded continuation attend alike.
+// q: [T, H, D] fp32 after RoPE (rows may be strided, as the QKV matmul leaves them); the caches
+// [L, B, Hkv, S, D] int8 with their fp16 scales, holding positions 0..start+T of `layer` (batch
+// row 0); returns [T, H * D]: position start + t attends positions 0..start + t.
+at::Tensor prefill_attention(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& k_scale,
+                             const at::Tensor& v_cache, const at::Tensor& v_scale, int64_t layer, int64_t start) {
+  TORCH_CHECK(q.device().is_cpu() && q.scalar_type() == at::kFloat && q.dim() == 3 && q.stride(2) == 1 &&
+                  q.stride(1) == q.size(2),
+              "prefill_attention takes fp32 CPU queries [T, H, D] with contiguous heads");
+  for (const at::Tensor* t : {&k_cache, &v_cache}) {
+    TORCH_CHECK(t->device().is_cpu() && t->scalar_type() == at::kChar && t->is_contiguous() && t->dim() == 5 &&
+                    t->sizes() == k_cache.sizes(),
+                "prefill_attention reads contiguous int8 caches [n_layers, batch, kv_heads, positions, head_dim]");
+  }
+  for (const at::Tensor* t : {&k_scale, &v_scale}) {
+    TORCH_CHECK(t->device().is_cpu() && t->scalar_type() == at::kHalf && t->is_contiguous() &&
+                    t->sizes() == k_cache.sizes().slice(0, 4),
+                "an int8 cache's scales must be contiguous fp16 [n_layers, batch, kv_heads, positions]");
+  }
+  const int64_t T = q.size(0), H = q.size(1), hd = q.size(2), n_kv = k_cache.size(2), S = k_cache.size(3);
+  TORCH_CHECK(hd == k_cache.size(4) && hd <= 512 && H % n_kv == 0, "queries [", T, ", ", H, ", ", hd,
+              "] do not fit a cache of ", n_kv, " kv heads of ", k_cache.size(4), " values (up to 512)");
+  TORCH_CHECK(layer >= 0 && layer < k_cache.size(0) && start >= 0 && start + T <= S, "positions ", start, "..",
+              start + T, " of layer ", layer, " are outside the cache");
+  const int64_t group = H / n_kv, layer_off = layer * k_cache.size(1) * n_kv * S;
+  const I8Rows keys{k_cache.data_ptr<int8_t>() + layer_off * hd, k_scale.data_ptr<c10::Half>() + layer_off, hd};
+  const I8Rows values{v_cache.data_ptr<int8_t>() + layer_off * hd, v_scale.data_ptr<c10::Half>() + layer_off, hd};
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  at::Tensor out = at::empty({T, H * hd}, at::kFloat);
+  const float* qp = q.data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  const int64_t q_stride = q.stride(0), max_runs = (start + T + kChunk - 1) / kChunk;
+  // Item i is (position, kv head); positions alternate from both ends of the prompt, so that a
+  // thread's share of the causal work is even however parallel_for cuts the range.
+  at::parallel_for(0, T * n_kv, 1, [&](int64_t i0, int64_t i1) {
+    RoundedQueries queries(group, hd);
+    std::vector<float> scores(group * kChunk), parts(max_runs * group * hd), tops(max_runs * group),
+        sums(max_runs * group);
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t j = i / n_kv, kv = i % n_kv, t = j % 2 == 0 ? j / 2 : T - 1 - j / 2, n = start + t + 1;
+      queries.round(qp + t * q_stride + kv * group * hd, group);
+      const int64_t runs = (n + kChunk - 1) / kChunk;
+      for (int64_t r = 0; r < runs; ++r) {
+        const int64_t t0 = r * kChunk, len = std::min(kChunk, n - t0), row = (kv * S + t0) * hd;
+        for (int64_t head = 0; head < group; head += kMaxGroup) {
+          const int64_t part = r * group + head;
+          attend(nullptr, keys + row, values + row, std::min(kMaxGroup, group - head), len, hd, scale,
+                 scores.data() + head * kChunk, kChunk, parts.data() + part * hd, tops.data() + part,
+                 sums.data() + part, QueryView(queries, head), Ahead{});
+        }
+      }
+      merge_runs(parts.data(), tops.data(), sums.data(), runs, group, hd, op + t * H * hd + kv * group * hd);
+    }
+  });
+  return out;
+}
+
 // The two largest logits so far, ranked by value, then by the lower index (argmax's
 // rule for ties); an empty slot holds -inf at the last index.
 struct Top2 {
@@ -1581,6 +1642,9 @@ TORCH_LIBRARY_FRAGMENT(tandem, m) {
       "Tensor(d!)? v_scale, Tensor final_norm, Tensor w, Tensor? w_scales, int fmt, Tensor? k4=None, "
       "Tensor? k4_stats=None, Tensor? v4=None, Tensor? v4_stats=None, int groups4=0) -> (Tensor, Tensor)");
   m.def("token_signals(Tensor logits) -> Tensor");
+  m.def(
+      "prefill_attention(Tensor q, Tensor k_cache, Tensor k_scale, Tensor v_cache, Tensor v_scale, int layer, "
+      "int start) -> Tensor");
   m.def("packed_kv_supported() -> bool", &packed_kv_supported);
   m.def(
       "pack_kv_groups(Tensor k, Tensor k_scale, Tensor v, Tensor v_scale, Tensor(a!) k4, Tensor(b!) k4_stats, "
@@ -1591,5 +1655,6 @@ TORCH_LIBRARY_IMPL(tandem, CPU, m) {
   m.impl("decode_step", decode_step);
   m.impl("decode_logits", decode_logits);
   m.impl("token_signals", token_signals);
+  m.impl("prefill_attention", prefill_attention);
   m.impl("pack_kv_groups", pack_kv_groups);
 }
